@@ -1,0 +1,121 @@
+//! Golden tests: every recorded callback under `tests/golden/<provider>/` is normalized
+//! and rendered, and compared with the hand-reviewed `<case>.expected.json` beside it.
+//!
+//! A case is `<case>.body` (the raw body bytes), an optional `<case>.meta.json`
+//! (`method`, `content_type`, `url`, `headers`, `received_at_ms`) and the expected output
+//! `{"control": <description or null>, "payloads": [<suprsend payload>, …]}`.
+//! `UPDATE_GOLDEN=1` writes missing or changed expected files (review them before
+//! committing).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use hookrelay_core::payload::{PayloadOptions, render};
+use hookrelay_core::provider::{Context, Provider};
+use hookrelay_core::CallbackRequest;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use serde_json::{Value, json};
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+fn request(body: Vec<u8>, meta: &Value) -> CallbackRequest {
+    let method = meta["method"].as_str().unwrap_or("POST");
+    let uri = meta["url"].as_str().unwrap_or("/");
+    let mut headers = HeaderMap::new();
+    if let Some(ct) = meta["content_type"].as_str() {
+        headers.insert("content-type", HeaderValue::from_str(ct).expect("content type"));
+    }
+    if let Some(h) = meta["headers"].as_object() {
+        for (k, v) in h {
+            headers.insert(
+                HeaderName::from_bytes(k.as_bytes()).expect("header name"),
+                HeaderValue::from_str(v.as_str().expect("header value")).expect("header value"),
+            );
+        }
+    }
+    CallbackRequest {
+        method: Method::from_bytes(method.as_bytes()).expect("method"),
+        uri: uri.parse::<Uri>().expect("url"),
+        headers,
+        body: Bytes::from(body),
+    }
+}
+
+fn run_case(provider: &Provider, body_path: &Path) -> Result<(), String> {
+    let stem = body_path.with_extension("");
+    let meta_path = stem.with_extension("meta.json");
+    let expected_path = stem.with_extension("expected.json");
+    let meta: Value = match fs::read(&meta_path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", meta_path.display()))?,
+        Err(_) => json!({}),
+    };
+    let body = fs::read(body_path).map_err(|e| e.to_string())?;
+    let req = request(body, &meta);
+    let ctx = Context {
+        received_at_ms: meta["received_at_ms"].as_i64().unwrap_or(1_700_000_000_000),
+    };
+    let out = provider
+        .normalize(&req, &ctx)
+        .map_err(|e| format!("{}: normalize failed: {e}", body_path.display()))?;
+    let payloads: Vec<Value> = out
+        .events
+        .iter()
+        .map(|e| render(e, &PayloadOptions::default()))
+        .collect();
+    let actual = json!({
+        "control": out.control.as_ref().map(|c| c.describe()),
+        "payloads": payloads,
+    });
+    let expected: Option<Value> = fs::read(&expected_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if expected.as_ref() == Some(&actual) {
+        return Ok(());
+    }
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        let text = serde_json::to_string_pretty(&actual).map_err(|e| e.to_string())?;
+        fs::write(&expected_path, text + "\n").map_err(|e| e.to_string())?;
+        return Ok(());
+    }
+    Err(format!(
+        "{}: output differs from {}\nactual:\n{}",
+        body_path.display(),
+        expected_path.display(),
+        serde_json::to_string_pretty(&actual).unwrap_or_default()
+    ))
+}
+
+#[test]
+fn every_recorded_callback_normalizes_to_its_expected_payloads() {
+    let mut failures = Vec::new();
+    let mut cases = 0;
+    let mut dirs: Vec<_> = fs::read_dir(golden_dir())
+        .expect("tests/golden exists")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .collect();
+    dirs.sort_by_key(|e| e.path());
+    for dir in dirs {
+        let name = dir.file_name().to_string_lossy().into_owned();
+        let provider = Provider::builtin(&name)
+            .unwrap_or_else(|| panic!("tests/golden/{name}: not a built-in provider"));
+        let mut bodies: Vec<_> = fs::read_dir(dir.path())
+            .expect("readable")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "body"))
+            .collect();
+        bodies.sort();
+        for body in bodies {
+            cases += 1;
+            if let Err(e) = run_case(&provider, &body) {
+                failures.push(e);
+            }
+        }
+    }
+    assert!(cases > 0, "no golden cases found");
+    assert!(failures.is_empty(), "{} of {cases} golden cases failed:\n{}", failures.len(), failures.join("\n\n"));
+}
