@@ -29,9 +29,11 @@ pub mod timestamp;
 
 pub use error::{NormalizeError, VerifyConfigError, VerifyError};
 pub use event::{
-    Channel, ErrorInfo, Event, EventKind, EventType, InboundMessage, Location, Media,
-    ReplyContext, Status, StatusUpdate,
+    Channel, ErrorInfo, Event, EventKind, EventType, InboundMessage, Location, Media, ReplyContext,
+    Status, StatusUpdate,
 };
-pub use provider::{Context, Control, Normalized, Provider, Verifier, VerifyOptions, VerifySettings};
+pub use provider::{
+    Context, Control, Normalized, Provider, Verifier, VerifyOptions, VerifySettings,
+};
 pub use request::CallbackRequest;
 pub use secret::Secret;

@@ -51,7 +51,12 @@ impl CallbackRequest {
     #[must_use]
     pub fn media_type(&self) -> Option<String> {
         let ct = self.header("content-type")?;
-        let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let essence = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         (!essence.is_empty()).then_some(essence)
     }
 

@@ -47,7 +47,8 @@ pub fn parse_str_ms(s: &str) -> Option<i64> {
     }
     let fmt_frac = format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond]");
     let fmt = format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
-    let fmt_t_frac = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond]");
+    let fmt_t_frac =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond]");
     let fmt_t = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
     for f in [fmt_frac, fmt, fmt_t_frac, fmt_t] {
         if let Ok(t) = PrimitiveDateTime::parse(s, f) {
@@ -68,7 +69,7 @@ pub fn parse_str_ms(s: &str) -> Option<i64> {
 fn parse_loose_offset(s: &str) -> Option<i64> {
     // Accept `...+0000` / `...-0400` by inserting a colon.
     let bytes = s.as_bytes();
-    if bytes.len() > 5 {
+    if bytes.len() > 5 && s.is_char_boundary(s.len() - 5) {
         let tail = &s[s.len() - 5..];
         if (tail.starts_with('+') || tail.starts_with('-'))
             && tail[1..].bytes().all(|b| b.is_ascii_digit())
@@ -123,9 +124,8 @@ pub fn to_ms(t: OffsetDateTime) -> i64 {
 pub fn ms_to_rfc3339(ms: i64) -> String {
     let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let f = format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
+    let f =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     t.format(f).unwrap_or_default()
 }
 
@@ -137,10 +137,19 @@ mod tests {
     #[test]
     fn numbers_by_magnitude() {
         assert_eq!(value_to_ms(&json!(1_600_112_502)), Some(1_600_112_502_000));
-        assert_eq!(value_to_ms(&json!(1_529_692_199.626_182)), Some(1_529_692_199_626));
-        assert_eq!(value_to_ms(&json!(1_710_941_393_420_i64)), Some(1_710_941_393_420));
+        assert_eq!(
+            value_to_ms(&json!(1_529_692_199.626_182)),
+            Some(1_529_692_199_626)
+        );
+        assert_eq!(
+            value_to_ms(&json!(1_710_941_393_420_i64)),
+            Some(1_710_941_393_420)
+        );
         assert_eq!(value_to_ms(&json!("1600112502")), Some(1_600_112_502_000));
-        assert_eq!(value_to_ms(&json!("1529692199.626182")), Some(1_529_692_199_626));
+        assert_eq!(
+            value_to_ms(&json!("1529692199.626182")),
+            Some(1_529_692_199_626)
+        );
         assert_eq!(value_to_ms(&json!(-1)), None);
         assert_eq!(value_to_ms(&json!(1e300)), None);
     }
@@ -166,6 +175,8 @@ mod tests {
         );
         assert_eq!(parse_yymmddhhmm_ms("2001011200"), Some(1_577_880_000_000));
         assert_eq!(parse_str_ms("not a date"), None);
+        assert_eq!(parse_str_ms("aé0000"), None);
+        assert_eq!(parse_str_ms("2020-01-01T00:00:00é+0000"), None);
     }
 
     #[test]

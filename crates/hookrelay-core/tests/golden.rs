@@ -11,9 +11,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use hookrelay_core::CallbackRequest;
 use hookrelay_core::payload::{PayloadOptions, render};
 use hookrelay_core::provider::{Context, Provider};
-use hookrelay_core::CallbackRequest;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use serde_json::{Value, json};
 
@@ -26,7 +26,10 @@ fn request(body: Vec<u8>, meta: &Value) -> CallbackRequest {
     let uri = meta["url"].as_str().unwrap_or("/");
     let mut headers = HeaderMap::new();
     if let Some(ct) = meta["content_type"].as_str() {
-        headers.insert("content-type", HeaderValue::from_str(ct).expect("content type"));
+        headers.insert(
+            "content-type",
+            HeaderValue::from_str(ct).expect("content type"),
+        );
     }
     if let Some(h) = meta["headers"].as_object() {
         for (k, v) in h {
@@ -117,5 +120,10 @@ fn every_recorded_callback_normalizes_to_its_expected_payloads() {
         }
     }
     assert!(cases > 0, "no golden cases found");
-    assert!(failures.is_empty(), "{} of {cases} golden cases failed:\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {cases} golden cases failed:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }

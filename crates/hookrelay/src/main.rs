@@ -1,1 +1,42 @@
-fn main() {}
+//! The `hookrelay` command: the sidecar and its tools.
+//!
+//! Exit codes: 0 success; 2 a body that cannot be understood; 3 a signature check failed;
+//! 64 a usage or configuration error.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod normalize;
+
+/// Verify, normalize and deliver provider callbacks.
+#[derive(Debug, Parser)]
+#[command(name = "hookrelay", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Normalize one recorded callback read from stdin and print its payloads, one JSON
+    /// object per line.
+    Normalize(normalize::Args),
+}
+
+/// Exit code for a usage or configuration error (EX_USAGE).
+const EXIT_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::Normalize(args) => normalize::run(&args),
+    }
+}

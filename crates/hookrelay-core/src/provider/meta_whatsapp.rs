@@ -1,25 +1,1013 @@
-//! meta_whatsapp (not yet implemented: every call fails closed).
+//! Meta WhatsApp Cloud API webhooks (`meta_whatsapp`).
+//!
+//! # Callback format
+//!
+//! - **Handshake**: when a callback URL is configured, Meta calls it with
+//!   `GET ?hub.mode=subscribe&hub.verify_token=<yours>&hub.challenge=<n>` and an empty body.
+//!   [`normalize`] turns it into [`Control::MetaChallenge`] (no events): answer `200` with
+//!   the challenge as the body once [`Verifier::verify`] accepted the token. A `hub.mode`
+//!   other than `subscribe`, or no `hub.challenge`, is a [`NormalizeError`].
+//! - **Events**: `POST`, `application/json`:
+//!   `{"object": "whatsapp_business_account", "entry": [{"id": <WABA id>, "changes":
+//!   [{"field": "messages", "value": {"messaging_product": "whatsapp", "metadata":
+//!   {"display_phone_number", "phone_number_id"}, "contacts": [...], "messages": [...],
+//!   "statuses": [...], "errors": [...]}}]}]}`. Batching happens at three levels; every entry
+//!   × change × message/status becomes one event, in body order. Changes whose `field` is
+//!   not `messages` (template, account, group updates…) carry no message events and are
+//!   skipped without error, as are value-level `errors[]` (webhook-level failures that are
+//!   not about one message), and entries without `changes` (Messenger `object: page`).
+//!
+//! ## Status events (`statuses[]`)
+//!
+//! channel `whatsapp`; `channel_value` = `"+" + recipient_id` (WhatsApp ids are the
+//! user's E.164 number without `+`; for a group message `recipient_participant_id` is used
+//! when present, else the group id is kept as given); `vendor_ack_id` = `id` (the `wamid.…`
+//! of your message); timestamp = `timestamp` (Unix seconds as a string) in ms; on `failed`,
+//! the error is `errors[0]`: `code` as text and `message`, else `title`, else
+//! `error_data.details`. The correlation id the sending app attached,
+//! `biz_opaque_callback_data`, is passed under that name exactly as given (a JSON text
+//! stays a string). `conversation` and `pricing` stay only in `vendor_response`. The
+//! idempotency key is derived from (`id`, `status`, `timestamp`). `vendor_response` is
+//! the status object itself.
+//!
+//! ## Inbound messages (`messages[]`)
+//!
+//! `from` = `"+" + from` (also the `channel_value`); `to` = `"+"` + the digits of
+//! `metadata.display_phone_number`; `type` = Meta's `type` as given; `source_message_id`
+//! and `vendor_ack_id` = `id`; timestamp = `timestamp` in ms; `context {from, id}` of a
+//! reply becomes the reply context (with `+` on `from`). Per type:
+//!
+//! | `type` | normalized content |
+//! |---|---|
+//! | `text` | `text.body` |
+//! | `image`, `video`, `audio`, `document`, `sticker` | `media [{url: url or media id, content_type: mime_type}]`, text = `caption` (a document's `filename` stays in `vendor_response`) |
+//! | `location` | `location {latitude, longitude, name, address}` |
+//! | `button` (template quick reply) | text = `button.text` (else `payload`) |
+//! | `interactive` | text = `button_reply.title` / `list_reply.title` / `nfm_reply.body` |
+//! | `reaction` | text = `emoji` (absent when the reaction was removed), context id = `reaction.message_id` |
+//! | `order` / `system` | text = `order.text` / `system.body` |
+//! | `contacts`, `request_welcome`, `unsupported`, `referral`, others | type only |
+//!
+//! The sender's profile name (`contacts[].profile.name`) is not part of the message object
+//! and is not carried. The idempotency key is derived from the message `id`.
+//! `vendor_response` is the message object itself.
+//!
+//! # Signature scheme
+//!
+//! `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app_secret, raw body)>` on every `POST`
+//! (header name and hex digits case-insensitive), compared in constant time. Meta signs
+//! no timestamp, so there is no freshness check (dedupe on the idempotency key instead).
+//! A `GET` handshake is checked by comparing `hub.verify_token` with the configured
+//! `verify_token` in constant time; with no `verify_token` configured every handshake is
+//! rejected ([`VerifyError::BadCredentials`]: fail closed, never a skipped check).
+//!
+//! # Verify keys
+//!
+//! | key | required | meaning |
+//! |---|---|---|
+//! | `app_secret` | yes | the Meta app secret (App settings → Basic) |
+//! | `verify_token` | no | the token you entered with the callback URL; needed to answer handshakes |
+//!
+//! # Status mapping
+//!
+//! | `statuses[].status` | status |
+//! |---|---|
+//! | `sent` | `sent` |
+//! | `delivered` | `delivered` |
+//! | `read` | `seen` |
+//! | `played` (voice message played) | `seen` |
+//! | `failed` | `failed` (with `error`) |
+//! | `deleted`, `warning`, any other value | `queued`, informational |
+//!
+//! Unknown values never fail a callback: they map to `queued` marked informational (so they
+//! never downgrade a later status), with Meta's status object kept in `vendor_response`.
 
-use crate::provider::{Context, Normalized, VerifyOptions, VerifySettings};
-use crate::{CallbackRequest, NormalizeError, VerifyConfigError, VerifyError};
+use hmac::{Hmac, KeyInit, Mac};
+use http::Method;
+use serde_json::{Map, Value};
+use sha2::Sha256;
 
-/// Signature check.
+use crate::event::{
+    Channel, ErrorInfo, Event, EventKind, InboundMessage, Location, Media, ReplyContext, Status,
+    StatusUpdate, idempotency_key,
+};
+use crate::provider::{Context, Control, Normalized, VerifyOptions, VerifySettings};
+use crate::secret::ct_eq;
+use crate::timestamp::value_to_ms;
+use crate::{CallbackRequest, NormalizeError, Secret, VerifyConfigError, VerifyError};
+
+const PROVIDER: &str = "meta_whatsapp";
+const KNOWN_KEYS: &[&str] = &["app_secret", "verify_token"];
+const SIGNATURE_HEADER: &str = "x-hub-signature-256";
+/// Longest `hub.challenge` echoed back (Meta sends a short number).
+const MAX_CHALLENGE_LEN: usize = 256;
+
+/// Checks `X-Hub-Signature-256` on event callbacks and `hub.verify_token` on handshakes.
 #[derive(Debug, Clone)]
-pub struct Verifier {}
+pub struct Verifier {
+    app_secret: Secret,
+    verify_token: Option<Secret>,
+}
 
 impl Verifier {
-    /// Builds the verifier from the `verify:` settings.
-    pub fn from_settings(_settings: &VerifySettings) -> Result<Self, VerifyConfigError> {
-        Err(VerifyConfigError::Missing { provider: "meta_whatsapp", key: "secret" })
+    /// Builds the verifier from the `verify:` settings: `app_secret` (required) and
+    /// `verify_token` (optional; without it every `GET` handshake is rejected).
+    pub fn from_settings(settings: &VerifySettings) -> Result<Self, VerifyConfigError> {
+        settings.only(PROVIDER, KNOWN_KEYS)?;
+        let app_secret = settings.require(PROVIDER, "app_secret")?.clone();
+        let verify_token = settings.get("verify_token").cloned();
+        Ok(Self {
+            app_secret,
+            verify_token,
+        })
     }
 
-    /// Checks the callback.
-    pub fn verify(&self, _req: &CallbackRequest, _opts: &VerifyOptions) -> Result<(), VerifyError> {
-        Err(VerifyError::Mismatch)
+    /// Checks the callback: a `GET` handshake by its `hub.verify_token`, anything else by
+    /// its `X-Hub-Signature-256` over the raw body. Meta signs no timestamp, so `opts`
+    /// has nothing to check.
+    pub fn verify(&self, req: &CallbackRequest, _opts: &VerifyOptions) -> Result<(), VerifyError> {
+        if req.method == Method::GET {
+            return self.verify_handshake(req);
+        }
+        let header = req
+            .headers
+            .get(SIGNATURE_HEADER)
+            .ok_or(VerifyError::Missing("X-Hub-Signature-256"))?;
+        let value = header
+            .to_str()
+            .map_err(|_| VerifyError::Malformed("X-Hub-Signature-256 is not visible ASCII".into()))?
+            .trim();
+        let tag = parse_signature(value)?;
+        verify_hmac(self.app_secret.expose().as_bytes(), &req.body, &tag)
+    }
+
+    fn verify_handshake(&self, req: &CallbackRequest) -> Result<(), VerifyError> {
+        let pairs = req.query_pairs();
+        let sent = crate::request::param(&pairs, "hub.verify_token")
+            .ok_or(VerifyError::Missing("hub.verify_token"))?;
+        let Some(expected) = &self.verify_token else {
+            // No token configured: a handshake can never be accepted (fail closed).
+            return Err(VerifyError::BadCredentials);
+        };
+        if ct_eq(sent.as_bytes(), expected.expose().as_bytes()) {
+            Ok(())
+        } else {
+            Err(VerifyError::BadCredentials)
+        }
     }
 }
 
-/// Normalizes one callback.
-pub fn normalize(_req: &CallbackRequest, _ctx: &Context) -> Result<Normalized, NormalizeError> {
-    Err(NormalizeError::EmptyBody)
+/// Decodes `sha256=<hex>` (prefix and hex digits in any case) into the tag bytes.
+fn parse_signature(value: &str) -> Result<Vec<u8>, VerifyError> {
+    let hex_part = value
+        .get(..7)
+        .filter(|p| p.eq_ignore_ascii_case("sha256="))
+        .and_then(|_| value.get(7..))
+        .ok_or_else(|| VerifyError::Malformed("expected sha256=<hex>".into()))?;
+    hex::decode(hex_part.trim())
+        .map_err(|_| VerifyError::Malformed("signature is not hexadecimal".into()))
+}
+
+/// Constant-time check of `tag` against HMAC-SHA256(`key`, `body`).
+pub(crate) fn verify_hmac(key: &[u8], body: &[u8], tag: &[u8]) -> Result<(), VerifyError> {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
+        .map_err(|_| VerifyError::Unreadable("unusable HMAC key".into()))?;
+    mac.update(body);
+    mac.verify_slice(tag).map_err(|_| VerifyError::Mismatch)
+}
+
+/// Normalizes one callback: a `GET` handshake into [`Control::MetaChallenge`], a `POST`
+/// into one event per status and message, in body order.
+pub fn normalize(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, NormalizeError> {
+    if req.method == Method::GET {
+        return handshake(req).map(Normalized::control);
+    }
+    if req.method != Method::POST {
+        return Err(NormalizeError::UnsupportedMethod {
+            provider: PROVIDER,
+            method: req.method.to_string(),
+        });
+    }
+    req.expect_content_type(PROVIDER, &["application/json"], "application/json")?;
+    let doc = req.json()?;
+    events_from_envelope(&doc, ctx, &META).map(Normalized::events)
+}
+
+fn handshake(req: &CallbackRequest) -> Result<Control, NormalizeError> {
+    let pairs = req.query_pairs();
+    let mode = crate::request::param(&pairs, "hub.mode")
+        .ok_or_else(|| NormalizeError::MissingField("hub.mode".into()))?;
+    if mode != "subscribe" {
+        return Err(NormalizeError::invalid(
+            "hub.mode",
+            format!("expected \"subscribe\", got {mode:?}"),
+        ));
+    }
+    let challenge = crate::request::param_nonempty(&pairs, "hub.challenge")
+        .ok_or_else(|| NormalizeError::MissingField("hub.challenge".into()))?;
+    if challenge.len() > MAX_CHALLENGE_LEN || challenge.chars().any(char::is_control) {
+        return Err(NormalizeError::invalid(
+            "hub.challenge",
+            "longer than 256 bytes or contains control characters",
+        ));
+    }
+    let verify_token = crate::request::param(&pairs, "hub.verify_token").unwrap_or("");
+    Ok(Control::MetaChallenge {
+        challenge: challenge.to_owned(),
+        verify_token: verify_token.to_owned(),
+    })
+}
+
+/// How a provider that mirrors Meta's envelope differs from Meta itself.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Flavor {
+    /// `vendor_name` of the events.
+    pub(crate) vendor: &'static str,
+    /// Maps a `statuses[].status` value to (status, informational).
+    pub(crate) status: fn(&str) -> (Status, bool),
+    /// Picks the `vendor_ack_id` of a status object.
+    pub(crate) ack_id: fn(&Map<String, Value>) -> Option<String>,
+}
+
+/// Meta itself.
+pub(crate) const META: Flavor = Flavor {
+    vendor: PROVIDER,
+    status: map_status,
+    ack_id: status_id,
+};
+
+/// Meta's status mapping (see the module docs).
+pub(crate) fn map_status(value: &str) -> (Status, bool) {
+    match value {
+        "sent" => (Status::Sent, false),
+        "delivered" => (Status::Delivered, false),
+        "read" | "played" => (Status::Seen, false),
+        "failed" => (Status::Failed, false),
+        _ => (Status::Queued, true),
+    }
+}
+
+fn status_id(status: &Map<String, Value>) -> Option<String> {
+    text(status, "id")
+}
+
+/// Turns a Meta-style `{object, entry[{changes[{field, value}]}]}` document into events.
+pub(crate) fn events_from_envelope(
+    doc: &Value,
+    ctx: &Context,
+    flavor: &Flavor,
+) -> Result<Vec<Event>, NormalizeError> {
+    let root = doc
+        .as_object()
+        .ok_or_else(|| NormalizeError::shape("/", "a JSON object"))?;
+    let entries = root
+        .get("entry")
+        .ok_or_else(|| NormalizeError::MissingField("entry".into()))?
+        .as_array()
+        .ok_or_else(|| NormalizeError::shape("/entry", "an array"))?;
+    let mut events = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let entry = entry
+            .as_object()
+            .ok_or_else(|| NormalizeError::shape(format!("/entry/{i}"), "an object"))?;
+        let changes = match entry.get("changes") {
+            None | Some(Value::Null) => continue,
+            Some(Value::Array(c)) => c,
+            Some(_) => {
+                return Err(NormalizeError::shape(
+                    format!("/entry/{i}/changes"),
+                    "an array",
+                ));
+            }
+        };
+        for (j, change) in changes.iter().enumerate() {
+            let path = format!("/entry/{i}/changes/{j}");
+            let change = change
+                .as_object()
+                .ok_or_else(|| NormalizeError::shape(path.clone(), "an object"))?;
+            if change.get("field").and_then(Value::as_str) != Some("messages") {
+                continue;
+            }
+            let value = change
+                .get("value")
+                .and_then(Value::as_object)
+                .ok_or_else(|| NormalizeError::shape(format!("{path}/value"), "an object"))?;
+            value_events(value, &path, ctx, flavor, &mut events)?;
+        }
+    }
+    Ok(events)
+}
+
+fn value_events(
+    value: &Map<String, Value>,
+    path: &str,
+    ctx: &Context,
+    flavor: &Flavor,
+    out: &mut Vec<Event>,
+) -> Result<(), NormalizeError> {
+    let business = value
+        .get("metadata")
+        .and_then(|m| m.get("display_phone_number"))
+        .and_then(|v| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+        .map(|s| digits_e164(&s))
+        .unwrap_or_default();
+    for (k, status) in array_at(value, "statuses", path)?.iter().enumerate() {
+        let p = format!("{path}/value/statuses/{k}");
+        let status = status
+            .as_object()
+            .ok_or_else(|| NormalizeError::shape(p.clone(), "an object"))?;
+        out.push(status_event(status, &p, ctx, flavor)?);
+    }
+    for (k, message) in array_at(value, "messages", path)?.iter().enumerate() {
+        let p = format!("{path}/value/messages/{k}");
+        let message = message
+            .as_object()
+            .ok_or_else(|| NormalizeError::shape(p.clone(), "an object"))?;
+        out.push(message_event(message, &business, &p, ctx, flavor.vendor)?);
+    }
+    Ok(())
+}
+
+fn array_at<'a>(
+    value: &'a Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<&'a [Value], NormalizeError> {
+    match value.get(key) {
+        None | Some(Value::Null) => Ok(&[]),
+        Some(Value::Array(a)) => Ok(a),
+        Some(_) => Err(NormalizeError::shape(
+            format!("{path}/value/{key}"),
+            "an array",
+        )),
+    }
+}
+
+fn status_event(
+    s: &Map<String, Value>,
+    path: &str,
+    ctx: &Context,
+    flavor: &Flavor,
+) -> Result<Event, NormalizeError> {
+    let id = require(s, "id", path)?;
+    let status_value = require(s, "status", path)?;
+    let (status, informational) = (flavor.status)(&status_value);
+    let recipient = recipient(s).ok_or_else(|| missing(path, "recipient_id"))?;
+    let timestamp_ms = timestamp(s.get("timestamp"), ctx, path)?;
+    let error = (status == Status::Failed)
+        .then(|| first_error(s.get("errors")))
+        .flatten();
+    let mut correlation = Map::new();
+    if let Some(v) = s.get("biz_opaque_callback_data").filter(|v| !v.is_null()) {
+        correlation.insert("biz_opaque_callback_data".into(), v.clone());
+    }
+    let ts_part = s.get("timestamp").map(value_text).unwrap_or_default();
+    Ok(Event {
+        channel: Channel::Whatsapp,
+        channel_value: recipient,
+        vendor_name: flavor.vendor.to_owned(),
+        vendor_ack_id: (flavor.ack_id)(s).or(Some(id.clone())),
+        idempotency_key: idempotency_key(flavor.vendor, &[&id, &status_value, &ts_part]),
+        correlation,
+        kind: EventKind::Status(StatusUpdate {
+            status,
+            timestamp_ms,
+            error,
+            informational,
+        }),
+        raw: Value::Object(s.clone()),
+    })
+}
+
+/// The user a status is about: `+recipient_id`, or for a group message the participant.
+fn recipient(s: &Map<String, Value>) -> Option<String> {
+    let is_group = s.get("recipient_type").and_then(Value::as_str) == Some("group");
+    if is_group {
+        return text(s, "recipient_participant_id")
+            .map(|p| e164(&p))
+            .or_else(|| text(s, "recipient_id"));
+    }
+    text(s, "recipient_id").map(|r| e164(&r))
+}
+
+/// `errors[0]` as `{code, message}`: message from `message`, `title` or `error_data.details`.
+pub(crate) fn first_error(errors: Option<&Value>) -> Option<ErrorInfo> {
+    let e = errors?.as_array()?.first()?.as_object()?;
+    let details = e
+        .get("error_data")
+        .and_then(Value::as_object)
+        .and_then(|d| text(d, "details"));
+    let message = text(e, "message").or_else(|| text(e, "title")).or(details);
+    ErrorInfo::from_parts(text(e, "code"), message)
+}
+
+fn message_event(
+    m: &Map<String, Value>,
+    business: &str,
+    path: &str,
+    ctx: &Context,
+    vendor: &str,
+) -> Result<Event, NormalizeError> {
+    let id = require(m, "id", path)?;
+    let from = e164(&require(m, "from", path)?);
+    let message_type = text(m, "type").unwrap_or_else(|| "unknown".to_owned());
+    let timestamp_ms = timestamp(m.get("timestamp"), ctx, path)?;
+    let body = m.get(&message_type).and_then(Value::as_object);
+    let mut msg = InboundMessage {
+        from: from.clone(),
+        to: business.to_owned(),
+        message_type: message_type.clone(),
+        timestamp_ms,
+        source_message_id: id.clone(),
+        ..InboundMessage::default()
+    };
+    match (message_type.as_str(), body) {
+        ("text", Some(b)) => msg.text = raw_text(b, "body"),
+        ("image" | "video" | "audio" | "document" | "sticker", Some(b)) => {
+            msg.text = raw_text(b, "caption");
+            if let Some(url) = text(b, "url").or_else(|| text(b, "id")) {
+                msg.media.push(Media {
+                    url,
+                    content_type: text(b, "mime_type"),
+                });
+            }
+        }
+        ("location", Some(b)) => msg.location = location(b),
+        ("button", Some(b)) => msg.text = raw_text(b, "text").or_else(|| raw_text(b, "payload")),
+        ("interactive", Some(b)) => msg.text = interactive_text(b),
+        ("reaction", Some(b)) => {
+            msg.text = raw_text(b, "emoji");
+            msg.context = text(b, "message_id").map(|id| ReplyContext { id, from: None });
+        }
+        ("order", Some(b)) => msg.text = raw_text(b, "text"),
+        ("system", Some(b)) => msg.text = raw_text(b, "body"),
+        _ => {}
+    }
+    if msg.context.is_none() {
+        msg.context = m.get("context").and_then(Value::as_object).and_then(|c| {
+            text(c, "id").map(|id| ReplyContext {
+                id,
+                from: text(c, "from").map(|f| e164(&f)),
+            })
+        });
+    }
+    Ok(Event {
+        channel: Channel::Whatsapp,
+        channel_value: from,
+        vendor_name: vendor.to_owned(),
+        vendor_ack_id: Some(id.clone()),
+        idempotency_key: idempotency_key(vendor, &[&id]),
+        correlation: Map::new(),
+        kind: EventKind::Inbound(msg),
+        raw: Value::Object(m.clone()),
+    })
+}
+
+/// The title of an interactive reply (`button_reply`, `list_reply`) or an `nfm_reply` body.
+pub(crate) fn interactive_text(b: &Map<String, Value>) -> Option<String> {
+    ["button_reply", "list_reply"]
+        .iter()
+        .find_map(|k| {
+            b.get(*k)
+                .and_then(Value::as_object)
+                .and_then(|r| raw_text(r, "title"))
+        })
+        .or_else(|| {
+            b.get("nfm_reply")
+                .and_then(Value::as_object)
+                .and_then(|r| raw_text(r, "body"))
+        })
+}
+
+/// A location from `latitude`/`longitude` (numbers or numeric strings), `name`, `address`.
+pub(crate) fn location(b: &Map<String, Value>) -> Option<Location> {
+    Some(Location {
+        latitude: number(b.get("latitude")?)?,
+        longitude: number(b.get("longitude")?)?,
+        name: text(b, "name"),
+        address: text(b, "address"),
+    })
+}
+
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    }
+    .filter(|f| f.is_finite())
+}
+
+/// Epoch ms of a timestamp field; absent means "now" (`received_at_ms`).
+pub(crate) fn timestamp(
+    v: Option<&Value>,
+    ctx: &Context,
+    path: &str,
+) -> Result<i64, NormalizeError> {
+    match v {
+        None | Some(Value::Null) => Ok(ctx.received_at_ms),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(ctx.received_at_ms),
+        Some(v) => value_to_ms(v).ok_or_else(|| {
+            NormalizeError::invalid(format!("{path}/timestamp"), "not a Unix timestamp")
+        }),
+    }
+}
+
+/// A string or number field as text; empty strings count as absent.
+pub(crate) fn text(m: &Map<String, Value>, key: &str) -> Option<String> {
+    match m.get(key)? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A string field as given (user text is kept verbatim; only the empty string is absent).
+pub(crate) fn raw_text(m: &Map<String, Value>, key: &str) -> Option<String> {
+    match m.get(key)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn require(m: &Map<String, Value>, key: &str, path: &str) -> Result<String, NormalizeError> {
+    text(m, key).ok_or_else(|| missing(path, key))
+}
+
+fn missing(path: &str, key: &str) -> NormalizeError {
+    NormalizeError::MissingField(format!("{path}/{key}"))
+}
+
+/// The text of a scalar JSON value (for idempotency key parts).
+pub(crate) fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A WhatsApp id or phone number as E.164: `+` prepended unless already there.
+pub(crate) fn e164(s: &str) -> String {
+    let s = s.trim();
+    if s.is_empty() || s.starts_with('+') {
+        s.to_owned()
+    } else {
+        format!("+{s}")
+    }
+}
+
+/// `+` and the digits of `s` (display numbers may contain spaces or dashes); empty when
+/// there are no digits.
+pub(crate) fn digits_e164(s: &str) -> String {
+    let digits: String = s.chars().filter(char::is_ascii_digit).collect();
+    if digits.is_empty() {
+        String::new()
+    } else {
+        format!("+{digits}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::{PayloadOptions, render};
+    use bytes::Bytes;
+    use http::{HeaderValue, Uri};
+    use serde_json::json;
+
+    const CTX: Context = Context {
+        received_at_ms: 1_700_000_000_000,
+    };
+
+    const VECTOR: &str =
+        include_str!("../../tests/fixtures/meta_whatsapp/xhub_signature_vector.json");
+    const VECTOR_BODY: &[u8] =
+        include_bytes!("../../tests/fixtures/meta_whatsapp/xhub_signature_vector_body.txt");
+    const VECTOR_MINIMAL: &str =
+        include_str!("../../tests/fixtures/meta_whatsapp/xhub_signature_vector_minimal.json");
+    const OWN_VECTOR: &str =
+        include_str!("../../tests/fixtures/meta_whatsapp/own_signature_vector.json");
+    const INBOUND_TEXT: &str =
+        include_str!("../../tests/fixtures/meta_whatsapp/inbound_text_basic.json");
+    const REPLY: &str =
+        include_str!("../../tests/fixtures/meta_whatsapp/inbound_text_reply_with_context.json");
+    const NO_MESSAGES: &str =
+        include_str!("../../tests/fixtures/meta_whatsapp/messages_field_without_messages.json");
+    const HANDSHAKE: &str =
+        include_str!("../../tests/fixtures/meta_whatsapp/verify_handshake.json");
+
+    fn verifier(secret: &str) -> Verifier {
+        Verifier::from_settings(&VerifySettings::new().with("app_secret", secret))
+            .expect("verifier")
+    }
+
+    fn signed(body: impl Into<Bytes>, header: &str) -> CallbackRequest {
+        let mut req = CallbackRequest::post(body).with_content_type("application/json");
+        req.headers.insert(
+            "X-Hub-Signature-256",
+            HeaderValue::from_str(header).expect("header"),
+        );
+        req
+    }
+
+    fn get(uri: &str) -> CallbackRequest {
+        let mut req = CallbackRequest::post(Bytes::new());
+        req.method = Method::GET;
+        req.uri = uri.parse::<Uri>().expect("uri");
+        req
+    }
+
+    fn post_json(body: &str) -> CallbackRequest {
+        CallbackRequest::post(body.to_owned()).with_content_type("application/json")
+    }
+
+    fn events(body: &str) -> Vec<Event> {
+        normalize(&post_json(body), &CTX)
+            .expect("normalizes")
+            .events
+    }
+
+    fn vectors() -> Vec<(String, Vec<u8>, String)> {
+        let v: Value = serde_json::from_str(VECTOR).expect("json");
+        let m: Value = serde_json::from_str(VECTOR_MINIMAL).expect("json");
+        let o: Value = serde_json::from_str(OWN_VECTOR).expect("json");
+        vec![
+            (
+                v["app_secret"].as_str().expect("secret").to_owned(),
+                VECTOR_BODY.to_vec(),
+                v["header_X-Hub-Signature-256"]
+                    .as_str()
+                    .expect("sig")
+                    .to_owned(),
+            ),
+            (
+                m["app_secret"].as_str().expect("secret").to_owned(),
+                m["body"].as_str().expect("body").as_bytes().to_vec(),
+                m["expected_header"].as_str().expect("sig").to_owned(),
+            ),
+            (
+                o["app_secret"].as_str().expect("secret").to_owned(),
+                o["body"].as_str().expect("body").as_bytes().to_vec(),
+                o["header"].as_str().expect("sig").to_owned(),
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_signature_vector_passes_and_tampering_fails() {
+        let opts = VerifyOptions::default();
+        for (secret, body, header) in vectors() {
+            let v = verifier(&secret);
+            v.verify(&signed(body.clone(), &header), &opts)
+                .expect("valid vector");
+            // Header value in upper case (prefix and hex digits) still verifies.
+            v.verify(&signed(body.clone(), &header.to_ascii_uppercase()), &opts)
+                .expect("case-insensitive hex");
+            // Tampered body.
+            let mut tampered = body.clone();
+            tampered.push(b' ');
+            assert!(matches!(
+                v.verify(&signed(tampered, &header), &opts),
+                Err(VerifyError::Mismatch)
+            ));
+            // Tampered signature (last hex digit flipped).
+            let mut sig = header.clone();
+            let last = if sig.ends_with('0') { '1' } else { '0' };
+            sig.pop();
+            sig.push(last);
+            assert!(matches!(
+                v.verify(&signed(body.clone(), &sig), &opts),
+                Err(VerifyError::Mismatch)
+            ));
+            // Wrong secret.
+            assert!(matches!(
+                verifier("not-the-secret").verify(&signed(body.clone(), &header), &opts),
+                Err(VerifyError::Mismatch)
+            ));
+        }
+    }
+
+    #[test]
+    fn header_name_is_case_insensitive_and_missing_header_is_missing() {
+        let (secret, body, header) = vectors().remove(1);
+        let mut req = CallbackRequest::post(body.clone());
+        req.headers.insert(
+            http::HeaderName::from_static("x-hub-signature-256"),
+            HeaderValue::from_str(&header).expect("h"),
+        );
+        verifier(&secret)
+            .verify(&req, &VerifyOptions::default())
+            .expect("lower-case header name");
+        assert!(matches!(
+            verifier(&secret).verify(&CallbackRequest::post(body), &VerifyOptions::default()),
+            Err(VerifyError::Missing(_))
+        ));
+    }
+
+    #[test]
+    fn malformed_signatures_are_rejected() {
+        let v = verifier("TEST_APP_SECRET");
+        let opts = VerifyOptions::default();
+        // CP4M's "invalid signature" header: no sha256= prefix.
+        assert!(matches!(
+            v.verify(&signed("test", "abcdef0123456789"), &opts),
+            Err(VerifyError::Malformed(_))
+        ));
+        assert!(matches!(
+            v.verify(&signed("test", "sha256=zz"), &opts),
+            Err(VerifyError::Malformed(_))
+        ));
+        assert!(matches!(
+            v.verify(&signed("test", "sha256=abcd"), &opts),
+            Err(VerifyError::Mismatch)
+        ));
+        assert!(matches!(
+            v.verify(&signed("test", "sha1=0c61947b"), &opts),
+            Err(VerifyError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn settings_fail_closed() {
+        assert!(Verifier::from_settings(&VerifySettings::new()).is_err());
+        assert!(Verifier::from_settings(&VerifySettings::new().with("app_secret", "  ")).is_err());
+        assert!(Verifier::from_settings(&VerifySettings::new().with("verify_token", "t")).is_err());
+        assert!(
+            Verifier::from_settings(
+                &VerifySettings::new()
+                    .with("app_secret", "s")
+                    .with("secret", "x")
+            )
+            .is_err()
+        );
+        let v = verifier("s3cr3t-value");
+        assert!(!format!("{v:?}").contains("s3cr3t-value"));
+    }
+
+    #[test]
+    fn handshake_fixture_normalizes_and_verifies() {
+        let fx: Value = serde_json::from_str(HANDSHAKE).expect("json");
+        let request_line = fx["request"].as_str().expect("request");
+        let target = request_line.strip_prefix("GET ").expect("GET line");
+        let token = fx["configured_verify_token"].as_str().expect("token");
+        let req = get(target);
+        let out = normalize(&req, &CTX).expect("handshake");
+        assert!(out.events.is_empty());
+        assert_eq!(
+            out.control,
+            Some(Control::MetaChallenge {
+                challenge: fx["expected_body"].as_str().expect("body").to_owned(),
+                verify_token: token.to_owned(),
+            })
+        );
+        let opts = VerifyOptions::default();
+        let with_token = Verifier::from_settings(
+            &VerifySettings::new()
+                .with("app_secret", "s")
+                .with("verify_token", token),
+        )
+        .expect("verifier");
+        with_token.verify(&req, &opts).expect("token matches");
+        let other = Verifier::from_settings(
+            &VerifySettings::new()
+                .with("app_secret", "s")
+                .with("verify_token", "other-token"),
+        )
+        .expect("verifier");
+        assert!(matches!(
+            other.verify(&req, &opts),
+            Err(VerifyError::BadCredentials)
+        ));
+        // No verify_token configured: fail closed.
+        assert!(matches!(
+            verifier("s").verify(&req, &opts),
+            Err(VerifyError::BadCredentials)
+        ));
+        // No hub.verify_token sent.
+        assert!(matches!(
+            with_token.verify(&get("/cb?hub.mode=subscribe&hub.challenge=1"), &opts),
+            Err(VerifyError::Missing(_))
+        ));
+    }
+
+    #[test]
+    fn bad_handshakes_are_errors() {
+        for uri in [
+            "/cb?hub.mode=unsubscribe&hub.challenge=1&hub.verify_token=t",
+            "/cb?hub.mode=subscribe&hub.verify_token=t",
+            "/cb?hub.mode=subscribe&hub.challenge=&hub.verify_token=t",
+            "/cb?hub.challenge=1",
+            "/cb",
+            "/cb?hub.mode=subscribe&hub.challenge=%0A1&hub.verify_token=t",
+        ] {
+            assert!(normalize(&get(uri), &CTX).is_err(), "{uri}");
+        }
+    }
+
+    #[test]
+    fn inbound_text_fixture() {
+        let ev = events(INBOUND_TEXT);
+        assert_eq!(ev.len(), 1);
+        let e = &ev[0];
+        assert_eq!(e.channel_value, "+16315551181");
+        assert_eq!(e.vendor_ack_id.as_deref(), Some("ABGGFlA5Fpa"));
+        let EventKind::Inbound(m) = &e.kind else {
+            panic!("inbound expected")
+        };
+        assert_eq!(m.from, "+16315551181");
+        assert_eq!(m.to, "+16505551111");
+        assert_eq!(m.message_type, "text");
+        assert_eq!(m.text.as_deref(), Some("this is a text message"));
+        assert_eq!(m.timestamp_ms, 1_504_902_988_000);
+        assert_eq!(m.source_message_id, "ABGGFlA5Fpa");
+        assert_eq!(e.raw["text"]["body"], "this is a text message");
+    }
+
+    #[test]
+    fn reply_context_fixture() {
+        let ev = events(REPLY);
+        let EventKind::Inbound(m) = &ev[0].kind else {
+            panic!("inbound expected")
+        };
+        let c = m.context.as_ref().expect("context");
+        assert_eq!(c.from.as_deref(), Some("+13137829971"));
+        assert_eq!(
+            c.id,
+            "wamid.HBgLMrIwqjczMzA4MjQVAgarGBjcRjg3QkEwRjZGRTY5MERBMTUA"
+        );
+    }
+
+    #[test]
+    fn messages_field_without_messages_yields_nothing() {
+        assert!(events(NO_MESSAGES).is_empty());
+    }
+
+    fn envelope(field: &str, value: &Value) -> String {
+        json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [
+            {"field": field, "value": value}
+        ]}]})
+        .to_string()
+    }
+
+    fn status_body(status: &str) -> String {
+        envelope(
+            "messages",
+            &json!({"messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": "15550783881", "phone_number_id": "1"},
+                "statuses": [{"id": "wamid.X", "status": status, "timestamp": "1739321024",
+                    "recipient_id": "16505551234"}]}),
+        )
+    }
+
+    #[test]
+    fn status_mapping_including_unknown_fallback() {
+        for (value, expected, informational) in [
+            ("sent", Status::Sent, false),
+            ("delivered", Status::Delivered, false),
+            ("read", Status::Seen, false),
+            ("played", Status::Seen, false),
+            ("failed", Status::Failed, false),
+            ("deleted", Status::Queued, true),
+            ("warning", Status::Queued, true),
+            ("brand_new_status", Status::Queued, true),
+        ] {
+            let ev = events(&status_body(value));
+            let s = ev[0].status().expect("status");
+            assert_eq!(
+                (s.status, s.informational),
+                (expected, informational),
+                "{value}"
+            );
+            assert_eq!(s.timestamp_ms, 1_739_321_024_000);
+            assert_eq!(ev[0].channel_value, "+16505551234");
+        }
+    }
+
+    #[test]
+    fn failed_status_carries_error_and_correlation() {
+        let body = envelope(
+            "messages",
+            &json!({"statuses": [{"id": "wamid.F", "status": "failed", "timestamp": "1739321024",
+                "recipient_id": "16505551234",
+                "biz_opaque_callback_data": "{\"distinct_id\":\"u1\"}",
+                "errors": [{"code": 131050, "title": "T", "error_data": {"details": "D"}}]}]}),
+        );
+        let ev = events(&body);
+        let s = ev[0].status().expect("status");
+        let err = s.error.as_ref().expect("error");
+        assert_eq!(err.code.as_deref(), Some("131050"));
+        assert_eq!(err.message.as_deref(), Some("T"));
+        assert_eq!(
+            ev[0].correlation["biz_opaque_callback_data"],
+            json!("{\"distinct_id\":\"u1\"}")
+        );
+        let payload = render(&ev[0], &PayloadOptions::default());
+        assert_eq!(
+            payload["reference"]["biz_opaque_callback_data"],
+            "{\"distinct_id\":\"u1\"}"
+        );
+        // Only details: message falls back to error_data.details.
+        let e = first_error(Some(&json!([{"code": 1, "error_data": {"details": "D"}}])))
+            .expect("error");
+        assert_eq!(e.message.as_deref(), Some("D"));
+    }
+
+    #[test]
+    fn idempotency_keys_differ_per_status_and_are_stable() {
+        let a = events(&status_body("sent"));
+        let b = events(&status_body("delivered"));
+        assert_ne!(a[0].idempotency_key, b[0].idempotency_key);
+        assert_eq!(
+            a[0].idempotency_key,
+            events(&status_body("sent"))[0].idempotency_key
+        );
+    }
+
+    #[test]
+    fn non_ascii_text_survives() {
+        let body = envelope(
+            "messages",
+            &json!({"metadata": {"display_phone_number": "1 555-078-3881"},
+                "messages": [{"from": "16505551234", "id": "wamid.E", "timestamp": "1739321024",
+                "type": "text", "text": {"body": "Olá 👋🏽 Привет 日本語"}}]}),
+        );
+        let ev = events(&body);
+        let EventKind::Inbound(m) = &ev[0].kind else {
+            panic!("inbound expected")
+        };
+        assert_eq!(m.text.as_deref(), Some("Olá 👋🏽 Привет 日本語"));
+        assert_eq!(m.to, "+15550783881");
+    }
+
+    #[test]
+    fn other_fields_and_value_errors_yield_no_events() {
+        let body = envelope(
+            "message_template_status_update",
+            &json!({"event": "APPROVED", "message_template_id": 1}),
+        );
+        assert!(events(&body).is_empty());
+        let body = envelope(
+            "messages",
+            &json!({"errors": [{"code": 130429, "title": "Rate limit hit"}]}),
+        );
+        assert!(events(&body).is_empty());
+        assert!(events(r#"{"object":"page","entry":[{"id":"1","messaging":[]}]}"#).is_empty());
+    }
+
+    #[test]
+    fn malformed_inputs_are_errors_not_panics() {
+        let bad: &[&str] = &[
+            "",
+            "   ",
+            "{\"object\":\"whatsapp_business_account\",\"entry\":[",
+            "[]",
+            "[{\"entry\":[]}]",
+            "{}",
+            "{\"entry\":{}}",
+            "{\"entry\":[1]}",
+            "{\"entry\":[{\"changes\":{}}]}",
+            "{\"entry\":[{\"changes\":[{\"field\":\"messages\",\"value\":[]}]}]}",
+            "{\"entry\":[{\"changes\":[{\"field\":\"messages\",\"value\":{\"statuses\":{}}}]}]}",
+            "{\"entry\":[{\"changes\":[{\"field\":\"messages\",\"value\":{\"statuses\":[1]}}]}]}",
+            "{\"entry\":[{\"changes\":[{\"field\":\"messages\",\"value\":{\"statuses\":[{\"id\":\"x\"}]}}]}]}",
+            "{\"entry\":[{\"changes\":[{\"field\":\"messages\",\"value\":{\"messages\":[{\"id\":\"x\"}]}}]}]}",
+            "{\"entry\":[{\"changes\":[{\"field\":\"messages\",\"value\":{\"messages\":[{\"id\":\"x\",\"from\":\"1\",\"timestamp\":\"soon\"}]}}]}]}",
+            "\u{0}\u{1}garbage",
+        ];
+        for body in bad {
+            assert!(normalize(&post_json(body), &CTX).is_err(), "{body:?}");
+        }
+        let wrong_ct = CallbackRequest::post(INBOUND_TEXT).with_content_type("text/html");
+        assert!(matches!(
+            normalize(&wrong_ct, &CTX),
+            Err(NormalizeError::UnsupportedContentType { .. })
+        ));
+        let mut put = post_json(INBOUND_TEXT);
+        put.method = Method::PUT;
+        assert!(normalize(&put, &CTX).is_err());
+        let garbage = vec![b'{'; 10 * 1024 * 1024];
+        assert!(
+            normalize(
+                &post_json(&String::from_utf8(garbage).expect("ascii")),
+                &CTX
+            )
+            .is_err()
+        );
+        let huge: Vec<u8> = (0..10 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+        assert!(normalize(&CallbackRequest::post(huge), &CTX).is_err());
+    }
+
+    #[test]
+    fn e164_helpers() {
+        assert_eq!(e164("16505551234"), "+16505551234");
+        assert_eq!(e164("+16505551234"), "+16505551234");
+        assert_eq!(e164(""), "");
+        assert_eq!(digits_e164("+1 (650) 555-1234"), "+16505551234");
+        assert_eq!(digits_e164("n/a"), "");
+    }
 }

@@ -180,7 +180,11 @@ impl VerifySettings {
     }
 
     /// A required non-empty value.
-    pub fn require(&self, provider: &'static str, key: &'static str) -> Result<&Secret, VerifyConfigError> {
+    pub fn require(
+        &self,
+        provider: &'static str,
+        key: &'static str,
+    ) -> Result<&Secret, VerifyConfigError> {
         self.get(key)
             .ok_or(VerifyConfigError::Missing { provider, key })
     }
@@ -192,7 +196,11 @@ impl VerifySettings {
     }
 
     /// Rejects keys outside `known`.
-    pub fn only(&self, provider: &'static str, known: &'static [&'static str]) -> Result<(), VerifyConfigError> {
+    pub fn only(
+        &self,
+        provider: &'static str,
+        known: &'static [&'static str],
+    ) -> Result<(), VerifyConfigError> {
         for k in self.entries.keys() {
             if !known.contains(&k.as_str()) {
                 return Err(VerifyConfigError::Unknown {
@@ -281,7 +289,11 @@ impl Provider {
     }
 
     /// Normalizes one callback into events (and a control message for handshakes).
-    pub fn normalize(&self, req: &CallbackRequest, ctx: &Context) -> Result<Normalized, NormalizeError> {
+    pub fn normalize(
+        &self,
+        req: &CallbackRequest,
+        ctx: &Context,
+    ) -> Result<Normalized, NormalizeError> {
         match self {
             Provider::Sendgrid => sendgrid::normalize(req, ctx),
             Provider::Mailgun => mailgun::normalize(req, ctx),
@@ -326,7 +338,10 @@ pub enum Verifier {
 impl Verifier {
     /// Builds the verifier of `provider` from its `verify:` settings. A missing or empty
     /// secret is an error: verification never silently passes.
-    pub fn new(provider: &Provider, settings: &VerifySettings) -> Result<Verifier, VerifyConfigError> {
+    pub fn new(
+        provider: &Provider,
+        settings: &VerifySettings,
+    ) -> Result<Verifier, VerifyConfigError> {
         Ok(match provider {
             Provider::Sendgrid => Verifier::Sendgrid(sendgrid::Verifier::from_settings(settings)?),
             Provider::Mailgun => Verifier::Mailgun(mailgun::Verifier::from_settings(settings)?),
@@ -339,7 +354,9 @@ impl Verifier {
                 Verifier::MetaWhatsapp(meta_whatsapp::Verifier::from_settings(settings)?)
             }
             Provider::Gupshup => Verifier::Gupshup(gupshup::Verifier::from_settings(settings)?),
-            Provider::Generic(spec) => Verifier::Generic(generic::Verifier::from_settings(spec, settings)?),
+            Provider::Generic(spec) => {
+                Verifier::Generic(generic::Verifier::from_settings(spec, settings)?)
+            }
         })
     }
 
@@ -390,7 +407,10 @@ pub fn strip_channel_prefix(addr: &str) -> &str {
 }
 
 /// Returns `Value::Object` fields of `v` as a correlation map, filtered by `keep`.
-pub(crate) fn object_fields(v: &Value, keep: impl Fn(&str) -> bool) -> serde_json::Map<String, Value> {
+pub(crate) fn object_fields(
+    v: &Value,
+    keep: impl Fn(&str) -> bool,
+) -> serde_json::Map<String, Value> {
     v.as_object()
         .map(|m| {
             m.iter()
