@@ -313,9 +313,13 @@ fn normalize_json(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, No
     let obj = body.as_object().ok_or_else(|| {
         NormalizeError::shape("/", "a JSON object {\"signature\", \"event-data\"}")
     })?;
-    let data = obj
-        .get("event-data")
-        .ok_or_else(|| NormalizeError::MissingField("event-data".into()))?;
+    // A bare Events API object (as Mailgun's event log and docs show it) is accepted
+    // too: it normalizes the same, and cannot verify (it has no signature block).
+    let data = match obj.get("event-data") {
+        Some(d) => d,
+        None if obj.contains_key("event") => &body,
+        None => return Err(NormalizeError::MissingField("event-data".into())),
+    };
     if !data.is_object() {
         return Err(NormalizeError::shape("/event-data", "an object"));
     }
@@ -693,6 +697,27 @@ mod tests {
     use serde_json::json;
 
     const VECTOR: &str = include_str!("../../tests/fixtures/mailgun/signature_vector.json");
+
+    #[test]
+    fn a_bare_event_data_object_normalizes_like_the_envelope() {
+        let bare: Value = serde_json::from_str(DELIVERED).expect("fixture");
+        let wrapped = json!({"signature": {"timestamp": "1", "token": "t", "signature": "00"},
+                             "event-data": bare});
+        let ctx = Context { received_at_ms: 0 };
+        let a = normalize(&CallbackRequest::post(DELIVERED.to_owned()), &ctx).expect("bare");
+        let b = normalize(&CallbackRequest::post(wrapped.to_string()), &ctx).expect("wrapped");
+        assert_eq!(a.events.len(), 1);
+        assert_eq!(a, b);
+        let v =
+            Verifier::from_settings(&VerifySettings::new().with("signing_key", "k")).expect("v");
+        assert!(
+            v.verify(
+                &CallbackRequest::post(DELIVERED.to_owned()),
+                &VerifyOptions::default()
+            )
+            .is_err()
+        );
+    }
     const DELIVERED: &str = include_str!("../../tests/fixtures/mailgun/event_data_delivered.json");
     const FAILED_PERMANENT: &str =
         include_str!("../../tests/fixtures/mailgun/event_data_failed_permanent.json");

@@ -63,6 +63,13 @@ pub enum Control {
         /// `hub.verify_token` as sent.
         verify_token: String,
     },
+    /// A well-formed callback that carries no event for this provider (for example an SNS
+    /// notification from another publisher on the topic). Answered 2xx, counted, not
+    /// delivered.
+    Ignored {
+        /// Why it carries no event.
+        reason: String,
+    },
 }
 
 impl Control {
@@ -83,6 +90,7 @@ impl Control {
             Control::MetaChallenge { challenge, .. } => {
                 format!("meta hub.challenge={challenge}")
             }
+            Control::Ignored { reason } => format!("ignored: {reason}"),
         }
     }
 }

@@ -91,7 +91,7 @@ use rsa::pkcs8::DecodePublicKey as _;
 use rsa::traits::PublicKeyParts as _;
 use serde_json::{Map, Value};
 use sha1::Sha1;
-use sha2::{Digest as _, Sha256};
+use sha2::Sha256;
 use x509_cert::Certificate;
 use x509_cert::der::{DecodePem as _, Encode as _};
 
@@ -104,16 +104,6 @@ const PROVIDER: &str = "ses";
 const KNOWN_KEYS: &[&str] = &["cert_pem", "topic_arn"];
 const RAW_DELIVERY_HEADER: &str = "x-amz-sns-rawdelivery";
 static NO_RECIPIENTS: Vec<Value> = Vec::new();
-
-/// DER `DigestInfo` prefix of SHA-1 (RFC 8017 §9.2, note 1).
-const SHA1_DIGEST_INFO: &[u8] = &[
-    0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14,
-];
-/// DER `DigestInfo` prefix of SHA-256 (RFC 8017 §9.2, note 1).
-const SHA256_DIGEST_INFO: &[u8] = &[
-    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
-    0x00, 0x04, 0x20,
-];
 
 /// A parsed SNS signing certificate: its RSA public key and validity period.
 #[derive(Clone)]
@@ -290,16 +280,15 @@ fn verify_envelope(
         .decode(signature)
         .map_err(|e| VerifyError::Malformed(format!("Signature is not base64: {e}")))?;
     cert.check_validity(opts)?;
-    let (prefix, hash) = match version.as_str() {
-        "1" => (SHA1_DIGEST_INFO, Sha1::digest(sts.as_bytes()).to_vec()),
-        "2" => (SHA256_DIGEST_INFO, Sha256::digest(sts.as_bytes()).to_vec()),
+    match version.as_str() {
+        "1" => rsa_pkcs1v15_verify::<Sha1>(&cert.key, sts.as_bytes(), &sig)?,
+        "2" => rsa_pkcs1v15_verify::<Sha256>(&cert.key, sts.as_bytes(), &sig)?,
         other => {
             return Err(VerifyError::Malformed(format!(
                 "unsupported SignatureVersion {other:?} (expected 1 or 2)"
             )));
         }
-    };
-    rsa_pkcs1v15_verify(&cert.key, prefix, &hash, &sig)?;
+    }
     if let Some(expected) = topic_arn {
         // Topic names are not secret; the signature was already checked in full.
         if env_str(&envelope, &["TopicArn"]) != Some(expected) {
@@ -309,54 +298,16 @@ fn verify_envelope(
     Ok(())
 }
 
-/// RSASSA-PKCS1-v1_5 verification (RFC 8017 §8.2.2, "encode and compare").
-///
-/// Written against `rsa`'s public-key primitives because the workspace builds `rsa`
-/// without its `pkcs1v15` feature. The encoded message is compared in constant time.
-fn rsa_pkcs1v15_verify(
-    key: &RsaPublicKey,
-    digest_info: &[u8],
-    hash: &[u8],
-    sig: &[u8],
-) -> Result<(), VerifyError> {
-    let k = key.size();
-    let t_len = digest_info.len() + hash.len();
-    if sig.len() != k || k < t_len + 11 {
-        return Err(VerifyError::Mismatch);
-    }
-    let s = rsa::BoxedUint::from_be_slice(sig, key.n_bits_precision())
-        .map_err(|_| VerifyError::Mismatch)?;
-    if s >= *key.n().as_ref() {
-        return Err(VerifyError::Mismatch);
-    }
-    let m = s.pow_mod(key.e(), key.n_params().modulus());
-    let m_bytes = m.to_be_bytes();
-    // I2OSP(m, k): m < n, so any bytes beyond k are leading zeros.
-    let mut em = vec![0u8; k];
-    if m_bytes.len() >= k {
-        let extra = m_bytes.len() - k;
-        if m_bytes.iter().take(extra).any(|b| *b != 0) {
-            return Err(VerifyError::Mismatch);
-        }
-        em.copy_from_slice(m_bytes.get(extra..).unwrap_or_default());
-    } else {
-        let start = k - m_bytes.len();
-        if let Some(tail) = em.get_mut(start..) {
-            tail.copy_from_slice(&m_bytes);
-        }
-    }
-    // EM' = 0x00 || 0x01 || PS (0xff…) || 0x00 || DigestInfo || H
-    let mut expected = Vec::with_capacity(k);
-    expected.extend_from_slice(&[0x00, 0x01]);
-    expected.resize(k - t_len - 1, 0xff);
-    expected.push(0x00);
-    expected.extend_from_slice(digest_info);
-    expected.extend_from_slice(hash);
-    if crate::secret::ct_eq(&em, &expected) {
-        Ok(())
-    } else {
-        Err(VerifyError::Mismatch)
-    }
+/// RSASSA-PKCS1-v1_5 verification of `message` with the digest of SignatureVersion.
+fn rsa_pkcs1v15_verify<D>(key: &RsaPublicKey, message: &[u8], sig: &[u8]) -> Result<(), VerifyError>
+where
+    D: sha2::Digest + rsa::pkcs8::AssociatedOid,
+{
+    use rsa::signature::Verifier as _;
+    let sig = rsa::pkcs1v15::Signature::try_from(sig).map_err(|_| VerifyError::Mismatch)?;
+    rsa::pkcs1v15::VerifyingKey::<D>::new(key.clone())
+        .verify(message, &sig)
+        .map_err(|_| VerifyError::Mismatch)
 }
 
 fn cert_url_of(envelope: &Map<String, Value>) -> Result<String, VerifyError> {
@@ -516,9 +467,16 @@ pub fn normalize(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, Nor
                 Some(_) => return Err(NormalizeError::shape("/Message", "a string")),
                 None => return Err(NormalizeError::MissingField("Message".into())),
             };
-            let doc: Value = serde_json::from_str(message).map_err(|e| {
-                NormalizeError::invalid("Message", format!("not an SES JSON document: {e}"))
-            })?;
+            // A topic can carry other publishers' messages too: a well-formed SNS
+            // notification whose Message is not JSON holds no SES event. It is reported,
+            // not rejected, so SNS does not retry it for nothing.
+            let Ok(doc) = serde_json::from_str::<Value>(message) else {
+                return Ok(Normalized::control(Control::Ignored {
+                    reason: format!(
+                        "SNS notification {message_id} carries no SES event (Message is not JSON)"
+                    ),
+                }));
+            };
             if !doc.is_object() {
                 return Err(NormalizeError::shape("/Message", "an SES JSON object"));
             }
@@ -1294,16 +1252,17 @@ mod tests {
     }
 
     #[test]
-    fn notification_whose_message_is_not_ses_json_is_an_error() {
-        // The SNS guide's example: Message "Hello world!".
-        assert!(matches!(
-            normalize(&sns(DOC_NOTIFICATION), &CTX),
-            Err(NormalizeError::InvalidField { .. })
-        ));
+    fn notification_whose_message_is_not_ses_json_is_ignored_or_an_error() {
+        // The SNS guide's example: Message "Hello world!" is no SES event.
+        let out = normalize(&sns(DOC_NOTIFICATION), &CTX).expect("well-formed SNS");
+        assert!(out.events.is_empty());
+        assert!(matches!(out.control, Some(Control::Ignored { .. })));
         // The signature vectors carry "Hello world" too.
         for (body, _) in VECTORS {
-            assert!(normalize(&sns(body), &CTX).is_err());
+            let out = normalize(&sns(body), &CTX).expect("well-formed SNS");
+            assert!(out.events.is_empty() && out.control.is_some());
         }
+        // JSON that is not an SES document is malformed.
         for message in [json!("[1,2]"), json!("42"), json!(7), json!({"a": 1})] {
             let body = edit(DOC_NOTIFICATION, |m| {
                 m.insert("Message".into(), message.clone());
