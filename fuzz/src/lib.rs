@@ -5,7 +5,7 @@
 //! signature checks of its provider.
 
 use bytes::Bytes;
-use hookrelay_core::provider::{Context, Provider, Verifier, VerifyOptions, VerifySettings};
+use hookrelay_core::provider::{generic, Context, Provider, Verifier, VerifyOptions, VerifySettings};
 use hookrelay_core::CallbackRequest;
 use http::{HeaderMap, HeaderValue, Method, Uri};
 
@@ -32,14 +32,46 @@ fn settings(provider: &str) -> VerifySettings {
         "vonage" => s.with("signature_secret", "secret"),
         "meta_whatsapp" => s.with("app_secret", "secret").with("verify_token", "vt"),
         "gupshup" => s.with("token", "token"),
+        "generic" => s.with("secret", "secret"),
         _ => s,
     }
 }
 
+/// The generic provider exercised by the `generic` target: a batch with every field mapped.
+fn generic() -> Provider {
+    static SPEC: std::sync::OnceLock<std::sync::Arc<generic::Spec>> = std::sync::OnceLock::new();
+    let spec = SPEC.get_or_init(|| {
+        let v = serde_json::json!({
+            "name": "acme",
+            "channel": {"pointer": "/channel", "map": {"WA": "whatsapp"}, "default": "sms"},
+            "event_type": {"pointer": "/kind", "map": {"mo": "inbound_message"}, "default": "status"},
+            "events": "/results",
+            "fields": {
+                "channel_value": "/to", "status": "/status", "vendor_ack_id": "/id",
+                "event_id": "/event_id", "timestamp": "/ts", "error_code": "/error/code",
+                "error_message": "/error/text", "from": "/from", "to": "/to", "text": "/text",
+                "message_type": "/type", "correlation": {"distinct_id": "/meta/user"}
+            },
+            "status_map": {"DELIVRD": "delivered", "UNDELIV": "failed"},
+            "informational": ["ENROUTE"],
+            "signature": {"header": "x-acme-signature", "algorithm": "sha256", "encoding": "hex",
+                          "prefix": "sha256=", "signed": "timestamp.body",
+                          "timestamp_header": "x-acme-timestamp"}
+        });
+        std::sync::Arc::new(serde_json::from_value(v).expect("valid generic spec"))
+    });
+    Provider::Generic(spec.clone())
+}
+
 /// Feeds one fuzz input to `provider`'s normalizer and verifier. Must never panic.
 pub fn run(provider: &str, data: &[u8]) {
-    let Some(p) = Provider::builtin(provider) else {
-        return;
+    let p = if provider == "generic" {
+        generic()
+    } else {
+        match Provider::builtin(provider) {
+            Some(p) => p,
+            None => return,
+        }
     };
     let (sel, body) = data.split_first().unwrap_or((&0, &[]));
     let method = if sel & 0x80 != 0 { Method::GET } else { Method::POST };
