@@ -1,3 +1,50 @@
-//! Tower layers for outbound webhooks: throttle, rate limit, headers and Standard Webhooks signing.
+//! Tower layers for outbound webhooks: throttle, rate limit, headers and Standard Webhooks
+//! signing, each reloadable live and usable in any axum or hyper app.
 //!
-//! This crate is the home of that part of hookrelay; it has no public items yet.
+//! | layer | does | feature |
+//! |---|---|---|
+//! | [`ThrottleLayer`] | delays requests to a steady GCRA rate, state shared by every clone | `throttle` |
+//! | [`RateLimitLayer`] | answers `429` + `Retry-After` over the same policy | `rate-limit` |
+//! | [`SetHeadersLayer`] | sets a validated header set on requests or responses | `set-headers` |
+//! | [`SignLayer`] | Standard Webhooks signing of the request body | `sign` |
+//!
+//! Each layer is built from a policy value or from its reload handle
+//! ([`ThrottleHandle`](gcra::ThrottleHandle), [`HeaderSetHandle`](set_headers::HeaderSetHandle),
+//! [`SignHandle`](sign::SignHandle)): setting a new policy on the handle applies to the next
+//! request without rebuilding the service, and a throttle whose rate and burst did not
+//! change keeps its buckets. The policies themselves ([`gcra::Gcra`], [`gcra::Limiter`],
+//! [`set_headers::HeaderSet`], `hookrelay_core::signing::Signer`) are plain types, so
+//! other adapters (a Pingora filter) and backends (GCRA in Redis, through
+//! [`gcra::RateLimiter`]) reuse them.
+//!
+//! hookrelay's delivery stack, top to bottom:
+//!
+//! ```text
+//! SetHeaders (endpoint headers) ▶ Sign (webhook-*) ▶ Throttle (endpoint rate) ▶ Timeout ▶ client
+//! ```
+//!
+//! This crate does no I/O of its own and knows nothing of hookrelay's config file or of
+//! Pingora.
+
+#[cfg(any(feature = "throttle", feature = "rate-limit"))]
+pub mod gcra;
+#[cfg(feature = "rate-limit")]
+pub mod rate_limit;
+#[cfg(feature = "set-headers")]
+pub mod set_headers;
+#[cfg(feature = "sign")]
+pub mod sign;
+#[cfg(feature = "throttle")]
+pub mod throttle;
+
+#[cfg(feature = "rate-limit")]
+pub use rate_limit::RateLimitLayer;
+#[cfg(feature = "set-headers")]
+pub use set_headers::SetHeadersLayer;
+#[cfg(feature = "sign")]
+pub use sign::SignLayer;
+#[cfg(feature = "throttle")]
+pub use throttle::ThrottleLayer;
+
+/// The boxed error of the layers that add failures of their own (the convention of tower).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
