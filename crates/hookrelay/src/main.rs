@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod normalize;
+mod validate;
 
 /// Verify, normalize and deliver provider callbacks.
 #[derive(Debug, Parser)]
@@ -22,6 +23,10 @@ enum Command {
     /// Normalize one recorded callback read from stdin and print its payloads, one JSON
     /// object per line.
     Normalize(normalize::Args),
+    /// Check a configuration file: exit 0, or 64 with every error and its line.
+    Validate(validate::Args),
+    /// Print the JSON Schema of the configuration file (for editors).
+    Schema,
 }
 
 /// Exit code for a usage or configuration error (EX_USAGE).
@@ -38,5 +43,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Normalize(args) => normalize::run(&args),
+        Command::Validate(args) => validate::run(&args),
+        Command::Schema => validate::schema(),
     }
 }

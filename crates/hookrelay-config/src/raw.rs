@@ -1,0 +1,440 @@
+//! The raw model: the YAML file as written, with unknown keys rejected.
+//!
+//! Doc comments here are the descriptions editors show (they go into `hookrelay schema`),
+//! so they speak of YAML keys. Values are checked and turned into typed values by
+//! [`crate::compile`].
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The hookrelay configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    /// Public listener for provider callbacks, `IP:PORT` (default `0.0.0.0:8080`). Not
+    /// reloadable: a change is refused until restart.
+    #[serde(default)]
+    pub(crate) listen: Option<Scalar>,
+    /// Admin listener: health, metrics, reload, dead letters, `IP:PORT` (default
+    /// `127.0.0.1:9090`). Not reloadable.
+    #[serde(default)]
+    pub(crate) admin: Option<Scalar>,
+    /// The notification service: non-callback traffic is proxied here, `HOST:PORT` or an
+    /// `http(s)://` URL.
+    pub(crate) upstream: Scalar,
+    /// Durable queue and dead letters (default `{kind: embedded, path: ./data}`). Not
+    /// reloadable.
+    #[serde(default)]
+    pub(crate) store: Option<RawStore>,
+    /// Callback routes (type-checked here, read item by item by the compiler).
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub(crate) callbacks: Vec<de::IgnoredAny>,
+    /// Endpoints (type-checked here, read item by item by the compiler).
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub(crate) endpoints: Vec<de::IgnoredAny>,
+}
+
+// The schema-only twin of `RawConfig` with typed lists (the loader reads the list items
+// one by one so one bad item does not hide the others).
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(
+    title = "hookrelay configuration",
+    description = "hookrelay: verifies provider callbacks, normalizes them and delivers them to endpoints. Strings may use ${VAR}, ${VAR:-default} and ${file:/path}."
+)]
+#[allow(dead_code)]
+pub(crate) struct SchemaConfig {
+    /// Public listener for provider callbacks, `IP:PORT` (default `0.0.0.0:8080`). Not
+    /// reloadable: a change is refused until restart.
+    #[serde(default)]
+    listen: Option<String>,
+    /// Admin listener: health, metrics, reload, dead letters, `IP:PORT` (default
+    /// `127.0.0.1:9090`). Not reloadable.
+    #[serde(default)]
+    admin: Option<String>,
+    /// The notification service: non-callback traffic is proxied here, `HOST:PORT` or an
+    /// `http(s)://` URL.
+    upstream: String,
+    /// Durable queue and dead letters (default `{kind: embedded, path: ./data}`). Not
+    /// reloadable.
+    #[serde(default)]
+    store: Option<RawStore>,
+    /// Callback routes: the paths providers call.
+    #[serde(default)]
+    callbacks: Vec<RawCallback>,
+    /// Where normalized events are delivered.
+    #[serde(default)]
+    endpoints: Vec<RawEndpoint>,
+}
+
+/// Where queued deliveries and dead letters are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum RawStore {
+    /// An embedded store in a local directory (one sidecar).
+    Embedded {
+        /// Directory of the store.
+        path: String,
+    },
+    /// Redis (several sidecars sharing one queue and one rate limit per endpoint).
+    Redis {
+        /// `redis://` or `rediss://` URL (may carry a password: use `${VAR}`).
+        url: String,
+    },
+}
+
+/// What hookrelay does with a verified callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// hookrelay answers the provider itself (default).
+    #[default]
+    Terminate,
+    /// hookrelay also proxies the original request to the upstream.
+    Tap,
+}
+
+/// What happens to provider events that change no status (deferrals, delivery delays).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Informational {
+    /// Deliver them as status `queued` (default).
+    #[default]
+    Keep,
+    /// Drop them.
+    Drop,
+}
+
+/// Payload format of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawFormat {
+    /// SuprSend outbound-webhook field names, version "1.0" (default).
+    #[default]
+    Suprsend,
+    /// The same fields in a Standard Webhooks envelope.
+    Standard,
+}
+
+/// A callback route.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCallback {
+    /// Request path providers call (`/callbacks/twilio`); unique.
+    pub(crate) path: String,
+    /// Provider id (`sendgrid`, `mailgun`, `ses`, `postmark`, `twilio`, `vonage`, `plivo`,
+    /// `meta_whatsapp`, `gupshup`), or the name of a generic provider defined by a
+    /// `generic:` block.
+    pub(crate) provider: String,
+    /// `terminate` (default): hookrelay answers; `tap`: also proxy to the upstream.
+    #[serde(default)]
+    pub(crate) mode: Mode,
+    /// Verification settings of the provider (`{auth_token: ${TWILIO_AUTH_TOKEN}}`), or
+    /// `none` to accept unverified callbacks (anyone can then inject events).
+    #[serde(default)]
+    pub(crate) verify: Verify,
+    /// Largest accepted body: bytes, or `512KiB`, `1MiB`, `2MB` (default `1MiB`).
+    #[serde(default)]
+    pub(crate) max_body: Option<Scalar>,
+    /// `keep` (default) or `drop` provider events that change no status.
+    #[serde(default)]
+    pub(crate) informational: Informational,
+    /// A generic provider: JSON-pointer field mapping (see the core crate's `generic`
+    /// docs). Its `name` defaults to `provider`.
+    #[serde(default)]
+    #[schemars(schema_with = "generic_schema")]
+    pub(crate) generic: Option<Value>,
+}
+
+/// The `verify:` block.
+#[derive(Debug, Clone)]
+pub(crate) enum Verify {
+    /// `verify: none`: explicitly unverified.
+    None,
+    /// Key → value.
+    Settings(BTreeMap<String, Scalar>),
+}
+
+impl Default for Verify {
+    fn default() -> Self {
+        Verify::Settings(BTreeMap::new())
+    }
+}
+
+impl<'de> Deserialize<'de> for Verify {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::String(s) if s == "none" => Ok(Verify::None),
+            Value::Null => Ok(Verify::Settings(BTreeMap::new())),
+            Value::Object(m) => m
+                .into_iter()
+                .map(|(k, v)| {
+                    Scalar::from_value(v)
+                        .map(|s| (k.clone(), s))
+                        .map_err(|why| de::Error::custom(format!("`{k}`: {why}")))
+                })
+                .collect::<Result<_, _>>()
+                .map(Verify::Settings),
+            other => Err(de::Error::custom(format!(
+                "expected a mapping of settings or `none`, found {}",
+                kind(&other)
+            ))),
+        }
+    }
+}
+
+impl JsonSchema for Verify {
+    fn schema_name() -> Cow<'static, str> {
+        "Verify".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "Verification settings of the provider, or `none` to accept unverified callbacks.",
+            "oneOf": [
+                {"const": "none", "description": "Accept callbacks without any signature check. Anyone who can reach the path can inject events."},
+                {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}}
+            ]
+        })
+    }
+}
+
+fn generic_schema(_: &mut SchemaGenerator) -> Schema {
+    let selector = json!({
+        "oneOf": [
+            {"type": "string"},
+            {"type": "object", "additionalProperties": false, "required": ["pointer"],
+             "properties": {"pointer": {"type": "string"}, "map": {"type": "object", "additionalProperties": {"type": "string"}}, "default": {"type": "string"}}}
+        ]
+    });
+    let ptr = json!({"type": "string", "description": "JSON pointer, e.g. /status"});
+    let fields: serde_json::Map<String, Value> = [
+        "channel_value",
+        "vendor_ack_id",
+        "event_id",
+        "status",
+        "timestamp",
+        "error_code",
+        "error_message",
+        "from",
+        "to",
+        "text",
+        "message_type",
+    ]
+    .iter()
+    .map(|k| ((*k).to_owned(), ptr.clone()))
+    .chain([(
+        "correlation".to_owned(),
+        json!({"type": "object", "additionalProperties": {"type": "string"}}),
+    )])
+    .collect();
+    let statuses = json!({"enum": hookrelay_core::Status::NAMES});
+    json_schema!({
+        "description": "A generic provider: maps the fields of its JSON callbacks with JSON pointers.",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["channel", "fields"],
+        "properties": {
+            "name": {"type": "string", "description": "vendor_name of the events; defaults to the route's provider"},
+            "channel": selector,
+            "event_type": selector,
+            "events": {"type": "string", "description": "pointer to the array of events; \"\" = the body is the array"},
+            "fields": {"type": "object", "additionalProperties": false, "properties": fields},
+            "status_map": {"type": "object", "additionalProperties": statuses},
+            "informational": {"type": "array", "items": {"type": "string"}},
+            "signature": {
+                "type": "object", "additionalProperties": false, "required": ["header"],
+                "properties": {
+                    "header": {"type": "string"},
+                    "algorithm": {"enum": ["sha256", "sha1", "sha512"]},
+                    "encoding": {"enum": ["hex", "base64"]},
+                    "prefix": {"type": "string"},
+                    "signed": {"enum": ["body", "timestamp.body"]},
+                    "timestamp_header": {"type": "string"}
+                }
+            }
+        }
+    })
+}
+
+use serde_json::json;
+
+/// A delivery endpoint.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEndpoint {
+    /// The endpoint's identity across reloads (letters, digits, `_`, `-`, `.`); unique.
+    pub(crate) name: String,
+    /// Where payloads are POSTed: an `http://` or `https://` URL.
+    pub(crate) url: String,
+    /// Free text for people and the admin API.
+    #[serde(default)]
+    pub(crate) description: Option<String>,
+    /// Event types per channel: `{email: [status], whatsapp: [status, inbound_message]}`.
+    /// Absent: every event of every channel.
+    #[serde(default)]
+    #[schemars(schema_with = "events_schema")]
+    pub(crate) events: Option<BTreeMap<String, OneOrMany>>,
+    /// Only these statuses of status events (`[delivered, failed]`). Absent: all.
+    #[serde(default)]
+    #[schemars(schema_with = "statuses_schema")]
+    pub(crate) statuses: Option<OneOrMany>,
+    /// Throttle deliveries (delayed, never dropped). Absent: unlimited.
+    #[serde(default)]
+    pub(crate) rate_limit: Option<RawRateLimit>,
+    /// Extra request headers (`Authorization: "Bearer ${TOKEN}"`).
+    #[serde(default)]
+    pub(crate) headers: BTreeMap<String, Scalar>,
+    /// Standard Webhooks signing secret(s), `whsec_…`; a list during a key rotation.
+    #[serde(default)]
+    pub(crate) signing_secret: Option<OneOrMany>,
+    /// Payload format: `suprsend` (default) or `standard`.
+    #[serde(default)]
+    pub(crate) format: RawFormat,
+    /// Include the provider's own event as `vendor_response` (default true).
+    #[serde(default)]
+    pub(crate) include_raw: Option<bool>,
+    /// Retries of failed deliveries (429, 5xx, timeouts).
+    #[serde(default)]
+    pub(crate) retry: Option<RawRetry>,
+    /// Timeout of one delivery attempt (default `10s`).
+    #[serde(default)]
+    pub(crate) timeout: Option<Scalar>,
+    /// Allow a link-local URL (169.254.0.0/16, fe80::/10: cloud metadata services).
+    /// Default false (SSRF protection).
+    #[serde(default)]
+    pub(crate) allow_link_local: bool,
+}
+
+fn events_schema(_: &mut SchemaGenerator) -> Schema {
+    let types = json!({"enum": hookrelay_core::EventType::NAMES});
+    let list = json!({"oneOf": [types, {"type": "array", "items": types}]});
+    let props: serde_json::Map<String, Value> = hookrelay_core::Channel::NAMES
+        .iter()
+        .map(|c| ((*c).to_owned(), list.clone()))
+        .collect();
+    json_schema!({
+        "description": "Event types per channel. Absent: every event of every channel.",
+        "type": "object",
+        "additionalProperties": false,
+        "properties": props
+    })
+}
+
+fn statuses_schema(_: &mut SchemaGenerator) -> Schema {
+    let s = json!({"enum": hookrelay_core::Status::NAMES});
+    json_schema!({
+        "description": "Only these statuses of status events. Absent: all.",
+        "oneOf": [s, {"type": "array", "items": s}]
+    })
+}
+
+/// `rate_limit:`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRateLimit {
+    /// Sustained deliveries per second (at least 1).
+    pub(crate) per_second: i64,
+    /// Deliveries allowed at once above the sustained rate (default: `per_second`).
+    #[serde(default)]
+    pub(crate) burst: Option<i64>,
+}
+
+/// `retry:`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRetry {
+    /// Attempts in all, the first included (default 12).
+    #[serde(default)]
+    pub(crate) max_attempts: Option<i64>,
+    /// Give up (dead letter) once the first attempt is older than this (default `24h`).
+    #[serde(default)]
+    pub(crate) max_age: Option<Scalar>,
+    /// Delays between attempts (`[1s, 5s, 30s, 2m, 10m, 1h]`, the default); the last one
+    /// repeats. Jitter is added; a `Retry-After` answer is honoured.
+    #[serde(default)]
+    pub(crate) backoff: Option<Vec<Scalar>>,
+}
+
+/// A plain value read as text: strings, and numbers or booleans as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Scalar(pub(crate) String);
+
+impl Scalar {
+    fn from_value(v: Value) -> Result<Self, String> {
+        match v {
+            Value::String(s) => Ok(Scalar(s)),
+            Value::Number(n) => Ok(Scalar(n.to_string())),
+            Value::Bool(b) => Ok(Scalar(b.to_string())),
+            other => Err(format!("expected a plain value, found {}", kind(&other))),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Scalar::from_value(Value::deserialize(d)?).map_err(de::Error::custom)
+    }
+}
+
+impl JsonSchema for Scalar {
+    fn schema_name() -> Cow<'static, str> {
+        "Scalar".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": ["string", "number", "boolean"]})
+    }
+}
+
+/// One value or a list of values (strings).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct OneOrMany(pub(crate) Vec<String>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Array(items) => items
+                .into_iter()
+                .map(|v| Scalar::from_value(v).map(|s| s.0))
+                .collect::<Result<_, _>>()
+                .map(OneOrMany)
+                .map_err(de::Error::custom),
+            v => Scalar::from_value(v)
+                .map(|s| OneOrMany(vec![s.0]))
+                .map_err(|_| de::Error::custom("expected a value or a list of values")),
+        }
+    }
+}
+
+impl JsonSchema for OneOrMany {
+    fn schema_name() -> Cow<'static, str> {
+        "OneOrMany".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]})
+    }
+}
+
+/// "a mapping", "a list", … for messages.
+pub(crate) fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}

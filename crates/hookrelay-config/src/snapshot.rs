@@ -1,0 +1,210 @@
+//! The compiled configuration: one immutable snapshot, swapped whole on reload.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hookrelay_core::payload::{Format, PayloadOptions};
+use hookrelay_core::signing::SigningSecret;
+use hookrelay_core::{Channel, Event, EventType, Provider, Secret, Status, Verifier};
+use http::HeaderMap;
+use url::Url;
+
+use crate::error::{ConfigError, Pos};
+use crate::raw::{Informational, Mode};
+
+/// One whole, valid configuration. Immutable: a reload builds a new one.
+///
+/// Each request and each delivery attempt reads the snapshot once (an `Arc<Snapshot>`
+/// from [`crate::Live::snapshot`]) and uses it to the end.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// 1 for the first snapshot of a process, then +1 per applied reload.
+    pub generation: u64,
+    /// SHA-256 (hex) of the file's bytes.
+    pub hash: String,
+    /// Public listener (not reloadable).
+    pub listen: SocketAddr,
+    /// Admin listener (not reloadable).
+    pub admin: SocketAddr,
+    /// The notification service, for non-callback traffic.
+    pub upstream: Url,
+    /// Durable store (not reloadable).
+    pub store: Store,
+    /// Callback routes by request path.
+    pub routes: BTreeMap<String, Route>,
+    /// Endpoints, in file order.
+    pub endpoints: Vec<Endpoint>,
+    /// Things that are valid but deserve attention (`verify: none`, an admin listener on a
+    /// public address, …).
+    pub warnings: Vec<ConfigError>,
+    pub(crate) by_name: HashMap<String, usize>,
+    pub(crate) key_pos: BTreeMap<&'static str, Pos>,
+}
+
+impl Snapshot {
+    /// The route of a request path.
+    #[must_use]
+    pub fn route(&self, path: &str) -> Option<&Route> {
+        self.routes.get(path)
+    }
+
+    /// An endpoint by name.
+    #[must_use]
+    pub fn endpoint(&self, name: &str) -> Option<&Endpoint> {
+        self.by_name.get(name).and_then(|&i| self.endpoints.get(i))
+    }
+
+    /// The endpoints that accept `event`, in file order.
+    pub fn matching<'a>(&'a self, event: &'a Event) -> impl Iterator<Item = &'a Endpoint> + 'a {
+        self.endpoints.iter().filter(move |e| e.accepts(event))
+    }
+}
+
+/// Where the durable queue lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Store {
+    /// An embedded store in a directory.
+    Embedded {
+        /// Directory.
+        path: PathBuf,
+    },
+    /// Redis.
+    Redis {
+        /// `redis://` or `rediss://` URL (may carry a password, hence redacted).
+        url: Secret,
+    },
+}
+
+/// A compiled callback route.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Route {
+    /// Request path.
+    pub path: String,
+    /// The provider that calls it.
+    pub provider: Provider,
+    /// Answer, or also proxy to upstream.
+    pub mode: Mode,
+    /// The signature check. `None` only when the file says `verify: none` explicitly.
+    pub verifier: Option<Verifier>,
+    /// Largest accepted body in bytes.
+    pub max_body: usize,
+    /// Keep or drop informational events.
+    pub informational: Informational,
+}
+
+/// A token-bucket rate: `per_second` sustained, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RateLimit {
+    /// Sustained deliveries per second.
+    pub per_second: NonZeroU32,
+    /// Deliveries allowed at once.
+    pub burst: NonZeroU32,
+}
+
+/// Retry policy of an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Retry {
+    /// Attempts in all, the first included.
+    pub max_attempts: NonZeroU32,
+    /// Dead-letter once the first attempt is older than this.
+    pub max_age: Duration,
+    /// Delays between attempts; the last repeats. Never empty.
+    pub backoff: Vec<Duration>,
+}
+
+impl Retry {
+    /// The delay before attempt `attempt` (2 = the first retry), before jitter.
+    #[must_use]
+    pub fn delay_before(&self, attempt: u32) -> Duration {
+        let i = usize::try_from(attempt.saturating_sub(2)).unwrap_or(usize::MAX);
+        self.backoff
+            .get(i)
+            .or(self.backoff.last())
+            .copied()
+            .unwrap_or(Duration::from_secs(1))
+    }
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            max_attempts: NonZeroU32::new(12).unwrap_or(NonZeroU32::MIN),
+            max_age: Duration::from_secs(24 * 3600),
+            backoff: [1, 5, 30, 120, 600, 3600]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+        }
+    }
+}
+
+/// A compiled delivery endpoint.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Endpoint {
+    /// Identity across reloads.
+    pub name: String,
+    /// Where payloads go.
+    pub url: Url,
+    /// Free text.
+    pub description: Option<String>,
+    /// Event types per channel; `None` accepts every event.
+    pub events: Option<HashMap<Channel, HashSet<EventType>>>,
+    /// Statuses of status events; `None` accepts all.
+    pub statuses: Option<HashSet<Status>>,
+    /// Throttle; `None` is unlimited.
+    pub rate_limit: Option<RateLimit>,
+    /// Extra request headers (values from references are marked sensitive).
+    pub headers: HeaderMap,
+    /// Standard Webhooks secrets; empty = unsigned.
+    pub signing_secrets: Vec<SigningSecret>,
+    /// Payload format.
+    pub format: Format,
+    /// Include `vendor_response`.
+    pub include_raw: bool,
+    /// Retry policy.
+    pub retry: Retry,
+    /// Timeout of one attempt.
+    pub timeout: Duration,
+    /// Link-local URLs allowed (SSRF opt-in).
+    pub allow_link_local: bool,
+}
+
+impl Endpoint {
+    /// True when the endpoint's filters accept `event`: its channel and event type are
+    /// listed under `events` (or `events` is absent), and for a status event its status is
+    /// listed under `statuses` (or `statuses` is absent).
+    #[must_use]
+    pub fn accepts(&self, event: &Event) -> bool {
+        if let Some(events) = &self.events {
+            let listed = events
+                .get(&event.channel)
+                .is_some_and(|types| types.contains(&event.event_type()));
+            if !listed {
+                return false;
+            }
+        }
+        match (&self.statuses, event.status()) {
+            (Some(statuses), Some(s)) => statuses.contains(&s.status),
+            _ => true,
+        }
+    }
+
+    /// How to render this endpoint's payloads.
+    #[must_use]
+    pub fn payload_options(&self) -> PayloadOptions {
+        PayloadOptions {
+            format: self.format,
+            include_raw: self.include_raw,
+            ..PayloadOptions::default()
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! Validation: every problem at once, with its path and line; the shipped files are valid.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hookrelay_config::{ConfigErrors, EnvLookup, Snapshot, Source};
+use hookrelay_core::{
+    Channel, Event, EventKind, InboundMessage, Status, StatusUpdate, provider::Provider,
+};
+
+const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// Values for the variables the example files reference.
+fn test_env() -> Arc<EnvLookup> {
+    Arc::new(|name: &str| match name {
+        n if n.contains("WHSEC") => Some(WHSEC.to_owned()),
+        "REDIS_URL" => Some("redis://127.0.0.1:6379".to_owned()),
+        n if n.ends_with("_URL") => Some("https://example.com/".to_owned()),
+        _ => Some(format!("test-{}", name.to_ascii_lowercase())),
+    })
+}
+
+fn compile(yaml: &str) -> Result<Snapshot, ConfigErrors> {
+    Snapshot::try_from(&Source::new("t.yaml", yaml).with_env(test_env()))
+}
+
+const FIVE_MISTAKES: &str = r#"upstream: 127.0.0.1:3000
+callbacks:
+  - path: /callbacks/twilio
+    provider: twilio
+    verify: { public_url: https://n.example.com/callbacks/twilio }
+endpoints:
+  - name: crm
+    url: ftp://crm.internal/hooks
+    statuses: [delivered, read]
+  - name: crm
+    url: https://other.internal/
+    rate_limit: { per_second: 0 }
+"#;
+
+#[test]
+fn five_mistakes_are_reported_together_each_with_its_line() {
+    let errors = compile(FIVE_MISTAKES).expect_err("five mistakes");
+    let got: Vec<(String, Option<usize>)> =
+        errors.iter().map(|e| (e.path.clone(), e.line)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("callbacks[0].verify".to_owned(), Some(5)),
+            ("endpoints[0].url".to_owned(), Some(8)),
+            ("endpoints[0].statuses[1]".to_owned(), Some(9)),
+            ("endpoints[1].name".to_owned(), Some(10)),
+            ("endpoints[1].rate_limit.per_second".to_owned(), Some(12)),
+        ],
+        "{errors}"
+    );
+    let text = errors.to_string();
+    assert_eq!(text.lines().count(), 5);
+    assert!(
+        text.contains("t.yaml:5:13: callbacks[0].verify: twilio verification needs `auth_token`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("t.yaml:9:27: endpoints[0].statuses[1]: unknown status \"read\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("duplicate endpoint name \"crm\" (first at endpoints[0], line 7)"),
+        "{text}"
+    );
+    assert!(text.contains("must be at least 1 (found 0)"), "{text}");
+}
+
+#[test]
+fn structural_problems_keep_the_other_items_checked() {
+    let yaml = r#"upstream: 127.0.0.1:3000
+bogus_top: 1
+callbacks:
+  - path: /a
+    provider: nosuch
+  - path: /a
+    provider: mailgun
+    verify: { signing_key: "${UNSET_VAR}" }
+endpoints:
+  - name: a
+    url: https://a.example.com/
+    retries: 3
+  - name: b
+    url: https://b.example.com/
+    headers: { "Bad Name": x, X-Ok: "line\nbreak" }
+    events: { fax: [status], sms: [delivery] }
+    timeout: 0s
+    rate_limit: { per_second: -2 }
+  - name: c
+    url: http://169.254.169.254/latest
+"#;
+    let env: Arc<EnvLookup> = Arc::new(|_: &str| None);
+    let errors =
+        Snapshot::try_from(&Source::new("t.yaml", yaml).with_env(env)).expect_err("many problems");
+    let got: Vec<(&str, Option<usize>)> =
+        errors.iter().map(|e| (e.path.as_str(), e.line)).collect();
+    for expected in [
+        ("bogus_top", Some(2)),
+        ("callbacks[0].provider", Some(5)),
+        ("callbacks[1].path", Some(6)),
+        ("callbacks[1].verify.signing_key", Some(8)),
+        ("endpoints[0].retries", Some(12)),
+        ("endpoints[1].headers.Bad Name", Some(15)),
+        ("endpoints[1].headers.X-Ok", Some(15)),
+        ("endpoints[1].events.fax", Some(16)),
+        ("endpoints[1].events.sms[0]", Some(16)),
+        ("endpoints[1].timeout", Some(17)),
+        ("endpoints[1].rate_limit.per_second", Some(18)),
+        ("endpoints[2].url", Some(20)),
+    ] {
+        assert!(got.contains(&expected), "missing {expected:?} in\n{errors}");
+    }
+    let text = errors.to_string();
+    assert!(text.contains("UNSET_VAR is not set"), "{text}");
+    assert!(text.contains("unknown key `retries`"), "{text}");
+    assert!(text.contains("link-local"), "{text}");
+}
+
+#[test]
+fn several_problems_of_one_item_are_all_reported() {
+    let yaml = r#"upstream: 127.0.0.1:3000
+endpoints:
+  - name: a
+    url: https://a.example.com/
+    format: json
+    include_raw: "yes"
+    signing_secret: [whsec_!!!]
+    retry: { max_attempts: 0 }
+  - name: b
+"#;
+    let errors = compile(yaml).expect_err("invalid");
+    let got: Vec<_> = errors.iter().map(|e| (e.path.as_str(), e.line)).collect();
+    assert_eq!(
+        got,
+        [
+            ("endpoints[0].format", Some(5)),
+            ("endpoints[0].include_raw", Some(6)),
+            ("endpoints[0].signing_secret[0]", Some(7)),
+            ("endpoints[0].retry.max_attempts", Some(8)),
+            ("endpoints[1]", Some(9)),
+        ],
+        "{errors}"
+    );
+    assert!(
+        errors
+            .to_string()
+            .contains("endpoints[1]: missing key `url`"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn garbage_never_panics() {
+    for yaml in [
+        "",
+        "- a\n- b\n",
+        "just text",
+        "upstream: [",
+        "upstream: 1\ncallbacks: 5\nendpoints: {a: 1}\n",
+        "upstream: x\ncallbacks: [1, null, [], {}]\nendpoints: [\"s\", {name: 5, url: 7}]\n",
+        "upstream: x\nlisten: 99999\nadmin: \"::1\"\nstore: {kind: redis}\n",
+        "a: &a [*a]\n",
+        "upstream: ${\n",
+        "\u{0}\u{1}",
+    ] {
+        let _ = compile(yaml);
+    }
+    let _ = Snapshot::try_from(&Source::new("bin", vec![0xff, 0xfe, 0x00]));
+    let deep = format!("upstream: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    assert!(compile(&deep).is_err());
+    let bomb = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n\
+                c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n\
+                e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n\
+                g: [*f, *f, *f, *f, *f, *f, *f, *f, *f]\n";
+    assert!(compile(bomb).is_err());
+}
+
+#[test]
+fn anchors_aliases_and_merge_keys_work() {
+    let yaml = r#"upstream: 127.0.0.1:3000
+x-defaults: &defaults
+  retry: { max_attempts: 3 }
+  timeout: 5s
+endpoints:
+  - <<: *defaults
+    name: a
+    url: https://a.example.com/
+  - <<: *defaults
+    name: b
+    url: https://b.example.com/
+    timeout: 0s
+"#;
+    let errors = compile(yaml).expect_err("x-defaults is not a key, b has a zero timeout");
+    let got: Vec<_> = errors.iter().map(|e| (e.path.as_str(), e.line)).collect();
+    assert_eq!(
+        got,
+        [("x-defaults", Some(2)), ("endpoints[1].timeout", Some(12))],
+        "{errors}"
+    );
+    let yaml = r#"upstream: 127.0.0.1:3000
+endpoints:
+  - name: a
+    url: https://a.example.com/
+    retry: &retry { max_attempts: 3, backoff: [2s] }
+  - name: b
+    url: https://b.example.com/
+    retry: *retry
+"#;
+    let s = compile(yaml).expect("aliases are fine");
+    assert_eq!(s.endpoint("b").expect("b").retry.max_attempts.get(), 3);
+}
+
+#[test]
+fn defaults_and_compiled_values() {
+    let yaml = r#"upstream: notify:3000
+callbacks:
+  - path: /cb/meta
+    provider: meta_whatsapp
+    verify: { app_secret: s3cret }
+endpoints:
+  - name: crm
+    url: https://crm.example.com/hooks
+    events: { whatsapp: [status, inbound_message], email: status }
+    statuses: [delivered]
+    headers: { Authorization: "Bearer ${CRM_TOKEN}", X-Version: 2 }
+    signing_secret: ${CRM_WHSEC}
+    retry: { max_attempts: 3, backoff: [1s, 2m] }
+"#;
+    let s = compile(yaml).expect("valid");
+    assert_eq!(s.generation, 1);
+    assert_eq!(s.hash.len(), 64);
+    assert_eq!(s.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(s.admin.to_string(), "127.0.0.1:9090");
+    assert_eq!(s.upstream.as_str(), "http://notify:3000/");
+    let route = s.route("/cb/meta").expect("route");
+    assert!(matches!(route.provider, Provider::MetaWhatsapp));
+    assert!(route.verifier.is_some());
+    assert_eq!(route.max_body, 1024 * 1024);
+    let e = s.endpoint("crm").expect("endpoint");
+    assert_eq!(e.timeout.as_secs(), 10);
+    assert_eq!(e.retry.max_attempts.get(), 3);
+    assert_eq!(e.retry.delay_before(2).as_secs(), 1);
+    assert_eq!(e.retry.delay_before(9).as_secs(), 120);
+    assert_eq!(e.headers["authorization"], "Bearer test-crm_token");
+    assert!(e.headers["authorization"].is_sensitive());
+    assert_eq!(e.headers["x-version"], "2");
+    assert_eq!(e.signing_secrets.len(), 1);
+    assert!(
+        !format!("{s:?}").contains("test-crm_token"),
+        "secrets leak in Debug"
+    );
+
+    let status = |channel, status| Event {
+        channel,
+        channel_value: "+15550001".into(),
+        vendor_name: "x".into(),
+        vendor_ack_id: None,
+        idempotency_key: "evt_1".into(),
+        correlation: Default::default(),
+        kind: EventKind::Status(StatusUpdate {
+            status,
+            timestamp_ms: 0,
+            error: None,
+            informational: false,
+        }),
+        raw: serde_json::Value::Null,
+    };
+    assert!(e.accepts(&status(Channel::Whatsapp, Status::Delivered)));
+    assert!(e.accepts(&status(Channel::Email, Status::Delivered)));
+    assert!(!e.accepts(&status(Channel::Whatsapp, Status::Sent)));
+    assert!(!e.accepts(&status(Channel::Sms, Status::Delivered)));
+    let mut inbound = status(Channel::Whatsapp, Status::Queued);
+    inbound.kind = EventKind::Inbound(InboundMessage::default());
+    assert!(e.accepts(&inbound));
+    inbound.channel = Channel::Email;
+    assert!(!e.accepts(&inbound));
+    assert_eq!(s.matching(&inbound).count(), 0);
+}
+
+#[test]
+fn verify_none_is_explicit_and_warned() {
+    let yaml = r#"upstream: 127.0.0.1:3000
+callbacks:
+  - path: /cb/legacy
+    provider: legacy
+    verify: none
+    generic: { channel: sms, fields: { channel_value: /to, status: /status } }
+  - path: /cb/legacy2
+    provider: legacy
+endpoints: [{ name: a, url: "https://a.example.com/" }]
+"#;
+    let errors = compile(yaml).expect_err("second route has no signature");
+    assert_eq!(errors.len(), 1, "{errors}");
+    assert_eq!(errors.errors[0].path, "callbacks[1].provider");
+    assert_eq!(errors.errors[0].line, Some(8));
+
+    let yaml = yaml.replace(
+        "    provider: legacy\nendpoints",
+        "    provider: legacy\n    verify: none\nendpoints",
+    );
+    let s = compile(&yaml).expect("valid");
+    assert!(s.route("/cb/legacy").expect("route").verifier.is_none());
+    assert_eq!(s.warnings.len(), 2);
+    assert!(
+        s.warnings[0]
+            .to_string()
+            .contains("WITHOUT any signature check")
+    );
+}
+
+#[test]
+fn flow_mappings_with_unquoted_references_get_a_hint() {
+    let yaml = "upstream: x:1\ncallbacks:\n  - { path: /a, provider: mailgun, verify: { signing_key: ${K} } }\n";
+    let errors = compile(yaml).expect_err("invalid YAML");
+    assert_eq!(errors.errors[0].line, Some(3), "{errors}");
+    assert!(errors.to_string().contains("quote references"), "{errors}");
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return; // examples/ may not exist yet
+    };
+    for entry in entries.flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            yaml_files(&p, out);
+        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            out.push(p);
+        }
+    }
+}
+
+/// A Kubernetes manifest is not a hookrelay file, but a ConfigMap may carry one.
+fn configs_in(path: &Path, text: &str) -> Vec<(String, String)> {
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(text).unwrap_or_default();
+    if !docs.iter().any(|d| d.get("apiVersion").is_some()) {
+        return vec![(path.display().to_string(), text.to_owned())];
+    }
+    docs.iter()
+        .filter(|d| d.get("kind").and_then(|k| k.as_str()) == Some("ConfigMap"))
+        .filter_map(|d| d.get("data")?.as_object().cloned())
+        .flatten()
+        .filter(|(k, _)| k.ends_with(".yaml") || k.ends_with(".yml"))
+        .filter_map(|(k, v)| Some((format!("{}#{k}", path.display()), v.as_str()?.to_owned())))
+        .collect()
+}
+
+#[test]
+fn every_shipped_yaml_file_is_valid() {
+    let root = repo_root();
+    let mut files = Vec::new();
+    yaml_files(&root.join("config"), &mut files);
+    yaml_files(&root.join("examples"), &mut files);
+    assert!(
+        files
+            .iter()
+            .any(|f| f.ends_with("config/hookrelay.example.yaml")),
+        "the example config is missing: {files:?}"
+    );
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("readable");
+        for (name, config) in configs_in(&file, &text) {
+            let source = Source::new(name.clone(), config)
+                .with_env(test_env())
+                .with_base_dir(file.parent().unwrap_or(Path::new(".")));
+            if let Err(errors) = Snapshot::try_from(&source) {
+                panic!("{name} is invalid:\n{errors}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_example_uses_every_key_of_the_schema() {
+    let schema = hookrelay_config::json_schema();
+    let text = std::fs::read_to_string(repo_root().join("config/hookrelay.example.yaml"))
+        .expect("example");
+    let props = |v: &serde_json::Value| -> Vec<String> {
+        v["properties"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    let mut keys = props(&schema);
+    let defs = &schema["$defs"];
+    for def in ["RawCallback", "RawEndpoint", "RawRateLimit", "RawRetry"] {
+        let d = props(&defs[def]);
+        assert!(!d.is_empty(), "schema has no {def}: {schema}");
+        keys.extend(d);
+    }
+    assert!(keys.len() > 25);
+    for key in keys {
+        assert!(
+            text.contains(&format!("{key}:")),
+            "config/hookrelay.example.yaml does not show `{key}`"
+        );
+    }
+    assert_eq!(schema["additionalProperties"], false);
+    let s = schema.to_string();
+    assert!(s.contains("\"inbound_message\""), "event types are listed");
+}
+
+#[test]
+fn ses_reads_its_signing_certificate_from_cert_file() {
+    let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hookrelay-core/tests/fixtures/ses");
+    let yaml = |file: &str| {
+        format!(
+            "upstream: 127.0.0.1:3000\ncallbacks:\n  - path: /cb/ses\n    provider: ses\n    verify:\n      cert_file: {file}\n"
+        )
+    };
+    let load = |text: String| {
+        Snapshot::try_from(
+            &Source::new("t.yaml", text)
+                .with_env(test_env())
+                .with_base_dir(&certs),
+        )
+    };
+    let s = load(yaml("sns_signing_cert.pem")).expect("a real certificate");
+    assert!(s.route("/cb/ses").expect("route").verifier.is_some());
+
+    let errors = load(yaml("missing.pem")).expect_err("no such file");
+    assert_eq!(errors.errors[0].path, "callbacks[0].verify.cert_file");
+    assert_eq!(errors.errors[0].line, Some(6));
+
+    let junk = tempfile::tempdir().expect("tempdir");
+    std::fs::write(junk.path().join("junk.pem"), "not a certificate").expect("write");
+    let errors =
+        load(yaml(&junk.path().join("junk.pem").to_string_lossy())).expect_err("not a certificate");
+    assert_eq!(
+        errors.errors[0].path, "callbacks[0].verify.cert_file",
+        "{errors}"
+    );
+
+    let errors =
+        load("upstream: 127.0.0.1:3000\ncallbacks:\n  - path: /cb/ses\n    provider: ses\n".into())
+            .expect_err("no verify block");
+    assert_eq!(errors.errors[0].line, Some(3), "{errors}");
+    assert!(
+        errors
+            .to_string()
+            .contains("ses verification needs `cert_file`"),
+        "{errors}"
+    );
+}
