@@ -1,3 +1,64 @@
-//! Durable delivery queue and dead letters for hookrelay: embedded and Redis backends.
+//! Durable delivery queue and dead letters for hookrelay.
 //!
-//! This crate is the home of that part of hookrelay; it has no public items yet.
+//! Between "the provider's callback was verified and normalized" and "a worker delivers the
+//! payload to an endpoint" sits this crate: one [`Delivery`] per matching endpoint is written
+//! durably, together with the provider event's dedupe key, before the provider is answered.
+//! Workers lease due deliveries per endpoint, then complete, reschedule or dead-letter them;
+//! dead letters are listed and replayed.
+//!
+//! What it is:
+//! - [`EmbeddedStore`]: the default backend, one [redb] file in a directory. A single writer
+//!   thread group-commits concurrent operations: every call that arrives while a commit is in
+//!   flight joins the next write transaction, which is committed with fsync once. A call
+//!   returns `Ok` only after its transaction is durable, so an acknowledged enqueue survives
+//!   `kill -9` and power loss.
+//! - Plain owned types ([`NewDelivery`], [`Delivery`], [`DeadLetter`]) and one error type
+//!   ([`StoreError`]); no backend type appears in the API, so the Redis backend (for several
+//!   replicas sharing one queue) can offer the same methods.
+//!
+//! What it is not: it does not render payloads, decide retries or backoff, or talk HTTP.
+//! Leases are held in memory by the process that took them: after a restart every queued
+//! delivery is eligible again, so delivery is at-least-once and consumers dedupe on
+//! `webhook-id`.
+//!
+//! ```
+//! use hookrelay_store::{EmbeddedStore, EnqueueOutcome, NewDelivery};
+//! use std::time::Duration;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), hookrelay_store::StoreError> {
+//! # let dir = tempfile::tempdir().map_err(|e| hookrelay_store::StoreError::CreateDir {
+//! #     path: std::env::temp_dir(), source: e })?;
+//! let store = EmbeddedStore::open(dir.path())?;
+//! let delivery = NewDelivery {
+//!     endpoint: "crm".into(),
+//!     webhook_id: "msg_1".into(),
+//!     body: bytes::Bytes::from_static(b"{}"),
+//!     created_at_ms: 1_000,
+//! };
+//! let key = Some(("twilio:SM123".to_owned(), Duration::from_secs(3600)));
+//! let outcome = store.enqueue(key.clone(), vec![delivery.clone()], 1_000).await?;
+//! assert!(matches!(outcome, EnqueueOutcome::Enqueued(ref ids) if ids.len() == 1));
+//! // The provider retried: same event id within the window.
+//! assert_eq!(store.enqueue(key, vec![delivery], 2_000).await?, EnqueueOutcome::Duplicate);
+//!
+//! let leased = store.lease("crm", 1_000, 10).await?;
+//! assert_eq!(leased.len(), 1);
+//! store.complete(leased[0].id).await?;
+//! assert_eq!(store.queue_depth("crm"), 0);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [redb]: https://docs.rs/redb
+
+mod codec;
+mod embedded;
+mod error;
+mod types;
+
+pub use embedded::{EmbeddedOptions, EmbeddedStore};
+pub use error::StoreError;
+pub use types::{
+    DeadLetter, Delivery, DeliveryId, EnqueueOutcome, MAX_RESPONSE_BYTES, NewDelivery,
+};

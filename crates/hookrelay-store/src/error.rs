@@ -1,0 +1,79 @@
+//! The store's error type.
+
+use crate::DeliveryId;
+use std::error::Error as StdError;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Why a store operation failed.
+///
+/// A write that fails with [`StoreError::Backend`] was not acknowledged; whether it reached
+/// the disk is unknown only when the commit itself failed, and then the store refuses further
+/// writes ([`EmbeddedStore::health`](crate::EmbeddedStore::health) reports it) until reopened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store directory could not be created.
+    #[error("cannot create the store directory {}", path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database file could not be opened, created or repaired.
+    #[error("cannot open the store {}", path.display())]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// The backend's error.
+        #[source]
+        source: Arc<dyn StdError + Send + Sync>,
+    },
+    /// The writer thread could not be started.
+    #[error("cannot start the store writer thread")]
+    Spawn {
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A read or write of the backend failed.
+    #[error("store {op} failed")]
+    Backend {
+        /// What was being done: `begin write`, `commit`, `read`, …
+        op: &'static str,
+        /// The backend's error (shared by every caller of a failed group commit).
+        #[source]
+        source: Arc<dyn StdError + Send + Sync>,
+    },
+    /// A stored record could not be decoded, or a record could not be encoded.
+    #[error("{table} record {key} cannot be encoded or decoded")]
+    Corrupt {
+        /// The table: `deliveries` or `dead_letters`.
+        table: &'static str,
+        /// The record's key.
+        key: u64,
+        /// The codec's error.
+        #[source]
+        source: Arc<dyn StdError + Send + Sync>,
+    },
+    /// No queued delivery has this id (it was completed, dead-lettered, or never existed).
+    #[error("delivery {id} is not in the queue")]
+    UnknownDelivery {
+        /// The id asked for.
+        id: DeliveryId,
+    },
+    /// The writer thread is gone; the store must be reopened.
+    #[error("the store writer has stopped")]
+    WriterStopped,
+}
+
+impl StoreError {
+    pub(crate) fn backend(op: &'static str, source: impl StdError + Send + Sync + 'static) -> Self {
+        StoreError::Backend {
+            op,
+            source: Arc::new(source),
+        }
+    }
+}

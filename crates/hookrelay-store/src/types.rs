@@ -1,0 +1,108 @@
+//! The owned values that go into and come out of a store.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Longest response excerpt kept in a [`DeadLetter`], in bytes; longer ones are cut at a
+/// character boundary.
+pub const MAX_RESPONSE_BYTES: usize = 4096;
+
+/// Identifier of a delivery, unique within a store and allocated in increasing order.
+///
+/// A dead letter keeps the id of its delivery, and a replayed dead letter is queued again
+/// under the same id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DeliveryId(pub u64);
+
+impl fmt::Display for DeliveryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A delivery to enqueue: one rendered payload for one endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewDelivery {
+    /// Name of the endpoint (its identity across config reloads).
+    pub endpoint: String,
+    /// The `webhook-id` header value, stable across retries and replays.
+    pub webhook_id: String,
+    /// The rendered payload, sent as the request body.
+    pub body: Bytes,
+    /// When the event was received, epoch milliseconds.
+    pub created_at_ms: i64,
+}
+
+/// A queued delivery, as stored and as leased by a worker.
+// Field order is the storage order: the open path decodes only the leading
+// `id, endpoint, not_before_ms` (see `codec::Head`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The delivery's id.
+    pub id: DeliveryId,
+    /// Name of the endpoint.
+    pub endpoint: String,
+    /// Not to be attempted before this time, epoch milliseconds.
+    pub not_before_ms: i64,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// The `webhook-id` header value.
+    pub webhook_id: String,
+    /// When the event was received, epoch milliseconds.
+    pub created_at_ms: i64,
+    /// Why the last attempt failed, if one did.
+    pub last_error: Option<String>,
+    /// The rendered payload.
+    pub body: Bytes,
+}
+
+/// A delivery given up on, kept with the reason until it is replayed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The delivery as it was when it was given up on.
+    pub delivery: Delivery,
+    /// Why: `attempts exhausted`, `endpoint removed`, …
+    pub reason: String,
+    /// HTTP status of the last response, if there was one.
+    pub status: Option<u16>,
+    /// Start of the last response body, at most [`MAX_RESPONSE_BYTES`].
+    pub response: Option<String>,
+    /// When it was dead-lettered, epoch milliseconds.
+    pub dead_at_ms: i64,
+}
+
+/// What [`EmbeddedStore::enqueue`](crate::EmbeddedStore::enqueue) did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EnqueueOutcome {
+    /// The deliveries (and the dedupe key, if any) are durable; their ids in batch order.
+    Enqueued(Vec<DeliveryId>),
+    /// The dedupe key was seen within its window: nothing was written.
+    Duplicate,
+}
+
+/// Cuts `text` to at most `max` bytes at a character boundary.
+pub(crate) fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate;
+
+    #[test]
+    fn truncate_keeps_char_boundaries() {
+        assert_eq!(truncate("abcdef".into(), 4), "abcd");
+        assert_eq!(truncate("ab".into(), 4), "ab");
+        // "é" is two bytes: cutting inside it drops it whole.
+        assert_eq!(truncate("aé".into(), 2), "a");
+    }
+}

@@ -1,0 +1,407 @@
+//! The embedded store through its public API, on the real file system (fsync included).
+
+use bytes::Bytes;
+use hookrelay_store::{
+    DeliveryId, EmbeddedOptions, EmbeddedStore, EnqueueOutcome, MAX_RESPONSE_BYTES, NewDelivery,
+    StoreError,
+};
+use std::time::Duration;
+use tempfile::TempDir;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn dir() -> Result<TempDir, std::io::Error> {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+}
+
+fn new(endpoint: &str, webhook_id: &str) -> NewDelivery {
+    NewDelivery {
+        endpoint: endpoint.into(),
+        webhook_id: webhook_id.into(),
+        body: Bytes::from(format!("{{\"id\":\"{webhook_id}\"}}")),
+        created_at_ms: 1_000,
+    }
+}
+
+fn ids(outcome: EnqueueOutcome) -> Vec<DeliveryId> {
+    match outcome {
+        EnqueueOutcome::Enqueued(ids) => ids,
+        EnqueueOutcome::Duplicate => Vec::new(),
+    }
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[tokio::test]
+async fn enqueue_lease_complete() -> TestResult {
+    let dir = dir()?;
+    let store = EmbeddedStore::open(dir.path())?;
+    let enqueued = ids(store
+        .enqueue(
+            None,
+            vec![new("crm", "a"), new("ops", "b"), new("crm", "c")],
+            1_000,
+        )
+        .await?);
+    assert_eq!(enqueued.len(), 3);
+    assert!(
+        enqueued.windows(2).all(|w| w[0] < w[1]),
+        "ids increase: {enqueued:?}"
+    );
+    assert_eq!(store.queue_depth("crm"), 2);
+    assert_eq!(store.queue_depth("ops"), 1);
+    assert_eq!(store.endpoints(), vec!["crm".to_owned(), "ops".to_owned()]);
+
+    // Not due before the enqueue time.
+    assert!(store.lease("crm", 999, 10).await?.is_empty());
+    let leased = store.lease("crm", 1_000, 10).await?;
+    let webhook_ids: Vec<&str> = leased.iter().map(|d| d.webhook_id.as_str()).collect();
+    assert_eq!(webhook_ids, ["a", "c"]);
+    assert_eq!(leased[0].body, Bytes::from_static(b"{\"id\":\"a\"}"));
+    assert_eq!(
+        (leased[0].attempts, leased[0].last_error.as_deref()),
+        (0, None)
+    );
+    // Leased ones are not offered twice, but still count.
+    assert!(store.lease("crm", 5_000, 10).await?.is_empty());
+    assert_eq!(store.queue_depth("crm"), 2);
+
+    store.complete(leased[0].id).await?;
+    store.complete(leased[1].id).await?;
+    assert_eq!(store.queue_depth("crm"), 0);
+    assert_eq!(store.endpoints(), vec!["ops".to_owned()]);
+    assert!(matches!(
+        store.complete(leased[0].id).await,
+        Err(StoreError::UnknownDelivery { id }) if id == leased[0].id
+    ));
+    Ok(())
+}
+
+#[tokio::test]
+async fn reschedule_release_and_next_due() -> TestResult {
+    let dir = dir()?;
+    let store = EmbeddedStore::open(dir.path())?;
+    store
+        .enqueue(None, vec![new("crm", "a"), new("crm", "b")], 1_000)
+        .await?;
+    let leased = store.lease("crm", 1_000, 1).await?;
+    assert_eq!(leased[0].webhook_id, "a");
+    store
+        .reschedule(
+            leased[0].id,
+            61_000,
+            1,
+            Some("503 Service Unavailable".into()),
+        )
+        .await?;
+    // "b" is still due; "a" waits for its retry time.
+    assert_eq!(store.next_due("crm"), Some(1_000));
+    let b = store.lease("crm", 2_000, 10).await?;
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].webhook_id, "b");
+    assert_eq!(store.next_due("crm"), Some(61_000));
+    store.release(b[0].id).await?;
+    assert_eq!(
+        store.lease("crm", 2_000, 10).await?.len(),
+        1,
+        "released is eligible again"
+    );
+
+    let a = store.lease("crm", 61_000, 10).await?;
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].webhook_id, "a");
+    assert_eq!(a[0].attempts, 1);
+    assert_eq!(a[0].not_before_ms, 61_000);
+    assert_eq!(a[0].last_error.as_deref(), Some("503 Service Unavailable"));
+    assert_eq!(store.next_due("crm"), None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn dead_letter_list_and_replay() -> TestResult {
+    let dir = dir()?;
+    let store = EmbeddedStore::open(dir.path())?;
+    store
+        .enqueue(None, vec![new("crm", "a"), new("ops", "b")], 1_000)
+        .await?;
+    let a = store.lease("crm", 1_000, 1).await?.remove(0);
+    store
+        .reschedule(a.id, 1_000, 12, Some("timeout".into()))
+        .await?;
+    let a = store.lease("crm", 1_000, 1).await?.remove(0);
+    let long = "é".repeat(MAX_RESPONSE_BYTES); // twice the limit in bytes
+    store
+        .dead_letter(a.id, "attempts exhausted", Some(500), Some(long), 9_000)
+        .await?;
+    assert_eq!(store.queue_depth("crm"), 0);
+
+    let letters = store.dead_letters(None, 10).await?;
+    assert_eq!(letters.len(), 1);
+    let dead = &letters[0];
+    assert_eq!(dead.reason, "attempts exhausted");
+    assert_eq!((dead.status, dead.dead_at_ms), (Some(500), 9_000));
+    assert_eq!(dead.delivery.attempts, 12);
+    let response = dead.response.as_deref().unwrap_or_default();
+    assert!(response.len() <= MAX_RESPONSE_BYTES && response.len() > MAX_RESPONSE_BYTES - 2);
+    assert!(store.dead_letters(Some("ops"), 10).await?.is_empty());
+
+    assert!(store.replay(a.id).await?);
+    assert!(!store.replay(a.id).await?, "already replayed");
+    assert!(store.dead_letters(None, 10).await?.is_empty());
+    let again = store.lease("crm", 0, 10).await?;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, a.id);
+    assert_eq!(again[0].webhook_id, "a");
+    assert_eq!(
+        (again[0].attempts, again[0].last_error.as_deref()),
+        (0, None)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn removed_endpoint_goes_to_dead_letters_and_back() -> TestResult {
+    let dir = dir()?;
+    let store = EmbeddedStore::open(dir.path())?;
+    let batch = (0..5).map(|i| new("old", &format!("w{i}"))).collect();
+    store.enqueue(None, batch, 1_000).await?;
+    store.enqueue(None, vec![new("kept", "k")], 1_000).await?;
+    let leased = store.lease("old", 1_000, 2).await?;
+    assert_eq!(leased.len(), 2);
+
+    assert_eq!(
+        store
+            .dead_letter_endpoint("old", "endpoint removed", 2_000)
+            .await?,
+        5
+    );
+    assert_eq!(store.queue_depth("old"), 0);
+    assert_eq!(store.queue_depth("kept"), 1);
+    // The lease was dropped with the delivery.
+    assert!(matches!(
+        store.complete(leased[0].id).await,
+        Err(StoreError::UnknownDelivery { .. })
+    ));
+    let letters = store.dead_letters(Some("old"), 3).await?;
+    assert_eq!(letters.len(), 3, "limit applies");
+    assert!(letters.iter().all(|d| d.reason == "endpoint removed"));
+    assert_eq!(store.dead_letters(Some("old"), 100).await?.len(), 5);
+
+    let wake = store.subscribe("old");
+    assert_eq!(store.replay_endpoint("old").await?, 5);
+    assert_eq!(store.queue_depth("old"), 5);
+    let mut woken = std::pin::pin!(wake.notified());
+    assert!(woken.as_mut().enable(), "replay wakes the endpoint");
+    let order: Vec<String> = store
+        .lease("old", 2_000, 10)
+        .await?
+        .into_iter()
+        .map(|d| d.webhook_id)
+        .collect();
+    assert_eq!(order, ["w0", "w1", "w2", "w3", "w4"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn dedupe_window() -> TestResult {
+    let dir = dir()?;
+    let store = EmbeddedStore::open(dir.path())?;
+    let key = || Some(("sendgrid:evt1".to_owned(), Duration::from_secs(60)));
+    let first = store.enqueue(key(), vec![new("crm", "a")], 10_000).await?;
+    assert!(matches!(first, EnqueueOutcome::Enqueued(ref ids) if ids.len() == 1));
+    // Within the window: the whole batch is a duplicate, nothing written.
+    let dup = store
+        .enqueue(key(), vec![new("crm", "a"), new("ops", "a")], 69_999)
+        .await?;
+    assert_eq!(dup, EnqueueOutcome::Duplicate);
+    assert_eq!(store.queue_depth("crm"), 1);
+    assert_eq!(store.queue_depth("ops"), 0);
+    // At expiry it is accepted again, with a new window.
+    let later = store.enqueue(key(), vec![new("crm", "a")], 70_000).await?;
+    assert!(matches!(later, EnqueueOutcome::Enqueued(_)));
+    assert_eq!(
+        store.enqueue(key(), vec![], 129_999).await?,
+        EnqueueOutcome::Duplicate
+    );
+
+    // An empty batch still records the key (an event no endpoint wanted).
+    let nobody = || Some(("sendgrid:evt2".to_owned(), Duration::from_secs(60)));
+    assert_eq!(
+        store.enqueue(nobody(), vec![], 10_000).await?,
+        EnqueueOutcome::Enqueued(vec![])
+    );
+    assert_eq!(
+        store
+            .enqueue(nobody(), vec![new("crm", "x")], 20_000)
+            .await?,
+        EnqueueOutcome::Duplicate
+    );
+    // Two enqueues with one key in the same group commit: one wins.
+    let (a, b) = tokio::join!(
+        store.enqueue(Some(("k".into(), HOUR)), vec![new("crm", "1")], 0),
+        store.enqueue(Some(("k".into(), HOUR)), vec![new("crm", "2")], 0),
+    );
+    let outcomes = [a?, b?];
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == EnqueueOutcome::Duplicate)
+            .count(),
+        1
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn expired_dedupe_keys_are_purged_and_survive_reopen_until_then() -> TestResult {
+    let dir = dir()?;
+    {
+        let store = EmbeddedStore::open(dir.path())?;
+        for i in 0..10 {
+            store
+                .enqueue(
+                    Some((format!("e{i}"), Duration::from_millis(100))),
+                    vec![],
+                    0,
+                )
+                .await?;
+        }
+    }
+    let store = EmbeddedStore::open(dir.path())?;
+    // The window is durable.
+    assert_eq!(
+        store.enqueue(Some(("e3".into(), HOUR)), vec![], 50).await?,
+        EnqueueOutcome::Duplicate
+    );
+    // Expired keys are accepted again (and purged by later commits).
+    for i in 0..10 {
+        let outcome = store
+            .enqueue(Some((format!("e{i}"), HOUR)), vec![], 1_000)
+            .await?;
+        assert_eq!(outcome, EnqueueOutcome::Enqueued(vec![]));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_enqueues_share_commits() -> TestResult {
+    let dir = dir()?;
+    let store = EmbeddedStore::open(dir.path())?;
+    let before = store.commits();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let key = Some((format!("evt{i}"), HOUR));
+            store
+                .enqueue(key, vec![new("crm", &format!("w{i}"))], 1_000)
+                .await
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        all.extend(ids(joined??));
+    }
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 200);
+    assert_eq!(store.queue_depth("crm"), 200);
+    let commits = store.commits() - before;
+    eprintln!("{commits} commits for 200 concurrent enqueues");
+    assert!(
+        (1..50).contains(&commits),
+        "{commits} commits for 200 enqueues"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn one_commit_per_op_without_group_commit() -> TestResult {
+    let dir = dir()?;
+    let store = EmbeddedStore::open_with(dir.path(), EmbeddedOptions::default().max_batch(1))?;
+    let before = store.commits();
+    let (a, b, c) = tokio::join!(
+        store.enqueue(None, vec![new("crm", "a")], 0),
+        store.enqueue(None, vec![new("crm", "b")], 0),
+        store.enqueue(None, vec![new("crm", "c")], 0),
+    );
+    a?;
+    b?;
+    c?;
+    assert_eq!(store.commits() - before, 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn everything_survives_reopen_and_leases_do_not() -> TestResult {
+    let dir = dir()?;
+    let (queued, dead) = {
+        let store = EmbeddedStore::open(dir.path())?;
+        let queued = ids(store
+            .enqueue(
+                None,
+                vec![new("crm", "a"), new("crm", "b"), new("ops", "c")],
+                1_000,
+            )
+            .await?);
+        let b = store.lease("crm", 1_000, 10).await?.remove(1);
+        store.reschedule(b.id, 5_000, 2, Some("429".into())).await?;
+        let c = store.lease("ops", 1_000, 1).await?.remove(0);
+        store
+            .dead_letter(c.id, "gone", Some(410), None, 2_000)
+            .await?;
+        // "a" stays leased when the process goes away.
+        (queued, c.id)
+    };
+    let store = EmbeddedStore::open(dir.path())?;
+    store.health().await?;
+    assert_eq!(store.queue_depth("crm"), 2);
+    assert_eq!(store.endpoints(), vec!["crm".to_owned()]);
+    let leased = store.lease("crm", 1_000, 10).await?;
+    assert_eq!(leased.len(), 1, "the lease was not kept");
+    assert_eq!(leased[0].id, queued[0]);
+    let b = store.lease("crm", 5_000, 10).await?.remove(0);
+    assert_eq!((b.attempts, b.last_error.as_deref()), (2, Some("429")));
+    let letters = store.dead_letters(None, 10).await?;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        (letters[0].delivery.id, letters[0].status),
+        (dead, Some(410))
+    );
+    // Ids keep increasing across reopen.
+    let next = ids(store.enqueue(None, vec![new("crm", "d")], 1_000).await?);
+    assert!(next[0] > queued[2]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn second_open_of_the_same_directory_fails_cleanly() -> TestResult {
+    let dir = dir()?;
+    let _store = EmbeddedStore::open(dir.path())?;
+    let second = EmbeddedStore::open(dir.path());
+    assert!(matches!(second, Err(StoreError::Open { .. })), "{second:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn enqueue_wakes_a_subscribed_worker() -> TestResult {
+    let dir = dir()?;
+    let store = EmbeddedStore::open(dir.path())?;
+    let wake = store.subscribe("crm");
+    let worker = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            loop {
+                let leased = store.lease("crm", i64::MAX, 10).await?;
+                if !leased.is_empty() {
+                    return Ok::<_, StoreError>(leased);
+                }
+                wake.notified().await;
+            }
+        })
+    };
+    store.enqueue(None, vec![new("crm", "a")], 0).await?;
+    let leased = tokio::time::timeout(Duration::from_secs(10), worker).await???;
+    assert_eq!(leased[0].webhook_id, "a");
+    Ok(())
+}
