@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod dead_letters;
 mod normalize;
+mod sidecar;
 mod validate;
 
 /// Verify, normalize and deliver provider callbacks.
@@ -20,6 +22,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the sidecar.
+    Run(sidecar::Args),
     /// Normalize one recorded callback read from stdin and print its payloads, one JSON
     /// object per line.
     Normalize(normalize::Args),
@@ -27,6 +31,9 @@ enum Command {
     Validate(validate::Args),
     /// Print the JSON Schema of the configuration file (for editors).
     Schema,
+    /// List or replay the dead letters of a running sidecar.
+    #[command(subcommand_required = true)]
+    DeadLetters(dead_letters::Args),
 }
 
 /// Exit code for a usage or configuration error (EX_USAGE).
@@ -42,6 +49,8 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Run(args) => sidecar::run(&args),
+        Command::DeadLetters(args) => dead_letters::run(&args),
         Command::Normalize(args) => normalize::run(&args),
         Command::Validate(args) => validate::run(&args),
         Command::Schema => validate::schema(),

@@ -1,0 +1,206 @@
+//! The admin listener: health, readiness, metrics, reload and dead letters.
+//!
+//! | method | path | answer |
+//! |---|---|---|
+//! | GET | `/healthz` | 200 while the process runs |
+//! | GET | `/readyz` | 200 when the store answers and a config is loaded, else 503 |
+//! | GET | `/metrics` | Prometheus text |
+//! | POST | `/-/reload` | reloads the config file; 200 applied or unchanged, 422 rejected (the errors) |
+//! | GET | `/dead-letters?endpoint=&limit=` | dead letters as JSON |
+//! | POST | `/dead-letters/{id}/replay` | puts one dead letter back in its queue |
+//! | POST | `/dead-letters/replay?endpoint=` | puts every dead letter of an endpoint back |
+//! | POST | `/endpoints/{name}/resume` | resumes an endpoint paused by `410 Gone` |
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hookrelay_config::ReloadOutcome;
+use hookrelay_store::{DeadLetter, DeliveryId};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use super::App;
+
+type Resp = Response<Full<Bytes>>;
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(body.into()))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+fn json_reply(status: StatusCode, v: &Value) -> Resp {
+    reply(status, "application/json", v.to_string())
+}
+
+/// The outcome of a reload as JSON, and its status code.
+pub(crate) fn outcome_json(o: &ReloadOutcome) -> (StatusCode, Value) {
+    match o {
+        ReloadOutcome::Applied { generation, hash } => (
+            StatusCode::OK,
+            json!({"outcome": "applied", "generation": generation, "hash": hash}),
+        ),
+        ReloadOutcome::Rejected { errors } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({"outcome": "rejected", "errors": errors.to_string().lines().collect::<Vec<_>>()}),
+        ),
+        ReloadOutcome::Unchanged => (StatusCode::OK, json!({"outcome": "unchanged"})),
+        _ => (StatusCode::OK, json!({"outcome": "unknown"})),
+    }
+}
+
+pub(crate) fn dead_letter_json(d: &DeadLetter) -> Value {
+    let body: Value = serde_json::from_slice(&d.delivery.body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&d.delivery.body).into_owned()));
+    json!({
+        "id": d.delivery.id.0,
+        "endpoint": d.delivery.endpoint,
+        "webhook_id": d.delivery.webhook_id,
+        "attempts": d.delivery.attempts,
+        "created_at_ms": d.delivery.created_at_ms,
+        "dead_at_ms": d.dead_at_ms,
+        "reason": d.reason,
+        "status": d.status,
+        "response": d.response,
+        "last_error": d.delivery.last_error,
+        "payload": body,
+    })
+}
+
+fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
+    req.uri().query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    })
+}
+
+async fn route(app: Arc<App>, req: Request<Incoming>) -> Resp {
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (req.method(), segments.as_slice()) {
+        (&Method::GET, ["healthz"]) => reply(StatusCode::OK, "text/plain", "ok\n"),
+        (&Method::GET, ["readyz"]) => match app.store.health().await {
+            Ok(()) => reply(StatusCode::OK, "text/plain", "ready\n"),
+            Err(e) => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("store unavailable: {e}\n"),
+            ),
+        },
+        (&Method::GET, ["metrics"]) => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            app.render_metrics().await,
+        ),
+        (&Method::POST, ["-", "reload"]) => {
+            let live = app.live.clone();
+            let outcome = tokio::task::spawn_blocking(move || live.reload_now())
+                .await
+                .unwrap_or(ReloadOutcome::Unchanged);
+            let (status, v) = outcome_json(&outcome);
+            json_reply(status, &v)
+        }
+        (&Method::GET, ["dead-letters"]) => {
+            let endpoint = query_param(&req, "endpoint");
+            let limit = query_param(&req, "limit")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(100);
+            match app.store.dead_letters(endpoint.as_deref(), limit).await {
+                Ok(list) => json_reply(
+                    StatusCode::OK,
+                    &Value::Array(list.iter().map(dead_letter_json).collect()),
+                ),
+                Err(e) => json_reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"error": e.to_string()}),
+                ),
+            }
+        }
+        (&Method::POST, ["dead-letters", "replay"]) => {
+            let Some(endpoint) = query_param(&req, "endpoint") else {
+                return json_reply(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "endpoint query parameter required"}),
+                );
+            };
+            match app.store.replay_endpoint(&endpoint).await {
+                Ok(n) => json_reply(StatusCode::OK, &json!({"replayed": n})),
+                Err(e) => json_reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"error": e.to_string()}),
+                ),
+            }
+        }
+        (&Method::POST, ["dead-letters", id, "replay"]) => {
+            let Ok(id) = id.parse::<u64>() else {
+                return json_reply(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "id must be a number"}),
+                );
+            };
+            match app.store.replay(DeliveryId(id)).await {
+                Ok(true) => json_reply(StatusCode::OK, &json!({"replayed": 1})),
+                Ok(false) => json_reply(
+                    StatusCode::NOT_FOUND,
+                    &json!({"error": "no such dead letter"}),
+                ),
+                Err(e) => json_reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"error": e.to_string()}),
+                ),
+            }
+        }
+        (&Method::POST, ["endpoints", name, "resume"]) => {
+            if app.resume(name) {
+                json_reply(StatusCode::OK, &json!({"resumed": name}))
+            } else {
+                json_reply(
+                    StatusCode::NOT_FOUND,
+                    &json!({"error": "endpoint not paused"}),
+                )
+            }
+        }
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    }
+}
+
+/// Serves the admin API on `listener` until `shutdown` turns true.
+pub(crate) async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let (stream, _peer): (_, SocketAddr) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                continue;
+            }
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(route(app, req).await) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}

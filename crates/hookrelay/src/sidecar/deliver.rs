@@ -1,0 +1,478 @@
+//! Delivery workers: one lane per endpoint, so a slow endpoint never stalls another.
+//!
+//! Each attempt reads the live snapshot once and sends through the Tower stack
+//!
+//! ```text
+//! SetHeaders (endpoint headers) ▶ Sign (webhook-id/-timestamp/-signature)
+//!   ▶ Throttle (endpoint rate, state kept across reloads) ▶ Timeout ▶ hyper client
+//! ```
+//!
+//! and files the outcome: 2xx done; 429, 5xx, timeouts and connection errors retried with
+//! the endpoint's backoff schedule plus jitter (`Retry-After` honoured within bounds);
+//! 410 pauses the endpoint (its deliveries stay queued); other 3xx/4xx are dead letters at
+//! once; exhausting `max_attempts` or `max_age` makes a dead letter.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hookrelay_config::{Endpoint, RateLimit, Snapshot};
+use hookrelay_core::signing::{Signer, WEBHOOK_ID};
+use hookrelay_store::Delivery;
+use hookrelay_tower::gcra::{Gcra, ThrottleHandle};
+use hookrelay_tower::set_headers::{HeaderSet, Mode as HeaderMode};
+use hookrelay_tower::{SetHeadersLayer, SignLayer, ThrottleLayer};
+use http::{HeaderValue, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use tokio::sync::{Notify, Semaphore, watch};
+use tower::{ServiceBuilder, ServiceExt};
+
+use super::App;
+use super::clock::now_ms;
+use super::ssrf;
+
+/// Attempts in flight per endpoint.
+pub(crate) const CONCURRENCY: usize = 16;
+/// Longest wait for an endpoint's throttle before the attempt is put back (not counted).
+const MAX_THROTTLE_WAIT: Duration = Duration::from_secs(30);
+/// Bounds of an honoured `Retry-After`.
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(3600);
+/// Bytes of a failed response kept with a dead letter.
+const RESPONSE_KEEP: usize = 4096;
+
+/// What an attempt came to.
+enum Outcome {
+    Delivered,
+    Retry {
+        after: Option<Duration>,
+        error: String,
+    },
+    Dead {
+        reason: String,
+        status: Option<u16>,
+        response: Option<String>,
+    },
+    Gone {
+        response: Option<String>,
+    },
+    /// Not attempted (throttle wait too long, endpoint gone): back in the queue as it was.
+    Release,
+}
+
+/// One endpoint's lane.
+pub(crate) struct Lane {
+    pub(crate) name: String,
+    throttle: Mutex<Option<ThrottleHandle>>,
+    pub(crate) paused: AtomicBool,
+    pub(crate) wake: Arc<Notify>,
+    stop: watch::Sender<bool>,
+}
+
+impl Lane {
+    fn new(name: String, rate: Option<RateLimit>, wake: Arc<Notify>) -> Arc<Self> {
+        let (stop, _) = watch::channel(false);
+        Arc::new(Self {
+            name,
+            throttle: Mutex::new(
+                rate.map(|r| ThrottleHandle::new(Gcra::new(r.per_second, r.burst))),
+            ),
+            paused: AtomicBool::new(false),
+            wake,
+            stop,
+        })
+    }
+
+    /// Applies a (possibly) changed rate limit: an unchanged rate keeps its buckets.
+    fn set_rate(&self, rate: Option<RateLimit>) {
+        if let Ok(mut t) = self.throttle.lock() {
+            match (t.as_ref(), rate) {
+                (Some(h), Some(r)) => {
+                    h.set(Gcra::new(r.per_second, r.burst));
+                }
+                (None, Some(r)) => *t = Some(ThrottleHandle::new(Gcra::new(r.per_second, r.burst))),
+                (_, None) => *t = None,
+            }
+        }
+    }
+
+    fn throttle(&self) -> Option<ThrottleHandle> {
+        self.throttle.lock().ok().and_then(|t| t.clone())
+    }
+}
+
+/// The lanes of every configured endpoint.
+#[derive(Default)]
+pub(crate) struct Lanes {
+    lanes: Mutex<HashMap<String, Arc<Lane>>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Lanes {
+    /// Lane by endpoint name.
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<Lane>> {
+        self.lanes.lock().ok().and_then(|l| l.get(name).cloned())
+    }
+
+    /// Brings the lanes in line with `snapshot`: starts new endpoints, stops removed ones
+    /// (their queued deliveries become dead letters `endpoint removed`), updates rates.
+    pub(crate) async fn reconcile(&self, app: &Arc<App>, snapshot: &Snapshot) {
+        let mut started = Vec::new();
+        let mut removed = Vec::new();
+        if let Ok(mut lanes) = self.lanes.lock() {
+            for ep in &snapshot.endpoints {
+                match lanes.get(&ep.name) {
+                    Some(lane) => {
+                        lane.set_rate(ep.rate_limit);
+                        // A reload is the operator's answer to a 410: resume.
+                        lane.paused.store(false, Ordering::Relaxed);
+                        lane.wake.notify_one();
+                    }
+                    None => {
+                        let lane = Lane::new(
+                            ep.name.clone(),
+                            ep.rate_limit,
+                            app.store.subscribe(&ep.name),
+                        );
+                        lanes.insert(ep.name.clone(), lane.clone());
+                        started.push(lane);
+                    }
+                }
+            }
+            let names: Vec<String> = lanes.keys().cloned().collect();
+            for name in names {
+                if snapshot.endpoint(&name).is_none()
+                    && let Some(lane) = lanes.remove(&name)
+                {
+                    let _ = lane.stop.send(true);
+                    removed.push(name);
+                }
+            }
+        }
+        for lane in started {
+            let task = tokio::spawn(run_lane(app.clone(), lane));
+            if let Ok(mut tasks) = self.tasks.lock() {
+                tasks.retain(|t| !t.is_finished());
+                tasks.push(task);
+            }
+        }
+        for name in removed {
+            match app
+                .store
+                .dead_letter_endpoint(&name, "endpoint removed", now_ms())
+                .await
+            {
+                Ok(n) => tracing::info!(endpoint = %name, dead_lettered = n, "endpoint removed"),
+                Err(e) => {
+                    tracing::error!(endpoint = %name, error = %e, "cannot dead-letter a removed endpoint's queue")
+                }
+            }
+        }
+        // Deliveries of endpoints no longer configured (e.g. removed while stopped).
+        for name in app.store.endpoints() {
+            if snapshot.endpoint(&name).is_none() {
+                let _ = app
+                    .store
+                    .dead_letter_endpoint(&name, "endpoint removed", now_ms())
+                    .await;
+            }
+        }
+    }
+
+    /// Waits up to `limit` for every lane to finish its attempts in flight.
+    pub(crate) async fn join(&self, limit: Duration) {
+        let tasks: Vec<_> = self
+            .tasks
+            .lock()
+            .map(|mut t| t.drain(..).collect())
+            .unwrap_or_default();
+        let _ = tokio::time::timeout(limit, futures_util::future::join_all(tasks)).await;
+    }
+
+    /// Asks every lane to stop taking new work.
+    pub(crate) fn stop_all(&self) {
+        if let Ok(lanes) = self.lanes.lock() {
+            for lane in lanes.values() {
+                let _ = lane.stop.send(true);
+            }
+        }
+    }
+}
+
+async fn run_lane(app: Arc<App>, lane: Arc<Lane>) {
+    let permits = Arc::new(Semaphore::new(CONCURRENCY));
+    let mut stop = lane.stop.subscribe();
+    tracing::debug!(endpoint = %lane.name, "lane started");
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        if lane.paused.load(Ordering::Relaxed) {
+            tokio::select! {
+                _ = lane.wake.notified() => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        }
+        let Ok(first) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let free = permits.available_permits() + 1;
+        let batch = match app.store.lease(&lane.name, now_ms(), free).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(endpoint = %lane.name, error = %e, "store unavailable, delivery paused");
+                drop(first);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            drop(first);
+            let wait = match app.store.next_due(&lane.name) {
+                Some(at) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0).max(1)),
+                None => Duration::from_secs(3600),
+            };
+            tokio::select! {
+                _ = lane.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        }
+        let mut first = Some(first);
+        for d in batch {
+            let permit = match first.take() {
+                Some(p) => p,
+                None => match permits.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let app = app.clone();
+            let lane = lane.clone();
+            tokio::spawn(async move {
+                app.metrics.in_flight(1);
+                attempt(&app, &lane, d).await;
+                app.metrics.in_flight(-1);
+                drop(permit);
+            });
+        }
+    }
+    // Graceful stop: let the attempts in flight finish; the rest stays queued.
+    let _ = permits
+        .acquire_many(u32::try_from(CONCURRENCY).unwrap_or(u32::MAX))
+        .await;
+    tracing::debug!(endpoint = %lane.name, "lane stopped");
+}
+
+/// Backoff before retry number `attempts` (1-based), with ±20 % jitter.
+fn backoff(ep: &Endpoint, attempts: u32) -> Duration {
+    let base = ep.retry.delay_before(attempts);
+    let jitter = 0.8 + 0.4 * fastrand::f64();
+    base.mul_f64(jitter)
+}
+
+fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let v = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs).min(RETRY_AFTER_MAX));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    let d = at
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    Some(d.min(RETRY_AFTER_MAX))
+}
+
+async fn send(app: &App, lane: &Lane, ep: &Endpoint, d: &Delivery) -> Outcome {
+    if let Err(e) = ssrf::check_literal(&ep.url, ep.allow_link_local) {
+        return Outcome::Dead {
+            reason: format!("refused: {e}"),
+            status: None,
+            response: None,
+        };
+    }
+    let mut req = match Request::post(ep.url.as_str())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(
+            http::header::USER_AGENT,
+            concat!("hookrelay/", env!("CARGO_PKG_VERSION")),
+        )
+        .body(Full::new(d.body.clone()))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            return Outcome::Dead {
+                reason: format!("cannot build request: {e}"),
+                status: None,
+                response: None,
+            };
+        }
+    };
+    if let Ok(id) = HeaderValue::from_str(&d.webhook_id) {
+        req.headers_mut().insert(WEBHOOK_ID, id);
+    }
+    let headers = HeaderSet::from_pairs(
+        ep.headers.iter().map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                v.to_str().unwrap_or_default().to_owned(),
+            )
+        }),
+        HeaderMode::Override,
+    )
+    .unwrap_or_default();
+    // When the request reaches the client: the throttle's wait ends there.
+    let reached = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let mark = reached.clone();
+    let client = ServiceBuilder::new()
+        .map_request(move |req| {
+            let _ = mark.set(Instant::now());
+            req
+        })
+        .service(app.client(ep.allow_link_local));
+    // SetHeaders ▶ Sign ▶ Throttle ▶ Timeout ▶ client
+    let svc = ServiceBuilder::new()
+        .layer(SetHeadersLayer::request(headers))
+        .layer(SignLayer::new(Signer::new(ep.signing_secrets.clone())))
+        .option_layer(
+            lane.throttle()
+                .map(|h| ThrottleLayer::new(h).max_wait(MAX_THROTTLE_WAIT)),
+        )
+        .timeout(ep.timeout)
+        .service(client);
+    let started = Instant::now();
+    match svc.oneshot(req).await {
+        Ok(resp) => {
+            let status = resp.status();
+            let sent_at = reached.get().copied().unwrap_or(started);
+            app.metrics
+                .throttle_wait(&lane.name, sent_at.saturating_duration_since(started));
+            let latency = sent_at.elapsed();
+            let ra = retry_after(resp.headers());
+            let body = match http_body_util::Limited::new(resp.into_body(), RESPONSE_KEEP)
+                .collect()
+                .await
+            {
+                Ok(b) => Some(String::from_utf8_lossy(&b.to_bytes()).into_owned()),
+                Err(_) => None,
+            };
+            app.metrics.attempt(&lane.name, "sent", Some(latency));
+            classify(status, ra, body)
+        }
+        Err(e) => {
+            if e.downcast_ref::<hookrelay_tower::throttle::ThrottleError>()
+                .is_some()
+            {
+                return Outcome::Release;
+            }
+            let text = if e.is::<tower::timeout::error::Elapsed>() {
+                format!("timed out after {:?}", ep.timeout)
+            } else {
+                let mut s = e.to_string();
+                let mut src = e.source();
+                while let Some(inner) = src {
+                    s.push_str(": ");
+                    s.push_str(&inner.to_string());
+                    src = inner.source();
+                }
+                s
+            };
+            if text.contains("link-local or metadata") {
+                return Outcome::Dead {
+                    reason: format!("refused: {text}"),
+                    status: None,
+                    response: None,
+                };
+            }
+            Outcome::Retry {
+                after: None,
+                error: text,
+            }
+        }
+    }
+}
+
+fn classify(status: StatusCode, retry_after: Option<Duration>, body: Option<String>) -> Outcome {
+    if status.is_success() {
+        Outcome::Delivered
+    } else if status == StatusCode::GONE {
+        Outcome::Gone { response: body }
+    } else if status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error()
+        || status == StatusCode::REQUEST_TIMEOUT
+    {
+        Outcome::Retry {
+            after: retry_after,
+            error: format!("HTTP {}", status.as_u16()),
+        }
+    } else {
+        Outcome::Dead {
+            reason: format!("HTTP {}", status.as_u16()),
+            status: Some(status.as_u16()),
+            response: body,
+        }
+    }
+}
+
+async fn attempt(app: &Arc<App>, lane: &Arc<Lane>, d: Delivery) {
+    let snapshot = app.live.snapshot();
+    let Some(ep) = snapshot.endpoint(&lane.name) else {
+        let _ = app.store.release(d.id).await;
+        return;
+    };
+    let outcome = send(app, lane, ep, &d).await;
+    let now = now_ms();
+    let attempts = d.attempts + 1;
+    let result = match outcome {
+        Outcome::Delivered => {
+            app.metrics.attempt(&lane.name, "delivered", None);
+            app.store.complete(d.id).await
+        }
+        Outcome::Release => app.store.release(d.id).await,
+        Outcome::Gone { response } => {
+            tracing::warn!(endpoint = %lane.name, "410 Gone: endpoint paused until a reload or resume");
+            lane.paused.store(true, Ordering::Relaxed);
+            app.metrics.attempt(&lane.name, "paused", None);
+            let _ = response;
+            app.store.release(d.id).await
+        }
+        Outcome::Dead {
+            reason,
+            status,
+            response,
+        } => {
+            app.metrics.attempt(&lane.name, "dead_lettered", None);
+            tracing::warn!(endpoint = %lane.name, webhook_id = %d.webhook_id, reason = %reason, "dead letter");
+            app.store
+                .dead_letter(d.id, reason, status, response, now)
+                .await
+        }
+        Outcome::Retry { after, error } => {
+            let age = Duration::from_millis(u64::try_from(now - d.created_at_ms).unwrap_or(0));
+            if attempts >= ep.retry.max_attempts.get() || age >= ep.retry.max_age {
+                app.metrics.attempt(&lane.name, "dead_lettered", None);
+                let reason = format!("retries exhausted after {attempts} attempts: {error}");
+                tracing::warn!(endpoint = %lane.name, webhook_id = %d.webhook_id, reason = %reason, "dead letter");
+                app.store.dead_letter(d.id, reason, None, None, now).await
+            } else {
+                let delay = backoff(ep, attempts).max(after.unwrap_or(Duration::ZERO));
+                app.metrics.attempt(&lane.name, "retried", None);
+                tracing::info!(endpoint = %lane.name, webhook_id = %d.webhook_id, error = %error, retry_in = ?delay, "retry");
+                let at = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+                app.store.reschedule(d.id, at, attempts, Some(error)).await
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::error!(endpoint = %lane.name, error = %e, "cannot record a delivery outcome");
+    }
+}

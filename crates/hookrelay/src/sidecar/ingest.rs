@@ -1,0 +1,363 @@
+//! The public listener: callback routes are verified, normalized, deduplicated, fanned out
+//! and durably enqueued before the provider gets its 2xx; every other path is proxied
+//! unchanged to the upstream notification service.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use hookrelay_config::{Informational, Mode, Route, Snapshot};
+use hookrelay_core::payload::to_bytes;
+use hookrelay_core::provider::{Context, Control, VerifyOptions};
+use hookrelay_core::{CallbackRequest, Event};
+use hookrelay_store::{EnqueueOutcome, NewDelivery};
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+
+use super::App;
+use super::clock::now_ms;
+
+/// How long a provider event id is remembered for deduplication.
+pub(crate) const DEDUPE_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// What one request needs across Pingora's filters.
+#[derive(Default)]
+pub(crate) struct RequestCtx {
+    /// The snapshot this request reads (read once).
+    snapshot: Option<Arc<Snapshot>>,
+    /// The body of a `tap` route, to forward to the upstream after the enqueue.
+    tap_body: Option<Bytes>,
+}
+
+/// The Pingora application of the public listener.
+pub(crate) struct Ingest {
+    pub(crate) app: Arc<App>,
+}
+
+/// A refusal: status and the one-line reason sent as the body.
+struct Refusal {
+    status: u16,
+    metric: &'static str,
+    reason: String,
+}
+
+impl Refusal {
+    fn new(status: u16, metric: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            status,
+            metric,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What a handled callback answers.
+struct Answer {
+    status: u16,
+    content_type: &'static str,
+    body: Bytes,
+}
+
+async fn respond(
+    session: &mut Session,
+    status: u16,
+    content_type: &str,
+    body: Bytes,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(3))?;
+    resp.insert_header("content-type", content_type)?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("cache-control", "no-store")?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(())
+}
+
+impl Ingest {
+    /// Reads the body, at most `limit` bytes.
+    async fn read_body(session: &mut Session, limit: usize) -> std::result::Result<Bytes, Refusal> {
+        if let Some(len) = session
+            .req_header()
+            .headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            && len > limit as u64
+        {
+            return Err(Refusal::new(
+                413,
+                "too_large",
+                format!("body of {len} bytes exceeds the route's limit of {limit}"),
+            ));
+        }
+        let mut buf = BytesMut::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if buf.len() + chunk.len() > limit {
+                        return Err(Refusal::new(
+                            413,
+                            "too_large",
+                            format!("body exceeds the route's limit of {limit} bytes"),
+                        ));
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(buf.freeze()),
+                Err(e) => {
+                    return Err(Refusal::new(
+                        400,
+                        "unreadable",
+                        format!("cannot read body: {e}"),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Verify → normalize → dedupe → fan out → durable enqueue.
+    async fn handle(
+        &self,
+        route: &Route,
+        snapshot: &Snapshot,
+        req: CallbackRequest,
+    ) -> std::result::Result<Answer, Refusal> {
+        let provider = route.provider.id().to_owned();
+        if let Some(verifier) = &route.verifier {
+            let opts = VerifyOptions {
+                now_secs: Some(now_ms() / 1000),
+                tolerance_secs: None,
+            };
+            verifier
+                .verify(&req, &opts)
+                .map_err(|e| Refusal::new(401, "bad_signature", format!("{provider}: {e}")))?;
+        }
+        let out = route
+            .provider
+            .normalize(
+                &req,
+                &Context {
+                    received_at_ms: now_ms(),
+                },
+            )
+            .map_err(|e| Refusal::new(400, "bad_body", format!("{provider}: {e}")))?;
+        match out.control {
+            Some(Control::MetaChallenge { challenge, .. }) => {
+                return Ok(Answer {
+                    status: 200,
+                    content_type: "text/plain",
+                    body: Bytes::from(challenge),
+                });
+            }
+            Some(Control::SnsSubscriptionConfirmation {
+                subscribe_url,
+                topic_arn,
+                ..
+            }) => {
+                self.app
+                    .confirm_sns_subscription(&subscribe_url)
+                    .await
+                    .map_err(|e| {
+                        Refusal::new(
+                            502,
+                            "sns_confirm_failed",
+                            format!("confirming {topic_arn}: {e}"),
+                        )
+                    })?;
+                tracing::info!(topic = %topic_arn, "SNS subscription confirmed");
+            }
+            Some(Control::SnsUnsubscribeConfirmation { topic_arn, .. }) => {
+                tracing::warn!(topic = %topic_arn, "SNS subscription removed");
+            }
+            Some(Control::Ignored { reason }) => {
+                tracing::info!(provider = %provider, reason = %reason, "callback carries no event");
+            }
+            Some(other) => {
+                tracing::info!(provider = %provider, control = %other.describe(), "control message");
+            }
+            None => {}
+        }
+        let enqueued = self
+            .enqueue(route, snapshot, &provider, &out.events)
+            .await?;
+        let status = 200;
+        if provider == "twilio" {
+            return Ok(Answer {
+                status,
+                content_type: "text/xml",
+                body: Bytes::from_static(
+                    b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>",
+                ),
+            });
+        }
+        Ok(Answer {
+            status,
+            content_type: "application/json",
+            body: Bytes::from(format!(
+                "{{\"accepted\":{},\"enqueued\":{enqueued}}}",
+                out.events.len()
+            )),
+        })
+    }
+
+    /// Enqueues one delivery per matching endpoint of each event, every event under its
+    /// own dedupe key; returns the number of deliveries written. Fails (503) unless every
+    /// write is durable.
+    async fn enqueue(
+        &self,
+        route: &Route,
+        snapshot: &Snapshot,
+        provider: &str,
+        events: &[Event],
+    ) -> std::result::Result<usize, Refusal> {
+        let now = now_ms();
+        let mut writes = Vec::with_capacity(events.len());
+        for event in events {
+            if route.informational == Informational::Drop
+                && event.status().is_some_and(|s| s.informational)
+            {
+                self.app
+                    .metrics
+                    .events(provider, "dropped_informational", 1);
+                continue;
+            }
+            let batch: Vec<NewDelivery> = snapshot
+                .matching(event)
+                .map(|endpoint| NewDelivery {
+                    endpoint: endpoint.name.clone(),
+                    webhook_id: event.idempotency_key.clone(),
+                    body: Bytes::from(to_bytes(event, &endpoint.payload_options())),
+                    created_at_ms: now,
+                })
+                .collect();
+            if batch.is_empty() {
+                self.app.metrics.events(provider, "unrouted", 1);
+            }
+            let key = format!("{}:{}", event.vendor_name, event.idempotency_key);
+            writes.push(
+                self.app
+                    .store
+                    .enqueue(Some((key, DEDUPE_WINDOW)), batch, now),
+            );
+        }
+        let mut written = 0;
+        for result in futures_util::future::join_all(writes).await {
+            match result {
+                Ok(EnqueueOutcome::Enqueued(ids)) => {
+                    written += ids.len();
+                    self.app.metrics.events(provider, "enqueued", 1);
+                }
+                Ok(EnqueueOutcome::Duplicate) => self.app.metrics.events(provider, "duplicate", 1),
+                Err(e) => {
+                    tracing::error!(error = %e, "store unavailable");
+                    return Err(Refusal::new(
+                        503,
+                        "store_unavailable",
+                        format!("store unavailable: {e}"),
+                    ));
+                }
+            }
+        }
+        Ok(written)
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Ingest {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let snapshot = self.app.live.snapshot();
+        ctx.snapshot = Some(snapshot.clone());
+        let path = session.req_header().uri.path().to_owned();
+        let Some(route) = snapshot.route(&path) else {
+            return Ok(false); // not a callback: proxied unchanged
+        };
+        let provider = route.provider.id().to_owned();
+        self.app.metrics.received(&provider);
+        if route.mode == Mode::Tap {
+            session.as_downstream_mut().enable_retry_buffering();
+        }
+        let result = match Self::read_body(session, route.max_body).await {
+            Ok(body) => {
+                let head = session.req_header();
+                let req = CallbackRequest {
+                    method: head.method.clone(),
+                    uri: head.uri.clone(),
+                    headers: head.headers.clone(),
+                    body: body.clone(),
+                };
+                let r = self.handle(route, &snapshot, req).await;
+                if r.is_ok() && route.mode == Mode::Tap {
+                    ctx.tap_body = Some(body);
+                }
+                r
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(_) if route.mode == Mode::Tap => Ok(false), // enqueued: now proxy the original
+            Ok(answer) => {
+                respond(session, answer.status, answer.content_type, answer.body).await?;
+                Ok(true)
+            }
+            Err(refusal) => {
+                self.app.metrics.rejected(&provider, refusal.metric);
+                tracing::warn!(provider = %provider, status = refusal.status, reason = %refusal.reason, "callback refused");
+                let mut body = refusal.reason.replace(['\r', '\n'], " ");
+                body.push('\n');
+                respond(
+                    session,
+                    refusal.status,
+                    "text/plain; charset=utf-8",
+                    Bytes::from(body),
+                )
+                .await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // A tap route read the whole body before proxying: send it as it was received.
+        if let Some(saved) = ctx.tap_body.take() {
+            *body = Some(saved);
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let snapshot = ctx
+            .snapshot
+            .clone()
+            .unwrap_or_else(|| self.app.live.snapshot());
+        let up = &snapshot.upstream;
+        let tls = up.scheme() == "https";
+        let host = up.host_str().unwrap_or("127.0.0.1").to_owned();
+        let port = up
+            .port_or_known_default()
+            .unwrap_or(if tls { 443 } else { 80 });
+        let addr = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        Ok(Box::new(HttpPeer::new(addr, tls, host)))
+    }
+}

@@ -1,0 +1,236 @@
+//! Prometheus metrics of the sidecar, rendered in the text exposition format.
+//!
+//! Counters are keyed by their label values; the set of label values is bounded by the
+//! configuration (routes, providers, endpoints) and by fixed reason labels, never by input.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the delivery latency histogram, in seconds.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [u64; LATENCY_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// Label values of one series.
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Default)]
+struct Family {
+    help: &'static str,
+    series: BTreeMap<Vec<(&'static str, String)>, u64>,
+}
+
+/// Every metric of the sidecar.
+#[derive(Default)]
+pub(crate) struct Metrics {
+    counters: Mutex<BTreeMap<&'static str, Family>>,
+    latency: Mutex<BTreeMap<String, Histogram>>,
+    generation: AtomicU64,
+    in_flight: AtomicI64,
+}
+
+impl Metrics {
+    /// Adds `n` to counter `name` with `labels`.
+    pub(crate) fn add(&self, name: &'static str, help: &'static str, labels: Labels, n: u64) {
+        if let Ok(mut map) = self.counters.lock() {
+            let family = map.entry(name).or_insert_with(|| Family {
+                help,
+                series: BTreeMap::new(),
+            });
+            *family.series.entry(labels).or_insert(0) += n;
+        }
+    }
+
+    /// A callback received on a route (before verification).
+    pub(crate) fn received(&self, provider: &str) {
+        self.add(
+            "hookrelay_callbacks_received_total",
+            "Callbacks received on callback routes.",
+            vec![("provider", provider.to_owned())],
+            1,
+        );
+    }
+
+    /// A callback rejected with `reason` (`bad_signature`, `bad_body`, `too_large`, …).
+    pub(crate) fn rejected(&self, provider: &str, reason: &str) {
+        self.add(
+            "hookrelay_callbacks_rejected_total",
+            "Callbacks rejected, by reason.",
+            vec![
+                ("provider", provider.to_owned()),
+                ("reason", reason.to_owned()),
+            ],
+            1,
+        );
+    }
+
+    /// Events accepted (durably enqueued) or dropped as duplicates.
+    pub(crate) fn events(&self, provider: &str, outcome: &'static str, n: u64) {
+        self.add(
+            "hookrelay_events_total",
+            "Normalized events, by outcome (enqueued, duplicate, unrouted, dropped_informational).",
+            vec![
+                ("provider", provider.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ],
+            n,
+        );
+    }
+
+    /// A delivery attempt's outcome for `endpoint`.
+    pub(crate) fn attempt(&self, endpoint: &str, outcome: &'static str, latency: Option<Duration>) {
+        self.add(
+            "hookrelay_deliveries_total",
+            "Delivery attempts, by endpoint and outcome (delivered, retried, dead_lettered).",
+            vec![
+                ("endpoint", endpoint.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ],
+            1,
+        );
+        if let Some(latency) = latency
+            && let Ok(mut map) = self.latency.lock()
+        {
+            let h = map.entry(endpoint.to_owned()).or_default();
+            let secs = latency.as_secs_f64();
+            for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+                if secs <= *bound {
+                    h.buckets[i] += 1;
+                }
+            }
+            h.count += 1;
+            h.sum += secs;
+        }
+    }
+
+    /// Time spent waiting for the throttle of `endpoint`.
+    pub(crate) fn throttle_wait(&self, endpoint: &str, wait: Duration) {
+        self.add(
+            "hookrelay_throttle_wait_microseconds_total",
+            "Time delivery attempts waited for their endpoint's rate limit.",
+            vec![("endpoint", endpoint.to_owned())],
+            u64::try_from(wait.as_micros()).unwrap_or(u64::MAX),
+        );
+    }
+
+    /// A config reload outcome (`applied`, `rejected`, `unchanged`).
+    pub(crate) fn reload(&self, outcome: &'static str) {
+        self.add(
+            "hookrelay_config_reloads_total",
+            "Configuration reloads, by outcome.",
+            vec![("outcome", outcome.to_owned())],
+            1,
+        );
+    }
+
+    /// Sets the generation of the live configuration.
+    pub(crate) fn set_generation(&self, generation: u64) {
+        self.generation.store(generation, Ordering::Relaxed);
+    }
+
+    /// Tracks attempts in flight.
+    pub(crate) fn in_flight(&self, delta: i64) {
+        self.in_flight.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Renders every metric; `queue_depth` gives the gauge per endpoint.
+    pub(crate) fn render(&self, queue_depth: &[(String, u64)]) -> String {
+        let mut out = String::new();
+        if let Ok(map) = self.counters.lock() {
+            for (name, family) in map.iter() {
+                let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} counter", family.help);
+                for (labels, v) in &family.series {
+                    let _ = writeln!(out, "{name}{} {v}", render_labels(labels, None));
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP hookrelay_delivery_latency_seconds Time from sending a delivery to its response.\n# TYPE hookrelay_delivery_latency_seconds histogram"
+        );
+        if let Ok(map) = self.latency.lock() {
+            for (endpoint, h) in map.iter() {
+                let labels = vec![("endpoint", endpoint.clone())];
+                for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "hookrelay_delivery_latency_seconds_bucket{} {}",
+                        render_labels(&labels, Some(&bound.to_string())),
+                        h.buckets[i]
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "hookrelay_delivery_latency_seconds_bucket{} {}",
+                    render_labels(&labels, Some("+Inf")),
+                    h.count
+                );
+                let _ = writeln!(
+                    out,
+                    "hookrelay_delivery_latency_seconds_sum{} {}",
+                    render_labels(&labels, None),
+                    h.sum
+                );
+                let _ = writeln!(
+                    out,
+                    "hookrelay_delivery_latency_seconds_count{} {}",
+                    render_labels(&labels, None),
+                    h.count
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP hookrelay_queue_depth Deliveries queued per endpoint.\n# TYPE hookrelay_queue_depth gauge"
+        );
+        for (endpoint, depth) in queue_depth {
+            let _ = writeln!(
+                out,
+                "hookrelay_queue_depth{{endpoint=\"{}\"}} {depth}",
+                escape(endpoint)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP hookrelay_config_generation Generation of the live configuration.\n# TYPE hookrelay_config_generation gauge\nhookrelay_config_generation {}",
+            self.generation.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP hookrelay_deliveries_in_flight Delivery attempts in flight.\n# TYPE hookrelay_deliveries_in_flight gauge\nhookrelay_deliveries_in_flight {}",
+            self.in_flight.load(Ordering::Relaxed)
+        );
+        out
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn render_labels(labels: &[(&'static str, String)], le: Option<&str>) -> String {
+    let mut parts: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
+    if let Some(le) = le {
+        parts.push(format!("le=\"{le}\""));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", parts.join(","))
+    }
+}

@@ -1,0 +1,374 @@
+//! `hookrelay run`: the sidecar.
+//!
+//! One Pingora server with two services:
+//!
+//! - the public listener ([`ingest`]): callback routes are verified, normalized,
+//!   deduplicated, fanned out and durably enqueued before the provider gets its 2xx; every
+//!   other path is reverse-proxied unchanged to `upstream`;
+//! - a background service running the delivery lanes ([`deliver`]), the admin listener
+//!   ([`admin`]), the config watcher and the SIGHUP handler.
+
+mod admin;
+mod clock;
+mod deliver;
+mod ingest;
+mod metrics;
+mod ssrf;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use hookrelay_config::{Live, ReloadOutcome};
+use hookrelay_store::EmbeddedStore;
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::services::background::{BackgroundService, background_service};
+
+use crate::EXIT_USAGE;
+use deliver::Lanes;
+use metrics::Metrics;
+
+/// The outbound HTTP client (HTTP/1.1 and 2, rustls, pooled).
+pub(crate) type HttpClient =
+    Client<HttpsConnector<HttpConnector<ssrf::GuardedResolver>>, Full<Bytes>>;
+/// The client for endpoints that opted into link-local addresses.
+pub(crate) type OpenClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Arguments of `hookrelay run`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Configuration file.
+    #[arg(short = 'c', long = "config")]
+    config: PathBuf,
+    /// Log format.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+/// What every part of the sidecar shares.
+pub(crate) struct App {
+    pub(crate) live: Arc<Live>,
+    pub(crate) store: EmbeddedStore,
+    pub(crate) metrics: Metrics,
+    pub(crate) lanes: Lanes,
+    guarded: std::sync::OnceLock<HttpClient>,
+    open: std::sync::OnceLock<OpenClient>,
+}
+
+fn tls_config() -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+        .unwrap_or_else(|_| {
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map(|b| {
+                b.with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth()
+            })
+            .unwrap_or_else(|_| unreachable!("TLS 1.3 is supported by ring"))
+        })
+}
+
+impl App {
+    /// The client for an endpoint (the SSRF guard unless it opted out).
+    pub(crate) fn client(&self, allow_link_local: bool) -> ClientEither {
+        if allow_link_local {
+            ClientEither::Open(
+                self.open
+                    .get_or_init(|| {
+                        let mut http = HttpConnector::new();
+                        http.enforce_http(false);
+                        let https = hyper_rustls::HttpsConnectorBuilder::new()
+                            .with_tls_config(tls_config())
+                            .https_or_http()
+                            .enable_http1()
+                            .enable_http2()
+                            .wrap_connector(http);
+                        Client::builder(TokioExecutor::new()).build(https)
+                    })
+                    .clone(),
+            )
+        } else {
+            ClientEither::Guarded(
+                self.guarded
+                    .get_or_init(|| {
+                        let mut http =
+                            HttpConnector::new_with_resolver(ssrf::GuardedResolver::new());
+                        http.enforce_http(false);
+                        let https = hyper_rustls::HttpsConnectorBuilder::new()
+                            .with_tls_config(tls_config())
+                            .https_or_http()
+                            .enable_http1()
+                            .enable_http2()
+                            .wrap_connector(http);
+                        Client::builder(TokioExecutor::new()).build(https)
+                    })
+                    .clone(),
+            )
+        }
+    }
+
+    /// Confirms an SNS subscription by fetching its SubscribeURL from an allowed AWS host.
+    pub(crate) async fn confirm_sns_subscription(&self, subscribe_url: &str) -> Result<(), String> {
+        let url = url::Url::parse(subscribe_url).map_err(|e| format!("SubscribeURL: {e}"))?;
+        let host = url.host_str().unwrap_or_default();
+        let allowed = url.scheme() == "https"
+            && host.starts_with("sns.")
+            && (host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn"));
+        if !allowed {
+            return Err(format!(
+                "SubscribeURL host {host:?} is not an Amazon SNS host"
+            ));
+        }
+        let req = http::Request::get(subscribe_url)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let resp = match self.client(false) {
+            ClientEither::Guarded(c) => {
+                tokio::time::timeout(Duration::from_secs(10), c.request(req)).await
+            }
+            ClientEither::Open(c) => {
+                tokio::time::timeout(Duration::from_secs(10), c.request(req)).await
+            }
+        }
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let _ = resp.into_body().collect().await;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("HTTP {status}"))
+        }
+    }
+
+    /// Prometheus text of every metric.
+    pub(crate) async fn render_metrics(&self) -> String {
+        let snapshot = self.live.snapshot();
+        let depth: Vec<(String, u64)> = snapshot
+            .endpoints
+            .iter()
+            .map(|ep| (ep.name.clone(), self.store.queue_depth(&ep.name)))
+            .collect();
+        self.metrics.set_generation(snapshot.generation);
+        self.metrics.render(&depth)
+    }
+
+    /// Resumes an endpoint paused by `410 Gone`.
+    pub(crate) fn resume(&self, name: &str) -> bool {
+        match self.lanes.get(name) {
+            Some(lane) if lane.paused.swap(false, Ordering::Relaxed) => {
+                lane.wake.notify_one();
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// One of the two clients (so the Tower stack has one concrete service type).
+#[derive(Clone)]
+pub(crate) enum ClientEither {
+    Guarded(HttpClient),
+    Open(OpenClient),
+}
+
+impl tower::Service<http::Request<Full<Bytes>>> for ClientEither {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper_util::client::legacy::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        match self {
+            ClientEither::Guarded(c) => tower::Service::poll_ready(c, cx),
+            ClientEither::Open(c) => tower::Service::poll_ready(c, cx),
+        }
+    }
+
+    fn call(&mut self, req: http::Request<Full<Bytes>>) -> Self::Future {
+        match self {
+            ClientEither::Guarded(c) => Box::pin(c.request(req)),
+            ClientEither::Open(c) => Box::pin(c.request(req)),
+        }
+    }
+}
+
+/// The background service: lanes, admin listener, watcher, SIGHUP.
+struct Background {
+    app: Arc<App>,
+    admin: std::sync::Mutex<Option<std::net::TcpListener>>,
+}
+
+#[async_trait]
+impl BackgroundService for Background {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let app = self.app.clone();
+        let (admin_stop, admin_rx) = tokio::sync::watch::channel(false);
+        let admin = self.admin.lock().ok().and_then(|mut a| a.take());
+        if let Some(listener) = admin.and_then(|l| tokio::net::TcpListener::from_std(l).ok()) {
+            tokio::spawn(admin::serve(app.clone(), listener, admin_rx));
+        }
+        app.lanes.reconcile(&app, &app.live.snapshot()).await;
+
+        // Reload outcomes, from the watcher, SIGHUP and POST /-/reload alike.
+        let (tx, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
+        app.live.on_outcome(move |o| {
+            let _ = tx.send(o.clone());
+        });
+        let watcher = match app.live.watch() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch the config file; SIGHUP and POST /-/reload still reload it");
+                None
+            }
+        };
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                Some(o) = outcomes.recv() => {
+                    match &o {
+                        ReloadOutcome::Applied { generation, hash } => {
+                            app.metrics.reload("applied");
+                            app.metrics.set_generation(*generation);
+                            tracing::info!(generation, hash = %hash, "config applied");
+                            let snapshot = app.live.snapshot();
+                            app.lanes.reconcile(&app, &snapshot).await;
+                        }
+                        ReloadOutcome::Rejected { errors } => {
+                            app.metrics.reload("rejected");
+                            tracing::error!(errors = %errors, "config rejected; the running config stays");
+                        }
+                        _ => app.metrics.reload("unchanged"),
+                    }
+                }
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    let live = app.live.clone();
+                    let _ = tokio::task::spawn_blocking(move || live.reload_now()).await;
+                }
+            }
+        }
+        drop(watcher);
+        app.lanes.stop_all();
+        app.lanes.join(Duration::from_secs(10)).await;
+        let _ = admin_stop.send(true);
+    }
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        let _ = builder.json().try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}
+
+/// Runs the sidecar until SIGTERM (graceful) or SIGINT (fast).
+pub(crate) fn run(args: &Args) -> ExitCode {
+    init_tracing(&args.log_format);
+    let live = match Live::load(&args.config) {
+        Ok(l) => l,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let snapshot = live.snapshot();
+    let store = match &snapshot.store {
+        hookrelay_config::Store::Embedded { path } => match EmbeddedStore::open(path) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!(
+                    "hookrelay run: cannot open the store at {}: {e}",
+                    path.display()
+                );
+                return ExitCode::from(1);
+            }
+        },
+        _ => {
+            eprintln!(
+                "hookrelay run: store kind redis is not available in this build; use kind: embedded"
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let admin = match std::net::TcpListener::bind(snapshot.admin).and_then(|l| {
+        l.set_nonblocking(true)?;
+        Ok(l)
+    }) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "hookrelay run: cannot listen on admin {}: {e}",
+                snapshot.admin
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let app = Arc::new(App {
+        live,
+        store,
+        metrics: Metrics::default(),
+        lanes: Lanes::default(),
+        guarded: std::sync::OnceLock::new(),
+        open: std::sync::OnceLock::new(),
+    });
+    let conf = ServerConf {
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(15),
+        threads: 2,
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut proxy = pingora::proxy::http_proxy_service(
+        &server.configuration,
+        ingest::Ingest { app: app.clone() },
+    );
+    proxy.add_tcp(&listen_addr(snapshot.listen));
+    server.add_service(proxy);
+    server.add_service(background_service(
+        "hookrelay",
+        Background {
+            app,
+            admin: std::sync::Mutex::new(Some(admin)),
+        },
+    ));
+    tracing::info!(listen = %snapshot.listen, admin = %snapshot.admin, "hookrelay running");
+    server.run(RunArgs::default());
+    ExitCode::SUCCESS
+}
+
+fn listen_addr(a: SocketAddr) -> String {
+    a.to_string()
+}
