@@ -1,0 +1,361 @@
+//! Test harness: the real `hookrelay` binary on free ports, real sink servers.
+//!
+//! Nothing here sleeps to synchronise: every wait polls a condition until a deadline.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::sync::Notify;
+
+/// How long any condition may take before a test fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Polls `f` until it returns `Some`, failing the test at the deadline.
+pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = tokio::time::Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One request a sink received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Received {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("JSON payload")
+    }
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// An HTTP server that records what it receives and answers a settable status.
+pub struct Sink {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    status: Arc<AtomicU16>,
+    arrived: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sink {
+    pub async fn start() -> Sink {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    pub async fn start_on(addr: &str) -> Sink {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("bind sink");
+        let addr = listener.local_addr().expect("addr");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let status = Arc::new(AtomicU16::new(200));
+        let arrived = Arc::new(Notify::new());
+        let (r, s, n) = (received.clone(), status.clone(), arrived.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (r, s, n) = (r.clone(), s.clone(), n.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let (r, s, n) = (r.clone(), s.clone(), n.clone());
+                        async move {
+                            let path = req.uri().to_string();
+                            let headers = req.headers().clone();
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let status = s.load(Ordering::SeqCst);
+                            if status == 200 {
+                                r.lock().expect("lock").push(Received {
+                                    path,
+                                    headers,
+                                    body,
+                                });
+                                n.notify_waiters();
+                            }
+                            Ok::<_, std::convert::Infallible>(
+                                Response::builder()
+                                    .status(status)
+                                    .body(Full::new(Bytes::from_static(b"sink says no")))
+                                    .expect("response"),
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Sink {
+            addr,
+            received,
+            status,
+            arrived,
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Answer every request with `status` (only 200s are recorded).
+    pub fn set_status(&self, status: u16) {
+        self.status.store(status, Ordering::SeqCst);
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("lock").clone()
+    }
+
+    /// Waits until at least `n` requests were recorded.
+    pub async fn wait_for(&self, n: usize) -> Vec<Received> {
+        eventually(&format!("{n} deliveries at {}", self.addr), || async {
+            let r = self.received();
+            (r.len() >= n).then_some(r)
+        })
+        .await
+    }
+
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+/// Plain HTTP client for tests.
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends a request and returns status, headers and body.
+pub async fn send(req: Request<Full<Bytes>>) -> (StatusCode, HeaderMap, Bytes) {
+    let resp = client().request(req).await.expect("request");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, headers, body)
+}
+
+/// A running `hookrelay run`.
+pub struct Sidecar {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub config: PathBuf,
+}
+
+impl Sidecar {
+    /// Writes `yaml` (with `{LISTEN}`, `{ADMIN}` and `{DATA}` filled in) and starts the sidecar.
+    pub async fn start(yaml: &str) -> Sidecar {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let data = dir.path().join("data");
+        let text = yaml
+            .replace("{LISTEN}", &listen.to_string())
+            .replace("{ADMIN}", &admin.to_string())
+            .replace("{DATA}", &data.display().to_string());
+        let config = dir.path().join("hookrelay.yaml");
+        std::fs::write(&config, text).expect("write config");
+        let mut s = Sidecar {
+            child: None,
+            dir,
+            listen,
+            admin,
+            config,
+        };
+        s.spawn().await;
+        s
+    }
+
+    /// Starts the process (again) on the same config and data.
+    pub async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("hookrelay.log"))
+            .expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+            .args(["run", "-c"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info,pingora=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn hookrelay");
+        self.child = Some(child);
+        let admin = self.admin;
+        let listen = self.listen;
+        eventually("the sidecar to be ready", || async move {
+            let req = Request::get(format!("http://{admin}/readyz"))
+                .body(Full::new(Bytes::new()))
+                .ok()?;
+            let resp = client().request(req).await.ok()?;
+            let listening = tokio::net::TcpStream::connect(listen).await.is_ok();
+            (resp.status() == 200 && listening).then_some(())
+        })
+        .await;
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("hookrelay.log")).unwrap_or_default()
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Rewrites the config file (atomically, by rename).
+    pub fn rewrite(&self, yaml: &str) {
+        let text = yaml
+            .replace("{LISTEN}", &self.listen.to_string())
+            .replace("{ADMIN}", &self.admin.to_string())
+            .replace(
+                "{DATA}",
+                &self.dir.path().join("data").display().to_string(),
+            );
+        let tmp = self.dir.path().join(".hookrelay.yaml.tmp");
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, &self.config).expect("rename");
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> (StatusCode, Bytes) {
+        let mut req = Request::post(format!("http://{}{path}", self.listen));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let (s, _, b) = send(req.body(Full::new(body.into())).expect("request")).await;
+        (s, b)
+    }
+
+    pub async fn admin(&self, method: &str, path: &str) -> (StatusCode, serde_json::Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.admin))
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let (s, _, b) = send(req).await;
+        (
+            s,
+            serde_json::from_slice(&b).unwrap_or(serde_json::Value::String(
+                String::from_utf8_lossy(&b).into_owned(),
+            )),
+        )
+    }
+
+    pub async fn metrics(&self) -> String {
+        let req = Request::get(format!("http://{}/metrics", self.admin))
+            .body(Full::new(Bytes::new()))
+            .expect("req");
+        String::from_utf8_lossy(&send(req).await.2).into_owned()
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `sha256=<hex HMAC-SHA256>` as Meta signs.
+pub fn meta_signature(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Twilio's `X-Twilio-Signature` of a form POST to `url`.
+pub fn twilio_signature(token: &str, url: &str, params: &[(&str, &str)]) -> String {
+    use base64::Engine;
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut sorted: Vec<_> = params.to_vec();
+    sorted.sort();
+    let mut data = url.to_owned();
+    for (k, v) in sorted {
+        data.push_str(k);
+        data.push_str(v);
+    }
+    let mut mac = <Hmac<sha1::Sha1> as KeyInit>::new_from_slice(token.as_bytes()).expect("key");
+    mac.update(data.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// A form body from pairs.
+pub fn form(params: &[(&str, &str)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+/// A Meta WhatsApp status callback for message `wamid` with `status`.
+pub fn meta_status(wamid: &str, status: &str, recipient: &str) -> String {
+    serde_json::json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550001111", "phone_number_id": "42"},
+            "statuses": [{"id": wamid, "status": status, "timestamp": "1700000000", "recipient_id": recipient}]
+        }}]}]
+    })
+    .to_string()
+}
