@@ -51,6 +51,7 @@ where
 /// One request a sink received.
 #[derive(Debug, Clone)]
 pub struct Received {
+    pub at: std::time::Instant,
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -113,6 +114,7 @@ impl Sink {
                             let status = s.load(Ordering::SeqCst);
                             if status == 200 {
                                 r.lock().expect("lock").push(Received {
+                                    at: std::time::Instant::now(),
                                     path,
                                     headers,
                                     body,
