@@ -44,6 +44,9 @@ callbacks:
   - path: /cb/twilio
     provider: twilio
     verify: {{ auth_token: {TWILIO_TOKEN}, public_url: "{TWILIO_URL}" }}
+  - path: /cb/mailgun
+    provider: mailgun
+    verify: {{ signing_key: mailgun-key }}
   - path: /cb/postmark
     provider: postmark
     mode: tap
@@ -467,4 +470,98 @@ async fn kill_9_during_delivery_loses_nothing_acknowledged() {
         n,
         "every acknowledged callback delivered after the restart"
     );
+}
+
+fn mailgun(token: &str, event_id: &str) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        .to_string();
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(b"mailgun-key").expect("key");
+    mac.update(ts.as_bytes());
+    mac.update(token.as_bytes());
+    let signature = hex::encode(mac.finalize().into_bytes());
+    serde_json::json!({
+        "signature": {"timestamp": ts, "token": token, "signature": signature},
+        "event-data": {"event": "delivered", "id": event_id, "timestamp": 1_700_000_000.5,
+                       "recipient": "m@example.com", "message": {"headers": {"message-id": "x@mg"}}}
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_mailgun_token_is_refused() {
+    let sinks = Sinks::start().await;
+    let s = Sidecar::start(&sinks.config()).await;
+    let ct = [("content-type", "application/json")];
+    assert_eq!(
+        s.post("/cb/mailgun", &ct, mailgun("token-1", "ev-1"))
+            .await
+            .0,
+        200
+    );
+    // Same token, another event: the signature still verifies (it does not cover the
+    // event), the token cache refuses it.
+    let (st, reason) = s.post("/cb/mailgun", &ct, mailgun("token-1", "ev-2")).await;
+    assert_eq!(st, 401, "{}", String::from_utf8_lossy(&reason));
+    assert_eq!(
+        s.post("/cb/mailgun", &ct, mailgun("token-2", "ev-3"))
+            .await
+            .0,
+        200
+    );
+    let got = sinks.email.wait_for(2).await;
+    assert_eq!(got.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gone_pauses_the_endpoint_and_keeps_its_queue_and_sighup_reloads() {
+    let sinks = Sinks::start().await;
+    let s = Sidecar::start(&sinks.config()).await;
+    sinks.wa.set_status(410);
+    assert_eq!(
+        post_meta(&s, &meta_status("wamid.g1", "sent", "15551230000"))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        post_meta(&s, &meta_status("wamid.g2", "sent", "15551230000"))
+            .await
+            .0,
+        200
+    );
+    eventually("the endpoint to pause", || async {
+        s.metrics()
+            .await
+            .contains("outcome=\"paused\"")
+            .then_some(())
+    })
+    .await;
+    let m = s.metrics().await;
+    assert!(
+        m.contains("hookrelay_queue_depth{endpoint=\"whatsapp\"} 2"),
+        "{m}"
+    );
+    sinks.wa.set_status(200);
+    let (st, _) = s.admin("POST", "/endpoints/whatsapp/resume").await;
+    assert_eq!(st, 200);
+    sinks.wa.wait_for(2).await;
+
+    // SIGHUP reloads (a forced reload takes a new generation).
+    let pid = s.child.as_ref().expect("running").id().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    eventually("SIGHUP to reload", || async {
+        s.metrics()
+            .await
+            .contains("hookrelay_config_generation 2")
+            .then_some(())
+    })
+    .await;
 }

@@ -134,6 +134,39 @@ impl Ingest {
                 .verify(&req, &opts)
                 .map_err(|e| Refusal::new(401, "bad_signature", format!("{provider}: {e}")))?;
         }
+        // Mailgun's signature covers a token, not the event: a token seen before is a replay.
+        let replay_token = match &route.provider {
+            hookrelay_core::Provider::Mailgun => hookrelay_core::provider::mailgun::token(&req),
+            _ => None,
+        };
+        if let Some(token) = &replay_token
+            && !self.app.replay.first_use(token, now_ms())
+        {
+            return Err(Refusal::new(
+                401,
+                "replayed_token",
+                format!("{provider}: signature token already used"),
+            ));
+        }
+        let result = self.accept(route, snapshot, &provider, req).await;
+        if result.is_err()
+            && let Some(token) = &replay_token
+        {
+            // Not accepted: the provider's retry must be able to use the token again.
+            self.app.replay.forget(token);
+        }
+        result
+    }
+
+    /// Normalize → answer handshakes → enqueue.
+    async fn accept(
+        &self,
+        route: &Route,
+        snapshot: &Snapshot,
+        provider: &str,
+        req: CallbackRequest,
+    ) -> std::result::Result<Answer, Refusal> {
+        let provider = provider.to_owned();
         let out = route
             .provider
             .normalize(

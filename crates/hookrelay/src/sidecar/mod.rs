@@ -13,6 +13,7 @@ mod clock;
 mod deliver;
 mod ingest;
 mod metrics;
+mod replay;
 mod ssrf;
 
 use std::net::SocketAddr;
@@ -62,6 +63,7 @@ pub(crate) struct App {
     pub(crate) store: EmbeddedStore,
     pub(crate) metrics: Metrics,
     pub(crate) lanes: Lanes,
+    pub(crate) replay: replay::ReplayCache,
     guarded: std::sync::OnceLock<HttpClient>,
     open: std::sync::OnceLock<OpenClient>,
 }
@@ -340,6 +342,7 @@ pub(crate) fn run(args: &Args) -> ExitCode {
         store,
         metrics: Metrics::default(),
         lanes: Lanes::default(),
+        replay: replay::ReplayCache::default(),
         guarded: std::sync::OnceLock::new(),
         open: std::sync::OnceLock::new(),
     });

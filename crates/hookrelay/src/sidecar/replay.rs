@@ -1,0 +1,65 @@
+//! A bounded cache of signature tokens already accepted (Mailgun signs only a timestamp and
+//! a token, not the event: a token seen before is a replay, even with a different body).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Tokens older than this are forgotten: the signed timestamp is only accepted within
+/// 5 minutes either way, so a token cannot come back later than 10 minutes.
+const TTL_MS: i64 = 10 * 60 * 1000;
+/// At most this many tokens are kept; past it, expired ones are purged, then new tokens
+/// still go in (the oldest are evicted first).
+const CAPACITY: usize = 100_000;
+
+/// Seen tokens with their expiry.
+#[derive(Default)]
+pub(crate) struct ReplayCache {
+    seen: Mutex<HashMap<String, i64>>,
+}
+
+impl ReplayCache {
+    /// Records `token`; false when it was already seen and has not expired.
+    pub(crate) fn first_use(&self, token: &str, now_ms: i64) -> bool {
+        let Ok(mut seen) = self.seen.lock() else {
+            return true;
+        };
+        if seen.get(token).is_some_and(|exp| *exp > now_ms) {
+            return false;
+        }
+        if seen.len() >= CAPACITY {
+            seen.retain(|_, exp| *exp > now_ms);
+            if seen.len() >= CAPACITY {
+                let mut by_age: Vec<(i64, String)> =
+                    seen.iter().map(|(k, v)| (*v, k.clone())).collect();
+                by_age.sort_unstable();
+                for (_, k) in by_age.into_iter().take(CAPACITY / 10) {
+                    seen.remove(&k);
+                }
+            }
+        }
+        seen.insert(token.to_owned(), now_ms + TTL_MS);
+        true
+    }
+
+    /// Forgets `token` (its callback was not accepted after all).
+    pub(crate) fn forget(&self, token: &str) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.remove(token);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_accepted_once_within_its_ttl() {
+        let c = ReplayCache::default();
+        assert!(c.first_use("t", 0));
+        assert!(!c.first_use("t", 1000));
+        assert!(c.first_use("t", TTL_MS + 1));
+        c.forget("t");
+        assert!(c.first_use("t", TTL_MS + 2));
+    }
+}
