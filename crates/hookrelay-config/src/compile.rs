@@ -37,6 +37,8 @@ pub const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 /// Default timeout of one delivery attempt.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Delivery attempts in flight per endpoint when `concurrency` is not set.
+pub const DEFAULT_CONCURRENCY: u32 = 16;
 const MAX_MAX_BODY: u64 = 1024 * 1024 * 1024;
 
 /// Headers hookrelay sets itself; an endpoint may not override them.
@@ -753,10 +755,16 @@ impl Compiler {
                 Some(t) => self.duration(&format!("{p}.timeout"), t),
                 None => Some(DEFAULT_TIMEOUT),
             };
+            let concurrency = match raw.concurrency {
+                Some(c) => self.positive(&format!("{p}.concurrency"), c),
+                None => NonZeroU32::new(DEFAULT_CONCURRENCY),
+            };
             if self.errors.len() > errors_before {
                 continue;
             }
-            let (Some(url), Some(events), Some(timeout)) = (url, events, timeout) else {
+            let (Some(url), Some(events), Some(timeout), Some(concurrency)) =
+                (url, events, timeout, concurrency)
+            else {
                 continue;
             };
             out.push(Endpoint {
@@ -776,6 +784,7 @@ impl Compiler {
                 retry,
                 timeout,
                 allow_link_local: raw.allow_link_local,
+                concurrency,
             });
         }
         out

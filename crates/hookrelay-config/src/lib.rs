@@ -55,7 +55,9 @@ mod snapshot;
 mod tree;
 mod watch;
 
-pub use compile::{DEFAULT_ADMIN, DEFAULT_LISTEN, DEFAULT_MAX_BODY, DEFAULT_TIMEOUT, Source};
+pub use compile::{
+    DEFAULT_ADMIN, DEFAULT_CONCURRENCY, DEFAULT_LISTEN, DEFAULT_MAX_BODY, DEFAULT_TIMEOUT, Source,
+};
 pub use error::{ConfigError, ConfigErrors};
 pub use interp::EnvLookup;
 pub use raw::{Informational, Mode};

@@ -310,6 +310,9 @@ pub(crate) struct RawEndpoint {
     /// Default false (SSRF protection).
     #[serde(default)]
     pub(crate) allow_link_local: bool,
+    /// Delivery attempts in flight at once for this endpoint (default 16).
+    #[serde(default)]
+    pub(crate) concurrency: Option<i64>,
 }
 
 fn events_schema(_: &mut SchemaGenerator) -> Schema {

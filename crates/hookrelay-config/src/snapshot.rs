@@ -176,6 +176,8 @@ pub struct Endpoint {
     pub timeout: Duration,
     /// Link-local URLs allowed (SSRF opt-in).
     pub allow_link_local: bool,
+    /// Delivery attempts in flight at once.
+    pub concurrency: NonZeroU32,
 }
 
 impl Endpoint {

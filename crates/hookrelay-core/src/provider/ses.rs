@@ -76,7 +76,8 @@
 //!
 //! | key | required | meaning |
 //! |---|---|---|
-//! | `cert_pem` | yes | PEM text of the SNS signing certificate (the binary reads the `cert_file` key into it) |
+//! | `cert_pem` | one of these two | PEM text of the SNS signing certificate (the binary reads the `cert_file` key into it) |
+//! | `fetch_cert` | one of these two | `true`: the caller fetches the certificate from the checked `SigningCertURL` (AWS rotates it) and calls [`Verifier::verify_with_cert_pem`]; [`Verifier::verify`] alone then fails closed |
 //! | `topic_arn` | no | when set, `TopicArn` must equal it (else [`VerifyError::Mismatch`]) |
 //!
 //! [`Control::SnsSubscriptionConfirmation`]: crate::provider::Control::SnsSubscriptionConfirmation
@@ -101,7 +102,7 @@ use crate::timestamp::value_to_ms;
 use crate::{CallbackRequest, Channel, NormalizeError, Status, VerifyConfigError, VerifyError};
 
 const PROVIDER: &str = "ses";
-const KNOWN_KEYS: &[&str] = &["cert_pem", "topic_arn"];
+const KNOWN_KEYS: &[&str] = &["cert_pem", "fetch_cert", "topic_arn"];
 const RAW_DELIVERY_HEADER: &str = "x-amz-sns-rawdelivery";
 static NO_RECIPIENTS: Vec<Value> = Vec::new();
 
@@ -166,7 +167,8 @@ impl SigningCert {
 /// topic; `Debug` prints neither key material nor settings values.
 #[derive(Debug, Clone)]
 pub struct Verifier {
-    cert: Arc<SigningCert>,
+    /// The certificate supplied offline; `None` when the caller fetches it (`fetch_cert`).
+    cert: Option<Arc<SigningCert>>,
     topic_arn: Option<String>,
 }
 
@@ -175,25 +177,70 @@ impl Verifier {
     /// and `topic_arn` (optional).
     pub fn from_settings(settings: &VerifySettings) -> Result<Self, VerifyConfigError> {
         settings.only(PROVIDER, KNOWN_KEYS)?;
-        let pem = settings.require(PROVIDER, "cert_pem")?;
-        let cert =
-            SigningCert::from_pem(pem.expose()).map_err(|reason| VerifyConfigError::Invalid {
-                provider: PROVIDER,
-                key: "cert_pem",
-                reason,
-            })?;
+        let fetch = match settings
+            .get("fetch_cert")
+            .map(|v| v.expose().trim().to_owned())
+        {
+            None => false,
+            Some(v) if v == "true" => true,
+            Some(v) if v == "false" => false,
+            Some(_) => {
+                return Err(VerifyConfigError::Invalid {
+                    provider: PROVIDER,
+                    key: "fetch_cert",
+                    reason: "must be true or false".into(),
+                });
+            }
+        };
+        let cert = match settings.get("cert_pem") {
+            Some(pem) => Some(Arc::new(SigningCert::from_pem(pem.expose()).map_err(
+                |reason| VerifyConfigError::Invalid {
+                    provider: PROVIDER,
+                    key: "cert_pem",
+                    reason,
+                },
+            )?)),
+            None if fetch => None,
+            None => {
+                return Err(VerifyConfigError::Missing {
+                    provider: PROVIDER,
+                    key: "cert_pem",
+                });
+            }
+        };
         let topic_arn = settings
             .get("topic_arn")
             .map(|s| s.expose().trim().to_owned());
-        Ok(Self {
-            cert: Arc::new(cert),
-            topic_arn,
-        })
+        Ok(Self { cert, topic_arn })
     }
 
     /// Checks the SNS signature of the envelope (and the topic, when configured).
     pub fn verify(&self, req: &CallbackRequest, opts: &VerifyOptions) -> Result<(), VerifyError> {
-        verify_envelope(req, &self.cert, self.topic_arn.as_deref(), opts)
+        match &self.cert {
+            Some(cert) => verify_envelope(req, cert, self.topic_arn.as_deref(), opts),
+            None => Err(VerifyError::Certificate(
+                "no certificate supplied (fetch_cert: the caller must fetch SigningCertURL)".into(),
+            )),
+        }
+    }
+
+    /// True when the certificate is fetched by the caller (`fetch_cert: true` and no
+    /// `cert_pem`).
+    #[must_use]
+    pub fn fetches_cert(&self) -> bool {
+        self.cert.is_none()
+    }
+
+    /// Checks `req` with a certificate the caller fetched from [`signing_cert_url`], and
+    /// the configured topic.
+    pub fn verify_with_cert_pem(
+        &self,
+        req: &CallbackRequest,
+        pem: &str,
+        opts: &VerifyOptions,
+    ) -> Result<(), VerifyError> {
+        let cert = SigningCert::from_pem(pem).map_err(VerifyError::Certificate)?;
+        verify_envelope(req, &cert, self.topic_arn.as_deref(), opts)
     }
 }
 
@@ -912,6 +959,35 @@ mod tests {
             v.verify(&sns(body), &at(IN_2022))
                 .expect("verifies inside validity");
             verify_with_cert_pem(&sns(body), SNS_CERT, &recorded()).expect("with pem");
+        }
+    }
+
+    #[test]
+    fn fetch_mode_fails_closed_alone_and_verifies_with_the_fetched_cert() {
+        assert!(Verifier::from_settings(&VerifySettings::new()).is_err());
+        assert!(
+            Verifier::from_settings(&VerifySettings::new().with("fetch_cert", "maybe")).is_err()
+        );
+        assert!(
+            Verifier::from_settings(&VerifySettings::new().with("fetch_cert", "false")).is_err()
+        );
+        let v = Verifier::from_settings(&VerifySettings::new().with("fetch_cert", "true"))
+            .expect("fetch mode");
+        assert!(v.fetches_cert());
+        assert!(!verifier(SNS_CERT).fetches_cert());
+        for (body, _) in VECTORS {
+            assert!(matches!(
+                v.verify(&sns(body), &recorded()),
+                Err(VerifyError::Certificate(_))
+            ));
+            v.verify_with_cert_pem(&sns(body), SNS_CERT, &recorded())
+                .expect("verifies with the fetched certificate");
+            let mut tampered = body.to_string();
+            tampered = tampered.replacen("Hello", "Jello", 1);
+            assert!(
+                v.verify_with_cert_pem(&sns(&tampered), SNS_CERT, &recorded())
+                    .is_err()
+            );
         }
     }
 

@@ -32,8 +32,6 @@ use super::App;
 use super::clock::now_ms;
 use super::ssrf;
 
-/// Attempts in flight per endpoint.
-pub(crate) const CONCURRENCY: usize = 16;
 /// Longest wait for an endpoint's throttle before the attempt is put back (not counted).
 const MAX_THROTTLE_WAIT: Duration = Duration::from_secs(30);
 /// Bounds of an honoured `Retry-After`.
@@ -63,6 +61,9 @@ enum Outcome {
 /// One endpoint's lane.
 pub(crate) struct Lane {
     pub(crate) name: String,
+    /// One permit per attempt in flight; `limit` permits in all.
+    permits: Arc<Semaphore>,
+    limit: std::sync::atomic::AtomicUsize,
     throttle: Mutex<Option<ThrottleHandle>>,
     pub(crate) paused: AtomicBool,
     pub(crate) wake: Arc<Notify>,
@@ -70,10 +71,17 @@ pub(crate) struct Lane {
 }
 
 impl Lane {
-    fn new(name: String, rate: Option<RateLimit>, wake: Arc<Notify>) -> Arc<Self> {
+    fn new(
+        name: String,
+        rate: Option<RateLimit>,
+        concurrency: usize,
+        wake: Arc<Notify>,
+    ) -> Arc<Self> {
         let (stop, _) = watch::channel(false);
         Arc::new(Self {
             name,
+            permits: Arc::new(Semaphore::new(concurrency)),
+            limit: std::sync::atomic::AtomicUsize::new(concurrency),
             throttle: Mutex::new(
                 rate.map(|r| ThrottleHandle::new(Gcra::new(r.per_second, r.burst))),
             ),
@@ -93,6 +101,23 @@ impl Lane {
                 (None, Some(r)) => *t = Some(ThrottleHandle::new(Gcra::new(r.per_second, r.burst))),
                 (_, None) => *t = None,
             }
+        }
+    }
+
+    /// Applies a (possibly) changed concurrency: more permits at once, fewer as attempts
+    /// in flight finish.
+    fn set_concurrency(&self, limit: usize) {
+        let old = self.limit.swap(limit, Ordering::Relaxed);
+        if limit > old {
+            self.permits.add_permits(limit - old);
+        } else if limit < old {
+            let permits = self.permits.clone();
+            let fewer = u32::try_from(old - limit).unwrap_or(u32::MAX);
+            tokio::spawn(async move {
+                if let Ok(p) = permits.acquire_many(fewer).await {
+                    p.forget();
+                }
+            });
         }
     }
 
@@ -124,6 +149,7 @@ impl Lanes {
                 match lanes.get(&ep.name) {
                     Some(lane) => {
                         lane.set_rate(ep.rate_limit);
+                        lane.set_concurrency(concurrency(ep));
                         // A reload is the operator's answer to a 410: resume.
                         lane.paused.store(false, Ordering::Relaxed);
                         lane.wake.notify_one();
@@ -132,6 +158,7 @@ impl Lanes {
                         let lane = Lane::new(
                             ep.name.clone(),
                             ep.rate_limit,
+                            concurrency(ep),
                             app.store.subscribe(&ep.name),
                         );
                         lanes.insert(ep.name.clone(), lane.clone());
@@ -199,8 +226,12 @@ impl Lanes {
     }
 }
 
+fn concurrency(ep: &Endpoint) -> usize {
+    usize::try_from(ep.concurrency.get()).unwrap_or(usize::MAX)
+}
+
 async fn run_lane(app: Arc<App>, lane: Arc<Lane>) {
-    let permits = Arc::new(Semaphore::new(CONCURRENCY));
+    let permits = lane.permits.clone();
     let mut stop = lane.stop.subscribe();
     tracing::debug!(endpoint = %lane.name, "lane started");
     loop {
@@ -263,9 +294,8 @@ async fn run_lane(app: Arc<App>, lane: Arc<Lane>) {
         }
     }
     // Graceful stop: let the attempts in flight finish; the rest stays queued.
-    let _ = permits
-        .acquire_many(u32::try_from(CONCURRENCY).unwrap_or(u32::MAX))
-        .await;
+    let all = u32::try_from(lane.limit.load(Ordering::Relaxed)).unwrap_or(u32::MAX);
+    let _ = permits.acquire_many(all).await;
     tracing::debug!(endpoint = %lane.name, "lane stopped");
 }
 

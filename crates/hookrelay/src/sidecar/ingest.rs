@@ -130,9 +130,25 @@ impl Ingest {
                 now_secs: Some(now_ms() / 1000),
                 tolerance_secs: None,
             };
-            verifier
-                .verify(&req, &opts)
-                .map_err(|e| Refusal::new(401, "bad_signature", format!("{provider}: {e}")))?;
+            let checked = match verifier {
+                // SNS: the signing certificate comes from the checked SigningCertURL, cached.
+                hookrelay_core::Verifier::Ses(v) if v.fetches_cert() => {
+                    let url =
+                        hookrelay_core::provider::ses::signing_cert_url(&req).map_err(|e| {
+                            Refusal::new(401, "bad_signature", format!("{provider}: {e}"))
+                        })?;
+                    let pem = self.app.signing_cert(&url).await.map_err(|e| {
+                        Refusal::new(
+                            503,
+                            "cert_unavailable",
+                            format!("{provider}: signing certificate {url}: {e}"),
+                        )
+                    })?;
+                    v.verify_with_cert_pem(&req, &pem, &opts)
+                }
+                v => v.verify(&req, &opts),
+            };
+            checked.map_err(|e| Refusal::new(401, "bad_signature", format!("{provider}: {e}")))?;
         }
         // Mailgun's signature covers a token, not the event: a token seen before is a replay.
         let replay_token = match &route.provider {

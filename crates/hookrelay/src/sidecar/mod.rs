@@ -64,6 +64,7 @@ pub(crate) struct App {
     pub(crate) metrics: Metrics,
     pub(crate) lanes: Lanes,
     pub(crate) replay: replay::ReplayCache,
+    certs: std::sync::Mutex<std::collections::HashMap<String, Arc<str>>>,
     guarded: std::sync::OnceLock<HttpClient>,
     open: std::sync::OnceLock<OpenClient>,
 }
@@ -162,6 +163,44 @@ impl App {
         } else {
             Err(format!("HTTP {status}"))
         }
+    }
+
+    /// The PEM of an SNS signing certificate (its URL already checked), fetched once and
+    /// cached.
+    pub(crate) async fn signing_cert(&self, url: &str) -> Result<Arc<str>, String> {
+        if let Some(pem) = self.certs.lock().ok().and_then(|c| c.get(url).cloned()) {
+            return Ok(pem);
+        }
+        let req = http::Request::get(url)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let ClientEither::Guarded(client) = self.client(false) else {
+            return Err("no client".into());
+        };
+        let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+            .await
+            .map_err(|_| "timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("HTTP {}", resp.status()));
+        }
+        let body = http_body_util::Limited::new(resp.into_body(), 64 * 1024)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        let pem = String::from_utf8(body.to_vec()).map_err(|_| "not text".to_owned())?;
+        if !pem.contains("-----BEGIN CERTIFICATE-----") {
+            return Err("not a PEM certificate".into());
+        }
+        let pem: Arc<str> = Arc::from(pem);
+        if let Ok(mut c) = self.certs.lock() {
+            if c.len() >= 64 {
+                c.clear();
+            }
+            c.insert(url.to_owned(), pem.clone());
+        }
+        Ok(pem)
     }
 
     /// Prometheus text of every metric.
@@ -343,6 +382,7 @@ pub(crate) fn run(args: &Args) -> ExitCode {
         metrics: Metrics::default(),
         lanes: Lanes::default(),
         replay: replay::ReplayCache::default(),
+        certs: std::sync::Mutex::new(std::collections::HashMap::new()),
         guarded: std::sync::OnceLock::new(),
         open: std::sync::OnceLock::new(),
     });
