@@ -565,3 +565,49 @@ async fn gone_pauses_the_endpoint_and_keeps_its_queue_and_sighup_reloads() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_attempts_in_flight_and_leaves_the_rest_queued() {
+    let sinks = Sinks::start().await;
+    sinks.wa.set_delay_ms(600);
+    let mut s = Sidecar::start(&sinks.config()).await;
+    let n = 40;
+    for i in 0..n {
+        assert_eq!(
+            post_meta(
+                &s,
+                &meta_status(&format!("wamid.s{i}"), "sent", "15551230000")
+            )
+            .await
+            .0,
+            200
+        );
+    }
+    // Attempts are in flight at the sink (it answers after 600 ms)...
+    eventually("attempts in flight", || async {
+        s.metrics()
+            .await
+            .contains("hookrelay_deliveries_in_flight 16")
+            .then_some(())
+    })
+    .await;
+    let status = s.terminate();
+    assert!(status.success(), "{status:?}\n{}", s.log());
+    // ...they finished before the exit, and not everything was attempted.
+    let before = sinks.wa.received();
+    assert!(
+        before.len() >= 16 && before.len() < n,
+        "{} delivered before the exit",
+        before.len()
+    );
+    sinks.wa.set_delay_ms(0);
+    s.spawn().await;
+    let all = sinks.wa.wait_for(n).await;
+    let ids: HashSet<String> = all.iter().map(|r| r.header("webhook-id")).collect();
+    // n arrivals carrying n distinct ids: nothing finished before the exit came again.
+    assert_eq!(
+        (ids.len(), all.len()),
+        (n, n),
+        "no duplicates after a graceful stop"
+    );
+}

@@ -248,6 +248,9 @@ async fn run_lane(app: Arc<App>, lane: Arc<Lane>) {
         let Ok(first) = permits.clone().acquire_owned().await else {
             break;
         };
+        if *stop.borrow() {
+            break;
+        }
         let free = permits.available_permits() + 1;
         let batch = match app.store.lease(&lane.name, now_ms(), free).await {
             Ok(b) => b,
@@ -283,6 +286,11 @@ async fn run_lane(app: Arc<App>, lane: Arc<Lane>) {
                     Err(_) => break,
                 },
             };
+            if *stop.borrow() {
+                // Stopping: what is not in flight yet stays queued.
+                let _ = app.store.release(d.id).await;
+                continue;
+            }
             let app = app.clone();
             let lane = lane.clone();
             tokio::spawn(async move {

@@ -33,7 +33,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{BackgroundService, background_service};
 
 use crate::EXIT_USAGE;
@@ -316,8 +316,42 @@ impl BackgroundService for Background {
         }
         drop(watcher);
         app.lanes.stop_all();
-        app.lanes.join(Duration::from_secs(10)).await;
+        app.lanes.join(DRAIN_LIMIT).await;
         let _ = admin_stop.send(true);
+    }
+}
+
+/// Shutdown on signals: SIGTERM first drains the delivery lanes (attempts in flight finish,
+/// up to [`DRAIN_LIMIT`]; the rest stays queued), then stops the server; SIGINT stops at
+/// once (whatever was in flight is attempted again after the restart).
+struct Drain {
+    app: Arc<App>,
+}
+
+/// Longest wait for delivery attempts in flight at SIGTERM.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+#[async_trait]
+impl ShutdownSignalWatch for Drain {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: finishing deliveries in flight");
+                self.app.lanes.stop_all();
+                self.app.lanes.join(DRAIN_LIMIT).await;
+                tracing::info!("deliveries drained, stopping");
+                ShutdownSignal::GracefulTerminate
+            }
+            _ = int.recv() => ShutdownSignal::FastShutdown,
+        }
     }
 }
 
@@ -403,12 +437,14 @@ pub(crate) fn run(args: &Args) -> ExitCode {
     server.add_service(background_service(
         "hookrelay",
         Background {
-            app,
+            app: app.clone(),
             admin: std::sync::Mutex::new(Some(admin)),
         },
     ));
     tracing::info!(listen = %snapshot.listen, admin = %snapshot.admin, "hookrelay running");
-    server.run(RunArgs::default());
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Drain { app }),
+    });
     ExitCode::SUCCESS
 }
 

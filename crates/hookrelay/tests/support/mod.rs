@@ -75,6 +75,7 @@ pub struct Sink {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
     status: Arc<AtomicU16>,
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
     arrived: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -92,16 +93,22 @@ impl Sink {
         let received = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(AtomicU16::new(200));
         let arrived = Arc::new(Notify::new());
-        let (r, s, n) = (received.clone(), status.clone(), arrived.clone());
+        let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (r, s, n, d) = (
+            received.clone(),
+            status.clone(),
+            arrived.clone(),
+            delay_ms.clone(),
+        );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (r, s, n) = (r.clone(), s.clone(), n.clone());
+                let (r, s, n, d) = (r.clone(), s.clone(), n.clone(), d.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
-                        let (r, s, n) = (r.clone(), s.clone(), n.clone());
+                        let (r, s, n, d) = (r.clone(), s.clone(), n.clone(), d.clone());
                         async move {
                             let path = req.uri().to_string();
                             let headers = req.headers().clone();
@@ -111,6 +118,10 @@ impl Sink {
                                 .await
                                 .map(|b| b.to_bytes())
                                 .unwrap_or_default();
+                            let delay = d.load(Ordering::SeqCst);
+                            if delay > 0 {
+                                tokio::time::sleep(Duration::from_millis(delay)).await;
+                            }
                             let status = s.load(Ordering::SeqCst);
                             if status == 200 {
                                 r.lock().expect("lock").push(Received {
@@ -139,6 +150,7 @@ impl Sink {
             addr,
             received,
             status,
+            delay_ms,
             arrived,
             task,
         }
@@ -151,6 +163,11 @@ impl Sink {
     /// Answer every request with `status` (only 200s are recorded).
     pub fn set_status(&self, status: u16) {
         self.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Delay every answer by `ms` milliseconds.
+    pub fn set_delay_ms(&self, ms: u64) {
+        self.delay_ms.store(ms, Ordering::SeqCst);
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -249,6 +266,17 @@ impl Sidecar {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("hookrelay.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for the process to exit; returns its exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let pid = c.id().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        c.wait().expect("wait")
     }
 
     /// `kill -9`.
