@@ -1,7 +1,9 @@
 //! Enqueue throughput (events/s) with 1, 16 and 128 concurrent callers: group commit
 //! against the fsync-per-request baseline (`max_batch(1)`: every enqueue its own durable
-//! transaction). Each event is one 1 KiB delivery plus its dedupe key, as the sidecar
-//! writes them.
+//! transaction), and the Redis store (a local `redis-server` started here, with
+//! `appendonly yes` and `appendfsync always`; one script per enqueue, pipelined on one
+//! multiplexed connection). Each event is one 1 KiB delivery plus its dedupe key, as the
+//! sidecar writes them.
 //!
 //! `cargo bench -p hookrelay-store -- --warm-up-time 1 --measurement-time 3`
 
@@ -10,14 +12,20 @@
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use hookrelay_store::{EmbeddedOptions, EmbeddedStore, NewDelivery};
+use hookrelay_store::{EmbeddedOptions, EmbeddedStore, NewDelivery, RedisStore, Store};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+// The test harness: start, stop and restart a real redis-server.
+#[allow(dead_code)]
+#[path = "../tests/support/redis_server.rs"]
+mod redis_server;
+
 fn enqueue(c: &mut Criterion) {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
@@ -36,7 +44,7 @@ fn enqueue(c: &mut Criterion) {
             Err(e) => panic!("temp dir: {e}"),
         };
         let store = match EmbeddedStore::open_with(dir.path(), options) {
-            Ok(store) => store,
+            Ok(store) => Store::Embedded(store),
             Err(e) => panic!("open store: {e}"),
         };
         let events = Arc::new(AtomicU64::new(0));
@@ -48,12 +56,33 @@ fn enqueue(c: &mut Criterion) {
             });
         }
     }
+
+    let server = match redis_server::RedisServer::start() {
+        Ok(server) => server,
+        Err(e) => panic!("redis-server: {e}"),
+    };
+    let store = match runtime.block_on(RedisStore::open(&server.url())) {
+        Ok(store) => Store::Redis(store),
+        Err(e) => panic!("open redis store: {e}"),
+    };
+    let events = Arc::new(AtomicU64::new(0));
+    for callers in [1_u64, 16, 128] {
+        group.bench_with_input(
+            BenchmarkId::new("redis", callers),
+            &callers,
+            |b, &callers| {
+                b.iter_custom(|iters| {
+                    runtime.block_on(run(&store, &events, &body, callers, iters))
+                });
+            },
+        );
+    }
     group.finish();
 }
 
 /// `iters` enqueues spread over `callers` concurrent tasks; the wall time of all of them.
 async fn run(
-    store: &EmbeddedStore,
+    store: &Store,
     events: &Arc<AtomicU64>,
     body: &Bytes,
     callers: u64,

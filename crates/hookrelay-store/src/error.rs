@@ -8,8 +8,11 @@ use std::sync::Arc;
 /// Why a store operation failed.
 ///
 /// A write that fails with [`StoreError::Backend`] was not acknowledged; whether it reached
-/// the disk is unknown only when the commit itself failed, and then the store refuses further
-/// writes ([`EmbeddedStore::health`](crate::EmbeddedStore::health) reports it) until reopened.
+/// the disk is unknown only when the commit itself failed, and then the embedded store refuses
+/// further writes ([`EmbeddedStore::health`](crate::EmbeddedStore::health) reports it) until
+/// reopened. With Redis, `Backend` also means "Redis unreachable or too slow" (the call timed
+/// out): whether a write that timed out was applied is unknown, and the next calls work again
+/// once Redis answers.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -67,6 +70,15 @@ pub enum StoreError {
     /// The writer thread is gone; the store must be reopened.
     #[error("the store writer has stopped")]
     WriterStopped,
+    /// The Redis URL is invalid, or Redis did not answer when the store was opened.
+    #[error("cannot connect to redis at {target}")]
+    Connect {
+        /// The URL without its credentials.
+        target: String,
+        /// The client's error.
+        #[source]
+        source: Arc<dyn StdError + Send + Sync>,
+    },
 }
 
 impl StoreError {

@@ -12,14 +12,19 @@
 //!   flight joins the next write transaction, which is committed with fsync once. A call
 //!   returns `Ok` only after its transaction is durable, so an acknowledged enqueue survives
 //!   `kill -9` and power loss.
+//! - [`RedisStore`]: the same queue in Redis, shared by several sidecar replicas (DESIGN.md
+//!   §7): one stream and consumer group per endpoint, a dedupe window shared by all
+//!   replicas, and a dead replica's leased deliveries taken over after a visibility
+//!   timeout. Durable as far as Redis is: run it with `appendonly yes` and
+//!   `appendfsync always` (or accept `everysec`'s one-second window).
+//! - [`Store`]: either backend behind one type with the same methods, all `async`.
 //! - Plain owned types ([`NewDelivery`], [`Delivery`], [`DeadLetter`]) and one error type
-//!   ([`StoreError`]); no backend type appears in the API, so the Redis backend (for several
-//!   replicas sharing one queue) can offer the same methods.
+//!   ([`StoreError`]); no backend type appears in the API.
 //!
 //! What it is not: it does not render payloads, decide retries or backoff, or talk HTTP.
-//! Leases are held in memory by the process that took them: after a restart every queued
-//! delivery is eligible again, so delivery is at-least-once and consumers dedupe on
-//! `webhook-id`.
+//! Leases are held by the process that took them (in memory, or renewed in Redis while the
+//! process lives): after a restart every queued delivery is eligible again, so delivery is
+//! at-least-once and consumers dedupe on `webhook-id`.
 //!
 //! ```
 //! use hookrelay_store::{EmbeddedStore, EnqueueOutcome, NewDelivery};
@@ -55,10 +60,14 @@
 mod codec;
 mod embedded;
 mod error;
+mod redis;
+mod store;
 mod types;
 
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use error::StoreError;
+pub use redis::{RedisOptions, RedisStore};
+pub use store::{Store, StoreConfig};
 pub use types::{
     DeadLetter, Delivery, DeliveryId, EnqueueOutcome, MAX_RESPONSE_BYTES, NewDelivery,
 };

@@ -1,0 +1,575 @@
+//! The Redis store through its public API, against a real `redis-server` started per test
+//! (append-only file, fsync always). Several `RedisStore` instances on one server play the
+//! sidecar replicas.
+
+mod support {
+    pub(crate) mod redis_server;
+}
+
+use bytes::Bytes;
+use hookrelay_store::{
+    DeliveryId, EnqueueOutcome, MAX_RESPONSE_BYTES, NewDelivery, RedisOptions, RedisStore, Store,
+    StoreConfig, StoreError,
+};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::redis_server::RedisServer;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const HOUR: Duration = Duration::from_secs(3600);
+/// Deadline of every wait on a condition.
+const WITHIN: Duration = Duration::from_secs(15);
+
+fn options() -> RedisOptions {
+    RedisOptions::default()
+        .connect_timeout(Duration::from_secs(2))
+        .op_timeout(Duration::from_secs(2))
+}
+
+async fn open(server: &RedisServer, options: RedisOptions) -> Result<RedisStore, StoreError> {
+    RedisStore::open_with(&server.url(), options).await
+}
+
+fn new(endpoint: &str, webhook_id: &str) -> NewDelivery {
+    NewDelivery {
+        endpoint: endpoint.into(),
+        webhook_id: webhook_id.into(),
+        body: Bytes::from(format!("{{\"id\":\"{webhook_id}\"}}")),
+        created_at_ms: 1_000,
+    }
+}
+
+fn ids(outcome: EnqueueOutcome) -> Vec<DeliveryId> {
+    match outcome {
+        EnqueueOutcome::Enqueued(ids) => ids,
+        EnqueueOutcome::Duplicate => Vec::new(),
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[tokio::test]
+async fn enqueue_lease_complete() -> TestResult {
+    let server = RedisServer::start()?;
+    let store = open(&server, options()).await?;
+    store.health().await?;
+    let enqueued = ids(store
+        .enqueue(
+            None,
+            vec![new("crm", "a"), new("ops", "b"), new("crm", "c")],
+            1_000,
+        )
+        .await?);
+    assert_eq!(enqueued.len(), 3);
+    assert!(enqueued.windows(2).all(|w| w[0] < w[1]), "{enqueued:?}");
+    assert_eq!(store.queue_depth("crm").await?, 2);
+    assert_eq!(store.queue_depth("ops").await?, 1);
+    assert_eq!(store.endpoints().await?, ["crm", "ops"]);
+
+    let leased = store.lease("crm", 1_000, 10).await?;
+    let webhook_ids: Vec<&str> = leased.iter().map(|d| d.webhook_id.as_str()).collect();
+    assert_eq!(webhook_ids, ["a", "c"]);
+    assert_eq!(leased[0].body, Bytes::from_static(b"{\"id\":\"a\"}"));
+    assert_eq!(
+        (leased[0].attempts, leased[0].last_error.as_deref()),
+        (0, None)
+    );
+    assert_eq!(
+        (leased[0].created_at_ms, leased[0].not_before_ms),
+        (1_000, 1_000)
+    );
+    // Leased ones are not offered twice, but still count.
+    assert!(store.lease("crm", 5_000, 10).await?.is_empty());
+    assert_eq!(store.queue_depth("crm").await?, 2);
+
+    store.complete(leased[0].id).await?;
+    store.complete(leased[1].id).await?;
+    assert_eq!(store.queue_depth("crm").await?, 0);
+    assert_eq!(store.endpoints().await?, ["ops"]);
+    assert!(matches!(
+        store.complete(leased[0].id).await,
+        Err(StoreError::UnknownDelivery { id }) if id == leased[0].id
+    ));
+    Ok(())
+}
+
+#[tokio::test]
+async fn reschedule_release_and_next_due() -> TestResult {
+    let server = RedisServer::start()?;
+    // A long poll interval, so next_due shows the real due times.
+    let store = open(&server, options().poll_interval(HOUR)).await?;
+    store
+        .enqueue(None, vec![new("crm", "a"), new("crm", "b")], 1_000)
+        .await?;
+    let leased = store.lease("crm", now_ms(), 1).await?;
+    assert_eq!(leased[0].webhook_id, "a");
+    let retry_at = now_ms() + 60_000;
+    store
+        .reschedule(
+            leased[0].id,
+            retry_at,
+            1,
+            Some("503 Service Unavailable".into()),
+        )
+        .await?;
+    // "b" is unread, so due since its enqueue; "a" waits for its retry time.
+    assert_eq!(store.next_due("crm").await?, Some(1_000));
+    let b = store.lease("crm", now_ms(), 10).await?;
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].webhook_id, "b");
+    assert_eq!(store.next_due("crm").await?, Some(retry_at));
+    assert_eq!(store.queue_depth("crm").await?, 2);
+
+    store.release(b[0].id).await?;
+    assert!(
+        store
+            .next_due("crm")
+            .await?
+            .is_some_and(|at| at <= now_ms())
+    );
+    let again = store.lease("crm", now_ms(), 10).await?;
+    assert_eq!(again.len(), 1, "released is eligible again");
+    assert_eq!(again[0].id, b[0].id);
+
+    let a = store.lease("crm", retry_at, 10).await?;
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].webhook_id, "a");
+    assert_eq!(a[0].attempts, 1);
+    assert_eq!(a[0].not_before_ms, retry_at);
+    assert_eq!(a[0].last_error.as_deref(), Some("503 Service Unavailable"));
+    store.complete(a[0].id).await?;
+    store.complete(b[0].id).await?;
+    // Nothing queued: the poll interval away.
+    let idle = store.next_due("crm").await?.unwrap_or(0);
+    assert!(idle > now_ms() + 3_000_000, "{idle}");
+    assert!(store.endpoints().await?.is_empty());
+
+    // Unknown ids.
+    assert!(matches!(
+        store.reschedule(a[0].id, 0, 2, None).await,
+        Err(StoreError::UnknownDelivery { .. })
+    ));
+    store.release(a[0].id).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn dead_letter_list_and_replay_keep_the_webhook_id() -> TestResult {
+    let server = RedisServer::start()?;
+    let store = open(&server, options()).await?;
+    store
+        .enqueue(None, vec![new("crm", "a"), new("ops", "b")], 1_000)
+        .await?;
+    let a = store.lease("crm", 1_000, 1).await?.remove(0);
+    store
+        .reschedule(a.id, 1_000, 12, Some("timeout".into()))
+        .await?;
+    let a = store.lease("crm", 1_000, 1).await?.remove(0);
+    let long = "é".repeat(MAX_RESPONSE_BYTES); // twice the limit in bytes
+    store
+        .dead_letter(a.id, "attempts exhausted", Some(500), Some(long), 9_000)
+        .await?;
+    assert_eq!(store.queue_depth("crm").await?, 0);
+    assert_eq!(store.endpoints().await?, ["ops"]);
+
+    let letters = store.dead_letters(None, 10).await?;
+    assert_eq!(letters.len(), 1);
+    let dead = &letters[0];
+    assert_eq!(dead.reason, "attempts exhausted");
+    assert_eq!((dead.status, dead.dead_at_ms), (Some(500), 9_000));
+    assert_eq!(dead.delivery.attempts, 12);
+    assert_eq!(dead.delivery.webhook_id, "a");
+    assert_eq!(dead.delivery.last_error.as_deref(), Some("timeout"));
+    let response = dead.response.as_deref().unwrap_or_default();
+    assert!(response.len() <= MAX_RESPONSE_BYTES && response.len() > MAX_RESPONSE_BYTES - 2);
+    assert!(store.dead_letters(Some("ops"), 10).await?.is_empty());
+    assert!(store.dead_letters(None, 0).await?.is_empty());
+
+    // Replayed by another replica: same id, same webhook id, attempts reset.
+    let other = open(&server, options()).await?;
+    assert!(other.replay(a.id).await?);
+    assert!(!other.replay(a.id).await?, "already replayed");
+    assert!(store.dead_letters(None, 10).await?.is_empty());
+    let again = store.lease("crm", 0, 10).await?;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, a.id);
+    assert_eq!(again[0].webhook_id, "a");
+    assert_eq!(again[0].body, a.body);
+    assert_eq!(
+        (again[0].attempts, again[0].last_error.as_deref()),
+        (0, None)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn removed_endpoint_goes_to_dead_letters_and_back() -> TestResult {
+    let server = RedisServer::start()?;
+    let store = open(&server, options()).await?;
+    let batch = (0..5).map(|i| new("old", &format!("w{i}"))).collect();
+    store.enqueue(None, batch, 1_000).await?;
+    store.enqueue(None, vec![new("kept", "k")], 1_000).await?;
+    let leased = store.lease("old", 1_000, 2).await?;
+    assert_eq!(leased.len(), 2);
+    // One of them waits for a retry (in the delayed set, not the stream).
+    store
+        .reschedule(leased[1].id, now_ms() + 60_000, 1, None)
+        .await?;
+
+    assert_eq!(
+        store
+            .dead_letter_endpoint("old", "endpoint removed", 2_000)
+            .await?,
+        5
+    );
+    assert_eq!(store.queue_depth("old").await?, 0);
+    assert_eq!(store.queue_depth("kept").await?, 1);
+    assert_eq!(store.endpoints().await?, ["kept"]);
+    assert!(matches!(
+        store.complete(leased[0].id).await,
+        Err(StoreError::UnknownDelivery { .. })
+    ));
+    let letters = store.dead_letters(Some("old"), 3).await?;
+    assert_eq!(letters.len(), 3, "limit applies");
+    assert!(letters.iter().all(|d| d.reason == "endpoint removed"));
+    assert_eq!(store.dead_letters(Some("old"), 100).await?.len(), 5);
+    assert!(store.dead_letters(Some("kept"), 100).await?.is_empty());
+
+    let wake = store.subscribe("old");
+    assert_eq!(store.replay_endpoint("old").await?, 5);
+    assert_eq!(store.queue_depth("old").await?, 5);
+    let mut woken = std::pin::pin!(wake.notified());
+    assert!(woken.as_mut().enable(), "replay wakes the endpoint");
+    let order: Vec<String> = store
+        .lease("old", 2_000, 10)
+        .await?
+        .into_iter()
+        .map(|d| d.webhook_id)
+        .collect();
+    assert_eq!(order, ["w0", "w1", "w2", "w3", "w4"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedupe_window_is_shared_by_replicas() -> TestResult {
+    let server = RedisServer::start()?;
+    let (a, b) = (
+        open(&server, options()).await?,
+        open(&server, options()).await?,
+    );
+    let key = || Some(("sendgrid:evt1".to_owned(), HOUR));
+    let first = a.enqueue(key(), vec![new("crm", "a")], 0).await?;
+    assert!(matches!(first, EnqueueOutcome::Enqueued(ref ids) if ids.len() == 1));
+    // The provider retried to the other replica: nothing written.
+    let dup = b
+        .enqueue(key(), vec![new("crm", "a"), new("ops", "a")], 0)
+        .await?;
+    assert_eq!(dup, EnqueueOutcome::Duplicate);
+    assert_eq!(a.queue_depth("crm").await?, 1);
+    assert_eq!(a.queue_depth("ops").await?, 0);
+
+    // An empty batch still records the key (an event no endpoint wanted).
+    let nobody = || Some(("sendgrid:evt2".to_owned(), HOUR));
+    assert_eq!(
+        a.enqueue(nobody(), vec![], 0).await?,
+        EnqueueOutcome::Enqueued(vec![])
+    );
+    assert_eq!(
+        b.enqueue(nobody(), vec![new("crm", "x")], 0).await?,
+        EnqueueOutcome::Duplicate
+    );
+
+    // The same event at both replicas at once: exactly one enqueues.
+    for round in 0..20 {
+        let key = || Some((format!("race{round}"), HOUR));
+        let (x, y) = tokio::join!(
+            a.enqueue(key(), vec![new("crm", "1")], 0),
+            b.enqueue(key(), vec![new("crm", "2")], 0),
+        );
+        let outcomes = [x?, y?];
+        let duplicates = outcomes
+            .iter()
+            .filter(|o| **o == EnqueueOutcome::Duplicate)
+            .count();
+        assert_eq!(duplicates, 1, "round {round}: {outcomes:?}");
+    }
+
+    // The window expires (by Redis's clock): accepted again.
+    let short = || Some(("short".to_owned(), Duration::from_millis(200)));
+    assert!(matches!(
+        a.enqueue(short(), vec![], 0).await?,
+        EnqueueOutcome::Enqueued(_)
+    ));
+    assert_eq!(
+        b.enqueue(short(), vec![], 0).await?,
+        EnqueueOutcome::Duplicate
+    );
+    let deadline = Instant::now() + WITHIN;
+    while b.enqueue(short(), vec![], 0).await? == EnqueueOutcome::Duplicate {
+        assert!(Instant::now() < deadline, "the window never expired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_never_lease_the_same_delivery() -> TestResult {
+    let server = RedisServer::start()?;
+    let (a, b) = (
+        open(&server, options()).await?,
+        open(&server, options()).await?,
+    );
+    let batch = (0..300).map(|i| new("crm", &format!("w{i}"))).collect();
+    let all: BTreeSet<DeliveryId> = ids(a.enqueue(None, batch, 0).await?).into_iter().collect();
+    assert_eq!(all.len(), 300);
+
+    async fn drain(store: RedisStore) -> Result<Vec<DeliveryId>, StoreError> {
+        let mut got = Vec::new();
+        loop {
+            let batch = store.lease("crm", now_ms(), 7).await?;
+            if batch.is_empty() {
+                return Ok(got);
+            }
+            got.extend(batch.iter().map(|d| d.id));
+            tokio::task::yield_now().await;
+        }
+    }
+    let (got_a, got_b) = tokio::join!(tokio::spawn(drain(a.clone())), tokio::spawn(drain(b)));
+    let (got_a, got_b) = (got_a??, got_b??);
+    eprintln!("replica a leased {}, b leased {}", got_a.len(), got_b.len());
+    let set_a: BTreeSet<DeliveryId> = got_a.iter().copied().collect();
+    let set_b: BTreeSet<DeliveryId> = got_b.iter().copied().collect();
+    assert_eq!(set_a.len(), got_a.len(), "a got a delivery twice");
+    assert_eq!(set_b.len(), got_b.len(), "b got a delivery twice");
+    assert!(
+        set_a.is_disjoint(&set_b),
+        "both replicas leased the same delivery"
+    );
+    let union: BTreeSet<DeliveryId> = set_a.union(&set_b).copied().collect();
+    assert_eq!(union, all);
+    assert_eq!(a.queue_depth("crm").await?, 300, "leased ones still count");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replicas_delivery_is_claimed_after_the_visibility_timeout() -> TestResult {
+    let server = RedisServer::start()?;
+    let visibility = Duration::from_millis(500);
+    let opts = || options().visibility_timeout(visibility);
+    let (a, b) = (open(&server, opts()).await?, open(&server, opts()).await?);
+    assert_ne!(a.consumer(), b.consumer());
+    a.enqueue(None, vec![new("crm", "x"), new("crm", "y")], 0)
+        .await?;
+    let x = a.lease("crm", now_ms(), 1).await?.remove(0);
+    assert_eq!(x.webhook_id, "x");
+
+    // A released lease is free for the other replica at once.
+    let y = a.lease("crm", now_ms(), 1).await?.remove(0);
+    a.release(y.id).await?;
+    let y_at_b = b.lease("crm", now_ms(), 10).await?;
+    assert_eq!(y_at_b.len(), 1);
+    assert_eq!(y_at_b[0].id, y.id);
+    b.complete(y.id).await?;
+
+    // A live replica keeps renewing its lease, however long the attempt takes.
+    tokio::time::sleep(visibility * 4).await;
+    assert!(
+        b.lease("crm", now_ms(), 10).await?.is_empty(),
+        "taken from a live replica"
+    );
+    let due = b.next_due("crm").await?.unwrap_or(i64::MAX);
+    assert!(due > now_ms(), "a live lease is not due elsewhere");
+
+    // The replica dies without completing: after the timeout the other one takes over.
+    drop(a);
+    let died = Instant::now();
+    let deadline = died + WITHIN;
+    let taken = loop {
+        let leased = b.lease("crm", now_ms(), 10).await?;
+        if !leased.is_empty() {
+            break leased;
+        }
+        assert!(Instant::now() < deadline, "never claimed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let waited = died.elapsed();
+    assert!(waited >= visibility / 2, "claimed after {waited:?}");
+    assert_eq!(taken.len(), 1);
+    assert_eq!((taken[0].id, taken[0].webhook_id.as_str()), (x.id, "x"));
+    assert_eq!(taken[0].body, x.body);
+    b.complete(x.id).await?;
+    assert_eq!(b.queue_depth("crm").await?, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn enqueue_wakes_a_subscribed_worker() -> TestResult {
+    let server = RedisServer::start()?;
+    let store = open(&server, options()).await?;
+    let wake = store.subscribe("crm");
+    let worker = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            loop {
+                let leased = store.lease("crm", i64::MAX, 10).await?;
+                if !leased.is_empty() {
+                    return Ok::<_, StoreError>(leased);
+                }
+                wake.notified().await;
+            }
+        })
+    };
+    store.enqueue(None, vec![new("crm", "a")], 0).await?;
+    let leased = tokio::time::timeout(WITHIN, worker).await???;
+    assert_eq!(leased[0].webhook_id, "a");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_fails_fast_and_nothing_acknowledged_is_lost() -> TestResult {
+    let mut server = RedisServer::start()?;
+    let store = open(&server, options()).await?;
+    let mut acked = BTreeSet::new();
+    for i in 0..50 {
+        let key = Some((format!("evt{i}"), HOUR));
+        let batch = vec![new("crm", &format!("w{i}")), new("ops", &format!("w{i}"))];
+        acked.extend(ids(store.enqueue(key, batch, 0).await?));
+    }
+    let done = store.lease("ops", now_ms(), 1).await?.remove(0);
+    store.complete(done.id).await?;
+    let dead = store.lease("ops", now_ms(), 1).await?.remove(0);
+    store
+        .dead_letter(dead.id, "gone", Some(410), None, 5)
+        .await?;
+
+    server.kill()?;
+    let started = Instant::now();
+    let down = store.enqueue(None, vec![new("crm", "lost")], 0).await;
+    assert!(down.is_err(), "enqueue with redis down: {down:?}");
+    assert!(store.lease("crm", now_ms(), 10).await.is_err());
+    assert!(store.health().await.is_err());
+    assert!(store.queue_depth("crm").await.is_err());
+    let failed_in = started.elapsed();
+    assert!(
+        failed_in < Duration::from_secs(8),
+        "failed in {failed_in:?}"
+    );
+
+    server.restart()?;
+    let deadline = Instant::now() + WITHIN;
+    while let Err(error) = store.health().await {
+        assert!(Instant::now() < deadline, "never reconnected: {error}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(store.queue_depth("crm").await?, 50);
+    assert_eq!(store.queue_depth("ops").await?, 48);
+    assert_eq!(
+        store
+            .enqueue(Some(("evt7".into(), HOUR)), vec![new("crm", "again")], 0)
+            .await?,
+        EnqueueOutcome::Duplicate,
+        "the dedupe window survived"
+    );
+    let letters = store.dead_letters(None, 10).await?;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        (letters[0].delivery.id, letters[0].status),
+        (dead.id, Some(410))
+    );
+
+    let mut found: BTreeSet<DeliveryId> = [done.id, dead.id].into();
+    for endpoint in ["crm", "ops"] {
+        found.extend(
+            store
+                .lease(endpoint, now_ms(), 1_000)
+                .await?
+                .iter()
+                .map(|d| d.id),
+        );
+    }
+    assert_eq!(found, acked, "every acknowledged delivery is there");
+    let next = ids(store.enqueue(None, vec![new("crm", "d")], 0).await?);
+    assert!(
+        next[0] > *acked.last().unwrap_or(&DeliveryId(0)),
+        "ids keep increasing"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn unreachable_redis_fails_to_open() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_or(1, |a| a.port());
+    let opened =
+        RedisStore::open_with(&format!("redis://u:secret@127.0.0.1:{port}"), options()).await;
+    match opened {
+        Err(error @ StoreError::Connect { .. }) => {
+            assert!(
+                !format!("{error} {error:?}").contains("secret"),
+                "{error:?}"
+            );
+        }
+        other => panic!("expected a connect error, got {other:?}"),
+    }
+    assert!(matches!(
+        RedisStore::open("not a url").await,
+        Err(StoreError::Connect { .. })
+    ));
+}
+
+/// The same round trip through [`Store`], on both backends.
+#[tokio::test]
+async fn store_enum_runs_either_backend() -> TestResult {
+    let server = RedisServer::start()?;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
+    let configs = [
+        StoreConfig::Embedded {
+            path: dir.path().to_owned(),
+        },
+        StoreConfig::Redis {
+            url: server.url(),
+            options: options(),
+        },
+    ];
+    for config in configs {
+        let store = Store::open(config).await?;
+        let kind = store.kind();
+        store.health().await?;
+        let key = Some(("k".to_owned(), HOUR));
+        let enqueued = ids(store.enqueue(key.clone(), vec![new("crm", "a")], 0).await?);
+        assert_eq!(enqueued.len(), 1, "{kind}");
+        assert_eq!(
+            store.enqueue(key, vec![], 0).await?,
+            EnqueueOutcome::Duplicate
+        );
+        assert_eq!(store.endpoints().await?, ["crm"], "{kind}");
+        assert_eq!(store.queue_depth("crm").await?, 1, "{kind}");
+        assert!(store.next_due("crm").await?.is_some(), "{kind}");
+        let d = store.lease("crm", now_ms(), 10).await?.remove(0);
+        store.release(d.id).await?;
+        let d = store.lease("crm", now_ms(), 10).await?.remove(0);
+        store.dead_letter(d.id, "gone", Some(410), None, 1).await?;
+        assert_eq!(
+            store.dead_letters(Some("crm"), 10).await?.len(),
+            1,
+            "{kind}"
+        );
+        assert!(store.replay(d.id).await?, "{kind}");
+        let d = store.lease("crm", now_ms(), 10).await?.remove(0);
+        store.reschedule(d.id, 0, 1, Some("503".into())).await?;
+        let d = store.lease("crm", now_ms(), 10).await?.remove(0);
+        assert_eq!((d.attempts, d.webhook_id.as_str()), (1, "a"), "{kind}");
+        store.complete(d.id).await?;
+        assert_eq!(store.dead_letter_endpoint("crm", "removed", 2).await?, 0);
+        assert_eq!(store.replay_endpoint("crm").await?, 0, "{kind}");
+        assert_eq!(store.queue_depth("crm").await?, 0, "{kind}");
+        let _wake = store.subscribe("crm");
+    }
+    Ok(())
+}
