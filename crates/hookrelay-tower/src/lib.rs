@@ -7,6 +7,7 @@
 //! | [`RateLimitLayer`] | answers `429` + `Retry-After` over the same policy | `rate-limit` |
 //! | [`SetHeadersLayer`] | sets a validated header set on requests or responses | `set-headers` |
 //! | [`SignLayer`] | Standard Webhooks signing of the request body | `sign` |
+//! | `gcra::redis::RedisGcra` | GCRA buckets in Redis for the throttle and rate limit, shared by every replica | `redis` (not default) |
 //!
 //! Each layer is built from a policy value or from its reload handle
 //! ([`ThrottleHandle`](gcra::ThrottleHandle), [`HeaderSetHandle`](set_headers::HeaderSetHandle),
@@ -15,7 +16,8 @@
 //! change keeps its buckets. The policies themselves ([`gcra::Gcra`], [`gcra::Limiter`],
 //! [`set_headers::HeaderSet`], `hookrelay_core::signing::Signer`) are plain types, so
 //! other adapters (a Pingora filter) and backends (GCRA in Redis, through
-//! [`gcra::RateLimiter`]) reuse them.
+//! [`gcra::RateLimiter`]) reuse them. A backend that cannot answer fails the request
+//! (`ThrottleError::Unavailable`, or `503` from the rate limit): nothing passes unthrottled.
 //!
 //! hookrelay's delivery stack, top to bottom:
 //!
@@ -23,10 +25,10 @@
 //! SetHeaders (endpoint headers) ▶ Sign (webhook-*) ▶ Throttle (endpoint rate) ▶ Timeout ▶ client
 //! ```
 //!
-//! This crate does no I/O of its own and knows nothing of hookrelay's config file or of
-//! Pingora.
+//! Apart from the optional Redis backend, this crate does no I/O of its own; it knows
+//! nothing of hookrelay's config file or of Pingora.
 
-#[cfg(any(feature = "throttle", feature = "rate-limit"))]
+#[cfg(any(feature = "throttle", feature = "rate-limit", feature = "redis"))]
 pub mod gcra;
 #[cfg(feature = "rate-limit")]
 pub mod rate_limit;

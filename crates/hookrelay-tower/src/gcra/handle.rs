@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use super::{DEFAULT_MAX_KEYS, Exceeded, Gcra, Key, Limiter, RateLimiter};
+use super::{DEFAULT_MAX_KEYS, Exceeded, Gcra, Key, Limiter, RateLimiter, ReserveError};
 
 /// The live rate policy of a throttle or rate limiter, with its buckets, shared by every
 /// clone of the layers and services built from it.
@@ -100,13 +100,17 @@ impl From<Gcra> for ThrottleHandle {
     }
 }
 
-/// The (already complete) reservation of a [`ThrottleHandle`].
-pub type ThrottleHandleFuture = Ready<Result<tokio::time::Instant, Exceeded>>;
+/// The (already complete) reservation of a [`ThrottleHandle`]; it never fails with
+/// [`ReserveError::Unavailable`].
+pub type ThrottleHandleFuture = Ready<Result<tokio::time::Instant, ReserveError>>;
 
 impl RateLimiter for ThrottleHandle {
     type Future = ThrottleHandleFuture;
 
     fn reserve(&self, key: Option<Key>, max_wait: Duration) -> Self::Future {
-        ready(self.reserve_now(key.as_ref(), max_wait))
+        ready(
+            self.reserve_now(key.as_ref(), max_wait)
+                .map_err(ReserveError::from),
+        )
     }
 }

@@ -17,7 +17,8 @@
 //! the current time passed in, so a Pingora adapter or a Redis backend reuses them and
 //! tests control time. [`ThrottleHandle`] reads the time from tokio's clock (so
 //! `tokio::time::pause` drives it) and implements [`RateLimiter`], the async interface a
-//! shared backend (GCRA in Redis) implements to plug into the same layers.
+//! shared backend implements to plug into the same layers: with feature `redis`,
+//! `redis::RedisGcra` keeps the same algorithm in Redis, shared by every replica.
 //!
 //! Why not `governor`: its clock does not follow tokio's paused clock, and it cannot hand
 //! out future slots to queued waiters (its `until_ready` re-polls with jitter); reserving the
@@ -44,8 +45,13 @@
 mod handle;
 mod key;
 mod limiter;
+#[cfg(feature = "redis")]
+pub mod redis;
 
+use std::error::Error;
+use std::fmt;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use handle::{ThrottleHandle, ThrottleHandleFuture};
@@ -117,6 +123,64 @@ impl Exceeded {
     }
 }
 
+/// Why a [`RateLimiter`] reserved nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReserveError {
+    /// The slot is further away than the maximum wait.
+    #[error(transparent)]
+    Exceeded(#[from] Exceeded),
+    /// The backend holding the buckets could not answer; the request must not pass.
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
+/// A shared backend (Redis) could not be asked for a slot: unreachable, timed out, or it
+/// answered with an error. Whether a slot was taken is unknown; layers fail the request
+/// rather than let it pass unthrottled.
+///
+/// Clones share the cause; two values are equal when they are clones of the same failure.
+#[derive(Clone)]
+pub struct Unavailable {
+    source: Arc<dyn Error + Send + Sync>,
+}
+
+impl Unavailable {
+    /// A failure of the backend caused by `source`.
+    #[must_use]
+    pub fn new(source: impl Into<Box<dyn Error + Send + Sync>>) -> Self {
+        Self {
+            source: Arc::from(source.into()),
+        }
+    }
+}
+
+impl fmt::Debug for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Unavailable").field(&self.source).finish()
+    }
+}
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("rate limiter backend unavailable")
+    }
+}
+
+impl Error for Unavailable {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+impl PartialEq for Unavailable {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.source, &other.source)
+    }
+}
+
+impl Eq for Unavailable {}
+
 /// One GCRA bucket: its theoretical arrival time, nothing else.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GcraState {
@@ -169,10 +233,13 @@ impl GcraState {
 /// shared backend (GCRA in Redis) so several processes respect one rate.
 ///
 /// The returned future owns what it needs (`'static`), so a remote backend can await its
-/// round trip inside the layer's future.
+/// round trip inside the layer's future. A backend that cannot answer resolves to
+/// [`ReserveError::Unavailable`]; the layers then fail the request (throttle) or answer
+/// `503` (rate limit), never letting it through unthrottled. The in-memory handle never
+/// does.
 pub trait RateLimiter {
     /// The reservation in flight.
-    type Future: Future<Output = Result<tokio::time::Instant, Exceeded>> + Send + 'static;
+    type Future: Future<Output = Result<tokio::time::Instant, ReserveError>> + Send + 'static;
 
     /// Reserves the next slot for `key` (`None`: the one shared bucket) if it starts within
     /// `max_wait`, resolving to the instant the request may start.

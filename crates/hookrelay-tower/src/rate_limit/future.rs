@@ -9,7 +9,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower_service::Service;
 
-use crate::gcra::Exceeded;
+use crate::gcra::ReserveError;
 
 pin_project! {
     /// Response future of [`RateLimit`](super::RateLimit): decide, then call or refuse.
@@ -58,7 +58,7 @@ impl<S, Req, F, ResBody> Future for ResponseFuture<S, Req, F>
 where
     S: Service<Req, Response = Response<ResBody>>,
     ResBody: Default,
-    F: Future<Output = Result<Instant, Exceeded>>,
+    F: Future<Output = Result<Instant, ReserveError>>,
 {
     type Output = Result<Response<ResBody>, S::Error>;
 
@@ -67,8 +67,14 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Deciding { reservation, call } => {
-                    if let Err(exceeded) = ready!(reservation.poll(cx)) {
-                        return Poll::Ready(Ok(too_many_requests(exceeded.retry_after())));
+                    match ready!(reservation.poll(cx)) {
+                        Ok(_) => {}
+                        Err(ReserveError::Exceeded(exceeded)) => {
+                            return Poll::Ready(Ok(too_many_requests(exceeded.retry_after())));
+                        }
+                        Err(ReserveError::Unavailable(_)) => {
+                            return Poll::Ready(Ok(status_only(StatusCode::SERVICE_UNAVAILABLE)));
+                        }
                     }
                     let call = call.take();
                     this.state.set(State::Admitted { call });
@@ -88,9 +94,14 @@ where
 
 fn too_many_requests<B: Default>(retry_after: Duration) -> Response<B> {
     let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-    let mut res = Response::new(B::default());
-    *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    let mut res = status_only(StatusCode::TOO_MANY_REQUESTS);
     res.headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    res
+}
+
+fn status_only<B: Default>(status: StatusCode) -> Response<B> {
+    let mut res = Response::new(B::default());
+    *res.status_mut() = status;
     res
 }

@@ -9,6 +9,8 @@
 //! per peer or per API key.
 //!
 //! The service's errors are the inner service's, so it fits an axum `Router` directly.
+//! With a shared backend ([`RateLimitLayer::with_limiter`], e.g. GCRA in Redis) that cannot
+//! be reached, requests are answered `503 Service Unavailable`: the limit fails closed.
 //!
 //! # Example
 //!

@@ -9,7 +9,7 @@ use tower_service::Service;
 
 use super::ThrottleError;
 use crate::BoxError;
-use crate::gcra::Exceeded;
+use crate::gcra::ReserveError;
 
 pin_project! {
     /// Response future of [`Throttle`](super::Throttle): reserve, wait, call.
@@ -61,7 +61,7 @@ impl<S, Req, F> Future for ResponseFuture<S, Req, F>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
-    F: Future<Output = Result<Instant, Exceeded>>,
+    F: Future<Output = Result<Instant, ReserveError>>,
 {
     type Output = Result<S::Response, BoxError>;
 
@@ -72,12 +72,15 @@ where
                 StateProj::Reserving { reservation, call } => {
                     let slot = match ready!(reservation.poll(cx)) {
                         Ok(slot) => slot,
-                        Err(exceeded) => {
+                        Err(ReserveError::Exceeded(exceeded)) => {
                             return Poll::Ready(Err(ThrottleError::WaitTooLong {
                                 wait: exceeded.retry_after(),
                                 max_wait: *this.max_wait,
                             }
                             .into()));
+                        }
+                        Err(ReserveError::Unavailable(source)) => {
+                            return Poll::Ready(Err(ThrottleError::Unavailable { source }.into()));
                         }
                     };
                     let sleep = (slot > Instant::now()).then(|| Box::pin(sleep_until(slot)));

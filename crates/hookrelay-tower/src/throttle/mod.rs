@@ -9,6 +9,9 @@
 //!
 //! A request whose slot is further away than [`ThrottleLayer::max_wait`] fails at once
 //! with [`ThrottleError::WaitTooLong`], reserving nothing, instead of queueing forever.
+//! With a shared backend ([`ThrottleLayer::with_limiter`], e.g. GCRA in Redis) a request
+//! whose slot cannot be reserved fails with [`ThrottleError::Unavailable`]: the throttle
+//! fails closed, it never lets a request through unthrottled.
 //! Buckets can be per key ([`ThrottleLayer::key_by`]): per endpoint, per header, per peer.
 //!
 //! The service is always ready: it clones the inner service for each request and polls
@@ -73,6 +76,8 @@ pub use future::ResponseFuture;
 pub use layer::ThrottleLayer;
 pub use service::Throttle;
 
+use crate::gcra::Unavailable;
+
 /// Why a throttle refused a request itself (the inner service's errors pass through).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -84,5 +89,13 @@ pub enum ThrottleError {
         wait: Duration,
         /// The configured maximum wait.
         max_wait: Duration,
+    },
+    /// The shared backend of the buckets (Redis) could not be asked for a slot; the
+    /// request was not sent. Retry it later: nothing passes unthrottled.
+    #[error("throttle backend unavailable; request not sent")]
+    Unavailable {
+        /// What failed.
+        #[source]
+        source: Unavailable,
     },
 }
