@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use hookrelay_config::{Endpoint, RateLimit, Snapshot};
 use hookrelay_core::signing::{Signer, WEBHOOK_ID};
 use hookrelay_store::Delivery;
-use hookrelay_tower::gcra::{Gcra, ThrottleHandle};
+use hookrelay_tower::gcra::redis::RedisGcra;
+use hookrelay_tower::gcra::{Gcra, Key, RateLimiter, ReserveError, ThrottleHandle};
 use hookrelay_tower::set_headers::{HeaderSet, Mode as HeaderMode};
 use hookrelay_tower::{SetHeadersLayer, SignLayer, ThrottleLayer};
 use http::{HeaderValue, Request, StatusCode};
@@ -54,8 +55,64 @@ enum Outcome {
     Gone {
         response: Option<String>,
     },
-    /// Not attempted (throttle wait too long, endpoint gone): back in the queue as it was.
-    Release,
+    /// Not attempted (the throttle's slot is too far away, or its Redis is unreachable):
+    /// back in the queue for `after`, without counting an attempt.
+    Defer {
+        after: Duration,
+        reason: String,
+    },
+}
+
+/// An endpoint's rate limit: in memory (one sidecar), or in Redis (replicas share it).
+#[derive(Clone)]
+enum Limit {
+    Local(ThrottleHandle),
+    Redis(RedisGcra),
+}
+
+impl Limit {
+    fn new(app: &App, endpoint: &str, r: RateLimit) -> Option<Limit> {
+        let gcra = Gcra::new(r.per_second, r.burst);
+        match &app.redis_url {
+            None => Some(Limit::Local(ThrottleHandle::new(gcra))),
+            Some(url) => {
+                match RedisGcra::open(url.expose(), format!("hookrelay:rl:{endpoint}:"), gcra) {
+                    Ok(l) => Some(Limit::Redis(l)),
+                    Err(e) => {
+                        // Never unthrottled: fall back to this replica's own share of nothing;
+                        // an in-memory limit at the configured rate is the closest safe choice.
+                        tracing::error!(endpoint, error = %e, "cannot use the Redis rate limit, limiting in memory");
+                        Some(Limit::Local(ThrottleHandle::new(gcra)))
+                    }
+                }
+            }
+        }
+    }
+
+    fn set(&self, r: RateLimit) {
+        let gcra = Gcra::new(r.per_second, r.burst);
+        match self {
+            Limit::Local(h) => {
+                h.set(gcra);
+            }
+            Limit::Redis(g) => {
+                g.set(gcra);
+            }
+        }
+    }
+}
+
+impl RateLimiter for Limit {
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<tokio::time::Instant, ReserveError>> + Send>,
+    >;
+
+    fn reserve(&self, key: Option<Key>, max_wait: Duration) -> Self::Future {
+        match self {
+            Limit::Local(h) => Box::pin(h.reserve(key, max_wait)),
+            Limit::Redis(g) => g.reserve(key, max_wait),
+        }
+    }
 }
 
 /// One endpoint's lane.
@@ -64,7 +121,7 @@ pub(crate) struct Lane {
     /// One permit per attempt in flight; `limit` permits in all.
     permits: Arc<Semaphore>,
     limit: std::sync::atomic::AtomicUsize,
-    throttle: Mutex<Option<ThrottleHandle>>,
+    throttle: Mutex<Option<Limit>>,
     pub(crate) paused: AtomicBool,
     pub(crate) wake: Arc<Notify>,
     stop: watch::Sender<bool>,
@@ -72,19 +129,19 @@ pub(crate) struct Lane {
 
 impl Lane {
     fn new(
+        app: &App,
         name: String,
         rate: Option<RateLimit>,
         concurrency: usize,
         wake: Arc<Notify>,
     ) -> Arc<Self> {
         let (stop, _) = watch::channel(false);
+        let throttle = rate.and_then(|r| Limit::new(app, &name, r));
         Arc::new(Self {
             name,
             permits: Arc::new(Semaphore::new(concurrency)),
             limit: std::sync::atomic::AtomicUsize::new(concurrency),
-            throttle: Mutex::new(
-                rate.map(|r| ThrottleHandle::new(Gcra::new(r.per_second, r.burst))),
-            ),
+            throttle: Mutex::new(throttle),
             paused: AtomicBool::new(false),
             wake,
             stop,
@@ -92,13 +149,11 @@ impl Lane {
     }
 
     /// Applies a (possibly) changed rate limit: an unchanged rate keeps its buckets.
-    fn set_rate(&self, rate: Option<RateLimit>) {
+    fn set_rate(&self, app: &App, rate: Option<RateLimit>) {
         if let Ok(mut t) = self.throttle.lock() {
             match (t.as_ref(), rate) {
-                (Some(h), Some(r)) => {
-                    h.set(Gcra::new(r.per_second, r.burst));
-                }
-                (None, Some(r)) => *t = Some(ThrottleHandle::new(Gcra::new(r.per_second, r.burst))),
+                (Some(limit), Some(r)) => limit.set(r),
+                (None, Some(r)) => *t = Limit::new(app, &self.name, r),
                 (_, None) => *t = None,
             }
         }
@@ -121,7 +176,7 @@ impl Lane {
         }
     }
 
-    fn throttle(&self) -> Option<ThrottleHandle> {
+    fn throttle(&self) -> Option<Limit> {
         self.throttle.lock().ok().and_then(|t| t.clone())
     }
 }
@@ -148,7 +203,7 @@ impl Lanes {
             for ep in &snapshot.endpoints {
                 match lanes.get(&ep.name) {
                     Some(lane) => {
-                        lane.set_rate(ep.rate_limit);
+                        lane.set_rate(app, ep.rate_limit);
                         lane.set_concurrency(concurrency(ep));
                         // A reload is the operator's answer to a 410: resume.
                         lane.paused.store(false, Ordering::Relaxed);
@@ -156,6 +211,7 @@ impl Lanes {
                     }
                     None => {
                         let lane = Lane::new(
+                            app,
                             ep.name.clone(),
                             ep.rate_limit,
                             concurrency(ep),
@@ -196,7 +252,7 @@ impl Lanes {
             }
         }
         // Deliveries of endpoints no longer configured (e.g. removed while stopped).
-        for name in app.store.endpoints() {
+        for name in app.store.endpoints().await.unwrap_or_default() {
             if snapshot.endpoint(&name).is_none() {
                 let _ = app
                     .store
@@ -266,7 +322,7 @@ async fn run_lane(app: Arc<App>, lane: Arc<Lane>) {
         };
         if batch.is_empty() {
             drop(first);
-            let wait = match app.store.next_due(&lane.name) {
+            let wait = match app.store.next_due(&lane.name).await.ok().flatten() {
                 Some(at) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0).max(1)),
                 None => Duration::from_secs(3600),
             };
@@ -383,7 +439,7 @@ async fn send(app: &App, lane: &Lane, ep: &Endpoint, d: &Delivery) -> Outcome {
         .layer(SignLayer::new(Signer::new(ep.signing_secrets.clone())))
         .option_layer(
             lane.throttle()
-                .map(|h| ThrottleLayer::new(h).max_wait(MAX_THROTTLE_WAIT)),
+                .map(|l| ThrottleLayer::with_limiter(l).max_wait(MAX_THROTTLE_WAIT)),
         )
         .timeout(ep.timeout)
         .service(client);
@@ -407,10 +463,11 @@ async fn send(app: &App, lane: &Lane, ep: &Endpoint, d: &Delivery) -> Outcome {
             classify(status, ra, body)
         }
         Err(e) => {
-            if e.downcast_ref::<hookrelay_tower::throttle::ThrottleError>()
-                .is_some()
-            {
-                return Outcome::Release;
+            if let Some(t) = e.downcast_ref::<hookrelay_tower::throttle::ThrottleError>() {
+                return Outcome::Defer {
+                    after: Duration::from_secs(1),
+                    reason: t.to_string(),
+                };
             }
             let text = if e.is::<tower::timeout::error::Elapsed>() {
                 format!("timed out after {:?}", ep.timeout)
@@ -475,7 +532,13 @@ async fn attempt(app: &Arc<App>, lane: &Arc<Lane>, d: Delivery) {
             app.metrics.attempt(&lane.name, "delivered", None);
             app.store.complete(d.id).await
         }
-        Outcome::Release => app.store.release(d.id).await,
+        Outcome::Defer { after, reason } => {
+            tracing::debug!(endpoint = %lane.name, reason = %reason, "attempt deferred");
+            let at = now + i64::try_from(after.as_millis()).unwrap_or(1000);
+            app.store
+                .reschedule(d.id, at, d.attempts, Some(reason))
+                .await
+        }
         Outcome::Gone { response } => {
             tracing::warn!(endpoint = %lane.name, "410 Gone: endpoint paused until a reload or resume");
             lane.paused.store(true, Ordering::Relaxed);

@@ -26,7 +26,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use hookrelay_config::{Live, ReloadOutcome};
-use hookrelay_store::EmbeddedStore;
+use hookrelay_store::{RedisOptions, Store};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -60,7 +60,10 @@ pub(crate) struct Args {
 /// What every part of the sidecar shares.
 pub(crate) struct App {
     pub(crate) live: Arc<Live>,
-    pub(crate) store: EmbeddedStore,
+    pub(crate) store: Store,
+    /// Redis URL when the store is Redis: endpoint throttles then live in Redis too, so
+    /// replicas share one rate per endpoint.
+    pub(crate) redis_url: Option<hookrelay_core::Secret>,
     pub(crate) metrics: Metrics,
     pub(crate) lanes: Lanes,
     pub(crate) replay: replay::ReplayCache,
@@ -206,11 +209,13 @@ impl App {
     /// Prometheus text of every metric.
     pub(crate) async fn render_metrics(&self) -> String {
         let snapshot = self.live.snapshot();
-        let depth: Vec<(String, u64)> = snapshot
-            .endpoints
-            .iter()
-            .map(|ep| (ep.name.clone(), self.store.queue_depth(&ep.name)))
-            .collect();
+        let mut depth = Vec::with_capacity(snapshot.endpoints.len());
+        for ep in &snapshot.endpoints {
+            depth.push((
+                ep.name.clone(),
+                self.store.queue_depth(&ep.name).await.unwrap_or(0),
+            ));
+        }
         self.metrics.set_generation(snapshot.generation);
         self.metrics.render(&depth)
     }
@@ -379,9 +384,23 @@ pub(crate) fn run(args: &Args) -> ExitCode {
         }
     };
     let snapshot = live.snapshot();
-    let store = match &snapshot.store {
-        hookrelay_config::Store::Embedded { path } => match EmbeddedStore::open(path) {
-            Ok(s) => s,
+    // The store's connections and background tasks live on a runtime of their own, for
+    // the life of the process (Pingora's services each run their own runtimes).
+    let store_rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("hookrelay-store-io")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hookrelay run: cannot start the store runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let (store, redis_url) = match &snapshot.store {
+        hookrelay_config::Store::Embedded { path } => match Store::open_embedded(path) {
+            Ok(s) => (s, None),
             Err(e) => {
                 eprintln!(
                     "hookrelay run: cannot open the store at {}: {e}",
@@ -390,10 +409,17 @@ pub(crate) fn run(args: &Args) -> ExitCode {
                 return ExitCode::from(1);
             }
         },
+        hookrelay_config::Store::Redis { url } => {
+            match store_rt.block_on(Store::open_redis(url.expose(), RedisOptions::default())) {
+                Ok(s) => (s, Some(url.clone())),
+                Err(e) => {
+                    eprintln!("hookrelay run: cannot open the Redis store: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
         _ => {
-            eprintln!(
-                "hookrelay run: store kind redis is not available in this build; use kind: embedded"
-            );
+            eprintln!("hookrelay run: unsupported store kind");
             return ExitCode::from(EXIT_USAGE);
         }
     };
@@ -413,6 +439,7 @@ pub(crate) fn run(args: &Args) -> ExitCode {
     let app = Arc::new(App {
         live,
         store,
+        redis_url,
         metrics: Metrics::default(),
         lanes: Lanes::default(),
         replay: replay::ReplayCache::default(),
@@ -445,6 +472,7 @@ pub(crate) fn run(args: &Args) -> ExitCode {
     server.run(RunArgs {
         shutdown_signal: Box::new(Drain { app }),
     });
+    store_rt.shutdown_timeout(Duration::from_secs(1));
     ExitCode::SUCCESS
 }
 
