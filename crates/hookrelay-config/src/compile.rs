@@ -37,6 +37,9 @@ pub const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 /// Default timeout of one delivery attempt.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a dead replica's deliveries stay invisible when `store.visibility_timeout` is
+/// not set.
+pub const DEFAULT_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Delivery attempts in flight per endpoint when `concurrency` is not set.
 pub const DEFAULT_CONCURRENCY: u32 = 16;
 const MAX_MAX_BODY: u64 = 1024 * 1024 * 1024;
@@ -427,10 +430,18 @@ impl Compiler {
             Some(RawStore::Embedded { path }) => Some(Store::Embedded {
                 path: PathBuf::from(path),
             }),
-            Some(RawStore::Redis { url }) => match Url::parse(url) {
+            Some(RawStore::Redis {
+                url,
+                visibility_timeout,
+            }) => match Url::parse(url) {
                 Ok(u) if matches!(u.scheme(), "redis" | "rediss" | "redis+unix") => {
+                    let visibility_timeout = match visibility_timeout {
+                        Some(t) => self.duration("store.visibility_timeout", t)?,
+                        None => DEFAULT_VISIBILITY_TIMEOUT,
+                    };
                     Some(Store::Redis {
                         url: Secret::new(url.clone()),
+                        visibility_timeout,
                     })
                 }
                 Ok(u) => {

@@ -56,7 +56,8 @@ mod tree;
 mod watch;
 
 pub use compile::{
-    DEFAULT_ADMIN, DEFAULT_CONCURRENCY, DEFAULT_LISTEN, DEFAULT_MAX_BODY, DEFAULT_TIMEOUT, Source,
+    DEFAULT_ADMIN, DEFAULT_CONCURRENCY, DEFAULT_LISTEN, DEFAULT_MAX_BODY, DEFAULT_TIMEOUT,
+    DEFAULT_VISIBILITY_TIMEOUT, Source,
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use interp::EnvLookup;

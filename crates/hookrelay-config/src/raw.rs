@@ -87,6 +87,10 @@ pub(crate) enum RawStore {
     Redis {
         /// `redis://` or `rediss://` URL (may carry a password: use `${VAR}`).
         url: String,
+        /// How long a delivery taken by a replica that stopped (crashed, deleted pod)
+        /// stays invisible before another replica takes it over (default `30s`).
+        #[serde(default)]
+        visibility_timeout: Option<Scalar>,
     },
 }
 
@@ -368,6 +372,12 @@ pub(crate) struct RawRetry {
 /// A plain value read as text: strings, and numbers or booleans as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Scalar(pub(crate) String);
+
+impl Serialize for Scalar {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
 
 impl Scalar {
     fn from_value(v: Value) -> Result<Self, String> {

@@ -77,6 +77,8 @@ pub enum Store {
     Redis {
         /// `redis://` or `rediss://` URL (may carry a password, hence redacted).
         url: Secret,
+        /// How long a stopped replica's deliveries stay invisible to the others.
+        visibility_timeout: Duration,
     },
 }
 

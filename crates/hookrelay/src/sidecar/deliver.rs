@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use hookrelay_config::{Endpoint, RateLimit, Snapshot};
 use hookrelay_core::signing::{Signer, WEBHOOK_ID};
-use hookrelay_store::Delivery;
+use hookrelay_store::{Delivery, DeliveryId};
 use hookrelay_tower::gcra::redis::RedisGcra;
 use hookrelay_tower::gcra::{Gcra, Key, RateLimiter, ReserveError, ThrottleHandle};
 use hookrelay_tower::set_headers::{HeaderSet, Mode as HeaderMode};
@@ -52,9 +52,7 @@ enum Outcome {
         status: Option<u16>,
         response: Option<String>,
     },
-    Gone {
-        response: Option<String>,
-    },
+    Gone,
     /// Not attempted (the throttle's slot is too far away, or its Redis is unreachable):
     /// back in the queue for `after`, without counting an attempt.
     Defer {
@@ -500,7 +498,7 @@ fn classify(status: StatusCode, retry_after: Option<Duration>, body: Option<Stri
     if status.is_success() {
         Outcome::Delivered
     } else if status == StatusCode::GONE {
-        Outcome::Gone { response: body }
+        Outcome::Gone
     } else if status == StatusCode::TOO_MANY_REQUESTS
         || status.is_server_error()
         || status == StatusCode::REQUEST_TIMEOUT
@@ -518,6 +516,56 @@ fn classify(status: StatusCode, retry_after: Option<Duration>, body: Option<Stri
     }
 }
 
+/// What the store is told about an attempt.
+enum Record {
+    Complete,
+    Reschedule {
+        at: i64,
+        attempts: u32,
+        error: String,
+    },
+    DeadLetter {
+        reason: String,
+        status: Option<u16>,
+        response: Option<String>,
+    },
+    Release,
+}
+
+async fn apply(
+    app: &App,
+    id: DeliveryId,
+    r: &Record,
+    now: i64,
+) -> Result<(), hookrelay_store::StoreError> {
+    match r {
+        Record::Complete => app.store.complete(id).await,
+        Record::Reschedule {
+            at,
+            attempts,
+            error,
+        } => {
+            app.store
+                .reschedule(id, *at, *attempts, Some(error.clone()))
+                .await
+        }
+        Record::DeadLetter {
+            reason,
+            status,
+            response,
+        } => {
+            app.store
+                .dead_letter(id, reason.clone(), *status, response.clone(), now)
+                .await
+        }
+        Record::Release => app.store.release(id).await,
+    }
+}
+
+/// Longest time an outcome is retried against an unavailable store before the delivery
+/// is left to the store's own recovery (a restart, or another replica's takeover).
+const RECORD_PATIENCE: Duration = Duration::from_secs(600);
+
 async fn attempt(app: &Arc<App>, lane: &Arc<Lane>, d: Delivery) {
     let snapshot = app.live.snapshot();
     let Some(ep) = snapshot.endpoint(&lane.name) else {
@@ -527,24 +575,25 @@ async fn attempt(app: &Arc<App>, lane: &Arc<Lane>, d: Delivery) {
     let outcome = send(app, lane, ep, &d).await;
     let now = now_ms();
     let attempts = d.attempts + 1;
-    let result = match outcome {
+    let record = match outcome {
         Outcome::Delivered => {
             app.metrics.attempt(&lane.name, "delivered", None);
-            app.store.complete(d.id).await
+            Record::Complete
         }
         Outcome::Defer { after, reason } => {
             tracing::debug!(endpoint = %lane.name, reason = %reason, "attempt deferred");
             let at = now + i64::try_from(after.as_millis()).unwrap_or(1000);
-            app.store
-                .reschedule(d.id, at, d.attempts, Some(reason))
-                .await
+            Record::Reschedule {
+                at,
+                attempts: d.attempts,
+                error: reason,
+            }
         }
-        Outcome::Gone { response } => {
+        Outcome::Gone => {
             tracing::warn!(endpoint = %lane.name, "410 Gone: endpoint paused until a reload or resume");
             lane.paused.store(true, Ordering::Relaxed);
             app.metrics.attempt(&lane.name, "paused", None);
-            let _ = response;
-            app.store.release(d.id).await
+            Record::Release
         }
         Outcome::Dead {
             reason,
@@ -553,9 +602,11 @@ async fn attempt(app: &Arc<App>, lane: &Arc<Lane>, d: Delivery) {
         } => {
             app.metrics.attempt(&lane.name, "dead_lettered", None);
             tracing::warn!(endpoint = %lane.name, webhook_id = %d.webhook_id, reason = %reason, "dead letter");
-            app.store
-                .dead_letter(d.id, reason, status, response, now)
-                .await
+            Record::DeadLetter {
+                reason,
+                status,
+                response,
+            }
         }
         Outcome::Retry { after, error } => {
             let age = Duration::from_millis(u64::try_from(now - d.created_at_ms).unwrap_or(0));
@@ -563,17 +614,41 @@ async fn attempt(app: &Arc<App>, lane: &Arc<Lane>, d: Delivery) {
                 app.metrics.attempt(&lane.name, "dead_lettered", None);
                 let reason = format!("retries exhausted after {attempts} attempts: {error}");
                 tracing::warn!(endpoint = %lane.name, webhook_id = %d.webhook_id, reason = %reason, "dead letter");
-                app.store.dead_letter(d.id, reason, None, None, now).await
+                Record::DeadLetter {
+                    reason,
+                    status: None,
+                    response: None,
+                }
             } else {
                 let delay = backoff(ep, attempts).max(after.unwrap_or(Duration::ZERO));
                 app.metrics.attempt(&lane.name, "retried", None);
                 tracing::info!(endpoint = %lane.name, webhook_id = %d.webhook_id, error = %error, retry_in = ?delay, "retry");
                 let at = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
-                app.store.reschedule(d.id, at, attempts, Some(error)).await
+                Record::Reschedule {
+                    at,
+                    attempts,
+                    error,
+                }
             }
         }
     };
-    if let Err(e) = result {
-        tracing::error!(endpoint = %lane.name, error = %e, "cannot record a delivery outcome");
+    // The outcome must reach the store: while it is unavailable, keep trying (the
+    // delivery stays leased here meanwhile, so it is neither lost nor sent twice by us).
+    let started = Instant::now();
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match apply(app, d.id, &record, now).await {
+            Ok(()) => break,
+            Err(hookrelay_store::StoreError::UnknownDelivery { .. }) => break,
+            Err(e) if started.elapsed() < RECORD_PATIENCE => {
+                tracing::warn!(endpoint = %lane.name, error = %e, retry_in = ?wait, "cannot record a delivery outcome yet");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                tracing::error!(endpoint = %lane.name, error = %e, "gave up recording a delivery outcome");
+                break;
+            }
+        }
     }
 }

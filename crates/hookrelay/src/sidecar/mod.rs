@@ -409,8 +409,12 @@ pub(crate) fn run(args: &Args) -> ExitCode {
                 return ExitCode::from(1);
             }
         },
-        hookrelay_config::Store::Redis { url } => {
-            match store_rt.block_on(Store::open_redis(url.expose(), RedisOptions::default())) {
+        hookrelay_config::Store::Redis {
+            url,
+            visibility_timeout,
+        } => {
+            let options = RedisOptions::default().visibility_timeout(*visibility_timeout);
+            match store_rt.block_on(Store::open_redis(url.expose(), options)) {
                 Ok(s) => (s, Some(url.clone())),
                 Err(e) => {
                     eprintln!("hookrelay run: cannot open the Redis store: {e}");
