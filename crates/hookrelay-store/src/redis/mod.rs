@@ -607,8 +607,18 @@ impl Inner {
         let held = self.leases().by_endpoint();
         for (endpoint, sids) in held {
             match self.touch(&endpoint, &sids, 0).await {
-                Ok(lost) if lost.is_empty() => {}
                 Ok(lost) => {
+                    // A delivery completed (or released) while the touch was in flight is
+                    // no longer held here: it was not lost, only finished.
+                    let lost: Vec<String> = {
+                        let leases = self.leases();
+                        lost.into_iter()
+                            .filter(|sid| leases.holds(&endpoint, sid))
+                            .collect()
+                    };
+                    if lost.is_empty() {
+                        continue;
+                    }
                     tracing::warn!(
                         endpoint = %endpoint,
                         lost = lost.len(),
