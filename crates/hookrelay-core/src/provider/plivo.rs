@@ -95,7 +95,7 @@ use crate::event::{
     idempotency_key,
 };
 use crate::provider::twilio::{
-    callback_url, correlation_of, looks_like_json, media_kind, parse_public_url,
+    ReadParams, callback_url, media_kind, parse_public_url, read_form_params,
 };
 use crate::provider::{Context, Normalized, VerifyOptions, VerifySettings, strip_channel_prefix};
 use crate::request::{pairs_to_json, param, param_nonempty, parse_form};
@@ -103,12 +103,11 @@ use crate::secret::ct_eq;
 use crate::timestamp::parse_str_ms;
 use crate::{CallbackRequest, NormalizeError, Secret, VerifyConfigError, VerifyError};
 
-/// A callback's parameters and its correlation ids.
-type ReadParams = (Vec<(String, String)>, Map<String, Value>);
+#[cfg(test)]
+use crate::provider::twilio::FORM;
 
 const PROVIDER: &str = "plivo";
 const KNOWN_KEYS: &[&str] = &["auth_token", "public_url"];
-const FORM: &str = "application/x-www-form-urlencoded";
 /// Inbound message types passed through from a WhatsApp `ContentType`.
 const KNOWN_TYPES: &[&str] = &[
     "text",
@@ -289,38 +288,12 @@ pub fn normalize(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, Nor
 }
 
 fn read_params(req: &CallbackRequest) -> Result<ReadParams, NormalizeError> {
-    if req.method == Method::GET {
-        let params = req.query_pairs();
-        if params.is_empty() {
-            return Err(NormalizeError::MissingField(
-                "query parameters (GET callback)".into(),
-            ));
-        }
-        let correlation = correlation_of(&params, |k| {
-            k != "requester_ip" && !k.starts_with(|c: char| c.is_ascii_uppercase())
-        });
-        Ok((params, correlation))
-    } else if req.method == Method::POST {
-        req.expect_content_type(PROVIDER, &[FORM], FORM)?;
-        if req.body.iter().all(u8::is_ascii_whitespace) {
-            return Err(NormalizeError::EmptyBody);
-        }
-        if looks_like_json(&req.body) {
-            return Err(NormalizeError::shape(
-                "body",
-                "form-encoded parameters (Plivo sends form data)",
-            ));
-        }
-        Ok((
-            req.form_pairs(),
-            correlation_of(&req.query_pairs(), |_| true),
-        ))
-    } else {
-        Err(NormalizeError::UnsupportedMethod {
-            provider: PROVIDER,
-            method: req.method.to_string(),
-        })
-    }
+    read_form_params(
+        req,
+        PROVIDER,
+        |k| k == "requester_ip",
+        "form-encoded parameters (Plivo sends form data)",
+    )
 }
 
 /// An address as E.164 where it is a phone number (see the module docs).

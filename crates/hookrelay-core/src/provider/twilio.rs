@@ -88,11 +88,13 @@ use crate::timestamp::parse_yymmddhhmm_ms;
 use crate::{CallbackRequest, NormalizeError, Secret, VerifyConfigError, VerifyError};
 
 /// A callback's parameters and its correlation ids.
-type ReadParams = (Vec<(String, String)>, Map<String, Value>);
+/// A callback's parameters and its correlation ids.
+pub(crate) type ReadParams = (Vec<(String, String)>, Map<String, Value>);
 
 const PROVIDER: &str = "twilio";
 const KNOWN_KEYS: &[&str] = &["auth_token", "public_url"];
-const FORM: &str = "application/x-www-form-urlencoded";
+/// The media type of form-encoded callbacks.
+pub(crate) const FORM: &str = "application/x-www-form-urlencoded";
 /// Twilio sends at most 10 media; a larger `NumMedia` is read up to this bound.
 const MAX_MEDIA: usize = 100;
 
@@ -333,6 +335,25 @@ pub fn normalize(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, Nor
 
 /// The callback's parameters (form body, or query for `GET`) and its correlation ids.
 fn read_params(req: &CallbackRequest) -> Result<ReadParams, NormalizeError> {
+    read_form_params(
+        req,
+        PROVIDER,
+        |k| k == "bodySHA256",
+        "form-encoded parameters (Twilio JSON callbacks are not supported)",
+    )
+}
+
+/// The parameters of a form-encoded callback (the `POST` body, or the query of a `GET`)
+/// and its correlation ids: the callback URL's query parameters that are not the
+/// provider's own (`own`); on a `GET`, where the provider's parameters share the query,
+/// also only names that are not capitalized as the provider's are. Shared by the
+/// form-encoded providers (Twilio, Plivo).
+pub(crate) fn read_form_params(
+    req: &CallbackRequest,
+    provider: &'static str,
+    own: impl Fn(&str) -> bool,
+    json_hint: &'static str,
+) -> Result<ReadParams, NormalizeError> {
     if req.method == Method::GET {
         let params = req.query_pairs();
         if params.is_empty() {
@@ -341,26 +362,22 @@ fn read_params(req: &CallbackRequest) -> Result<ReadParams, NormalizeError> {
             ));
         }
         let correlation = correlation_of(&params, |k| {
-            k != "bodySHA256" && !k.starts_with(|c: char| c.is_ascii_uppercase())
+            !own(k) && !k.starts_with(|c: char| c.is_ascii_uppercase())
         });
         Ok((params, correlation))
     } else if req.method == Method::POST {
-        req.expect_content_type(PROVIDER, &[FORM], FORM)?;
+        req.expect_content_type(provider, &[FORM], FORM)?;
         if req.body.iter().all(u8::is_ascii_whitespace) {
             return Err(NormalizeError::EmptyBody);
         }
         if looks_like_json(&req.body) {
-            return Err(NormalizeError::shape(
-                "body",
-                "form-encoded parameters (Twilio JSON callbacks are not supported)",
-            ));
+            return Err(NormalizeError::shape("body", json_hint));
         }
-        let params = req.form_pairs();
-        let correlation = correlation_of(&req.query_pairs(), |k| k != "bodySHA256");
-        Ok((params, correlation))
+        let correlation = correlation_of(&req.query_pairs(), |k| !own(k));
+        Ok((req.form_pairs(), correlation))
     } else {
         Err(NormalizeError::UnsupportedMethod {
-            provider: PROVIDER,
+            provider,
             method: req.method.to_string(),
         })
     }

@@ -95,39 +95,46 @@ fn tls_config() -> rustls::ClientConfig {
         })
 }
 
+/// A pooled HTTP/1.1 and HTTP/2 client over rustls on `http` (redirects are not followed).
+fn build_client<R>(
+    mut http: HttpConnector<R>,
+) -> Client<HttpsConnector<HttpConnector<R>>, Full<Bytes>>
+where
+    R: tower::Service<hyper_util::client::legacy::connect::dns::Name>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    R::Response: Iterator<Item = SocketAddr>,
+    R::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    R::Future: Send,
+{
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config())
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new()).build(https)
+}
+
 impl App {
     /// The client for an endpoint (the SSRF guard unless it opted out).
     pub(crate) fn client(&self, allow_link_local: bool) -> ClientEither {
         if allow_link_local {
             ClientEither::Open(
                 self.open
-                    .get_or_init(|| {
-                        let mut http = HttpConnector::new();
-                        http.enforce_http(false);
-                        let https = hyper_rustls::HttpsConnectorBuilder::new()
-                            .with_tls_config(tls_config())
-                            .https_or_http()
-                            .enable_http1()
-                            .enable_http2()
-                            .wrap_connector(http);
-                        Client::builder(TokioExecutor::new()).build(https)
-                    })
+                    .get_or_init(|| build_client(HttpConnector::new()))
                     .clone(),
             )
         } else {
             ClientEither::Guarded(
                 self.guarded
                     .get_or_init(|| {
-                        let mut http =
-                            HttpConnector::new_with_resolver(ssrf::GuardedResolver::new());
-                        http.enforce_http(false);
-                        let https = hyper_rustls::HttpsConnectorBuilder::new()
-                            .with_tls_config(tls_config())
-                            .https_or_http()
-                            .enable_http1()
-                            .enable_http2()
-                            .wrap_connector(http);
-                        Client::builder(TokioExecutor::new()).build(https)
+                        build_client(HttpConnector::new_with_resolver(
+                            ssrf::GuardedResolver::new(),
+                        ))
                     })
                     .clone(),
             )
