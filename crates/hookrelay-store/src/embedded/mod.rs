@@ -21,6 +21,9 @@ use tables::{
 use tokio::sync::{Notify, oneshot};
 use writer::{Op, Reply, Shared, Writer};
 
+/// Page cache of the database file.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 /// The database file inside the store directory.
 const FILE_NAME: &str = "hookrelay.redb";
 
@@ -111,7 +114,12 @@ impl EmbeddedStore {
             path: path.clone(),
             source,
         };
-        let db = Database::create(&path).map_err(|e| open_error(Arc::new(e)))?;
+        // A bounded page cache: redb's default grows to a gigabyte, and under sustained
+        // ingest every new cache page is a fresh, zeroed page of memory.
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| open_error(Arc::new(e)))?;
         create_tables(&db).map_err(|e| open_error(Arc::new(e)))?;
         let (index, next_id) = load_index(&db)?;
 

@@ -461,7 +461,7 @@ pub(crate) fn run(args: &Args) -> ExitCode {
     let conf = ServerConf {
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(15),
-        threads: 2,
+        threads: std::thread::available_parallelism().map_or(2, usize::from),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
