@@ -24,7 +24,7 @@ use url::Url;
 use crate::error::{ConfigError, ConfigErrors};
 use crate::interp::{self, EnvLookup};
 use crate::raw::{
-    OneOrMany, RawCallback, RawConfig, RawEndpoint, RawFormat, RawStore, Scalar, Verify,
+    Mode, OneOrMany, RawCallback, RawConfig, RawEndpoint, RawFormat, RawStore, Scalar, Verify,
 };
 use crate::snapshot::{Endpoint, RateLimit, Retry, Route, Snapshot, Store};
 use crate::tree::{self, Index, Located, Node};
@@ -35,6 +35,9 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
 /// Default largest callback body (1 MiB).
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+/// Largest body of a `mode: tap` route (also its default): the body read for the enqueue
+/// is replayed to the upstream from Pingora's 64 KiB retry buffer.
+pub const MAX_TAP_BODY: usize = 64 * 1024;
 /// Default timeout of one delivery attempt.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a dead replica's deliveries stay invisible when `store.visibility_timeout` is
@@ -543,7 +546,7 @@ impl Compiler {
             let verifier = provider
                 .as_ref()
                 .and_then(|prov| self.verifier(&p, cb, prov));
-            let max_body = self.max_body(&p, cb.max_body.as_ref());
+            let max_body = self.max_body(&p, cb.max_body.as_ref(), cb.mode);
             if let (Some(provider), Some(verifier), Some(max_body)) = (provider, verifier, max_body)
             {
                 routes.insert(
@@ -690,14 +693,28 @@ impl Compiler {
         }
     }
 
-    fn max_body(&mut self, p: &str, v: Option<&Scalar>) -> Option<usize> {
+    fn max_body(&mut self, p: &str, v: Option<&Scalar>, mode: Mode) -> Option<usize> {
         let Some(v) = v else {
-            return Some(DEFAULT_MAX_BODY);
+            return Some(match mode {
+                Mode::Tap => MAX_TAP_BODY,
+                _ => DEFAULT_MAX_BODY,
+            });
         };
         let path = format!("{p}.max_body");
         match parse_size(&v.0) {
             Some(0) => {
                 self.error(&path, "must be greater than zero");
+                None
+            }
+            Some(n) if mode == Mode::Tap && n > MAX_TAP_BODY as u64 => {
+                self.error(
+                    &path,
+                    format!(
+                        "{} is more than a tap route can forward: the body is replayed to \
+                         the upstream from a 64KiB buffer (at most 64KiB)",
+                        v.0
+                    ),
+                );
                 None
             }
             Some(n) if n > MAX_MAX_BODY => {

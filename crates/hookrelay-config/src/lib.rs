@@ -57,7 +57,7 @@ mod watch;
 
 pub use compile::{
     DEFAULT_ADMIN, DEFAULT_CONCURRENCY, DEFAULT_LISTEN, DEFAULT_MAX_BODY, DEFAULT_TIMEOUT,
-    DEFAULT_VISIBILITY_TIMEOUT, Source,
+    DEFAULT_VISIBILITY_TIMEOUT, MAX_TAP_BODY, Source,
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use interp::EnvLookup;

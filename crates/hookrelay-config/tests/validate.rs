@@ -451,3 +451,18 @@ fn ses_reads_its_signing_certificate_from_cert_file() {
         "{errors}"
     );
 }
+
+#[test]
+fn tap_routes_accept_at_most_what_they_can_forward() {
+    let tap = |max: &str| {
+        format!(
+            "upstream: 127.0.0.1:3000\ncallbacks:\n  - path: /cb\n    provider: mailgun\n    mode: tap\n    verify: {{ signing_key: k }}\n{max}"
+        )
+    };
+    let s = compile(&tap("")).expect("valid");
+    assert_eq!(s.route("/cb").expect("route").max_body, 64 * 1024);
+    assert!(compile(&tap("    max_body: 64KiB\n")).is_ok());
+    let e = compile(&tap("    max_body: 1MiB\n")).expect_err("too large for tap");
+    let text = e.to_string();
+    assert!(text.contains("t.yaml:7:") && text.contains("64KiB"), "{text}");
+}

@@ -611,3 +611,45 @@ async fn sigterm_finishes_attempts_in_flight_and_leaves_the_rest_queued() {
         "no duplicates after a graceful stop"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_retry_is_not_left_waiting_for_new_traffic() {
+    let sinks = Sinks::start().await;
+    sinks.wa.set_status(503);
+    let s = Sidecar::start(&sinks.config()).await;
+    assert_eq!(
+        post_meta(&s, &meta_status("wamid.one", "sent", "15551230000"))
+            .await
+            .0,
+        200
+    );
+    eventually("a retry", || async {
+        s.metrics()
+            .await
+            .contains("outcome=\"retried\"")
+            .then_some(())
+    })
+    .await;
+    sinks.wa.set_status(200);
+    // Nothing else arrives to wake the lane: the retry must come on its own schedule.
+    sinks.wa.wait_for(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tap_answers_the_provider_itself_when_the_upstream_is_down() {
+    let sinks = Sinks::start().await;
+    let dead_upstream = format!("http://127.0.0.1:{}", support::free_port());
+    let config = sinks.config().replace(
+        &format!("upstream: http://{}", sinks.upstream.addr),
+        &format!("upstream: {dead_upstream}"),
+    );
+    let s = Sidecar::start(&config).await;
+    let (st, _) = post_postmark(&s, postmark("Delivery", "t@example.com", "m-tap")).await;
+    assert_eq!(
+        st, 200,
+        "the callback is durable, so the provider gets its 2xx"
+    );
+    sinks.email.wait_for(1).await;
+    // Other paths still report the upstream's failure.
+    assert_eq!(s.post("/api/x", &[], "x").await.0, 502);
+}

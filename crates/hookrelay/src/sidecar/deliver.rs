@@ -46,6 +46,9 @@ enum Outcome {
     Retry {
         after: Option<Duration>,
         error: String,
+        /// The endpoint's answer, when it answered (kept if retries run out).
+        status: Option<u16>,
+        response: Option<String>,
     },
     Dead {
         reason: String,
@@ -249,13 +252,17 @@ impl Lanes {
                 }
             }
         }
-        // Deliveries of endpoints no longer configured (e.g. removed while stopped).
-        for name in app.store.endpoints().await.unwrap_or_default() {
-            if snapshot.endpoint(&name).is_none() {
-                let _ = app
-                    .store
-                    .dead_letter_endpoint(&name, "endpoint removed", now_ms())
-                    .await;
+        // Deliveries of endpoints no longer configured (removed while this sidecar was
+        // stopped). Only with the embedded store, which this process alone owns: on Redis
+        // another replica may run a newer config that has those endpoints.
+        if app.redis_url.is_none() {
+            for name in app.store.endpoints().await.unwrap_or_default() {
+                if snapshot.endpoint(&name).is_none() {
+                    let _ = app
+                        .store
+                        .dead_letter_endpoint(&name, "endpoint removed", now_ms())
+                        .await;
+                }
             }
         }
     }
@@ -450,12 +457,12 @@ async fn send(app: &App, lane: &Lane, ep: &Endpoint, d: &Delivery) -> Outcome {
                 .throttle_wait(&lane.name, sent_at.saturating_duration_since(started));
             let latency = sent_at.elapsed();
             let ra = retry_after(resp.headers());
-            let body = match http_body_util::Limited::new(resp.into_body(), RESPONSE_KEEP)
-                .collect()
-                .await
-            {
-                Ok(b) => Some(String::from_utf8_lossy(&b.to_bytes()).into_owned()),
-                Err(_) => None,
+            // The response body matters only for a dead letter: its first bytes, read
+            // within the attempt's timeout (a stalled body never holds the lane).
+            let body = if status.is_success() {
+                None
+            } else {
+                Some(read_prefix(resp.into_body(), RESPONSE_KEEP, ep.timeout).await)
             };
             app.metrics.attempt(&lane.name, "sent", Some(latency));
             classify(status, ra, body)
@@ -489,9 +496,31 @@ async fn send(app: &App, lane: &Lane, ep: &Endpoint, d: &Delivery) -> Outcome {
             Outcome::Retry {
                 after: None,
                 error: text,
+                status: None,
+                response: None,
             }
         }
     }
+}
+
+/// The first `limit` bytes of `body` (lossy UTF-8), read for at most `deadline`.
+async fn read_prefix(mut body: hyper::body::Incoming, limit: usize, deadline: Duration) -> String {
+    let mut buf = Vec::new();
+    let read = async {
+        while buf.len() < limit {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        let take = data.len().min(limit - buf.len());
+                        buf.extend_from_slice(&data[..take]);
+                    }
+                }
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(deadline, read).await;
+    String::from_utf8_lossy(&buf).into_owned()
 }
 
 fn classify(status: StatusCode, retry_after: Option<Duration>, body: Option<String>) -> Outcome {
@@ -506,6 +535,8 @@ fn classify(status: StatusCode, retry_after: Option<Duration>, body: Option<Stri
         Outcome::Retry {
             after: retry_after,
             error: format!("HTTP {}", status.as_u16()),
+            status: Some(status.as_u16()),
+            response: body,
         }
     } else {
         Outcome::Dead {
@@ -608,7 +639,12 @@ async fn attempt(app: &Arc<App>, lane: &Arc<Lane>, d: Delivery) {
                 response,
             }
         }
-        Outcome::Retry { after, error } => {
+        Outcome::Retry {
+            after,
+            error,
+            status,
+            response,
+        } => {
             let age = Duration::from_millis(u64::try_from(now - d.created_at_ms).unwrap_or(0));
             if attempts >= ep.retry.max_attempts.get() || age >= ep.retry.max_age {
                 app.metrics.attempt(&lane.name, "dead_lettered", None);
@@ -616,11 +652,12 @@ async fn attempt(app: &Arc<App>, lane: &Arc<Lane>, d: Delivery) {
                 tracing::warn!(endpoint = %lane.name, webhook_id = %d.webhook_id, reason = %reason, "dead letter");
                 Record::DeadLetter {
                     reason,
-                    status: None,
-                    response: None,
+                    status,
+                    response,
                 }
             } else {
-                let delay = backoff(ep, attempts).max(after.unwrap_or(Duration::ZERO));
+                // `attempts` were made; the next one is attempt `attempts + 1`.
+                let delay = backoff(ep, attempts + 1).max(after.unwrap_or(Duration::ZERO));
                 app.metrics.attempt(&lane.name, "retried", None);
                 tracing::info!(endpoint = %lane.name, webhook_id = %d.webhook_id, error = %error, retry_in = ?delay, "retry");
                 let at = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
@@ -638,7 +675,14 @@ async fn attempt(app: &Arc<App>, lane: &Arc<Lane>, d: Delivery) {
     let mut wait = Duration::from_millis(100);
     loop {
         match apply(app, d.id, &record, now).await {
-            Ok(()) => break,
+            Ok(()) => {
+                // A rescheduled or released delivery may be due before anything else
+                // wakes the lane (the store only signals enqueues and replays).
+                if matches!(record, Record::Reschedule { .. } | Record::Release) {
+                    lane.wake.notify_one();
+                }
+                break;
+            }
             Err(hookrelay_store::StoreError::UnknownDelivery { .. }) => break,
             Err(e) if started.elapsed() < RECORD_PATIENCE => {
                 tracing::warn!(endpoint = %lane.name, error = %e, retry_in = ?wait, "cannot record a delivery outcome yet");
@@ -647,6 +691,8 @@ async fn attempt(app: &Arc<App>, lane: &Arc<Lane>, d: Delivery) {
             }
             Err(e) => {
                 tracing::error!(endpoint = %lane.name, error = %e, "gave up recording a delivery outcome");
+                // Give the lease back so the delivery is attempted again, not held forever.
+                let _ = app.store.release(d.id).await;
                 break;
             }
         }

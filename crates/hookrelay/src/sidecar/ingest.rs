@@ -29,6 +29,9 @@ pub(crate) struct RequestCtx {
     snapshot: Option<Arc<Snapshot>>,
     /// The body of a `tap` route, to forward to the upstream after the enqueue.
     tap_body: Option<Bytes>,
+    /// What a `tap` route answers itself when the upstream fails: the callback is already
+    /// durable, so the provider gets its 2xx rather than a 502 it would retry forever.
+    tap_answer: Option<Answer>,
 }
 
 /// The Pingora application of the public listener.
@@ -54,6 +57,7 @@ impl Refusal {
 }
 
 /// What a handled callback answers.
+#[derive(Clone)]
 struct Answer {
     status: u16,
     content_type: &'static str,
@@ -343,8 +347,9 @@ impl ProxyHttp for Ingest {
                     body: body.clone(),
                 };
                 let r = self.handle(route, &snapshot, req).await;
-                if r.is_ok() && route.mode == Mode::Tap {
+                if let (Ok(answer), Mode::Tap) = (&r, route.mode) {
                     ctx.tap_body = Some(body);
+                    ctx.tap_answer = Some(answer.clone());
                 }
                 r
             }
@@ -385,6 +390,44 @@ impl ProxyHttp for Ingest {
             *body = Some(saved);
         }
         Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &pingora::Error,
+        ctx: &mut RequestCtx,
+    ) -> pingora::proxy::FailToProxy {
+        if let Some(answer) = ctx.tap_answer.take() {
+            tracing::warn!(error = %e, "tap: the upstream failed; the callback is enqueued and acknowledged");
+            let sent = respond(session, answer.status, answer.content_type, answer.body)
+                .await
+                .is_ok();
+            return pingora::proxy::FailToProxy {
+                error_code: if sent { answer.status } else { 0 },
+                can_reuse_downstream: false,
+            };
+        }
+        // Pingora's own answer for everything else.
+        use pingora::{ErrorSource, ErrorType};
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                _ => 500,
+            },
+        };
+        if code > 0 {
+            let _ = session.respond_error(code).await;
+        }
+        pingora::proxy::FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn upstream_peer(

@@ -281,14 +281,8 @@ struct Background {
 impl BackgroundService for Background {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let app = self.app.clone();
-        let (admin_stop, admin_rx) = tokio::sync::watch::channel(false);
-        let admin = self.admin.lock().ok().and_then(|mut a| a.take());
-        if let Some(listener) = admin.and_then(|l| tokio::net::TcpListener::from_std(l).ok()) {
-            tokio::spawn(admin::serve(app.clone(), listener, admin_rx));
-        }
-        app.lanes.reconcile(&app, &app.live.snapshot()).await;
-
-        // Reload outcomes, from the watcher, SIGHUP and POST /-/reload alike.
+        // Listen for reload outcomes and watch the file before anything can reload, so no
+        // outcome (from the admin API, SIGHUP or the watcher) goes unseen.
         let (tx, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
         app.live.on_outcome(move |o| {
             let _ = tx.send(o.clone());
@@ -300,6 +294,17 @@ impl BackgroundService for Background {
                 None
             }
         };
+        app.lanes.reconcile(&app, &app.live.snapshot()).await;
+        // An edit between the first load and the watcher's start.
+        {
+            let live = app.live.clone();
+            let _ = tokio::task::spawn_blocking(move || live.reload_if_changed()).await;
+        }
+        let (admin_stop, admin_rx) = tokio::sync::watch::channel(false);
+        let admin = self.admin.lock().ok().and_then(|mut a| a.take());
+        if let Some(listener) = admin.and_then(|l| tokio::net::TcpListener::from_std(l).ok()) {
+            tokio::spawn(admin::serve(app.clone(), listener, admin_rx));
+        }
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         loop {
             tokio::select! {
@@ -459,7 +464,8 @@ pub(crate) fn run(args: &Args) -> ExitCode {
         open: std::sync::OnceLock::new(),
     });
     let conf = ServerConf {
-        grace_period_seconds: Some(0),
+        // Callbacks being answered when the drain ends get a second to finish.
+        grace_period_seconds: Some(1),
         graceful_shutdown_timeout_seconds: Some(15),
         threads: std::thread::available_parallelism().map_or(2, usize::from),
         ..ServerConf::default()
