@@ -464,5 +464,8 @@ fn tap_routes_accept_at_most_what_they_can_forward() {
     assert!(compile(&tap("    max_body: 64KiB\n")).is_ok());
     let e = compile(&tap("    max_body: 1MiB\n")).expect_err("too large for tap");
     let text = e.to_string();
-    assert!(text.contains("t.yaml:7:") && text.contains("64KiB"), "{text}");
+    assert!(
+        text.contains("t.yaml:7:") && text.contains("64KiB"),
+        "{text}"
+    );
 }
