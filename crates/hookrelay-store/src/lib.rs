@@ -7,11 +7,12 @@
 //! dead letters are listed and replayed.
 //!
 //! What it is:
-//! - [`EmbeddedStore`]: the default backend, one [redb] file in a directory. A single writer
-//!   thread group-commits concurrent operations: every call that arrives while a commit is in
-//!   flight joins the next write transaction, which is committed with fsync once. A call
-//!   returns `Ok` only after its transaction is durable, so an acknowledged enqueue survives
-//!   `kill -9` and power loss.
+//! - [`EmbeddedStore`]: the default backend, an append-only log in a directory. A single
+//!   writer thread group-commits concurrent operations: every call that arrives while a
+//!   write is in flight joins the next one, appended in one write and synced with one
+//!   `fdatasync`. A call returns `Ok` only after its records are durable, so an acknowledged
+//!   enqueue survives `kill -9` and power loss. The queue is kept in memory and bodies are
+//!   read back from the log; the log is compacted into a checkpoint of what is live.
 //! - [`RedisStore`]: the same queue in Redis, shared by several sidecar replicas (DESIGN.md
 //!   §7): one stream and consumer group per endpoint, a dedupe window shared by all
 //!   replicas, and a dead replica's leased deliveries taken over after a visibility
@@ -55,9 +56,7 @@
 //! # }
 //! ```
 //!
-//! [redb]: https://docs.rs/redb
 
-mod codec;
 mod embedded;
 mod error;
 mod redis;

@@ -50,7 +50,7 @@ impl fmt::Debug for StoreConfig {
 /// fail. Backend differences are documented on [`RedisStore`].
 #[derive(Clone, Debug)]
 pub enum Store {
-    /// One process, one redb file.
+    /// One process, one log directory.
     Embedded(EmbeddedStore),
     /// Several processes sharing one Redis.
     Redis(RedisStore),

@@ -405,3 +405,155 @@ async fn enqueue_wakes_a_subscribed_worker() -> TestResult {
     assert_eq!(leased[0].webhook_id, "a");
     Ok(())
 }
+
+/// The log files of a store directory, by name.
+fn logs(dir: &std::path::Path) -> Result<Vec<String>, std::io::Error> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".log") {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+#[tokio::test]
+async fn compaction_keeps_exactly_what_is_live() -> TestResult {
+    let dir = dir()?;
+    let options = EmbeddedOptions::default().compact_after(16 * 1024);
+    let (kept, rescheduled, dead) = {
+        let store = EmbeddedStore::open_with(dir.path(), options.clone())?;
+        let mut kept = Vec::new();
+        let mut rescheduled = None;
+        let mut dead = None;
+        for round in 0..200 {
+            let key = Some((format!("evt{round}"), HOUR));
+            let batch = vec![
+                new("crm", &format!("w{round}")),
+                new("ops", &format!("o{round}")),
+            ];
+            let ids = ids(store.enqueue(key, batch, 1_000).await?);
+            // Everything is delivered except a few.
+            for delivery in store.lease("crm", 1_000, 10).await? {
+                match round {
+                    7 => {
+                        store
+                            .reschedule(delivery.id, 9_000, 3, Some("503".into()))
+                            .await?;
+                        rescheduled = Some(delivery.id);
+                    }
+                    8 => {
+                        store
+                            .dead_letter(
+                                delivery.id,
+                                "bad request",
+                                Some(400),
+                                Some("no".into()),
+                                2_000,
+                            )
+                            .await?;
+                        dead = Some(delivery.id);
+                    }
+                    _ => store.complete(delivery.id).await?,
+                }
+            }
+            for delivery in store.lease("ops", 1_000, 10).await? {
+                // Every 50th stays queued (released again each time it comes back).
+                if round % 50 == 0 && delivery.id == ids[1] {
+                    kept.push(delivery.id);
+                }
+                if kept.contains(&delivery.id) {
+                    store.release(delivery.id).await?;
+                } else {
+                    store.complete(delivery.id).await?;
+                }
+            }
+        }
+        assert!(store.checkpoints() > 0, "the log was never compacted");
+        assert_eq!(logs(dir.path())?.len(), 1, "the old log is removed");
+        (
+            kept,
+            rescheduled.ok_or("none rescheduled")?,
+            dead.ok_or("none dead")?,
+        )
+    };
+    for _reopen in 0..2 {
+        let store = EmbeddedStore::open_with(dir.path(), options.clone())?;
+        assert_eq!(store.queue_depth("ops"), kept.len() as u64);
+        let ops = store.lease("ops", 1_000, 100).await?;
+        assert_eq!(ops.iter().map(|d| d.id).collect::<Vec<_>>(), kept);
+        assert_eq!(ops[0].body, Bytes::from_static(b"{\"id\":\"o0\"}"));
+        assert_eq!(ops[0].webhook_id, "o0");
+        let crm = store.lease("crm", 9_000, 100).await?;
+        assert_eq!(crm.len(), 1);
+        assert_eq!(
+            (crm[0].id, crm[0].attempts, crm[0].last_error.as_deref()),
+            (rescheduled, 3, Some("503"))
+        );
+        assert_eq!(crm[0].body, Bytes::from_static(b"{\"id\":\"w7\"}"));
+        let letters = store.dead_letters(Some("crm"), 10).await?;
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].delivery.id, dead);
+        assert_eq!(letters[0].response.as_deref(), Some("no"));
+        assert_eq!(
+            letters[0].delivery.body,
+            Bytes::from_static(b"{\"id\":\"w8\"}")
+        );
+        // Dedupe keys and ids survive the compaction.
+        assert_eq!(
+            store
+                .enqueue(Some(("evt3".into(), HOUR)), vec![], 1_000)
+                .await?,
+            EnqueueOutcome::Duplicate
+        );
+        let next = ids(store.enqueue(None, vec![new("x", "x")], 1_000).await?);
+        assert!(next[0].0 >= 400, "ids are not reused: {next:?}");
+        let x = store.lease("x", 1_000, 1).await?;
+        store.complete(x[0].id).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_cut_off_and_writes_continue_after_it() -> TestResult {
+    let dir = dir()?;
+    {
+        let store = EmbeddedStore::open(dir.path())?;
+        store.enqueue(None, vec![new("crm", "a")], 1_000).await?;
+    }
+    // A crash in the middle of a write: half a frame of garbage at the end.
+    let log = dir.path().join(&logs(dir.path())?[0]);
+    let mut bytes = std::fs::read(&log)?;
+    let whole = bytes.len();
+    bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    std::fs::write(&log, &bytes)?;
+    {
+        let store = EmbeddedStore::open(dir.path())?;
+        assert_eq!(std::fs::metadata(&log)?.len() as usize, whole, "cut off");
+        store.enqueue(None, vec![new("crm", "b")], 1_000).await?;
+    }
+    let store = EmbeddedStore::open(dir.path())?;
+    let leased = store.lease("crm", 1_000, 10).await?;
+    let webhook_ids: Vec<&str> = leased.iter().map(|d| d.webhook_id.as_str()).collect();
+    assert_eq!(webhook_ids, ["a", "b"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_damaged_log_is_refused_not_read_past() -> TestResult {
+    let dir = dir()?;
+    std::fs::write(
+        dir.path().join(format!("{:020}.log", 1)),
+        b"not a log at all",
+    )?;
+    let opened = EmbeddedStore::open(dir.path());
+    assert!(matches!(opened, Err(StoreError::Open { .. })), "{opened:?}");
+    let old = self::dir()?;
+    std::fs::write(old.path().join("hookrelay.redb"), b"")?;
+    let opened = EmbeddedStore::open(old.path());
+    let message = format!("{:?}", opened.err().ok_or("opened")?);
+    assert!(message.contains("older redb format"), "{message}");
+    Ok(())
+}

@@ -1,46 +1,47 @@
-//! The embedded backend: one redb file, one writer thread, an in-memory queue index.
+//! The embedded backend: an append-only log file, one writer thread, the queue in memory.
 
 mod index;
-mod tables;
+mod log;
+mod state;
 mod writer;
 
-use crate::codec::{Head, decode, decode_prefix};
 use crate::{DeadLetter, Delivery, DeliveryId, EnqueueOutcome, NewDelivery, StoreError};
-use index::Index;
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use bytes::Bytes;
+use state as writer_state;
+use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use tables::{
-    DEAD_BY_ENDPOINT, DEAD_LETTERS, DEAD_LETTERS_NAME, DEDUPE, DEDUPE_EXPIRY, DELIVERIES,
-    DELIVERIES_NAME, META, NEXT_ID, QUEUE_BY_ENDPOINT,
-};
 use tokio::sync::{Notify, oneshot};
-use writer::{Op, Reply, Shared, Writer};
+use writer::{Core, Op, Reply, Shared, Snapshot, Writer, decode_put, index_of, log_path};
 
-/// Page cache of the database file.
-const CACHE_BYTES: usize = 32 * 1024 * 1024;
+/// The lock file inside the store directory: one process at a time.
+const LOCK_FILE: &str = "lock";
 
-/// The database file inside the store directory.
-const FILE_NAME: &str = "hookrelay.redb";
+/// A store directory of the older redb format holds this file.
+const REDB_FILE: &str = "hookrelay.redb";
 
 /// Tuning of an [`EmbeddedStore`].
 #[derive(Clone, Debug)]
 pub struct EmbeddedOptions {
     max_batch: usize,
+    compact_after: u64,
 }
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        EmbeddedOptions { max_batch: 1024 }
+        EmbeddedOptions {
+            max_batch: 1024,
+            compact_after: 64 << 20,
+        }
     }
 }
 
 impl EmbeddedOptions {
-    /// Most operations committed in one write transaction (default 1024, at least 1).
+    /// Most operations committed in one write (default 1024, at least 1).
     ///
     /// `1` commits every operation on its own, one fsync each: the baseline that group
     /// commit is measured against.
@@ -49,17 +50,29 @@ impl EmbeddedOptions {
         self.max_batch = max_batch.max(1);
         self
     }
+
+    /// Log length in bytes below which the log is never compacted (default 64 MiB). Past
+    /// it, the log is compacted once it is four times the size of what is still live.
+    #[must_use]
+    pub fn compact_after(mut self, bytes: u64) -> Self {
+        self.compact_after = bytes;
+        self
+    }
 }
 
-/// The embedded store: a durable queue of deliveries and their dead letters in one redb
-/// file, safe to share (clones share one database and one writer).
+/// The embedded store: a durable queue of deliveries and their dead letters in an
+/// append-only log in one directory, safe to share (clones share one log and one writer).
 ///
 /// Every method that writes returns after its write is durable. Writes from concurrent
-/// callers are committed together (group commit), see [`EmbeddedStore::commits`]. A call
-/// whose future is dropped before it completes may still be applied.
+/// callers are appended together and synced once (group commit), see
+/// [`EmbeddedStore::commits`]. A call whose future is dropped before it completes may
+/// still be applied.
 ///
-/// Leases are kept in memory: after [`EmbeddedStore::open`] every queued delivery is
-/// eligible again.
+/// The queue, the dead letters and the dedupe keys (as 128-bit hashes) are kept in memory;
+/// bodies stay in the log and are read back when leased or listed. When the log has grown
+/// to four times what is still live (and past [`EmbeddedOptions::compact_after`]), it is
+/// rewritten with only the live records. Leases are kept in memory: after
+/// [`EmbeddedStore::open`] every queued delivery is eligible again.
 #[derive(Clone, Debug)]
 pub struct EmbeddedStore {
     inner: Arc<Inner>,
@@ -67,17 +80,18 @@ pub struct EmbeddedStore {
 
 #[derive(Debug)]
 struct Inner {
-    path: PathBuf,
-    db: Arc<Database>,
+    dir: PathBuf,
     shared: Arc<Shared>,
     ops: Option<Sender<Op>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Held (and locked) while the store is open.
+    _lock: File,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         // Closing the channel ends the writer after its current batch; joining it means the
-        // file is closed (and can be reopened) once the last handle is gone.
+        // log is closed (and the directory can be reopened) once the last handle is gone.
         drop(self.ops.take());
         let handle = self
             .writer
@@ -93,47 +107,78 @@ impl Drop for Inner {
 }
 
 impl EmbeddedStore {
-    /// Opens the store in directory `dir`, creating the directory and the database file
-    /// (`hookrelay.redb`) if needed, with default options.
+    /// Opens the store in directory `dir`, creating the directory and the log if needed,
+    /// with default options.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         Self::open_with(dir, EmbeddedOptions::default())
     }
 
     /// Opens the store in directory `dir` with `options`.
     ///
-    /// A file left by a killed process is repaired first. The in-memory index is rebuilt
-    /// from every queued delivery, none of them leased.
+    /// The log is read back: a frame a killed process left half-written is cut off (it was
+    /// never acknowledged), and the queue is rebuilt with none of it leased. Fails when
+    /// another process has the directory open.
     pub fn open_with(dir: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Self, StoreError> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             path: dir.to_owned(),
             source,
         })?;
-        let path = dir.join(FILE_NAME);
         let open_error = |source: Arc<dyn std::error::Error + Send + Sync>| StoreError::Open {
-            path: path.clone(),
+            path: dir.to_owned(),
             source,
         };
-        // A bounded page cache: redb's default grows to a gigabyte, and under sustained
-        // ingest every new cache page is a fresh, zeroed page of memory.
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-            .map_err(|e| open_error(Arc::new(e)))?;
-        create_tables(&db).map_err(|e| open_error(Arc::new(e)))?;
-        let (index, next_id) = load_index(&db)?;
-
-        let db = Arc::new(db);
+        let io_error = |e: std::io::Error| open_error(Arc::new(e));
+        if dir.join(REDB_FILE).exists() {
+            return Err(io_error(std::io::Error::other(format!(
+                "the directory holds a store in the older redb format ({REDB_FILE}); deliver or \
+                 move it away first"
+            ))));
+        }
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))
+            .map_err(io_error)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(io_error(std::io::Error::other(
+                    "another process has this store open",
+                )));
+            }
+            Err(TryLockError::Error(e)) => return Err(io_error(e)),
+        }
+        let (seq, file, end, state) = recover(dir)?;
+        let index = index_of(&state);
+        tracing::info!(
+            queued = state.queued.len(),
+            dead = state.dead.len(),
+            keys = state.key_count(),
+            next_id = state.next_id,
+            log_bytes = end,
+            "store opened"
+        );
+        let mut core = Core {
+            index,
+            state,
+            ..Core::default()
+        };
+        core.files.insert(seq, Arc::clone(&file));
         let shared = Arc::new(Shared {
-            index: Mutex::new(index),
+            core: Mutex::new(core),
             ..Shared::default()
         });
         let (ops, receiver) = mpsc::channel();
         let writer = Writer {
-            db: Arc::clone(&db),
+            dir: dir.to_owned(),
             shared: Arc::clone(&shared),
-            next_id,
+            file,
+            seq,
+            end,
             max_batch: options.max_batch,
+            compact_after: options.compact_after,
         };
         let handle = std::thread::Builder::new()
             .name("hookrelay-store-writer".into())
@@ -141,18 +186,18 @@ impl EmbeddedStore {
             .map_err(|source| StoreError::Spawn { source })?;
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
-                path,
-                db,
+                dir: dir.to_owned(),
                 shared,
                 ops: Some(ops),
                 writer: Mutex::new(Some(handle)),
+                _lock: lock,
             }),
         })
     }
 
-    /// The database file.
+    /// The store directory.
     pub fn path(&self) -> &Path {
-        &self.inner.path
+        &self.inner.dir
     }
 
     async fn call<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
@@ -196,54 +241,59 @@ impl EmbeddedStore {
         now_ms: i64,
         max: usize,
     ) -> Result<Vec<Delivery>, StoreError> {
-        let ids = self.inner.shared.index().lease(endpoint, now_ms, max);
-        if ids.is_empty() {
-            return Ok(Vec::new());
+        let found = {
+            let mut core = self.inner.shared.core();
+            let ids = core.index.lease(endpoint, now_ms, max);
+            let mut found = Vec::with_capacity(ids.len());
+            for id in ids {
+                // Absent: removed by a batch whose index update is just being applied.
+                let Some(entry) = core.state.queued.get(&id) else {
+                    continue;
+                };
+                let Some(file) = core.files.get(&entry.put.seq) else {
+                    continue;
+                };
+                found.push((id, entry.clone(), Arc::clone(file)));
+            }
+            found
+        };
+        let mut deliveries = Vec::with_capacity(found.len());
+        let mut failed = None;
+        for (id, entry, file) in found {
+            if failed.is_some() {
+                self.inner.shared.core().index.release(id);
+                continue;
+            }
+            match read_delivery(id, &entry, &file) {
+                Ok(delivery) => deliveries.push(delivery),
+                Err(error @ StoreError::Corrupt { .. }) => {
+                    // Stays leased, so it is not offered again before a restart; still
+                    // counted in the queue depth.
+                    tracing::error!(id, error = %error, "unreadable delivery left leased");
+                }
+                Err(error) => {
+                    self.inner.shared.core().index.release(id);
+                    failed = Some(error);
+                }
+            }
         }
-        match self.read_leased(&ids) {
-            Ok(deliveries) => Ok(deliveries),
-            Err(error) => {
-                let mut index = self.inner.shared.index();
-                for id in ids {
-                    index.release(id);
+        match failed {
+            Some(error) => {
+                let mut core = self.inner.shared.core();
+                for delivery in deliveries {
+                    core.index.release(delivery.id.0);
                 }
                 Err(error)
             }
+            None => Ok(deliveries),
         }
-    }
-
-    fn read_leased(&self, ids: &[u64]) -> Result<Vec<Delivery>, StoreError> {
-        let txn = self
-            .inner
-            .db
-            .begin_read()
-            .map_err(|e| StoreError::backend("read", e))?;
-        let table = txn
-            .open_table(DELIVERIES)
-            .map_err(|e| StoreError::backend("read", e))?;
-        let mut deliveries = Vec::with_capacity(ids.len());
-        for &id in ids {
-            // Missing: removed by a commit whose index update is just being applied.
-            let Some(guard) = table.get(id).map_err(|e| StoreError::backend("read", e))? else {
-                continue;
-            };
-            match decode(DELIVERIES_NAME, id, guard.value()) {
-                Ok(delivery) => deliveries.push(delivery),
-                // Stays leased, so it is not offered again before a restart; still counted
-                // in the queue depth.
-                Err(error) => {
-                    tracing::error!(id, error = %error, "undecodable delivery left leased")
-                }
-            }
-        }
-        Ok(deliveries)
     }
 
     /// The earliest time an unleased delivery of `endpoint` is due (at or before the
     /// present when one is due now), or `None` when it has none: how long an idle worker
     /// may sleep, unless [`EmbeddedStore::subscribe`] wakes it first.
     pub fn next_due(&self, endpoint: &str) -> Option<i64> {
-        self.inner.shared.index().next_due(endpoint)
+        self.inner.shared.core().index.next_due(endpoint)
     }
 
     /// Removes a delivered delivery from the queue.
@@ -295,7 +345,7 @@ impl EmbeddedStore {
     /// Gives a lease back unchanged (at shutdown, or when an endpoint is paused); the
     /// delivery is eligible again at once. Unknown or unleased ids are ignored.
     pub async fn release(&self, id: DeliveryId) -> Result<(), StoreError> {
-        self.inner.shared.index().release(id.0);
+        self.inner.shared.core().index.release(id.0);
         Ok(())
     }
 
@@ -324,38 +374,28 @@ impl EmbeddedStore {
         endpoint: Option<&str>,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, StoreError> {
-        let read = |e: redb::Error| StoreError::backend("read", e);
-        let txn = self.inner.db.begin_read().map_err(|e| read(e.into()))?;
-        let dead = txn.open_table(DEAD_LETTERS).map_err(|e| read(e.into()))?;
-        let ids: Vec<u64> = match endpoint {
-            Some(endpoint) => {
-                let index = txn
-                    .open_table(DEAD_BY_ENDPOINT)
-                    .map_err(|e| read(e.into()))?;
-                let range = index
-                    .range((endpoint, 0)..=(endpoint, u64::MAX))
-                    .map_err(|e| read(e.into()))?;
-                let mut ids = Vec::new();
-                for entry in range.take(limit) {
-                    let (key, _) = entry.map_err(|e| read(e.into()))?;
-                    ids.push(key.value().1);
-                }
-                ids
-            }
-            None => {
-                let mut ids = Vec::new();
-                for entry in dead.iter().map_err(|e| read(e.into()))?.take(limit) {
-                    let (key, _) = entry.map_err(|e| read(e.into()))?;
-                    ids.push(key.value());
-                }
-                ids
-            }
+        let found: Vec<(u64, writer_state::Grave, Arc<File>)> = {
+            let core = self.inner.shared.core();
+            core.state
+                .dead
+                .iter()
+                .filter(|(_, grave)| endpoint.is_none_or(|name| *grave.entry.endpoint == *name))
+                .take(limit)
+                .filter_map(|(&id, grave)| {
+                    let file = core.files.get(&grave.entry.put.seq)?;
+                    Some((id, grave.clone(), Arc::clone(file)))
+                })
+                .collect()
         };
-        let mut letters = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(guard) = dead.get(id).map_err(|e| read(e.into()))? {
-                letters.push(decode(DEAD_LETTERS_NAME, id, guard.value())?);
-            }
+        let mut letters = Vec::with_capacity(found.len());
+        for (id, grave, file) in found {
+            letters.push(DeadLetter {
+                delivery: read_delivery(id, &grave.entry, &file)?,
+                reason: grave.reason.into(),
+                status: grave.status,
+                response: grave.response.map(String::from),
+                dead_at_ms: grave.dead_at_ms,
+            });
         }
         Ok(letters)
     }
@@ -375,12 +415,12 @@ impl EmbeddedStore {
 
     /// Queued deliveries of `endpoint`, leased ones included (from memory, no I/O).
     pub fn queue_depth(&self, endpoint: &str) -> u64 {
-        self.inner.shared.index().depth(endpoint)
+        self.inner.shared.core().index.depth(endpoint)
     }
 
     /// Endpoints that have queued deliveries, sorted (from memory, no I/O).
     pub fn endpoints(&self) -> Vec<String> {
-        self.inner.shared.index().endpoints()
+        self.inner.shared.core().index.endpoints()
     }
 
     /// The wake-up signal of `endpoint`, notified (one permit) when deliveries are enqueued
@@ -388,16 +428,21 @@ impl EmbeddedStore {
     /// `notified()` or until [`EmbeddedStore::next_due`], whichever comes first; the stored
     /// permit means an enqueue between the lease and the wait is not missed.
     pub fn subscribe(&self, endpoint: &str) -> Arc<Notify> {
-        self.inner.shared.index().waker(endpoint)
+        self.inner.shared.core().index.waker(endpoint)
     }
 
-    /// Write transactions committed since open (each one fsync): with group commit, far
+    /// Group commits since open (each one write and one fsync): with group commit, far
     /// fewer than the writes made under concurrency.
     pub fn commits(&self) -> u64 {
         self.inner.shared.commits.load(Ordering::Relaxed)
     }
 
-    /// Ready when the writer runs, no commit has failed, and the file can be read.
+    /// Times the log was compacted since open.
+    pub fn checkpoints(&self) -> u64 {
+        self.inner.shared.checkpoints.load(Ordering::Relaxed)
+    }
+
+    /// Ready when the writer runs, no write has failed, and the log file is there.
     pub async fn health(&self) -> Result<(), StoreError> {
         if let Some(source) = self.inner.shared.failure() {
             return Err(StoreError::Backend {
@@ -415,91 +460,94 @@ impl EmbeddedStore {
         if stopped {
             return Err(StoreError::WriterStopped);
         }
-        let txn = self
-            .inner
-            .db
-            .begin_read()
-            .map_err(|e| StoreError::backend("read", e))?;
-        txn.open_table(META)
-            .map_err(|e| StoreError::backend("read", e))?;
+        let files: Vec<Arc<File>> = self.inner.shared.core().files.values().cloned().collect();
+        for file in files {
+            file.metadata()
+                .map_err(|e| StoreError::backend("read", e))?;
+        }
         Ok(())
     }
 }
 
-fn create_tables(db: &Database) -> Result<(), redb::Error> {
-    let txn = db.begin_write()?;
-    txn.open_table(DELIVERIES)?;
-    txn.open_table(QUEUE_BY_ENDPOINT)?;
-    txn.open_table(DEAD_LETTERS)?;
-    txn.open_table(DEAD_BY_ENDPOINT)?;
-    txn.open_table(DEDUPE)?;
-    txn.open_table(DEDUPE_EXPIRY)?;
-    txn.open_table(META)?;
-    txn.commit()?;
-    Ok(())
+/// Reads a delivery's `Put` record back and combines it with what changed since.
+fn read_delivery(id: u64, entry: &state::Entry, file: &File) -> Result<Delivery, StoreError> {
+    let record = log::read(file, entry.put).map_err(|e| StoreError::backend("read", e))?;
+    let (webhook_id, created_at_ms, body_range) = {
+        let put = decode_put(entry.put.seq, entry.put, &record)?;
+        let start = put.body.as_ptr() as usize - record.as_ptr() as usize;
+        (
+            put.webhook_id.to_owned(),
+            put.created_at_ms,
+            start..start + put.body.len(),
+        )
+    };
+    Ok(Delivery {
+        id: DeliveryId(id),
+        endpoint: entry.endpoint.to_string(),
+        not_before_ms: entry.not_before_ms,
+        attempts: entry.attempts,
+        webhook_id,
+        created_at_ms,
+        last_error: entry.last_error.as_deref().map(String::from),
+        body: Bytes::from(record).slice(body_range),
+    })
 }
 
-/// Rebuilds the queue index and finds the next id to allocate.
-fn load_index(db: &Database) -> Result<(Index, u64), StoreError> {
-    let read = |e: redb::Error| StoreError::backend("read at open", e);
-    let txn = db.begin_read().map_err(|e| read(e.into()))?;
-    let deliveries = txn.open_table(DELIVERIES).map_err(|e| read(e.into()))?;
-    let dead = txn.open_table(DEAD_LETTERS).map_err(|e| read(e.into()))?;
-    let meta = txn.open_table(META).map_err(|e| read(e.into()))?;
-
-    let mut next_id = meta
-        .get(NEXT_ID)
-        .map_err(|e| read(e.into()))?
-        .map_or(0, |guard| guard.value());
-    for table in [&deliveries, &dead] {
-        if let Some((last, _)) = table.last().map_err(|e| read(e.into()))? {
-            next_id = next_id.max(last.value().saturating_add(1));
+/// Finds the newest log file, reads it back and cuts off a torn tail; starts a new log
+/// when there is none. Older log files (a checkpoint that was not cleaned up) and
+/// unfinished checkpoints are removed.
+fn recover(dir: &Path) -> Result<(u64, Arc<File>, u64, state::State), StoreError> {
+    let open_error = |e: std::io::Error| StoreError::Open {
+        path: dir.to_owned(),
+        source: Arc::new(e),
+    };
+    let mut logs = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(open_error)? {
+        let entry = entry.map_err(open_error)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".log.tmp") {
+            std::fs::remove_file(entry.path()).map_err(open_error)?;
+        } else if let Some(seq) = name
+            .strip_suffix(".log")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            logs.push(seq);
         }
     }
-
-    let mut index = Index::default();
-    let queued = deliveries.len().map_err(|e| read(e.into()))?;
-    for entry in deliveries.iter().map_err(|e| read(e.into()))? {
-        let (key, value) = entry.map_err(|e| read(e.into()))?;
-        let head: Head = decode_prefix(DELIVERIES_NAME, key.value(), value.value())?;
-        index.insert(head.endpoint, head.id.0, head.not_before_ms);
-    }
-    tracing::info!(queued, next_id, "store opened");
-    Ok((index, next_id))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn dedupe_rows(store: &EmbeddedStore) -> Result<(u64, u64), redb::Error> {
-        let txn = store.inner.db.begin_read()?;
-        let keys = txn.open_table(DEDUPE)?.len()?;
-        let expiry = txn.open_table(DEDUPE_EXPIRY)?.len()?;
-        Ok((keys, expiry))
-    }
-
-    #[tokio::test]
-    async fn expired_dedupe_keys_are_purged_a_bounded_number_per_commit()
-    -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let store = EmbeddedStore::open(dir.path())?;
-        for i in 0..300 {
-            let key = Some((format!("k{i}"), Duration::from_millis(1)));
-            store.enqueue(key, Vec::new(), 0).await?;
-        }
-        assert_eq!(dedupe_rows(&store)?, (300, 300));
-        // Renewing expired k0 at 1 commits with a purge of 256 of the other 299.
-        let renewed = Some(("k0".to_owned(), Duration::from_secs(60)));
-        store.enqueue(renewed, Vec::new(), 1).await?;
-        assert_eq!(dedupe_rows(&store)?, (44, 44));
-        let fresh = Some(("a".to_owned(), Duration::from_secs(60)));
-        store.enqueue(fresh, Vec::new(), 10).await?;
-        assert_eq!(
-            dedupe_rows(&store)?,
-            (2, 2),
-            "only the live k0 and a are left"
+    logs.sort_unstable();
+    let Some(&seq) = logs.last() else {
+        let empty = state::State::default();
+        let written = writer::write_checkpoint(dir, 1, &Snapshot::of(&empty), None)?;
+        return Ok((1, written.file, written.end, empty));
+    };
+    let path = log_path(dir, seq);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(open_error)?;
+    let mut state = state::State::default();
+    let scanned = log::scan(&path, &file, seq, |loc, head, _tail| {
+        let rec: state::Rec<'_> = postcard::from_bytes(head).map_err(|e| StoreError::Corrupt {
+            table: "log",
+            key: seq,
+            source: Arc::new(e),
+        })?;
+        state.apply(&rec, loc);
+        Ok(())
+    })?;
+    if scanned.torn > 0 {
+        tracing::warn!(
+            path = %path.display(),
+            bytes = scanned.torn,
+            "cutting off an unfinished write at the end of the store log"
         );
-        Ok(())
+        file.set_len(scanned.valid_end).map_err(open_error)?;
+        file.sync_all().map_err(open_error)?;
     }
+    for &older in &logs[..logs.len() - 1] {
+        std::fs::remove_file(log_path(dir, older)).map_err(open_error)?;
+    }
+    Ok((seq, Arc::new(file), scanned.valid_end, state))
 }

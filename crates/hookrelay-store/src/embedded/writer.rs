@@ -1,34 +1,51 @@
-//! The writer thread: group commit.
+//! The writer thread: group commit onto the log, and checkpoints.
 //!
 //! Callers send an [`Op`] with a oneshot reply. The thread takes the first op, drains
-//! whatever else is already waiting (up to `max_batch`), applies them all in one write
-//! transaction, commits it durably (fsync), applies the in-memory effects, wakes workers,
-//! and only then answers every caller. A failed commit fails every op of the batch.
+//! whatever else is already waiting (up to `max_batch`), turns each op into records
+//! (deciding its outcome against the state, which it updates as it goes, so later ops of
+//! the batch see earlier ones), appends them to the log in one write, makes that durable
+//! with one `fdatasync`, then updates the queue index, wakes workers and answers every
+//! caller. A failed write or sync fails every op of the batch and every later one: the
+//! state may be ahead of the file, so the store must be reopened (which rebuilds it from
+//! the file).
 //!
-//! An op decides whether it can proceed (record present and decodable, values encodable)
-//! before it writes anything, so an op that fails on its own leaves the transaction clean
-//! and the other ops of the batch still commit.
+//! An op decides whether it can proceed before it appends anything, so an op that fails on
+//! its own leaves the log clean and the other ops of the batch still commit. Each op's
+//! records go into one frame, so after a crash an op is either all there or not at all.
+//!
+//! When the log has grown past `compact_after` and to four times what is live, the thread
+//! writes a checkpoint: a new log file holding only the live state (queued deliveries with
+//! their bodies, dead letters, live dedupe keys, the next id), made durable and renamed
+//! into place before the old file is removed.
 
 use super::index::{Effect, Index};
-use super::tables::{
-    DEAD_BY_ENDPOINT, DEAD_LETTERS, DEAD_LETTERS_NAME, DEDUPE, DEDUPE_EXPIRY, DELIVERIES,
-    DELIVERIES_NAME, META, NEXT_ID, QUEUE_BY_ENDPOINT,
-};
-use crate::codec::{decode, encode};
+use super::log::{self, FrameBuf, Loc, MAGIC};
+use super::state::{Entry, Grave, Rec, State};
 use crate::types::truncate;
-use crate::{
-    DeadLetter, Delivery, DeliveryId, EnqueueOutcome, MAX_RESPONSE_BYTES, NewDelivery, StoreError,
-};
-use redb::{Database, ReadableTable, Table, WriteTransaction};
+use crate::{DeliveryId, EnqueueOutcome, MAX_RESPONSE_BYTES, NewDelivery, StoreError};
+use std::collections::HashMap;
 use std::error::Error as StdError;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::oneshot;
+use xxhash_rust::xxh3::xxh3_128;
 
-/// At most this many expired dedupe keys are removed per commit.
-const PURGE_PER_COMMIT: usize = 256;
+/// At most this many expired dedupe keys are forgotten per commit.
+const PURGE_PER_COMMIT: usize = 4096;
+
+/// A frame is closed (between two ops) once it holds this much.
+const FRAME_SOFT_MAX: usize = 64 << 20;
+
+/// A checkpoint is written out in pieces of about this size.
+const CHECKPOINT_CHUNK: usize = 8 << 20;
+
+/// Dedupe keys per `Keys` record of a checkpoint.
+const KEYS_PER_RECORD: usize = 4096;
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -75,20 +92,32 @@ pub(crate) enum Op {
     },
 }
 
+/// What the writer and the readers share, under one lock.
+#[derive(Debug, Default)]
+pub(crate) struct Core {
+    /// Which deliveries are due and leased; changed only after a commit.
+    pub(crate) index: Index,
+    /// What the log says (ahead of `index` while a batch is being written).
+    pub(crate) state: State,
+    /// The open log files by sequence number, for reading records back.
+    pub(crate) files: HashMap<u64, Arc<File>>,
+}
+
 /// State shared by the writer thread and the store handles.
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
-    pub(crate) index: Mutex<Index>,
+    pub(crate) core: Mutex<Core>,
     pub(crate) commits: AtomicU64,
-    /// Set when a commit failed: the database refuses writes until reopened.
+    pub(crate) checkpoints: AtomicU64,
+    /// Set when a write failed: the store refuses writes until reopened.
     pub(crate) failed: Mutex<Option<Arc<dyn StdError + Send + Sync>>>,
 }
 
 impl Shared {
-    pub(crate) fn index(&self) -> std::sync::MutexGuard<'_, Index> {
-        // The index is consistent after every statement that holds the lock, so a panic
+    pub(crate) fn core(&self) -> MutexGuard<'_, Core> {
+        // The core is consistent after every statement that holds the lock, so a panic
         // elsewhere leaves it usable.
-        self.index.lock().unwrap_or_else(PoisonError::into_inner)
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn failure(&self) -> Option<Arc<dyn StdError + Send + Sync>> {
@@ -97,23 +126,13 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
-}
 
-/// Why applying an op stopped.
-enum Stop {
-    /// This op cannot proceed; nothing of it was written.
-    Op(StoreError),
-    /// The transaction is unusable: the whole batch fails.
-    Fatal(StoreError),
-}
-
-impl From<redb::StorageError> for Stop {
-    fn from(e: redb::StorageError) -> Self {
-        Stop::Fatal(StoreError::backend("write", e))
+    fn fail(&self, error: Arc<dyn StdError + Send + Sync>) {
+        *self.failed.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
     }
 }
 
-/// A caller's reply, held until the batch commits.
+/// A caller's reply, held until the batch is durable.
 enum Pending {
     Enqueue(Reply<EnqueueOutcome>, Result<EnqueueOutcome, StoreError>),
     Unit(Reply<()>, Result<(), StoreError>),
@@ -142,33 +161,225 @@ impl Pending {
     }
 }
 
-struct Tables<'txn> {
-    deliveries: Table<'txn, u64, &'static [u8]>,
-    queue_by_endpoint: Table<'txn, (&'static str, u64), ()>,
-    dead_letters: Table<'txn, u64, &'static [u8]>,
-    dead_by_endpoint: Table<'txn, (&'static str, u64), ()>,
-    dedupe: Table<'txn, &'static str, i64>,
-    dedupe_expiry: Table<'txn, (i64, &'static str), ()>,
+/// One batch being turned into records.
+struct Batch<'a> {
+    state: &'a mut State,
+    frames: &'a mut FrameBuf,
+    effects: &'a mut Vec<Effect>,
 }
 
-impl<'txn> Tables<'txn> {
-    fn open(txn: &'txn WriteTransaction) -> Result<Self, redb::TableError> {
-        Ok(Tables {
-            deliveries: txn.open_table(DELIVERIES)?,
-            queue_by_endpoint: txn.open_table(QUEUE_BY_ENDPOINT)?,
-            dead_letters: txn.open_table(DEAD_LETTERS)?,
-            dead_by_endpoint: txn.open_table(DEAD_BY_ENDPOINT)?,
-            dedupe: txn.open_table(DEDUPE)?,
-            dedupe_expiry: txn.open_table(DEDUPE_EXPIRY)?,
-        })
+impl Batch<'_> {
+    /// Appends `recs` (with their tails) as one op: all of them or, on error, none. Applies
+    /// them to the state once all are encoded.
+    fn log(&mut self, recs: &[(Rec<'_>, &[u8])]) -> Result<(), StoreError> {
+        self.frames.begin();
+        let mark = self.frames.mark();
+        let mut locs = Vec::with_capacity(recs.len());
+        for (rec, tail) in recs {
+            match self.frames.push(rec, tail) {
+                Ok(loc) => locs.push(loc),
+                Err(e) => {
+                    self.frames.rollback(mark);
+                    return Err(e);
+                }
+            }
+        }
+        for ((rec, _), loc) in recs.iter().zip(locs) {
+            self.state.apply(rec, loc);
+        }
+        if self.frames.frame_len() > FRAME_SOFT_MAX {
+            self.frames.end()?;
+        }
+        Ok(())
+    }
+
+    fn enqueue(
+        &mut self,
+        dedupe: Option<(String, Duration)>,
+        batch: &[NewDelivery],
+        now_ms: i64,
+    ) -> Result<EnqueueOutcome, StoreError> {
+        let key = dedupe.as_ref().map(|(key, window)| {
+            let window = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+            (xxh3_128(key.as_bytes()), now_ms.saturating_add(window))
+        });
+        if let Some((hash, _)) = key
+            && self.state.dedupe_expiry(hash).is_some_and(|e| e > now_ms)
+        {
+            return Ok(EnqueueOutcome::Duplicate);
+        }
+        let first = self.state.next_id;
+        let exhausted = || {
+            StoreError::backend(
+                "allocate id",
+                std::io::Error::other("delivery ids exhausted"),
+            )
+        };
+        first
+            .checked_add(batch.len() as u64)
+            .ok_or_else(exhausted)?;
+        let mut recs = Vec::with_capacity(batch.len() + 1);
+        for (n, new) in batch.iter().enumerate() {
+            recs.push((
+                Rec::Put {
+                    id: first + n as u64,
+                    endpoint: &new.endpoint,
+                    not_before_ms: now_ms,
+                    attempts: 0,
+                    webhook_id: &new.webhook_id,
+                    created_at_ms: new.created_at_ms,
+                    last_error: None,
+                },
+                &new.body[..],
+            ));
+        }
+        if let Some((hash, expires_ms)) = key {
+            recs.push((
+                Rec::Dedupe {
+                    key: hash,
+                    expires_ms,
+                },
+                &[][..],
+            ));
+        }
+        self.log(&recs)?;
+        let ids: Vec<DeliveryId> = (0..batch.len() as u64)
+            .map(|n| DeliveryId(first + n))
+            .collect();
+        for (new, id) in batch.iter().zip(&ids) {
+            self.effects.push(Effect::Queued {
+                endpoint: new.endpoint.clone(),
+                id: id.0,
+                not_before: now_ms,
+                wake: true,
+            });
+        }
+        Ok(EnqueueOutcome::Enqueued(ids))
+    }
+
+    /// The queued delivery `id`: its endpoint and when it was due.
+    fn queued(&self, id: u64) -> Result<(String, i64), StoreError> {
+        self.state
+            .queued
+            .get(&id)
+            .map(|entry| (entry.endpoint.to_string(), entry.not_before_ms))
+            .ok_or(StoreError::UnknownDelivery { id: DeliveryId(id) })
+    }
+
+    fn complete(&mut self, id: u64) -> Result<(), StoreError> {
+        let (endpoint, not_before) = self.queued(id)?;
+        self.log(&[(Rec::Complete { id }, &[])])?;
+        self.effects.push(Effect::Removed {
+            endpoint,
+            id,
+            not_before,
+        });
+        Ok(())
+    }
+
+    fn reschedule(
+        &mut self,
+        id: u64,
+        not_before_ms: i64,
+        attempts: u32,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let (endpoint, not_before) = self.queued(id)?;
+        let rec = Rec::Reschedule {
+            id,
+            not_before_ms,
+            attempts,
+            error,
+        };
+        self.log(&[(rec, &[])])?;
+        self.effects.push(Effect::Removed {
+            endpoint: endpoint.clone(),
+            id,
+            not_before,
+        });
+        self.effects.push(Effect::Queued {
+            endpoint,
+            id,
+            not_before: not_before_ms,
+            wake: false,
+        });
+        Ok(())
+    }
+
+    fn bury(
+        &mut self,
+        ids: &[u64],
+        reason: &str,
+        status: Option<u16>,
+        response: Option<&str>,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let mut removed = Vec::with_capacity(ids.len());
+        for &id in ids {
+            removed.push((id, self.queued(id)?));
+        }
+        let recs: Vec<(Rec<'_>, &[u8])> = ids
+            .iter()
+            .map(|&id| {
+                let rec = Rec::Bury {
+                    id,
+                    reason,
+                    status,
+                    response,
+                    dead_at_ms: now_ms,
+                };
+                (rec, &[][..])
+            })
+            .collect();
+        self.log(&recs)?;
+        for (id, (endpoint, not_before)) in removed {
+            self.effects.push(Effect::Removed {
+                endpoint,
+                id,
+                not_before,
+            });
+        }
+        Ok(ids.len() as u64)
+    }
+
+    fn replay(&mut self, ids: &[u64]) -> Result<u64, StoreError> {
+        let found: Vec<(u64, String)> = ids
+            .iter()
+            .filter_map(|id| {
+                let grave = self.state.dead.get(id)?;
+                Some((*id, grave.entry.endpoint.to_string()))
+            })
+            .collect();
+        let recs: Vec<(Rec<'_>, &[u8])> = found
+            .iter()
+            .map(|&(id, _)| (Rec::Replay { id }, &[][..]))
+            .collect();
+        self.log(&recs)?;
+        let count = found.len() as u64;
+        for (id, endpoint) in found {
+            self.effects.push(Effect::Queued {
+                endpoint,
+                id,
+                not_before: 0,
+                wake: true,
+            });
+        }
+        Ok(count)
     }
 }
 
+/// Where the log lives and how it is tuned.
 pub(crate) struct Writer {
-    pub(crate) db: Arc<Database>,
+    pub(crate) dir: PathBuf,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) next_id: u64,
+    /// The log file appended to.
+    pub(crate) file: Arc<File>,
+    pub(crate) seq: u64,
+    /// Where the next frame goes.
+    pub(crate) end: u64,
     pub(crate) max_batch: usize,
+    /// No checkpoint before the log is this long.
+    pub(crate) compact_after: u64,
 }
 
 impl Writer {
@@ -182,35 +393,132 @@ impl Writer {
                 }
             }
             self.commit(batch);
+            self.maybe_checkpoint();
         }
     }
 
     fn commit(&mut self, batch: Vec<Op>) {
         let size = batch.len();
-        let first_id = self.next_id;
         let mut pending = Vec::with_capacity(size);
+        if let Some(source) = self.shared.failure() {
+            for op in batch {
+                pending.push(pending_of(op));
+            }
+            let make = || StoreError::Backend {
+                op: "write",
+                source: Arc::clone(&source),
+            };
+            pending.into_iter().for_each(|p| p.fail(&make));
+            return;
+        }
+        let mut frames = FrameBuf::new(self.seq, self.end);
         let mut effects = Vec::new();
-        let outcome = self.write(batch, &mut pending, &mut effects);
-        match outcome {
-            Ok(()) => {
-                self.shared.commits.fetch_add(1, Ordering::Relaxed);
-                tracing::trace!(ops = size, "store group commit");
-                self.shared.index().apply(effects);
+        let mut fatal = None;
+        {
+            let mut core = self.shared.core();
+            let mut b = Batch {
+                state: &mut core.state,
+                frames: &mut frames,
+                effects: &mut effects,
+            };
+            let mut purge_at: Option<i64> = None;
+            for op in batch {
+                pending.push(match op {
+                    Op::Enqueue {
+                        dedupe,
+                        batch,
+                        now_ms,
+                        reply,
+                    } => {
+                        purge_at = Some(purge_at.map_or(now_ms, |at| at.max(now_ms)));
+                        Pending::Enqueue(reply, b.enqueue(dedupe, &batch, now_ms))
+                    }
+                    Op::Complete { id, reply } => Pending::Unit(reply, b.complete(id)),
+                    Op::Reschedule {
+                        id,
+                        not_before_ms,
+                        attempts,
+                        error,
+                        reply,
+                    } => Pending::Unit(
+                        reply,
+                        b.reschedule(id, not_before_ms, attempts, error.as_deref()),
+                    ),
+                    Op::DeadLetter {
+                        id,
+                        reason,
+                        status,
+                        response,
+                        now_ms,
+                        reply,
+                    } => {
+                        let response = response.map(|text| truncate(text, MAX_RESPONSE_BYTES));
+                        let result = b
+                            .bury(&[id], &reason, status, response.as_deref(), now_ms)
+                            .map(drop);
+                        Pending::Unit(reply, result)
+                    }
+                    Op::DeadLetterEndpoint {
+                        endpoint,
+                        reason,
+                        now_ms,
+                        reply,
+                    } => {
+                        let mut ids: Vec<u64> = b
+                            .state
+                            .queued
+                            .iter()
+                            .filter(|(_, entry)| *entry.endpoint == *endpoint)
+                            .map(|(&id, _)| id)
+                            .collect();
+                        ids.sort_unstable();
+                        Pending::Count(reply, b.bury(&ids, &reason, None, None, now_ms))
+                    }
+                    Op::Replay { id, reply } => {
+                        Pending::Found(reply, b.replay(&[id]).map(|n| n > 0))
+                    }
+                    Op::ReplayEndpoint { endpoint, reply } => {
+                        let ids: Vec<u64> = b
+                            .state
+                            .dead
+                            .iter()
+                            .filter(|(_, grave)| *grave.entry.endpoint == *endpoint)
+                            .map(|(&id, _)| id)
+                            .collect();
+                        Pending::Count(reply, b.replay(&ids))
+                    }
+                });
+            }
+            if let Some(now_ms) = purge_at {
+                b.state.purge(now_ms, PURGE_PER_COMMIT);
+            }
+            if let Err(e) = frames.end() {
+                fatal = Some(e);
+            }
+        }
+        let written = match fatal {
+            Some(e) => Err(e),
+            None => self.append(&frames),
+        };
+        match written {
+            Ok(wrote) => {
+                if wrote {
+                    self.end = frames.end_offset();
+                    self.shared.commits.fetch_add(1, Ordering::Relaxed);
+                    tracing::trace!(ops = size, "store group commit");
+                }
+                self.shared.core().index.apply(effects);
                 pending.into_iter().for_each(Pending::send);
             }
             Err(error) => {
-                // Ids handed out in the failed transaction are not reused: harmless gaps.
-                tracing::error!(ops = size, first_id, error = %error, "store commit failed");
-                let source = match &error {
+                tracing::error!(ops = size, error = %error, "store write failed; the store refuses writes until reopened");
+                let source: Arc<dyn StdError + Send + Sync> = match &error {
                     StoreError::Backend { source, .. } => Arc::clone(source),
                     other => Arc::new(std::io::Error::other(other.to_string())),
                 };
-                let op = match &error {
-                    StoreError::Backend { op, .. } => *op,
-                    _ => "write",
-                };
+                self.shared.fail(Arc::clone(&source));
                 let make = || StoreError::Backend {
-                    op,
+                    op: "commit",
                     source: Arc::clone(&source),
                 };
                 pending.into_iter().for_each(|p| p.fail(&make));
@@ -218,439 +526,259 @@ impl Writer {
         }
     }
 
-    /// Applies the batch in one transaction and commits it. On `Err` nothing was
-    /// acknowledged; `pending` holds every caller's reply either way.
-    fn write(
-        &mut self,
-        batch: Vec<Op>,
-        pending: &mut Vec<Pending>,
-        effects: &mut Vec<Effect>,
-    ) -> Result<(), StoreError> {
-        let mut fatal: Option<StoreError> = None;
-        let txn = match self.db.begin_write() {
-            Ok(txn) => Some(txn),
-            Err(e) => {
-                fatal = Some(StoreError::backend("begin write", e));
-                None
-            }
-        };
-        let mut tables = match txn.as_ref().map(Tables::open) {
-            Some(Ok(tables)) => Some(tables),
-            Some(Err(e)) => {
-                fatal = Some(StoreError::backend("open tables", e));
-                None
-            }
-            None => None,
-        };
-        let next_id_before = self.next_id;
-        let mut purge_at: Option<i64> = None;
-        for op in batch {
-            // After a fatal error the remaining ops are only collected, to be failed.
-            let live = match (&fatal, tables.as_mut()) {
-                (None, Some(tables)) => Some(tables),
-                _ => None,
-            };
-            pending.push(match op {
-                Op::Enqueue {
-                    dedupe,
-                    batch,
-                    now_ms,
-                    reply,
-                } => {
-                    purge_at = Some(purge_at.map_or(now_ms, |at| at.max(now_ms)));
-                    let result = self.apply(live, &mut fatal, |t, next_id| {
-                        enqueue(t, next_id, dedupe, batch, now_ms, effects)
-                    });
-                    Pending::Enqueue(reply, result)
-                }
-                Op::Complete { id, reply } => {
-                    let result = self.apply(live, &mut fatal, |t, _| complete(t, id, effects));
-                    Pending::Unit(reply, result)
-                }
-                Op::Reschedule {
-                    id,
-                    not_before_ms,
-                    attempts,
-                    error,
-                    reply,
-                } => {
-                    let result = self.apply(live, &mut fatal, |t, _| {
-                        reschedule(t, id, not_before_ms, attempts, error, effects)
-                    });
-                    Pending::Unit(reply, result)
-                }
-                Op::DeadLetter {
-                    id,
-                    reason,
-                    status,
-                    response,
-                    now_ms,
-                    reply,
-                } => {
-                    let result = self.apply(live, &mut fatal, |t, _| {
-                        bury(t, id, reason, status, response, now_ms, effects)
-                    });
-                    Pending::Unit(reply, result)
-                }
-                Op::DeadLetterEndpoint {
-                    endpoint,
-                    reason,
-                    now_ms,
-                    reply,
-                } => {
-                    let result = self.apply(live, &mut fatal, |t, _| {
-                        bury_endpoint(t, &endpoint, &reason, now_ms, effects)
-                    });
-                    Pending::Count(reply, result)
-                }
-                Op::Replay { id, reply } => {
-                    let result = self.apply(live, &mut fatal, |t, _| replay(t, id, effects));
-                    Pending::Found(reply, result)
-                }
-                Op::ReplayEndpoint { endpoint, reply } => {
-                    let result = self.apply(live, &mut fatal, |t, _| {
-                        replay_endpoint(t, &endpoint, effects)
-                    });
-                    Pending::Count(reply, result)
-                }
-            });
+    /// Writes the frames and syncs them; false when there was nothing to write.
+    fn append(&self, frames: &FrameBuf) -> Result<bool, StoreError> {
+        let bytes = frames.bytes();
+        if bytes.is_empty() {
+            return Ok(false);
         }
-        if fatal.is_none()
-            && let (Some(tables), Some(now_ms)) = (tables.as_mut(), purge_at)
-            && let Err(e) = purge_dedupe(tables, now_ms)
+        self.file
+            .write_all_at(bytes, self.end)
+            .map_err(|e| StoreError::backend("write", e))?;
+        self.file
+            .sync_data()
+            .map_err(|e| StoreError::backend("sync", e))?;
+        Ok(true)
+    }
+
+    fn maybe_checkpoint(&mut self) {
+        let live = self.shared.core().state.live_bytes();
+        if self.end < self.compact_after || self.end < live.saturating_mul(4) {
+            return;
+        }
+        let before = self.end;
+        match self.checkpoint() {
+            Ok(()) => {
+                self.shared.checkpoints.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(before, after = self.end, "store log compacted");
+            }
+            // The old file stays in use: nothing is lost, the log only keeps growing.
+            Err(error) => tracing::error!(error = %error, "store checkpoint failed"),
+        }
+    }
+
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        let snapshot = Snapshot::of(&self.shared.core().state);
+        let seq = self.seq + 1;
+        let written = write_checkpoint(&self.dir, seq, &snapshot, Some((self.seq, &self.file)))?;
+        let old = (self.seq, log_path(&self.dir, self.seq));
         {
-            fatal = Some(StoreError::backend("purge dedupe keys", e));
+            let mut core = self.shared.core();
+            core.state.relocate(&written.moved);
+            core.files.insert(seq, Arc::clone(&written.file));
+            // Readers holding the old file keep reading it: it is only unlinked.
+            core.files.remove(&old.0);
         }
-        drop(tables);
-        if let Some(error) = fatal {
-            // Dropping the transaction aborts it.
-            return Err(error);
+        self.file = written.file;
+        self.seq = seq;
+        self.end = written.end;
+        if let Err(e) = std::fs::remove_file(&old.1) {
+            tracing::warn!(path = %old.1.display(), error = %e, "cannot remove the old store log");
         }
-        let Some(txn) = txn else {
-            return Err(StoreError::WriterStopped);
-        };
-        if self.next_id != next_id_before {
-            let stored = txn.open_table(META).and_then(|mut meta| {
-                meta.insert(NEXT_ID, self.next_id)?;
-                Ok(())
-            });
-            if let Err(e) = stored {
-                return Err(StoreError::backend("write", e));
-            }
+        Ok(())
+    }
+}
+
+fn pending_of(op: Op) -> Pending {
+    // The results are replaced by the failure before they are sent.
+    match op {
+        Op::Enqueue { reply, .. } => Pending::Enqueue(reply, Err(StoreError::WriterStopped)),
+        Op::Complete { reply, .. }
+        | Op::Reschedule { reply, .. }
+        | Op::DeadLetter { reply, .. } => Pending::Unit(reply, Err(StoreError::WriterStopped)),
+        Op::DeadLetterEndpoint { reply, .. } | Op::ReplayEndpoint { reply, .. } => {
+            Pending::Count(reply, Err(StoreError::WriterStopped))
         }
-        txn.commit().map_err(|e| {
-            let error: Arc<dyn StdError + Send + Sync> = Arc::new(e);
-            *self
-                .shared
-                .failed
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&error));
-            StoreError::Backend {
-                op: "commit",
-                source: error,
-            }
-        })
+        Op::Replay { reply, .. } => Pending::Found(reply, Err(StoreError::WriterStopped)),
     }
+}
 
-    fn apply<T>(
-        &mut self,
-        tables: Option<&mut Tables<'_>>,
-        fatal: &mut Option<StoreError>,
-        f: impl FnOnce(&mut Tables<'_>, &mut u64) -> Result<T, Stop>,
-    ) -> Result<T, StoreError> {
-        let Some(tables) = tables else {
-            // Replaced by the batch's error before it is sent.
-            return Err(StoreError::WriterStopped);
-        };
-        match f(tables, &mut self.next_id) {
-            Ok(value) => Ok(value),
-            Err(Stop::Op(e)) => Err(e),
-            Err(Stop::Fatal(e)) => {
-                *fatal = Some(e);
-                Err(StoreError::WriterStopped)
-            }
+/// The log file with sequence number `seq`.
+pub(crate) fn log_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:020}.log"))
+}
+
+/// What a checkpoint writes, copied out of the state.
+pub(crate) struct Snapshot {
+    queued: Vec<(u64, Entry)>,
+    dead: Vec<(u64, Grave)>,
+    keys: Vec<(u128, i64)>,
+    next_id: u64,
+}
+
+impl Snapshot {
+    pub(crate) fn of(state: &State) -> Self {
+        let mut queued: Vec<(u64, Entry)> = state
+            .queued
+            .iter()
+            .map(|(&id, e)| (id, e.clone()))
+            .collect();
+        queued.sort_unstable_by_key(|(id, _)| *id);
+        Snapshot {
+            queued,
+            dead: state.dead.iter().map(|(&id, g)| (id, g.clone())).collect(),
+            keys: state.keys(),
+            next_id: state.next_id,
         }
     }
 }
 
-fn window_ms(window: Duration) -> i64 {
-    i64::try_from(window.as_millis()).unwrap_or(i64::MAX)
+/// A checkpoint made durable and renamed into place.
+pub(crate) struct Written {
+    pub(crate) file: Arc<File>,
+    pub(crate) end: u64,
+    /// Each delivery's `Put` in the new file.
+    pub(crate) moved: Vec<(u64, Loc)>,
 }
 
-fn enqueue(
-    t: &mut Tables<'_>,
-    next_id: &mut u64,
-    dedupe: Option<(String, Duration)>,
-    batch: Vec<NewDelivery>,
-    now_ms: i64,
-    effects: &mut Vec<Effect>,
-) -> Result<EnqueueOutcome, Stop> {
-    let mut stale_expiry = None;
-    if let Some((key, _)) = &dedupe
-        && let Some(expires) = t.dedupe.get(key.as_str())?.map(|guard| guard.value())
-    {
-        if expires > now_ms {
-            return Ok(EnqueueOutcome::Duplicate);
-        }
-        stale_expiry = Some(expires);
-    }
-    // Decide everything before writing anything.
-    let mut records = Vec::with_capacity(batch.len());
-    let mut id = *next_id;
-    for new in batch {
-        let delivery = Delivery {
-            id: DeliveryId(id),
-            endpoint: new.endpoint,
-            not_before_ms: now_ms,
-            attempts: 0,
-            webhook_id: new.webhook_id,
-            created_at_ms: new.created_at_ms,
-            last_error: None,
-            body: new.body,
-        };
-        let bytes = encode(DELIVERIES_NAME, id, &delivery).map_err(Stop::Op)?;
-        records.push((id, delivery.endpoint, bytes));
-        id = id.checked_add(1).ok_or_else(|| {
-            Stop::Op(StoreError::backend(
-                "allocate id",
-                std::io::Error::other("delivery ids exhausted"),
-            ))
-        })?;
-    }
-    if let Some((key, window)) = &dedupe {
-        if let Some(expires) = stale_expiry {
-            t.dedupe_expiry.remove((expires, key.as_str()))?;
-        }
-        let expires = now_ms.saturating_add(window_ms(*window));
-        t.dedupe.insert(key.as_str(), expires)?;
-        t.dedupe_expiry.insert((expires, key.as_str()), ())?;
-    }
-    let mut ids = Vec::with_capacity(records.len());
-    for (id, endpoint, bytes) in records {
-        t.deliveries.insert(id, bytes.as_slice())?;
-        t.queue_by_endpoint.insert((endpoint.as_str(), id), ())?;
-        effects.push(Effect::Queued {
-            endpoint,
-            id,
-            not_before: now_ms,
-            wake: true,
-        });
-        ids.push(DeliveryId(id));
-    }
-    *next_id = id;
-    Ok(EnqueueOutcome::Enqueued(ids))
-}
-
-/// Reads a queued delivery; `UnknownDelivery` when there is none.
-fn load(t: &Tables<'_>, id: u64) -> Result<Delivery, Stop> {
-    let Some(guard) = t.deliveries.get(id)? else {
-        return Err(Stop::Op(StoreError::UnknownDelivery { id: DeliveryId(id) }));
-    };
-    decode(DELIVERIES_NAME, id, guard.value()).map_err(Stop::Op)
-}
-
-/// Removes a queued delivery (already loaded) from the queue tables.
-fn unqueue(t: &mut Tables<'_>, delivery: &Delivery) -> Result<(), Stop> {
-    let id = delivery.id.0;
-    t.deliveries.remove(id)?;
-    t.queue_by_endpoint
-        .remove((delivery.endpoint.as_str(), id))?;
-    Ok(())
-}
-
-fn removed(delivery: &Delivery) -> Effect {
-    Effect::Removed {
-        endpoint: delivery.endpoint.clone(),
-        id: delivery.id.0,
-        not_before: delivery.not_before_ms,
-    }
-}
-
-fn complete(t: &mut Tables<'_>, id: u64, effects: &mut Vec<Effect>) -> Result<(), Stop> {
-    let delivery = load(t, id)?;
-    unqueue(t, &delivery)?;
-    effects.push(removed(&delivery));
-    Ok(())
-}
-
-fn reschedule(
-    t: &mut Tables<'_>,
-    id: u64,
-    not_before_ms: i64,
-    attempts: u32,
-    error: Option<String>,
-    effects: &mut Vec<Effect>,
-) -> Result<(), Stop> {
-    let delivery = load(t, id)?;
-    let before = removed(&delivery);
-    let delivery = Delivery {
-        not_before_ms,
-        attempts,
-        last_error: error,
-        ..delivery
-    };
-    let bytes = encode(DELIVERIES_NAME, id, &delivery).map_err(Stop::Op)?;
-    t.deliveries.insert(id, bytes.as_slice())?;
-    effects.push(before);
-    effects.push(Effect::Queued {
-        endpoint: delivery.endpoint,
-        id,
-        not_before: not_before_ms,
-        wake: false,
+/// Writes log file `seq` holding `snapshot`, reading bodies from `old` (sequence number and
+/// file), syncs it and renames it into place; the caller removes the old file.
+pub(crate) fn write_checkpoint(
+    dir: &Path,
+    seq: u64,
+    snapshot: &Snapshot,
+    old: Option<(u64, &File)>,
+) -> Result<Written, StoreError> {
+    let path = log_path(dir, seq);
+    let tmp = path.with_extension("log.tmp");
+    let result = write_checkpoint_file(&tmp, seq, snapshot, old).and_then(|written| {
+        std::fs::rename(&tmp, &path).map_err(|e| StoreError::backend("checkpoint rename", e))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| StoreError::backend("checkpoint sync directory", e))?;
+        Ok(written)
     });
-    Ok(())
-}
-
-fn bury(
-    t: &mut Tables<'_>,
-    id: u64,
-    reason: String,
-    status: Option<u16>,
-    response: Option<String>,
-    now_ms: i64,
-    effects: &mut Vec<Effect>,
-) -> Result<(), Stop> {
-    let delivery = load(t, id)?;
-    let dead = DeadLetter {
-        delivery,
-        reason,
-        status,
-        response: response.map(|text| truncate(text, MAX_RESPONSE_BYTES)),
-        dead_at_ms: now_ms,
-    };
-    let bytes = encode(DEAD_LETTERS_NAME, id, &dead).map_err(Stop::Op)?;
-    unqueue(t, &dead.delivery)?;
-    t.dead_letters.insert(id, bytes.as_slice())?;
-    t.dead_by_endpoint
-        .insert((dead.delivery.endpoint.as_str(), id), ())?;
-    effects.push(removed(&dead.delivery));
-    Ok(())
-}
-
-fn ids_of(table: &Table<'_, (&'static str, u64), ()>, endpoint: &str) -> Result<Vec<u64>, Stop> {
-    let mut ids = Vec::new();
-    for entry in table.range((endpoint, 0)..=(endpoint, u64::MAX))? {
-        let (key, _) = entry?;
-        ids.push(key.value().1);
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    Ok(ids)
+    result
 }
 
-fn bury_endpoint(
-    t: &mut Tables<'_>,
-    endpoint: &str,
-    reason: &str,
-    now_ms: i64,
-    effects: &mut Vec<Effect>,
-) -> Result<u64, Stop> {
-    let ids = ids_of(&t.queue_by_endpoint, endpoint)?;
-    // Every record is read and encoded before the first write.
-    let mut buried = Vec::with_capacity(ids.len());
-    for id in ids {
-        let dead = DeadLetter {
-            delivery: load(t, id)?,
-            reason: reason.to_owned(),
-            status: None,
-            response: None,
-            dead_at_ms: now_ms,
+fn write_checkpoint_file(
+    tmp: &Path,
+    seq: u64,
+    snapshot: &Snapshot,
+    old: Option<(u64, &File)>,
+) -> Result<Written, StoreError> {
+    let io = |op| move |e: std::io::Error| StoreError::backend(op, e);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(tmp)
+        .map_err(io("checkpoint create"))?;
+    file.write_all_at(MAGIC, 0)
+        .map_err(io("checkpoint write"))?;
+    let mut frames = FrameBuf::new(seq, MAGIC.len() as u64);
+    let mut moved = Vec::with_capacity(snapshot.queued.len() + snapshot.dead.len());
+    let flush = |frames: &mut FrameBuf, force: bool| -> Result<(), StoreError> {
+        if force || frames.bytes().len() >= CHECKPOINT_CHUNK {
+            frames.end()?;
+            file.write_all_at(
+                frames.bytes(),
+                frames.end_offset() - frames.bytes().len() as u64,
+            )
+            .map_err(io("checkpoint write"))?;
+            frames.advance();
+        }
+        if !force {
+            frames.begin();
+        }
+        Ok(())
+    };
+    frames.begin();
+    frames.push(&Rec::Checkpoint, &[])?;
+    let copy = |frames: &mut FrameBuf, id: u64, entry: &Entry| -> Result<Loc, StoreError> {
+        let Some((old_seq, old_file)) = old.filter(|(s, _)| *s == entry.put.seq) else {
+            return Err(StoreError::backend(
+                "checkpoint",
+                std::io::Error::other(format!("delivery {id} is in no open log file")),
+            ));
         };
-        let bytes = encode(DEAD_LETTERS_NAME, id, &dead).map_err(Stop::Op)?;
-        buried.push((dead.delivery, bytes));
-    }
-    for (delivery, bytes) in &buried {
-        let id = delivery.id.0;
-        unqueue(t, delivery)?;
-        t.dead_letters.insert(id, bytes.as_slice())?;
-        t.dead_by_endpoint.insert((endpoint, id), ())?;
-        effects.push(removed(delivery));
-    }
-    Ok(buried.len() as u64)
-}
-
-/// Reads a dead letter and makes the delivery it becomes when replayed.
-fn revive(t: &Tables<'_>, id: u64) -> Result<Option<(Delivery, Vec<u8>)>, Stop> {
-    let Some(guard) = t.dead_letters.get(id)? else {
-        return Ok(None);
+        let record = log::read(old_file, entry.put).map_err(io("checkpoint read"))?;
+        let put = decode_put(old_seq, entry.put, &record)?;
+        frames.push(
+            &Rec::Put {
+                id,
+                endpoint: &entry.endpoint,
+                not_before_ms: entry.not_before_ms,
+                attempts: entry.attempts,
+                webhook_id: put.webhook_id,
+                created_at_ms: put.created_at_ms,
+                last_error: entry.last_error.as_deref(),
+            },
+            put.body,
+        )
     };
-    let dead: DeadLetter = decode(DEAD_LETTERS_NAME, id, guard.value()).map_err(Stop::Op)?;
-    let delivery = Delivery {
-        attempts: 0,
-        not_before_ms: 0,
-        last_error: None,
-        ..dead.delivery
+    for (id, entry) in &snapshot.queued {
+        moved.push((*id, copy(&mut frames, *id, entry)?));
+        flush(&mut frames, false)?;
+    }
+    for (id, grave) in &snapshot.dead {
+        moved.push((*id, copy(&mut frames, *id, &grave.entry)?));
+        let bury = Rec::Bury {
+            id: *id,
+            reason: &grave.reason,
+            status: grave.status,
+            response: grave.response.as_deref(),
+            dead_at_ms: grave.dead_at_ms,
+        };
+        frames.push(&bury, &[])?;
+        flush(&mut frames, false)?;
+    }
+    for keys in snapshot.keys.chunks(KEYS_PER_RECORD) {
+        frames.push(&Rec::Keys(keys.to_vec()), &[])?;
+        flush(&mut frames, false)?;
+    }
+    frames.push(&Rec::NextId(snapshot.next_id), &[])?;
+    flush(&mut frames, true)?;
+    let end = frames.end_offset();
+    file.sync_data().map_err(io("checkpoint sync"))?;
+    Ok(Written {
+        file: Arc::new(file),
+        end,
+        moved,
+    })
+}
+
+/// The fields of a `Put` record that stay in the file.
+pub(crate) struct Put<'a> {
+    pub(crate) webhook_id: &'a str,
+    pub(crate) created_at_ms: i64,
+    pub(crate) body: &'a [u8],
+}
+
+/// Decodes a `Put` record read back from `loc`.
+pub(crate) fn decode_put(seq: u64, loc: Loc, record: &[u8]) -> Result<Put<'_>, StoreError> {
+    let bad = |what: &str| StoreError::Corrupt {
+        table: "log",
+        key: seq,
+        source: Arc::new(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{what} at offset {}", loc.off),
+        )),
     };
-    let bytes = encode(DELIVERIES_NAME, id, &delivery).map_err(Stop::Op)?;
-    Ok(Some((delivery, bytes)))
+    let (head, body) = log::split(record).ok_or_else(|| bad("malformed record"))?;
+    match postcard::from_bytes::<Rec<'_>>(head) {
+        Ok(Rec::Put {
+            webhook_id,
+            created_at_ms,
+            ..
+        }) => Ok(Put {
+            webhook_id,
+            created_at_ms,
+            body,
+        }),
+        _ => Err(bad("expected a delivery record")),
+    }
 }
 
-fn requeue(
-    t: &mut Tables<'_>,
-    delivery: Delivery,
-    bytes: &[u8],
-    effects: &mut Vec<Effect>,
-) -> Result<(), Stop> {
-    let id = delivery.id.0;
-    t.dead_letters.remove(id)?;
-    t.dead_by_endpoint
-        .remove((delivery.endpoint.as_str(), id))?;
-    t.deliveries.insert(id, bytes)?;
-    t.queue_by_endpoint
-        .insert((delivery.endpoint.as_str(), id), ())?;
-    effects.push(Effect::Queued {
-        endpoint: delivery.endpoint,
-        id,
-        not_before: delivery.not_before_ms,
-        wake: true,
-    });
-    Ok(())
-}
-
-fn replay(t: &mut Tables<'_>, id: u64, effects: &mut Vec<Effect>) -> Result<bool, Stop> {
-    let Some((delivery, bytes)) = revive(t, id)? else {
-        return Ok(false);
-    };
-    requeue(t, delivery, &bytes, effects)?;
-    Ok(true)
-}
-
-fn replay_endpoint(
-    t: &mut Tables<'_>,
-    endpoint: &str,
-    effects: &mut Vec<Effect>,
-) -> Result<u64, Stop> {
-    let ids = ids_of(&t.dead_by_endpoint, endpoint)?;
-    let mut revived = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(found) = revive(t, id)? {
-            revived.push(found);
-        }
+/// Rebuilds the index from the state at open: every queued delivery, none leased.
+pub(crate) fn index_of(state: &State) -> Index {
+    let mut index = Index::default();
+    for (&id, entry) in &state.queued {
+        index.insert(entry.endpoint.to_string(), id, entry.not_before_ms);
     }
-    let count = revived.len() as u64;
-    for (delivery, bytes) in revived {
-        requeue(t, delivery, &bytes, effects)?;
-    }
-    Ok(count)
-}
-
-/// Removes up to [`PURGE_PER_COMMIT`] dedupe keys that expired at or before `now_ms`.
-fn purge_dedupe(t: &mut Tables<'_>, now_ms: i64) -> Result<(), redb::StorageError> {
-    let mut expired: Vec<(i64, String)> = Vec::new();
-    for entry in t
-        .dedupe_expiry
-        .range(..(now_ms.saturating_add(1), ""))?
-        .take(PURGE_PER_COMMIT)
-    {
-        let (key, _) = entry?;
-        let (expires, name) = key.value();
-        expired.push((expires, name.to_owned()));
-    }
-    for (expires, name) in expired {
-        t.dedupe_expiry.remove((expires, name.as_str()))?;
-        // The key may have been renewed with a later expiry; then it stays.
-        let current = t.dedupe.get(name.as_str())?.map(|guard| guard.value());
-        if current == Some(expires) {
-            t.dedupe.remove(name.as_str())?;
-        }
-    }
-    Ok(())
+    index
 }

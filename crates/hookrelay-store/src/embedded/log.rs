@@ -1,0 +1,370 @@
+//! The log file: frames of records, appended and read back.
+//!
+//! A log file starts with [`MAGIC`], then holds frames. A frame is
+//! `[payload length: u32 LE][xxh3-64 of the payload: u64 LE][payload]`, and the payload is
+//! a run of records, each `[head length: u32 LE][tail length: u32 LE][head][tail]`, where
+//! the head is a postcard-encoded [`Rec`](super::state::Rec) and the tail raw bytes (a
+//! delivery's body). A frame is the unit of atomicity: at open, a frame that is cut short
+//! or fails its checksum ends the file (a write the crash interrupted, never acknowledged)
+//! and is cut off. Every operation's records go into one frame.
+
+use crate::StoreError;
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use xxhash_rust::xxh3::xxh3_64;
+
+/// The first bytes of every log file: name and format version.
+pub(crate) const MAGIC: &[u8; 8] = b"HKRLOG\x00\x01";
+
+const FRAME_HEADER: usize = 12;
+const RECORD_HEADER: usize = 8;
+
+/// Where one record lies: in which log file (its sequence number), at which offset, how long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Loc {
+    pub(crate) seq: u64,
+    pub(crate) off: u64,
+    pub(crate) len: u32,
+}
+
+/// Frames being built in memory before one write.
+#[derive(Debug)]
+pub(crate) struct FrameBuf {
+    buf: Vec<u8>,
+    seq: u64,
+    /// File offset of `buf[0]`.
+    base: u64,
+    /// Start of the open frame in `buf`, if one is open.
+    frame: Option<usize>,
+}
+
+impl FrameBuf {
+    /// An empty buffer whose first byte goes to offset `base` of log file `seq`.
+    pub(crate) fn new(seq: u64, base: u64) -> Self {
+        FrameBuf {
+            buf: Vec::new(),
+            seq,
+            base,
+            frame: None,
+        }
+    }
+
+    /// Opens a frame unless one is open.
+    pub(crate) fn begin(&mut self) {
+        if self.frame.is_none() {
+            self.frame = Some(self.buf.len());
+            self.buf.extend_from_slice(&[0; FRAME_HEADER]);
+        }
+    }
+
+    /// Bytes in the open frame so far.
+    pub(crate) fn frame_len(&self) -> usize {
+        self.frame.map_or(0, |start| self.buf.len() - start)
+    }
+
+    /// Where the next record would start; [`FrameBuf::rollback`] returns here.
+    pub(crate) fn mark(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Drops every record appended since `mark`.
+    pub(crate) fn rollback(&mut self, mark: usize) {
+        self.buf.truncate(mark);
+    }
+
+    /// Appends one record to the open frame.
+    pub(crate) fn push<T: serde::Serialize>(
+        &mut self,
+        head: &T,
+        tail: &[u8],
+    ) -> Result<Loc, StoreError> {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0; RECORD_HEADER]);
+        let buf = std::mem::take(&mut self.buf);
+        self.buf = match postcard::to_extend(head, buf) {
+            Ok(buf) => buf,
+            Err(e) => {
+                // postcard hands the buffer back only on success: nothing is lost but this
+                // record, since the caller rolls back to its mark anyway.
+                return Err(StoreError::backend("encode", e));
+            }
+        };
+        let head_len = self.buf.len() - start - RECORD_HEADER;
+        self.buf.extend_from_slice(tail);
+        let len = self.buf.len() - start;
+        let (Ok(head_len), Ok(tail_len), Ok(len)) = (
+            u32::try_from(head_len),
+            u32::try_from(tail.len()),
+            u32::try_from(len),
+        ) else {
+            self.buf.truncate(start);
+            return Err(StoreError::backend(
+                "encode",
+                io::Error::other("record longer than 4 GiB"),
+            ));
+        };
+        self.buf[start..start + 4].copy_from_slice(&head_len.to_le_bytes());
+        self.buf[start + 4..start + 8].copy_from_slice(&tail_len.to_le_bytes());
+        Ok(Loc {
+            seq: self.seq,
+            off: self.base + start as u64,
+            len,
+        })
+    }
+
+    /// Closes the open frame: writes its length and checksum, or drops it when empty.
+    pub(crate) fn end(&mut self) -> Result<(), StoreError> {
+        let Some(start) = self.frame.take() else {
+            return Ok(());
+        };
+        let payload = &self.buf[start + FRAME_HEADER..];
+        if payload.is_empty() {
+            self.buf.truncate(start);
+            return Ok(());
+        }
+        let Ok(len) = u32::try_from(payload.len()) else {
+            return Err(StoreError::backend(
+                "encode",
+                io::Error::other("frame longer than 4 GiB"),
+            ));
+        };
+        let sum = xxh3_64(payload);
+        self.buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        self.buf[start + 4..start + FRAME_HEADER].copy_from_slice(&sum.to_le_bytes());
+        Ok(())
+    }
+
+    /// Bytes ready to be written (every frame closed).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// After the bytes were written: an empty buffer continuing at the next offset.
+    pub(crate) fn advance(&mut self) {
+        self.base += self.buf.len() as u64;
+        self.buf.clear();
+        self.frame = None;
+    }
+
+    /// File offset after the buffered bytes.
+    pub(crate) fn end_offset(&self) -> u64 {
+        self.base + self.buf.len() as u64
+    }
+}
+
+/// Splits a record into head and tail.
+pub(crate) fn split(record: &[u8]) -> Option<(&[u8], &[u8])> {
+    let head_len = u32::from_le_bytes(record.get(0..4)?.try_into().ok()?) as usize;
+    let tail_len = u32::from_le_bytes(record.get(4..8)?.try_into().ok()?) as usize;
+    let head_end = RECORD_HEADER.checked_add(head_len)?;
+    let end = head_end.checked_add(tail_len)?;
+    if end != record.len() {
+        return None;
+    }
+    Some((&record[RECORD_HEADER..head_end], &record[head_end..end]))
+}
+
+/// Reads one record back.
+pub(crate) fn read(file: &File, loc: Loc) -> io::Result<Vec<u8>> {
+    let mut record = vec![0; loc.len as usize];
+    file.read_exact_at(&mut record, loc.off)?;
+    Ok(record)
+}
+
+/// How a scan of a log file ended.
+#[derive(Debug)]
+pub(crate) struct Scanned {
+    /// End of the last whole frame: where appends continue.
+    pub(crate) valid_end: u64,
+    /// Bytes after it (a write cut short by a crash), cut off by the caller.
+    pub(crate) torn: u64,
+}
+
+/// Reads every record of log file `seq` in order, handing each to `each` with its location.
+///
+/// Stops at the first frame that is cut short or fails its checksum. A record that cannot
+/// be split inside a frame whose checksum holds is corruption, not a torn write: an error.
+pub(crate) fn scan(
+    path: &Path,
+    file: &File,
+    seq: u64,
+    mut each: impl FnMut(Loc, &[u8], &[u8]) -> Result<(), StoreError>,
+) -> Result<Scanned, StoreError> {
+    let io_error = |source: io::Error| StoreError::Open {
+        path: path.to_owned(),
+        source: Arc::new(source),
+    };
+    let size = file.metadata().map_err(io_error)?.len();
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut magic = [0; 8];
+    reader.read_exact(&mut magic).map_err(io_error)?;
+    if &magic != MAGIC {
+        return Err(io_error(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a hookrelay log file (bad magic)",
+        )));
+    }
+    let mut offset = MAGIC.len() as u64;
+    let mut payload = Vec::new();
+    loop {
+        let remaining = size - offset;
+        if remaining < FRAME_HEADER as u64 {
+            return Ok(Scanned {
+                valid_end: offset,
+                torn: remaining,
+            });
+        }
+        let mut header = [0; FRAME_HEADER];
+        reader.read_exact(&mut header).map_err(io_error)?;
+        let len = u64::from(u32::from_le_bytes([
+            header[0], header[1], header[2], header[3],
+        ]));
+        let mut sum = [0; 8];
+        sum.copy_from_slice(&header[4..]);
+        let sum = u64::from_le_bytes(sum);
+        if len == 0 || len > remaining - FRAME_HEADER as u64 {
+            return Ok(Scanned {
+                valid_end: offset,
+                torn: remaining,
+            });
+        }
+        payload.resize(len as usize, 0);
+        reader.read_exact(&mut payload).map_err(io_error)?;
+        if xxh3_64(&payload) != sum {
+            return Ok(Scanned {
+                valid_end: offset,
+                torn: remaining,
+            });
+        }
+        let payload_start = offset + FRAME_HEADER as u64;
+        let mut at = 0usize;
+        while at < payload.len() {
+            let rest = &payload[at..];
+            let lens = rest
+                .get(0..RECORD_HEADER)
+                .map(|h| {
+                    let head = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+                    let tail = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
+                    RECORD_HEADER + head + tail
+                })
+                .filter(|&n| n <= rest.len());
+            let Some(record_len) = lens else {
+                return Err(corrupt(seq, payload_start + at as u64));
+            };
+            let record = &rest[..record_len];
+            let Some((head, tail)) = split(record) else {
+                return Err(corrupt(seq, payload_start + at as u64));
+            };
+            let loc = Loc {
+                seq,
+                off: payload_start + at as u64,
+                len: record_len as u32,
+            };
+            each(loc, head, tail)?;
+            at += record_len;
+        }
+        offset = payload_start + len;
+    }
+}
+
+fn corrupt(seq: u64, offset: u64) -> StoreError {
+    StoreError::Corrupt {
+        table: "log",
+        key: seq,
+        source: Arc::new(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("malformed record at offset {offset} inside a whole frame"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_a_torn_tail_is_found() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("1.log");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        file.write_all_at(MAGIC, 0)?;
+        let mut frames = FrameBuf::new(1, MAGIC.len() as u64);
+        frames.begin();
+        let a = frames.push(&(1u8, "a"), b"body-a")?;
+        let b = frames.push(&(2u8, "b"), b"")?;
+        frames.end()?;
+        frames.begin();
+        let mark = frames.mark();
+        frames.push(&(9u8, "rolled back"), b"x")?;
+        frames.rollback(mark);
+        let c = frames.push(&(3u8, "c"), b"body-c")?;
+        frames.end()?;
+        file.write_all_at(frames.bytes(), MAGIC.len() as u64)?;
+        let whole = frames.end_offset();
+        // Half a frame more: a write the crash cut short.
+        frames.advance();
+        frames.begin();
+        frames.push(&(4u8, "torn"), b"0123456789")?;
+        frames.end()?;
+        let torn = &frames.bytes()[..frames.bytes().len() - 3];
+        file.write_all_at(torn, whole)?;
+
+        let record = read(&file, c)?;
+        let (head, tail) = split(&record).ok_or("split")?;
+        assert_eq!(postcard::from_bytes::<(u8, &str)>(head)?, (3, "c"));
+        assert_eq!(tail, b"body-c");
+
+        let mut seen = Vec::new();
+        let scanned = scan(&path, &file, 1, |loc, head, tail| {
+            let (n, _): (u8, &str) =
+                postcard::from_bytes(head).map_err(|e| StoreError::backend("t", e))?;
+            seen.push((loc, n, tail.to_vec()));
+            Ok(())
+        })?;
+        assert_eq!(scanned.valid_end, whole);
+        assert_eq!(scanned.torn, torn.len() as u64);
+        let got: Vec<(Loc, u8)> = seen.iter().map(|(l, n, _)| (*l, *n)).collect();
+        assert_eq!(got, vec![(a, 1), (b, 2), (c, 3)]);
+        assert_eq!(seen[0].2, b"body-a");
+        Ok(())
+    }
+
+    #[test]
+    fn a_flipped_bit_ends_the_scan_there() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("1.log");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        file.write_all_at(MAGIC, 0)?;
+        let mut frames = FrameBuf::new(1, MAGIC.len() as u64);
+        for n in 0..3u8 {
+            frames.begin();
+            frames.push(&n, b"payload")?;
+            frames.end()?;
+        }
+        let mut bytes = frames.bytes().to_vec();
+        let third = bytes.len() * 2 / 3 + 14;
+        bytes[third] ^= 1;
+        file.write_all_at(&bytes, MAGIC.len() as u64)?;
+        let mut count = 0;
+        let scanned = scan(&path, &file, 1, |_, _, _| {
+            count += 1;
+            Ok(())
+        })?;
+        assert_eq!(count, 2);
+        assert!(scanned.torn > 0);
+        Ok(())
+    }
+}

@@ -1,0 +1,376 @@
+//! The store's records and the state they build: what is queued, what is dead-lettered,
+//! which dedupe keys are live, and the next id.
+//!
+//! The same [`State::apply`] runs when the writer logs a record and when a log file is
+//! read back at open, so the state after a restart is the state that was acknowledged.
+//! Bodies and `webhook_id`s stay in the log file: the state keeps where each delivery's
+//! `Put` record lies and the fields that change after it was written.
+
+use super::log::Loc;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+/// Memory a dedupe key takes in a checkpoint, in bytes (hash and expiry).
+pub(crate) const KEY_BYTES: u64 = 24;
+
+/// One logged change.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub(crate) enum Rec<'a> {
+    /// First record of a log file.
+    Checkpoint,
+    /// A delivery is queued; its body is the record's tail.
+    Put {
+        id: u64,
+        #[serde(borrow)]
+        endpoint: &'a str,
+        not_before_ms: i64,
+        attempts: u32,
+        #[serde(borrow)]
+        webhook_id: &'a str,
+        created_at_ms: i64,
+        #[serde(borrow)]
+        last_error: Option<&'a str>,
+    },
+    /// A dedupe key (its 128-bit hash) is recorded until `expires_ms`.
+    Dedupe { key: u128, expires_ms: i64 },
+    /// Dedupe keys in bulk (checkpoints).
+    Keys(Vec<(u128, i64)>),
+    /// Delivered: leaves the queue.
+    Complete { id: u64 },
+    /// Back in the queue after a failed attempt.
+    Reschedule {
+        id: u64,
+        not_before_ms: i64,
+        attempts: u32,
+        #[serde(borrow)]
+        error: Option<&'a str>,
+    },
+    /// Moved to the dead letters.
+    Bury {
+        id: u64,
+        #[serde(borrow)]
+        reason: &'a str,
+        status: Option<u16>,
+        #[serde(borrow)]
+        response: Option<&'a str>,
+        dead_at_ms: i64,
+    },
+    /// A dead letter queued again: attempts reset, due at once.
+    Replay { id: u64 },
+    /// The next id to allocate (checkpoints; ids are never reused).
+    NextId(u64),
+}
+
+/// A queued delivery, in memory.
+#[derive(Clone, Debug)]
+pub(crate) struct Entry {
+    pub(crate) endpoint: Arc<str>,
+    pub(crate) not_before_ms: i64,
+    pub(crate) attempts: u32,
+    pub(crate) last_error: Option<Box<str>>,
+    /// The `Put` record: `webhook_id`, `created_at_ms` and the body.
+    pub(crate) put: Loc,
+}
+
+/// A dead letter, in memory.
+#[derive(Clone, Debug)]
+pub(crate) struct Grave {
+    pub(crate) entry: Entry,
+    pub(crate) reason: Box<str>,
+    pub(crate) status: Option<u16>,
+    pub(crate) response: Option<Box<str>>,
+    pub(crate) dead_at_ms: i64,
+}
+
+/// Everything the log says, as of its last record.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub(crate) queued: HashMap<u64, Entry>,
+    pub(crate) dead: BTreeMap<u64, Grave>,
+    dedupe: HashMap<u128, i64>,
+    /// Keys in the order they were recorded, for the purge (expiry mostly grows with it).
+    expiry: VecDeque<(i64, u128)>,
+    pub(crate) next_id: u64,
+    names: HashSet<Arc<str>>,
+    /// Bytes of the `Put` records of queued deliveries and dead letters.
+    record_bytes: u64,
+}
+
+impl State {
+    /// Applies one record found at `loc`.
+    pub(crate) fn apply(&mut self, rec: &Rec<'_>, loc: Loc) {
+        match *rec {
+            Rec::Checkpoint => {}
+            Rec::Put {
+                id,
+                endpoint,
+                not_before_ms,
+                attempts,
+                last_error,
+                ..
+            } => {
+                let entry = Entry {
+                    endpoint: self.intern(endpoint),
+                    not_before_ms,
+                    attempts,
+                    last_error: last_error.map(Box::from),
+                    put: loc,
+                };
+                self.record_bytes += u64::from(loc.len);
+                if let Some(old) = self.queued.insert(id, entry) {
+                    self.record_bytes -= u64::from(old.put.len);
+                }
+                if let Some(old) = self.dead.remove(&id) {
+                    self.record_bytes -= u64::from(old.entry.put.len);
+                }
+                self.next_id = self.next_id.max(id.saturating_add(1));
+            }
+            Rec::Dedupe { key, expires_ms } => self.remember(key, expires_ms),
+            Rec::Keys(ref keys) => {
+                for &(key, expires_ms) in keys {
+                    self.remember(key, expires_ms);
+                }
+            }
+            Rec::Complete { id } => {
+                if let Some(old) = self.queued.remove(&id) {
+                    self.record_bytes -= u64::from(old.put.len);
+                }
+            }
+            Rec::Reschedule {
+                id,
+                not_before_ms,
+                attempts,
+                error,
+            } => {
+                if let Some(entry) = self.queued.get_mut(&id) {
+                    entry.not_before_ms = not_before_ms;
+                    entry.attempts = attempts;
+                    entry.last_error = error.map(Box::from);
+                }
+            }
+            Rec::Bury {
+                id,
+                reason,
+                status,
+                response,
+                dead_at_ms,
+            } => {
+                if let Some(entry) = self.queued.remove(&id) {
+                    self.dead.insert(
+                        id,
+                        Grave {
+                            entry,
+                            reason: reason.into(),
+                            status,
+                            response: response.map(Box::from),
+                            dead_at_ms,
+                        },
+                    );
+                }
+            }
+            Rec::Replay { id } => {
+                if let Some(grave) = self.dead.remove(&id) {
+                    let entry = Entry {
+                        not_before_ms: 0,
+                        attempts: 0,
+                        last_error: None,
+                        ..grave.entry
+                    };
+                    self.queued.insert(id, entry);
+                }
+            }
+            Rec::NextId(next) => self.next_id = self.next_id.max(next),
+        }
+    }
+
+    fn remember(&mut self, key: u128, expires_ms: i64) {
+        self.dedupe.insert(key, expires_ms);
+        self.expiry.push_back((expires_ms, key));
+    }
+
+    fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some(known) = self.names.get(name) {
+            return Arc::clone(known);
+        }
+        let name: Arc<str> = Arc::from(name);
+        self.names.insert(Arc::clone(&name));
+        name
+    }
+
+    /// When `key` expires, if it is recorded.
+    pub(crate) fn dedupe_expiry(&self, key: u128) -> Option<i64> {
+        self.dedupe.get(&key).copied()
+    }
+
+    /// Forgets up to `max` keys that expired at or before `now_ms`; returns how many.
+    pub(crate) fn purge(&mut self, now_ms: i64, max: usize) -> usize {
+        let mut purged = 0;
+        while purged < max {
+            let Some(&(expires, key)) = self.expiry.front() else {
+                break;
+            };
+            if expires > now_ms {
+                break;
+            }
+            self.expiry.pop_front();
+            // A key recorded again later has a later entry in the queue: keep it.
+            if self.dedupe.get(&key) == Some(&expires) {
+                self.dedupe.remove(&key);
+            }
+            purged += 1;
+        }
+        purged
+    }
+
+    /// Live dedupe keys, for a checkpoint.
+    pub(crate) fn keys(&self) -> Vec<(u128, i64)> {
+        self.dedupe.iter().map(|(&k, &e)| (k, e)).collect()
+    }
+
+    /// Recorded dedupe keys (expired ones not yet purged included).
+    pub(crate) fn key_count(&self) -> usize {
+        self.dedupe.len()
+    }
+
+    /// About how many bytes a checkpoint of this state would take.
+    pub(crate) fn live_bytes(&self) -> u64 {
+        self.record_bytes + self.dedupe.len() as u64 * KEY_BYTES + 64 * self.dead.len() as u64
+    }
+
+    /// Points every delivery's `Put` at its copy in a new log file.
+    pub(crate) fn relocate(&mut self, moved: &[(u64, Loc)]) {
+        for &(id, loc) in moved {
+            if let Some(entry) = self.queued.get_mut(&id) {
+                self.record_bytes =
+                    self.record_bytes + u64::from(loc.len) - u64::from(entry.put.len);
+                entry.put = loc;
+            } else if let Some(grave) = self.dead.get_mut(&id) {
+                self.record_bytes =
+                    self.record_bytes + u64::from(loc.len) - u64::from(grave.entry.put.len);
+                grave.entry.put = loc;
+            }
+        }
+        // Compact the purge queue too: one entry per live key.
+        let mut keys: Vec<(i64, u128)> = self.dedupe.iter().map(|(&k, &e)| (e, k)).collect();
+        keys.sort_unstable();
+        self.expiry = keys.into();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(off: u64) -> Loc {
+        Loc {
+            seq: 1,
+            off,
+            len: 100,
+        }
+    }
+
+    fn put(id: u64) -> Rec<'static> {
+        Rec::Put {
+            id,
+            endpoint: "crm",
+            not_before_ms: 5,
+            attempts: 0,
+            webhook_id: "w",
+            created_at_ms: 1,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn a_delivery_moves_through_its_records() {
+        let mut state = State::default();
+        state.apply(&put(7), loc(8));
+        assert_eq!(state.next_id, 8);
+        state.apply(
+            &Rec::Reschedule {
+                id: 7,
+                not_before_ms: 50,
+                attempts: 1,
+                error: Some("503"),
+            },
+            loc(200),
+        );
+        assert_eq!(state.queued[&7].attempts, 1);
+        state.apply(
+            &Rec::Bury {
+                id: 7,
+                reason: "gone",
+                status: Some(410),
+                response: None,
+                dead_at_ms: 60,
+            },
+            loc(300),
+        );
+        assert!(state.queued.is_empty());
+        assert_eq!(&*state.dead[&7].reason, "gone");
+        state.apply(&Rec::Replay { id: 7 }, loc(400));
+        let entry = &state.queued[&7];
+        assert_eq!((entry.attempts, entry.not_before_ms), (0, 0));
+        assert_eq!(entry.put, loc(8), "the body is where it was");
+        state.apply(&Rec::Complete { id: 7 }, loc(500));
+        assert!(state.queued.is_empty() && state.dead.is_empty());
+        assert_eq!(state.live_bytes(), 0);
+    }
+
+    #[test]
+    fn purge_forgets_expired_keys_but_not_renewed_ones() {
+        let mut state = State::default();
+        for key in 0..10u128 {
+            state.apply(
+                &Rec::Dedupe {
+                    key,
+                    expires_ms: 100,
+                },
+                loc(0),
+            );
+        }
+        // Key 3 renewed until 1000.
+        state.apply(
+            &Rec::Dedupe {
+                key: 3,
+                expires_ms: 1000,
+            },
+            loc(0),
+        );
+        assert_eq!(state.purge(100, 4), 4, "bounded");
+        assert_eq!(state.purge(100, 100), 6);
+        assert_eq!(state.key_count(), 1);
+        assert_eq!(state.dedupe_expiry(3), Some(1000));
+        assert_eq!(state.purge(999, 100), 0);
+        assert_eq!(state.purge(1000, 100), 1);
+        assert_eq!(state.key_count(), 0);
+    }
+
+    #[test]
+    fn records_round_trip_through_postcard() -> Result<(), postcard::Error> {
+        let recs = [
+            Rec::Checkpoint,
+            put(1),
+            Rec::Dedupe {
+                key: u128::MAX,
+                expires_ms: -1,
+            },
+            Rec::Keys(vec![(1, 2), (3, 4)]),
+            Rec::Complete { id: 9 },
+            Rec::Bury {
+                id: 2,
+                reason: "r",
+                status: None,
+                response: Some("é"),
+                dead_at_ms: 3,
+            },
+            Rec::NextId(u64::MAX),
+        ];
+        for rec in recs {
+            let bytes = postcard::to_allocvec(&rec)?;
+            assert_eq!(postcard::from_bytes::<Rec<'_>>(&bytes)?, rec);
+        }
+        Ok(())
+    }
+}
