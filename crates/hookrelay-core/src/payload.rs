@@ -116,10 +116,193 @@ pub fn render(event: &Event, opts: &PayloadOptions) -> Value {
     }
 }
 
-/// Renders `event` as payload bytes (compact JSON), the exact body that is signed and sent.
+/// The payload of `event` as JSON bytes: the same bytes as serializing [`render`]'s value,
+/// written straight from the event without building that value (no copy of `raw`).
 #[must_use]
 pub fn to_bytes(event: &Event, opts: &PayloadOptions) -> Vec<u8> {
-    serde_json::to_vec(&render(event, opts)).unwrap_or_default()
+    let body = View { event, opts };
+    let rendered = match opts.format {
+        Format::Suprsend => serde_json::to_vec(&body),
+        Format::Standard => serde_json::to_vec(&StandardView(body)),
+    };
+    // Serializing plain strings, numbers and `Value`s into memory cannot fail.
+    rendered.unwrap_or_default()
+}
+
+/// `render`'s `suprsend` object, serialized in the same key order.
+struct View<'a> {
+    event: &'a Event,
+    opts: &'a PayloadOptions,
+}
+
+/// `render`'s `standard` envelope around a [`View`].
+struct StandardView<'a>(View<'a>);
+
+impl Serialize for StandardView<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let event = self.0.event;
+        let mut map = serializer.serialize_map(Some(3))?;
+        match &event.kind {
+            EventKind::Status(s) => map.serialize_entry(
+                "type",
+                &format_args!("{}.status.{}", event.channel, s.status),
+            )?,
+            EventKind::Inbound(_) => map.serialize_entry(
+                "type",
+                &format_args!("{}.inbound_message.received", event.channel),
+            )?,
+        }
+        map.serialize_entry("timestamp", &ms_to_rfc3339(event.timestamp_ms()))?;
+        map.serialize_entry("data", &self.0)?;
+        map.end()
+    }
+}
+
+/// A correlation value as `render` puts it in `distinct_id`, `workflow_name`, `template`.
+enum Correlated<'a> {
+    Text(&'a str),
+    Number(&'a serde_json::Number),
+}
+
+impl Serialize for Correlated<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Correlated::Text(s) => serializer.serialize_str(s),
+            Correlated::Number(n) => serializer.collect_str(n),
+        }
+    }
+}
+
+fn correlated_ref<'a>(event: &'a Event, names: &[String]) -> Option<Correlated<'a>> {
+    names.iter().find_map(|n| match event.correlation.get(n) {
+        Some(Value::String(s)) if !s.is_empty() => Some(Correlated::Text(s)),
+        Some(Value::Number(n)) => Some(Correlated::Number(n)),
+        _ => None,
+    })
+}
+
+/// `render`'s `reference` object: correlation ids, then `vendor_ack_id` and
+/// `idempotency_key` (each replacing a correlation id of the same name in its place).
+struct Reference<'a>(&'a Event);
+
+impl Serialize for Reference<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let event = self.0;
+        let ack = event.vendor_ack_id.as_deref();
+        let mut map = serializer.serialize_map(None)?;
+        for (k, v) in &event.correlation {
+            match (k.as_str(), ack) {
+                ("vendor_ack_id", Some(ack)) => map.serialize_entry(k, ack)?,
+                ("idempotency_key", _) => map.serialize_entry(k, &event.idempotency_key)?,
+                _ => map.serialize_entry(k, v)?,
+            }
+        }
+        if let Some(ack) = ack
+            && !event.correlation.contains_key("vendor_ack_id")
+        {
+            map.serialize_entry("vendor_ack_id", ack)?;
+        }
+        if !event.correlation.contains_key("idempotency_key") {
+            map.serialize_entry("idempotency_key", &event.idempotency_key)?;
+        }
+        map.end()
+    }
+}
+
+struct StatusView<'a>(&'a StatusUpdate);
+
+impl Serialize for StatusView<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let s = self.0;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("status", &s.status)?;
+        map.serialize_entry("timestamp", &s.timestamp_ms)?;
+        if let Some(e) = &s.error {
+            map.serialize_entry("error", e)?;
+        }
+        map.end()
+    }
+}
+
+struct InboundView<'a>(&'a InboundMessage);
+
+impl Serialize for InboundView<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Text<'a>(&'a str);
+        impl Serialize for Text<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("body", self.0)?;
+                map.end()
+            }
+        }
+        let msg = self.0;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("from", &msg.from)?;
+        map.serialize_entry("to", &msg.to)?;
+        map.serialize_entry("type", &msg.message_type)?;
+        if let Some(t) = &msg.text {
+            map.serialize_entry("text", &Text(t))?;
+        }
+        if !msg.media.is_empty() {
+            map.serialize_entry("media", &msg.media)?;
+        }
+        if let Some(l) = &msg.location {
+            map.serialize_entry("location", l)?;
+        }
+        if let Some(c) = &msg.context {
+            map.serialize_entry("context", c)?;
+        }
+        map.serialize_entry("timestamp", &msg.timestamp_ms)?;
+        map.serialize_entry("source_message_id", &msg.source_message_id)?;
+        map.end()
+    }
+}
+
+impl Serialize for View<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct VendorResponse<'a>(&'a Event);
+        impl Serialize for VendorResponse<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry(&self.0.vendor_name, &self.0.raw)?;
+                map.end()
+            }
+        }
+        let (event, opts) = (self.event, self.opts);
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("version", "1.0")?;
+        map.serialize_entry("event_type", &event.event_type())?;
+        map.serialize_entry("channel", &event.channel)?;
+        map.serialize_entry("channel_value", &event.channel_value)?;
+        map.serialize_entry("vendor_name", &event.vendor_name)?;
+        let keys = &opts.correlation_keys;
+        for (field, names) in [
+            ("distinct_id", &keys.distinct_id),
+            ("workflow_name", &keys.workflow_name),
+            ("template", &keys.template),
+        ] {
+            if let Some(v) = correlated_ref(event, names) {
+                map.serialize_entry(field, &v)?;
+            }
+        }
+        map.serialize_entry("reference", &Reference(event))?;
+        match &event.kind {
+            EventKind::Status(s) => map.serialize_entry("suprsend_status", &StatusView(s))?,
+            EventKind::Inbound(msg) => {
+                map.serialize_entry("suprsend_inbound_message", &InboundView(msg))?;
+            }
+        }
+        if opts.include_raw {
+            map.serialize_entry("vendor_response", &VendorResponse(event))?;
+        }
+        map.end()
+    }
 }
 
 fn correlated(event: &Event, names: &[String]) -> Option<Value> {
@@ -202,4 +385,58 @@ fn inbound(msg: &InboundMessage) -> Value {
     m.insert("timestamp".into(), json!(msg.timestamp_ms));
     m.insert("source_message_id".into(), json!(msg.source_message_id));
     Value::Object(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Channel, ErrorInfo, Status};
+
+    /// An event whose correlation ids collide with the reference's own fields.
+    fn colliding() -> Event {
+        let mut correlation = Map::new();
+        correlation.insert("idempotency_key".into(), json!("from-the-provider"));
+        correlation.insert("distinct_id".into(), json!(42));
+        correlation.insert("vendor_ack_id".into(), json!("ack-from-args"));
+        correlation.insert("template".into(), json!(""));
+        correlation.insert("workflow_name".into(), json!({"nested": [1, 2.5, null]}));
+        Event {
+            channel: Channel::Sms,
+            channel_value: "+15550001111".into(),
+            vendor_name: "twilio".into(),
+            vendor_ack_id: Some("SM1".into()),
+            idempotency_key: "key-1".into(),
+            correlation,
+            kind: EventKind::Status(StatusUpdate {
+                status: Status::Failed,
+                timestamp_ms: 1_700_000_000_123,
+                error: Some(ErrorInfo {
+                    code: Some("30003".into()),
+                    message: Some("Unreachable \"handset\"\n".into()),
+                }),
+                informational: false,
+            }),
+            raw: json!({"z": 1, "a": "é\u{1}"}),
+        }
+    }
+
+    #[test]
+    fn to_bytes_matches_render_when_correlation_ids_collide() {
+        let mut event = colliding();
+        for ack in [Some("SM1".to_owned()), None] {
+            event.vendor_ack_id = ack;
+            for format in [Format::Suprsend, Format::Standard] {
+                let opts = PayloadOptions {
+                    format,
+                    ..PayloadOptions::default()
+                };
+                let via_value = serde_json::to_vec(&render(&event, &opts)).unwrap_or_default();
+                assert!(!via_value.is_empty());
+                assert_eq!(
+                    String::from_utf8_lossy(&to_bytes(&event, &opts)),
+                    String::from_utf8_lossy(&via_value)
+                );
+            }
+        }
+    }
 }

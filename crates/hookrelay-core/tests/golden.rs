@@ -12,7 +12,34 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use hookrelay_core::CallbackRequest;
-use hookrelay_core::payload::{PayloadOptions, render};
+use hookrelay_core::payload::{CorrelationKeys, Format, PayloadOptions, render, to_bytes};
+
+/// Payload options that exercise every branch of rendering.
+fn option_sets() -> Vec<PayloadOptions> {
+    let standard = PayloadOptions {
+        format: Format::Standard,
+        ..PayloadOptions::default()
+    };
+    let bare = PayloadOptions {
+        include_raw: false,
+        ..PayloadOptions::default()
+    };
+    // Correlation keys that pick other ids, including ones that collide with the
+    // reference's own fields.
+    let keys = PayloadOptions {
+        correlation_keys: CorrelationKeys {
+            distinct_id: vec![
+                "user_id".into(),
+                "idempotency_key".into(),
+                "distinct_id".into(),
+            ],
+            workflow_name: vec!["vendor_ack_id".into()],
+            template: vec!["tag".into(), "template".into()],
+        },
+        ..PayloadOptions::default()
+    };
+    vec![PayloadOptions::default(), standard, bare, keys]
+}
 use hookrelay_core::provider::{Context, Provider};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use serde_json::{Value, json};
@@ -63,6 +90,21 @@ fn run_case(provider: &Provider, body_path: &Path) -> Result<(), String> {
     let out = provider
         .normalize(&req, &ctx)
         .map_err(|e| format!("{}: normalize failed: {e}", body_path.display()))?;
+    // The direct serializer writes exactly what rendering and serializing the value does.
+    for event in &out.events {
+        for opts in option_sets() {
+            let direct = to_bytes(event, &opts);
+            let via_value = serde_json::to_vec(&render(event, &opts)).map_err(|e| e.to_string())?;
+            if direct != via_value {
+                return Err(format!(
+                    "{}: to_bytes differs from render with {opts:?}:\n{}\n{}",
+                    body_path.display(),
+                    String::from_utf8_lossy(&direct),
+                    String::from_utf8_lossy(&via_value)
+                ));
+            }
+        }
+    }
     let payloads: Vec<Value> = out
         .events
         .iter()

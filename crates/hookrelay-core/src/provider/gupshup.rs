@@ -258,7 +258,7 @@ fn json_events(doc: &Value, ctx: &Context) -> Result<Vec<Event>, NormalizeError>
         _ => return Err(NormalizeError::shape("/", "a JSON object or array")),
     };
     if o.contains_key("entry") {
-        return meta_whatsapp::events_from_envelope(doc, ctx, &V3);
+        return meta_whatsapp::events_from_envelope(&mut doc.clone(), ctx, &V3);
     }
     if let Some(response) = o.get("response") {
         return match response {

@@ -189,8 +189,8 @@ pub fn normalize(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, Nor
         });
     }
     req.expect_content_type(PROVIDER, &["application/json"], "application/json")?;
-    let doc = req.json()?;
-    events_from_envelope(&doc, ctx, &META).map(Normalized::events)
+    let mut doc = req.json()?;
+    events_from_envelope(&mut doc, ctx, &META).map(Normalized::events)
 }
 
 fn handshake(req: &CallbackRequest) -> Result<Control, NormalizeError> {
@@ -252,25 +252,27 @@ fn status_id(status: &Map<String, Value>) -> Option<String> {
 }
 
 /// Turns a Meta-style `{object, entry[{changes[{field, value}]}]}` document into events.
+///
+/// Each status and message object is moved out of `doc` into its event's `raw`.
 pub(crate) fn events_from_envelope(
-    doc: &Value,
+    doc: &mut Value,
     ctx: &Context,
     flavor: &Flavor,
 ) -> Result<Vec<Event>, NormalizeError> {
     let root = doc
-        .as_object()
+        .as_object_mut()
         .ok_or_else(|| NormalizeError::shape("/", "a JSON object"))?;
     let entries = root
-        .get("entry")
+        .get_mut("entry")
         .ok_or_else(|| NormalizeError::MissingField("entry".into()))?
-        .as_array()
+        .as_array_mut()
         .ok_or_else(|| NormalizeError::shape("/entry", "an array"))?;
     let mut events = Vec::new();
-    for (i, entry) in entries.iter().enumerate() {
+    for (i, entry) in entries.iter_mut().enumerate() {
         let entry = entry
-            .as_object()
+            .as_object_mut()
             .ok_or_else(|| NormalizeError::shape(format!("/entry/{i}"), "an object"))?;
-        let changes = match entry.get("changes") {
+        let changes = match entry.get_mut("changes") {
             None | Some(Value::Null) => continue,
             Some(Value::Array(c)) => c,
             Some(_) => {
@@ -280,17 +282,17 @@ pub(crate) fn events_from_envelope(
                 ));
             }
         };
-        for (j, change) in changes.iter().enumerate() {
+        for (j, change) in changes.iter_mut().enumerate() {
             let path = format!("/entry/{i}/changes/{j}");
             let change = change
-                .as_object()
+                .as_object_mut()
                 .ok_or_else(|| NormalizeError::shape(path.clone(), "an object"))?;
             if change.get("field").and_then(Value::as_str) != Some("messages") {
                 continue;
             }
             let value = change
-                .get("value")
-                .and_then(Value::as_object)
+                .get_mut("value")
+                .and_then(Value::as_object_mut)
                 .ok_or_else(|| NormalizeError::shape(format!("{path}/value"), "an object"))?;
             value_events(value, &path, ctx, flavor, &mut events)?;
         }
@@ -299,7 +301,7 @@ pub(crate) fn events_from_envelope(
 }
 
 fn value_events(
-    value: &Map<String, Value>,
+    value: &mut Map<String, Value>,
     path: &str,
     ctx: &Context,
     flavor: &Flavor,
@@ -315,30 +317,34 @@ fn value_events(
         })
         .map(|s| digits_e164(&s))
         .unwrap_or_default();
-    for (k, status) in array_at(value, "statuses", path)?.iter().enumerate() {
+    for (k, status) in array_at(value, "statuses", path)?.iter_mut().enumerate() {
         let p = format!("{path}/value/statuses/{k}");
         let status = status
-            .as_object()
+            .as_object_mut()
             .ok_or_else(|| NormalizeError::shape(p.clone(), "an object"))?;
-        out.push(status_event(status, &p, ctx, flavor)?);
+        let mut event = status_event(status, &p, ctx, flavor)?;
+        event.raw = Value::Object(std::mem::take(status));
+        out.push(event);
     }
-    for (k, message) in array_at(value, "messages", path)?.iter().enumerate() {
+    for (k, message) in array_at(value, "messages", path)?.iter_mut().enumerate() {
         let p = format!("{path}/value/messages/{k}");
         let message = message
-            .as_object()
+            .as_object_mut()
             .ok_or_else(|| NormalizeError::shape(p.clone(), "an object"))?;
-        out.push(message_event(message, &business, &p, ctx, flavor.vendor)?);
+        let mut event = message_event(message, &business, &p, ctx, flavor.vendor)?;
+        event.raw = Value::Object(std::mem::take(message));
+        out.push(event);
     }
     Ok(())
 }
 
 fn array_at<'a>(
-    value: &'a Map<String, Value>,
+    value: &'a mut Map<String, Value>,
     key: &str,
     path: &str,
-) -> Result<&'a [Value], NormalizeError> {
-    match value.get(key) {
-        None | Some(Value::Null) => Ok(&[]),
+) -> Result<&'a mut [Value], NormalizeError> {
+    match value.get_mut(key) {
+        None | Some(Value::Null) => Ok(&mut []),
         Some(Value::Array(a)) => Ok(a),
         Some(_) => Err(NormalizeError::shape(
             format!("{path}/value/{key}"),
@@ -379,7 +385,8 @@ fn status_event(
             error,
             informational,
         }),
-        raw: Value::Object(s.clone()),
+        // Moved in by the caller.
+        raw: Value::Null,
     })
 }
 
@@ -463,7 +470,8 @@ fn message_event(
         idempotency_key: idempotency_key(vendor, &[&id]),
         correlation: Map::new(),
         kind: EventKind::Inbound(msg),
-        raw: Value::Object(m.clone()),
+        // Moved in by the caller.
+        raw: Value::Null,
     })
 }
 
