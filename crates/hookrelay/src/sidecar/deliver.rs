@@ -234,7 +234,7 @@ impl Lanes {
             }
         }
         for lane in started {
-            let task = tokio::spawn(run_lane(app.clone(), lane));
+            let task = app.delivery.spawn(run_lane(app.clone(), lane));
             if let Ok(mut tasks) = self.tasks.lock() {
                 tasks.retain(|t| !t.is_finished());
                 tasks.push(task);

@@ -66,6 +66,8 @@ pub(crate) struct App {
     pub(crate) redis_url: Option<hookrelay_core::Secret>,
     pub(crate) metrics: Metrics,
     pub(crate) lanes: Lanes,
+    /// The runtime the delivery lanes run on, at a lower CPU priority than the listener.
+    pub(crate) delivery: tokio::runtime::Handle,
     pub(crate) replay: replay::ReplayCache,
     certs: std::sync::Mutex<std::collections::HashMap<String, Arc<str>>>,
     guarded: std::sync::OnceLock<HttpClient>,
@@ -439,6 +441,20 @@ pub(crate) fn run(args: &Args) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    let threads = std::thread::available_parallelism().map_or(2, usize::from);
+    let delivery_rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("hookrelay-deliver")
+        .on_thread_start(lower_priority)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hookrelay run: cannot start the delivery runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let admin = match std::net::TcpListener::bind(snapshot.admin).and_then(|l| {
         l.set_nonblocking(true)?;
         Ok(l)
@@ -458,6 +474,7 @@ pub(crate) fn run(args: &Args) -> ExitCode {
         redis_url,
         metrics: Metrics::default(),
         lanes: Lanes::default(),
+        delivery: delivery_rt.handle().clone(),
         replay: replay::ReplayCache::default(),
         certs: std::sync::Mutex::new(std::collections::HashMap::new()),
         guarded: std::sync::OnceLock::new(),
@@ -467,7 +484,7 @@ pub(crate) fn run(args: &Args) -> ExitCode {
         // Callbacks being answered when the drain ends get a second to finish.
         grace_period_seconds: Some(1),
         graceful_shutdown_timeout_seconds: Some(15),
-        threads: std::thread::available_parallelism().map_or(2, usize::from),
+        threads,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -489,8 +506,21 @@ pub(crate) fn run(args: &Args) -> ExitCode {
     server.run(RunArgs {
         shutdown_signal: Box::new(Drain { app }),
     });
+    delivery_rt.shutdown_timeout(Duration::from_secs(1));
     store_rt.shutdown_timeout(Duration::from_secs(1));
     ExitCode::SUCCESS
+}
+
+/// Nice value of the delivery threads: under CPU contention the listener, which must
+/// answer providers within their timeouts, runs first; what it acknowledged is durable and
+/// is delivered as soon as there is CPU to spare. Without contention it makes no difference.
+const DELIVERY_NICE: i32 = 10;
+
+fn lower_priority() {
+    // Linux keeps the nice value per thread: this lowers the calling thread only.
+    if let Err(e) = rustix::process::setpriority_process(None, DELIVERY_NICE) {
+        tracing::debug!(error = %e, "cannot lower the delivery threads' priority");
+    }
 }
 
 fn listen_addr(a: SocketAddr) -> String {
