@@ -72,6 +72,8 @@ fn main() -> ExitCode {
     };
     let conf = ServerConf {
         threads,
+        // As hookrelay's listener: one runtime per thread.
+        work_stealing: false,
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(0),
         ..ServerConf::default()
