@@ -557,3 +557,45 @@ async fn a_damaged_log_is_refused_not_read_past() -> TestResult {
     assert!(message.contains("older redb format"), "{message}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_checkpoint_interrupted_before_or_after_its_rename_is_harmless() -> TestResult {
+    let dir = dir()?;
+    let options = EmbeddedOptions::default().compact_after(4 * 1024);
+    let a = {
+        let store = EmbeddedStore::open_with(dir.path(), options.clone())?;
+        ids(store.enqueue(None, vec![new("crm", "a")], 1_000).await?)[0]
+    };
+    let first = logs(dir.path())?;
+    let stale = std::fs::read(dir.path().join(&first[0]))?;
+    {
+        let store = EmbeddedStore::open_with(dir.path(), options.clone())?;
+        let a = store.lease("crm", 1_000, 1).await?.remove(0);
+        store.complete(a.id).await?;
+        for i in 0..100 {
+            store
+                .enqueue(None, vec![new("ops", &format!("o{i}"))], 1_000)
+                .await?;
+            let o = store.lease("ops", 1_000, 1).await?.remove(0);
+            store.complete(o.id).await?;
+        }
+        assert!(store.checkpoints() > 0);
+        store.enqueue(None, vec![new("crm", "b")], 1_000).await?;
+    }
+    // Crashed after the rename, before the old log was removed; and an unfinished
+    // checkpoint of a later one.
+    std::fs::write(dir.path().join(&first[0]), &stale)?;
+    std::fs::write(
+        dir.path().join(format!("{:020}.log.tmp", 999)),
+        b"half a checkpoint",
+    )?;
+    let store = EmbeddedStore::open_with(dir.path(), options)?;
+    let crm = store.lease("crm", 1_000, 10).await?;
+    assert_eq!(crm.len(), 1);
+    assert_eq!(crm[0].webhook_id, "b");
+    assert_ne!(crm[0].id, a);
+    assert_eq!(store.queue_depth("ops"), 0);
+    assert_eq!(logs(dir.path())?.len(), 1, "the stale log is removed");
+    assert!(!dir.path().join(format!("{:020}.log.tmp", 999)).exists());
+    Ok(())
+}

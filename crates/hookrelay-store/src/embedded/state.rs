@@ -8,7 +8,7 @@
 
 use super::log::Loc;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 /// Memory a dedupe key takes in a checkpoint, in bytes (hash and expiry).
@@ -89,8 +89,8 @@ pub(crate) struct State {
     pub(crate) queued: HashMap<u64, Entry>,
     pub(crate) dead: BTreeMap<u64, Grave>,
     dedupe: HashMap<u128, i64>,
-    /// Keys in the order they were recorded, for the purge (expiry mostly grows with it).
-    expiry: VecDeque<(i64, u128)>,
+    /// When expired keys were last forgotten, and how many keys were left then.
+    purged: Option<(i64, usize)>,
     pub(crate) next_id: u64,
     names: HashSet<Arc<str>>,
     /// Bytes of the `Put` records of queued deliveries and dead letters.
@@ -186,7 +186,6 @@ impl State {
 
     fn remember(&mut self, key: u128, expires_ms: i64) {
         self.dedupe.insert(key, expires_ms);
-        self.expiry.push_back((expires_ms, key));
     }
 
     fn intern(&mut self, name: &str) -> Arc<str> {
@@ -203,24 +202,25 @@ impl State {
         self.dedupe.get(&key).copied()
     }
 
-    /// Forgets up to `max` keys that expired at or before `now_ms`; returns how many.
-    pub(crate) fn purge(&mut self, now_ms: i64, max: usize) -> usize {
-        let mut purged = 0;
-        while purged < max {
-            let Some(&(expires, key)) = self.expiry.front() else {
-                break;
-            };
-            if expires > now_ms {
-                break;
+    /// Forgets the keys that expired at or before `now_ms`, when a minute has passed since
+    /// the last time or the number of keys has doubled since: one pass over the keys,
+    /// amortized over the enqueues in between, and no second structure to keep. Returns
+    /// how many were forgotten.
+    pub(crate) fn purge(&mut self, now_ms: i64) -> usize {
+        const EVERY_MS: i64 = 60_000;
+        let due = match self.purged {
+            None => true,
+            Some((at, left)) => {
+                now_ms.saturating_sub(at) >= EVERY_MS || self.dedupe.len() >= (left * 2).max(1024)
             }
-            self.expiry.pop_front();
-            // A key recorded again later has a later entry in the queue: keep it.
-            if self.dedupe.get(&key) == Some(&expires) {
-                self.dedupe.remove(&key);
-            }
-            purged += 1;
+        };
+        if !due {
+            return 0;
         }
-        purged
+        let before = self.dedupe.len();
+        self.dedupe.retain(|_, &mut expires| expires > now_ms);
+        self.purged = Some((now_ms, self.dedupe.len()));
+        before - self.dedupe.len()
     }
 
     /// Live dedupe keys, for a checkpoint.
@@ -251,10 +251,6 @@ impl State {
                 grave.entry.put = loc;
             }
         }
-        // Compact the purge queue too: one entry per live key.
-        let mut keys: Vec<(i64, u128)> = self.dedupe.iter().map(|(&k, &e)| (e, k)).collect();
-        keys.sort_unstable();
-        self.expiry = keys.into();
     }
 }
 
@@ -338,13 +334,17 @@ mod tests {
             },
             loc(0),
         );
-        assert_eq!(state.purge(100, 4), 4, "bounded");
-        assert_eq!(state.purge(100, 100), 6);
-        assert_eq!(state.key_count(), 1);
+        assert_eq!(state.purge(100), 9);
         assert_eq!(state.dedupe_expiry(3), Some(1000));
-        assert_eq!(state.purge(999, 100), 0);
-        assert_eq!(state.purge(1000, 100), 1);
+        // Not again within the minute, unless the keys doubled.
+        assert_eq!(state.purge(1000), 0);
+        assert_eq!(state.key_count(), 1);
+        assert_eq!(state.purge(60_100), 1);
         assert_eq!(state.key_count(), 0);
+        for key in 0..1024u128 {
+            state.apply(&Rec::Dedupe { key, expires_ms: 0 }, loc(0));
+        }
+        assert_eq!(state.purge(60_101), 1024, "the keys grew past 1024");
     }
 
     #[test]

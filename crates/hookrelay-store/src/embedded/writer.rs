@@ -35,9 +35,6 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use xxhash_rust::xxh3::xxh3_128;
 
-/// At most this many expired dedupe keys are forgotten per commit.
-const PURGE_PER_COMMIT: usize = 4096;
-
 /// A frame is closed (between two ops) once it holds this much.
 const FRAME_SOFT_MAX: usize = 64 << 20;
 
@@ -490,7 +487,7 @@ impl Writer {
                 });
             }
             if let Some(now_ms) = purge_at {
-                b.state.purge(now_ms, PURGE_PER_COMMIT);
+                b.state.purge(now_ms);
             }
             if let Err(e) = frames.end() {
                 fatal = Some(e);
