@@ -12,6 +12,8 @@ use std::collections::HashMap;
 struct Lease {
     endpoint: String,
     sid: String,
+    /// Its outcome is being recorded: a renewal that finds it gone is not a loss.
+    closing: bool,
 }
 
 /// The leases of one store instance.
@@ -28,8 +30,23 @@ impl Leases {
             return false;
         }
         let endpoint = endpoint.to_owned();
-        self.by_id.insert(id, Lease { endpoint, sid });
+        let closing = false;
+        self.by_id.insert(
+            id,
+            Lease {
+                endpoint,
+                sid,
+                closing,
+            },
+        );
         true
+    }
+
+    /// Marks (or unmarks) `id` as having its outcome recorded.
+    pub(super) fn set_closing(&mut self, id: u64, closing: bool) {
+        if let Some(lease) = self.by_id.get_mut(&id) {
+            lease.closing = closing;
+        }
     }
 
     /// Gives up the lease of `id`; its endpoint and stream entry id if it was held.
@@ -42,6 +59,14 @@ impl Leases {
         self.by_id
             .values()
             .any(|l| l.endpoint == endpoint && l.sid == sid)
+    }
+
+    /// Whether stream entry `sid` of `endpoint` is leased here and its outcome is not
+    /// being recorded right now.
+    pub(super) fn holds_open(&self, endpoint: &str, sid: &str) -> bool {
+        self.by_id
+            .values()
+            .any(|l| l.endpoint == endpoint && l.sid == sid && !l.closing)
     }
 
     /// Stream entry ids held, by endpoint (for a renewal).
@@ -79,6 +104,10 @@ mod tests {
         assert!(leases.hold(2, "crm", "2-0".into()));
         assert!(leases.hold(3, "ops", "2-0".into()));
         assert!(leases.holds("crm", "2-0"));
+        leases.set_closing(2, true);
+        assert!(leases.holds("crm", "2-0") && !leases.holds_open("crm", "2-0"));
+        leases.set_closing(2, false);
+        assert!(leases.holds_open("crm", "2-0"));
         assert_eq!(leases.by_endpoint().len(), 2);
         leases.forget("crm", &["2-0".to_owned()]);
         assert!(!leases.holds("crm", "2-0") && leases.holds("ops", "2-0"));

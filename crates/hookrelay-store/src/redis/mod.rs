@@ -365,11 +365,15 @@ impl RedisStore {
         let inner = &self.inner;
         let mut call = inner.scripts.complete.prepare_invoke();
         call.arg(&inner.options.prefix).arg(id.0);
-        let found: i64 = inner
-            .timed("complete", call.invoke_async(&mut inner.conn.clone()))
-            .await?;
-        inner.leases().remove(id.0);
-        known(found, id)
+        inner.leases().set_closing(id.0, true);
+        let found = inner
+            .timed(
+                "complete",
+                call.invoke_async::<i64>(&mut inner.conn.clone()),
+            )
+            .await;
+        inner.settle(id.0, found.is_ok());
+        known(found?, id)
     }
 
     /// Puts a leased delivery back, due at `not_before_ms`, with its attempt count and the
@@ -389,11 +393,15 @@ impl RedisStore {
             .arg(attempts)
             .arg(if error.is_some() { "1" } else { "0" })
             .arg(error.unwrap_or_default());
-        let found: i64 = inner
-            .timed("reschedule", call.invoke_async(&mut inner.conn.clone()))
-            .await?;
-        inner.leases().remove(id.0);
-        known(found, id)
+        inner.leases().set_closing(id.0, true);
+        let found = inner
+            .timed(
+                "reschedule",
+                call.invoke_async::<i64>(&mut inner.conn.clone()),
+            )
+            .await;
+        inner.settle(id.0, found.is_ok());
+        known(found?, id)
     }
 
     /// Moves a delivery to the dead letters with the reason and the last response (its
@@ -415,11 +423,15 @@ impl RedisStore {
             .arg(if response.is_some() { "1" } else { "0" })
             .arg(response.map_or_else(String::new, |r| truncate(r, MAX_RESPONSE_BYTES)))
             .arg(now_ms);
-        let found: i64 = inner
-            .timed("dead letter", call.invoke_async(&mut inner.conn.clone()))
-            .await?;
-        inner.leases().remove(id.0);
-        known(found, id)
+        inner.leases().set_closing(id.0, true);
+        let found = inner
+            .timed(
+                "dead letter",
+                call.invoke_async::<i64>(&mut inner.conn.clone()),
+            )
+            .await;
+        inner.settle(id.0, found.is_ok());
+        known(found?, id)
     }
 
     /// Gives a lease back unchanged; the delivery can be leased again at once, by any
@@ -575,6 +587,17 @@ impl Inner {
         self.leases.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// After recording a leased delivery's outcome: the lease is gone once Redis has the
+    /// outcome; if the call failed it is still held (and renewed) here.
+    fn settle(&self, id: u64, recorded: bool) {
+        let mut leases = self.leases();
+        if recorded {
+            leases.remove(id);
+        } else {
+            leases.set_closing(id, false);
+        }
+    }
+
     fn waker(&self, endpoint: &str) -> Arc<Notify> {
         let mut wakers = self.wakers.lock().unwrap_or_else(PoisonError::into_inner);
         Arc::clone(wakers.entry(endpoint.to_owned()).or_default())
@@ -609,11 +632,12 @@ impl Inner {
             match self.touch(&endpoint, &sids, 0).await {
                 Ok(lost) => {
                     // A delivery completed (or released) while the touch was in flight is
-                    // no longer held here: it was not lost, only finished.
+                    // no longer held here, or is having its outcome recorded: it was not
+                    // lost, only finished.
                     let lost: Vec<String> = {
                         let leases = self.leases();
                         lost.into_iter()
-                            .filter(|sid| leases.holds(&endpoint, sid))
+                            .filter(|sid| leases.holds_open(&endpoint, sid))
                             .collect()
                     };
                     if lost.is_empty() {
