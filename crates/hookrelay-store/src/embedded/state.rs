@@ -9,6 +9,7 @@
 use super::log::Loc;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
 /// Memory a dedupe key takes in a checkpoint, in bytes (hash and expiry).
@@ -83,12 +84,53 @@ pub(crate) struct Grave {
     pub(crate) dead_at_ms: i64,
 }
 
+/// A dedupe key's 128-bit hash as two words: 8-byte aligned, so a map entry with its
+/// expiry takes 24 bytes rather than 32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Key([u64; 2]);
+
+impl Key {
+    fn new(key: u128) -> Self {
+        Key([key as u64, (key >> 64) as u64])
+    }
+
+    fn get(self) -> u128 {
+        u128::from(self.0[0]) | (u128::from(self.0[1]) << 64)
+    }
+}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0[0]);
+    }
+}
+
+/// The key is already a uniform hash: its low word is the map's hash.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// Everything the log says, as of its last record.
 #[derive(Debug, Default)]
 pub(crate) struct State {
     pub(crate) queued: HashMap<u64, Entry>,
     pub(crate) dead: BTreeMap<u64, Grave>,
-    dedupe: HashMap<u128, i64>,
+    dedupe: HashMap<Key, i64, BuildHasherDefault<KeyHasher>>,
     /// When expired keys were last forgotten, and how many keys were left then.
     purged: Option<(i64, usize)>,
     pub(crate) next_id: u64,
@@ -185,7 +227,7 @@ impl State {
     }
 
     fn remember(&mut self, key: u128, expires_ms: i64) {
-        self.dedupe.insert(key, expires_ms);
+        self.dedupe.insert(Key::new(key), expires_ms);
     }
 
     fn intern(&mut self, name: &str) -> Arc<str> {
@@ -199,7 +241,7 @@ impl State {
 
     /// When `key` expires, if it is recorded.
     pub(crate) fn dedupe_expiry(&self, key: u128) -> Option<i64> {
-        self.dedupe.get(&key).copied()
+        self.dedupe.get(&Key::new(key)).copied()
     }
 
     /// Forgets the keys that expired at or before `now_ms`, when a minute has passed since
@@ -225,7 +267,7 @@ impl State {
 
     /// Live dedupe keys, for a checkpoint.
     pub(crate) fn keys(&self) -> Vec<(u128, i64)> {
-        self.dedupe.iter().map(|(&k, &e)| (k, e)).collect()
+        self.dedupe.iter().map(|(&k, &e)| (k.get(), e)).collect()
     }
 
     /// Recorded dedupe keys (expired ones not yet purged included).
@@ -312,6 +354,38 @@ mod tests {
         state.apply(&Rec::Complete { id: 7 }, loc(500));
         assert!(state.queued.is_empty() && state.dead.is_empty());
         assert_eq!(state.live_bytes(), 0);
+    }
+
+    #[test]
+    fn keys_keep_all_128_bits() {
+        for key in [
+            0,
+            1,
+            u128::MAX,
+            1 << 64,
+            (1 << 64) - 1,
+            0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+        ] {
+            assert_eq!(Key::new(key).get(), key);
+        }
+        let mut state = State::default();
+        state.apply(
+            &Rec::Dedupe {
+                key: 1,
+                expires_ms: 5,
+            },
+            loc(0),
+        );
+        state.apply(
+            &Rec::Dedupe {
+                key: 1 | (1 << 64),
+                expires_ms: 6,
+            },
+            loc(0),
+        );
+        assert_eq!(state.key_count(), 2, "same low word, different keys");
+        assert_eq!(state.dedupe_expiry(1 | (1 << 64)), Some(6));
+        assert_eq!(state.dedupe_expiry(2 << 64), None);
     }
 
     #[test]
