@@ -268,7 +268,7 @@ endpoints:
             error: None,
             informational: false,
         }),
-        raw: serde_json::Value::Null,
+        raw: serde_json::Value::Null.into(),
     };
     assert!(e.accepts(&status(Channel::Whatsapp, Status::Delivered)));
     assert!(e.accepts(&status(Channel::Email, Status::Delivered)));

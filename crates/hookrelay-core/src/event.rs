@@ -256,7 +256,72 @@ pub struct Event {
     /// Status or inbound message.
     pub kind: EventKind,
     /// The provider's own event, unmodified.
-    pub raw: Value,
+    pub raw: Raw,
+}
+
+/// The provider's own event, as the payload carries it under `vendor_response`.
+///
+/// Either a JSON value the normalizer built or parsed, or the JSON text of the event
+/// exactly as the provider sent it: never parsed into a tree, and written out byte for
+/// byte. The two compare equal when they hold the same JSON value.
+#[derive(Debug, Clone)]
+pub enum Raw {
+    /// A JSON value.
+    Value(Value),
+    /// JSON text as received.
+    Text(Box<serde_json::value::RawValue>),
+}
+
+impl Raw {
+    /// The event as a JSON value (parsed, for [`Raw::Text`]).
+    #[must_use]
+    pub fn to_value(&self) -> Value {
+        match self {
+            Raw::Value(v) => v.clone(),
+            // The text was valid JSON when it was captured.
+            Raw::Text(t) => serde_json::from_str(t.get()).unwrap_or(Value::Null),
+        }
+    }
+}
+
+impl Default for Raw {
+    fn default() -> Self {
+        Raw::Value(Value::Null)
+    }
+}
+
+impl From<Value> for Raw {
+    fn from(value: Value) -> Self {
+        Raw::Value(value)
+    }
+}
+
+impl PartialEq for Raw {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Raw::Value(a), Raw::Value(b)) => a == b,
+            (Raw::Text(a), Raw::Text(b)) if a.get() == b.get() => true,
+            _ => self.to_value() == other.to_value(),
+        }
+    }
+}
+
+impl PartialEq<Value> for Raw {
+    fn eq(&self, other: &Value) -> bool {
+        match self {
+            Raw::Value(v) => v == other,
+            Raw::Text(_) => self.to_value() == *other,
+        }
+    }
+}
+
+impl Serialize for Raw {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Raw::Value(v) => v.serialize(serializer),
+            Raw::Text(t) => t.serialize(serializer),
+        }
+    }
 }
 
 impl Event {

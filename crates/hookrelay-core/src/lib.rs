@@ -29,8 +29,8 @@ pub mod timestamp;
 
 pub use error::{NormalizeError, VerifyConfigError, VerifyError};
 pub use event::{
-    Channel, ErrorInfo, Event, EventKind, EventType, InboundMessage, Location, Media, ReplyContext,
-    Status, StatusUpdate,
+    Channel, ErrorInfo, Event, EventKind, EventType, InboundMessage, Location, Media, Raw,
+    ReplyContext, Status, StatusUpdate,
 };
 pub use provider::{
     Context, Control, Normalized, Provider, Verifier, VerifyOptions, VerifySettings,

@@ -349,7 +349,7 @@ fn suprsend(event: &Event, opts: &PayloadOptions) -> Value {
     }
     if opts.include_raw {
         let mut vr = Map::new();
-        vr.insert(event.vendor_name.clone(), event.raw.clone());
+        vr.insert(event.vendor_name.clone(), event.raw.to_value());
         m.insert("vendor_response".into(), Value::Object(vr));
     }
     Value::Object(m)
@@ -416,7 +416,7 @@ mod tests {
                 }),
                 informational: false,
             }),
-            raw: json!({"z": 1, "a": "é\u{1}"}),
+            raw: json!({"z": 1, "a": "é\u{1}"}).into(),
         }
     }
 

@@ -604,7 +604,7 @@ impl Spec {
             idempotency_key,
             correlation,
             kind,
-            raw: item.clone(),
+            raw: item.clone().into(),
         })
     }
 

@@ -372,7 +372,7 @@ fn status_event(
         idempotency_key: idempotency_key(PROVIDER, idempotency),
         correlation: Map::new(),
         kind: EventKind::Status(update),
-        raw,
+        raw: raw.into(),
     }
 }
 
@@ -584,7 +584,7 @@ fn v2_inbound(
         idempotency_key: idempotency_key(PROVIDER, &[&id]),
         correlation: Map::new(),
         kind: EventKind::Inbound(msg),
-        raw: doc.clone(),
+        raw: doc.clone().into(),
     })
 }
 
@@ -664,7 +664,7 @@ fn enterprise_inbound(
         idempotency_key: idempotency,
         correlation: Map::new(),
         kind: EventKind::Inbound(msg),
-        raw: raw.clone(),
+        raw: raw.clone().into(),
     })
 }
 
@@ -1001,7 +1001,7 @@ mod tests {
         let ev = events(body);
         assert_eq!(ev.len(), 2);
         assert_eq!(ev[0].status().expect("s").status, Status::Seen);
-        assert_eq!(ev[0].raw["externalId"], "a");
+        assert_eq!(ev[0].raw.to_value()["externalId"], "a");
         let s = ev[1].status().expect("s");
         assert_eq!(s.status, Status::Failed);
         let e = s.error.as_ref().expect("error");
@@ -1036,7 +1036,7 @@ mod tests {
             .expect("uri");
         let out = normalize(&req, &CTX).expect("get");
         let e = &out.events[0];
-        assert!(e.raw.get("token").is_none());
+        assert!(e.raw.to_value().get("token").is_none());
         let EventKind::Inbound(m) = &e.kind else {
             panic!("inbound expected")
         };

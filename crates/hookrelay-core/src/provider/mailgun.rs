@@ -361,7 +361,7 @@ fn normalize_json(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, No
             idempotency_key,
             correlation,
             kind: EventKind::Inbound(msg),
-            raw: data.clone(),
+            raw: data.clone().into(),
         }]));
     }
 
@@ -395,7 +395,7 @@ fn normalize_json(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, No
             error,
             informational,
         }),
-        raw: data.clone(),
+        raw: data.clone().into(),
     }]))
 }
 
@@ -531,7 +531,7 @@ fn normalize_form(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, No
             error,
             informational,
         }),
-        raw,
+        raw: raw.into(),
     }]))
 }
 
@@ -585,7 +585,7 @@ fn route_forward(
         idempotency_key,
         correlation: Map::new(),
         kind: EventKind::Inbound(msg),
-        raw,
+        raw: raw.into(),
     }]))
 }
 
@@ -1261,7 +1261,7 @@ mod tests {
             (Status::Delivered, 1_461_261_330_000)
         );
         assert!(e.correlation.is_empty(), "{:?}", e.correlation);
-        assert_eq!(e.raw["event"], "delivered");
+        assert_eq!(e.raw.to_value()["event"], "delivered");
     }
 
     #[test]

@@ -84,12 +84,14 @@
 
 use hmac::{Hmac, KeyInit, Mac};
 use http::Method;
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
 use crate::event::{
-    Channel, ErrorInfo, Event, EventKind, InboundMessage, Location, Media, ReplyContext, Status,
-    StatusUpdate, idempotency_key,
+    Channel, ErrorInfo, Event, EventKind, InboundMessage, Location, Media, Raw, ReplyContext,
+    Status, StatusUpdate, idempotency_key,
 };
 use crate::provider::{Context, Control, Normalized, VerifyOptions, VerifySettings};
 use crate::secret::ct_eq;
@@ -189,8 +191,140 @@ pub fn normalize(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, Nor
         });
     }
     req.expect_content_type(PROVIDER, &["application/json"], "application/json")?;
+    if let Some(events) = statuses_only(&req.body, ctx) {
+        return events.map(Normalized::events);
+    }
     let mut doc = req.json()?;
     events_from_envelope(&mut doc, ctx, &META).map(Normalized::events)
+}
+
+/// A value that was present, `null` included (`None` only when the key is absent).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// The envelope of [`statuses_only`], read without building a tree of it.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    entry: Vec<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Entry<'a> {
+    #[serde(borrow, default)]
+    changes: Option<Vec<&'a RawValue>>,
+}
+
+#[derive(Deserialize)]
+struct Change<'a> {
+    #[serde(default, deserialize_with = "present")]
+    field: Option<Value>,
+    #[serde(borrow, default)]
+    value: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ChangeValue<'a> {
+    #[serde(borrow, default)]
+    statuses: Option<Vec<&'a RawValue>>,
+    #[serde(borrow, default)]
+    messages: Option<&'a RawValue>,
+}
+
+/// The keys of a status object that [`status_event`] reads; the rest (conversation,
+/// pricing, …) is skipped without being built.
+#[derive(Deserialize)]
+struct StatusKeys {
+    #[serde(default, deserialize_with = "present")]
+    id: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    status: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    recipient_type: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    recipient_participant_id: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    recipient_id: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    timestamp: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    errors: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    biz_opaque_callback_data: Option<Value>,
+}
+
+impl StatusKeys {
+    fn into_map(self) -> Map<String, Value> {
+        let mut map = Map::new();
+        for (key, value) in [
+            ("id", self.id),
+            ("status", self.status),
+            ("recipient_type", self.recipient_type),
+            ("recipient_participant_id", self.recipient_participant_id),
+            ("recipient_id", self.recipient_id),
+            ("timestamp", self.timestamp),
+            ("errors", self.errors),
+            ("biz_opaque_callback_data", self.biz_opaque_callback_data),
+        ] {
+            if let Some(value) = value {
+                map.insert(key.to_owned(), value);
+            }
+        }
+        map
+    }
+}
+
+/// The common callback, statuses only, read without parsing the document into a `Value`
+/// tree: each status keeps its JSON text as [`Raw::Text`], and only the keys
+/// [`status_event`] reads are parsed. `None` for anything else (messages, an unexpected
+/// shape, invalid JSON, a repeated key): then the general path decides, errors included,
+/// so both paths give the same events and the same errors.
+fn statuses_only(body: &[u8], ctx: &Context) -> Option<Result<Vec<Event>, NormalizeError>> {
+    let envelope: Envelope<'_> = object(std::str::from_utf8(body).ok()?)?;
+    let mut events = Vec::new();
+    for (i, entry) in envelope.entry.iter().enumerate() {
+        let entry: Entry<'_> = object(entry.get())?;
+        for (j, change) in entry.changes.iter().flatten().enumerate() {
+            let change: Change<'_> = object(change.get())?;
+            if change.field.as_ref().and_then(Value::as_str) != Some("messages") {
+                continue;
+            }
+            let value: ChangeValue<'_> = object(change.value?.get())?;
+            if value.messages.is_some() {
+                return None;
+            }
+            for (k, status) in value.statuses.iter().flatten().enumerate() {
+                let keys: StatusKeys = object(status.get())?;
+                let path = format!("/entry/{i}/changes/{j}/value/statuses/{k}");
+                let mut event = match status_event(&keys.into_map(), &path, ctx, &META) {
+                    Ok(event) => event,
+                    Err(e) => return Some(Err(e)),
+                };
+                event.raw = status_raw(status);
+                events.push(event);
+            }
+        }
+    }
+    Some(Ok(events))
+}
+
+/// `text` as `T`, when it is a JSON object (serde would also read a struct from an array).
+fn object<'a, T: Deserialize<'a>>(text: &'a str) -> Option<T> {
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    serde_json::from_str(text).ok()
+}
+
+/// A status's JSON text as its `raw`, unless it spans lines (a pretty-printed body): a
+/// payload stays one line.
+fn status_raw(status: &RawValue) -> Raw {
+    let text = status.get();
+    if text.contains(['\n', '\r']) {
+        return serde_json::from_str::<Value>(text).map_or_else(|_| Raw::default(), Raw::Value);
+    }
+    Raw::Text(status.to_owned())
 }
 
 fn handshake(req: &CallbackRequest) -> Result<Control, NormalizeError> {
@@ -323,7 +457,7 @@ fn value_events(
             .as_object_mut()
             .ok_or_else(|| NormalizeError::shape(p.clone(), "an object"))?;
         let mut event = status_event(status, &p, ctx, flavor)?;
-        event.raw = Value::Object(std::mem::take(status));
+        event.raw = Value::Object(std::mem::take(status)).into();
         out.push(event);
     }
     for (k, message) in array_at(value, "messages", path)?.iter_mut().enumerate() {
@@ -332,7 +466,7 @@ fn value_events(
             .as_object_mut()
             .ok_or_else(|| NormalizeError::shape(p.clone(), "an object"))?;
         let mut event = message_event(message, &business, &p, ctx, flavor.vendor)?;
-        event.raw = Value::Object(std::mem::take(message));
+        event.raw = Value::Object(std::mem::take(message)).into();
         out.push(event);
     }
     Ok(())
@@ -386,7 +520,7 @@ fn status_event(
             informational,
         }),
         // Moved in by the caller.
-        raw: Value::Null,
+        raw: Value::Null.into(),
     })
 }
 
@@ -471,7 +605,7 @@ fn message_event(
         correlation: Map::new(),
         kind: EventKind::Inbound(msg),
         // Moved in by the caller.
-        raw: Value::Null,
+        raw: Value::Null.into(),
     })
 }
 
@@ -608,6 +742,95 @@ mod tests {
         include_str!("../../tests/fixtures/meta_whatsapp/messages_field_without_messages.json");
     const HANDSHAKE: &str =
         include_str!("../../tests/fixtures/meta_whatsapp/verify_handshake.json");
+
+    /// The general path's answer for `body`: events, or the error's text.
+    fn general(body: &[u8]) -> Result<Vec<Event>, String> {
+        let mut doc: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        events_from_envelope(&mut doc, &CTX, &META).map_err(|e| e.to_string())
+    }
+
+    /// Bodies the fast path must agree on with the general path: every golden body, and
+    /// edge cases of shape, types, nulls, repeats and layout.
+    fn agreement_bodies() -> Vec<Vec<u8>> {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/meta_whatsapp");
+        let mut bodies: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+            .expect("golden dir")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "body"))
+            .map(|p| std::fs::read(p).expect("body"))
+            .collect();
+        assert!(bodies.len() >= 10, "golden bodies found: {}", bodies.len());
+        let status = |s: &str| {
+            format!(
+                r#"{{"object":"whatsapp_business_account","entry":[{{"id":"1","changes":[{{"field":"messages","value":{{"statuses":[{s}]}}}}]}}]}}"#
+            )
+        };
+        let ok = r#"{"id":"wamid.1","status":"delivered","timestamp":"1700000000","recipient_id":"15551234567"}"#;
+        for s in [
+            ok.to_owned(),
+            format!("{ok},{ok}"),
+            r#"{"id":"wamid.2","status":"failed","timestamp":1700000000,"recipient_id":"15551234567","errors":[{"code":131026,"title":"Undeliverable"}],"biz_opaque_callback_data":"tracker"}"#.to_owned(),
+            r#"{"id":"wamid.3","status":"read","timestamp":"1700000000","recipient_type":"group","recipient_participant_id":"15550000000","recipient_id":"G1"}"#.to_owned(),
+            r#"{"id":"wamid.4","status":"sent","timestamp":null,"recipient_id":"15551234567","biz_opaque_callback_data":null}"#.to_owned(),
+            r#"{"id":"wamid.5","status":"deleted","timestamp":"x","recipient_id":"1"}"#.to_owned(),
+            r#"{"id":7,"status":"delivered","timestamp":"1700000000","recipient_id":15551234567}"#.to_owned(),
+            r#"{"status":"delivered","timestamp":"1700000000","recipient_id":"1"}"#.to_owned(),
+            r#"{"id":"wamid.6","timestamp":"1700000000","recipient_id":"1"}"#.to_owned(),
+            r#"{"id":"wamid.7","status":"delivered","timestamp":"1700000000"}"#.to_owned(),
+            r#"{"id":"a","id":"b","status":"delivered","timestamp":"1700000000","recipient_id":"1"}"#.to_owned(),
+            r#""not an object""#.to_owned(),
+            "null".to_owned(),
+            "{\n  \"id\": \"wamid.8\",\n  \"status\": \"delivered\",\n  \"timestamp\": \"1700000000\",\n  \"recipient_id\": \"1\"\n}".to_owned(),
+            r#"{"id":"wamid.9","status":"delivered","timestamp":"1700000000","recipient_id":"1","conversation":{"id":"c","origin":{"type":"utility"}},"pricing":{"billable":true}}"#.to_owned(),
+        ] {
+            bodies.push(status(&s).into_bytes());
+        }
+        for body in [
+            r#"{"entry":[{"changes":null}]}"#,
+            r#"{"entry":[{"changes":[{"field":"messages","value":{"statuses":null}}]}]}"#,
+            r#"{"entry":[{"changes":[{"field":"messages","value":{"statuses":{}}}]}]}"#,
+            r#"{"entry":[{"changes":[{"field":"messages","value":[]}]}]}"#,
+            r#"{"entry":[{"changes":[{"field":"messages"}]}]}"#,
+            r#"{"entry":[{"changes":[{"field":"statuses","value":7}]}]}"#,
+            r#"{"entry":[{"changes":[{"field":7,"value":7}]}]}"#,
+            r#"{"entry":[{"changes":[{"field":"messages","value":{"statuses":[],"messages":null}}]}]}"#,
+            r#"{"entry":{}}"#,
+            r#"{"entry":[7]}"#,
+            r#"{"object":"page"}"#,
+            r#"[]"#,
+            r#"{"entry":[],"entry":[]}"#,
+        ] {
+            bodies.push(body.as_bytes().to_vec());
+        }
+        bodies
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_general_path() {
+        let mut fast_taken = 0;
+        for body in agreement_bodies() {
+            let text = String::from_utf8_lossy(&body).into_owned();
+            let Some(fast) = statuses_only(&body, &CTX) else {
+                continue;
+            };
+            fast_taken += 1;
+            let fast = fast.map_err(|e| e.to_string());
+            assert_eq!(fast, general(&body), "{text}");
+            // The payload is the same JSON, and one line.
+            for event in fast.iter().flatten() {
+                let bytes = crate::payload::to_bytes(event, &PayloadOptions::default());
+                let value: Value = serde_json::from_slice(&bytes).expect("payload is JSON");
+                assert_eq!(value, render(event, &PayloadOptions::default()), "{text}");
+                assert!(!bytes.contains(&b'\n'), "one line: {text}");
+            }
+        }
+        assert!(
+            fast_taken >= 15,
+            "the fast path was taken {fast_taken} times"
+        );
+    }
 
     fn verifier(secret: &str) -> Verifier {
         Verifier::from_settings(&VerifySettings::new().with("app_secret", secret))
@@ -833,7 +1056,7 @@ mod tests {
         assert_eq!(m.text.as_deref(), Some("this is a text message"));
         assert_eq!(m.timestamp_ms, 1_504_902_988_000);
         assert_eq!(m.source_message_id, "ABGGFlA5Fpa");
-        assert_eq!(e.raw["text"]["body"], "this is a text message");
+        assert_eq!(e.raw.to_value()["text"]["body"], "this is a text message");
     }
 
     #[test]

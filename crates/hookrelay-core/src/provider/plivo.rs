@@ -360,7 +360,7 @@ fn to_event(
                 error: ErrorInfo::from_parts(code, None),
                 informational,
             }),
-            raw,
+            raw: raw.into(),
         });
     }
 
@@ -410,7 +410,7 @@ fn to_event(
             timestamp_ms: first_time(params, &["MessageTime"]).unwrap_or(ctx.received_at_ms),
             source_message_id: uuid.to_owned(),
         }),
-        raw,
+        raw: raw.into(),
     })
 }
 

@@ -411,7 +411,7 @@ fn status(
             error,
             informational,
         }),
-        raw: body,
+        raw: body.into(),
     })
 }
 
@@ -478,7 +478,7 @@ fn inbound(body: Value, trace_id: Option<&str>, ctx: &Context) -> Result<Event, 
             timestamp_ms,
             source_message_id: message_id,
         }),
-        raw: body,
+        raw: body.into(),
     })
 }
 
@@ -873,7 +873,7 @@ mod tests {
             panic!("inbound expected")
         };
         assert_eq!(m.text.as_deref(), Some("Grüße 👋 日本語"));
-        assert_eq!(e.raw["Subject"], "Größe → 日本語");
+        assert_eq!(e.raw.to_value()["Subject"], "Größe → 日本語");
     }
 
     #[test]

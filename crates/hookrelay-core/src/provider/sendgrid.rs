@@ -333,7 +333,7 @@ fn event(i: usize, item: Value, ctx: &Context) -> Result<Event, NormalizeError> 
             error,
             informational: mapping.informational,
         }),
-        raw: item,
+        raw: item.into(),
     })
 }
 
@@ -730,7 +730,7 @@ mod tests {
         let e = &out.events[0];
         assert_eq!(e.channel_value, "zoë@例え.jp");
         assert_eq!(e.correlation["kunde"], "Müller ☃");
-        assert_eq!(e.raw["category"][1], "新");
+        assert_eq!(e.raw.to_value()["category"][1], "新");
     }
 
     #[test]

@@ -693,7 +693,7 @@ fn ses_events(
                 error,
                 informational,
             }),
-            raw: doc.clone(),
+            raw: doc.clone().into(),
         });
     }
     Ok(events)

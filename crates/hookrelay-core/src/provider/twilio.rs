@@ -465,7 +465,7 @@ fn to_event(
                 error: ErrorInfo::from_parts(code, message),
                 informational,
             }),
-            raw,
+            raw: raw.into(),
         });
     }
 
@@ -526,7 +526,7 @@ fn to_event(
             timestamp_ms: ctx.received_at_ms,
             source_message_id: sid.to_owned(),
         }),
-        raw,
+        raw: raw.into(),
     })
 }
 
@@ -1025,7 +1025,7 @@ mod tests {
             e.correlation,
             json!({"tenant": "t1"}).as_object().cloned().expect("obj")
         );
-        assert_eq!(e.raw["Body"], "hi");
+        assert_eq!(e.raw.to_value()["Body"], "hi");
     }
 
     #[test]

@@ -643,7 +643,7 @@ fn sms_receipt(raw: &Value, ctx: &Context) -> Result<Event, NormalizeError> {
             error,
             informational,
         }),
-        raw: raw.clone(),
+        raw: raw.clone().into(),
     })
 }
 
@@ -700,7 +700,7 @@ fn sms_inbound(raw: &Value, ctx: &Context) -> Result<Event, NormalizeError> {
             timestamp_ms,
             source_message_id: message_id,
         }),
-        raw: raw.clone(),
+        raw: raw.clone().into(),
     })
 }
 
@@ -766,7 +766,7 @@ fn messages_status(raw: &Value, ctx: &Context) -> Result<Event, NormalizeError> 
             error,
             informational,
         }),
-        raw: raw.clone(),
+        raw: raw.clone().into(),
     })
 }
 
@@ -882,7 +882,7 @@ fn messages_inbound(raw: &Value, ctx: &Context) -> Result<Event, NormalizeError>
         idempotency_key: idempotency_key(PROVIDER, &["messages-inbound", &uuid]),
         correlation,
         kind: EventKind::Inbound(msg),
-        raw: raw.clone(),
+        raw: raw.clone().into(),
     })
 }
 
