@@ -203,17 +203,36 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Value::deserialize(d).map(Some)
 }
 
-/// The envelope of [`statuses_only`], read without building a tree of it.
+/// A struct read from a JSON object only (serde would also read one from an array).
+struct Obj<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData)).map(Obj)
+    }
+}
+
+/// The envelope of [`statuses_only`], read in one pass without building a tree of it.
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(borrow)]
-    entry: Vec<&'a RawValue>,
+    entry: Vec<Obj<Entry<'a>>>,
 }
 
 #[derive(Deserialize)]
 struct Entry<'a> {
     #[serde(borrow, default)]
-    changes: Option<Vec<&'a RawValue>>,
+    changes: Option<Vec<Obj<Change<'a>>>>,
 }
 
 #[derive(Deserialize)]
@@ -221,7 +240,7 @@ struct Change<'a> {
     #[serde(default, deserialize_with = "present")]
     field: Option<Value>,
     #[serde(borrow, default)]
-    value: Option<&'a RawValue>,
+    value: Option<Obj<ChangeValue<'a>>>,
 }
 
 #[derive(Deserialize)]
@@ -281,21 +300,19 @@ impl StatusKeys {
 /// shape, invalid JSON, a repeated key): then the general path decides, errors included,
 /// so both paths give the same events and the same errors.
 fn statuses_only(body: &[u8], ctx: &Context) -> Option<Result<Vec<Event>, NormalizeError>> {
-    let envelope: Envelope<'_> = object(std::str::from_utf8(body).ok()?)?;
+    let Obj(envelope): Obj<Envelope<'_>> = serde_json::from_slice(body).ok()?;
     let mut events = Vec::new();
-    for (i, entry) in envelope.entry.iter().enumerate() {
-        let entry: Entry<'_> = object(entry.get())?;
-        for (j, change) in entry.changes.iter().flatten().enumerate() {
-            let change: Change<'_> = object(change.get())?;
+    for (i, Obj(entry)) in envelope.entry.iter().enumerate() {
+        for (j, Obj(change)) in entry.changes.iter().flatten().enumerate() {
             if change.field.as_ref().and_then(Value::as_str) != Some("messages") {
                 continue;
             }
-            let value: ChangeValue<'_> = object(change.value?.get())?;
+            let Obj(value) = change.value.as_ref()?;
             if value.messages.is_some() {
                 return None;
             }
             for (k, status) in value.statuses.iter().flatten().enumerate() {
-                let keys: StatusKeys = object(status.get())?;
+                let Obj(keys): Obj<StatusKeys> = serde_json::from_str(status.get()).ok()?;
                 let path = format!("/entry/{i}/changes/{j}/value/statuses/{k}");
                 let mut event = match status_event(&keys.into_map(), &path, ctx, &META) {
                     Ok(event) => event,
@@ -307,14 +324,6 @@ fn statuses_only(body: &[u8], ctx: &Context) -> Option<Result<Vec<Event>, Normal
         }
     }
     Some(Ok(events))
-}
-
-/// `text` as `T`, when it is a JSON object (serde would also read a struct from an array).
-fn object<'a, T: Deserialize<'a>>(text: &'a str) -> Option<T> {
-    if !text.trim_start().starts_with('{') {
-        return None;
-    }
-    serde_json::from_str(text).ok()
 }
 
 /// A status's JSON text as its `raw`, unless it spans lines (a pretty-printed body): a
