@@ -189,13 +189,13 @@ impl Store {
     }
 
     /// See [`EmbeddedStore::replay`].
-    pub async fn replay(&self, id: DeliveryId) -> Result<bool, StoreError> {
-        both!(self, s => s.replay(id).await)
+    pub async fn replay(&self, id: DeliveryId, now_ms: i64) -> Result<bool, StoreError> {
+        both!(self, s => s.replay(id, now_ms).await)
     }
 
     /// See [`EmbeddedStore::replay_endpoint`].
-    pub async fn replay_endpoint(&self, endpoint: &str) -> Result<u64, StoreError> {
-        both!(self, s => s.replay_endpoint(endpoint).await)
+    pub async fn replay_endpoint(&self, endpoint: &str, now_ms: i64) -> Result<u64, StoreError> {
+        both!(self, s => s.replay_endpoint(endpoint, now_ms).await)
     }
 
     /// See [`EmbeddedStore::queue_depth`] and [`RedisStore::queue_depth`].

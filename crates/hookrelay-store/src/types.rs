@@ -50,7 +50,8 @@ pub struct Delivery {
     pub attempts: u32,
     /// The `webhook-id` header value.
     pub webhook_id: String,
-    /// When the event was received, epoch milliseconds.
+    /// When it was queued, epoch milliseconds: when the event was received, or when it was
+    /// last replayed from the dead letters (a retry's `max_age` counts from it).
     pub created_at_ms: i64,
     /// Why the last attempt failed, if one did.
     pub last_error: Option<String>,

@@ -145,8 +145,8 @@ async fn dead_letter_list_and_replay() -> TestResult {
     assert!(response.len() <= MAX_RESPONSE_BYTES && response.len() > MAX_RESPONSE_BYTES - 2);
     assert!(store.dead_letters(Some("ops"), 10).await?.is_empty());
 
-    assert!(store.replay(a.id).await?);
-    assert!(!store.replay(a.id).await?, "already replayed");
+    assert!(store.replay(a.id, 5_000).await?);
+    assert!(!store.replay(a.id, 5_000).await?, "already replayed");
     assert!(store.dead_letters(None, 10).await?.is_empty());
     let again = store.lease("crm", 0, 10).await?;
     assert_eq!(again.len(), 1);
@@ -155,6 +155,33 @@ async fn dead_letter_list_and_replay() -> TestResult {
     assert_eq!(
         (again[0].attempts, again[0].last_error.as_deref()),
         (0, None)
+    );
+    // Queued as of the replay: a retry's max_age counts from it.
+    assert_eq!(again[0].created_at_ms, 5_000);
+    drop(again);
+    drop(store);
+    let store = EmbeddedStore::open_with(dir.path(), EmbeddedOptions::default().compact_after(0))?;
+    let again = store.lease("crm", 0, 10).await?;
+    assert_eq!(
+        (again[0].id, again[0].created_at_ms),
+        (a.id, 5_000),
+        "after reopen"
+    );
+    // A checkpoint keeps it too.
+    store.release(again[0].id).await?;
+    for delivery in store.lease("ops", i64::MAX, 10).await? {
+        store.complete(delivery.id).await?;
+    }
+    // Any commit checks whether to compact.
+    store.enqueue(Some(("k".into(), HOUR)), vec![], 0).await?;
+    assert!(store.checkpoints() > 0, "a is all that is live");
+    drop(store);
+    let store = EmbeddedStore::open(dir.path())?;
+    let again = store.lease("crm", 0, 10).await?;
+    assert_eq!(
+        (again[0].id, again[0].created_at_ms),
+        (a.id, 5_000),
+        "after a checkpoint"
     );
     Ok(())
 }
@@ -188,7 +215,7 @@ async fn removed_endpoint_goes_to_dead_letters_and_back() -> TestResult {
     assert_eq!(store.dead_letters(Some("old"), 100).await?.len(), 5);
 
     let wake = store.subscribe("old");
-    assert_eq!(store.replay_endpoint("old").await?, 5);
+    assert_eq!(store.replay_endpoint("old", 5_000).await?, 5);
     assert_eq!(store.queue_depth("old"), 5);
     let mut woken = std::pin::pin!(wake.notified());
     assert!(woken.as_mut().enable(), "replay wakes the endpoint");

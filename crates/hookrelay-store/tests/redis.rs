@@ -192,8 +192,8 @@ async fn dead_letter_list_and_replay_keep_the_webhook_id() -> TestResult {
 
     // Replayed by another replica: same id, same webhook id, attempts reset.
     let other = open(&server, options()).await?;
-    assert!(other.replay(a.id).await?);
-    assert!(!other.replay(a.id).await?, "already replayed");
+    assert!(other.replay(a.id, 5_000).await?);
+    assert!(!other.replay(a.id, 5_000).await?, "already replayed");
     assert!(store.dead_letters(None, 10).await?.is_empty());
     let again = store.lease("crm", 0, 10).await?;
     assert_eq!(again.len(), 1);
@@ -204,6 +204,8 @@ async fn dead_letter_list_and_replay_keep_the_webhook_id() -> TestResult {
         (again[0].attempts, again[0].last_error.as_deref()),
         (0, None)
     );
+    // Queued as of the replay: a retry's max_age counts from it.
+    assert_eq!(again[0].created_at_ms, 5_000);
     Ok(())
 }
 
@@ -241,7 +243,7 @@ async fn removed_endpoint_goes_to_dead_letters_and_back() -> TestResult {
     assert!(store.dead_letters(Some("kept"), 100).await?.is_empty());
 
     let wake = store.subscribe("old");
-    assert_eq!(store.replay_endpoint("old").await?, 5);
+    assert_eq!(store.replay_endpoint("old", 5_000).await?, 5);
     assert_eq!(store.queue_depth("old").await?, 5);
     let mut woken = std::pin::pin!(wake.notified());
     assert!(woken.as_mut().enable(), "replay wakes the endpoint");
@@ -560,14 +562,14 @@ async fn store_enum_runs_either_backend() -> TestResult {
             1,
             "{kind}"
         );
-        assert!(store.replay(d.id).await?, "{kind}");
+        assert!(store.replay(d.id, 5_000).await?, "{kind}");
         let d = store.lease("crm", now_ms(), 10).await?.remove(0);
         store.reschedule(d.id, 0, 1, Some("503".into())).await?;
         let d = store.lease("crm", now_ms(), 10).await?.remove(0);
         assert_eq!((d.attempts, d.webhook_id.as_str()), (1, "a"), "{kind}");
         store.complete(d.id).await?;
         assert_eq!(store.dead_letter_endpoint("crm", "removed", 2).await?, 0);
-        assert_eq!(store.replay_endpoint("crm").await?, 0, "{kind}");
+        assert_eq!(store.replay_endpoint("crm", 5_000).await?, 0, "{kind}");
         assert_eq!(store.queue_depth("crm").await?, 0, "{kind}");
         let _wake = store.subscribe("crm");
     }

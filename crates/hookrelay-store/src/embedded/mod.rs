@@ -251,6 +251,8 @@ impl EmbeddedStore {
                     continue;
                 };
                 let Some(file) = core.files.get(&entry.put.seq) else {
+                    // Every entry points into an open log file; left leased if not.
+                    tracing::error!(id, seq = entry.put.seq, "delivery in no open log file");
                     continue;
                 };
                 found.push((id, entry.clone(), Arc::clone(file)));
@@ -401,16 +403,26 @@ impl EmbeddedStore {
     }
 
     /// Queues a dead letter again under its id, attempts reset, same `webhook_id`, due at
-    /// once; false when there is no such dead letter.
-    pub async fn replay(&self, id: DeliveryId) -> Result<bool, StoreError> {
-        self.call(|reply| Op::Replay { id: id.0, reply }).await
+    /// once, queued as of `now_ms` (its `created_at_ms`, from which `max_age` counts);
+    /// false when there is no such dead letter.
+    pub async fn replay(&self, id: DeliveryId, now_ms: i64) -> Result<bool, StoreError> {
+        self.call(|reply| Op::Replay {
+            id: id.0,
+            now_ms,
+            reply,
+        })
+        .await
     }
 
-    /// Replays every dead letter of `endpoint`; returns how many.
-    pub async fn replay_endpoint(&self, endpoint: &str) -> Result<u64, StoreError> {
+    /// Replays every dead letter of `endpoint` as of `now_ms`; returns how many.
+    pub async fn replay_endpoint(&self, endpoint: &str, now_ms: i64) -> Result<u64, StoreError> {
         let endpoint = endpoint.to_owned();
-        self.call(|reply| Op::ReplayEndpoint { endpoint, reply })
-            .await
+        self.call(|reply| Op::ReplayEndpoint {
+            endpoint,
+            now_ms,
+            reply,
+        })
+        .await
     }
 
     /// Queued deliveries of `endpoint`, leased ones included (from memory, no I/O).
@@ -477,7 +489,7 @@ fn read_delivery(id: u64, entry: &state::Entry, file: &File) -> Result<Delivery,
         let start = put.body.as_ptr() as usize - record.as_ptr() as usize;
         (
             put.webhook_id.to_owned(),
-            put.created_at_ms,
+            entry.replayed_at_ms.unwrap_or(put.created_at_ms),
             start..start + put.body.len(),
         )
     };

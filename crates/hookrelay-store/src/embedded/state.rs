@@ -57,8 +57,8 @@ pub(crate) enum Rec<'a> {
         response: Option<&'a str>,
         dead_at_ms: i64,
     },
-    /// A dead letter queued again: attempts reset, due at once.
-    Replay { id: u64 },
+    /// A dead letter queued again as of `at_ms`: attempts reset, due at once.
+    Replay { id: u64, at_ms: i64 },
     /// The next id to allocate (checkpoints; ids are never reused).
     NextId(u64),
 }
@@ -70,6 +70,8 @@ pub(crate) struct Entry {
     pub(crate) not_before_ms: i64,
     pub(crate) attempts: u32,
     pub(crate) last_error: Option<Box<str>>,
+    /// When it was last replayed from the dead letters: its `created_at_ms` since.
+    pub(crate) replayed_at_ms: Option<i64>,
     /// The `Put` record: `webhook_id`, `created_at_ms` and the body.
     pub(crate) put: Loc,
 }
@@ -157,6 +159,7 @@ impl State {
                     not_before_ms,
                     attempts,
                     last_error: last_error.map(Box::from),
+                    replayed_at_ms: None,
                     put: loc,
                 };
                 self.record_bytes += u64::from(loc.len);
@@ -211,12 +214,13 @@ impl State {
                     );
                 }
             }
-            Rec::Replay { id } => {
+            Rec::Replay { id, at_ms } => {
                 if let Some(grave) = self.dead.remove(&id) {
                     let entry = Entry {
                         not_before_ms: 0,
                         attempts: 0,
                         last_error: None,
+                        replayed_at_ms: Some(at_ms),
                         ..grave.entry
                     };
                     self.queued.insert(id, entry);
@@ -347,9 +351,10 @@ mod tests {
         );
         assert!(state.queued.is_empty());
         assert_eq!(&*state.dead[&7].reason, "gone");
-        state.apply(&Rec::Replay { id: 7 }, loc(400));
+        state.apply(&Rec::Replay { id: 7, at_ms: 70 }, loc(400));
         let entry = &state.queued[&7];
         assert_eq!((entry.attempts, entry.not_before_ms), (0, 0));
+        assert_eq!(entry.replayed_at_ms, Some(70));
         assert_eq!(entry.put, loc(8), "the body is where it was");
         state.apply(&Rec::Complete { id: 7 }, loc(500));
         assert!(state.queued.is_empty() && state.dead.is_empty());

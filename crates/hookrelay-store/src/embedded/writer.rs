@@ -81,10 +81,12 @@ pub(crate) enum Op {
     },
     Replay {
         id: u64,
+        now_ms: i64,
         reply: Reply<bool>,
     },
     ReplayEndpoint {
         endpoint: String,
+        now_ms: i64,
         reply: Reply<u64>,
     },
 }
@@ -181,10 +183,18 @@ impl Batch<'_> {
                 }
             }
         }
+        if self.frames.frame_len() > u32::MAX as usize {
+            self.frames.rollback(mark);
+            return Err(StoreError::backend(
+                "encode",
+                std::io::Error::other("one operation longer than 4 GiB"),
+            ));
+        }
         for ((rec, _), loc) in recs.iter().zip(locs) {
             self.state.apply(rec, loc);
         }
         if self.frames.frame_len() > FRAME_SOFT_MAX {
+            // Cannot fail: the frame was checked to fit above.
             self.frames.end()?;
         }
         Ok(())
@@ -339,7 +349,7 @@ impl Batch<'_> {
         Ok(ids.len() as u64)
     }
 
-    fn replay(&mut self, ids: &[u64]) -> Result<u64, StoreError> {
+    fn replay(&mut self, ids: &[u64], at_ms: i64) -> Result<u64, StoreError> {
         let found: Vec<(u64, String)> = ids
             .iter()
             .filter_map(|id| {
@@ -349,7 +359,7 @@ impl Batch<'_> {
             .collect();
         let recs: Vec<(Rec<'_>, &[u8])> = found
             .iter()
-            .map(|&(id, _)| (Rec::Replay { id }, &[][..]))
+            .map(|&(id, _)| (Rec::Replay { id, at_ms }, &[][..]))
             .collect();
         self.log(&recs)?;
         let count = found.len() as u64;
@@ -471,10 +481,14 @@ impl Writer {
                         ids.sort_unstable();
                         Pending::Count(reply, b.bury(&ids, &reason, None, None, now_ms))
                     }
-                    Op::Replay { id, reply } => {
-                        Pending::Found(reply, b.replay(&[id]).map(|n| n > 0))
+                    Op::Replay { id, now_ms, reply } => {
+                        Pending::Found(reply, b.replay(&[id], now_ms).map(|n| n > 0))
                     }
-                    Op::ReplayEndpoint { endpoint, reply } => {
+                    Op::ReplayEndpoint {
+                        endpoint,
+                        now_ms,
+                        reply,
+                    } => {
                         let ids: Vec<u64> = b
                             .state
                             .dead
@@ -482,7 +496,7 @@ impl Writer {
                             .filter(|(_, grave)| *grave.entry.endpoint == *endpoint)
                             .map(|(&id, _)| id)
                             .collect();
-                        Pending::Count(reply, b.replay(&ids))
+                        Pending::Count(reply, b.replay(&ids, now_ms))
                     }
                 });
             }
@@ -702,7 +716,7 @@ fn write_checkpoint_file(
                 not_before_ms: entry.not_before_ms,
                 attempts: entry.attempts,
                 webhook_id: put.webhook_id,
-                created_at_ms: put.created_at_ms,
+                created_at_ms: entry.replayed_at_ms.unwrap_or(put.created_at_ms),
                 last_error: entry.last_error.as_deref(),
             },
             put.body,

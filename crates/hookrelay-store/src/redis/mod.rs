@@ -492,11 +492,12 @@ impl RedisStore {
     }
 
     /// Queues a dead letter again under its id, attempts reset, same `webhook_id`, due at
-    /// once; false when there is no such dead letter.
-    pub async fn replay(&self, id: DeliveryId) -> Result<bool, StoreError> {
+    /// once, queued as of `now_ms` (its `created_at_ms`, from which `max_age` counts);
+    /// false when there is no such dead letter.
+    pub async fn replay(&self, id: DeliveryId, now_ms: i64) -> Result<bool, StoreError> {
         let inner = &self.inner;
         let mut call = inner.scripts.replay.prepare_invoke();
-        call.arg(&inner.options.prefix).arg(id.0);
+        call.arg(&inner.options.prefix).arg(id.0).arg(now_ms);
         let endpoint: Option<String> = inner
             .timed("replay", call.invoke_async(&mut inner.conn.clone()))
             .await?;
@@ -506,11 +507,11 @@ impl RedisStore {
         Ok(endpoint.is_some())
     }
 
-    /// Replays every dead letter of `endpoint`; returns how many.
-    pub async fn replay_endpoint(&self, endpoint: &str) -> Result<u64, StoreError> {
+    /// Replays every dead letter of `endpoint` as of `now_ms`; returns how many.
+    pub async fn replay_endpoint(&self, endpoint: &str, now_ms: i64) -> Result<u64, StoreError> {
         let inner = &self.inner;
         let mut call = inner.scripts.replay_endpoint.prepare_invoke();
-        call.arg(&inner.options.prefix).arg(endpoint);
+        call.arg(&inner.options.prefix).arg(endpoint).arg(now_ms);
         let replayed: u64 = inner
             .timed(
                 "replay endpoint",

@@ -79,14 +79,14 @@ local function bury(id, ep, reason, now)
   redis.call('ZADD', deadkey(ep), id, id)
 end
 -- Queues dead letter `id` again: attempts reset, same webhook id, due at once.
-local function revive(id)
+local function revive(id, now)
   local l = lkey(id)
   local ep = redis.call('HGET', l, 'ep')
   if not ep then return false end
   local d = dkey(id)
   redis.call('RENAME', l, d)
   redis.call('HDEL', d, 'reason', 'dead', 'status', 'resp', 'err')
-  redis.call('HSET', d, 'att', 0)
+  redis.call('HSET', d, 'att', 0, 'ca', now)
   push(ep, id, 0)
   redis.call('ZREM', DEAD, id)
   redis.call('ZREM', deadkey(ep), id)
@@ -216,16 +216,16 @@ redis.call('SREM', ENDPOINTS, ep)
 return n
 "#;
 
-/// ARGV: P, id. Returns the endpoint, or nil when there is no such dead letter.
+/// ARGV: P, id, now ms. Returns the endpoint, or nil when there is no such dead letter.
 const REPLAY: &str = r#"
-return revive(ARGV[2])
+return revive(ARGV[2], ARGV[3])
 "#;
 
-/// ARGV: P, endpoint. Returns how many dead letters were queued again.
+/// ARGV: P, endpoint, now ms. Returns how many dead letters were queued again.
 const REPLAY_ENDPOINT: &str = r#"
 local n = 0
 for _, id in ipairs(redis.call('ZRANGE', deadkey(ARGV[2]), 0, -1)) do
-  if revive(id) then n = n + 1 end
+  if revive(id, ARGV[3]) then n = n + 1 end
 end
 return n
 "#;

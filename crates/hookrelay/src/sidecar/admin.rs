@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use super::App;
+use super::clock::now_ms;
 
 type Resp = Response<Full<Bytes>>;
 
@@ -133,7 +134,7 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Resp {
                     &json!({"error": "endpoint query parameter required"}),
                 );
             };
-            match app.store.replay_endpoint(&endpoint).await {
+            match app.store.replay_endpoint(&endpoint, now_ms()).await {
                 Ok(n) => json_reply(StatusCode::OK, &json!({"replayed": n})),
                 Err(e) => json_reply(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -148,7 +149,7 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Resp {
                     &json!({"error": "id must be a number"}),
                 );
             };
-            match app.store.replay(DeliveryId(id)).await {
+            match app.store.replay(DeliveryId(id), now_ms()).await {
                 Ok(true) => json_reply(StatusCode::OK, &json!({"replayed": 1})),
                 Ok(false) => json_reply(
                     StatusCode::NOT_FOUND,
