@@ -70,6 +70,9 @@ pub(crate) struct App {
     pub(crate) delivery: tokio::runtime::Handle,
     pub(crate) replay: replay::ReplayCache,
     certs: std::sync::Mutex<std::collections::HashMap<String, Arc<str>>>,
+    /// Signing-certificate fetches that failed recently, so a burst of SNS callbacks
+    /// during an outage of the certificate host does not fetch once per callback.
+    cert_failures: std::sync::Mutex<FailureCache>,
     guarded: std::sync::OnceLock<HttpClient>,
     open: std::sync::OnceLock<OpenClient>,
 }
@@ -183,6 +186,35 @@ impl App {
         if let Some(pem) = self.certs.lock().ok().and_then(|c| c.get(url).cloned()) {
             return Ok(pem);
         }
+        let now = std::time::Instant::now();
+        if let Some(reason) = self
+            .cert_failures
+            .lock()
+            .ok()
+            .and_then(|f| f.recent(url, now))
+        {
+            return Err(format!("{reason} (failed less than {CERT_RETRY:?} ago)"));
+        }
+        let fetched = self.fetch_cert(url).await;
+        match &fetched {
+            Ok(pem) => {
+                if let Ok(mut c) = self.certs.lock() {
+                    if c.len() >= 64 {
+                        c.clear();
+                    }
+                    c.insert(url.to_owned(), pem.clone());
+                }
+            }
+            Err(reason) => {
+                if let Ok(mut f) = self.cert_failures.lock() {
+                    f.record(url, reason, now);
+                }
+            }
+        }
+        fetched
+    }
+
+    async fn fetch_cert(&self, url: &str) -> Result<Arc<str>, String> {
         let req = http::Request::get(url)
             .body(Full::new(Bytes::new()))
             .map_err(|e| e.to_string())?;
@@ -205,14 +237,7 @@ impl App {
         if !pem.contains("-----BEGIN CERTIFICATE-----") {
             return Err("not a PEM certificate".into());
         }
-        let pem: Arc<str> = Arc::from(pem);
-        if let Ok(mut c) = self.certs.lock() {
-            if c.len() >= 64 {
-                c.clear();
-            }
-            c.insert(url.to_owned(), pem.clone());
-        }
-        Ok(pem)
+        Ok(Arc::from(pem))
     }
 
     /// Prometheus text of every metric.
@@ -270,6 +295,33 @@ impl tower::Service<http::Request<Full<Bytes>>> for ClientEither {
             ClientEither::Guarded(c) => Box::pin(c.request(req)),
             ClientEither::Open(c) => Box::pin(c.request(req)),
         }
+    }
+}
+
+/// How long a failed signing-certificate fetch is answered from memory.
+const CERT_RETRY: Duration = Duration::from_secs(10);
+
+/// Recent failures by URL, each remembered for [`CERT_RETRY`] (at most 64 URLs).
+#[derive(Default)]
+struct FailureCache {
+    failures: std::collections::HashMap<String, (std::time::Instant, String)>,
+}
+
+impl FailureCache {
+    /// Why `url` failed, if it did less than [`CERT_RETRY`] before `now`.
+    fn recent(&self, url: &str, now: std::time::Instant) -> Option<String> {
+        let (at, reason) = self.failures.get(url)?;
+        (now.saturating_duration_since(*at) < CERT_RETRY).then(|| reason.clone())
+    }
+
+    fn record(&mut self, url: &str, reason: &str, now: std::time::Instant) {
+        self.failures
+            .retain(|_, (at, _)| now.saturating_duration_since(*at) < CERT_RETRY);
+        if self.failures.len() >= 64 {
+            self.failures.clear();
+        }
+        self.failures
+            .insert(url.to_owned(), (now, reason.to_owned()));
     }
 }
 
@@ -477,6 +529,7 @@ pub(crate) fn run(args: &Args) -> ExitCode {
         delivery: delivery_rt.handle().clone(),
         replay: replay::ReplayCache::default(),
         certs: std::sync::Mutex::new(std::collections::HashMap::new()),
+        cert_failures: std::sync::Mutex::new(FailureCache::default()),
         guarded: std::sync::OnceLock::new(),
         open: std::sync::OnceLock::new(),
     });
@@ -529,4 +582,32 @@ fn lower_priority() {
 
 fn listen_addr(a: SocketAddr) -> String {
     a.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CERT_RETRY, FailureCache};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_failed_fetch_is_remembered_for_a_while() {
+        let mut cache = FailureCache::default();
+        let t0 = Instant::now();
+        let url = "https://sns.eu-west-1.amazonaws.com/cert.pem";
+        assert_eq!(cache.recent(url, t0), None);
+        cache.record(url, "HTTP 503", t0);
+        assert_eq!(
+            cache.recent(url, t0 + Duration::from_secs(1)).as_deref(),
+            Some("HTTP 503")
+        );
+        assert_eq!(cache.recent("https://other", t0), None);
+        assert_eq!(
+            cache.recent(url, t0 + CERT_RETRY),
+            None,
+            "tried again after"
+        );
+        // Old entries go when a new one is recorded.
+        cache.record("https://other", "timed out", t0 + CERT_RETRY);
+        assert_eq!(cache.failures.len(), 1);
+    }
 }
