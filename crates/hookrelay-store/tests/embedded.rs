@@ -626,3 +626,51 @@ async fn a_checkpoint_interrupted_before_or_after_its_rename_is_harmless() -> Te
     assert!(!dir.path().join(format!("{:020}.log.tmp", 999)).exists());
     Ok(())
 }
+
+#[tokio::test]
+async fn outcomes_are_written_at_once_and_synced_with_the_next_durable_write() -> TestResult {
+    let dir = dir()?;
+    let (a, b) = {
+        let store = EmbeddedStore::open(dir.path())?;
+        let ids = ids(store
+            .enqueue(None, vec![new("crm", "a"), new("crm", "b")], 0)
+            .await?);
+        let before = store.commits();
+        for d in store.lease("crm", 0, 10).await? {
+            if d.id == ids[0] {
+                store.complete(d.id).await?;
+            } else {
+                store.reschedule(d.id, 50, 1, Some("503".into())).await?;
+            }
+        }
+        assert_eq!(store.commits(), before, "outcomes wait for a sync");
+        store.enqueue(Some(("e".into(), HOUR)), vec![], 0).await?;
+        assert_eq!(store.commits(), before + 1, "one sync covers them all");
+        (ids[0], ids[1])
+    };
+    let store = EmbeddedStore::open(dir.path())?;
+    let left = store.lease("crm", 50, 10).await?;
+    assert_eq!(left.len(), 1);
+    assert_ne!(left[0].id, a);
+    assert_eq!((left[0].id, left[0].attempts), (b, 1));
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_outcome_alone_is_synced_within_its_bound() -> TestResult {
+    let dir = dir()?;
+    let store = EmbeddedStore::open(dir.path())?;
+    store.enqueue(None, vec![new("crm", "a")], 0).await?;
+    let before = store.commits();
+    let d = store.lease("crm", 0, 1).await?.remove(0);
+    store.complete(d.id).await?;
+    // The writer syncs it by itself (100 ms after it was written); wait for that, up to
+    // 10 s, checking the counter.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.commits() == before {
+        assert!(std::time::Instant::now() < deadline, "never synced");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(store.commits(), before + 1);
+    Ok(())
+}

@@ -63,8 +63,13 @@ impl EmbeddedOptions {
 /// The embedded store: a durable queue of deliveries and their dead letters in an
 /// append-only log in one directory, safe to share (clones share one log and one writer).
 ///
-/// Every method that writes returns after its write is durable. Writes from concurrent
-/// callers are appended together and synced once (group commit), see
+/// Every method that writes returns after its write is durable, except a leased
+/// delivery's outcome ([`complete`](EmbeddedStore::complete),
+/// [`reschedule`](EmbeddedStore::reschedule), [`dead_letter`](EmbeddedStore::dead_letter)):
+/// that returns once it is written to the file, which a crash of the process keeps, and is
+/// synced with the next durable write or within 100 ms; a power loss in that window can
+/// only make a delivery be attempted again, with the same `webhook-id`. Writes from
+/// concurrent callers are appended together and synced once (group commit), see
 /// [`EmbeddedStore::commits`]. A call whose future is dropped before it completes may
 /// still be applied.
 ///
@@ -179,6 +184,7 @@ impl EmbeddedStore {
             end,
             max_batch: options.max_batch,
             compact_after: options.compact_after,
+            unsynced_since: None,
         };
         let handle = std::thread::Builder::new()
             .name("hookrelay-store-writer".into())
@@ -443,8 +449,9 @@ impl EmbeddedStore {
         self.inner.shared.core().index.waker(endpoint)
     }
 
-    /// Group commits since open (each one write and one fsync): with group commit, far
-    /// fewer than the writes made under concurrency.
+    /// Syncs of the log since open, each covering a group commit (and the outcomes
+    /// written before it): with group commit, far fewer than the writes made under
+    /// concurrency.
     pub fn commits(&self) -> u64 {
         self.inner.shared.commits.load(Ordering::Relaxed)
     }

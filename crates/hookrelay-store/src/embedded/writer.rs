@@ -29,7 +29,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -43,6 +43,9 @@ const CHECKPOINT_CHUNK: usize = 8 << 20;
 
 /// Dedupe keys per `Keys` record of a checkpoint.
 const KEYS_PER_RECORD: usize = 4096;
+
+/// How long an outcome written without a sync (see [`Op::is_lazy`]) may wait for one.
+pub(crate) const LAZY_SYNC: Duration = Duration::from_millis(100);
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -89,6 +92,21 @@ pub(crate) enum Op {
         now_ms: i64,
         reply: Reply<u64>,
     },
+}
+
+impl Op {
+    /// A delivery's outcome: written at once, synced with the next durable write or
+    /// within [`LAZY_SYNC`]. A crash of the process keeps it (it is in the file); only a
+    /// power loss in that window can lose it, and then the delivery is attempted again
+    /// (same `webhook-id`), which at-least-once delivery allows. Everything else
+    /// (enqueues, replays, a removed endpoint's dead letters) is synced before it is
+    /// answered.
+    fn is_lazy(&self) -> bool {
+        matches!(
+            self,
+            Op::Complete { .. } | Op::Reschedule { .. } | Op::DeadLetter { .. }
+        )
+    }
 }
 
 /// What the writer and the readers share, under one lock.
@@ -387,11 +405,25 @@ pub(crate) struct Writer {
     pub(crate) max_batch: usize,
     /// No checkpoint before the log is this long.
     pub(crate) compact_after: u64,
+    /// Since when written outcomes wait for a sync, if any do.
+    pub(crate) unsynced_since: Option<std::time::Instant>,
 }
 
 impl Writer {
     pub(crate) fn run(mut self, ops: Receiver<Op>) {
-        while let Ok(first) = ops.recv() {
+        loop {
+            let next = match self.unsynced_since {
+                None => ops.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(since) => ops.recv_timeout(LAZY_SYNC.saturating_sub(since.elapsed())),
+            };
+            let first = match next {
+                Ok(op) => op,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.sync_lazy();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
             let mut batch = vec![first];
             while batch.len() < self.max_batch {
                 match ops.try_recv() {
@@ -401,6 +433,20 @@ impl Writer {
             }
             self.commit(batch);
             self.maybe_checkpoint();
+        }
+        self.sync_lazy();
+    }
+
+    /// Syncs outcomes written without a sync.
+    fn sync_lazy(&mut self) {
+        if self.unsynced_since.take().is_none() || self.shared.failure().is_some() {
+            return;
+        }
+        if let Err(e) = self.file.sync_data() {
+            tracing::error!(error = %e, "store sync failed; the store refuses writes until reopened");
+            self.shared.fail(Arc::new(e));
+        } else {
+            self.shared.commits.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -418,6 +464,10 @@ impl Writer {
             pending.into_iter().for_each(|p| p.fail(&make));
             return;
         }
+        let sync = batch.iter().any(|op| !op.is_lazy())
+            || self
+                .unsynced_since
+                .is_some_and(|since| since.elapsed() >= LAZY_SYNC);
         let mut frames = FrameBuf::new(self.seq, self.end);
         let mut effects = Vec::new();
         let mut fatal = None;
@@ -509,14 +559,20 @@ impl Writer {
         }
         let written = match fatal {
             Some(e) => Err(e),
-            None => self.append(&frames),
+            None => self.append(&frames, sync),
         };
         match written {
             Ok(wrote) => {
                 if wrote {
                     self.end = frames.end_offset();
-                    self.shared.commits.fetch_add(1, Ordering::Relaxed);
-                    tracing::trace!(ops = size, "store group commit");
+                    if sync {
+                        self.unsynced_since = None;
+                        self.shared.commits.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        self.unsynced_since
+                            .get_or_insert_with(std::time::Instant::now);
+                    }
+                    tracing::trace!(ops = size, sync, "store group commit");
                 }
                 self.shared.core().index.apply(effects);
                 pending.into_iter().for_each(Pending::send);
@@ -537,8 +593,9 @@ impl Writer {
         }
     }
 
-    /// Writes the frames and syncs them; false when there was nothing to write.
-    fn append(&self, frames: &FrameBuf) -> Result<bool, StoreError> {
+    /// Writes the frames and, when `sync`, syncs the file (and with it every earlier
+    /// write); false when there was nothing to write.
+    fn append(&self, frames: &FrameBuf, sync: bool) -> Result<bool, StoreError> {
         let bytes = frames.bytes();
         if bytes.is_empty() {
             return Ok(false);
@@ -546,9 +603,11 @@ impl Writer {
         self.file
             .write_all_at(bytes, self.end)
             .map_err(|e| StoreError::backend("write", e))?;
-        self.file
-            .sync_data()
-            .map_err(|e| StoreError::backend("sync", e))?;
+        if sync {
+            self.file
+                .sync_data()
+                .map_err(|e| StoreError::backend("sync", e))?;
+        }
         Ok(true)
     }
 
@@ -583,6 +642,8 @@ impl Writer {
         self.file = written.file;
         self.seq = seq;
         self.end = written.end;
+        // The checkpoint holds (synced) everything the old file said.
+        self.unsynced_since = None;
         if let Err(e) = std::fs::remove_file(&old.1) {
             tracing::warn!(path = %old.1.display(), error = %e, "cannot remove the old store log");
         }
