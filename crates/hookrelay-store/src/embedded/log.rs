@@ -174,12 +174,29 @@ pub(crate) fn read(file: &File, loc: Loc) -> io::Result<Vec<u8>> {
     Ok(record)
 }
 
+/// Whether every byte of `file` from `from` to its end is zero.
+pub(crate) fn zeros(file: &File, from: u64) -> io::Result<bool> {
+    let size = file.metadata()?.len();
+    let mut buf = vec![0; 1 << 20];
+    let mut at = from;
+    while at < size {
+        let n = usize::try_from(size - at).map_or(buf.len(), |left| left.min(buf.len()));
+        file.read_exact_at(&mut buf[..n], at)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
+}
+
 /// How a scan of a log file ended.
 #[derive(Debug)]
 pub(crate) struct Scanned {
     /// End of the last whole frame: where appends continue.
     pub(crate) valid_end: u64,
-    /// Bytes after it (a write cut short by a crash), cut off by the caller.
+    /// Bytes after it: space set aside (zeros), or a write cut short by a crash, which the
+    /// caller cuts off.
     pub(crate) torn: u64,
 }
 

@@ -156,6 +156,8 @@ impl EmbeddedStore {
             Err(TryLockError::Error(e)) => return Err(io_error(e)),
         }
         let (seq, file, end, state) = recover(dir)?;
+        // Zeros the writer set aside before are kept and written over.
+        let allocated = file.metadata().map_or(end, |m| m.len().max(end));
         let index = index_of(&state);
         tracing::info!(
             queued = state.queued.len(),
@@ -185,6 +187,7 @@ impl EmbeddedStore {
             max_batch: options.max_batch,
             compact_after: options.compact_after,
             unsynced_since: None,
+            allocated,
         };
         let handle = std::thread::Builder::new()
             .name("hookrelay-store-writer".into())
@@ -556,7 +559,8 @@ fn recover(dir: &Path) -> Result<(u64, Arc<File>, u64, state::State), StoreError
         state.apply(&rec, loc);
         Ok(())
     })?;
-    if scanned.torn > 0 {
+    // Zeros after the last frame are space the writer set aside, not a torn write.
+    if scanned.torn > 0 && !log::zeros(&file, scanned.valid_end).map_err(open_error)? {
         tracing::warn!(
             path = %path.display(),
             bytes = scanned.torn,

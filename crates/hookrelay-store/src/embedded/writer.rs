@@ -44,6 +44,10 @@ const CHECKPOINT_CHUNK: usize = 8 << 20;
 /// Dedupe keys per `Keys` record of a checkpoint.
 const KEYS_PER_RECORD: usize = 4096;
 
+/// The log file is extended with zeros this much ahead of the writes, so that a sync
+/// writes the appended data only, not the file's size as well.
+const PREALLOCATE: u64 = 16 << 20;
+
 /// How long an outcome written without a sync (see [`Op::is_lazy`]) may wait for one.
 pub(crate) const LAZY_SYNC: Duration = Duration::from_millis(100);
 
@@ -407,6 +411,8 @@ pub(crate) struct Writer {
     pub(crate) compact_after: u64,
     /// Since when written outcomes wait for a sync, if any do.
     pub(crate) unsynced_since: Option<std::time::Instant>,
+    /// The file's length: zeros from `end` to here.
+    pub(crate) allocated: u64,
 }
 
 impl Writer {
@@ -595,10 +601,27 @@ impl Writer {
 
     /// Writes the frames and, when `sync`, syncs the file (and with it every earlier
     /// write); false when there was nothing to write.
-    fn append(&self, frames: &FrameBuf, sync: bool) -> Result<bool, StoreError> {
+    fn append(&mut self, frames: &FrameBuf, sync: bool) -> Result<bool, StoreError> {
         let bytes = frames.bytes();
         if bytes.is_empty() {
             return Ok(false);
+        }
+        let needed = self.end + bytes.len() as u64;
+        if needed > self.allocated {
+            // Written before the frames and synced with them: the file grows once per
+            // PREALLOCATE, and the syncs in between only write data.
+            let target = needed + PREALLOCATE;
+            let zeros = vec![0; 1 << 20];
+            let mut at = self.allocated.max(self.end);
+            while at < target {
+                let n =
+                    usize::try_from(target - at).map_or(zeros.len(), |left| left.min(zeros.len()));
+                self.file
+                    .write_all_at(&zeros[..n], at)
+                    .map_err(|e| StoreError::backend("write", e))?;
+                at += n as u64;
+            }
+            self.allocated = target;
         }
         self.file
             .write_all_at(bytes, self.end)
@@ -642,6 +665,7 @@ impl Writer {
         self.file = written.file;
         self.seq = seq;
         self.end = written.end;
+        self.allocated = written.end;
         // The checkpoint holds (synced) everything the old file said.
         self.unsynced_since = None;
         if let Err(e) = std::fs::remove_file(&old.1) {
