@@ -181,6 +181,10 @@ impl State {
                 if let Some(old) = self.queued.remove(&id) {
                     self.record_bytes -= u64::from(old.put.len);
                 }
+                // A drained backlog gives its memory back.
+                if self.queued.capacity() > 4096 && self.queued.len() * 4 < self.queued.capacity() {
+                    self.queued.shrink_to(self.queued.len() * 2);
+                }
             }
             Rec::Reschedule {
                 id,
