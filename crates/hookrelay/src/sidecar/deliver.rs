@@ -124,6 +124,9 @@ pub(crate) struct Lane {
     limit: std::sync::atomic::AtomicUsize,
     throttle: Mutex<Option<Limit>>,
     pub(crate) paused: AtomicBool,
+    /// Times the lane was resumed (by the admin API or a reload): a `410` answered to an
+    /// attempt sent before the last resume does not pause the lane again.
+    resumes: std::sync::atomic::AtomicU64,
     pub(crate) wake: Arc<Notify>,
     stop: watch::Sender<bool>,
 }
@@ -144,9 +147,20 @@ impl Lane {
             limit: std::sync::atomic::AtomicUsize::new(concurrency),
             throttle: Mutex::new(throttle),
             paused: AtomicBool::new(false),
+            resumes: std::sync::atomic::AtomicU64::new(0),
             wake,
             stop,
         })
+    }
+
+    /// Resumes a paused lane; false when it was not paused.
+    pub(crate) fn resume(&self) -> bool {
+        let was = self.paused.swap(false, Ordering::SeqCst);
+        if was {
+            self.resumes.fetch_add(1, Ordering::SeqCst);
+        }
+        self.wake.notify_one();
+        was
     }
 
     /// Applies a (possibly) changed rate limit: an unchanged rate keeps its buckets.
@@ -207,8 +221,7 @@ impl Lanes {
                         lane.set_rate(app, ep.rate_limit);
                         lane.set_concurrency(concurrency(ep));
                         // A reload is the operator's answer to a 410: resume.
-                        lane.paused.store(false, Ordering::Relaxed);
-                        lane.wake.notify_one();
+                        lane.resume();
                     }
                     None => {
                         let lane = Lane::new(
@@ -603,6 +616,7 @@ async fn attempt(app: &Arc<App>, lane: &Arc<Lane>, d: Delivery) {
         let _ = app.store.release(d.id).await;
         return;
     };
+    let resumes = lane.resumes.load(Ordering::SeqCst);
     let outcome = send(app, lane, ep, &d).await;
     let now = now_ms();
     let attempts = d.attempts + 1;
@@ -620,9 +634,15 @@ async fn attempt(app: &Arc<App>, lane: &Arc<Lane>, d: Delivery) {
                 error: reason,
             }
         }
+        Outcome::Gone if lane.resumes.load(Ordering::SeqCst) != resumes => {
+            // Sent before the operator resumed the lane: their resume stands, and the
+            // delivery is attempted again at once.
+            tracing::info!(endpoint = %lane.name, "410 Gone to an attempt sent before the endpoint was resumed");
+            Record::Release
+        }
         Outcome::Gone => {
             tracing::warn!(endpoint = %lane.name, "410 Gone: endpoint paused until a reload or resume");
-            lane.paused.store(true, Ordering::Relaxed);
+            lane.paused.store(true, Ordering::SeqCst);
             app.metrics.attempt(&lane.name, "paused", None);
             Record::Release
         }

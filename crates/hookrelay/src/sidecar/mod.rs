@@ -20,7 +20,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -256,13 +255,7 @@ impl App {
 
     /// Resumes an endpoint paused by `410 Gone`.
     pub(crate) fn resume(&self, name: &str) -> bool {
-        match self.lanes.get(name) {
-            Some(lane) if lane.paused.swap(false, Ordering::Relaxed) => {
-                lane.wake.notify_one();
-                true
-            }
-            _ => false,
-        }
+        self.lanes.get(name).is_some_and(|lane| lane.resume())
     }
 }
 
