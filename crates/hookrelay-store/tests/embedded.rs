@@ -631,7 +631,9 @@ async fn a_checkpoint_interrupted_before_or_after_its_rename_is_harmless() -> Te
 async fn outcomes_are_written_at_once_and_synced_with_the_next_durable_write() -> TestResult {
     let dir = dir()?;
     let (a, b) = {
-        let store = EmbeddedStore::open(dir.path())?;
+        // No timer sync during the test, however slow the machine.
+        let options = EmbeddedOptions::default().outcome_sync_within(Duration::from_secs(3600));
+        let store = EmbeddedStore::open_with(dir.path(), options)?;
         let ids = ids(store
             .enqueue(None, vec![new("crm", "a"), new("crm", "b")], 0)
             .await?);
@@ -659,12 +661,13 @@ async fn outcomes_are_written_at_once_and_synced_with_the_next_durable_write() -
 #[tokio::test]
 async fn an_outcome_alone_is_synced_within_its_bound() -> TestResult {
     let dir = dir()?;
-    let store = EmbeddedStore::open(dir.path())?;
+    let options = EmbeddedOptions::default().outcome_sync_within(Duration::from_millis(20));
+    let store = EmbeddedStore::open_with(dir.path(), options)?;
     store.enqueue(None, vec![new("crm", "a")], 0).await?;
     let before = store.commits();
     let d = store.lease("crm", 0, 1).await?.remove(0);
     store.complete(d.id).await?;
-    // The writer syncs it by itself (100 ms after it was written); wait for that, up to
+    // The writer syncs it by itself (20 ms after it was written); wait for that, up to
     // 10 s, checking the counter.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while store.commits() == before {
@@ -697,5 +700,33 @@ async fn space_set_aside_at_the_end_of_the_log_is_kept_across_a_reopen() -> Test
     let leased = store.lease("crm", 1_000, 10).await?;
     let webhook_ids: Vec<&str> = leased.iter().map(|d| d.webhook_id.as_str()).collect();
     assert_eq!(webhook_ids, ["a", "b"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn dead_letters_with_long_responses_do_not_make_compaction_run_on_every_commit() -> TestResult
+{
+    let dir = dir()?;
+    let options = EmbeddedOptions::default().compact_after(64 * 1024);
+    let store = EmbeddedStore::open_with(dir.path(), options)?;
+    let batch = (0..300).map(|i| new("crm", &format!("d{i}"))).collect();
+    store.enqueue(None, batch, 0).await?;
+    for d in store.lease("crm", 0, 300).await? {
+        let response = "<html>".repeat(700);
+        store
+            .dead_letter(d.id, "bad request", Some(400), Some(response), 1)
+            .await?;
+    }
+    for i in 0..500 {
+        store
+            .enqueue(None, vec![new("ops", &format!("o{i}"))], 0)
+            .await?;
+        let o = store.lease("ops", 0, 1).await?.remove(0);
+        store.complete(o.id).await?;
+    }
+    // The dead letters' responses (4 KiB each) are live: the log has not reached four
+    // times that, so nothing is rewritten.
+    assert_eq!(store.checkpoints(), 0);
+    assert_eq!(store.dead_letters(None, 1000).await?.len(), 300);
     Ok(())
 }

@@ -34,6 +34,8 @@ pub(crate) struct Loc {
 #[derive(Debug)]
 pub(crate) struct FrameBuf {
     buf: Vec<u8>,
+    /// A record's head is encoded here first, so a failed encoding leaves `buf` whole.
+    scratch: Vec<u8>,
     seq: u64,
     /// File offset of `buf[0]`.
     base: u64,
@@ -46,6 +48,7 @@ impl FrameBuf {
     pub(crate) fn new(seq: u64, base: u64) -> Self {
         FrameBuf {
             buf: Vec::new(),
+            scratch: Vec::new(),
             seq,
             base,
             frame: None,
@@ -81,17 +84,15 @@ impl FrameBuf {
         head: &T,
         tail: &[u8],
     ) -> Result<Loc, StoreError> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        // On error postcard keeps the vector: only the scratch space is lost.
+        let scratch =
+            postcard::to_extend(head, scratch).map_err(|e| StoreError::backend("encode", e))?;
         let start = self.buf.len();
         self.buf.extend_from_slice(&[0; RECORD_HEADER]);
-        let buf = std::mem::take(&mut self.buf);
-        self.buf = match postcard::to_extend(head, buf) {
-            Ok(buf) => buf,
-            Err(e) => {
-                // postcard hands the buffer back only on success: nothing is lost but this
-                // record, since the caller rolls back to its mark anyway.
-                return Err(StoreError::backend("encode", e));
-            }
-        };
+        self.buf.extend_from_slice(&scratch);
+        self.scratch = scratch;
         let head_len = self.buf.len() - start - RECORD_HEADER;
         self.buf.extend_from_slice(tail);
         let len = self.buf.len() - start;

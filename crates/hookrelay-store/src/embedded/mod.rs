@@ -29,6 +29,7 @@ const REDB_FILE: &str = "hookrelay.redb";
 pub struct EmbeddedOptions {
     max_batch: usize,
     compact_after: u64,
+    outcome_sync: Duration,
 }
 
 impl Default for EmbeddedOptions {
@@ -36,6 +37,7 @@ impl Default for EmbeddedOptions {
         EmbeddedOptions {
             max_batch: 1024,
             compact_after: 64 << 20,
+            outcome_sync: writer::LAZY_SYNC,
         }
     }
 }
@@ -56,6 +58,14 @@ impl EmbeddedOptions {
     #[must_use]
     pub fn compact_after(mut self, bytes: u64) -> Self {
         self.compact_after = bytes;
+        self
+    }
+
+    /// Longest time a delivery's outcome (complete, reschedule, dead letter) waits for a
+    /// sync when no durable write comes first (default 100 ms).
+    #[must_use]
+    pub fn outcome_sync_within(mut self, within: Duration) -> Self {
+        self.outcome_sync = within;
         self
     }
 }
@@ -125,10 +135,18 @@ impl EmbeddedStore {
     /// another process has the directory open.
     pub fn open_with(dir: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Self, StoreError> {
         let dir = dir.as_ref();
+        let existed = dir.is_dir();
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             path: dir.to_owned(),
             source,
         })?;
+        if !existed
+            && let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty())
+            && let Err(e) = File::open(parent).and_then(|d| d.sync_all())
+        {
+            // The new directory's entry may not survive a power loss before the next sync.
+            tracing::warn!(path = %parent.display(), error = %e, "cannot sync the store's parent directory");
+        }
         let open_error = |source: Arc<dyn std::error::Error + Send + Sync>| StoreError::Open {
             path: dir.to_owned(),
             source,
@@ -173,6 +191,7 @@ impl EmbeddedStore {
             ..Core::default()
         };
         core.files.insert(seq, Arc::clone(&file));
+        core.committed = (seq, end);
         let shared = Arc::new(Shared {
             core: Mutex::new(core),
             ..Shared::default()
@@ -187,6 +206,8 @@ impl EmbeddedStore {
             max_batch: options.max_batch,
             compact_after: options.compact_after,
             unsynced_since: None,
+            lazy_sync: options.outcome_sync,
+            next_checkpoint_at: 0,
             allocated,
         };
         let handle = std::thread::Builder::new()
@@ -387,10 +408,15 @@ impl EmbeddedStore {
     ) -> Result<Vec<DeadLetter>, StoreError> {
         let found: Vec<(u64, writer_state::Grave, Arc<File>)> = {
             let core = self.inner.shared.core();
+            let (seq, written) = core.committed;
+            // A letter whose delivery is in a batch still being written is not listed yet.
+            let is_written =
+                |put: &log::Loc| put.seq != seq || put.off + u64::from(put.len) <= written;
             core.state
                 .dead
                 .iter()
                 .filter(|(_, grave)| endpoint.is_none_or(|name| *grave.entry.endpoint == *name))
+                .filter(|(_, grave)| is_written(&grave.entry.put))
                 .take(limit)
                 .filter_map(|(&id, grave)| {
                     let file = core.files.get(&grave.entry.put.seq)?;
@@ -400,8 +426,17 @@ impl EmbeddedStore {
         };
         let mut letters = Vec::with_capacity(found.len());
         for (id, grave, file) in found {
+            let delivery = match read_delivery(id, &grave.entry, &file) {
+                Ok(delivery) => delivery,
+                Err(error @ StoreError::Corrupt { .. }) => {
+                    // One damaged letter does not hide the others.
+                    tracing::error!(id, error = %error, "unreadable dead letter left out");
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
             letters.push(DeadLetter {
-                delivery: read_delivery(id, &grave.entry, &file)?,
+                delivery,
                 reason: grave.reason.into(),
                 status: grave.status,
                 response: grave.response.map(String::from),
@@ -540,7 +575,8 @@ fn recover(dir: &Path) -> Result<(u64, Arc<File>, u64, state::State), StoreError
     logs.sort_unstable();
     let Some(&seq) = logs.last() else {
         let empty = state::State::default();
-        let written = writer::write_checkpoint(dir, 1, &Snapshot::of(&empty), None)?;
+        let written =
+            writer::write_checkpoint(dir, 1, &Snapshot::of(&empty), None).map_err(|e| e.error)?;
         return Ok((1, written.file, written.end, empty));
     };
     let path = log_path(dir, seq);

@@ -127,6 +127,11 @@ impl Hasher for KeyHasher {
     }
 }
 
+/// About how long a dead letter's `Bury` record is.
+fn grave_len(reason: &str, response: Option<&str>) -> u64 {
+    (32 + reason.len() + response.map_or(0, str::len)) as u64
+}
+
 /// Everything the log says, as of its last record.
 #[derive(Debug, Default)]
 pub(crate) struct State {
@@ -139,6 +144,8 @@ pub(crate) struct State {
     names: HashSet<Arc<str>>,
     /// Bytes of the `Put` records of queued deliveries and dead letters.
     record_bytes: u64,
+    /// Bytes of the dead letters' `Bury` records (reason and response).
+    grave_bytes: u64,
 }
 
 impl State {
@@ -206,6 +213,7 @@ impl State {
                 dead_at_ms,
             } => {
                 if let Some(entry) = self.queued.remove(&id) {
+                    self.grave_bytes += grave_len(reason, response);
                     self.dead.insert(
                         id,
                         Grave {
@@ -220,6 +228,7 @@ impl State {
             }
             Rec::Replay { id, at_ms } => {
                 if let Some(grave) = self.dead.remove(&id) {
+                    self.grave_bytes -= grave_len(&grave.reason, grave.response.as_deref());
                     let entry = Entry {
                         not_before_ms: 0,
                         attempts: 0,
@@ -285,7 +294,7 @@ impl State {
 
     /// About how many bytes a checkpoint of this state would take.
     pub(crate) fn live_bytes(&self) -> u64 {
-        self.record_bytes + self.dedupe.len() as u64 * KEY_BYTES + 64 * self.dead.len() as u64
+        self.record_bytes + self.grave_bytes + self.dedupe.len() as u64 * KEY_BYTES
     }
 
     /// Points every delivery's `Put` at its copy in a new log file.

@@ -48,7 +48,8 @@ const KEYS_PER_RECORD: usize = 4096;
 /// writes the appended data only, not the file's size as well.
 const PREALLOCATE: u64 = 16 << 20;
 
-/// How long an outcome written without a sync (see [`Op::is_lazy`]) may wait for one.
+/// How long an outcome written without a sync (see [`Op::is_lazy`]) waits for one at most,
+/// unless the options say otherwise.
 pub(crate) const LAZY_SYNC: Duration = Duration::from_millis(100);
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -122,6 +123,9 @@ pub(crate) struct Core {
     pub(crate) state: State,
     /// The open log files by sequence number, for reading records back.
     pub(crate) files: HashMap<u64, Arc<File>>,
+    /// The log file being written and how much of it is written: a record past that
+    /// belongs to a batch still being written.
+    pub(crate) committed: (u64, u64),
 }
 
 /// State shared by the writer thread and the store handles.
@@ -411,6 +415,11 @@ pub(crate) struct Writer {
     pub(crate) compact_after: u64,
     /// Since when written outcomes wait for a sync, if any do.
     pub(crate) unsynced_since: Option<std::time::Instant>,
+    /// How long they may wait.
+    pub(crate) lazy_sync: Duration,
+    /// No checkpoint before the log reaches this length (after a checkpoint: twice its
+    /// length; after a failed one: `compact_after` more).
+    pub(crate) next_checkpoint_at: u64,
     /// The file's length: zeros from `end` to here.
     pub(crate) allocated: u64,
 }
@@ -420,7 +429,7 @@ impl Writer {
         loop {
             let next = match self.unsynced_since {
                 None => ops.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                Some(since) => ops.recv_timeout(LAZY_SYNC.saturating_sub(since.elapsed())),
+                Some(since) => ops.recv_timeout(self.lazy_sync.saturating_sub(since.elapsed())),
             };
             let first = match next {
                 Ok(op) => op,
@@ -445,14 +454,19 @@ impl Writer {
 
     /// Syncs outcomes written without a sync.
     fn sync_lazy(&mut self) {
-        if self.unsynced_since.take().is_none() || self.shared.failure().is_some() {
+        if self.unsynced_since.take().is_none() {
             return;
         }
-        if let Err(e) = self.file.sync_data() {
-            tracing::error!(error = %e, "store sync failed; the store refuses writes until reopened");
-            self.shared.fail(Arc::new(e));
-        } else {
-            self.shared.commits.fetch_add(1, Ordering::Relaxed);
+        // Also after a failed write: the outcomes written before it were acknowledged.
+        match self.file.sync_data() {
+            Ok(()) => {
+                self.shared.commits.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) if self.shared.failure().is_none() => {
+                tracing::error!(error = %e, "store sync failed; the store refuses writes until reopened");
+                self.shared.fail(Arc::new(e));
+            }
+            Err(_) => {}
         }
     }
 
@@ -473,7 +487,7 @@ impl Writer {
         let sync = batch.iter().any(|op| !op.is_lazy())
             || self
                 .unsynced_since
-                .is_some_and(|since| since.elapsed() >= LAZY_SYNC);
+                .is_some_and(|since| since.elapsed() >= self.lazy_sync);
         let mut frames = FrameBuf::new(self.seq, self.end);
         let mut effects = Vec::new();
         let mut fatal = None;
@@ -580,7 +594,11 @@ impl Writer {
                     }
                     tracing::trace!(ops = size, sync, "store group commit");
                 }
-                self.shared.core().index.apply(effects);
+                {
+                    let mut core = self.shared.core();
+                    core.committed = (self.seq, self.end);
+                    core.index.apply(effects);
+                }
                 pending.into_iter().for_each(Pending::send);
             }
             Err(error) => {
@@ -616,12 +634,15 @@ impl Writer {
             while at < target {
                 let n =
                     usize::try_from(target - at).map_or(zeros.len(), |left| left.min(zeros.len()));
-                self.file
-                    .write_all_at(&zeros[..n], at)
-                    .map_err(|e| StoreError::backend("write", e))?;
+                if let Err(e) = self.file.write_all_at(&zeros[..n], at) {
+                    // Not needed for the frames themselves (the disk may be nearly full):
+                    // write them without the space set aside.
+                    tracing::warn!(error = %e, "cannot set space aside in the store log");
+                    break;
+                }
                 at += n as u64;
             }
-            self.allocated = target;
+            self.allocated = at;
         }
         self.file
             .write_all_at(bytes, self.end)
@@ -635,22 +656,44 @@ impl Writer {
     }
 
     fn maybe_checkpoint(&mut self) {
+        if self.end < self.compact_after.max(self.next_checkpoint_at)
+            || self.shared.failure().is_some()
+        {
+            return;
+        }
         let live = self.shared.core().state.live_bytes();
-        if self.end < self.compact_after || self.end < live.saturating_mul(4) {
+        if self.end < live.saturating_mul(4) {
             return;
         }
         let before = self.end;
         match self.checkpoint() {
             Ok(()) => {
                 self.shared.checkpoints.fetch_add(1, Ordering::Relaxed);
+                // However wrong the estimate of what is live, the log at least doubles
+                // between two checkpoints.
+                self.next_checkpoint_at = self.end.saturating_mul(2);
                 tracing::debug!(before, after = self.end, "store log compacted");
             }
-            // The old file stays in use: nothing is lost, the log only keeps growing.
-            Err(error) => tracing::error!(error = %error, "store checkpoint failed"),
+            Err(CheckpointError { error, renamed }) => {
+                if renamed {
+                    // The new file is in place and the old one still in use: the next open
+                    // would take the new one and miss what was written since. Stop.
+                    tracing::error!(error = %error, "store checkpoint failed after its rename; the store refuses writes until reopened");
+                    let source: Arc<dyn StdError + Send + Sync> =
+                        Arc::new(std::io::Error::other(error.to_string()));
+                    self.shared.fail(source);
+                } else {
+                    // The old file stays in use: nothing is lost, the log keeps growing
+                    // until it is tried again.
+                    tracing::error!(error = %error, "store checkpoint failed");
+                    self.next_checkpoint_at =
+                        self.end.saturating_add(self.compact_after.max(PREALLOCATE));
+                }
+            }
         }
     }
 
-    fn checkpoint(&mut self) -> Result<(), StoreError> {
+    fn checkpoint(&mut self) -> Result<(), CheckpointError> {
         let snapshot = Snapshot::of(&self.shared.core().state);
         let seq = self.seq + 1;
         let written = write_checkpoint(&self.dir, seq, &snapshot, Some((self.seq, &self.file)))?;
@@ -658,6 +701,7 @@ impl Writer {
         {
             let mut core = self.shared.core();
             core.state.relocate(&written.moved);
+            core.committed = (seq, written.end);
             core.files.insert(seq, Arc::clone(&written.file));
             // Readers holding the old file keep reading it: it is only unlinked.
             core.files.remove(&old.0);
@@ -727,6 +771,12 @@ pub(crate) struct Written {
     pub(crate) moved: Vec<(u64, Loc)>,
 }
 
+/// A checkpoint that failed, and whether its file was already renamed into place.
+pub(crate) struct CheckpointError {
+    pub(crate) error: StoreError,
+    pub(crate) renamed: bool,
+}
+
 /// Writes log file `seq` holding `snapshot`, reading bodies from `old` (sequence number and
 /// file), syncs it and renames it into place; the caller removes the old file.
 pub(crate) fn write_checkpoint(
@@ -734,20 +784,31 @@ pub(crate) fn write_checkpoint(
     seq: u64,
     snapshot: &Snapshot,
     old: Option<(u64, &File)>,
-) -> Result<Written, StoreError> {
+) -> Result<Written, CheckpointError> {
     let path = log_path(dir, seq);
     let tmp = path.with_extension("log.tmp");
-    let result = write_checkpoint_file(&tmp, seq, snapshot, old).and_then(|written| {
-        std::fs::rename(&tmp, &path).map_err(|e| StoreError::backend("checkpoint rename", e))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| StoreError::backend("checkpoint sync directory", e))?;
-        Ok(written)
-    });
-    if result.is_err() {
+    let before = |error| CheckpointError {
+        error,
+        renamed: false,
+    };
+    let written = match write_checkpoint_file(&tmp, seq, snapshot, old) {
+        Ok(written) => written,
+        Err(error) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(before(error));
+        }
+    };
+    if let Err(e) = std::fs::rename(&tmp, &path) {
         let _ = std::fs::remove_file(&tmp);
+        return Err(before(StoreError::backend("checkpoint rename", e)));
     }
-    result
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| CheckpointError {
+            error: StoreError::backend("checkpoint sync directory", e),
+            renamed: true,
+        })?;
+    Ok(written)
 }
 
 fn write_checkpoint_file(
