@@ -11,14 +11,14 @@ use tokio::sync::Notify;
 pub(crate) enum Effect {
     /// The delivery is queued (again), not leased; `wake` notifies the endpoint's workers.
     Queued {
-        endpoint: String,
+        endpoint: Arc<str>,
         id: u64,
         not_before: i64,
         wake: bool,
     },
     /// The delivery left the queue (completed, dead-lettered, or about to be re-queued).
     Removed {
-        endpoint: String,
+        endpoint: Arc<str>,
         id: u64,
         not_before: i64,
     },
@@ -42,13 +42,13 @@ impl Lane {
 
 #[derive(Debug)]
 struct Lease {
-    endpoint: String,
+    endpoint: Arc<str>,
     not_before: i64,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct Index {
-    lanes: HashMap<String, Lane>,
+    lanes: HashMap<Arc<str>, Lane>,
     leases: HashMap<u64, Lease>,
     wakers: HashMap<String, Arc<Notify>>,
 }
@@ -56,7 +56,7 @@ pub(crate) struct Index {
 impl Index {
     /// Applies committed effects, then wakes each endpoint that got new work once.
     pub(crate) fn apply(&mut self, effects: Vec<Effect>) {
-        let mut woken: Vec<String> = Vec::new();
+        let mut woken: Vec<Arc<str>> = Vec::new();
         for effect in effects {
             match effect {
                 Effect::Queued {
@@ -65,11 +65,15 @@ impl Index {
                     not_before,
                     wake,
                 } => {
-                    self.lanes
-                        .entry(endpoint.clone())
-                        .or_default()
-                        .delayed
-                        .insert((not_before, id));
+                    match self.lanes.get_mut(&*endpoint) {
+                        Some(lane) => lane.delayed.insert((not_before, id)),
+                        None => self
+                            .lanes
+                            .entry(Arc::clone(&endpoint))
+                            .or_default()
+                            .delayed
+                            .insert((not_before, id)),
+                    };
                     if wake && !woken.contains(&endpoint) {
                         woken.push(endpoint);
                     }
@@ -87,7 +91,7 @@ impl Index {
     }
 
     /// Queues a delivery found at open.
-    pub(crate) fn insert(&mut self, endpoint: String, id: u64, not_before: i64) {
+    pub(crate) fn insert(&mut self, endpoint: Arc<str>, id: u64, not_before: i64) {
         self.lanes
             .entry(endpoint)
             .or_default()
@@ -112,6 +116,13 @@ impl Index {
 
     /// Leases up to `max` due deliveries of `endpoint`, in id order.
     pub(crate) fn lease(&mut self, endpoint: &str, now_ms: i64, max: usize) -> Vec<u64> {
+        let Some(name) = self
+            .lanes
+            .get_key_value(endpoint)
+            .map(|(name, _)| Arc::clone(name))
+        else {
+            return Vec::new();
+        };
         let Some(lane) = self.lanes.get_mut(endpoint) else {
             return Vec::new();
         };
@@ -136,7 +147,7 @@ impl Index {
             self.leases.insert(
                 id,
                 Lease {
-                    endpoint: endpoint.to_owned(),
+                    endpoint: Arc::clone(&name),
                     not_before,
                 },
             );
@@ -174,7 +185,7 @@ impl Index {
     }
 
     pub(crate) fn endpoints(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.lanes.keys().cloned().collect();
+        let mut names: Vec<String> = self.lanes.keys().map(|name| name.to_string()).collect();
         names.sort_unstable();
         names
     }

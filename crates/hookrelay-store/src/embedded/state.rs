@@ -247,7 +247,8 @@ impl State {
         self.dedupe.insert(Key::new(key), expires_ms);
     }
 
-    fn intern(&mut self, name: &str) -> Arc<str> {
+    /// The shared copy of endpoint name `name`.
+    pub(crate) fn intern(&mut self, name: &str) -> Arc<str> {
         if let Some(known) = self.names.get(name) {
             return Arc::clone(known);
         }

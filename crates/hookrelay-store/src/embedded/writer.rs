@@ -281,7 +281,7 @@ impl Batch<'_> {
             .collect();
         for (new, id) in batch.iter().zip(&ids) {
             self.effects.push(Effect::Queued {
-                endpoint: new.endpoint.clone(),
+                endpoint: self.state.intern(&new.endpoint),
                 id: id.0,
                 not_before: now_ms,
                 wake: true,
@@ -291,11 +291,11 @@ impl Batch<'_> {
     }
 
     /// The queued delivery `id`: its endpoint and when it was due.
-    fn queued(&self, id: u64) -> Result<(String, i64), StoreError> {
+    fn queued(&self, id: u64) -> Result<(Arc<str>, i64), StoreError> {
         self.state
             .queued
             .get(&id)
-            .map(|entry| (entry.endpoint.to_string(), entry.not_before_ms))
+            .map(|entry| (Arc::clone(&entry.endpoint), entry.not_before_ms))
             .ok_or(StoreError::UnknownDelivery { id: DeliveryId(id) })
     }
 
@@ -376,11 +376,11 @@ impl Batch<'_> {
     }
 
     fn replay(&mut self, ids: &[u64], at_ms: i64) -> Result<u64, StoreError> {
-        let found: Vec<(u64, String)> = ids
+        let found: Vec<(u64, Arc<str>)> = ids
             .iter()
             .filter_map(|id| {
                 let grave = self.state.dead.get(id)?;
-                Some((*id, grave.entry.endpoint.to_string()))
+                Some((*id, Arc::clone(&grave.entry.endpoint)))
             })
             .collect();
         let recs: Vec<(Rec<'_>, &[u8])> = found
@@ -935,7 +935,7 @@ pub(crate) fn decode_put(seq: u64, loc: Loc, record: &[u8]) -> Result<Put<'_>, S
 pub(crate) fn index_of(state: &State) -> Index {
     let mut index = Index::default();
     for (&id, entry) in &state.queued {
-        index.insert(entry.endpoint.to_string(), id, entry.not_before_ms);
+        index.insert(Arc::clone(&entry.endpoint), id, entry.not_before_ms);
     }
     index
 }

@@ -128,7 +128,7 @@ impl Ingest {
         snapshot: &Snapshot,
         req: CallbackRequest,
     ) -> std::result::Result<Answer, Refusal> {
-        let provider = route.provider.id().to_owned();
+        let provider = route.provider.id();
         if let Some(verifier) = &route.verifier {
             let opts = VerifyOptions {
                 now_secs: Some(now_ms() / 1000),
@@ -168,7 +168,7 @@ impl Ingest {
                 format!("{provider}: signature token already used"),
             ));
         }
-        let result = self.accept(route, snapshot, &provider, req).await;
+        let result = self.accept(route, snapshot, provider, req).await;
         if result.is_err()
             && let Some(token) = &replay_token
         {
@@ -186,7 +186,6 @@ impl Ingest {
         provider: &str,
         req: CallbackRequest,
     ) -> std::result::Result<Answer, Refusal> {
-        let provider = provider.to_owned();
         let out = route
             .provider
             .normalize(
@@ -232,9 +231,7 @@ impl Ingest {
             }
             None => {}
         }
-        let enqueued = self
-            .enqueue(route, snapshot, &provider, &out.events)
-            .await?;
+        let enqueued = self.enqueue(route, snapshot, provider, &out.events).await?;
         let status = 200;
         if provider == "twilio" {
             return Ok(Answer {
@@ -295,8 +292,16 @@ impl Ingest {
                     .enqueue(Some((key, DEDUPE_WINDOW)), batch, now),
             );
         }
+        // One event per callback is the common case: no join for it.
+        let results = match writes.len() {
+            1 => match writes.pop() {
+                Some(write) => vec![write.await],
+                None => Vec::new(),
+            },
+            _ => futures_util::future::join_all(writes).await,
+        };
         let mut written = 0;
-        for result in futures_util::future::join_all(writes).await {
+        for result in results {
             match result {
                 Ok(EnqueueOutcome::Enqueued(ids)) => {
                     written += ids.len();
@@ -328,12 +333,11 @@ impl ProxyHttp for Ingest {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let snapshot = self.app.live.snapshot();
         ctx.snapshot = Some(snapshot.clone());
-        let path = session.req_header().uri.path().to_owned();
-        let Some(route) = snapshot.route(&path) else {
+        let Some(route) = snapshot.route(session.req_header().uri.path()) else {
             return Ok(false); // not a callback: proxied unchanged
         };
-        let provider = route.provider.id().to_owned();
-        self.app.metrics.received(&provider);
+        let provider = route.provider.id();
+        self.app.metrics.received(provider);
         if route.mode == Mode::Tap {
             session.as_downstream_mut().enable_retry_buffering();
         }
@@ -362,7 +366,7 @@ impl ProxyHttp for Ingest {
                 Ok(true)
             }
             Err(refusal) => {
-                self.app.metrics.rejected(&provider, refusal.metric);
+                self.app.metrics.rejected(provider, refusal.metric);
                 tracing::warn!(provider = %provider, status = refusal.status, reason = %refusal.reason, "callback refused");
                 let mut body = refusal.reason.replace(['\r', '\n'], " ");
                 body.push('\n');
