@@ -21,8 +21,8 @@ struct Histogram {
     sum: f64,
 }
 
-/// Label values of one series.
-type Labels = Vec<(&'static str, String)>;
+/// Label names and values of one series, as given by a caller.
+type Labels<'a> = &'a [(&'static str, &'a str)];
 
 #[derive(Default)]
 struct Family {
@@ -41,13 +41,28 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     /// Adds `n` to counter `name` with `labels`.
-    pub(crate) fn add(&self, name: &'static str, help: &'static str, labels: Labels, n: u64) {
+    pub(crate) fn add(&self, name: &'static str, help: &'static str, labels: Labels<'_>, n: u64) {
         if let Ok(mut map) = self.counters.lock() {
             let family = map.entry(name).or_insert_with(|| Family {
                 help,
                 series: BTreeMap::new(),
             });
-            *family.series.entry(labels).or_insert(0) += n;
+            // A family has a handful of series: found without building a key, which is
+            // only made for a new series.
+            let found = family.series.iter_mut().find(|(key, _)| {
+                key.len() == labels.len()
+                    && key
+                        .iter()
+                        .zip(labels)
+                        .all(|((kn, kv), (ln, lv))| kn == ln && kv == lv)
+            });
+            match found {
+                Some((_, count)) => *count += n,
+                None => {
+                    let key = labels.iter().map(|&(k, v)| (k, v.to_owned())).collect();
+                    family.series.insert(key, n);
+                }
+            }
         }
     }
 
@@ -56,7 +71,7 @@ impl Metrics {
         self.add(
             "hookrelay_callbacks_received_total",
             "Callbacks received on callback routes.",
-            vec![("provider", provider.to_owned())],
+            &[("provider", provider)],
             1,
         );
     }
@@ -66,10 +81,7 @@ impl Metrics {
         self.add(
             "hookrelay_callbacks_rejected_total",
             "Callbacks rejected, by reason.",
-            vec![
-                ("provider", provider.to_owned()),
-                ("reason", reason.to_owned()),
-            ],
+            &[("provider", provider), ("reason", reason)],
             1,
         );
     }
@@ -79,10 +91,7 @@ impl Metrics {
         self.add(
             "hookrelay_events_total",
             "Normalized events, by outcome (enqueued, duplicate, unrouted, dropped_informational).",
-            vec![
-                ("provider", provider.to_owned()),
-                ("outcome", outcome.to_owned()),
-            ],
+            &[("provider", provider), ("outcome", outcome)],
             n,
         );
     }
@@ -92,16 +101,18 @@ impl Metrics {
         self.add(
             "hookrelay_deliveries_total",
             "Delivery attempts, by endpoint and outcome (delivered, retried, dead_lettered).",
-            vec![
-                ("endpoint", endpoint.to_owned()),
-                ("outcome", outcome.to_owned()),
-            ],
+            &[("endpoint", endpoint), ("outcome", outcome)],
             1,
         );
         if let Some(latency) = latency
             && let Ok(mut map) = self.latency.lock()
         {
-            let h = map.entry(endpoint.to_owned()).or_default();
+            if !map.contains_key(endpoint) {
+                map.insert(endpoint.to_owned(), Histogram::default());
+            }
+            let Some(h) = map.get_mut(endpoint) else {
+                return;
+            };
             let secs = latency.as_secs_f64();
             for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
                 if secs <= *bound {
@@ -118,7 +129,7 @@ impl Metrics {
         self.add(
             "hookrelay_throttle_wait_microseconds_total",
             "Time delivery attempts waited for their endpoint's rate limit.",
-            vec![("endpoint", endpoint.to_owned())],
+            &[("endpoint", endpoint)],
             u64::try_from(wait.as_micros()).unwrap_or(u64::MAX),
         );
     }
@@ -128,7 +139,7 @@ impl Metrics {
         self.add(
             "hookrelay_config_reloads_total",
             "Configuration reloads, by outcome.",
-            vec![("outcome", outcome.to_owned())],
+            &[("outcome", outcome)],
             1,
         );
     }
