@@ -610,3 +610,62 @@ fn recover(dir: &Path) -> Result<(u64, Arc<File>, u64, state::State), StoreError
     }
     Ok((seq, Arc::new(file), scanned.valid_end, state))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EnqueueOutcome;
+    use bytes::Bytes;
+
+    fn new(webhook_id: &str) -> NewDelivery {
+        NewDelivery {
+            endpoint: "crm".into(),
+            webhook_id: webhook_id.into(),
+            body: Bytes::from_static(b"{}"),
+            created_at_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_failing_after_its_rename_stops_the_store_and_loses_nothing()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let options = EmbeddedOptions::default().compact_after(0);
+        {
+            let store = EmbeddedStore::open_with(dir.path(), options.clone())?;
+            store.enqueue(None, vec![new("kept")], 0).await?;
+            writer::FAIL_DIR_SYNC.store(true, Ordering::SeqCst);
+            // Enqueue and complete until a checkpoint is tried: it renames its file, then
+            // fails to sync the directory.
+            let mut acknowledged = 0;
+            for i in 0..100 {
+                let Ok(EnqueueOutcome::Enqueued(ids)) =
+                    store.enqueue(None, vec![new(&format!("x{i}"))], 0).await
+                else {
+                    break;
+                };
+                acknowledged += 1;
+                let Ok(()) = store.complete(ids[0]).await else {
+                    break;
+                };
+                if store.health().await.is_err() {
+                    break;
+                }
+            }
+            writer::FAIL_DIR_SYNC.store(false, Ordering::SeqCst);
+            assert!(acknowledged > 0);
+            assert!(store.health().await.is_err(), "the store stopped");
+            assert!(store.enqueue(None, vec![new("refused")], 0).await.is_err());
+        }
+        let store = EmbeddedStore::open_with(dir.path(), options)?;
+        store.health().await?;
+        let leased = store.lease("crm", 0, 10).await?;
+        let ids: Vec<&str> = leased.iter().map(|d| d.webhook_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["kept"],
+            "what was acknowledged is there, nothing else"
+        );
+        Ok(())
+    }
+}

@@ -771,6 +771,20 @@ pub(crate) struct Written {
     pub(crate) moved: Vec<(u64, Loc)>,
 }
 
+/// Syncs directory `dir` (a rename in it is durable after this).
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(test)]
+    if FAIL_DIR_SYNC.load(Ordering::SeqCst) {
+        return Err(std::io::Error::other("directory sync failed (test)"));
+    }
+    File::open(dir)?.sync_all()
+}
+
+/// Makes the next directory syncs fail, to test what follows.
+#[cfg(test)]
+pub(crate) static FAIL_DIR_SYNC: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// A checkpoint that failed, and whether its file was already renamed into place.
 pub(crate) struct CheckpointError {
     pub(crate) error: StoreError,
@@ -802,12 +816,10 @@ pub(crate) fn write_checkpoint(
         let _ = std::fs::remove_file(&tmp);
         return Err(before(StoreError::backend("checkpoint rename", e)));
     }
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| CheckpointError {
-            error: StoreError::backend("checkpoint sync directory", e),
-            renamed: true,
-        })?;
+    sync_dir(dir).map_err(|e| CheckpointError {
+        error: StoreError::backend("checkpoint sync directory", e),
+        renamed: true,
+    })?;
     Ok(written)
 }
 
