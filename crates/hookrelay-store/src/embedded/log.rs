@@ -46,8 +46,15 @@ pub(crate) struct FrameBuf {
 impl FrameBuf {
     /// An empty buffer whose first byte goes to offset `base` of log file `seq`.
     pub(crate) fn new(seq: u64, base: u64) -> Self {
+        Self::reusing(Vec::new(), seq, base)
+    }
+
+    /// [`FrameBuf::new`] in the memory of `buf` (cleared), so the pages of the last
+    /// batch's buffer serve the next one.
+    pub(crate) fn reusing(mut buf: Vec<u8>, seq: u64, base: u64) -> Self {
+        buf.clear();
         FrameBuf {
-            buf: Vec::new(),
+            buf,
             scratch: Vec::new(),
             seq,
             base,
@@ -148,6 +155,11 @@ impl FrameBuf {
         self.base += self.buf.len() as u64;
         self.buf.clear();
         self.frame = None;
+    }
+
+    /// The buffer's memory, for the next batch.
+    pub(crate) fn into_buf(self) -> Vec<u8> {
+        self.buf
     }
 
     /// File offset after the buffered bytes.

@@ -209,6 +209,7 @@ impl EmbeddedStore {
             lazy_sync: options.outcome_sync,
             next_checkpoint_at: 0,
             allocated,
+            buf: Vec::new(),
         };
         let handle = std::thread::Builder::new()
             .name("hookrelay-store-writer".into())

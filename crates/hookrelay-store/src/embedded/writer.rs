@@ -35,6 +35,10 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use xxhash_rust::xxh3::xxh3_128;
 
+/// The batch buffer is kept for the next batch up to this size (reusing it spares the
+/// kernel zeroing fresh pages for every batch).
+const KEEP_BUFFER: usize = 16 << 20;
+
 /// A frame is closed (between two ops) once it holds this much.
 const FRAME_SOFT_MAX: usize = 64 << 20;
 
@@ -422,6 +426,8 @@ pub(crate) struct Writer {
     pub(crate) next_checkpoint_at: u64,
     /// The file's length: zeros from `end` to here.
     pub(crate) allocated: u64,
+    /// The last batch's buffer, reused.
+    pub(crate) buf: Vec<u8>,
 }
 
 impl Writer {
@@ -488,7 +494,7 @@ impl Writer {
             || self
                 .unsynced_since
                 .is_some_and(|since| since.elapsed() >= self.lazy_sync);
-        let mut frames = FrameBuf::new(self.seq, self.end);
+        let mut frames = FrameBuf::reusing(std::mem::take(&mut self.buf), self.seq, self.end);
         let mut effects = Vec::new();
         let mut fatal = None;
         {
@@ -581,10 +587,16 @@ impl Writer {
             Some(e) => Err(e),
             None => self.append(&frames, sync),
         };
+        let end = frames.end_offset();
+        self.buf = frames.into_buf();
+        if self.buf.capacity() > KEEP_BUFFER {
+            // One unusually large batch does not pin its memory.
+            self.buf = Vec::new();
+        }
         match written {
             Ok(wrote) => {
                 if wrote {
-                    self.end = frames.end_offset();
+                    self.end = end;
                     if sync {
                         self.unsynced_since = None;
                         self.shared.commits.fetch_add(1, Ordering::Relaxed);
