@@ -315,10 +315,9 @@ fn corrupt(seq: u64, offset: u64) -> StoreError {
 mod tests {
     use super::*;
 
-    #[test]
-    fn frames_round_trip_and_a_torn_tail_is_found() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("1.log");
+    /// A new log file `1.log` in `dir` holding only the magic bytes.
+    fn new_log(dir: &Path) -> io::Result<(std::path::PathBuf, File)> {
+        let path = dir.join("1.log");
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -326,6 +325,13 @@ mod tests {
             .truncate(true)
             .open(&path)?;
         file.write_all_at(MAGIC, 0)?;
+        Ok((path, file))
+    }
+
+    #[test]
+    fn frames_round_trip_and_a_torn_tail_is_found() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let (path, file) = new_log(dir.path())?;
         let mut frames = FrameBuf::new(1, MAGIC.len() as u64);
         frames.begin();
         let a = frames.push(&(1u8, "a"), b"body-a")?;
@@ -370,14 +376,7 @@ mod tests {
     #[test]
     fn a_flipped_bit_ends_the_scan_there() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        let path = dir.path().join("1.log");
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)?;
-        file.write_all_at(MAGIC, 0)?;
+        let (path, file) = new_log(dir.path())?;
         let mut frames = FrameBuf::new(1, MAGIC.len() as u64);
         for n in 0..3u8 {
             frames.begin();

@@ -1,4 +1,13 @@
 //! The embedded backend: an append-only log file, one writer thread, the queue in memory.
+//!
+//! - `log`: the file format (checksummed frames of records) and reading it back;
+//! - `state`: the records and the state they build (queued deliveries, dead letters,
+//!   dedupe keys), applied the same way when written and when read back at open;
+//! - `writer`: the writer thread (group commit, lazy sync of outcomes, checkpoints);
+//! - `index`: which deliveries are due and leased, per endpoint;
+//! - this module: the public [`EmbeddedStore`], opening and recovery.
+//!
+//! Why a log of its own rather than a KV crate: `docs/DESIGN.md` §5.
 
 mod index;
 mod log;

@@ -365,15 +365,7 @@ impl RedisStore {
         let inner = &self.inner;
         let mut call = inner.scripts.complete.prepare_invoke();
         call.arg(&inner.options.prefix).arg(id.0);
-        inner.leases().set_closing(id.0, true);
-        let found = inner
-            .timed(
-                "complete",
-                call.invoke_async::<i64>(&mut inner.conn.clone()),
-            )
-            .await;
-        inner.settle(id.0, found.is_ok());
-        known(found?, id)
+        inner.record_outcome("complete", id, call).await
     }
 
     /// Puts a leased delivery back, due at `not_before_ms`, with its attempt count and the
@@ -393,15 +385,7 @@ impl RedisStore {
             .arg(attempts)
             .arg(if error.is_some() { "1" } else { "0" })
             .arg(error.unwrap_or_default());
-        inner.leases().set_closing(id.0, true);
-        let found = inner
-            .timed(
-                "reschedule",
-                call.invoke_async::<i64>(&mut inner.conn.clone()),
-            )
-            .await;
-        inner.settle(id.0, found.is_ok());
-        known(found?, id)
+        inner.record_outcome("reschedule", id, call).await
     }
 
     /// Moves a delivery to the dead letters with the reason and the last response (its
@@ -423,15 +407,7 @@ impl RedisStore {
             .arg(if response.is_some() { "1" } else { "0" })
             .arg(response.map_or_else(String::new, |r| truncate(r, MAX_RESPONSE_BYTES)))
             .arg(now_ms);
-        inner.leases().set_closing(id.0, true);
-        let found = inner
-            .timed(
-                "dead letter",
-                call.invoke_async::<i64>(&mut inner.conn.clone()),
-            )
-            .await;
-        inner.settle(id.0, found.is_ok());
-        known(found?, id)
+        inner.record_outcome("dead letter", id, call).await
     }
 
     /// Gives a lease back unchanged; the delivery can be leased again at once, by any
@@ -588,15 +564,29 @@ impl Inner {
         self.leases.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// After recording a leased delivery's outcome: the lease is gone once Redis has the
-    /// outcome; if the call failed it is still held (and renewed) here.
-    fn settle(&self, id: u64, recorded: bool) {
-        let mut leases = self.leases();
-        if recorded {
-            leases.remove(id);
-        } else {
-            leases.set_closing(id, false);
+    /// Runs `call`, the script that records leased delivery `id`'s outcome. While it runs
+    /// the lease is marked closing (a renewal that finds it gone is not a loss); once Redis
+    /// has the outcome the lease is gone, and if the call failed it is still held (and
+    /// renewed) here.
+    async fn record_outcome(
+        &self,
+        op: &'static str,
+        id: DeliveryId,
+        call: ::redis::ScriptInvocation<'_>,
+    ) -> Result<(), StoreError> {
+        self.leases().set_closing(id.0, true);
+        let found = self
+            .timed(op, call.invoke_async::<i64>(&mut self.conn.clone()))
+            .await;
+        {
+            let mut leases = self.leases();
+            if found.is_ok() {
+                leases.remove(id.0);
+            } else {
+                leases.set_closing(id.0, false);
+            }
         }
+        known(found?, id)
     }
 
     fn waker(&self, endpoint: &str) -> Arc<Notify> {
