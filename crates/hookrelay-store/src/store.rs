@@ -1,8 +1,8 @@
 //! [`Store`]: one type over both backends, for code that runs with either.
 
 use crate::{
-    DeadLetter, Delivery, DeliveryId, EmbeddedStore, EnqueueOutcome, NewDelivery, RedisOptions,
-    RedisStore, StoreError,
+    DeadLetter, Delivery, DeliveryId, EmbeddedOptions, EmbeddedStore, EnqueueOutcome, NewDelivery,
+    RedisOptions, RedisStore, StoreError,
 };
 use std::fmt;
 use std::path::PathBuf;
@@ -90,6 +90,14 @@ impl Store {
     /// Opens an [`EmbeddedStore`] in `dir`.
     pub fn open_embedded(dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
         EmbeddedStore::open(dir.into()).map(Store::Embedded)
+    }
+
+    /// Opens an [`EmbeddedStore`] in `dir` with `options`.
+    pub fn open_embedded_with(
+        dir: impl Into<PathBuf>,
+        options: EmbeddedOptions,
+    ) -> Result<Self, StoreError> {
+        EmbeddedStore::open_with(dir.into(), options).map(Store::Embedded)
     }
 
     /// Connects a [`RedisStore`] to `url`.

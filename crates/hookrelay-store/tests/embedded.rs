@@ -342,6 +342,88 @@ async fn concurrent_enqueues_share_commits() -> TestResult {
     Ok(())
 }
 
+/// Callers on current-thread runtimes (as the listener's threads are) are answered through
+/// their runtime's relay: every one of them, from several runtimes at once.
+#[test]
+fn callers_on_current_thread_runtimes_all_get_their_answers() -> TestResult {
+    let dir = dir()?;
+    let store = EmbeddedStore::open(dir.path())?;
+    let threads: Vec<_> = (0..3)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || -> Result<Vec<DeliveryId>, StoreError> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| StoreError::Spawn { source: e })?;
+                rt.block_on(async {
+                    let mut tasks = tokio::task::JoinSet::new();
+                    for i in 0..100 {
+                        let store = store.clone();
+                        tasks.spawn(async move {
+                            let id = format!("t{t}-{i}");
+                            store
+                                .enqueue(Some((id.clone(), HOUR)), vec![new("crm", &id)], 1_000)
+                                .await
+                        });
+                    }
+                    let mut all = Vec::new();
+                    while let Some(joined) = tasks.join_next().await {
+                        all.extend(ids(joined.map_err(|e| StoreError::Spawn {
+                            source: std::io::Error::other(e),
+                        })??));
+                    }
+                    Ok(all)
+                })
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for thread in threads {
+        all.extend(thread.join().map_err(|_| "a caller thread panicked")??);
+    }
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 300);
+    assert_eq!(store.queue_depth("crm"), 300);
+    Ok(())
+}
+
+/// The writer thread runs as much nicer as asked (Linux keeps nice values per thread).
+#[test]
+fn the_writer_runs_as_nice_as_asked() -> TestResult {
+    fn writers_niceness() -> Result<Vec<i64>, Box<dyn std::error::Error>> {
+        let mut found = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task")? {
+            let path = task?.path();
+            // The kernel keeps 15 bytes of a thread's name.
+            if std::fs::read_to_string(path.join("comm"))?.trim() != "hookrelay-store" {
+                continue;
+            }
+            let stat = std::fs::read_to_string(path.join("stat"))?;
+            let after_name = stat.rsplit_once(") ").ok_or("stat without a name")?.1;
+            // Field 19 of stat; the 17th after the name.
+            found.push(after_name.split(' ').nth(16).ok_or("short stat")?.parse()?);
+        }
+        Ok(found)
+    }
+    let base: i64 = {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat")?;
+        let after_name = stat.rsplit_once(") ").ok_or("stat without a name")?.1;
+        after_name.split(' ').nth(16).ok_or("short stat")?.parse()?
+    };
+    let dir = dir()?;
+    let store =
+        EmbeddedStore::open_with(dir.path(), EmbeddedOptions::default().writer_niceness(5))?;
+    let expected = (base + 5).min(19);
+    // The thread sets its own priority as it starts: wait for its first commit.
+    let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    rt.block_on(store.enqueue(None, vec![new("crm", "a")], 0))?;
+    let after = writers_niceness()?;
+    assert!(after.contains(&expected), "{after:?}, expected {expected}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn one_commit_per_op_without_group_commit() -> TestResult {
     let dir = dir()?;

@@ -11,6 +11,7 @@
 
 mod index;
 mod log;
+mod relay;
 mod state;
 mod writer;
 
@@ -25,7 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
-use writer::{Core, Op, Reply, Shared, Snapshot, Writer, decode_put, index_of, log_path};
+use writer::{Core, Op, Reply, Sent, Shared, Snapshot, Writer, decode_put, index_of, log_path};
 
 /// The lock file inside the store directory: one process at a time.
 const LOCK_FILE: &str = "lock";
@@ -39,6 +40,7 @@ pub struct EmbeddedOptions {
     max_batch: usize,
     compact_after: u64,
     outcome_sync: Duration,
+    writer_niceness: i32,
 }
 
 impl Default for EmbeddedOptions {
@@ -47,6 +49,7 @@ impl Default for EmbeddedOptions {
             max_batch: 1024,
             compact_after: 64 << 20,
             outcome_sync: writer::LAZY_SYNC,
+            writer_niceness: 0,
         }
     }
 }
@@ -77,6 +80,33 @@ impl EmbeddedOptions {
         self.outcome_sync = within;
         self
     }
+
+    /// How much nicer than the rest of the process the writer thread runs (default 0, at
+    /// most 19; Linux keeps a nice value per thread).
+    ///
+    /// Group commit syncs whatever arrived while the previous sync ran. When callers
+    /// compete with the writer for the CPU, a writer that yields to them wakes to a
+    /// bigger batch, so each sync (two I/O waits, a few context switches) is shared by
+    /// more callers exactly when the CPU is short. With a CPU to spare it runs as soon as
+    /// it is woken, as before: the setting only matters under contention.
+    #[must_use]
+    pub fn writer_niceness(mut self, niceness: i32) -> Self {
+        self.writer_niceness = niceness.clamp(0, 19);
+        self
+    }
+}
+
+/// Makes the calling thread `by` nicer than it is (a no-op for 0).
+fn renice_current_thread(by: i32) {
+    if by == 0 {
+        return;
+    }
+    // On Linux this reads and sets the calling thread's nice value, not the process's.
+    let result = rustix::process::getpriority_process(None)
+        .and_then(|now| rustix::process::setpriority_process(None, (now + by).min(19)));
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "cannot lower the store writer's priority");
+    }
 }
 
 /// The embedded store: a durable queue of deliveries and their dead letters in an
@@ -106,7 +136,7 @@ pub struct EmbeddedStore {
 struct Inner {
     dir: PathBuf,
     shared: Arc<Shared>,
-    ops: Option<Sender<Op>>,
+    ops: Option<Sender<Sent>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Held (and locked) while the store is open.
     _lock: File,
@@ -206,6 +236,7 @@ impl EmbeddedStore {
             ..Shared::default()
         });
         let (ops, receiver) = mpsc::channel();
+        let niceness = options.writer_niceness;
         let writer = Writer {
             dir: dir.to_owned(),
             shared: Arc::clone(&shared),
@@ -222,7 +253,10 @@ impl EmbeddedStore {
         };
         let handle = std::thread::Builder::new()
             .name("hookrelay-store-writer".into())
-            .spawn(move || writer.run(receiver))
+            .spawn(move || {
+                renice_current_thread(niceness);
+                writer.run(receiver);
+            })
             .map_err(|source| StoreError::Spawn { source })?;
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
@@ -243,7 +277,11 @@ impl EmbeddedStore {
     async fn call<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
         let ops = self.inner.ops.as_ref().ok_or(StoreError::WriterStopped)?;
-        ops.send(op(reply)).map_err(|_| StoreError::WriterStopped)?;
+        let sent = Sent {
+            op: op(reply),
+            relay: relay::current(),
+        };
+        ops.send(sent).map_err(|_| StoreError::WriterStopped)?;
         answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 

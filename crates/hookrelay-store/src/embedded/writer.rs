@@ -20,6 +20,7 @@
 
 use super::index::{Effect, Index};
 use super::log::{self, FrameBuf, Loc, MAGIC};
+use super::relay::{self, Relay};
 use super::state::{Entry, Grave, Rec, State};
 use crate::types::truncate;
 use crate::{DeliveryId, EnqueueOutcome, MAX_RESPONSE_BYTES, NewDelivery, StoreError};
@@ -57,6 +58,12 @@ const PREALLOCATE: u64 = 16 << 20;
 pub(crate) const LAZY_SYNC: Duration = Duration::from_millis(100);
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// An op as sent to the writer, with the relay its caller is answered through.
+pub(crate) struct Sent {
+    pub(crate) op: Op,
+    pub(crate) relay: Option<Arc<Relay>>,
+}
 
 /// One caller's write.
 pub(crate) enum Op {
@@ -162,7 +169,8 @@ impl Shared {
 }
 
 /// A caller's reply, held until the batch is durable.
-enum Pending {
+#[derive(Debug)]
+pub(crate) enum Pending {
     Enqueue(Reply<EnqueueOutcome>, Result<EnqueueOutcome, StoreError>),
     Unit(Reply<()>, Result<(), StoreError>),
     Count(Reply<u64>, Result<u64, StoreError>),
@@ -170,7 +178,8 @@ enum Pending {
 }
 
 impl Pending {
-    fn send(self) {
+    /// Sends the result to the caller.
+    pub(crate) fn send(self) {
         // A caller that stopped waiting (cancelled) is not an error: its op is durable.
         match self {
             Pending::Enqueue(reply, result) => drop(reply.send(result)),
@@ -180,12 +189,13 @@ impl Pending {
         }
     }
 
-    fn fail(self, error: &dyn Fn() -> StoreError) {
+    /// The same reply, failed with `error`.
+    fn failed(self, error: &dyn Fn() -> StoreError) -> Self {
         match self {
-            Pending::Enqueue(reply, _) => drop(reply.send(Err(error()))),
-            Pending::Unit(reply, _) => drop(reply.send(Err(error()))),
-            Pending::Count(reply, _) => drop(reply.send(Err(error()))),
-            Pending::Found(reply, _) => drop(reply.send(Err(error()))),
+            Pending::Enqueue(reply, _) => Pending::Enqueue(reply, Err(error())),
+            Pending::Unit(reply, _) => Pending::Unit(reply, Err(error())),
+            Pending::Count(reply, _) => Pending::Count(reply, Err(error())),
+            Pending::Found(reply, _) => Pending::Found(reply, Err(error())),
         }
     }
 }
@@ -431,7 +441,7 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn run(mut self, ops: Receiver<Op>) {
+    pub(crate) fn run(mut self, ops: Receiver<Sent>) {
         loop {
             let next = match self.unsynced_since {
                 None => ops.recv().map_err(|_| RecvTimeoutError::Disconnected),
@@ -476,8 +486,10 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, batch: Vec<Op>) {
-        let size = batch.len();
+    fn commit(&mut self, sent: Vec<Sent>) {
+        let size = sent.len();
+        let (batch, relays): (Vec<Op>, Vec<Option<Arc<Relay>>>) =
+            sent.into_iter().map(|s| (s.op, s.relay)).unzip();
         let mut pending = Vec::with_capacity(size);
         if let Some(source) = self.shared.failure() {
             for op in batch {
@@ -487,7 +499,7 @@ impl Writer {
                 op: "write",
                 source: Arc::clone(&source),
             };
-            pending.into_iter().for_each(|p| p.fail(&make));
+            relay::answer(pending.into_iter().map(|p| p.failed(&make)).zip(relays));
             return;
         }
         let sync = batch.iter().any(|op| !op.is_lazy())
@@ -611,7 +623,7 @@ impl Writer {
                     core.committed = (self.seq, self.end);
                     core.index.apply(effects);
                 }
-                pending.into_iter().for_each(Pending::send);
+                relay::answer(pending.into_iter().zip(relays));
             }
             Err(error) => {
                 tracing::error!(ops = size, error = %error, "store write failed; the store refuses writes until reopened");
@@ -624,7 +636,7 @@ impl Writer {
                     op: "commit",
                     source: Arc::clone(&source),
                 };
-                pending.into_iter().for_each(|p| p.fail(&make));
+                relay::answer(pending.into_iter().map(|p| p.failed(&make)).zip(relays));
             }
         }
     }

@@ -25,7 +25,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use hookrelay_config::{Live, ReloadOutcome};
-use hookrelay_store::{RedisOptions, Store};
+use hookrelay_store::{EmbeddedOptions, RedisOptions, Store};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -458,7 +458,10 @@ pub(crate) fn run(args: &Args) -> ExitCode {
         }
     };
     let (store, redis_url) = match &snapshot.store {
-        hookrelay_config::Store::Embedded { path } => match Store::open_embedded(path) {
+        hookrelay_config::Store::Embedded { path } => match Store::open_embedded_with(
+            path,
+            EmbeddedOptions::default().writer_niceness(STORE_WRITER_NICENESS),
+        ) {
             Ok(s) => (s, None),
             Err(e) => {
                 eprintln!(
@@ -560,6 +563,13 @@ pub(crate) fn run(args: &Args) -> ExitCode {
     store_rt.shutdown_timeout(Duration::from_secs(1));
     ExitCode::SUCCESS
 }
+
+/// How much nicer the embedded store's writer thread runs than the listener: when the
+/// listener keeps the CPUs busy, the writer wakes to bigger batches, so fewer syncs are
+/// shared by more callbacks (about 10 % more acknowledged per second at 256 connections,
+/// with lower p50 and p99, measured side by side with scripts/load); with a CPU to spare
+/// it changes nothing (8 and 32 connections measured the same).
+const STORE_WRITER_NICENESS: i32 = 5;
 
 /// Nice value of the delivery threads: under CPU contention the listener, which must
 /// answer providers within their timeouts, runs first; what it acknowledged is durable and
