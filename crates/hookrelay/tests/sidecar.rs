@@ -327,6 +327,71 @@ async fn bad_requests_get_clear_errors_and_other_paths_are_proxied() {
     assert!(sinks.wa.received().is_empty());
 }
 
+/// Sends `head` (request line and headers, without the blank line) with `body` in chunked
+/// encoding, `pieces` chunks, on a fresh connection; returns the status and the body.
+async fn post_chunked(s: &Sidecar, head: &str, body: &[u8], pieces: usize) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(s.listen)
+        .await
+        .expect("connect");
+    let mut req =
+        format!("{head}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").into_bytes();
+    for piece in body.chunks(body.len().div_ceil(pieces).max(1)) {
+        req.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        req.extend_from_slice(piece);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    conn.write_all(&req).await.expect("write");
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).await.expect("read");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let body = answer
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    (status, body)
+}
+
+/// A body in several chunks is read whole (and still held to the route's limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_in_several_chunks_is_read_whole_and_limited() {
+    let sinks = Sinks::start().await;
+    let s = Sidecar::start(&sinks.config()).await;
+    let body = meta_status("wamid.CHUNKED", "delivered", "15551230000");
+    let sig = meta_signature(META_SECRET, body.as_bytes());
+    let head = format!(
+        "POST /cb/meta HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Hub-Signature-256: {sig}"
+    );
+    let (status, answer) = post_chunked(&s, &head, body.as_bytes(), 3).await;
+    assert_eq!(
+        (status, answer.as_str()),
+        (200, "{\"accepted\":1,\"enqueued\":1}")
+    );
+    let got = sinks.wa.wait_for(1).await;
+    assert!(
+        got[0].body.windows(13).any(|w| w == b"wamid.CHUNKED"),
+        "the whole event arrived"
+    );
+
+    // Over the postmark route's 4 KiB limit, only once the chunks are put together.
+    let big = postmark(
+        "Delivery",
+        &format!("{}@example.com", "a".repeat(5000)),
+        "m9",
+    );
+    let head = "POST /cb/postmark HTTP/1.1\r\nHost: x\r\nContent-Type: application/json";
+    let (status, answer) = post_chunked(&s, head, big.as_bytes(), 4).await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer.contains("limit"), "{answer}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sink_down_for_a_while_gets_everything_once_it_is_up() {
     let sinks = Sinks::start().await;

@@ -96,20 +96,31 @@ impl Ingest {
                 format!("body of {len} bytes exceeds the route's limit of {limit}"),
             ));
         }
+        // A body that arrives in one chunk (the usual case) is kept as it is, not copied.
+        let mut first: Option<Bytes> = None;
         let mut buf = BytesMut::new();
         loop {
             match session.read_request_body().await {
                 Ok(Some(chunk)) => {
-                    if buf.len() + chunk.len() > limit {
+                    let held = first.as_ref().map_or(0, Bytes::len) + buf.len();
+                    if held + chunk.len() > limit {
                         return Err(Refusal::new(
                             413,
                             "too_large",
                             format!("body exceeds the route's limit of {limit} bytes"),
                         ));
                     }
-                    buf.extend_from_slice(&chunk);
+                    match first.take() {
+                        None if buf.is_empty() => first = Some(chunk),
+                        earlier => {
+                            if let Some(earlier) = earlier {
+                                buf.extend_from_slice(&earlier);
+                            }
+                            buf.extend_from_slice(&chunk);
+                        }
+                    }
                 }
-                Ok(None) => return Ok(buf.freeze()),
+                Ok(None) => return Ok(first.unwrap_or_else(|| buf.freeze())),
                 Err(e) => {
                     return Err(Refusal::new(
                         400,
