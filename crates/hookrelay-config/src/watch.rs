@@ -303,12 +303,20 @@ impl Batch {
                     self.rearm = true;
                     self.reload = true;
                 }
-                if event.paths.iter().any(|p| concerns(p, file)) {
+                if event.paths.iter().any(|p| concerns(p, file)) && !only_reads(&event.kind) {
                     self.reload = true;
                 }
             }
         }
     }
+}
+
+/// True for an event that only opens or reads a file: a reload's own read of the file is
+/// one, and reloading on it would reload again at every debounce, for ever. Closing a
+/// file that was open for writing is a change (an editor's save ends with it).
+fn only_reads(kind: &EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    matches!(kind, EventKind::Access(access) if *access != AccessKind::Close(AccessMode::Write))
 }
 
 /// True when an event on `p` may change what `file` reads: the file itself, the file a
@@ -369,5 +377,45 @@ fn run(
         if batch.reload {
             live.reload_if_changed();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Batch;
+    use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, ModifyKind};
+    use notify::{Event, EventKind};
+    use std::path::Path;
+
+    fn reloads(kind: EventKind) -> bool {
+        let dir = Path::new("/etc/hookrelay");
+        let file = dir.join("hookrelay.yaml");
+        let mut batch = Batch::default();
+        batch.add(&Ok(Event::new(kind).add_path(file.clone())), &file, dir);
+        batch.reload
+    }
+
+    #[test]
+    fn reading_the_file_is_no_reason_to_reload_it() {
+        for access in [
+            AccessKind::Open(AccessMode::Any),
+            AccessKind::Read,
+            AccessKind::Close(AccessMode::Read),
+            AccessKind::Any,
+        ] {
+            assert!(!reloads(EventKind::Access(access)), "{access:?}");
+        }
+    }
+
+    #[test]
+    fn writing_the_file_is() {
+        assert!(reloads(EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(reloads(EventKind::Modify(ModifyKind::Data(
+            DataChange::Any
+        ))));
+        assert!(reloads(EventKind::Create(CreateKind::File)));
+        assert!(reloads(EventKind::Any));
     }
 }
