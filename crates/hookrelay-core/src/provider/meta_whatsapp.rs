@@ -166,8 +166,15 @@ fn parse_signature(value: &str) -> Result<Vec<u8>, VerifyError> {
         .filter(|p| p.eq_ignore_ascii_case("sha256="))
         .and_then(|_| value.get(7..))
         .ok_or_else(|| VerifyError::Malformed("expected sha256=<hex>".into()))?;
-    hex::decode(hex_part.trim())
-        .map_err(|_| VerifyError::Malformed("signature is not hexadecimal".into()))
+    let hex_part = hex_part.trim();
+    let not_hex = || VerifyError::Malformed("signature is not hexadecimal".into());
+    if hex_part.len() % 2 != 0 {
+        return Err(not_hex());
+    }
+    // Into a buffer of the right size: `hex::decode` grows its vector from empty.
+    let mut tag = vec![0; hex_part.len() / 2];
+    hex::decode_to_slice(hex_part, &mut tag).map_err(|_| not_hex())?;
+    Ok(tag)
 }
 
 /// Constant-time check of `tag` against HMAC-SHA256(`key`, `body`).
@@ -966,6 +973,16 @@ mod tests {
             v.verify(&signed("test", "sha256=abcd"), &opts),
             Err(VerifyError::Mismatch)
         ));
+        // An odd number of digits, or a non-digit past a valid start.
+        for bad in ["sha256=abc", "sha256=ab0g"] {
+            assert!(
+                matches!(
+                    v.verify(&signed("test", bad), &opts),
+                    Err(VerifyError::Malformed(_))
+                ),
+                "{bad}"
+            );
+        }
         assert!(matches!(
             v.verify(&signed("test", "sha1=0c61947b"), &opts),
             Err(VerifyError::Malformed(_))
