@@ -45,8 +45,9 @@ impl Relay {
 }
 
 thread_local! {
-    /// The relay of the current-thread runtime last seen on this thread.
-    static CURRENT: RefCell<Option<(Id, Arc<Relay>)>> = const { RefCell::new(None) };
+    /// The relays of the current-thread runtimes this thread has called from, while they
+    /// run (a thread may drive several in turn).
+    static RELAYS: RefCell<Vec<(Id, Arc<Relay>)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The relay of the current-thread runtime the caller runs on (started on first use), or
@@ -57,19 +58,18 @@ pub(crate) fn current() -> Option<Arc<Relay>> {
         return None;
     }
     let id = handle.id();
-    CURRENT.with(|current| {
-        let mut current = current.borrow_mut();
-        if let Some((seen, relay)) = current.as_ref()
-            && *seen == id
-            && relay.is_open()
-        {
+    RELAYS.with(|relays| {
+        let mut relays = relays.borrow_mut();
+        // A closed relay's runtime is gone.
+        relays.retain(|(_, relay)| relay.is_open());
+        if let Some((_, relay)) = relays.iter().find(|(seen, _)| *seen == id) {
             return Some(Arc::clone(relay));
         }
         let relay = Arc::new(Relay::default());
         // The guard is made here, not in the task: a task dropped before it first ran
         // still closes the relay.
         handle.spawn(run(CloseOnDrop(Arc::clone(&relay))));
-        *current = Some((id, Arc::clone(&relay)));
+        relays.push((id, Arc::clone(&relay)));
         Some(relay)
     })
 }
@@ -165,6 +165,26 @@ mod tests {
             assert_eq!(rx_b.await.expect("answered").expect("ok"), 7);
             assert_eq!(rx_c.await.expect("answered").expect("ok"), 7);
         });
+    }
+
+    #[test]
+    fn a_thread_driving_two_runtimes_in_turn_keeps_one_relay_each() {
+        let first = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let second = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let a = first.block_on(async { current() }).expect("a relay");
+        let b = second.block_on(async { current() }).expect("a relay");
+        assert!(!Arc::ptr_eq(&a, &b));
+        for _ in 0..3 {
+            let again = first.block_on(async { current() }).expect("a relay");
+            assert!(Arc::ptr_eq(&again, &a), "no new relay task per switch");
+            let again = second.block_on(async { current() }).expect("a relay");
+            assert!(Arc::ptr_eq(&again, &b), "no new relay task per switch");
+        }
+        assert_eq!(first.metrics().num_alive_tasks(), 1);
     }
 
     #[test]
