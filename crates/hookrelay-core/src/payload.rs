@@ -227,26 +227,30 @@ impl Serialize for StatusView<'_> {
     }
 }
 
+/// A JSON object with one entry.
+struct OneEntry<'a, V: ?Sized>(&'a str, &'a V);
+
+impl<V: Serialize + ?Sized> Serialize for OneEntry<'_, V> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry(self.0, self.1)?;
+        map.end()
+    }
+}
+
 struct InboundView<'a>(&'a InboundMessage);
 
 impl Serialize for InboundView<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        struct Text<'a>(&'a str);
-        impl Serialize for Text<'_> {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                let mut map = serializer.serialize_map(Some(1))?;
-                map.serialize_entry("body", self.0)?;
-                map.end()
-            }
-        }
         let msg = self.0;
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("from", &msg.from)?;
         map.serialize_entry("to", &msg.to)?;
         map.serialize_entry("type", &msg.message_type)?;
         if let Some(t) = &msg.text {
-            map.serialize_entry("text", &Text(t))?;
+            map.serialize_entry("text", &OneEntry("body", t.as_str()))?;
         }
         if !msg.media.is_empty() {
             map.serialize_entry("media", &msg.media)?;
@@ -266,14 +270,6 @@ impl Serialize for InboundView<'_> {
 impl Serialize for View<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        struct VendorResponse<'a>(&'a Event);
-        impl Serialize for VendorResponse<'_> {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                let mut map = serializer.serialize_map(Some(1))?;
-                map.serialize_entry(&self.0.vendor_name, &self.0.raw)?;
-                map.end()
-            }
-        }
         let (event, opts) = (self.event, self.opts);
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("version", "1.0")?;
@@ -299,7 +295,10 @@ impl Serialize for View<'_> {
             }
         }
         if opts.include_raw {
-            map.serialize_entry("vendor_response", &VendorResponse(event))?;
+            map.serialize_entry(
+                "vendor_response",
+                &OneEntry(event.vendor_name.as_str(), &event.raw),
+            )?;
         }
         map.end()
     }

@@ -342,6 +342,8 @@ async fn concurrent_enqueues_share_commits() -> TestResult {
     Ok(())
 }
 
+type ThreadError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Callers on current-thread runtimes (as the listener's threads are) are answered through
 /// their runtime's relay: every one of them, from several runtimes at once.
 #[test]
@@ -351,11 +353,10 @@ fn callers_on_current_thread_runtimes_all_get_their_answers() -> TestResult {
     let threads: Vec<_> = (0..3)
         .map(|t| {
             let store = store.clone();
-            std::thread::spawn(move || -> Result<Vec<DeliveryId>, StoreError> {
+            std::thread::spawn(move || -> Result<Vec<DeliveryId>, ThreadError> {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
-                    .build()
-                    .map_err(|e| StoreError::Spawn { source: e })?;
+                    .build()?;
                 rt.block_on(async {
                     let mut tasks = tokio::task::JoinSet::new();
                     for i in 0..100 {
@@ -369,9 +370,7 @@ fn callers_on_current_thread_runtimes_all_get_their_answers() -> TestResult {
                     }
                     let mut all = Vec::new();
                     while let Some(joined) = tasks.join_next().await {
-                        all.extend(ids(joined.map_err(|e| StoreError::Spawn {
-                            source: std::io::Error::other(e),
-                        })??));
+                        all.extend(ids(joined??));
                     }
                     Ok(all)
                 })
@@ -380,7 +379,12 @@ fn callers_on_current_thread_runtimes_all_get_their_answers() -> TestResult {
         .collect();
     let mut all = Vec::new();
     for thread in threads {
-        all.extend(thread.join().map_err(|_| "a caller thread panicked")??);
+        all.extend(
+            thread
+                .join()
+                .map_err(|_| "a caller thread panicked")?
+                .map_err(|e| e.to_string())?,
+        );
     }
     all.sort_unstable();
     all.dedup();
@@ -516,6 +520,17 @@ async fn enqueue_wakes_a_subscribed_worker() -> TestResult {
 }
 
 /// The log files of a store directory, by name.
+/// Opens a store in `dir`, queues one delivery, closes it; returns the path of its log.
+async fn log_of_one_delivery(
+    dir: &std::path::Path,
+) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
+    {
+        let store = EmbeddedStore::open(dir)?;
+        store.enqueue(None, vec![new("crm", "a")], 1_000).await?;
+    }
+    Ok(dir.join(&logs(dir)?[0]))
+}
+
 fn logs(dir: &std::path::Path) -> Result<Vec<String>, std::io::Error> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -628,12 +643,8 @@ async fn compaction_keeps_exactly_what_is_live() -> TestResult {
 #[tokio::test]
 async fn a_torn_tail_is_cut_off_and_writes_continue_after_it() -> TestResult {
     let dir = dir()?;
-    {
-        let store = EmbeddedStore::open(dir.path())?;
-        store.enqueue(None, vec![new("crm", "a")], 1_000).await?;
-    }
+    let log = log_of_one_delivery(dir.path()).await?;
     // A crash in the middle of a write: half a frame of garbage at the end.
-    let log = dir.path().join(&logs(dir.path())?[0]);
     let mut bytes = std::fs::read(&log)?;
     let whole = bytes.len();
     bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
@@ -763,11 +774,7 @@ async fn an_outcome_alone_is_synced_within_its_bound() -> TestResult {
 #[tokio::test]
 async fn space_set_aside_at_the_end_of_the_log_is_kept_across_a_reopen() -> TestResult {
     let dir = dir()?;
-    {
-        let store = EmbeddedStore::open(dir.path())?;
-        store.enqueue(None, vec![new("crm", "a")], 1_000).await?;
-    }
-    let log = dir.path().join(&logs(dir.path())?[0]);
+    let log = log_of_one_delivery(dir.path()).await?;
     let set_aside = std::fs::metadata(&log)?.len();
     {
         let store = EmbeddedStore::open(dir.path())?;

@@ -110,14 +110,13 @@ impl Ingest {
                             format!("body exceeds the route's limit of {limit} bytes"),
                         ));
                     }
-                    match first.take() {
-                        None if buf.is_empty() => first = Some(chunk),
-                        earlier => {
-                            if let Some(earlier) = earlier {
-                                buf.extend_from_slice(&earlier);
-                            }
-                            buf.extend_from_slice(&chunk);
+                    if first.is_none() && buf.is_empty() {
+                        first = Some(chunk);
+                    } else {
+                        if let Some(earlier) = first.take() {
+                            buf.extend_from_slice(&earlier);
                         }
+                        buf.extend_from_slice(&chunk);
                     }
                 }
                 Ok(None) => return Ok(first.unwrap_or_else(|| buf.freeze())),

@@ -566,9 +566,9 @@ pub(crate) fn run(args: &Args) -> ExitCode {
 
 /// How much nicer the embedded store's writer thread runs than the listener: when the
 /// listener keeps the CPUs busy, the writer wakes to bigger batches, so fewer syncs are
-/// shared by more callbacks (about 10 % more acknowledged per second at 256 connections,
-/// with lower p50 and p99, measured side by side with scripts/load); with a CPU to spare
-/// it changes nothing (8 and 32 connections measured the same).
+/// shared by more callbacks (4 to 9 % more acknowledged per second at 256 connections,
+/// with lower p50 and p99, measured side by side with scripts/load's harness); with a CPU
+/// to spare it changes nothing (8 and 32 connections measured the same).
 const STORE_WRITER_NICENESS: i32 = 5;
 
 /// Nice value of the delivery threads: under CPU contention the listener, which must
