@@ -5,6 +5,7 @@
 //!   dedupe keys), applied the same way when written and when read back at open;
 //! - `writer`: the writer thread (group commit, lazy sync of outcomes, checkpoints);
 //! - `index`: which deliveries are due and leased, per endpoint;
+//! - `relay`: how the writer answers callers on current-thread runtimes, once per batch;
 //! - this module: the public [`EmbeddedStore`], opening and recovery.
 //!
 //! Why a log of its own rather than a KV crate: `docs/DESIGN.md` §5.
