@@ -520,6 +520,15 @@ async fn enqueue_wakes_a_subscribed_worker() -> TestResult {
 }
 
 /// The log files of a store directory, by name.
+/// The webhook ids queued for `crm` when the store in `dir` is opened again, in order.
+async fn queued_after_reopen(
+    dir: &std::path::Path,
+) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    let store = EmbeddedStore::open(dir)?;
+    let leased = store.lease("crm", 1_000, 10).await?;
+    Ok(leased.into_iter().map(|d| d.webhook_id).collect())
+}
+
 /// Opens a store in `dir`, queues one delivery, closes it; returns the path of its log.
 async fn log_of_one_delivery(
     dir: &std::path::Path,
@@ -654,10 +663,7 @@ async fn a_torn_tail_is_cut_off_and_writes_continue_after_it() -> TestResult {
         assert!(std::fs::metadata(&log)?.len() < whole as u64, "cut off");
         store.enqueue(None, vec![new("crm", "b")], 1_000).await?;
     }
-    let store = EmbeddedStore::open(dir.path())?;
-    let leased = store.lease("crm", 1_000, 10).await?;
-    let webhook_ids: Vec<&str> = leased.iter().map(|d| d.webhook_id.as_str()).collect();
-    assert_eq!(webhook_ids, ["a", "b"]);
+    assert_eq!(queued_after_reopen(dir.path()).await?, ["a", "b"]);
     Ok(())
 }
 
@@ -785,10 +791,7 @@ async fn space_set_aside_at_the_end_of_the_log_is_kept_across_a_reopen() -> Test
         );
         store.enqueue(None, vec![new("crm", "b")], 1_000).await?;
     }
-    let store = EmbeddedStore::open(dir.path())?;
-    let leased = store.lease("crm", 1_000, 10).await?;
-    let webhook_ids: Vec<&str> = leased.iter().map(|d| d.webhook_id.as_str()).collect();
-    assert_eq!(webhook_ids, ["a", "b"]);
+    assert_eq!(queued_after_reopen(dir.path()).await?, ["a", "b"]);
     Ok(())
 }
 
