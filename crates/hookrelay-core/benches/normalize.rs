@@ -14,7 +14,7 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use hookrelay_core::CallbackRequest;
 use hookrelay_core::payload::{PayloadOptions, to_bytes};
-use hookrelay_core::provider::{Context, Provider};
+use hookrelay_core::provider::{Context, Provider, Verifier, VerifySettings, VerifyOptions};
 use hookrelay_core::signing::{Signer, SigningSecret, verify};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use serde_json::Value;
@@ -135,5 +135,59 @@ fn signing(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, normalize, signing);
+/// The request of `scripts/load`: one signed Meta status callback, verified, normalized
+/// and rendered, as the sidecar's listener does for each of them.
+fn load_callback(c: &mut Criterion) {
+    use hmac::{Hmac, KeyInit, Mac};
+    let body = r#"{"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550783881","phone_number_id":"106540352242922"},"statuses":[{"id":"wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBJBMDAwMDAwMDAwMDAwMDAw0000000000","status":"delivered","timestamp":"1739321024","recipient_id":"16505551234","conversation":{"id":"6ceb9d929c4ef36a6d3e3b1e8e3c6f3a","origin":{"type":"utility"}},"pricing":{"billable":true,"pricing_model":"CBP","category":"utility"}}]}}]}]}"#;
+    let secret = "load-test-app-secret";
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(body.as_bytes());
+    let sig = hex::encode(mac.finalize().into_bytes());
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    headers.insert(
+        "x-hub-signature-256",
+        HeaderValue::from_str(&format!("sha256={sig}")).expect("signature"),
+    );
+    let req = CallbackRequest {
+        method: Method::POST,
+        uri: Uri::from_static("/callbacks/whatsapp"),
+        headers,
+        body: Bytes::from_static(body.as_bytes()),
+    };
+    let verifier = Verifier::new(
+        &Provider::MetaWhatsapp,
+        &VerifySettings::new().with("app_secret", secret),
+    )
+    .expect("verifier");
+    let ctx = Context {
+        received_at_ms: 1_700_000_000_000,
+    };
+    let opts = PayloadOptions::default();
+    let mut group = c.benchmark_group("load_callback");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("verify", |b| {
+        b.iter(|| verifier.verify(black_box(&req), &VerifyOptions::default()))
+    });
+    group.bench_function("normalize", |b| {
+        b.iter(|| Provider::MetaWhatsapp.normalize(black_box(&req), &ctx))
+    });
+    group.bench_function("verify_normalize_render", |b| {
+        b.iter(|| {
+            verifier
+                .verify(black_box(&req), &VerifyOptions::default())
+                .expect("valid");
+            let out = Provider::MetaWhatsapp
+                .normalize(black_box(&req), &ctx)
+                .expect("normalized");
+            for e in &out.events {
+                black_box(to_bytes(e, &opts));
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, normalize, signing, load_callback);
 criterion_main!(benches);

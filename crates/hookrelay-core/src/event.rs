@@ -367,7 +367,14 @@ pub fn idempotency_key(vendor: &str, parts: &[&str]) -> String {
         h.update(p.as_bytes());
     }
     let digest = h.finalize();
-    format!("evt_{}", hex::encode(&digest[..16]))
+    let mut hex = [0u8; 32];
+    let mut key = String::with_capacity(4 + hex.len());
+    key.push_str("evt_");
+    // 16 bytes always fit 32 hex digits.
+    if hex::encode_to_slice(&digest[..16], &mut hex).is_ok() {
+        key.extend(hex.iter().map(|&b| char::from(b)));
+    }
+    key
 }
 
 /// Derives an idempotency key from the provider's whole event, for providers that give

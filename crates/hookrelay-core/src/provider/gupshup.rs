@@ -105,7 +105,8 @@ use crate::event::{
     StatusUpdate, idempotency_key, idempotency_key_of_value,
 };
 use crate::provider::meta_whatsapp::{
-    self, Flavor, digits_e164, e164, interactive_text, location, raw_text, text, timestamp,
+    self, Fields, Flavor, digits_e164, e164, interactive_text, location, raw_text, text, text_of,
+    timestamp,
     value_text,
 };
 use crate::provider::{Context, Normalized, VerifyOptions, VerifySettings};
@@ -352,8 +353,8 @@ pub(crate) fn map_email_event(value: &str) -> (Status, bool) {
     }
 }
 
-fn v3_ack_id(status: &Map<String, Value>) -> Option<String> {
-    text(status, "gs_id").or_else(|| text(status, "id"))
+fn v3_ack_id(status: &dyn Fields) -> Option<String> {
+    text_of(status.field("gs_id")).or_else(|| text_of(status.field("id")))
 }
 
 fn status_event(

@@ -244,8 +244,9 @@ struct Entry<'a> {
 
 #[derive(Deserialize)]
 struct Change<'a> {
-    #[serde(default, deserialize_with = "present")]
-    field: Option<Value>,
+    /// Anything but a string (or null) fails this path: the general one then decides.
+    #[serde(borrow, default)]
+    field: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow, default)]
     value: Option<Obj<ChangeValue<'a>>>,
 }
@@ -280,24 +281,49 @@ struct StatusKeys {
     biz_opaque_callback_data: Option<Value>,
 }
 
-impl StatusKeys {
-    fn into_map(self) -> Map<String, Value> {
-        let mut map = Map::new();
-        for (key, value) in [
-            ("id", self.id),
-            ("status", self.status),
-            ("recipient_type", self.recipient_type),
-            ("recipient_participant_id", self.recipient_participant_id),
-            ("recipient_id", self.recipient_id),
-            ("timestamp", self.timestamp),
-            ("errors", self.errors),
-            ("biz_opaque_callback_data", self.biz_opaque_callback_data),
-        ] {
-            if let Some(value) = value {
-                map.insert(key.to_owned(), value);
-            }
+impl Fields for StatusKeys {
+    fn field(&self, key: &str) -> Option<&Value> {
+        match key {
+            "id" => self.id.as_ref(),
+            "status" => self.status.as_ref(),
+            "recipient_type" => self.recipient_type.as_ref(),
+            "recipient_participant_id" => self.recipient_participant_id.as_ref(),
+            "recipient_id" => self.recipient_id.as_ref(),
+            "timestamp" => self.timestamp.as_ref(),
+            "errors" => self.errors.as_ref(),
+            "biz_opaque_callback_data" => self.biz_opaque_callback_data.as_ref(),
+            _ => None,
         }
-        map
+    }
+}
+
+/// A status object's fields by name: the parsed object of the general path, or the keys
+/// the fast path read ([`StatusKeys`]), so both give the same event.
+pub(crate) trait Fields {
+    /// The value of `key`, if present (`null` included).
+    fn field(&self, key: &str) -> Option<&Value>;
+}
+
+impl Fields for Map<String, Value> {
+    fn field(&self, key: &str) -> Option<&Value> {
+        self.get(key)
+    }
+}
+
+/// Where a status sits in the envelope, for error messages; formatted only on error.
+struct StatusPath {
+    entry: usize,
+    change: usize,
+    status: usize,
+}
+
+impl std::fmt::Display for StatusPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "/entry/{}/changes/{}/value/statuses/{}",
+            self.entry, self.change, self.status
+        )
     }
 }
 
@@ -311,7 +337,7 @@ fn statuses_only(body: &[u8], ctx: &Context) -> Option<Result<Vec<Event>, Normal
     let mut events = Vec::new();
     for (i, Obj(entry)) in envelope.entry.iter().enumerate() {
         for (j, Obj(change)) in entry.changes.iter().flatten().enumerate() {
-            if change.field.as_ref().and_then(Value::as_str) != Some("messages") {
+            if change.field.as_deref() != Some("messages") {
                 continue;
             }
             let Obj(value) = change.value.as_ref()?;
@@ -320,8 +346,12 @@ fn statuses_only(body: &[u8], ctx: &Context) -> Option<Result<Vec<Event>, Normal
             }
             for (k, status) in value.statuses.iter().flatten().enumerate() {
                 let Obj(keys): Obj<StatusKeys> = serde_json::from_str(status.get()).ok()?;
-                let path = format!("/entry/{i}/changes/{j}/value/statuses/{k}");
-                let mut event = match status_event(&keys.into_map(), &path, ctx, &META) {
+                let path = StatusPath {
+                    entry: i,
+                    change: j,
+                    status: k,
+                };
+                let mut event = match status_event(&keys, &path, ctx, &META) {
                     Ok(event) => event,
                     Err(e) => return Some(Err(e)),
                 };
@@ -376,7 +406,7 @@ pub(crate) struct Flavor {
     /// Maps a `statuses[].status` value to (status, informational).
     pub(crate) status: fn(&str) -> (Status, bool),
     /// Picks the `vendor_ack_id` of a status object.
-    pub(crate) ack_id: fn(&Map<String, Value>) -> Option<String>,
+    pub(crate) ack_id: fn(&dyn Fields) -> Option<String>,
 }
 
 /// Meta itself.
@@ -397,8 +427,8 @@ pub(crate) fn map_status(value: &str) -> (Status, bool) {
     }
 }
 
-fn status_id(status: &Map<String, Value>) -> Option<String> {
-    text(status, "id")
+fn status_id(status: &dyn Fields) -> Option<String> {
+    text_of(status.field("id"))
 }
 
 /// Turns a Meta-style `{object, entry[{changes[{field, value}]}]}` document into events.
@@ -504,24 +534,24 @@ fn array_at<'a>(
 }
 
 fn status_event(
-    s: &Map<String, Value>,
-    path: &str,
+    s: &dyn Fields,
+    path: &(impl std::fmt::Display + ?Sized),
     ctx: &Context,
     flavor: &Flavor,
 ) -> Result<Event, NormalizeError> {
-    let id = require(s, "id", path)?;
-    let status_value = require(s, "status", path)?;
+    let id = text_of(s.field("id")).ok_or_else(|| missing(path, "id"))?;
+    let status_value = text_of(s.field("status")).ok_or_else(|| missing(path, "status"))?;
     let (status, informational) = (flavor.status)(&status_value);
     let recipient = recipient(s).ok_or_else(|| missing(path, "recipient_id"))?;
-    let timestamp_ms = timestamp(s.get("timestamp"), ctx, path)?;
+    let timestamp_ms = timestamp(s.field("timestamp"), ctx, path)?;
     let error = (status == Status::Failed)
-        .then(|| first_error(s.get("errors")))
+        .then(|| first_error(s.field("errors")))
         .flatten();
     let mut correlation = Map::new();
-    if let Some(v) = s.get("biz_opaque_callback_data").filter(|v| !v.is_null()) {
+    if let Some(v) = s.field("biz_opaque_callback_data").filter(|v| !v.is_null()) {
         correlation.insert("biz_opaque_callback_data".into(), v.clone());
     }
-    let ts_part = s.get("timestamp").map(value_text).unwrap_or_default();
+    let ts_part = s.field("timestamp").map(value_text).unwrap_or_default();
     Ok(Event {
         channel: Channel::Whatsapp,
         channel_value: recipient,
@@ -541,14 +571,14 @@ fn status_event(
 }
 
 /// The user a status is about: `+recipient_id`, or for a group message the participant.
-fn recipient(s: &Map<String, Value>) -> Option<String> {
-    let is_group = s.get("recipient_type").and_then(Value::as_str) == Some("group");
+fn recipient(s: &dyn Fields) -> Option<String> {
+    let is_group = s.field("recipient_type").and_then(Value::as_str) == Some("group");
     if is_group {
-        return text(s, "recipient_participant_id")
+        return text_of(s.field("recipient_participant_id"))
             .map(|p| e164(&p))
-            .or_else(|| text(s, "recipient_id"));
+            .or_else(|| text_of(s.field("recipient_id")));
     }
-    text(s, "recipient_id").map(|r| e164(&r))
+    text_of(s.field("recipient_id")).map(|r| e164(&r))
 }
 
 /// `errors[0]` as `{code, message}`: message from `message`, `title` or `error_data.details`.
@@ -664,7 +694,7 @@ fn number(v: &Value) -> Option<f64> {
 pub(crate) fn timestamp(
     v: Option<&Value>,
     ctx: &Context,
-    path: &str,
+    path: &(impl std::fmt::Display + ?Sized),
 ) -> Result<i64, NormalizeError> {
     match v {
         None | Some(Value::Null) => Ok(ctx.received_at_ms),
@@ -677,7 +707,12 @@ pub(crate) fn timestamp(
 
 /// A string or number field as text; empty strings count as absent.
 pub(crate) fn text(m: &Map<String, Value>, key: &str) -> Option<String> {
-    match m.get(key)? {
+    text_of(m.get(key))
+}
+
+/// [`text`] of a value that may be absent.
+pub(crate) fn text_of(v: Option<&Value>) -> Option<String> {
+    match v? {
         Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
@@ -697,7 +732,7 @@ fn require(m: &Map<String, Value>, key: &str, path: &str) -> Result<String, Norm
     text(m, key).ok_or_else(|| missing(path, key))
 }
 
-fn missing(path: &str, key: &str) -> NormalizeError {
+fn missing(path: &(impl std::fmt::Display + ?Sized), key: &str) -> NormalizeError {
     NormalizeError::MissingField(format!("{path}/{key}"))
 }
 
@@ -713,10 +748,12 @@ pub(crate) fn value_text(v: &Value) -> String {
 pub(crate) fn e164(s: &str) -> String {
     let s = s.trim();
     if s.is_empty() || s.starts_with('+') {
-        s.to_owned()
-    } else {
-        format!("+{s}")
+        return s.to_owned();
     }
+    let mut out = String::with_capacity(s.len() + 1);
+    out.push('+');
+    out.push_str(s);
+    out
 }
 
 /// `+` and the digits of `s` (display numbers may contain spaces or dashes); empty when
