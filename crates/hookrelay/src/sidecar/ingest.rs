@@ -342,13 +342,15 @@ impl ProxyHttp for Ingest {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let snapshot = self.app.live.snapshot();
-        ctx.snapshot = Some(snapshot.clone());
         let Some(route) = snapshot.route(session.req_header().uri.path()) else {
-            return Ok(false); // not a callback: proxied unchanged
+            // Not a callback: proxied unchanged, to this snapshot's upstream.
+            ctx.snapshot = Some(snapshot);
+            return Ok(false);
         };
         let provider = route.provider.id();
         self.app.metrics.received(provider);
         if route.mode == Mode::Tap {
+            ctx.snapshot = Some(snapshot.clone());
             session.as_downstream_mut().enable_retry_buffering();
         }
         let result = match Self::read_body(session, route.max_body).await {
