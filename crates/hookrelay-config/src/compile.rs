@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hookrelay_core::payload::Format;
+use hookrelay_core::payload::{Format, PayloadOptions};
 use hookrelay_core::provider::generic::Spec;
 use hookrelay_core::signing::SigningSecret;
 use hookrelay_core::{
@@ -804,11 +804,14 @@ impl Compiler {
                 rate_limit,
                 headers,
                 signing_secrets,
-                format: match raw.format {
-                    RawFormat::Suprsend => Format::Suprsend,
-                    RawFormat::Standard => Format::Standard,
+                payload: PayloadOptions {
+                    format: match raw.format {
+                        RawFormat::Suprsend => Format::Suprsend,
+                        RawFormat::Standard => Format::Standard,
+                    },
+                    include_raw: raw.include_raw.unwrap_or(true),
+                    ..PayloadOptions::default()
                 },
-                include_raw: raw.include_raw.unwrap_or(true),
                 retry,
                 timeout,
                 allow_link_local: raw.allow_link_local,

@@ -6,7 +6,7 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hookrelay_core::payload::{Format, PayloadOptions};
+use hookrelay_core::payload::PayloadOptions;
 use hookrelay_core::signing::SigningSecret;
 use hookrelay_core::{Channel, Event, EventType, Provider, Secret, Status, Verifier};
 use http::HeaderMap;
@@ -168,10 +168,9 @@ pub struct Endpoint {
     pub headers: HeaderMap,
     /// Standard Webhooks secrets; empty = unsigned.
     pub signing_secrets: Vec<SigningSecret>,
-    /// Payload format.
-    pub format: Format,
-    /// Include `vendor_response`.
-    pub include_raw: bool,
+    /// How payloads are rendered: `format`, `include_raw` (`vendor_response`) and the
+    /// correlation-id names (the defaults), made once when the config is compiled.
+    pub payload: PayloadOptions,
     /// Retry policy.
     pub retry: Retry,
     /// Timeout of one attempt.
@@ -204,11 +203,7 @@ impl Endpoint {
 
     /// How to render this endpoint's payloads.
     #[must_use]
-    pub fn payload_options(&self) -> PayloadOptions {
-        PayloadOptions {
-            format: self.format,
-            include_raw: self.include_raw,
-            ..PayloadOptions::default()
-        }
+    pub fn payload_options(&self) -> &PayloadOptions {
+        &self.payload
     }
 }

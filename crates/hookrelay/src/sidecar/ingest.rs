@@ -288,7 +288,7 @@ impl Ingest {
                 .map(|endpoint| NewDelivery {
                     endpoint: endpoint.name.clone(),
                     webhook_id: event.idempotency_key.clone(),
-                    body: Bytes::from(to_bytes(event, &endpoint.payload_options())),
+                    body: Bytes::from(to_bytes(event, endpoint.payload_options())),
                     created_at_ms: now,
                 })
                 .collect();
