@@ -400,11 +400,17 @@ fn the_writer_runs_as_nice_as_asked() -> TestResult {
         let mut found = Vec::new();
         for task in std::fs::read_dir("/proc/self/task")? {
             let path = task?.path();
+            // Other tests' threads come and go meanwhile: one that is gone is skipped.
+            let (Ok(comm), Ok(stat)) = (
+                std::fs::read_to_string(path.join("comm")),
+                std::fs::read_to_string(path.join("stat")),
+            ) else {
+                continue;
+            };
             // The kernel keeps 15 bytes of a thread's name.
-            if std::fs::read_to_string(path.join("comm"))?.trim() != "hookrelay-store" {
+            if comm.trim() != "hookrelay-store" {
                 continue;
             }
-            let stat = std::fs::read_to_string(path.join("stat"))?;
             let after_name = stat.rsplit_once(") ").ok_or("stat without a name")?.1;
             // Field 19 of stat; the 17th after the name.
             found.push(after_name.split(' ').nth(16).ok_or("short stat")?.parse()?);
