@@ -135,7 +135,11 @@ fn grave_len(reason: &str, response: Option<&str>) -> u64 {
 /// Everything the log says, as of its last record.
 #[derive(Debug, Default)]
 pub(crate) struct State {
-    pub(crate) queued: HashMap<u64, Entry>,
+    /// By id. Ids are allocated in order, so a queue that grows appends at the right edge
+    /// of the tree: no table to rehash and copy as it doubles (which, with a backlog of
+    /// hundreds of thousands, cost the writer more than the inserts themselves), and a
+    /// drained backlog gives its nodes back as it drains.
+    pub(crate) queued: BTreeMap<u64, Entry>,
     pub(crate) dead: BTreeMap<u64, Grave>,
     dedupe: HashMap<Key, i64, BuildHasherDefault<KeyHasher>>,
     /// When expired keys were last forgotten, and how many keys were left then.
@@ -187,10 +191,6 @@ impl State {
             Rec::Complete { id } => {
                 if let Some(old) = self.queued.remove(&id) {
                     self.record_bytes -= u64::from(old.put.len);
-                }
-                // A drained backlog gives its memory back.
-                if self.queued.capacity() > 4096 && self.queued.len() * 4 < self.queued.capacity() {
-                    self.queued.shrink_to(self.queued.len() * 2);
                 }
             }
             Rec::Reschedule {
