@@ -28,7 +28,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::event::{Event, EventKind, InboundMessage, StatusUpdate, UnknownName};
+use crate::event::{Event, EventKind, InboundMessage, Raw, StatusUpdate, UnknownName};
 use crate::timestamp::ms_to_rfc3339;
 
 /// Payload format.
@@ -121,12 +121,22 @@ pub fn render(event: &Event, opts: &PayloadOptions) -> Value {
 #[must_use]
 pub fn to_bytes(event: &Event, opts: &PayloadOptions) -> Vec<u8> {
     let body = View { event, opts };
+    // Room for the envelope and the provider's event as received, so the buffer is not
+    // grown (and copied) several times on the way to its final size.
+    let raw = match &event.raw {
+        Raw::Text(text) if opts.include_raw => text.get().len(),
+        _ => 0,
+    };
+    let mut out = Vec::with_capacity(512 + raw);
     let rendered = match opts.format {
-        Format::Suprsend => serde_json::to_vec(&body),
-        Format::Standard => serde_json::to_vec(&StandardView(body)),
+        Format::Suprsend => serde_json::to_writer(&mut out, &body),
+        Format::Standard => serde_json::to_writer(&mut out, &StandardView(body)),
     };
     // Serializing plain strings, numbers and `Value`s into memory cannot fail.
-    rendered.unwrap_or_default()
+    match rendered {
+        Ok(()) => out,
+        Err(_) => Vec::new(),
+    }
 }
 
 /// `render`'s `suprsend` object, serialized in the same key order.
