@@ -14,7 +14,7 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use hookrelay_core::CallbackRequest;
 use hookrelay_core::payload::{PayloadOptions, to_bytes};
-use hookrelay_core::provider::{Context, Provider, Verifier, VerifySettings, VerifyOptions};
+use hookrelay_core::provider::{Context, Provider, Verifier, VerifyOptions, VerifySettings};
 use hookrelay_core::signing::{Signer, SigningSecret, verify};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use serde_json::Value;

@@ -106,8 +106,7 @@ use crate::event::{
 };
 use crate::provider::meta_whatsapp::{
     self, Fields, Flavor, digits_e164, e164, interactive_text, location, raw_text, text, text_of,
-    timestamp,
-    value_text,
+    timestamp, value_text,
 };
 use crate::provider::{Context, Normalized, VerifyOptions, VerifySettings};
 use crate::request::{pairs_to_json, param};
