@@ -99,6 +99,13 @@ impl Live {
         self.current.load_full()
     }
 
+    /// The current snapshot's generation, read without taking a reference to the snapshot:
+    /// the cheap way to ask whether a snapshot held for a while is still the current one.
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.current.load().generation
+    }
+
     /// The configuration file.
     #[must_use]
     pub fn path(&self) -> &Path {

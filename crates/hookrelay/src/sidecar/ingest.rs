@@ -328,8 +328,50 @@ impl Ingest {
                 }
             }
         }
+        if written > 0 && self.app.live.generation() != snapshot.generation {
+            self.dead_letter_removed(snapshot, events).await;
+        }
         Ok(written)
     }
+
+    /// A reload applied while this callback was being enqueued may have removed an
+    /// endpoint it was routed to, and dead-lettered that endpoint's queue before this
+    /// enqueue committed: with no lane left, such a delivery would wait unseen. So the
+    /// removed endpoints are dead-lettered again, now that this enqueue is durable. A
+    /// reload applied after the check is safe: its own dead-lettering comes after this
+    /// enqueue through the same store.
+    async fn dead_letter_removed(&self, routed: &Snapshot, events: &[Event]) {
+        let current = self.app.live.snapshot();
+        for name in removed_endpoints(routed, &current, events) {
+            match self
+                .app
+                .store
+                .dead_letter_endpoint(&name, "endpoint removed", now_ms())
+                .await
+            {
+                Ok(n) if n > 0 => {
+                    tracing::info!(endpoint = %name, dead_lettered = n, "endpoint removed during a callback");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(endpoint = %name, error = %e, "cannot dead-letter a removed endpoint's queue");
+                }
+            }
+        }
+    }
+}
+
+/// The endpoints `events` were routed to under `routed` that `current` no longer has.
+fn removed_endpoints(routed: &Snapshot, current: &Snapshot, events: &[Event]) -> Vec<String> {
+    let mut removed: Vec<String> = Vec::new();
+    for event in events {
+        for endpoint in routed.matching(event) {
+            if current.endpoint(&endpoint.name).is_none() && !removed.contains(&endpoint.name) {
+                removed.push(endpoint.name.clone());
+            }
+        }
+    }
+    removed
 }
 
 #[async_trait]
@@ -467,5 +509,51 @@ impl ProxyHttp for Ingest {
             format!("{host}:{port}")
         };
         Ok(Box::new(HttpPeer::new(addr, tls, host)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::removed_endpoints;
+    use hookrelay_config::{Snapshot, Source};
+    use hookrelay_core::provider::{Context, Provider};
+    use hookrelay_core::{CallbackRequest, Event};
+
+    fn snapshot(endpoints: &str) -> Snapshot {
+        let yaml = format!(
+            "listen: 127.0.0.1:0\nadmin: 127.0.0.2:0\nupstream: http://127.0.0.1:9\n\
+             store: {{ kind: embedded, path: ./store }}\n\
+             callbacks:\n  - {{ path: /wa, provider: meta_whatsapp, verify: {{ app_secret: s }} }}\n\
+             endpoints:\n{endpoints}"
+        );
+        Snapshot::try_from(&Source::new("test.yaml", yaml)).expect("valid config")
+    }
+
+    fn delivered_status() -> Vec<Event> {
+        let body = r#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"statuses":[{"id":"wamid.1","status":"delivered","timestamp":"1700000000","recipient_id":"15551234567"}]}}]}]}"#;
+        let req = CallbackRequest::post(body).with_content_type("application/json");
+        Provider::MetaWhatsapp
+            .normalize(&req, &Context { received_at_ms: 0 })
+            .expect("normalized")
+            .events
+    }
+
+    #[test]
+    fn only_routed_endpoints_that_a_reload_removed_are_named() {
+        let routed = snapshot(
+            "  - { name: crm, url: http://127.0.0.1:1/a }\n\
+             \x20 - { name: audit, url: http://127.0.0.1:1/b }\n\
+             \x20 - { name: email_only, url: http://127.0.0.1:1/c, events: { email: [status] } }\n",
+        );
+        let events = delivered_status();
+        assert_eq!(events.len(), 1);
+        // Nothing removed: nothing named.
+        assert!(removed_endpoints(&routed, &routed, &events).is_empty());
+        // `audit` removed, `crm` kept, `email_only` removed but never routed a WhatsApp event.
+        let current = snapshot("  - { name: crm, url: http://127.0.0.1:1/a }\n");
+        assert_eq!(removed_endpoints(&routed, &current, &events), vec!["audit"]);
+        // One name per endpoint, however many events were routed to it.
+        let twice: Vec<Event> = events.iter().chain(&events).cloned().collect();
+        assert_eq!(removed_endpoints(&routed, &current, &twice), vec!["audit"]);
     }
 }
