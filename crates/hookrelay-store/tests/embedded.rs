@@ -802,6 +802,35 @@ async fn space_set_aside_at_the_end_of_the_log_is_kept_across_a_reopen() -> Test
 }
 
 #[tokio::test]
+async fn a_damaged_frame_in_the_middle_costs_that_operation_only() -> TestResult {
+    let dir = dir()?;
+    {
+        let store = EmbeddedStore::open(dir.path())?;
+        for id in ["a", "b", "c"] {
+            // One after the other: one operation, one frame and one sync each.
+            store.enqueue(None, vec![new("crm", id)], 1_000).await?;
+        }
+    }
+    let log = dir.path().join(&logs(dir.path())?[0]);
+    let mut bytes = std::fs::read(&log)?;
+    // Bit rot in b's body, which only b's frame holds.
+    let body = b"{\"id\":\"b\"}";
+    let at = bytes
+        .windows(body.len())
+        .position(|w| w == body)
+        .ok_or("b's body is in the log")?;
+    bytes[at + 2] ^= 1;
+    std::fs::write(&log, &bytes)?;
+    {
+        let store = EmbeddedStore::open(dir.path())?;
+        store.enqueue(None, vec![new("crm", "d")], 1_000).await?;
+    }
+    // What came after the damaged frame, and what was written after the reopen, are kept.
+    assert_eq!(queued_after_reopen(dir.path()).await?, ["a", "c", "d"]);
+    Ok(())
+}
+
+#[tokio::test]
 async fn dead_letters_with_long_responses_do_not_make_compaction_run_on_every_commit() -> TestResult
 {
     let dir = dir()?;

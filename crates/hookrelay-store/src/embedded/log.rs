@@ -6,7 +6,9 @@
 //! the head is a postcard-encoded [`Rec`](super::state::Rec) and the tail raw bytes (a
 //! delivery's body). A frame is the unit of atomicity: at open, a frame that is cut short
 //! or fails its checksum ends the file (a write the crash interrupted, never acknowledged)
-//! and is cut off. Every operation's records go into one frame.
+//! and is cut off. Every operation's records go into one frame. A damaged frame that is
+//! followed by an intact one is not the end of the file: it is skipped, and reported, and
+//! the frames after it are read.
 
 use crate::StoreError;
 use std::fs::File;
@@ -211,12 +213,38 @@ pub(crate) struct Scanned {
     /// Bytes after it: space set aside (zeros), or a write cut short by a crash, which the
     /// caller cuts off.
     pub(crate) torn: u64,
+    /// Offsets of damaged frames that intact frames follow, skipped: corruption of written
+    /// data, or pages of a write that a crash left out while later pages of it landed.
+    pub(crate) skipped: Vec<u64>,
+}
+
+/// Whether an intact frame (plausible length, matching checksum) starts at `at`.
+fn intact_frame_at(file: &File, at: u64, size: u64) -> io::Result<bool> {
+    let Some(room) = size.checked_sub(at.saturating_add(FRAME_HEADER as u64)) else {
+        return Ok(false);
+    };
+    let mut header = [0; FRAME_HEADER];
+    file.read_exact_at(&mut header, at)?;
+    let len = u64::from(u32::from_le_bytes([
+        header[0], header[1], header[2], header[3],
+    ]));
+    if len == 0 || len > room {
+        return Ok(false);
+    }
+    let mut sum = [0; 8];
+    sum.copy_from_slice(&header[4..]);
+    let mut payload = vec![0; len as usize];
+    file.read_exact_at(&mut payload, at + FRAME_HEADER as u64)?;
+    Ok(xxh3_64(&payload) == u64::from_le_bytes(sum))
 }
 
 /// Reads every record of log file `seq` in order, handing each to `each` with its location.
 ///
-/// Stops at the first frame that is cut short or fails its checksum. A record that cannot
-/// be split inside a frame whose checksum holds is corruption, not a torn write: an error.
+/// Stops at the first frame that is cut short or fails its checksum, unless an intact frame
+/// follows it: then that frame is skipped (and listed in [`Scanned::skipped`]) and the scan
+/// goes on, so one damaged frame does not take every later frame with it. A record that
+/// cannot be split inside a frame whose checksum holds is corruption, not a torn write: an
+/// error.
 pub(crate) fn scan(
     path: &Path,
     file: &File,
@@ -239,12 +267,14 @@ pub(crate) fn scan(
     }
     let mut offset = MAGIC.len() as u64;
     let mut payload = Vec::new();
+    let mut skipped = Vec::new();
     loop {
         let remaining = size - offset;
         if remaining < FRAME_HEADER as u64 {
             return Ok(Scanned {
                 valid_end: offset,
                 torn: remaining,
+                skipped,
             });
         }
         let mut header = [0; FRAME_HEADER];
@@ -259,14 +289,23 @@ pub(crate) fn scan(
             return Ok(Scanned {
                 valid_end: offset,
                 torn: remaining,
+                skipped,
             });
         }
         payload.resize(len as usize, 0);
         reader.read_exact(&mut payload).map_err(io_error)?;
         if xxh3_64(&payload) != sum {
+            let next = offset + FRAME_HEADER as u64 + len;
+            if intact_frame_at(file, next, size).map_err(io_error)? {
+                // The reader is at `next` already.
+                skipped.push(offset);
+                offset = next;
+                continue;
+            }
             return Ok(Scanned {
                 valid_end: offset,
                 torn: remaining,
+                skipped,
             });
         }
         let payload_start = offset + FRAME_HEADER as u64;
@@ -373,27 +412,54 @@ mod tests {
         Ok(())
     }
 
-    #[test]
-    fn a_flipped_bit_ends_the_scan_there() -> Result<(), Box<dyn std::error::Error>> {
+    /// What [`scan_with_a_flipped_bit`] saw: the records handed over, how the scan ended,
+    /// and where each frame started.
+    type Flipped = (Vec<u8>, Scanned, Vec<u64>);
+
+    /// Three one-record frames (records 0, 1, 2) with one bit of frame `damaged`'s payload
+    /// flipped: the records the scan hands over, and how it ended.
+    fn scan_with_a_flipped_bit(damaged: usize) -> Result<Flipped, Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let (path, file) = new_log(dir.path())?;
         let mut frames = FrameBuf::new(1, MAGIC.len() as u64);
+        let mut starts = Vec::new();
         for n in 0..3u8 {
+            starts.push(frames.end_offset());
             frames.begin();
             frames.push(&n, b"payload")?;
             frames.end()?;
         }
         let mut bytes = frames.bytes().to_vec();
-        let third = bytes.len() * 2 / 3 + 14;
-        bytes[third] ^= 1;
+        // Inside the payload: past the frame header and the record header.
+        let at = usize::try_from(starts[damaged])? - MAGIC.len() + FRAME_HEADER + RECORD_HEADER;
+        bytes[at] ^= 1;
         file.write_all_at(&bytes, MAGIC.len() as u64)?;
-        let mut count = 0;
-        let scanned = scan(&path, &file, 1, |_, _, _| {
-            count += 1;
+        let mut seen = Vec::new();
+        let scanned = scan(&path, &file, 1, |_, head, _| {
+            seen.push(postcard::from_bytes::<u8>(head).map_err(|e| StoreError::backend("t", e))?);
             Ok(())
         })?;
-        assert_eq!(count, 2);
+        Ok((seen, scanned, starts))
+    }
+
+    #[test]
+    fn a_flipped_bit_in_the_last_frame_ends_the_scan_there()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let (seen, scanned, starts) = scan_with_a_flipped_bit(2)?;
+        assert_eq!(seen, vec![0, 1]);
+        assert_eq!(scanned.valid_end, starts[2]);
         assert!(scanned.torn > 0);
+        assert!(scanned.skipped.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn a_flipped_bit_in_an_earlier_frame_skips_that_frame_only()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let (seen, scanned, starts) = scan_with_a_flipped_bit(1)?;
+        assert_eq!(seen, vec![0, 2]);
+        assert_eq!(scanned.skipped, vec![starts[1]]);
+        assert_eq!(scanned.torn, 0);
         Ok(())
     }
 }

@@ -644,6 +644,13 @@ fn recover(dir: &Path) -> Result<(u64, Arc<File>, u64, state::State), StoreError
         state.apply(&rec, loc);
         Ok(())
     })?;
+    for offset in &scanned.skipped {
+        tracing::error!(
+            path = %path.display(),
+            offset,
+            "skipped a damaged frame of the store log that intact frames follow: one operation (an enqueue or a delivery's outcome) is lost unless a crash tore it before it was acknowledged"
+        );
+    }
     // Zeros after the last frame are space the writer set aside, not a torn write.
     if scanned.torn > 0 && !log::zeros(&file, scanned.valid_end).map_err(open_error)? {
         tracing::warn!(
