@@ -802,7 +802,7 @@ async fn space_set_aside_at_the_end_of_the_log_is_kept_across_a_reopen() -> Test
 }
 
 #[tokio::test]
-async fn a_damaged_frame_in_the_middle_costs_that_operation_only() -> TestResult {
+async fn a_damaged_frame_in_the_middle_costs_that_frame_only() -> TestResult {
     let dir = dir()?;
     {
         let store = EmbeddedStore::open(dir.path())?;
@@ -827,6 +827,34 @@ async fn a_damaged_frame_in_the_middle_costs_that_operation_only() -> TestResult
     }
     // What came after the damaged frame, and what was written after the reopen, are kept.
     assert_eq!(queued_after_reopen(dir.path()).await?, ["a", "c", "d"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn ids_of_a_skipped_frame_are_not_handed_out_again() -> TestResult {
+    let dir = dir()?;
+    let b = {
+        let store = EmbeddedStore::open(dir.path())?;
+        store.enqueue(None, vec![new("crm", "a")], 1_000).await?;
+        let b = ids(store.enqueue(None, vec![new("crm", "b")], 1_000).await?)[0];
+        // An intact frame after b's that holds no enqueue: a's outcome.
+        let a = store.lease("crm", 1_000, 1).await?.remove(0);
+        store.complete(a.id).await?;
+        b
+    };
+    let log = dir.path().join(&logs(dir.path())?[0]);
+    let mut bytes = std::fs::read(&log)?;
+    let body = b"{\"id\":\"b\"}";
+    let at = bytes
+        .windows(body.len())
+        .position(|w| w == body)
+        .ok_or("b's body is in the log")?;
+    bytes[at + 2] ^= 1;
+    std::fs::write(&log, &bytes)?;
+    let store = EmbeddedStore::open(dir.path())?;
+    let d = ids(store.enqueue(None, vec![new("crm", "d")], 1_000).await?)[0];
+    // b's id was the highest any intact frame names: it must not come back.
+    assert!(d > b, "{d:?} after {b:?}");
     Ok(())
 }
 

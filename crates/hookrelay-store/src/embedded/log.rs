@@ -213,9 +213,15 @@ pub(crate) struct Scanned {
     /// Bytes after it: space set aside (zeros), or a write cut short by a crash, which the
     /// caller cuts off.
     pub(crate) torn: u64,
-    /// Offsets of damaged frames that intact frames follow, skipped: corruption of written
-    /// data, or pages of a write that a crash left out while later pages of it landed.
-    pub(crate) skipped: Vec<u64>,
+    /// Damaged frames that intact frames follow, skipped, as (offset, payload length):
+    /// corruption of written data, or pages of a write that a crash left out while later
+    /// pages of it landed.
+    pub(crate) skipped: Vec<(u64, u64)>,
+}
+
+/// The most records a frame payload of `len` bytes can hold (each has a header).
+pub(crate) fn most_records(len: u64) -> u64 {
+    len / RECORD_HEADER as u64
 }
 
 /// Whether an intact frame (plausible length, matching checksum) starts at `at`.
@@ -298,7 +304,7 @@ pub(crate) fn scan(
             let next = offset + FRAME_HEADER as u64 + len;
             if intact_frame_at(file, next, size).map_err(io_error)? {
                 // The reader is at `next` already.
-                skipped.push(offset);
+                skipped.push((offset, len));
                 offset = next;
                 continue;
             }
@@ -458,7 +464,11 @@ mod tests {
     -> Result<(), Box<dyn std::error::Error>> {
         let (seen, scanned, starts) = scan_with_a_flipped_bit(1)?;
         assert_eq!(seen, vec![0, 2]);
-        assert_eq!(scanned.skipped, vec![starts[1]]);
+        let [(offset, len)] = scanned.skipped[..] else {
+            return Err("one frame skipped".into());
+        };
+        assert_eq!(offset, starts[1]);
+        assert_eq!(offset + FRAME_HEADER as u64 + len, starts[2]);
         assert_eq!(scanned.torn, 0);
         Ok(())
     }

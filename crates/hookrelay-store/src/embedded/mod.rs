@@ -644,12 +644,16 @@ fn recover(dir: &Path) -> Result<(u64, Arc<File>, u64, state::State), StoreError
         state.apply(&rec, loc);
         Ok(())
     })?;
-    for offset in &scanned.skipped {
+    for &(offset, len) in &scanned.skipped {
         tracing::error!(
             path = %path.display(),
             offset,
-            "skipped a damaged frame of the store log that intact frames follow: one operation (an enqueue or a delivery's outcome) is lost unless a crash tore it before it was acknowledged"
+            bytes = len,
+            "skipped a damaged frame of the store log that intact frames follow: the operations written in it (enqueues and delivery outcomes of one group commit) are lost, unless a crash tore the frame before they were acknowledged"
         );
+        // The ids the frame's enqueues took are unknown: ids handed out from now on start
+        // past the most it can have held, so no id names two deliveries.
+        state.next_id = state.next_id.saturating_add(log::most_records(len));
     }
     // Zeros after the last frame are space the writer set aside, not a torn write.
     if scanned.torn > 0 && !log::zeros(&file, scanned.valid_end).map_err(open_error)? {

@@ -11,7 +11,7 @@ use hookrelay_config::{Informational, Mode, Route, Snapshot};
 use hookrelay_core::payload::to_bytes;
 use hookrelay_core::provider::{Context, Control, VerifyOptions};
 use hookrelay_core::{CallbackRequest, Event};
-use hookrelay_store::{EnqueueOutcome, NewDelivery};
+use hookrelay_store::{DeliveryId, EnqueueOutcome, NewDelivery};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
@@ -274,7 +274,9 @@ impl Ingest {
     ) -> std::result::Result<usize, Refusal> {
         let now = now_ms();
         let mut writes = Vec::with_capacity(events.len());
-        for event in events {
+        // Which event each write is for.
+        let mut written_events = Vec::with_capacity(events.len());
+        for (i, event) in events.iter().enumerate() {
             if route.informational == Informational::Drop
                 && event.status().is_some_and(|s| s.informational)
             {
@@ -301,6 +303,7 @@ impl Ingest {
                     .store
                     .enqueue(Some((key, DEDUPE_WINDOW)), batch, now),
             );
+            written_events.push(i);
         }
         // One event per callback is the common case: no join for it.
         let results = match writes.len() {
@@ -310,26 +313,37 @@ impl Ingest {
             },
             _ => futures_util::future::join_all(writes).await,
         };
+        // Read after every write is durable (see `dead_letter_removed`).
+        let reloaded = self.app.live.generation() != snapshot.generation;
+        let mut committed = Vec::new();
         let mut written = 0;
-        for result in results {
+        let mut failure = None;
+        for (result, &event) in results.into_iter().zip(&written_events) {
             match result {
                 Ok(EnqueueOutcome::Enqueued(ids)) => {
                     written += ids.len();
                     self.app.metrics.events(provider, "enqueued", 1);
+                    if reloaded {
+                        committed.push((event, ids));
+                    }
                 }
                 Ok(EnqueueOutcome::Duplicate) => self.app.metrics.events(provider, "duplicate", 1),
                 Err(e) => {
-                    tracing::error!(error = %e, "store unavailable");
-                    return Err(Refusal::new(
-                        503,
-                        "store_unavailable",
-                        format!("store unavailable: {e}"),
-                    ));
+                    failure.get_or_insert(e);
                 }
             }
         }
-        if written > 0 && self.app.live.generation() != snapshot.generation {
-            self.dead_letter_removed(snapshot, events).await;
+        // Also when another write of this callback failed: what did commit stays committed.
+        if !committed.is_empty() {
+            self.dead_letter_removed(snapshot, events, &committed).await;
+        }
+        if let Some(e) = failure {
+            tracing::error!(error = %e, "store unavailable");
+            return Err(Refusal::new(
+                503,
+                "store_unavailable",
+                format!("store unavailable: {e}"),
+            ));
         }
         Ok(written)
     }
@@ -337,37 +351,53 @@ impl Ingest {
     /// A reload applied while this callback was being enqueued may have removed an
     /// endpoint it was routed to, and dead-lettered that endpoint's queue before this
     /// enqueue committed: with no lane left, such a delivery would wait unseen. So the
-    /// removed endpoints are dead-lettered again, now that this enqueue is durable. A
-    /// reload applied after the check is safe: its own dead-lettering comes after this
-    /// enqueue through the same store.
-    async fn dead_letter_removed(&self, routed: &Snapshot, events: &[Event]) {
+    /// deliveries this callback wrote for endpoints the current snapshot lacks become dead
+    /// letters `endpoint removed`, now that they are durable: those deliveries only, not the
+    /// endpoint's whole queue (on Redis another replica may still have the endpoint, and a
+    /// later reload may have added it back). A reload applied after the generation was
+    /// read is safe: its own dead-lettering comes after these writes, through the same
+    /// store. `committed` pairs an index into `events` with the ids written for it.
+    async fn dead_letter_removed(
+        &self,
+        routed: &Snapshot,
+        events: &[Event],
+        committed: &[(usize, Vec<DeliveryId>)],
+    ) {
         let current = self.app.live.snapshot();
-        for name in removed_endpoints(routed, &current, events) {
-            match self
+        for (endpoint, id) in removed_deliveries(routed, &current, events, committed) {
+            let outcome = self
                 .app
                 .store
-                .dead_letter_endpoint(&name, "endpoint removed", now_ms())
-                .await
-            {
-                Ok(n) if n > 0 => {
-                    tracing::info!(endpoint = %name, dead_lettered = n, "endpoint removed during a callback");
+                .dead_letter(id, "endpoint removed", None, None, now_ms())
+                .await;
+            match outcome {
+                Ok(()) => {
+                    tracing::info!(endpoint = %endpoint, id = id.0, "delivery to an endpoint removed during its callback dead-lettered");
                 }
-                Ok(_) => {}
                 Err(e) => {
-                    tracing::error!(endpoint = %name, error = %e, "cannot dead-letter a removed endpoint's queue");
+                    tracing::error!(endpoint = %endpoint, id = id.0, error = %e, "cannot dead-letter a delivery to a removed endpoint");
                 }
             }
         }
     }
 }
 
-/// The endpoints `events` were routed to under `routed` that `current` no longer has.
-fn removed_endpoints(routed: &Snapshot, current: &Snapshot, events: &[Event]) -> Vec<String> {
-    let mut removed: Vec<String> = Vec::new();
-    for event in events {
-        for endpoint in routed.matching(event) {
-            if current.endpoint(&endpoint.name).is_none() && !removed.contains(&endpoint.name) {
-                removed.push(endpoint.name.clone());
+/// The deliveries in `committed` (an index into `events`, and the ids written for that
+/// event, in the order `routed` matched its endpoints) whose endpoint `current` lacks.
+fn removed_deliveries(
+    routed: &Snapshot,
+    current: &Snapshot,
+    events: &[Event],
+    committed: &[(usize, Vec<DeliveryId>)],
+) -> Vec<(String, DeliveryId)> {
+    let mut removed = Vec::new();
+    for (event, ids) in committed {
+        let Some(event) = events.get(*event) else {
+            continue;
+        };
+        for (endpoint, &id) in routed.matching(event).zip(ids) {
+            if current.endpoint(&endpoint.name).is_none() {
+                removed.push((endpoint.name.clone(), id));
             }
         }
     }
@@ -514,10 +544,11 @@ impl ProxyHttp for Ingest {
 
 #[cfg(test)]
 mod tests {
-    use super::removed_endpoints;
+    use super::removed_deliveries;
     use hookrelay_config::{Snapshot, Source};
     use hookrelay_core::provider::{Context, Provider};
     use hookrelay_core::{CallbackRequest, Event};
+    use hookrelay_store::DeliveryId;
 
     fn snapshot(endpoints: &str) -> Snapshot {
         let yaml = format!(
@@ -539,21 +570,34 @@ mod tests {
     }
 
     #[test]
-    fn only_routed_endpoints_that_a_reload_removed_are_named() {
+    fn only_deliveries_to_endpoints_that_a_reload_removed_are_named() {
         let routed = snapshot(
             "  - { name: crm, url: http://127.0.0.1:1/a }\n\
-             \x20 - { name: audit, url: http://127.0.0.1:1/b }\n\
-             \x20 - { name: email_only, url: http://127.0.0.1:1/c, events: { email: [status] } }\n",
+             \x20 - { name: email_only, url: http://127.0.0.1:1/c, events: { email: [status] } }\n\
+             \x20 - { name: audit, url: http://127.0.0.1:1/b }\n",
         );
-        let events = delivered_status();
-        assert_eq!(events.len(), 1);
+        let mut events = delivered_status();
+        events.extend(delivered_status());
+        // Two events, each written to crm and audit (email_only takes no WhatsApp event).
+        let committed = vec![
+            (0, vec![DeliveryId(10), DeliveryId(11)]),
+            (1, vec![DeliveryId(12), DeliveryId(13)]),
+        ];
         // Nothing removed: nothing named.
-        assert!(removed_endpoints(&routed, &routed, &events).is_empty());
-        // `audit` removed, `crm` kept, `email_only` removed but never routed a WhatsApp event.
+        assert!(removed_deliveries(&routed, &routed, &events, &committed).is_empty());
+        // `audit` and `email_only` removed, `crm` kept: audit's deliveries only.
         let current = snapshot("  - { name: crm, url: http://127.0.0.1:1/a }\n");
-        assert_eq!(removed_endpoints(&routed, &current, &events), vec!["audit"]);
-        // One name per endpoint, however many events were routed to it.
-        let twice: Vec<Event> = events.iter().chain(&events).cloned().collect();
-        assert_eq!(removed_endpoints(&routed, &current, &twice), vec!["audit"]);
+        assert_eq!(
+            removed_deliveries(&routed, &current, &events, &committed),
+            vec![
+                ("audit".to_owned(), DeliveryId(11)),
+                ("audit".to_owned(), DeliveryId(13))
+            ]
+        );
+        // Only what was committed: an event whose write failed is not there.
+        assert_eq!(
+            removed_deliveries(&routed, &current, &events, &committed[1..]),
+            vec![("audit".to_owned(), DeliveryId(13))]
+        );
     }
 }
