@@ -333,7 +333,10 @@ impl std::fmt::Display for StatusPath {
 /// shape, invalid JSON, a repeated key): then the general path decides, errors included,
 /// so both paths give the same events and the same errors.
 fn statuses_only(body: &[u8], ctx: &Context) -> Option<Result<Vec<Event>, NormalizeError>> {
-    let Obj(envelope): Obj<Envelope<'_>> = serde_json::from_slice(body).ok()?;
+    // Checked whole first: serde_json does not check the strings it skips, and the general
+    // path refuses a body that is not UTF-8 anywhere.
+    let text = std::str::from_utf8(body).ok()?;
+    let Obj(envelope): Obj<Envelope<'_>> = serde_json::from_str(text).ok()?;
     let mut events = Vec::new();
     for (i, Obj(entry)) in envelope.entry.iter().enumerate() {
         for (j, Obj(change)) in entry.changes.iter().flatten().enumerate() {
@@ -857,6 +860,14 @@ mod tests {
         ] {
             bodies.push(body.as_bytes().to_vec());
         }
+        // Not UTF-8, in a part the fast path skips.
+        let mut not_utf8 = status(ok).into_bytes();
+        let object = not_utf8
+            .windows(b"\"1\"".len())
+            .position(|w| w == b"\"1\"")
+            .expect("the entry id");
+        not_utf8[object + 1] = 0xff;
+        bodies.push(not_utf8);
         bodies
     }
 
