@@ -801,6 +801,21 @@ async fn space_set_aside_at_the_end_of_the_log_is_kept_across_a_reopen() -> Test
     Ok(())
 }
 
+/// Flips one bit of the body of delivery `webhook_id` (as [`new`] makes it) in the log of
+/// the closed store in `dir`: damage that only the frame holding that body sees.
+fn damage_body_of(dir: &std::path::Path, webhook_id: &str) -> TestResult {
+    let log = dir.join(&logs(dir)?[0]);
+    let mut bytes = std::fs::read(&log)?;
+    let body = new("crm", webhook_id).body;
+    let at = bytes
+        .windows(body.len())
+        .position(|w| w == &body[..])
+        .ok_or("the body is in the log")?;
+    bytes[at + 2] ^= 1;
+    std::fs::write(&log, &bytes)?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_damaged_frame_in_the_middle_costs_that_frame_only() -> TestResult {
     let dir = dir()?;
@@ -811,16 +826,8 @@ async fn a_damaged_frame_in_the_middle_costs_that_frame_only() -> TestResult {
             store.enqueue(None, vec![new("crm", id)], 1_000).await?;
         }
     }
-    let log = dir.path().join(&logs(dir.path())?[0]);
-    let mut bytes = std::fs::read(&log)?;
     // Bit rot in b's body, which only b's frame holds.
-    let body = b"{\"id\":\"b\"}";
-    let at = bytes
-        .windows(body.len())
-        .position(|w| w == body)
-        .ok_or("b's body is in the log")?;
-    bytes[at + 2] ^= 1;
-    std::fs::write(&log, &bytes)?;
+    damage_body_of(dir.path(), "b")?;
     {
         let store = EmbeddedStore::open(dir.path())?;
         store.enqueue(None, vec![new("crm", "d")], 1_000).await?;
@@ -842,15 +849,7 @@ async fn ids_of_a_skipped_frame_are_not_handed_out_again() -> TestResult {
         store.complete(a.id).await?;
         b
     };
-    let log = dir.path().join(&logs(dir.path())?[0]);
-    let mut bytes = std::fs::read(&log)?;
-    let body = b"{\"id\":\"b\"}";
-    let at = bytes
-        .windows(body.len())
-        .position(|w| w == body)
-        .ok_or("b's body is in the log")?;
-    bytes[at + 2] ^= 1;
-    std::fs::write(&log, &bytes)?;
+    damage_body_of(dir.path(), "b")?;
     let store = EmbeddedStore::open(dir.path())?;
     let d = ids(store.enqueue(None, vec![new("crm", "d")], 1_000).await?)[0];
     // b's id was the highest any intact frame names: it must not come back.
