@@ -11,7 +11,7 @@ use hookrelay_config::{Informational, Mode, Route, Snapshot};
 use hookrelay_core::payload::to_bytes;
 use hookrelay_core::provider::{Context, Control, VerifyOptions};
 use hookrelay_core::{CallbackRequest, Event};
-use hookrelay_store::{DeliveryId, EnqueueOutcome, NewDelivery};
+use hookrelay_store::{DeliveryId, EnqueueOutcome, NewDelivery, StoreError};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
@@ -274,8 +274,6 @@ impl Ingest {
     ) -> std::result::Result<usize, Refusal> {
         let now = now_ms();
         let mut writes = Vec::with_capacity(events.len());
-        // Which event each write is for.
-        let mut written_events = Vec::with_capacity(events.len());
         for (i, event) in events.iter().enumerate() {
             if route.informational == Informational::Drop
                 && event.status().is_some_and(|s| s.informational)
@@ -298,12 +296,12 @@ impl Ingest {
                 self.app.metrics.events(provider, "unrouted", 1);
             }
             let key = format!("{}:{}", event.vendor_name, event.idempotency_key);
-            writes.push(
-                self.app
-                    .store
-                    .enqueue(Some((key, DEDUPE_WINDOW)), batch, now),
-            );
-            written_events.push(i);
+            let write = self
+                .app
+                .store
+                .enqueue(Some((key, DEDUPE_WINDOW)), batch, now);
+            // Each result names its event (`dead_letter_removed` needs to know which).
+            writes.push(async move { (i, write.await) });
         }
         // One event per callback is the common case: no join for it.
         let results = match writes.len() {
@@ -318,7 +316,7 @@ impl Ingest {
         let mut committed = Vec::new();
         let mut written = 0;
         let mut failure = None;
-        for (result, &event) in results.into_iter().zip(&written_events) {
+        for (event, result) in results {
             match result {
                 Ok(EnqueueOutcome::Enqueued(ids)) => {
                     written += ids.len();
@@ -374,6 +372,8 @@ impl Ingest {
                 Ok(()) => {
                     tracing::info!(endpoint = %endpoint, id = id.0, "delivery to an endpoint removed during its callback dead-lettered");
                 }
+                // The old lane delivered or buried it before it stopped: nothing left to do.
+                Err(StoreError::UnknownDelivery { .. }) => {}
                 Err(e) => {
                     tracing::error!(endpoint = %endpoint, id = id.0, error = %e, "cannot dead-letter a delivery to a removed endpoint");
                 }
