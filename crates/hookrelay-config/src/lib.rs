@@ -39,7 +39,7 @@
 //! "#;
 //! let snapshot = Snapshot::try_from(&Source::new("hookrelay.yaml", yaml)).unwrap();
 //! assert!(snapshot.route("/callbacks/twilio").is_some());
-//! assert_eq!(snapshot.endpoint("crm").unwrap().rate_limit.unwrap().burst.get(), 5);
+//! assert_eq!(snapshot.endpoint("crm").unwrap().rate_limit.unwrap().burst().get(), 5);
 //!
 //! let bad = "upstream: 127.0.0.1:3000\nendpoints:\n  - name: crm\n    url: ftp://x\n";
 //! let errors = Snapshot::try_from(&Source::new("bad.yaml", bad)).unwrap_err();
@@ -52,17 +52,20 @@ mod error;
 mod interp;
 mod raw;
 mod snapshot;
+pub mod ssrf;
 mod tree;
 mod watch;
 
 pub use compile::{
     DEFAULT_ADMIN, DEFAULT_CONCURRENCY, DEFAULT_LISTEN, DEFAULT_MAX_BODY, DEFAULT_TIMEOUT,
-    DEFAULT_VISIBILITY_TIMEOUT, MAX_TAP_BODY, Source,
+    DEFAULT_VISIBILITY_TIMEOUT, MAX_BACKOFF, MAX_RETRY_AGE, MAX_TAP_BODY, MAX_TIMEOUT,
+    MAX_VISIBILITY_TIMEOUT, Source,
 };
 pub use error::{ConfigError, ConfigErrors};
+pub use hookrelay_tower::gcra::Gcra;
 pub use interp::EnvLookup;
 pub use raw::{Informational, Mode};
-pub use snapshot::{Endpoint, RateLimit, Retry, Route, Snapshot, Store};
+pub use snapshot::{Endpoint, Retry, Route, Snapshot, Store, Tls, Upstream};
 pub use watch::{Live, ReloadOutcome, Watcher};
 
 /// The JSON Schema (2020-12) of the configuration file, for editors

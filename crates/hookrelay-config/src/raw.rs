@@ -31,6 +31,10 @@ pub(crate) struct RawConfig {
     /// reloadable.
     #[serde(default)]
     pub(crate) store: Option<RawStore>,
+    /// Outbound TLS of deliveries. Mozilla's root certificates are always trusted (they
+    /// are compiled in), and the system's when it has them. Not reloadable.
+    #[serde(default)]
+    pub(crate) tls: Option<RawTls>,
     /// Callback routes (type-checked here, read item by item by the compiler).
     #[serde(default)]
     #[allow(dead_code)]
@@ -66,12 +70,25 @@ pub(crate) struct SchemaConfig {
     /// reloadable.
     #[serde(default)]
     store: Option<RawStore>,
+    /// Outbound TLS of deliveries. Mozilla's root certificates are always trusted (they
+    /// are compiled in), and the system's when it has them. Not reloadable.
+    #[serde(default)]
+    tls: Option<RawTls>,
     /// Callback routes: the paths providers call.
     #[serde(default)]
     callbacks: Vec<RawCallback>,
     /// Where normalized events are delivered.
     #[serde(default)]
     endpoints: Vec<RawEndpoint>,
+}
+
+/// Outbound TLS settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    /// A PEM file of extra certificate authorities to trust (a private CA of internal
+    /// endpoints). A file that cannot be read or holds no certificate is an error.
+    pub(crate) ca_file: Option<String>,
 }
 
 /// Where queued deliveries and dead letters are kept.

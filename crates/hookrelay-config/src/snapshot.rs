@@ -1,15 +1,17 @@
 //! The compiled configuration: one immutable snapshot, swapped whole on reload.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use hookrelay_core::payload::PayloadOptions;
-use hookrelay_core::signing::SigningSecret;
+use hookrelay_core::signing::Signer;
 use hookrelay_core::{Channel, Event, EventType, Provider, Secret, Status, Verifier};
-use http::HeaderMap;
+use hookrelay_tower::gcra::Gcra;
+use hookrelay_tower::set_headers::HeaderSet;
+use rustls_pki_types::CertificateDer;
 use url::Url;
 
 use crate::error::{ConfigError, Pos};
@@ -31,9 +33,11 @@ pub struct Snapshot {
     /// Admin listener (not reloadable).
     pub admin: SocketAddr,
     /// The notification service, for non-callback traffic.
-    pub upstream: Url,
+    pub upstream: Upstream,
     /// Durable store (not reloadable).
     pub store: Store,
+    /// Outbound TLS: the certificate authorities deliveries trust (not reloadable).
+    pub tls: Tls,
     /// Callback routes by request path.
     pub routes: BTreeMap<String, Route>,
     /// Endpoints, in file order.
@@ -64,9 +68,48 @@ impl Snapshot {
     }
 }
 
-/// Where the durable queue lives.
+/// The notification service, compiled once: where a proxied request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+pub struct Upstream {
+    /// The URL as configured (`HOST:PORT` gets `http://`).
+    pub url: Url,
+    /// The host without IPv6 brackets: a name or an IP literal.
+    pub host: String,
+    /// The port (the scheme's default when the URL has none).
+    pub port: u16,
+    /// True for `https`.
+    pub tls: bool,
+    /// The address, when the host is an IP literal (nothing to resolve).
+    pub ip: Option<IpAddr>,
+}
+
+impl Upstream {
+    /// `HOST:PORT`, with IPv6 literals in brackets (`[::1]:3000`).
+    #[must_use]
+    pub fn authority(&self) -> String {
+        match self.ip {
+            Some(IpAddr::V6(v6)) => format!("[{v6}]:{}", self.port),
+            _ => format!("{}:{}", self.host, self.port),
+        }
+    }
+}
+
+/// Outbound TLS settings: Mozilla's roots are always trusted (compiled into the binary,
+/// so a container image needs no CA bundle), the system's when it has them, and the
+/// certificates of `tls.ca_file` for a private CA.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Tls {
+    /// The PEM file of `tls.ca_file`, if set.
+    pub ca_file: Option<PathBuf>,
+    /// Its certificates, read and parsed when the file was loaded (never empty when
+    /// `ca_file` is set).
+    pub ca_certs: Vec<CertificateDer<'static>>,
+}
+
+/// Where the durable queue lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Store {
     /// An embedded store in a directory.
     Embedded {
@@ -98,16 +141,6 @@ pub struct Route {
     pub max_body: usize,
     /// Keep or drop informational events.
     pub informational: Informational,
-}
-
-/// A token-bucket rate: `per_second` sustained, `burst` at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RateLimit {
-    /// Sustained deliveries per second.
-    pub per_second: NonZeroU32,
-    /// Deliveries allowed at once.
-    pub burst: NonZeroU32,
 }
 
 /// Retry policy of an endpoint.
@@ -162,12 +195,14 @@ pub struct Endpoint {
     pub events: Option<HashMap<Channel, HashSet<EventType>>>,
     /// Statuses of status events; `None` accepts all.
     pub statuses: Option<HashSet<Status>>,
-    /// Throttle; `None` is unlimited.
-    pub rate_limit: Option<RateLimit>,
-    /// Extra request headers (values from references are marked sensitive).
-    pub headers: HeaderMap,
-    /// Standard Webhooks secrets; empty = unsigned.
-    pub signing_secrets: Vec<SigningSecret>,
+    /// Throttle (GCRA: a steady `per_second` with bursts of `burst`); `None` is unlimited.
+    pub rate_limit: Option<Gcra>,
+    /// Extra request headers, validated by the same rule the delivery stack applies
+    /// (framing, hop-by-hop and signing headers are refused); secret-looking values are
+    /// marked sensitive.
+    pub headers: HeaderSet,
+    /// Standard Webhooks signing (`webhook-signature`); unsigned when it has no secret.
+    pub signer: Signer,
     /// How payloads are rendered: `format`, `include_raw` (`vendor_response`) and the
     /// correlation-id names (the defaults), made once when the config is compiled.
     pub payload: PayloadOptions,

@@ -25,7 +25,6 @@ use crate::{Snapshot, Source};
 
 /// The result of one reload attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum ReloadOutcome {
     /// The new snapshot is live.
     Applied {
@@ -252,6 +251,9 @@ fn not_reloadable(current: &Snapshot, next: &Snapshot) -> Vec<ConfigError> {
     }
     if current.store != next.store {
         refuse("store", "changed".to_owned());
+    }
+    if current.tls != next.tls {
+        refuse("tls", "changed".to_owned());
     }
     out
 }

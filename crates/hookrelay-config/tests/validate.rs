@@ -236,7 +236,8 @@ endpoints:
     assert_eq!(s.hash.len(), 64);
     assert_eq!(s.listen.to_string(), "0.0.0.0:8080");
     assert_eq!(s.admin.to_string(), "127.0.0.1:9090");
-    assert_eq!(s.upstream.as_str(), "http://notify:3000/");
+    assert_eq!(s.upstream.url.as_str(), "http://notify:3000/");
+    assert_eq!(s.upstream.authority(), "notify:3000");
     let route = s.route("/cb/meta").expect("route");
     assert!(matches!(route.provider, Provider::MetaWhatsapp));
     assert!(route.verifier.is_some());
@@ -246,10 +247,12 @@ endpoints:
     assert_eq!(e.retry.max_attempts.get(), 3);
     assert_eq!(e.retry.delay_before(2).as_secs(), 1);
     assert_eq!(e.retry.delay_before(9).as_secs(), 120);
-    assert_eq!(e.headers["authorization"], "Bearer test-crm_token");
-    assert!(e.headers["authorization"].is_sensitive());
-    assert_eq!(e.headers["x-version"], "2");
-    assert_eq!(e.signing_secrets.len(), 1);
+    let mut sent = http::HeaderMap::new();
+    e.headers.apply(&mut sent);
+    assert_eq!(sent["authorization"], "Bearer test-crm_token");
+    assert!(sent["authorization"].is_sensitive());
+    assert_eq!(sent["x-version"], "2");
+    assert_eq!(e.signer.secrets().len(), 1);
     assert!(
         !format!("{s:?}").contains("test-crm_token"),
         "secrets leak in Debug"
@@ -468,4 +471,157 @@ fn tap_routes_accept_at_most_what_they_can_forward() {
         text.contains("t.yaml:7:") && text.contains("64KiB"),
         "{text}"
     );
+}
+
+/// One endpoint with `extra` YAML keys (indented under the endpoint).
+fn endpoint_with(extra: &str) -> String {
+    format!(
+        "upstream: 127.0.0.1:3000\nendpoints:\n  - name: crm\n    url: https://crm.example.com/hooks\n{extra}"
+    )
+}
+
+fn problems(yaml: &str) -> Vec<(String, Option<usize>, String)> {
+    compile(yaml).map(|_| Vec::new()).unwrap_or_else(|e| {
+        e.errors
+            .iter()
+            .map(|e| (e.path.clone(), e.line, e.message.clone()))
+            .collect()
+    })
+}
+
+#[test]
+fn headers_the_delivery_stack_would_refuse_are_refused_at_validation() {
+    // Keep-Alive is hop-by-hop: the stack cannot send it. It used to pass validation and
+    // then every delivery went out with none of the configured headers.
+    let yaml = endpoint_with(
+        "    headers: { Authorization: \"Bearer t\", Keep-Alive: \"timeout=5\", Proxy-Connection: x }\n",
+    );
+    let found = problems(&yaml);
+    let paths: Vec<&str> = found.iter().map(|(p, _, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "endpoints[0].headers.Keep-Alive",
+            "endpoints[0].headers.Proxy-Connection"
+        ],
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .all(|(_, line, m)| *line == Some(5) && m.contains("cannot be configured"))
+    );
+
+    // Without it, the compiled set is exactly what is sent.
+    let s = compile(&endpoint_with(
+        "    headers: { Authorization: \"Bearer t\", X-Api-Key: k, X-Source: hookrelay }\n",
+    ))
+    .expect("valid");
+    let mut sent = http::HeaderMap::new();
+    s.endpoint("crm").expect("crm").headers.apply(&mut sent);
+    assert_eq!(sent["authorization"], "Bearer t");
+    assert_eq!(sent["x-source"], "hookrelay");
+    assert!(sent["authorization"].is_sensitive() && sent["x-api-key"].is_sensitive());
+    assert!(!sent["x-source"].is_sensitive());
+}
+
+#[test]
+fn every_metadata_address_the_resolver_refuses_is_refused_at_validation() {
+    for (host, guarded) in [
+        ("100.100.100.200", true),
+        ("169.254.169.254", true),
+        ("[fd00:ec2::254]", true),
+        ("[fe80::1]", true),
+        ("10.0.0.1", false),
+        ("[::1]", false),
+    ] {
+        let yaml = format!(
+            "upstream: 127.0.0.1:3000\nendpoints:\n  - name: m\n    url: http://{host}/latest\n"
+        );
+        let found = problems(&yaml);
+        if guarded {
+            assert_eq!(found.len(), 1, "{host}: {found:?}");
+            assert_eq!(found[0].0, "endpoints[0].url");
+            assert!(found[0].2.contains("allow_link_local"), "{found:?}");
+            let opted_in = format!("{yaml}    allow_link_local: true\n");
+            assert!(compile(&opted_in).is_ok(), "{host} with the opt-in");
+        } else {
+            assert!(found.is_empty(), "{host}: {found:?}");
+        }
+    }
+}
+
+#[test]
+fn durations_have_upper_bounds() {
+    // This one used to pass validation and then overflowed the delivery arithmetic.
+    let found = problems(&endpoint_with(
+        "    retry: { backoff: [1s, 500000000000y], max_age: 400d }\n    timeout: 2h\n",
+    ));
+    let paths: Vec<&str> = found.iter().map(|(p, _, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "endpoints[0].retry.backoff[1]",
+            "endpoints[0].retry.max_age",
+            "endpoints[0].timeout"
+        ],
+        "{found:?}"
+    );
+    assert!(found[0].2.contains("too long: at most 7days"), "{found:?}");
+    assert!(found[2].2.contains("at most 1h"), "{found:?}");
+    let store = "upstream: 127.0.0.1:3000\nstore: { kind: redis, url: \"redis://r:6379\", visibility_timeout: 3d }\n";
+    assert_eq!(problems(store)[0].0, "store.visibility_timeout");
+    // The bounds themselves are accepted.
+    assert!(
+        compile(&endpoint_with(
+            "    retry: { backoff: [7d], max_age: 30d }\n    timeout: 1h\n"
+        ))
+        .is_ok()
+    );
+}
+
+#[test]
+fn a_private_ca_file_is_read_at_load_and_an_unreadable_one_is_an_error() {
+    let dir = repo_root().join("tests/fixtures/tls");
+    let yaml = "upstream: 127.0.0.1:3000\ntls: { ca_file: ca.pem }\n";
+    let s = Snapshot::try_from(&Source::new("t.yaml", yaml).with_base_dir(&dir)).expect("valid");
+    assert_eq!(s.tls.ca_certs.len(), 1);
+    assert_eq!(s.tls.ca_file.as_deref(), Some(dir.join("ca.pem").as_path()));
+    // No tls key: no extra CA (Mozilla's roots are the binary's own).
+    assert!(
+        compile("upstream: 127.0.0.1:3000\n")
+            .expect("valid")
+            .tls
+            .ca_certs
+            .is_empty()
+    );
+
+    for (file, says) in [
+        ("missing.pem", "cannot read"),
+        ("README.md", "holds no PEM certificate"),
+    ] {
+        let yaml = format!("upstream: 127.0.0.1:3000\ntls: {{ ca_file: {file} }}\n");
+        let errors = Snapshot::try_from(&Source::new("t.yaml", yaml).with_base_dir(&dir))
+            .expect_err("refused");
+        assert_eq!(errors.errors.len(), 1, "{errors}");
+        assert_eq!(errors.errors[0].path, "tls.ca_file");
+        assert!(errors.errors[0].message.contains(says), "{errors}");
+    }
+}
+
+#[test]
+fn the_upstream_is_compiled_once_with_ipv6_literals_bracketed() {
+    for (text, authority, tls) in [
+        ("http://[::1]:3000", "[::1]:3000", false),
+        ("127.0.0.1:3000", "127.0.0.1:3000", false),
+        ("https://notify.internal", "notify.internal:443", true),
+        ("notify:8080", "notify:8080", false),
+    ] {
+        let s = compile(&format!("upstream: \"{text}\"\n")).expect(text);
+        assert_eq!(s.upstream.authority(), authority, "{text}");
+        assert_eq!(s.upstream.tls, tls, "{text}");
+    }
+    let v6 = compile("upstream: \"http://[::1]:3000\"\n").expect("valid");
+    assert_eq!(v6.upstream.host, "::1");
+    assert_eq!(v6.upstream.ip, Some("::1".parse().expect("ip")));
 }

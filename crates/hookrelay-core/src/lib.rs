@@ -33,7 +33,8 @@ pub use event::{
     ReplyContext, Status, StatusUpdate,
 };
 pub use provider::{
-    Context, Control, Normalized, Provider, Verifier, VerifyOptions, VerifySettings,
+    Acknowledgement, Context, Control, Normalized, Provider, Verifier, VerifyOptions,
+    VerifySettings,
 };
 pub use request::CallbackRequest;
 pub use secret::Secret;

@@ -93,6 +93,39 @@ impl Control {
             Control::Ignored { reason } => format!("ignored: {reason}"),
         }
     }
+
+    /// The body of the answer when the provider expects the handshake itself answered
+    /// (Meta's `hub.challenge`, echoed as `text/plain`); such a callback carries no event.
+    #[must_use]
+    pub fn reply(&self) -> Option<&str> {
+        match self {
+            Control::MetaChallenge { challenge, .. } => Some(challenge),
+            Control::SnsSubscriptionConfirmation { .. }
+            | Control::SnsUnsubscribeConfirmation { .. }
+            | Control::Ignored { .. } => None,
+        }
+    }
+
+    /// The URL to fetch to confirm a subscription (SNS `SubscribeURL`), when this is a
+    /// subscription request. Fetching it is the receiver's job: the core does no I/O.
+    #[must_use]
+    pub fn confirmation_url(&self) -> Option<&str> {
+        match self {
+            Control::SnsSubscriptionConfirmation { subscribe_url, .. } => Some(subscribe_url),
+            Control::SnsUnsubscribeConfirmation { .. }
+            | Control::MetaChallenge { .. }
+            | Control::Ignored { .. } => None,
+        }
+    }
+}
+
+/// The body of the 2xx answer to an accepted callback, as its provider expects it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acknowledgement {
+    /// `Content-Type` of the answer.
+    pub content_type: &'static str,
+    /// The answer.
+    pub body: String,
 }
 
 /// The result of normalizing one callback.
@@ -296,6 +329,44 @@ impl Provider {
         }
     }
 
+    /// The answer to an accepted callback that carried `accepted` events, written as
+    /// `enqueued` deliveries. Twilio reads the answer as TwiML, so it gets an empty
+    /// `<Response/>` (no reply message is sent); every other provider gets
+    /// `{"accepted":N,"enqueued":M}`.
+    ///
+    /// ```
+    /// use hookrelay_core::Provider;
+    ///
+    /// assert_eq!(Provider::Sendgrid.acknowledgement(2, 3).body, r#"{"accepted":2,"enqueued":3}"#);
+    /// assert_eq!(Provider::Twilio.acknowledgement(1, 1).content_type, "text/xml");
+    /// ```
+    #[must_use]
+    pub fn acknowledgement(&self, accepted: usize, enqueued: usize) -> Acknowledgement {
+        match self {
+            // TwiML with no verb: Twilio sends no reply to an inbound message.
+            Provider::Twilio => Acknowledgement {
+                content_type: "text/xml",
+                body: r#"<?xml version="1.0" encoding="UTF-8"?><Response></Response>"#.to_owned(),
+            },
+            _ => Acknowledgement {
+                content_type: "application/json",
+                body: format!("{{\"accepted\":{accepted},\"enqueued\":{enqueued}}}"),
+            },
+        }
+    }
+
+    /// The one-time token the provider's signature covers instead of the event (Mailgun
+    /// signs a timestamp and a token, not the body): a receiver must refuse a token it has
+    /// already accepted, or a captured signature could carry any body. `None` for
+    /// providers whose signature covers the body.
+    #[must_use]
+    pub fn replay_token(&self, req: &CallbackRequest) -> Option<String> {
+        match self {
+            Provider::Mailgun => mailgun::token(req),
+            _ => None,
+        }
+    }
+
     /// Normalizes one callback into events (and a control message for handshakes).
     pub fn normalize(
         &self,
@@ -366,6 +437,41 @@ impl Verifier {
                 Verifier::Generic(generic::Verifier::from_settings(spec, settings)?)
             }
         })
+    }
+
+    /// The URL of the certificate this callback must be verified with, when the verifier
+    /// fetches certificates rather than holding its key (SNS with `fetch_cert`: the
+    /// message's `SigningCertURL`, already checked to be an Amazon SNS host). The receiver
+    /// fetches it (the core does no I/O) and calls [`Verifier::verify_with_certificate`].
+    /// `Ok(None)`: call [`Verifier::verify`].
+    ///
+    /// # Errors
+    ///
+    /// [`VerifyError`] when the URL is missing or not an allowed host.
+    pub fn certificate_url(&self, req: &CallbackRequest) -> Result<Option<String>, VerifyError> {
+        match self {
+            Verifier::Ses(v) if v.fetches_cert() => ses::signing_cert_url(req).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Checks the callback with the certificate (PEM) fetched from
+    /// [`Verifier::certificate_url`]; for a verifier that fetches none, the same as
+    /// [`Verifier::verify`].
+    ///
+    /// # Errors
+    ///
+    /// [`VerifyError`] when the callback is not genuine.
+    pub fn verify_with_certificate(
+        &self,
+        req: &CallbackRequest,
+        pem: &str,
+        opts: &VerifyOptions,
+    ) -> Result<(), VerifyError> {
+        match self {
+            Verifier::Ses(v) if v.fetches_cert() => v.verify_with_cert_pem(req, pem, opts),
+            v => v.verify(req, opts),
+        }
     }
 
     /// Checks the callback is genuine.

@@ -1,0 +1,168 @@
+//! The top-level keys: listeners, the upstream, the store.
+
+use super::*;
+use crate::raw::RawTls;
+use crate::snapshot::{Tls, Upstream};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+use super::values::MAX_VISIBILITY_TIMEOUT;
+
+impl Compiler {
+    pub(super) fn socket_addr(
+        &mut self,
+        key: &str,
+        v: Option<&Scalar>,
+        default: &str,
+    ) -> Option<SocketAddr> {
+        let text = v.map_or(default, |s| s.0.as_str()).trim();
+        let text = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+            format!("0.0.0.0:{text}")
+        } else if let Some(port) = text.strip_prefix(':') {
+            format!("0.0.0.0:{port}")
+        } else {
+            text.to_owned()
+        };
+        match text.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.error(
+                    key,
+                    format!("{text:?} is not an address: expected IP:PORT, e.g. {default}"),
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn upstream(&mut self, v: &Scalar) -> Option<Upstream> {
+        let text = v.0.trim();
+        let with_scheme = if text.contains("://") {
+            text.to_owned()
+        } else {
+            format!("http://{text}")
+        };
+        let url = match Url::parse(&with_scheme) {
+            Ok(u) => u,
+            Err(e) => {
+                self.error(
+                    "upstream",
+                    format!("{text:?}: {e}: expected HOST:PORT or a URL"),
+                );
+                return None;
+            }
+        };
+        let tls = match url.scheme() {
+            "http" => false,
+            "https" => true,
+            other => {
+                self.error(
+                    "upstream",
+                    format!("scheme {other:?} is not supported: use http or https"),
+                );
+                return None;
+            }
+        };
+        let (host, ip) = match url.host() {
+            None => {
+                self.error("upstream", "needs a host: HOST:PORT or http://HOST:PORT");
+                return None;
+            }
+            Some(url::Host::Domain(d)) => (d.to_owned(), None),
+            Some(url::Host::Ipv4(a)) => (a.to_string(), Some(IpAddr::V4(a))),
+            Some(url::Host::Ipv6(a)) => (a.to_string(), Some(IpAddr::V6(a))),
+        };
+        let port = url
+            .port_or_known_default()
+            .unwrap_or(if tls { 443 } else { 80 });
+        Some(Upstream {
+            url,
+            host,
+            port,
+            tls,
+            ip,
+        })
+    }
+
+    pub(super) fn tls(&mut self, v: Option<&RawTls>) -> Option<Tls> {
+        let Some(path) = v.and_then(|t| t.ca_file.as_deref()) else {
+            return Some(Tls::default());
+        };
+        let path = self.base_dir.join(path.trim());
+        let pem = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                self.error(
+                    "tls.ca_file",
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                return None;
+            }
+        };
+        let certs: Result<Vec<CertificateDer<'static>>, _> =
+            CertificateDer::pem_slice_iter(&pem).collect();
+        match certs {
+            Ok(certs) if !certs.is_empty() => Some(Tls {
+                ca_file: Some(path),
+                ca_certs: certs,
+            }),
+            Ok(_) => {
+                self.error(
+                    "tls.ca_file",
+                    format!("{} holds no PEM certificate", path.display()),
+                );
+                None
+            }
+            Err(e) => {
+                self.error(
+                    "tls.ca_file",
+                    format!("{}: not a PEM certificate file: {e}", path.display()),
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn store(&mut self, v: Option<&RawStore>) -> Option<Store> {
+        match v {
+            None => Some(Store::Embedded {
+                path: PathBuf::from("./data"),
+            }),
+            Some(RawStore::Embedded { path }) if path.trim().is_empty() => {
+                self.error("store.path", "must not be empty");
+                None
+            }
+            Some(RawStore::Embedded { path }) => Some(Store::Embedded {
+                path: PathBuf::from(path),
+            }),
+            Some(RawStore::Redis {
+                url,
+                visibility_timeout,
+            }) => match Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "redis" | "rediss" | "redis+unix") => {
+                    let visibility_timeout = match visibility_timeout {
+                        Some(t) => {
+                            self.duration("store.visibility_timeout", t, MAX_VISIBILITY_TIMEOUT)?
+                        }
+                        None => DEFAULT_VISIBILITY_TIMEOUT,
+                    };
+                    Some(Store::Redis {
+                        url: Secret::new(url.clone()),
+                        visibility_timeout,
+                    })
+                }
+                Ok(u) => {
+                    self.error(
+                        "store.url",
+                        format!("scheme {:?}: expected redis:// or rediss://", u.scheme()),
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.error("store.url", format!("not a URL: {e}"));
+                    None
+                }
+            },
+        }
+    }
+}
