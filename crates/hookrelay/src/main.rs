@@ -7,10 +7,20 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod dead_letters;
-mod normalize;
-mod sidecar;
-mod validate;
+// The data flow: a callback comes in (`ingest`), is delivered (`deliver`) over `net`;
+// `reload` applies config changes, `admin` answers operators, `run` wires them together,
+// `cli` holds the other commands.
+mod admin;
+mod cli;
+mod clock;
+mod deliver;
+mod ingest;
+mod metrics;
+mod net;
+mod reload;
+mod run;
+
+use cli::{dead_letters, normalize, validate};
 
 /// Verify, normalize and deliver provider callbacks.
 #[derive(Debug, Parser)]
@@ -23,7 +33,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the sidecar.
-    Run(sidecar::Args),
+    Run(run::Args),
     /// Normalize one recorded callback read from stdin and print its payloads, one JSON
     /// object per line.
     Normalize(normalize::Args),
@@ -58,7 +68,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run(args) => sidecar::run(&args),
+        Command::Run(args) => run::run(&args),
         Command::DeadLetters(args) => dead_letters::run(&args),
         Command::Normalize(args) => normalize::run(&args),
         Command::Validate(args) => validate::run(&args),

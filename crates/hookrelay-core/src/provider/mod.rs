@@ -107,15 +107,34 @@ impl Control {
     }
 
     /// The URL to fetch to confirm a subscription (SNS `SubscribeURL`), when this is a
-    /// subscription request. Fetching it is the receiver's job: the core does no I/O.
+    /// subscription request: `Ok` once checked to be `https` on an Amazon SNS host
+    /// (`sns.<region>.amazonaws.com`, or `.com.cn`), `Err` with the reason otherwise.
+    /// Fetching it is the receiver's job: the core does no I/O.
     #[must_use]
-    pub fn confirmation_url(&self) -> Option<&str> {
+    pub fn confirmation_url(&self) -> Option<Result<&str, String>> {
         match self {
-            Control::SnsSubscriptionConfirmation { subscribe_url, .. } => Some(subscribe_url),
+            Control::SnsSubscriptionConfirmation { subscribe_url, .. } => {
+                Some(checked_sns_url(subscribe_url).map(|()| subscribe_url.as_str()))
+            }
             Control::SnsUnsubscribeConfirmation { .. }
             | Control::MetaChallenge { .. }
             | Control::Ignored { .. } => None,
         }
+    }
+}
+
+fn checked_sns_url(text: &str) -> Result<(), String> {
+    let url = url::Url::parse(text).map_err(|e| format!("SubscribeURL: {e}"))?;
+    let host = url.host_str().unwrap_or_default();
+    let allowed = url.scheme() == "https"
+        && url.username().is_empty()
+        && url.port().is_none()
+        && host.starts_with("sns.")
+        && (host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn"));
+    if allowed {
+        Ok(())
+    } else {
+        Err(format!("SubscribeURL host {host:?} is not an Amazon SNS host"))
     }
 }
 

@@ -3,7 +3,6 @@
 use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use hookrelay_core::CallbackRequest;
@@ -12,6 +11,7 @@ use hookrelay_core::provider::{Context, Provider, Verifier, VerifyOptions, Verif
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
 use crate::EXIT_USAGE;
+use crate::clock::now_ms;
 
 /// Exit code for a body that cannot be understood.
 const EXIT_BAD_BODY: u8 = 2;
@@ -122,12 +122,6 @@ fn settings(args: &Args) -> Result<VerifySettings, String> {
     Ok(s)
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
 
 /// Runs the command.
 pub(crate) fn run(args: &Args) -> ExitCode {

@@ -1,8 +1,12 @@
-//! A bounded cache of signature tokens already accepted (Mailgun signs only a timestamp and
-//! a token, not the event: a token seen before is a replay, even with a different body).
+//! A bounded cache of one-time signature tokens already accepted (some providers sign a
+//! timestamp and a token, not the event: a token seen before is a replay, even with a
+//! different body). See `Provider::replay_token`.
+//!
+//! A lock poisoned by a panic elsewhere is recovered, never read as "not seen": replay
+//! protection must not fail open.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Tokens older than this are forgotten: the signed timestamp is only accepted within
 /// 5 minutes either way, so a token cannot come back later than 10 minutes.
@@ -20,9 +24,7 @@ pub(crate) struct ReplayCache {
 impl ReplayCache {
     /// Records `token`; false when it was already seen and has not expired.
     pub(crate) fn first_use(&self, token: &str, now_ms: i64) -> bool {
-        let Ok(mut seen) = self.seen.lock() else {
-            return true;
-        };
+        let mut seen = self.seen();
         if seen.get(token).is_some_and(|exp| *exp > now_ms) {
             return false;
         }
@@ -43,9 +45,13 @@ impl ReplayCache {
 
     /// Forgets `token` (its callback was not accepted after all).
     pub(crate) fn forget(&self, token: &str) {
-        if let Ok(mut seen) = self.seen.lock() {
-            seen.remove(token);
-        }
+        self.seen().remove(token);
+    }
+
+    /// The map; its content stays valid whatever panicked while holding the lock (each
+    /// change is one insert or remove).
+    fn seen(&self) -> MutexGuard<'_, HashMap<String, i64>> {
+        self.seen.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -61,5 +67,21 @@ mod tests {
         assert!(c.first_use("t", TTL_MS + 1));
         c.forget("t");
         assert!(c.first_use("t", TTL_MS + 2));
+    }
+
+    #[test]
+    fn a_poisoned_lock_does_not_make_a_replay_look_new() {
+        let c = std::sync::Arc::new(ReplayCache::default());
+        assert!(c.first_use("t", 0));
+        let holder = c.clone();
+        let poisoned = std::thread::spawn(move || {
+            let _guard = holder.seen.lock();
+            panic!("a panic while holding the lock");
+        })
+        .join();
+        assert!(poisoned.is_err());
+        assert!(c.seen.is_poisoned());
+        assert!(!c.first_use("t", 1000), "a replay after the poison is still a replay");
+        assert!(c.first_use("u", 1000));
     }
 }

@@ -26,8 +26,35 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use super::App;
-use super::clock::now_ms;
+use crate::clock::now_ms;
+use crate::deliver::Lanes;
+use crate::metrics::Metrics;
+use hookrelay_config::Live;
+use hookrelay_store::Store;
+
+/// What the admin API uses.
+pub(crate) struct Admin {
+    pub(crate) live: Arc<Live>,
+    pub(crate) store: Store,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) lanes: Arc<Lanes>,
+}
+
+impl Admin {
+    /// Prometheus text of every metric.
+    async fn render_metrics(&self) -> String {
+        let snapshot = self.live.snapshot();
+        let mut depth = Vec::with_capacity(snapshot.endpoints.len());
+        for ep in &snapshot.endpoints {
+            depth.push((
+                ep.name.clone(),
+                self.store.queue_depth(&ep.name).await.unwrap_or(0),
+            ));
+        }
+        self.metrics.set_generation(snapshot.generation);
+        self.metrics.render(&depth)
+    }
+}
 
 type Resp = Response<Full<Bytes>>;
 
@@ -55,7 +82,21 @@ pub(crate) fn outcome_json(o: &ReloadOutcome) -> (StatusCode, Value) {
             json!({"outcome": "rejected", "errors": errors.to_string().lines().collect::<Vec<_>>()}),
         ),
         ReloadOutcome::Unchanged => (StatusCode::OK, json!({"outcome": "unchanged"})),
-        _ => (StatusCode::OK, json!({"outcome": "unknown"})),
+    }
+}
+
+/// The answer to `POST /-/reload`: the outcome, or 500 when the reload itself failed (it
+/// panicked or was cancelled: nothing is known to be applied, and it is not "unchanged").
+fn reload_reply(joined: Result<ReloadOutcome, tokio::task::JoinError>) -> (StatusCode, Value) {
+    match joined {
+        Ok(outcome) => outcome_json(&outcome),
+        Err(e) => {
+            tracing::error!(error = %e, "reload failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"outcome": "failed", "error": format!("the reload did not finish: {e}")}),
+            )
+        }
     }
 }
 
@@ -85,7 +126,7 @@ fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
     })
 }
 
-async fn route(app: Arc<App>, req: Request<Incoming>) -> Resp {
+async fn route(app: Arc<Admin>, req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method(), segments.as_slice()) {
@@ -105,10 +146,7 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Resp {
         ),
         (&Method::POST, ["-", "reload"]) => {
             let live = app.live.clone();
-            let outcome = tokio::task::spawn_blocking(move || live.reload_now())
-                .await
-                .unwrap_or(ReloadOutcome::Unchanged);
-            let (status, v) = outcome_json(&outcome);
+            let (status, v) = reload_reply(tokio::task::spawn_blocking(move || live.reload_now()).await);
             json_reply(status, &v)
         }
         (&Method::GET, ["dead-letters"]) => {
@@ -162,7 +200,7 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Resp {
             }
         }
         (&Method::POST, ["endpoints", name, "resume"]) => {
-            if app.resume(name) {
+            if app.lanes.resume(name) {
                 json_reply(StatusCode::OK, &json!({"resumed": name}))
             } else {
                 json_reply(
@@ -177,7 +215,7 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Resp {
 
 /// Serves the admin API on `listener` until `shutdown` turns true.
 pub(crate) async fn serve(
-    app: Arc<App>,
+    app: Arc<Admin>,
     listener: TcpListener,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -203,5 +241,24 @@ pub(crate) async fn serve(
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_reload_that_panicked_is_a_failure_not_unchanged() {
+        let panicked = tokio::task::spawn_blocking(|| -> ReloadOutcome {
+            panic!("a reload that panicked");
+        })
+        .await;
+        let (status, v) = reload_reply(panicked);
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(v["outcome"], "failed");
+
+        let (status, v) = reload_reply(Ok(ReloadOutcome::Unchanged));
+        assert_eq!((status, v["outcome"].as_str()), (StatusCode::OK, Some("unchanged")));
     }
 }

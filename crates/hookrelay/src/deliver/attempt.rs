@@ -1,0 +1,228 @@
+//! One delivery attempt: send through the lane's stack, classify, record the outcome.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use hookrelay_store::{Delivery, DeliveryId, StoreError};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use super::DeliverCtx;
+use super::lane::Lane;
+use super::outcome::{self, Outcome};
+use super::stack;
+use crate::clock::now_ms;
+
+/// Bytes of a failed response kept with a dead letter.
+const RESPONSE_KEEP: usize = 4096;
+/// Longest time an outcome is retried against an unavailable store before the delivery
+/// is left to the store's own recovery (a restart, or another replica's takeover).
+const RECORD_PATIENCE: Duration = Duration::from_secs(600);
+
+/// What the store is told about an attempt.
+enum Record {
+    Complete,
+    Reschedule {
+        at: i64,
+        attempts: u32,
+        error: String,
+    },
+    DeadLetter {
+        reason: String,
+        status: Option<u16>,
+        response: Option<String>,
+    },
+    Release,
+}
+
+/// Sends `d` through the lane's stack and classifies what came back.
+async fn send(ctx: &DeliverCtx, lane: &Lane, target: &std::sync::Arc<stack::Target>, d: &Delivery) -> Outcome {
+    if let Err(refused) = crate::net::ssrf::check_literal(&target.url, target.allow_link_local) {
+        return Outcome::Dead {
+            reason: format!("refused: {refused}"),
+            status: None,
+            response: None,
+        };
+    }
+    let (req, reached) = match stack::request(target, &d.webhook_id, d.body.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            return Outcome::Dead {
+                reason: format!("cannot build request: {e}"),
+                status: None,
+                response: None,
+            };
+        }
+    };
+    let started = Instant::now();
+    match lane.stack.clone().oneshot(req).await {
+        Ok(resp) => {
+            let status = resp.status();
+            let sent_at = reached.0.get().copied().unwrap_or(started);
+            ctx.metrics
+                .throttle_wait(&lane.name, sent_at.saturating_duration_since(started));
+            let latency = sent_at.elapsed();
+            let ra = outcome::retry_after(resp.headers(), SystemTime::now());
+            // The response body matters only for a dead letter: its first bytes, read
+            // within the attempt's timeout (a stalled body never holds the lane).
+            let body = if status.is_success() {
+                None
+            } else {
+                Some(read_prefix(resp.into_body(), RESPONSE_KEEP, target.timeout).await)
+            };
+            ctx.metrics.attempt(&lane.name, "sent", Some(latency));
+            outcome::classify(status, ra, body)
+        }
+        Err(e) => outcome::classify_error(e.as_ref()),
+    }
+}
+
+/// The first `limit` bytes of `body` (lossy UTF-8), read for at most `deadline`.
+async fn read_prefix(mut body: hyper::body::Incoming, limit: usize, deadline: Duration) -> String {
+    let mut buf = Vec::new();
+    let read = async {
+        while buf.len() < limit {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        let take = data.len().min(limit - buf.len());
+                        buf.extend_from_slice(&data[..take]);
+                    }
+                }
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(deadline, read).await;
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+async fn apply(ctx: &DeliverCtx, id: DeliveryId, r: &Record, now: i64) -> Result<(), StoreError> {
+    match r {
+        Record::Complete => ctx.store.complete(id).await,
+        Record::Reschedule {
+            at,
+            attempts,
+            error,
+        } => {
+            ctx.store
+                .reschedule(id, *at, *attempts, Some(error.clone()))
+                .await
+        }
+        Record::DeadLetter {
+            reason,
+            status,
+            response,
+        } => {
+            ctx.store
+                .dead_letter(id, reason.clone(), *status, response.clone(), now)
+                .await
+        }
+        Record::Release => ctx.store.release(id).await,
+    }
+}
+
+/// Attempts `d` once and records the outcome.
+pub(crate) async fn attempt(ctx: &DeliverCtx, lane: &Lane, d: Delivery) {
+    let target = lane.target();
+    let resumes = lane.resumes.load(Ordering::SeqCst);
+    let outcome = send(ctx, lane, &target, &d).await;
+    let now = now_ms();
+    let attempts = d.attempts.saturating_add(1);
+    let record = match outcome {
+        Outcome::Delivered => {
+            ctx.metrics.attempt(&lane.name, "delivered", None);
+            Record::Complete
+        }
+        Outcome::Defer { after, reason } => {
+            tracing::debug!(endpoint = %lane.name, reason = %reason, "attempt deferred");
+            Record::Reschedule {
+                at: outcome::due_at(now, after),
+                attempts: d.attempts,
+                error: reason,
+            }
+        }
+        Outcome::Gone if lane.resumes.load(Ordering::SeqCst) != resumes => {
+            // Sent before the operator resumed the lane: their resume stands, and the
+            // delivery is attempted again at once.
+            tracing::info!(endpoint = %lane.name, "410 Gone to an attempt sent before the endpoint was resumed");
+            Record::Release
+        }
+        Outcome::Gone => {
+            tracing::warn!(endpoint = %lane.name, "410 Gone: endpoint paused until a reload or resume");
+            lane.paused.store(true, Ordering::SeqCst);
+            ctx.metrics.attempt(&lane.name, "paused", None);
+            Record::Release
+        }
+        Outcome::Dead {
+            reason,
+            status,
+            response,
+        } => {
+            ctx.metrics.attempt(&lane.name, "dead_lettered", None);
+            tracing::warn!(endpoint = %lane.name, webhook_id = %d.webhook_id, reason = %reason, "dead letter");
+            Record::DeadLetter {
+                reason,
+                status,
+                response,
+            }
+        }
+        Outcome::Retry {
+            after,
+            error,
+            status,
+            response,
+        } => {
+            if outcome::exhausted(&target.retry, attempts, d.created_at_ms, now) {
+                ctx.metrics.attempt(&lane.name, "dead_lettered", None);
+                let reason = format!("retries exhausted after {attempts} attempts: {error}");
+                tracing::warn!(endpoint = %lane.name, webhook_id = %d.webhook_id, reason = %reason, "dead letter");
+                Record::DeadLetter {
+                    reason,
+                    status,
+                    response,
+                }
+            } else {
+                // `attempts` were made; the next one is attempt `attempts + 1`.
+                let jitter = 0.8 + 0.4 * fastrand::f64();
+                let delay = outcome::backoff(&target.retry, attempts.saturating_add(1), jitter)
+                    .max(after.unwrap_or(Duration::ZERO));
+                ctx.metrics.attempt(&lane.name, "retried", None);
+                tracing::info!(endpoint = %lane.name, webhook_id = %d.webhook_id, error = %error, retry_in = ?delay, "retry");
+                Record::Reschedule {
+                    at: outcome::due_at(now, delay),
+                    attempts,
+                    error,
+                }
+            }
+        }
+    };
+    // The outcome must reach the store: while it is unavailable, keep trying (the
+    // delivery stays leased here meanwhile, so it is neither lost nor sent twice by us).
+    let started = Instant::now();
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match apply(ctx, d.id, &record, now).await {
+            Ok(()) => {
+                // A rescheduled or released delivery may be due before anything else
+                // wakes the lane (the store only signals enqueues and replays).
+                if matches!(record, Record::Reschedule { .. } | Record::Release) {
+                    lane.wake.notify_one();
+                }
+                break;
+            }
+            Err(StoreError::UnknownDelivery { .. }) => break,
+            Err(e) if started.elapsed() < RECORD_PATIENCE => {
+                tracing::warn!(endpoint = %lane.name, error = %e, retry_in = ?wait, "cannot record a delivery outcome yet");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                tracing::error!(endpoint = %lane.name, error = %e, "gave up recording a delivery outcome");
+                // Give the lease back so the delivery is attempted again, not held forever.
+                let _ = ctx.store.release(d.id).await;
+                break;
+            }
+        }
+    }
+}

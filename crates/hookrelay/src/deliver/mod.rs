@@ -1,0 +1,153 @@
+//! Delivery: one lane per endpoint, so a slow endpoint never stalls another.
+//!
+//! - [`Lanes::reconcile`] applies a snapshot as a diff: lanes for new endpoints start (their
+//!   stack built once, [`stack`]), changed endpoints get the new policies through the
+//!   stack's reload handles, removed endpoints stop and their queues become dead letters
+//!   `endpoint removed`;
+//! - each lane's worker ([`lane`]) leases due deliveries and runs [`attempt`]s;
+//! - what an attempt came to, and when the next is due, is [`outcome`]'s.
+//!
+//! 2xx done; 429, 5xx, timeouts and connection errors retried with the endpoint's backoff
+//! schedule plus jitter (`Retry-After` honoured within bounds); 410 pauses the endpoint
+//! (its deliveries stay queued); other 3xx/4xx are dead letters at once; exhausting
+//! `max_attempts` or `max_age` makes a dead letter.
+
+mod attempt;
+mod lane;
+mod outcome;
+mod stack;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use hookrelay_config::Snapshot;
+use hookrelay_store::Store;
+use redis::aio::ConnectionManager;
+
+use crate::clock::now_ms;
+use crate::metrics::Metrics;
+use crate::net::Clients;
+pub(crate) use lane::Lane;
+
+/// What the delivery side uses.
+pub(crate) struct DeliverCtx {
+    pub(crate) store: Store,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) clients: Clients,
+    /// The runtime the lanes run on (at a lower CPU priority than the listener).
+    pub(crate) runtime: tokio::runtime::Handle,
+    /// One Redis connection shared by every endpoint's rate limit, when the store is
+    /// Redis (replicas then share one rate per endpoint); `None`: rates in memory.
+    pub(crate) redis: Option<ConnectionManager>,
+}
+
+/// The lanes of every configured endpoint.
+pub(crate) struct Lanes {
+    ctx: Arc<DeliverCtx>,
+    lanes: Mutex<HashMap<String, Arc<Lane>>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// The guarded value, whatever panicked while holding the lock: every change under these
+/// locks is one insert, remove or swap, so the content is always whole.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Lanes {
+    pub(crate) fn new(ctx: DeliverCtx) -> Self {
+        Self {
+            ctx: Arc::new(ctx),
+            lanes: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Lane by endpoint name.
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<Lane>> {
+        lock(&self.lanes).get(name).cloned()
+    }
+
+    /// Brings the lanes in line with `snapshot`: starts new endpoints, applies changed
+    /// policies to running lanes (and resumes them: a reload is the operator's answer to a
+    /// 410), stops removed ones (their queued deliveries become dead letters `endpoint
+    /// removed`).
+    pub(crate) async fn reconcile(&self, snapshot: &Snapshot) {
+        let mut started = Vec::new();
+        let mut removed = Vec::new();
+        {
+            let mut lanes = lock(&self.lanes);
+            for ep in &snapshot.endpoints {
+                match lanes.get(&ep.name) {
+                    Some(lane) => {
+                        lane.apply(ep);
+                        lane.resume();
+                    }
+                    None => {
+                        let _runtime = self.ctx.runtime.enter();
+                        let lane = Lane::new(&self.ctx, ep, self.ctx.store.subscribe(&ep.name));
+                        lanes.insert(ep.name.clone(), lane.clone());
+                        started.push(lane);
+                    }
+                }
+            }
+            lanes.retain(|name, lane| {
+                let keep = snapshot.endpoint(name).is_some();
+                if !keep {
+                    lane.stop();
+                    removed.push(name.clone());
+                }
+                keep
+            });
+        }
+        for lane in started {
+            let task = self.ctx.runtime.spawn(lane::run(self.ctx.clone(), lane));
+            let mut tasks = lock(&self.tasks);
+            tasks.retain(|t| !t.is_finished());
+            tasks.push(task);
+        }
+        let store = &self.ctx.store;
+        for name in removed {
+            match store
+                .dead_letter_endpoint(&name, "endpoint removed", now_ms())
+                .await
+            {
+                Ok(n) => tracing::info!(endpoint = %name, dead_lettered = n, "endpoint removed"),
+                Err(e) => {
+                    tracing::error!(endpoint = %name, error = %e, "cannot dead-letter a removed endpoint's queue")
+                }
+            }
+        }
+        // Deliveries of endpoints no longer configured (removed while this sidecar was
+        // stopped). Only with the embedded store, which this process alone owns: on Redis
+        // another replica may run a newer config that has those endpoints.
+        if matches!(store, Store::Embedded(_)) {
+            for name in store.endpoints().await.unwrap_or_default() {
+                if snapshot.endpoint(&name).is_none() {
+                    let _ = store
+                        .dead_letter_endpoint(&name, "endpoint removed", now_ms())
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Resumes an endpoint paused by `410 Gone`; false when it was not paused.
+    pub(crate) fn resume(&self, name: &str) -> bool {
+        self.get(name).is_some_and(|lane| lane.resume())
+    }
+
+    /// Waits up to `limit` for every lane to finish its attempts in flight.
+    pub(crate) async fn join(&self, limit: Duration) {
+        let tasks: Vec<_> = lock(&self.tasks).drain(..).collect();
+        let _ = tokio::time::timeout(limit, futures_util::future::join_all(tasks)).await;
+    }
+
+    /// Asks every lane to stop taking new work.
+    pub(crate) fn stop_all(&self) {
+        for lane in lock(&self.lanes).values() {
+            lane.stop();
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! Accepting a callback: verify → normalize → fan out → durable enqueue.
+//!
+//! Nothing here names a provider: what differs between providers (a certificate fetched by
+//! URL, a one-time token, a handshake to answer, the acknowledgement's body) is asked of
+//! the provider and its verifier.
+
+use bytes::Bytes;
+use hookrelay_config::{Informational, Route, Snapshot};
+use hookrelay_core::payload::to_bytes;
+use hookrelay_core::provider::{Context, VerifyOptions};
+use hookrelay_core::{CallbackRequest, Event};
+use hookrelay_store::{DeliveryId, EnqueueOutcome, NewDelivery, StoreError};
+
+use super::Ingest;
+use super::refusal::Refusal;
+use crate::clock::now_ms;
+
+/// How long a provider event id is remembered for deduplication.
+pub(crate) const DEDUPE_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// What an accepted callback answers.
+#[derive(Clone)]
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) content_type: &'static str,
+    pub(crate) body: Bytes,
+}
+
+impl Ingest {
+    /// Verify → (replay check) → accept; a token is forgotten again when the callback is
+    /// not accepted, so the provider's retry can use it.
+    pub(crate) async fn handle(
+        &self,
+        route: &Route,
+        snapshot: &Snapshot,
+        req: CallbackRequest,
+    ) -> Result<Answer, Refusal> {
+        self.verify(route, &req).await?;
+        let token = route.provider.replay_token(&req);
+        if let Some(token) = &token
+            && !self.replay.first_use(token, now_ms())
+        {
+            return Err(Refusal::ReplayedToken);
+        }
+        let result = self.accept(route, snapshot, req).await;
+        if result.is_err()
+            && let Some(token) = &token
+        {
+            self.replay.forget(token);
+        }
+        result
+    }
+
+    /// The route's signature check, with a fetched certificate when its verifier needs one.
+    async fn verify(&self, route: &Route, req: &CallbackRequest) -> Result<(), Refusal> {
+        let Some(verifier) = &route.verifier else {
+            return Ok(());
+        };
+        let opts = VerifyOptions {
+            now_secs: Some(now_ms() / 1000),
+            tolerance_secs: None,
+        };
+        let checked = match verifier
+            .certificate_url(req)
+            .map_err(|e| Refusal::BadSignature(e.to_string()))?
+        {
+            Some(url) => {
+                let pem = self.certs.get(&url).await.map_err(|reason| {
+                    Refusal::CertificateUnavailable {
+                        url: url.clone(),
+                        reason,
+                    }
+                })?;
+                verifier.verify_with_certificate(req, &pem, &opts)
+            }
+            None => verifier.verify(req, &opts),
+        };
+        checked.map_err(|e| Refusal::BadSignature(e.to_string()))
+    }
+
+    /// Normalize → answer handshakes → enqueue.
+    async fn accept(
+        &self,
+        route: &Route,
+        snapshot: &Snapshot,
+        req: CallbackRequest,
+    ) -> Result<Answer, Refusal> {
+        let provider = route.provider.id();
+        let out = route
+            .provider
+            .normalize(
+                &req,
+                &Context {
+                    received_at_ms: now_ms(),
+                },
+            )
+            .map_err(|e| Refusal::BadBody(e.to_string()))?;
+        if let Some(control) = &out.control {
+            if let Some(reply) = control.reply() {
+                return Ok(Answer {
+                    status: 200,
+                    content_type: "text/plain",
+                    body: Bytes::copy_from_slice(reply.as_bytes()),
+                });
+            }
+            if let Some(url) = control.confirmation_url() {
+                let url = url.map_err(Refusal::ConfirmationFailed)?;
+                self.certs
+                    .confirm(url)
+                    .await
+                    .map_err(Refusal::ConfirmationFailed)?;
+                tracing::info!(provider = %provider, control = %control.describe(), "subscription confirmed");
+            } else {
+                tracing::info!(provider = %provider, control = %control.describe(), "control message");
+            }
+        }
+        let enqueued = self.enqueue(route, snapshot, provider, &out.events).await?;
+        let ack = route.provider.acknowledgement(out.events.len(), enqueued);
+        Ok(Answer {
+            status: 200,
+            content_type: ack.content_type,
+            body: Bytes::from(ack.body),
+        })
+    }
+
+    /// Enqueues one delivery per matching endpoint of each event, every event under its
+    /// own dedupe key; returns the number of deliveries written. Fails (503) unless every
+    /// write is durable.
+    async fn enqueue(
+        &self,
+        route: &Route,
+        snapshot: &Snapshot,
+        provider: &str,
+        events: &[Event],
+    ) -> Result<usize, Refusal> {
+        let now = now_ms();
+        let mut writes = Vec::with_capacity(events.len());
+        for (i, event) in events.iter().enumerate() {
+            if route.informational == Informational::Drop
+                && event.status().is_some_and(|s| s.informational)
+            {
+                self.metrics.events(provider, "dropped_informational", 1);
+                continue;
+            }
+            let batch: Vec<NewDelivery> = snapshot
+                .matching(event)
+                .map(|endpoint| NewDelivery {
+                    endpoint: endpoint.name.clone(),
+                    webhook_id: event.idempotency_key.clone(),
+                    body: Bytes::from(to_bytes(event, endpoint.payload_options())),
+                    created_at_ms: now,
+                })
+                .collect();
+            if batch.is_empty() {
+                self.metrics.events(provider, "unrouted", 1);
+            }
+            let key = format!("{}:{}", event.vendor_name, event.idempotency_key);
+            let write = self.store.enqueue(Some((key, DEDUPE_WINDOW)), batch, now);
+            // Each result names its event (`dead_letter_removed` needs to know which).
+            writes.push(async move { (i, write.await) });
+        }
+        // One event per callback is the common case: no join for it.
+        let results = match writes.len() {
+            1 => match writes.pop() {
+                Some(write) => vec![write.await],
+                None => Vec::new(),
+            },
+            _ => futures_util::future::join_all(writes).await,
+        };
+        // Read after every write is durable (see `dead_letter_removed`).
+        let reloaded = self.live.generation() != snapshot.generation;
+        let mut committed = Vec::new();
+        let mut written = 0;
+        let mut failure = None;
+        for (event, result) in results {
+            match result {
+                Ok(EnqueueOutcome::Enqueued(ids)) => {
+                    written += ids.len();
+                    self.metrics.events(provider, "enqueued", 1);
+                    if reloaded {
+                        committed.push((event, ids));
+                    }
+                }
+                Ok(EnqueueOutcome::Duplicate) => self.metrics.events(provider, "duplicate", 1),
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        // Also when another write of this callback failed: what did commit stays committed.
+        if !committed.is_empty() {
+            self.dead_letter_removed(snapshot, events, &committed).await;
+        }
+        if let Some(e) = failure {
+            tracing::error!(error = %e, "store unavailable");
+            return Err(Refusal::StoreUnavailable(e.to_string()));
+        }
+        Ok(written)
+    }
+
+    /// A reload applied while this callback was being enqueued may have removed an
+    /// endpoint it was routed to, and dead-lettered that endpoint's queue before this
+    /// enqueue committed: with no lane left, such a delivery would wait unseen. So the
+    /// deliveries this callback wrote for endpoints the current snapshot lacks become dead
+    /// letters `endpoint removed`, now that they are durable: those deliveries only, not the
+    /// endpoint's whole queue (on Redis another replica may still have the endpoint, and a
+    /// later reload may have added it back). A reload applied after the generation was
+    /// read is safe: its own dead-lettering comes after these writes, through the same
+    /// store. `committed` pairs an index into `events` with the ids written for it.
+    async fn dead_letter_removed(
+        &self,
+        routed: &Snapshot,
+        events: &[Event],
+        committed: &[(usize, Vec<DeliveryId>)],
+    ) {
+        let current = self.live.snapshot();
+        for (endpoint, id) in removed_deliveries(routed, &current, events, committed) {
+            let outcome = self
+                .store
+                .dead_letter(id, "endpoint removed", None, None, now_ms())
+                .await;
+            match outcome {
+                Ok(()) => {
+                    tracing::info!(endpoint = %endpoint, id = id.0, "delivery to an endpoint removed during its callback dead-lettered");
+                }
+                // The old lane delivered or buried it before it stopped: nothing left to do.
+                Err(StoreError::UnknownDelivery { .. }) => {}
+                Err(e) => {
+                    tracing::error!(endpoint = %endpoint, id = id.0, error = %e, "cannot dead-letter a delivery to a removed endpoint");
+                }
+            }
+        }
+    }
+}
+
+/// The deliveries in `committed` (an index into `events`, and the ids written for that
+/// event, in the order `routed` matched its endpoints) whose endpoint `current` lacks.
+fn removed_deliveries(
+    routed: &Snapshot,
+    current: &Snapshot,
+    events: &[Event],
+    committed: &[(usize, Vec<DeliveryId>)],
+) -> Vec<(String, DeliveryId)> {
+    let mut removed = Vec::new();
+    for (event, ids) in committed {
+        let Some(event) = events.get(*event) else {
+            continue;
+        };
+        for (endpoint, &id) in routed.matching(event).zip(ids) {
+            if current.endpoint(&endpoint.name).is_none() {
+                removed.push((endpoint.name.clone(), id));
+            }
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::removed_deliveries;
+    use hookrelay_config::{Snapshot, Source};
+    use hookrelay_core::provider::{Context, Provider};
+    use hookrelay_core::{CallbackRequest, Event};
+    use hookrelay_store::DeliveryId;
+
+    fn snapshot(endpoints: &str) -> Snapshot {
+        let yaml = format!(
+            "listen: 127.0.0.1:0\nadmin: 127.0.0.2:0\nupstream: http://127.0.0.1:9\n\
+             store: {{ kind: embedded, path: ./store }}\n\
+             callbacks:\n  - {{ path: /wa, provider: meta_whatsapp, verify: {{ app_secret: s }} }}\n\
+             endpoints:\n{endpoints}"
+        );
+        Snapshot::try_from(&Source::new("test.yaml", yaml)).expect("valid config")
+    }
+
+    fn delivered_status() -> Vec<Event> {
+        let body = r#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"statuses":[{"id":"wamid.1","status":"delivered","timestamp":"1700000000","recipient_id":"15551234567"}]}}]}]}"#;
+        let req = CallbackRequest::post(body).with_content_type("application/json");
+        Provider::MetaWhatsapp
+            .normalize(&req, &Context { received_at_ms: 0 })
+            .expect("normalized")
+            .events
+    }
+
+    #[test]
+    fn only_deliveries_to_endpoints_that_a_reload_removed_are_named() {
+        let routed = snapshot(
+            "  - { name: crm, url: http://127.0.0.1:1/a }\n\
+             \x20 - { name: email_only, url: http://127.0.0.1:1/c, events: { email: [status] } }\n\
+             \x20 - { name: audit, url: http://127.0.0.1:1/b }\n",
+        );
+        let mut events = delivered_status();
+        events.extend(delivered_status());
+        // Two events, each written to crm and audit (email_only takes no WhatsApp event).
+        let committed = vec![
+            (0, vec![DeliveryId(10), DeliveryId(11)]),
+            (1, vec![DeliveryId(12), DeliveryId(13)]),
+        ];
+        // Nothing removed: nothing named.
+        assert!(removed_deliveries(&routed, &routed, &events, &committed).is_empty());
+        // `audit` and `email_only` removed, `crm` kept: audit's deliveries only.
+        let current = snapshot("  - { name: crm, url: http://127.0.0.1:1/a }\n");
+        assert_eq!(
+            removed_deliveries(&routed, &current, &events, &committed),
+            vec![
+                ("audit".to_owned(), DeliveryId(11)),
+                ("audit".to_owned(), DeliveryId(13))
+            ]
+        );
+        // Only what was committed: an event whose write failed is not there.
+        assert_eq!(
+            removed_deliveries(&routed, &current, &events, &committed[1..]),
+            vec![("audit".to_owned(), DeliveryId(13))]
+        );
+    }
+}

@@ -1,0 +1,117 @@
+//! Why a callback was refused: the one place that chooses its HTTP status and metric label.
+
+use std::fmt;
+
+/// A refused callback. The provider gets the status and [`Refusal`]'s `Display` as a
+/// one-line body; `hookrelay_callbacks_rejected_total{reason}` counts it by [`Refusal::metric`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The body is larger than the route's `max_body` (declared or as read).
+    TooLarge { declared: Option<u64>, limit: usize },
+    /// The body could not be read from the connection.
+    Unreadable(String),
+    /// The signature check failed.
+    BadSignature(String),
+    /// A one-time token the signature covers was already accepted.
+    ReplayedToken,
+    /// The body cannot be normalized.
+    BadBody(String),
+    /// The certificate the signature needs could not be fetched (the provider retries).
+    CertificateUnavailable { url: String, reason: String },
+    /// A subscription could not be confirmed.
+    ConfirmationFailed(String),
+    /// The store could not make the callback durable (the provider retries).
+    StoreUnavailable(String),
+}
+
+impl Refusal {
+    /// The HTTP status answered.
+    pub(crate) fn status(&self) -> u16 {
+        match self {
+            Refusal::TooLarge { .. } => 413,
+            Refusal::Unreadable(_) | Refusal::BadBody(_) => 400,
+            Refusal::BadSignature(_) | Refusal::ReplayedToken => 401,
+            Refusal::ConfirmationFailed(_) => 502,
+            Refusal::CertificateUnavailable { .. } | Refusal::StoreUnavailable(_) => 503,
+        }
+    }
+
+    /// The `reason` label of the rejection counter.
+    pub(crate) fn metric(&self) -> &'static str {
+        match self {
+            Refusal::TooLarge { .. } => "too_large",
+            Refusal::Unreadable(_) => "unreadable",
+            Refusal::BadSignature(_) => "bad_signature",
+            Refusal::ReplayedToken => "replayed_token",
+            Refusal::BadBody(_) => "bad_body",
+            Refusal::CertificateUnavailable { .. } => "cert_unavailable",
+            Refusal::ConfirmationFailed(_) => "confirm_failed",
+            Refusal::StoreUnavailable(_) => "store_unavailable",
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::TooLarge {
+                declared: Some(n),
+                limit,
+            } => write!(f, "body of {n} bytes exceeds the route's limit of {limit}"),
+            Refusal::TooLarge {
+                declared: None,
+                limit,
+            } => write!(f, "body exceeds the route's limit of {limit} bytes"),
+            Refusal::Unreadable(e) => write!(f, "cannot read body: {e}"),
+            Refusal::BadSignature(e) | Refusal::BadBody(e) => f.write_str(e),
+            Refusal::ReplayedToken => f.write_str("signature token already used"),
+            Refusal::CertificateUnavailable { url, reason } => {
+                write!(f, "signing certificate {url}: {reason}")
+            }
+            Refusal::ConfirmationFailed(e) => write!(f, "subscription not confirmed: {e}"),
+            Refusal::StoreUnavailable(e) => write!(f, "store unavailable: {e}"),
+        }
+    }
+}
+
+impl Refusal {
+    /// The body sent: `provider: reason`, on one line.
+    pub(crate) fn body(&self, provider: &str) -> String {
+        let mut line = format!("{provider}: {self}").replace(['\r', '\n'], " ");
+        line.push('\n');
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Refusal;
+
+    #[test]
+    fn each_refusal_has_its_status_and_label() {
+        let cases = [
+            (Refusal::TooLarge { declared: Some(9), limit: 4 }, 413, "too_large"),
+            (Refusal::Unreadable("reset".into()), 400, "unreadable"),
+            (Refusal::BadSignature("mismatch".into()), 401, "bad_signature"),
+            (Refusal::ReplayedToken, 401, "replayed_token"),
+            (Refusal::BadBody("not JSON".into()), 400, "bad_body"),
+            (
+                Refusal::CertificateUnavailable { url: "u".into(), reason: "HTTP 503".into() },
+                503,
+                "cert_unavailable",
+            ),
+            (Refusal::ConfirmationFailed("HTTP 403".into()), 502, "confirm_failed"),
+            (Refusal::StoreUnavailable("disk full".into()), 503, "store_unavailable"),
+        ];
+        for (refusal, status, label) in cases {
+            assert_eq!((refusal.status(), refusal.metric()), (status, label), "{refusal}");
+            let body = refusal.body("p");
+            assert!(body.starts_with("p: ") && body.ends_with('\n'));
+            assert_eq!(body.lines().count(), 1);
+        }
+        assert_eq!(
+            Refusal::BadBody("two\nlines".into()).body("p"),
+            "p: two lines\n"
+        );
+    }
+}

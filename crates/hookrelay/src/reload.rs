@@ -1,0 +1,111 @@
+//! The reload controller: the one place a new snapshot is applied.
+//!
+//! The watcher, SIGHUP and `POST /-/reload` only make [`Live`] reload; every outcome
+//! comes here, in order. An applied snapshot is resolved (its upstream) and reconciled
+//! (the delivery lanes, as a diff); a rejected one is logged and counted and the running
+//! snapshot stays.
+
+use std::sync::Arc;
+
+use hookrelay_config::{Live, ReloadOutcome, Watcher};
+use pingora::server::ShutdownWatch;
+use tokio::sync::mpsc;
+
+use crate::deliver::Lanes;
+use crate::ingest::upstream::{REFRESH, Upstreams};
+use crate::metrics::Metrics;
+
+/// What applying a snapshot touches.
+pub(crate) struct Controller {
+    pub(crate) live: Arc<Live>,
+    pub(crate) lanes: Arc<Lanes>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) upstream: Arc<Upstreams>,
+}
+
+/// Outcomes, subscribed before anything can reload.
+pub(crate) struct Outcomes {
+    rx: mpsc::UnboundedReceiver<ReloadOutcome>,
+    watcher: Option<Watcher>,
+}
+
+impl Controller {
+    /// Subscribes to reload outcomes and starts the file watcher, before the first
+    /// reconcile, so no outcome (admin API, SIGHUP, watcher) goes unseen.
+    pub(crate) fn subscribe(&self) -> Outcomes {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.live.on_outcome(move |o| {
+            let _ = tx.send(o.clone());
+        });
+        let watcher = match self.live.watch() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch the config file; SIGHUP and POST /-/reload still reload it");
+                None
+            }
+        };
+        Outcomes { rx, watcher }
+    }
+
+    /// Applies the running snapshot, then every outcome until `shutdown`.
+    pub(crate) async fn run(&self, mut outcomes: Outcomes, mut shutdown: ShutdownWatch) {
+        let snapshot = self.live.snapshot();
+        self.upstream.resolve(&snapshot.upstream).await;
+        self.lanes.reconcile(&snapshot).await;
+        // An edit between the first load and the watcher's start.
+        self.reload_blocking(false).await;
+        let mut hup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut refresh = tokio::time::interval(REFRESH);
+        refresh.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                Some(o) = outcomes.rx.recv() => self.apply(&o).await,
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    self.reload_blocking(true).await;
+                }
+                _ = refresh.tick() => {
+                    // A host-name upstream follows its DNS answers.
+                    self.upstream.resolve(&self.live.snapshot().upstream).await;
+                }
+            }
+        }
+        drop(outcomes.watcher);
+    }
+
+    async fn apply(&self, outcome: &ReloadOutcome) {
+        match outcome {
+            ReloadOutcome::Applied { generation, hash } => {
+                self.metrics.reload("applied");
+                self.metrics.set_generation(*generation);
+                tracing::info!(generation, hash = %hash, "config applied");
+                let snapshot = self.live.snapshot();
+                self.upstream.resolve(&snapshot.upstream).await;
+                self.lanes.reconcile(&snapshot).await;
+            }
+            ReloadOutcome::Rejected { errors } => {
+                self.metrics.reload("rejected");
+                tracing::error!(errors = %errors, "config rejected; the running config stays");
+            }
+            ReloadOutcome::Unchanged => self.metrics.reload("unchanged"),
+        }
+    }
+
+    /// Reloads the file (`force`), or only if it changed, on a blocking thread (it reads
+    /// the file); the outcome arrives through the subscription.
+    async fn reload_blocking(&self, force: bool) {
+        let live = self.live.clone();
+        let reload = move || {
+            if force {
+                live.reload_now();
+            } else {
+                live.reload_if_changed();
+            }
+        };
+        if let Err(e) = tokio::task::spawn_blocking(reload).await {
+            self.metrics.reload("failed");
+            tracing::error!(error = %e, "the reload did not finish");
+        }
+    }
+}
