@@ -10,7 +10,19 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// Which backend to open, and where.
+/// Which backend [`Store::open`] opens, where, and with which options.
+///
+/// Made with [`StoreConfig::embedded`] or [`StoreConfig::redis`] (default options), or
+/// [`StoreConfig::embedded_with`] or [`StoreConfig::redis_with`]. `Debug` leaves the Redis
+/// URL out, since it can hold a password:
+///
+/// ```
+/// use hookrelay_store::{RedisOptions, StoreConfig};
+///
+/// let options = RedisOptions::default().prefix("{hookrelay}");
+/// let config = StoreConfig::redis_with("redis://app:s3cret@redis:6379", options);
+/// assert!(!format!("{config:?}").contains("s3cret"));
+/// ```
 #[derive(Clone)]
 #[non_exhaustive]
 pub enum StoreConfig {
@@ -18,6 +30,8 @@ pub enum StoreConfig {
     Embedded {
         /// The store directory.
         path: PathBuf,
+        /// Tuning.
+        options: EmbeddedOptions,
     },
     /// A [`RedisStore`] at this URL.
     Redis {
@@ -28,12 +42,42 @@ pub enum StoreConfig {
     },
 }
 
+impl StoreConfig {
+    /// An [`EmbeddedStore`] in directory `path`, with default options.
+    pub fn embedded(path: impl Into<PathBuf>) -> Self {
+        Self::embedded_with(path, EmbeddedOptions::default())
+    }
+
+    /// An [`EmbeddedStore`] in directory `path`, with `options`.
+    pub fn embedded_with(path: impl Into<PathBuf>, options: EmbeddedOptions) -> Self {
+        StoreConfig::Embedded {
+            path: path.into(),
+            options,
+        }
+    }
+
+    /// A [`RedisStore`] at `url` (see [`RedisStore::open`]), with default options.
+    pub fn redis(url: impl Into<String>) -> Self {
+        Self::redis_with(url, RedisOptions::default())
+    }
+
+    /// A [`RedisStore`] at `url`, with `options`.
+    pub fn redis_with(url: impl Into<String>, options: RedisOptions) -> Self {
+        StoreConfig::Redis {
+            url: url.into(),
+            options,
+        }
+    }
+}
+
 impl fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreConfig::Embedded { path } => {
-                f.debug_struct("Embedded").field("path", path).finish()
-            }
+            StoreConfig::Embedded { path, options } => f
+                .debug_struct("Embedded")
+                .field("path", path)
+                .field("options", options)
+                .finish(),
             StoreConfig::Redis { options, .. } => f
                 .debug_struct("Redis")
                 .field("url", &"<redacted>")
@@ -79,20 +123,42 @@ macro_rules! both {
 }
 
 impl Store {
-    /// Opens the backend `config` names.
+    /// Opens the backend `config` names, with its options: the one way to open either.
+    ///
+    /// An embedded store's directory is created if needed and its log read back before this
+    /// returns (see [`EmbeddedStore::open_with`]); that happens on the calling thread, so
+    /// open the store before serving. A Redis store is connected and answered a `PING`
+    /// (see [`RedisStore::open_with`]); that must run within a Tokio runtime with I/O and
+    /// timers enabled, which renews its leases for as long as the store lives.
+    ///
+    /// ```
+    /// use hookrelay_store::{EmbeddedOptions, Store, StoreConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), hookrelay_store::StoreError> {
+    /// # let dir = tempfile::tempdir().map_err(|e| hookrelay_store::StoreError::CreateDir {
+    /// #     path: std::env::temp_dir(), source: e })?;
+    /// let options = EmbeddedOptions::default().writer_niceness(5);
+    /// let store = Store::open(StoreConfig::embedded_with(dir.path(), options)).await?;
+    /// assert_eq!(store.kind(), "embedded");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn open(config: StoreConfig) -> Result<Self, StoreError> {
         match config {
-            StoreConfig::Embedded { path } => Self::open_embedded(path),
+            StoreConfig::Embedded { path, options } => Self::open_embedded_with(path, options),
             StoreConfig::Redis { url, options } => Self::open_redis(&url, options).await,
         }
     }
 
-    /// Opens an [`EmbeddedStore`] in `dir`.
+    /// Opens an [`EmbeddedStore`] in `dir` with default options: [`Store::open`] of
+    /// [`StoreConfig::embedded`], without `async`.
     pub fn open_embedded(dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
-        EmbeddedStore::open(dir.into()).map(Store::Embedded)
+        Self::open_embedded_with(dir, EmbeddedOptions::default())
     }
 
-    /// Opens an [`EmbeddedStore`] in `dir` with `options`.
+    /// Opens an [`EmbeddedStore`] in `dir` with `options`: [`Store::open`] of
+    /// [`StoreConfig::embedded_with`], without `async`.
     pub fn open_embedded_with(
         dir: impl Into<PathBuf>,
         options: EmbeddedOptions,
@@ -100,7 +166,8 @@ impl Store {
         EmbeddedStore::open_with(dir.into(), options).map(Store::Embedded)
     }
 
-    /// Connects a [`RedisStore`] to `url`.
+    /// Connects a [`RedisStore`] to `url` with `options`: [`Store::open`] of
+    /// [`StoreConfig::redis_with`].
     pub async fn open_redis(url: &str, options: RedisOptions) -> Result<Self, StoreError> {
         RedisStore::open_with(url, options).await.map(Store::Redis)
     }

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use hookrelay_store::{
     DeliveryId, EmbeddedOptions, EmbeddedStore, EnqueueOutcome, MAX_RESPONSE_BYTES, NewDelivery,
-    StoreError,
+    Store, StoreConfig, StoreError,
 };
 use std::time::Duration;
 use tempfile::TempDir;
@@ -393,7 +393,8 @@ fn callers_on_current_thread_runtimes_all_get_their_answers() -> TestResult {
     Ok(())
 }
 
-/// The writer thread runs as much nicer as asked (Linux keeps nice values per thread).
+/// The writer thread runs as much nicer as asked (Linux keeps nice values per thread),
+/// also when the store is opened from a [`StoreConfig`].
 #[test]
 fn the_writer_runs_as_nice_as_asked() -> TestResult {
     fn writers_niceness() -> Result<Vec<i64>, Box<dyn std::error::Error>> {
@@ -423,11 +424,14 @@ fn the_writer_runs_as_nice_as_asked() -> TestResult {
         after_name.split(' ').nth(16).ok_or("short stat")?.parse()?
     };
     let dir = dir()?;
-    let store =
-        EmbeddedStore::open_with(dir.path(), EmbeddedOptions::default().writer_niceness(5))?;
+    // Through `Store::open`, as the sidecar opens it: the options reach the writer.
+    let config =
+        StoreConfig::embedded_with(dir.path(), EmbeddedOptions::default().writer_niceness(5));
+    let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    let store = rt.block_on(Store::open(config))?;
+    assert_eq!(store.kind(), "embedded");
     let expected = (base + 5).min(19);
     // The thread sets its own priority as it starts: wait for its first commit.
-    let rt = tokio::runtime::Builder::new_current_thread().build()?;
     rt.block_on(store.enqueue(None, vec![new("crm", "a")], 0))?;
     let after = writers_niceness()?;
     assert!(after.contains(&expected), "{after:?}, expected {expected}");

@@ -531,13 +531,8 @@ async fn store_enum_runs_either_backend() -> TestResult {
     let server = RedisServer::start()?;
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
     let configs = [
-        StoreConfig::Embedded {
-            path: dir.path().to_owned(),
-        },
-        StoreConfig::Redis {
-            url: server.url(),
-            options: options(),
-        },
+        StoreConfig::embedded(dir.path()),
+        StoreConfig::redis_with(server.url(), options()),
     ];
     for config in configs {
         let store = Store::open(config).await?;
