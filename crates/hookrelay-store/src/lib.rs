@@ -18,7 +18,10 @@
 //!   replicas, and a dead replica's leased deliveries taken over after a visibility
 //!   timeout. Durable as far as Redis is: run it with `appendonly yes` and
 //!   `appendfsync always` (or accept `everysec`'s one-second window).
-//! - [`Store`]: either backend behind one type with the same methods, all `async`.
+//! - [`Store`]: the entry point, either backend behind one type. [`Store::open`] opens the
+//!   backend a [`StoreConfig`] names, with its options; the methods of [`Store`] document
+//!   what both backends do (and `tests/contract/` tests it on each), those of the backend
+//!   types what one of them adds.
 //! - Plain owned types ([`NewDelivery`], [`Delivery`], [`DeadLetter`]) and one error type
 //!   ([`StoreError`]); no backend type appears in the API.
 //!
@@ -28,14 +31,14 @@
 //! at-least-once and consumers dedupe on `webhook-id`.
 //!
 //! ```
-//! use hookrelay_store::{EmbeddedStore, EnqueueOutcome, NewDelivery};
+//! use hookrelay_store::{EnqueueOutcome, NewDelivery, Store, StoreConfig};
 //! use std::time::Duration;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), hookrelay_store::StoreError> {
 //! # let dir = tempfile::tempdir().map_err(|e| hookrelay_store::StoreError::CreateDir {
 //! #     path: std::env::temp_dir(), source: e })?;
-//! let store = EmbeddedStore::open(dir.path())?;
+//! let store = Store::open(StoreConfig::embedded(dir.path())).await?;
 //! let delivery = NewDelivery {
 //!     endpoint: "crm".into(),
 //!     webhook_id: "msg_1".into(),
@@ -51,7 +54,7 @@
 //! let leased = store.lease("crm", 1_000, 10).await?;
 //! assert_eq!(leased.len(), 1);
 //! store.complete(leased[0].id).await?;
-//! assert_eq!(store.queue_depth("crm"), 0);
+//! assert_eq!(store.queue_depth("crm").await?, 0);
 //! # Ok(())
 //! # }
 //! ```

@@ -10,7 +10,19 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// Which backend to open, and where.
+/// Which backend [`Store::open`] opens, where, and with which options.
+///
+/// Made with [`StoreConfig::embedded`] or [`StoreConfig::redis`] (default options), or
+/// [`StoreConfig::embedded_with`] or [`StoreConfig::redis_with`]. `Debug` leaves the Redis
+/// URL out, since it can hold a password:
+///
+/// ```
+/// use hookrelay_store::{RedisOptions, StoreConfig};
+///
+/// let options = RedisOptions::default().prefix("{hookrelay}");
+/// let config = StoreConfig::redis_with("redis://app:s3cret@redis:6379", options);
+/// assert!(!format!("{config:?}").contains("s3cret"));
+/// ```
 #[derive(Clone)]
 #[non_exhaustive]
 pub enum StoreConfig {
@@ -18,6 +30,8 @@ pub enum StoreConfig {
     Embedded {
         /// The store directory.
         path: PathBuf,
+        /// Tuning.
+        options: EmbeddedOptions,
     },
     /// A [`RedisStore`] at this URL.
     Redis {
@@ -28,12 +42,42 @@ pub enum StoreConfig {
     },
 }
 
+impl StoreConfig {
+    /// An [`EmbeddedStore`] in directory `path`, with default options.
+    pub fn embedded(path: impl Into<PathBuf>) -> Self {
+        Self::embedded_with(path, EmbeddedOptions::default())
+    }
+
+    /// An [`EmbeddedStore`] in directory `path`, with `options`.
+    pub fn embedded_with(path: impl Into<PathBuf>, options: EmbeddedOptions) -> Self {
+        StoreConfig::Embedded {
+            path: path.into(),
+            options,
+        }
+    }
+
+    /// A [`RedisStore`] at `url` (see [`RedisStore::open`]), with default options.
+    pub fn redis(url: impl Into<String>) -> Self {
+        Self::redis_with(url, RedisOptions::default())
+    }
+
+    /// A [`RedisStore`] at `url`, with `options`.
+    pub fn redis_with(url: impl Into<String>, options: RedisOptions) -> Self {
+        StoreConfig::Redis {
+            url: url.into(),
+            options,
+        }
+    }
+}
+
 impl fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreConfig::Embedded { path } => {
-                f.debug_struct("Embedded").field("path", path).finish()
-            }
+            StoreConfig::Embedded { path, options } => f
+                .debug_struct("Embedded")
+                .field("path", path)
+                .field("options", options)
+                .finish(),
             StoreConfig::Redis { options, .. } => f
                 .debug_struct("Redis")
                 .field("url", &"<redacted>")
@@ -43,11 +87,14 @@ impl fmt::Debug for StoreConfig {
     }
 }
 
-/// The durable queue, embedded or in Redis. Clones share one store.
+/// The durable queue, embedded or in Redis: the crate's entry point. Clones share one store.
 ///
-/// Every method has the name and arguments of [`EmbeddedStore`]'s; all but
-/// [`Store::subscribe`] are `async` and return `Result`, since with Redis any of them can
-/// fail. Backend differences are documented on [`RedisStore`].
+/// Opened with [`Store::open`]. Its methods are the contract both backends keep, documented
+/// here and tested against each of them (`tests/contract/`); all but [`Store::subscribe`]
+/// are `async` and return `Result`, since with Redis any of them can fail. What a backend
+/// adds or does differently is documented on its type and its methods: [`EmbeddedStore`]
+/// (one process; times are the callers' `now_ms`) and [`RedisStore`] (several replicas;
+/// Redis's clock, leases taken over, a poll interval).
 #[derive(Clone, Debug)]
 pub enum Store {
     /// One process, one log directory.
@@ -79,20 +126,42 @@ macro_rules! both {
 }
 
 impl Store {
-    /// Opens the backend `config` names.
+    /// Opens the backend `config` names, with its options: the one way to open either.
+    ///
+    /// An embedded store's directory is created if needed and its log read back before this
+    /// returns (see [`EmbeddedStore::open_with`]); that happens on the calling thread, so
+    /// open the store before serving. A Redis store is connected and answered a `PING`
+    /// (see [`RedisStore::open_with`]); that must run within a Tokio runtime with I/O and
+    /// timers enabled, which renews its leases for as long as the store lives.
+    ///
+    /// ```
+    /// use hookrelay_store::{EmbeddedOptions, Store, StoreConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), hookrelay_store::StoreError> {
+    /// # let dir = tempfile::tempdir().map_err(|e| hookrelay_store::StoreError::CreateDir {
+    /// #     path: std::env::temp_dir(), source: e })?;
+    /// let options = EmbeddedOptions::default().writer_niceness(5);
+    /// let store = Store::open(StoreConfig::embedded_with(dir.path(), options)).await?;
+    /// assert_eq!(store.kind(), "embedded");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn open(config: StoreConfig) -> Result<Self, StoreError> {
         match config {
-            StoreConfig::Embedded { path } => Self::open_embedded(path),
+            StoreConfig::Embedded { path, options } => Self::open_embedded_with(path, options),
             StoreConfig::Redis { url, options } => Self::open_redis(&url, options).await,
         }
     }
 
-    /// Opens an [`EmbeddedStore`] in `dir`.
+    /// Opens an [`EmbeddedStore`] in `dir` with default options: [`Store::open`] of
+    /// [`StoreConfig::embedded`], without `async`.
     pub fn open_embedded(dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
-        EmbeddedStore::open(dir.into()).map(Store::Embedded)
+        Self::open_embedded_with(dir, EmbeddedOptions::default())
     }
 
-    /// Opens an [`EmbeddedStore`] in `dir` with `options`.
+    /// Opens an [`EmbeddedStore`] in `dir` with `options`: [`Store::open`] of
+    /// [`StoreConfig::embedded_with`], without `async`.
     pub fn open_embedded_with(
         dir: impl Into<PathBuf>,
         options: EmbeddedOptions,
@@ -100,7 +169,8 @@ impl Store {
         EmbeddedStore::open_with(dir.into(), options).map(Store::Embedded)
     }
 
-    /// Connects a [`RedisStore`] to `url`.
+    /// Connects a [`RedisStore`] to `url` with `options`: [`Store::open`] of
+    /// [`StoreConfig::redis_with`].
     pub async fn open_redis(url: &str, options: RedisOptions) -> Result<Self, StoreError> {
         RedisStore::open_with(url, options).await.map(Store::Redis)
     }
@@ -113,7 +183,14 @@ impl Store {
         }
     }
 
-    /// See [`EmbeddedStore::enqueue`] and [`RedisStore::enqueue`].
+    /// Enqueues `batch` durably, with the provider event's dedupe key if there is one.
+    ///
+    /// The key and the deliveries are written together or not at all. If the key was
+    /// recorded less than its window ago, nothing is written and the outcome is
+    /// [`EnqueueOutcome::Duplicate`]; otherwise the key is recorded for its window (also for
+    /// an empty batch), every delivery is queued, due no later than `now_ms`, and the
+    /// endpoints' subscribers are woken. Returns once the write is durable: synced to the log
+    /// ([`EmbeddedStore::enqueue`]), or answered by Redis ([`RedisStore::enqueue`]).
     pub async fn enqueue(
         &self,
         dedupe: Option<(String, Duration)>,
@@ -123,7 +200,13 @@ impl Store {
         both!(self, s => s.enqueue(dedupe, batch, now_ms).await)
     }
 
-    /// See [`EmbeddedStore::lease`] and [`RedisStore::lease`].
+    /// Leases up to `max` due deliveries of `endpoint` that are not leased, in id order.
+    ///
+    /// A rescheduled delivery is due once `now_ms` reaches its `not_before_ms`. A leased
+    /// delivery is not offered again; it stays queued (and counted by
+    /// [`Store::queue_depth`]) until it is completed, rescheduled, dead-lettered or
+    /// released. Leases are held by the process: after a restart every queued delivery is
+    /// eligible again ([`RedisStore::lease`]: after the visibility timeout).
     pub async fn lease(
         &self,
         endpoint: &str,
@@ -133,8 +216,10 @@ impl Store {
         both!(self, s => s.lease(endpoint, now_ms, max).await)
     }
 
-    /// See [`EmbeddedStore::next_due`] and [`RedisStore::next_due`] (never `None` with
-    /// Redis: at most one poll interval away).
+    /// When an idle worker of `endpoint` should lease again: at or before the present when a
+    /// delivery that is not leased is due, the earliest due time otherwise, and `None` when
+    /// nothing waits (embedded only: [`RedisStore::next_due`] is at most one poll interval
+    /// away). A worker waits until then or until [`Store::subscribe`] wakes it.
     pub async fn next_due(&self, endpoint: &str) -> Result<Option<i64>, StoreError> {
         match self {
             Store::Embedded(s) => Ok(s.next_due(endpoint)),
@@ -142,12 +227,16 @@ impl Store {
         }
     }
 
-    /// See [`EmbeddedStore::complete`].
+    /// Removes a delivered delivery from the queue. Fails with
+    /// [`StoreError::UnknownDelivery`] when it is not queued (completed, dead-lettered, or
+    /// never enqueued).
     pub async fn complete(&self, id: DeliveryId) -> Result<(), StoreError> {
         both!(self, s => s.complete(id).await)
     }
 
-    /// See [`EmbeddedStore::reschedule`].
+    /// Puts a leased delivery back, due at `not_before_ms`, with its attempt count and the
+    /// last attempt's error. Fails with [`StoreError::UnknownDelivery`] when it is not
+    /// queued.
     pub async fn reschedule(
         &self,
         id: DeliveryId,
@@ -158,7 +247,10 @@ impl Store {
         both!(self, s => s.reschedule(id, not_before_ms, attempts, error).await)
     }
 
-    /// See [`EmbeddedStore::dead_letter`].
+    /// Moves a delivery to the dead letters, dead at `now_ms`, with the reason and the last
+    /// response (its body cut to [`MAX_RESPONSE_BYTES`](crate::MAX_RESPONSE_BYTES) at a
+    /// character boundary). Fails with [`StoreError::UnknownDelivery`] when it is not
+    /// queued.
     pub async fn dead_letter(
         &self,
         id: DeliveryId,
@@ -171,12 +263,15 @@ impl Store {
         both!(self, s => s.dead_letter(id, reason, status, response, now_ms).await)
     }
 
-    /// See [`EmbeddedStore::release`] and [`RedisStore::release`].
+    /// Gives a lease back unchanged (at shutdown, or when an endpoint is paused); the
+    /// delivery is eligible again at once. Ids this store has not leased are ignored.
     pub async fn release(&self, id: DeliveryId) -> Result<(), StoreError> {
         both!(self, s => s.release(id).await)
     }
 
-    /// See [`EmbeddedStore::dead_letter_endpoint`].
+    /// Moves every queued delivery of `endpoint`, leased or not, to the dead letters with
+    /// `reason` (`endpoint removed` after a reload dropped it); returns how many. Their
+    /// leases end with them: completing one fails with [`StoreError::UnknownDelivery`].
     pub async fn dead_letter_endpoint(
         &self,
         endpoint: &str,
@@ -187,7 +282,7 @@ impl Store {
         both!(self, s => s.dead_letter_endpoint(endpoint, reason, now_ms).await)
     }
 
-    /// See [`EmbeddedStore::dead_letters`].
+    /// Lists up to `limit` dead letters, of one endpoint or of all, oldest delivery first.
     pub async fn dead_letters(
         &self,
         endpoint: Option<&str>,
@@ -196,17 +291,20 @@ impl Store {
         both!(self, s => s.dead_letters(endpoint, limit).await)
     }
 
-    /// See [`EmbeddedStore::replay`].
+    /// Queues a dead letter again under its id, attempts reset, same `webhook_id`, due at
+    /// once, queued as of `now_ms` (its `created_at_ms`, from which `max_age` counts), and
+    /// wakes its endpoint's subscribers; false when there is no such dead letter.
     pub async fn replay(&self, id: DeliveryId, now_ms: i64) -> Result<bool, StoreError> {
         both!(self, s => s.replay(id, now_ms).await)
     }
 
-    /// See [`EmbeddedStore::replay_endpoint`].
+    /// Replays every dead letter of `endpoint` as of `now_ms`, as [`Store::replay`] does;
+    /// returns how many.
     pub async fn replay_endpoint(&self, endpoint: &str, now_ms: i64) -> Result<u64, StoreError> {
         both!(self, s => s.replay_endpoint(endpoint, now_ms).await)
     }
 
-    /// See [`EmbeddedStore::queue_depth`] and [`RedisStore::queue_depth`].
+    /// Queued deliveries of `endpoint`, leased ones included.
     pub async fn queue_depth(&self, endpoint: &str) -> Result<u64, StoreError> {
         match self {
             Store::Embedded(s) => Ok(s.queue_depth(endpoint)),
@@ -214,7 +312,7 @@ impl Store {
         }
     }
 
-    /// See [`EmbeddedStore::endpoints`] and [`RedisStore::endpoints`].
+    /// Endpoints that have queued deliveries, sorted.
     pub async fn endpoints(&self) -> Result<Vec<String>, StoreError> {
         match self {
             Store::Embedded(s) => Ok(s.endpoints()),
@@ -222,12 +320,16 @@ impl Store {
         }
     }
 
-    /// See [`EmbeddedStore::subscribe`] and [`RedisStore::subscribe`].
+    /// The wake-up signal of `endpoint`, notified (one permit) when this store enqueues or
+    /// replays deliveries for it ([`RedisStore::subscribe`]: not when another replica
+    /// does). A worker subscribes, leases until nothing is due, then waits on `notified()`
+    /// or until [`Store::next_due`], whichever comes first; the stored permit means an
+    /// enqueue between the lease and the wait is not missed.
     pub fn subscribe(&self, endpoint: &str) -> Arc<Notify> {
         both!(self, s => s.subscribe(endpoint))
     }
 
-    /// See [`EmbeddedStore::health`] and [`RedisStore::health`].
+    /// `Ok` when the store can serve: [`EmbeddedStore::health`], [`RedisStore::health`].
     pub async fn health(&self) -> Result<(), StoreError> {
         both!(self, s => s.health().await)
     }

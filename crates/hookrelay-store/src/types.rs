@@ -74,7 +74,7 @@ pub struct DeadLetter {
     pub dead_at_ms: i64,
 }
 
-/// What [`EmbeddedStore::enqueue`](crate::EmbeddedStore::enqueue) did.
+/// What [`Store::enqueue`](crate::Store::enqueue) did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EnqueueOutcome {
     /// The deliveries (and the dedupe key, if any) are durable; their ids in batch order.

@@ -1,8 +1,11 @@
-//! The embedded store through its public API, on the real file system (fsync included).
+//! What only the embedded store does, through its public API, on the real file system
+//! (fsync included): reopening, group commit, the writer thread, compaction and damaged
+//! logs, and where it differs from Redis (times are the callers' `now_ms`). What both
+//! backends do is the contract, in `contract/`.
 
 use bytes::Bytes;
 use hookrelay_store::{
-    DeliveryId, EmbeddedOptions, EmbeddedStore, EnqueueOutcome, MAX_RESPONSE_BYTES, NewDelivery,
+    DeliveryId, EmbeddedOptions, EmbeddedStore, EnqueueOutcome, NewDelivery, Store, StoreConfig,
     StoreError,
 };
 use std::time::Duration;
@@ -32,139 +35,66 @@ fn ids(outcome: EnqueueOutcome) -> Vec<DeliveryId> {
 
 const HOUR: Duration = Duration::from_secs(3600);
 
+/// A new delivery is due at the `now_ms` it was enqueued with (with Redis, at once).
 #[tokio::test]
-async fn enqueue_lease_complete() -> TestResult {
+async fn a_new_delivery_is_due_from_its_enqueue_time() -> TestResult {
     let dir = dir()?;
     let store = EmbeddedStore::open(dir.path())?;
-    let enqueued = ids(store
-        .enqueue(
-            None,
-            vec![new("crm", "a"), new("ops", "b"), new("crm", "c")],
-            1_000,
-        )
-        .await?);
-    assert_eq!(enqueued.len(), 3);
-    assert!(
-        enqueued.windows(2).all(|w| w[0] < w[1]),
-        "ids increase: {enqueued:?}"
-    );
-    assert_eq!(store.queue_depth("crm"), 2);
-    assert_eq!(store.queue_depth("ops"), 1);
-    assert_eq!(store.endpoints(), vec!["crm".to_owned(), "ops".to_owned()]);
-
-    // Not due before the enqueue time.
+    store.enqueue(None, vec![new("crm", "a")], 1_000).await?;
+    assert_eq!(store.next_due("crm"), Some(1_000));
     assert!(store.lease("crm", 999, 10).await?.is_empty());
-    let leased = store.lease("crm", 1_000, 10).await?;
-    let webhook_ids: Vec<&str> = leased.iter().map(|d| d.webhook_id.as_str()).collect();
-    assert_eq!(webhook_ids, ["a", "c"]);
-    assert_eq!(leased[0].body, Bytes::from_static(b"{\"id\":\"a\"}"));
-    assert_eq!(
-        (leased[0].attempts, leased[0].last_error.as_deref()),
-        (0, None)
-    );
-    // Leased ones are not offered twice, but still count.
-    assert!(store.lease("crm", 5_000, 10).await?.is_empty());
-    assert_eq!(store.queue_depth("crm"), 2);
-
-    store.complete(leased[0].id).await?;
-    store.complete(leased[1].id).await?;
-    assert_eq!(store.queue_depth("crm"), 0);
-    assert_eq!(store.endpoints(), vec!["ops".to_owned()]);
-    assert!(matches!(
-        store.complete(leased[0].id).await,
-        Err(StoreError::UnknownDelivery { id }) if id == leased[0].id
-    ));
+    assert_eq!(store.lease("crm", 1_000, 10).await?.len(), 1);
     Ok(())
 }
 
+/// With nothing due that is not leased, `next_due` is `None` (with Redis, the poll interval
+/// away).
 #[tokio::test]
-async fn reschedule_release_and_next_due() -> TestResult {
+async fn next_due_is_none_when_nothing_waits() -> TestResult {
     let dir = dir()?;
     let store = EmbeddedStore::open(dir.path())?;
+    assert_eq!(store.next_due("crm"), None, "nothing ever queued");
     store
         .enqueue(None, vec![new("crm", "a"), new("crm", "b")], 1_000)
         .await?;
-    let leased = store.lease("crm", 1_000, 1).await?;
-    assert_eq!(leased[0].webhook_id, "a");
+    let leased = store.lease("crm", 1_000, 10).await?;
+    assert_eq!(leased.len(), 2);
     store
-        .reschedule(
-            leased[0].id,
-            61_000,
-            1,
-            Some("503 Service Unavailable".into()),
-        )
+        .reschedule(leased[0].id, 61_000, 1, Some("503".into()))
         .await?;
-    // "b" is still due; "a" waits for its retry time.
-    assert_eq!(store.next_due("crm"), Some(1_000));
-    let b = store.lease("crm", 2_000, 10).await?;
-    assert_eq!(b.len(), 1);
-    assert_eq!(b[0].webhook_id, "b");
     assert_eq!(store.next_due("crm"), Some(61_000));
-    store.release(b[0].id).await?;
-    assert_eq!(
-        store.lease("crm", 2_000, 10).await?.len(),
-        1,
-        "released is eligible again"
-    );
-
     let a = store.lease("crm", 61_000, 10).await?;
     assert_eq!(a.len(), 1);
-    assert_eq!(a[0].webhook_id, "a");
-    assert_eq!(a[0].attempts, 1);
-    assert_eq!(a[0].not_before_ms, 61_000);
-    assert_eq!(a[0].last_error.as_deref(), Some("503 Service Unavailable"));
-    assert_eq!(store.next_due("crm"), None);
+    assert_eq!(store.next_due("crm"), None, "all leased");
+    store.complete(a[0].id).await?;
+    store.complete(leased[1].id).await?;
+    assert_eq!(store.next_due("crm"), None, "nothing queued");
     Ok(())
 }
 
+/// A replayed dead letter keeps its id and its queue time across a reopen and a checkpoint.
 #[tokio::test]
-async fn dead_letter_list_and_replay() -> TestResult {
+async fn a_replayed_dead_letter_is_kept_by_a_reopen_and_a_checkpoint() -> TestResult {
     let dir = dir()?;
-    let store = EmbeddedStore::open(dir.path())?;
-    store
-        .enqueue(None, vec![new("crm", "a"), new("ops", "b")], 1_000)
-        .await?;
-    let a = store.lease("crm", 1_000, 1).await?.remove(0);
-    store
-        .reschedule(a.id, 1_000, 12, Some("timeout".into()))
-        .await?;
-    let a = store.lease("crm", 1_000, 1).await?.remove(0);
-    let long = "é".repeat(MAX_RESPONSE_BYTES); // twice the limit in bytes
-    store
-        .dead_letter(a.id, "attempts exhausted", Some(500), Some(long), 9_000)
-        .await?;
-    assert_eq!(store.queue_depth("crm"), 0);
-
-    let letters = store.dead_letters(None, 10).await?;
-    assert_eq!(letters.len(), 1);
-    let dead = &letters[0];
-    assert_eq!(dead.reason, "attempts exhausted");
-    assert_eq!((dead.status, dead.dead_at_ms), (Some(500), 9_000));
-    assert_eq!(dead.delivery.attempts, 12);
-    let response = dead.response.as_deref().unwrap_or_default();
-    assert!(response.len() <= MAX_RESPONSE_BYTES && response.len() > MAX_RESPONSE_BYTES - 2);
-    assert!(store.dead_letters(Some("ops"), 10).await?.is_empty());
-
-    assert!(store.replay(a.id, 5_000).await?);
-    assert!(!store.replay(a.id, 5_000).await?, "already replayed");
-    assert!(store.dead_letters(None, 10).await?.is_empty());
-    let again = store.lease("crm", 0, 10).await?;
-    assert_eq!(again.len(), 1);
-    assert_eq!(again[0].id, a.id);
-    assert_eq!(again[0].webhook_id, "a");
-    assert_eq!(
-        (again[0].attempts, again[0].last_error.as_deref()),
-        (0, None)
-    );
-    // Queued as of the replay: a retry's max_age counts from it.
-    assert_eq!(again[0].created_at_ms, 5_000);
-    drop(again);
-    drop(store);
+    let a = {
+        let store = EmbeddedStore::open(dir.path())?;
+        store
+            .enqueue(None, vec![new("crm", "a"), new("ops", "b")], 1_000)
+            .await?;
+        let a = store.lease("crm", 1_000, 1).await?.remove(0);
+        store
+            .dead_letter(a.id, "attempts exhausted", Some(500), None, 9_000)
+            .await?;
+        assert!(store.replay(a.id, 5_000).await?);
+        // Leased when the process goes away.
+        assert_eq!(store.lease("crm", 0, 10).await?.len(), 1);
+        a.id
+    };
     let store = EmbeddedStore::open_with(dir.path(), EmbeddedOptions::default().compact_after(0))?;
     let again = store.lease("crm", 0, 10).await?;
     assert_eq!(
         (again[0].id, again[0].created_at_ms),
-        (a.id, 5_000),
+        (a, 5_000),
         "after reopen"
     );
     // A checkpoint keeps it too.
@@ -180,102 +110,32 @@ async fn dead_letter_list_and_replay() -> TestResult {
     let again = store.lease("crm", 0, 10).await?;
     assert_eq!(
         (again[0].id, again[0].created_at_ms),
-        (a.id, 5_000),
+        (a, 5_000),
         "after a checkpoint"
     );
     Ok(())
 }
 
+/// A dedupe window counts by the callers' `now_ms` (with Redis, by Redis's clock).
 #[tokio::test]
-async fn removed_endpoint_goes_to_dead_letters_and_back() -> TestResult {
-    let dir = dir()?;
-    let store = EmbeddedStore::open(dir.path())?;
-    let batch = (0..5).map(|i| new("old", &format!("w{i}"))).collect();
-    store.enqueue(None, batch, 1_000).await?;
-    store.enqueue(None, vec![new("kept", "k")], 1_000).await?;
-    let leased = store.lease("old", 1_000, 2).await?;
-    assert_eq!(leased.len(), 2);
-
-    assert_eq!(
-        store
-            .dead_letter_endpoint("old", "endpoint removed", 2_000)
-            .await?,
-        5
-    );
-    assert_eq!(store.queue_depth("old"), 0);
-    assert_eq!(store.queue_depth("kept"), 1);
-    // The lease was dropped with the delivery.
-    assert!(matches!(
-        store.complete(leased[0].id).await,
-        Err(StoreError::UnknownDelivery { .. })
-    ));
-    let letters = store.dead_letters(Some("old"), 3).await?;
-    assert_eq!(letters.len(), 3, "limit applies");
-    assert!(letters.iter().all(|d| d.reason == "endpoint removed"));
-    assert_eq!(store.dead_letters(Some("old"), 100).await?.len(), 5);
-
-    let wake = store.subscribe("old");
-    assert_eq!(store.replay_endpoint("old", 5_000).await?, 5);
-    assert_eq!(store.queue_depth("old"), 5);
-    let mut woken = std::pin::pin!(wake.notified());
-    assert!(woken.as_mut().enable(), "replay wakes the endpoint");
-    let order: Vec<String> = store
-        .lease("old", 2_000, 10)
-        .await?
-        .into_iter()
-        .map(|d| d.webhook_id)
-        .collect();
-    assert_eq!(order, ["w0", "w1", "w2", "w3", "w4"]);
-    Ok(())
-}
-
-#[tokio::test]
-async fn dedupe_window() -> TestResult {
+async fn the_dedupe_window_counts_by_the_callers_clock() -> TestResult {
     let dir = dir()?;
     let store = EmbeddedStore::open(dir.path())?;
     let key = || Some(("sendgrid:evt1".to_owned(), Duration::from_secs(60)));
     let first = store.enqueue(key(), vec![new("crm", "a")], 10_000).await?;
     assert!(matches!(first, EnqueueOutcome::Enqueued(ref ids) if ids.len() == 1));
-    // Within the window: the whole batch is a duplicate, nothing written.
-    let dup = store
-        .enqueue(key(), vec![new("crm", "a"), new("ops", "a")], 69_999)
-        .await?;
-    assert_eq!(dup, EnqueueOutcome::Duplicate);
-    assert_eq!(store.queue_depth("crm"), 1);
-    assert_eq!(store.queue_depth("ops"), 0);
+    assert_eq!(
+        store.enqueue(key(), vec![new("crm", "a")], 69_999).await?,
+        EnqueueOutcome::Duplicate
+    );
     // At expiry it is accepted again, with a new window.
     let later = store.enqueue(key(), vec![new("crm", "a")], 70_000).await?;
-    assert!(matches!(later, EnqueueOutcome::Enqueued(_)));
+    assert!(matches!(later, EnqueueOutcome::Enqueued(ref ids) if ids.len() == 1));
     assert_eq!(
         store.enqueue(key(), vec![], 129_999).await?,
         EnqueueOutcome::Duplicate
     );
-
-    // An empty batch still records the key (an event no endpoint wanted).
-    let nobody = || Some(("sendgrid:evt2".to_owned(), Duration::from_secs(60)));
-    assert_eq!(
-        store.enqueue(nobody(), vec![], 10_000).await?,
-        EnqueueOutcome::Enqueued(vec![])
-    );
-    assert_eq!(
-        store
-            .enqueue(nobody(), vec![new("crm", "x")], 20_000)
-            .await?,
-        EnqueueOutcome::Duplicate
-    );
-    // Two enqueues with one key in the same group commit: one wins.
-    let (a, b) = tokio::join!(
-        store.enqueue(Some(("k".into(), HOUR)), vec![new("crm", "1")], 0),
-        store.enqueue(Some(("k".into(), HOUR)), vec![new("crm", "2")], 0),
-    );
-    let outcomes = [a?, b?];
-    assert_eq!(
-        outcomes
-            .iter()
-            .filter(|o| **o == EnqueueOutcome::Duplicate)
-            .count(),
-        1
-    );
+    assert_eq!(store.queue_depth("crm"), 2);
     Ok(())
 }
 
@@ -393,7 +253,8 @@ fn callers_on_current_thread_runtimes_all_get_their_answers() -> TestResult {
     Ok(())
 }
 
-/// The writer thread runs as much nicer as asked (Linux keeps nice values per thread).
+/// The writer thread runs as much nicer as asked (Linux keeps nice values per thread),
+/// also when the store is opened from a [`StoreConfig`].
 #[test]
 fn the_writer_runs_as_nice_as_asked() -> TestResult {
     fn writers_niceness() -> Result<Vec<i64>, Box<dyn std::error::Error>> {
@@ -423,11 +284,14 @@ fn the_writer_runs_as_nice_as_asked() -> TestResult {
         after_name.split(' ').nth(16).ok_or("short stat")?.parse()?
     };
     let dir = dir()?;
-    let store =
-        EmbeddedStore::open_with(dir.path(), EmbeddedOptions::default().writer_niceness(5))?;
+    // Through `Store::open`, as the sidecar opens it: the options reach the writer.
+    let config =
+        StoreConfig::embedded_with(dir.path(), EmbeddedOptions::default().writer_niceness(5));
+    let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    let store = rt.block_on(Store::open(config))?;
+    assert_eq!(store.kind(), "embedded");
     let expected = (base + 5).min(19);
     // The thread sets its own priority as it starts: wait for its first commit.
-    let rt = tokio::runtime::Builder::new_current_thread().build()?;
     rt.block_on(store.enqueue(None, vec![new("crm", "a")], 0))?;
     let after = writers_niceness()?;
     assert!(after.contains(&expected), "{after:?}, expected {expected}");
@@ -502,30 +366,6 @@ async fn second_open_of_the_same_directory_fails_cleanly() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
-async fn enqueue_wakes_a_subscribed_worker() -> TestResult {
-    let dir = dir()?;
-    let store = EmbeddedStore::open(dir.path())?;
-    let wake = store.subscribe("crm");
-    let worker = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            loop {
-                let leased = store.lease("crm", i64::MAX, 10).await?;
-                if !leased.is_empty() {
-                    return Ok::<_, StoreError>(leased);
-                }
-                wake.notified().await;
-            }
-        })
-    };
-    store.enqueue(None, vec![new("crm", "a")], 0).await?;
-    let leased = tokio::time::timeout(Duration::from_secs(10), worker).await???;
-    assert_eq!(leased[0].webhook_id, "a");
-    Ok(())
-}
-
-/// The log files of a store directory, by name.
 /// The webhook ids queued for `crm` when the store in `dir` is opened again, in order.
 async fn queued_after_reopen(
     dir: &std::path::Path,
@@ -546,6 +386,7 @@ async fn log_of_one_delivery(
     Ok(dir.join(&logs(dir)?[0]))
 }
 
+/// The log files of a store directory, by name.
 fn logs(dir: &std::path::Path) -> Result<Vec<String>, std::io::Error> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(dir)? {

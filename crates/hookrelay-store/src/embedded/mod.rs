@@ -113,6 +113,10 @@ fn renice_current_thread(by: i32) {
 /// The embedded store: a durable queue of deliveries and their dead letters in an
 /// append-only log in one directory, safe to share (clones share one log and one writer).
 ///
+/// Usually used through [`Store`](crate::Store), whose methods document what every backend
+/// does; this type's methods say what the embedded store adds. Times are the callers':
+/// a delivery is due, and a dedupe window ends, by the `now_ms` passed in.
+///
 /// Every method that writes returns after its write is durable, except a leased
 /// delivery's outcome ([`complete`](EmbeddedStore::complete),
 /// [`reschedule`](EmbeddedStore::reschedule), [`dead_letter`](EmbeddedStore::dead_letter)):
@@ -286,13 +290,10 @@ impl EmbeddedStore {
         answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 
-    /// Enqueues `batch` durably, with the provider event's dedupe key if there is one.
-    ///
-    /// The key and the deliveries are written in one transaction. If the key was recorded
-    /// less than its window ago (by `now_ms`), nothing is written and the outcome is
-    /// [`EnqueueOutcome::Duplicate`]; otherwise the key is recorded until `now_ms + window`
-    /// (also for an empty batch) and every delivery is queued, due at `now_ms`. Expired keys
-    /// are purged a bounded number per commit.
+    /// [`Store::enqueue`](crate::Store::enqueue), in one log write: the key is recorded
+    /// until `now_ms + window` (an enqueue with an earlier `now_ms` is a duplicate), the
+    /// deliveries are due at `now_ms`, and the call returns once the log is synced. Expired
+    /// keys are purged a bounded number per commit.
     pub async fn enqueue(
         &self,
         dedupe: Option<(String, Duration)>,
@@ -311,9 +312,9 @@ impl EmbeddedStore {
         .await
     }
 
-    /// Leases up to `max` deliveries of `endpoint` that are due at `now_ms` and not leased,
-    /// in id order. A leased delivery stays queued until it is completed, rescheduled,
-    /// dead-lettered or released.
+    /// [`Store::lease`](crate::Store::lease): the deliveries due at `now_ms`, new ones
+    /// included. Leases are kept in memory; a delivery whose body cannot be read back stays
+    /// leased (and logged) until the store is reopened.
     pub async fn lease(
         &self,
         endpoint: &str,
@@ -370,20 +371,19 @@ impl EmbeddedStore {
         }
     }
 
-    /// The earliest time an unleased delivery of `endpoint` is due (at or before the
-    /// present when one is due now), or `None` when it has none: how long an idle worker
-    /// may sleep, unless [`EmbeddedStore::subscribe`] wakes it first.
+    /// [`Store::next_due`](crate::Store::next_due), from memory: the earliest time a
+    /// delivery of `endpoint` that is not leased is due, or `None` when it has none.
     pub fn next_due(&self, endpoint: &str) -> Option<i64> {
         self.inner.shared.core().index.next_due(endpoint)
     }
 
-    /// Removes a delivered delivery from the queue.
+    /// [`Store::complete`](crate::Store::complete); durable as outcomes are (see the type).
     pub async fn complete(&self, id: DeliveryId) -> Result<(), StoreError> {
         self.call(|reply| Op::Complete { id: id.0, reply }).await
     }
 
-    /// Puts a leased delivery back, due at `not_before_ms`, with its attempt count and the
-    /// last attempt's error.
+    /// [`Store::reschedule`](crate::Store::reschedule); durable as outcomes are (see the
+    /// type).
     pub async fn reschedule(
         &self,
         id: DeliveryId,
@@ -401,8 +401,8 @@ impl EmbeddedStore {
         .await
     }
 
-    /// Moves a delivery to the dead letters with the reason and the last response (its
-    /// body cut to [`MAX_RESPONSE_BYTES`](crate::MAX_RESPONSE_BYTES)).
+    /// [`Store::dead_letter`](crate::Store::dead_letter); durable as outcomes are (see the
+    /// type).
     pub async fn dead_letter(
         &self,
         id: DeliveryId,
@@ -423,15 +423,13 @@ impl EmbeddedStore {
         .await
     }
 
-    /// Gives a lease back unchanged (at shutdown, or when an endpoint is paused); the
-    /// delivery is eligible again at once. Unknown or unleased ids are ignored.
+    /// [`Store::release`](crate::Store::release), in memory.
     pub async fn release(&self, id: DeliveryId) -> Result<(), StoreError> {
         self.inner.shared.core().index.release(id.0);
         Ok(())
     }
 
-    /// Moves every queued delivery of `endpoint`, leased or not, to the dead letters with
-    /// `reason` (`endpoint removed` after a reload dropped it); returns how many.
+    /// [`Store::dead_letter_endpoint`](crate::Store::dead_letter_endpoint), in one log write.
     pub async fn dead_letter_endpoint(
         &self,
         endpoint: &str,
@@ -449,7 +447,8 @@ impl EmbeddedStore {
         .await
     }
 
-    /// Lists up to `limit` dead letters, of one endpoint or of all, oldest delivery first.
+    /// [`Store::dead_letters`](crate::Store::dead_letters); a letter whose body cannot be
+    /// read back is left out (and logged).
     pub async fn dead_letters(
         &self,
         endpoint: Option<&str>,
@@ -495,9 +494,7 @@ impl EmbeddedStore {
         Ok(letters)
     }
 
-    /// Queues a dead letter again under its id, attempts reset, same `webhook_id`, due at
-    /// once, queued as of `now_ms` (its `created_at_ms`, from which `max_age` counts);
-    /// false when there is no such dead letter.
+    /// [`Store::replay`](crate::Store::replay).
     pub async fn replay(&self, id: DeliveryId, now_ms: i64) -> Result<bool, StoreError> {
         self.call(|reply| Op::Replay {
             id: id.0,
@@ -507,7 +504,7 @@ impl EmbeddedStore {
         .await
     }
 
-    /// Replays every dead letter of `endpoint` as of `now_ms`; returns how many.
+    /// [`Store::replay_endpoint`](crate::Store::replay_endpoint), in one log write.
     pub async fn replay_endpoint(&self, endpoint: &str, now_ms: i64) -> Result<u64, StoreError> {
         let endpoint = endpoint.to_owned();
         self.call(|reply| Op::ReplayEndpoint {
@@ -518,20 +515,18 @@ impl EmbeddedStore {
         .await
     }
 
-    /// Queued deliveries of `endpoint`, leased ones included (from memory, no I/O).
+    /// [`Store::queue_depth`](crate::Store::queue_depth), from memory (no I/O, no `async`).
     pub fn queue_depth(&self, endpoint: &str) -> u64 {
         self.inner.shared.core().index.depth(endpoint)
     }
 
-    /// Endpoints that have queued deliveries, sorted (from memory, no I/O).
+    /// [`Store::endpoints`](crate::Store::endpoints), from memory (no I/O, no `async`).
     pub fn endpoints(&self) -> Vec<String> {
         self.inner.shared.core().index.endpoints()
     }
 
-    /// The wake-up signal of `endpoint`, notified (one permit) when deliveries are enqueued
-    /// or replayed for it. A worker subscribes, leases until nothing is due, then waits on
-    /// `notified()` or until [`EmbeddedStore::next_due`], whichever comes first; the stored
-    /// permit means an enqueue between the lease and the wait is not missed.
+    /// [`Store::subscribe`](crate::Store::subscribe): every enqueue and replay of the store
+    /// wakes it, since one process holds the store.
     pub fn subscribe(&self, endpoint: &str) -> Arc<Notify> {
         self.inner.shared.core().index.waker(endpoint)
     }
@@ -548,7 +543,8 @@ impl EmbeddedStore {
         self.inner.shared.checkpoints.load(Ordering::Relaxed)
     }
 
-    /// Ready when the writer runs, no write has failed, and the log file is there.
+    /// [`Store::health`](crate::Store::health): ready when the writer runs, no write has
+    /// failed, and the log file is there.
     pub async fn health(&self) -> Result<(), StoreError> {
         if let Some(source) = self.inner.shared.failure() {
             return Err(StoreError::Backend {

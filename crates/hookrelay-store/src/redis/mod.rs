@@ -111,6 +111,9 @@ impl RedisOptions {
 /// The Redis store: the same queue and dead letters as [`EmbeddedStore`](crate::EmbeddedStore),
 /// shared by several sidecar processes (clones share one connection and one set of leases).
 ///
+/// Usually used through [`Store`](crate::Store), whose methods document what every backend
+/// does; this type's methods say what the Redis store adds.
+///
 /// Differences from the embedded store:
 /// - A new delivery is due as soon as it is enqueued (`now_ms` of [`RedisStore::lease`]
 ///   only applies to rescheduled deliveries), and dedupe windows expire by Redis's clock.
@@ -221,11 +224,10 @@ impl RedisStore {
         &self.inner.consumer
     }
 
-    /// Enqueues `batch` with the provider event's dedupe key if there is one, as
-    /// [`EmbeddedStore::enqueue`](crate::EmbeddedStore::enqueue) does, in one script: when
-    /// the key is live in Redis (set by any replica less than its window ago) nothing is
-    /// written and the outcome is [`EnqueueOutcome::Duplicate`]. Returns after Redis
-    /// answered, so the write is as durable as Redis's `appendfsync` makes it.
+    /// [`Store::enqueue`](crate::Store::enqueue), in one script: a duplicate is a key live
+    /// in Redis (set by any replica less than its window ago, by Redis's clock), and the
+    /// deliveries are due at once. Returns after Redis answered, so the write is as durable
+    /// as Redis's `appendfsync` makes it.
     pub async fn enqueue(
         &self,
         dedupe: Option<(String, Duration)>,
@@ -272,9 +274,9 @@ impl RedisStore {
         ))
     }
 
-    /// Leases up to `max` deliveries of `endpoint`: first those idle in other consumers for
-    /// longer than the visibility timeout (or released), then new ones, after moving the
-    /// rescheduled ones due at `now_ms` back into the stream. Sorted by id. Never blocks.
+    /// [`Store::lease`](crate::Store::lease): first those idle in other consumers for longer
+    /// than the visibility timeout (or released), then new ones, after moving the
+    /// rescheduled ones due at `now_ms` back into the stream. Never blocks.
     pub async fn lease(
         &self,
         endpoint: &str,
@@ -326,7 +328,7 @@ impl RedisStore {
         Ok(leased)
     }
 
-    /// When an idle worker of `endpoint` should lease again: the earliest of a rescheduled
+    /// [`Store::next_due`](crate::Store::next_due): the earliest of a rescheduled
     /// delivery's due time, "now" when unread or released deliveries wait, the moment
     /// another consumer's lease expires, and now + the poll interval (so deliveries enqueued
     /// by other replicas are seen). Never `None`.
@@ -360,7 +362,7 @@ impl RedisStore {
         Ok(Some(due))
     }
 
-    /// Removes a delivered delivery from the queue (whichever replica leased it).
+    /// [`Store::complete`](crate::Store::complete), whichever replica leased it.
     pub async fn complete(&self, id: DeliveryId) -> Result<(), StoreError> {
         let inner = &self.inner;
         let mut call = inner.scripts.complete.prepare_invoke();
@@ -368,8 +370,7 @@ impl RedisStore {
         inner.record_outcome("complete", id, call).await
     }
 
-    /// Puts a leased delivery back, due at `not_before_ms`, with its attempt count and the
-    /// last attempt's error.
+    /// [`Store::reschedule`](crate::Store::reschedule), whichever replica leased it.
     pub async fn reschedule(
         &self,
         id: DeliveryId,
@@ -388,8 +389,7 @@ impl RedisStore {
         inner.record_outcome("reschedule", id, call).await
     }
 
-    /// Moves a delivery to the dead letters with the reason and the last response (its
-    /// body cut to [`MAX_RESPONSE_BYTES`]).
+    /// [`Store::dead_letter`](crate::Store::dead_letter), whichever replica leased it.
     pub async fn dead_letter(
         &self,
         id: DeliveryId,
@@ -410,8 +410,8 @@ impl RedisStore {
         inner.record_outcome("dead letter", id, call).await
     }
 
-    /// Gives a lease back unchanged; the delivery can be leased again at once, by any
-    /// replica. Ids not leased by this instance are ignored.
+    /// [`Store::release`](crate::Store::release): any replica can lease it again at once.
+    /// Ids not leased by this instance are ignored.
     pub async fn release(&self, id: DeliveryId) -> Result<(), StoreError> {
         let Some((endpoint, sid)) = self.inner.leases().remove(id.0) else {
             return Ok(());
@@ -422,9 +422,9 @@ impl RedisStore {
             .map(drop)
     }
 
-    /// Moves every queued delivery of `endpoint`, leased or not (by any replica), to the dead
-    /// letters with `reason`; returns how many. One script: Redis is busy with it for the
-    /// time it takes to move the whole queue.
+    /// [`Store::dead_letter_endpoint`](crate::Store::dead_letter_endpoint), leased by any
+    /// replica or not. One script: Redis is busy with it for the time it takes to move the
+    /// whole queue.
     pub async fn dead_letter_endpoint(
         &self,
         endpoint: &str,
@@ -447,7 +447,7 @@ impl RedisStore {
         Ok(moved)
     }
 
-    /// Lists up to `limit` dead letters, of one endpoint or of all, oldest delivery first.
+    /// [`Store::dead_letters`](crate::Store::dead_letters), of every replica.
     pub async fn dead_letters(
         &self,
         endpoint: Option<&str>,
@@ -467,9 +467,8 @@ impl RedisStore {
             .collect()
     }
 
-    /// Queues a dead letter again under its id, attempts reset, same `webhook_id`, due at
-    /// once, queued as of `now_ms` (its `created_at_ms`, from which `max_age` counts);
-    /// false when there is no such dead letter.
+    /// [`Store::replay`](crate::Store::replay), whichever replica dead-lettered it; wakes
+    /// this instance's subscribers only.
     pub async fn replay(&self, id: DeliveryId, now_ms: i64) -> Result<bool, StoreError> {
         let inner = &self.inner;
         let mut call = inner.scripts.replay.prepare_invoke();
@@ -483,7 +482,7 @@ impl RedisStore {
         Ok(endpoint.is_some())
     }
 
-    /// Replays every dead letter of `endpoint` as of `now_ms`; returns how many.
+    /// [`Store::replay_endpoint`](crate::Store::replay_endpoint), in one script.
     pub async fn replay_endpoint(&self, endpoint: &str, now_ms: i64) -> Result<u64, StoreError> {
         let inner = &self.inner;
         let mut call = inner.scripts.replay_endpoint.prepare_invoke();
@@ -500,7 +499,8 @@ impl RedisStore {
         Ok(replayed)
     }
 
-    /// Queued deliveries of `endpoint`, leased ones (by any replica) included.
+    /// [`Store::queue_depth`](crate::Store::queue_depth), leased ones by any replica
+    /// included.
     pub async fn queue_depth(&self, endpoint: &str) -> Result<u64, StoreError> {
         let inner = &self.inner;
         let prefix = &inner.options.prefix;
@@ -515,7 +515,7 @@ impl RedisStore {
         Ok(streamed + delayed)
     }
 
-    /// Endpoints that have queued deliveries, sorted.
+    /// [`Store::endpoints`](crate::Store::endpoints), of every replica.
     pub async fn endpoints(&self) -> Result<Vec<String>, StoreError> {
         let inner = &self.inner;
         let mut cmd = ::redis::cmd("SMEMBERS");
@@ -527,14 +527,15 @@ impl RedisStore {
         Ok(names)
     }
 
-    /// The wake-up signal of `endpoint`, notified (one permit) when this instance enqueues
-    /// or replays deliveries for it. Other replicas' enqueues notify nothing here: a worker
-    /// also wakes at [`RedisStore::next_due`], at most one poll interval away.
+    /// [`Store::subscribe`](crate::Store::subscribe): notified when this instance enqueues
+    /// or replays deliveries for `endpoint`. Other replicas' enqueues notify nothing here:
+    /// a worker also wakes at [`RedisStore::next_due`], at most one poll interval away.
     pub fn subscribe(&self, endpoint: &str) -> Arc<Notify> {
         self.inner.waker(endpoint)
     }
 
-    /// Ready when Redis answers a `PING` within the operation timeout.
+    /// [`Store::health`](crate::Store::health): ready when Redis answers a `PING` within
+    /// the operation timeout.
     pub async fn health(&self) -> Result<(), StoreError> {
         let inner = &self.inner;
         inner

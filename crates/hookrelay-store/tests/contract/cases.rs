@@ -1,0 +1,419 @@
+//! The cases of the contract: each takes a new, empty [`Store`] of either backend.
+//!
+//! A case states what both backends guarantee. Where they differ it states the common part:
+//! a new delivery is due no later than its enqueue time (Redis ignores `now_ms` for new
+//! deliveries, the embedded store counts from it), and with nothing due an idle worker is
+//! told to wait (`None` on the embedded store, the poll interval on Redis). Times a backend
+//! compares with its own clock (a rescheduled delivery's retry time on Redis) are taken
+//! from the wall clock.
+
+use bytes::Bytes;
+use hookrelay_store::{
+    DeliveryId, EnqueueOutcome, MAX_RESPONSE_BYTES, NewDelivery, Store, StoreError,
+};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub(crate) type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Deadline of every wait on a condition.
+const WITHIN: Duration = Duration::from_secs(15);
+
+/// The poll interval of the Redis stores the cases run on: long, so that
+/// [`Store::next_due`] shows the real due times.
+pub(crate) const REDIS_POLL_INTERVAL: Duration = HOUR;
+
+fn new(endpoint: &str, webhook_id: &str) -> NewDelivery {
+    NewDelivery {
+        endpoint: endpoint.into(),
+        webhook_id: webhook_id.into(),
+        body: Bytes::from(format!("{{\"id\":\"{webhook_id}\"}}")),
+        created_at_ms: 1_000,
+    }
+}
+
+fn ids(outcome: EnqueueOutcome) -> Vec<DeliveryId> {
+    match outcome {
+        EnqueueOutcome::Enqueued(ids) => ids,
+        EnqueueOutcome::Duplicate => Vec::new(),
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Whether [`Store::next_due`]'s answer lets an idle worker sleep: `None`, or not before
+/// most of [`REDIS_POLL_INTERVAL`] has passed.
+fn lets_the_worker_sleep(next_due: Option<i64>) -> bool {
+    next_due.is_none_or(|at| at > now_ms() + 3_000_000)
+}
+
+pub(crate) async fn enqueue_lease_complete(store: &Store) -> TestResult {
+    store.health().await?;
+    let enqueued = ids(store
+        .enqueue(
+            None,
+            vec![new("crm", "a"), new("ops", "b"), new("crm", "c")],
+            1_000,
+        )
+        .await?);
+    assert_eq!(enqueued.len(), 3);
+    assert!(
+        enqueued.windows(2).all(|w| w[0] < w[1]),
+        "ids increase: {enqueued:?}"
+    );
+    assert_eq!(store.queue_depth("crm").await?, 2);
+    assert_eq!(store.queue_depth("ops").await?, 1);
+    assert_eq!(store.endpoints().await?, ["crm", "ops"]);
+
+    assert!(store.lease("crm", 1_000, 0).await?.is_empty());
+    let leased = store.lease("crm", 1_000, 10).await?;
+    let webhook_ids: Vec<&str> = leased.iter().map(|d| d.webhook_id.as_str()).collect();
+    assert_eq!(webhook_ids, ["a", "c"]);
+    assert_eq!((leased[0].id, leased[1].id), (enqueued[0], enqueued[2]));
+    assert_eq!(leased[0].endpoint, "crm");
+    assert_eq!(leased[0].body, Bytes::from_static(b"{\"id\":\"a\"}"));
+    assert_eq!(
+        (leased[0].attempts, leased[0].last_error.as_deref()),
+        (0, None)
+    );
+    assert_eq!(
+        (leased[0].created_at_ms, leased[0].not_before_ms),
+        (1_000, 1_000)
+    );
+    // Leased ones are not offered twice, but still count.
+    assert!(store.lease("crm", 5_000, 10).await?.is_empty());
+    assert_eq!(store.queue_depth("crm").await?, 2);
+
+    store.complete(leased[0].id).await?;
+    store.complete(leased[1].id).await?;
+    assert_eq!(store.queue_depth("crm").await?, 0);
+    assert_eq!(store.endpoints().await?, ["ops"]);
+    Ok(())
+}
+
+pub(crate) async fn unknown_deliveries_have_no_outcome_and_no_lease(store: &Store) -> TestResult {
+    let a = ids(store.enqueue(None, vec![new("crm", "a")], 1_000).await?)[0];
+    let leased = store.lease("crm", 1_000, 1).await?;
+    assert_eq!(leased[0].id, a);
+    store.complete(a).await?;
+    let never = DeliveryId(a.0 + 1_000);
+    for id in [a, never] {
+        // Completed, or never queued.
+        assert!(matches!(
+            store.complete(id).await,
+            Err(StoreError::UnknownDelivery { id: unknown }) if unknown == id
+        ));
+        assert!(matches!(
+            store.reschedule(id, 0, 2, None).await,
+            Err(StoreError::UnknownDelivery { id: unknown }) if unknown == id
+        ));
+        assert!(matches!(
+            store.dead_letter(id, "gone", Some(410), None, 2_000).await,
+            Err(StoreError::UnknownDelivery { id: unknown }) if unknown == id
+        ));
+        store.release(id).await?;
+        assert!(!store.replay(id, 5_000).await?, "no such dead letter");
+    }
+    assert_eq!(store.queue_depth("crm").await?, 0);
+    assert!(store.endpoints().await?.is_empty());
+    assert!(store.dead_letters(None, 10).await?.is_empty());
+    Ok(())
+}
+
+pub(crate) async fn reschedule_release_and_next_due(store: &Store) -> TestResult {
+    store
+        .enqueue(None, vec![new("crm", "a"), new("crm", "b")], 1_000)
+        .await?;
+    // Due since the enqueue.
+    assert_eq!(store.next_due("crm").await?, Some(1_000));
+    let leased = store.lease("crm", now_ms(), 1).await?;
+    assert_eq!(leased[0].webhook_id, "a");
+    let retry_at = now_ms() + 60_000;
+    store
+        .reschedule(
+            leased[0].id,
+            retry_at,
+            1,
+            Some("503 Service Unavailable".into()),
+        )
+        .await?;
+    // "b" is still due since its enqueue; "a" waits for its retry time.
+    assert_eq!(store.next_due("crm").await?, Some(1_000));
+    let b = store.lease("crm", now_ms(), 10).await?;
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].webhook_id, "b");
+    assert_eq!(store.next_due("crm").await?, Some(retry_at));
+    assert_eq!(store.queue_depth("crm").await?, 2);
+
+    store.release(b[0].id).await?;
+    assert!(
+        store
+            .next_due("crm")
+            .await?
+            .is_some_and(|at| at <= now_ms()),
+        "released is due at once"
+    );
+    let again = store.lease("crm", now_ms(), 10).await?;
+    assert_eq!(again.len(), 1, "released is eligible again");
+    assert_eq!(again[0].id, b[0].id);
+
+    let a = store.lease("crm", retry_at, 10).await?;
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].webhook_id, "a");
+    assert_eq!(a[0].attempts, 1);
+    assert_eq!(a[0].not_before_ms, retry_at);
+    assert_eq!(a[0].last_error.as_deref(), Some("503 Service Unavailable"));
+    // Everything is leased: nothing for an idle worker to wake up for.
+    let next = store.next_due("crm").await?;
+    assert!(lets_the_worker_sleep(next), "{next:?}");
+
+    store.complete(a[0].id).await?;
+    store.complete(b[0].id).await?;
+    // Nothing queued.
+    let next = store.next_due("crm").await?;
+    assert!(lets_the_worker_sleep(next), "{next:?}");
+    assert!(store.endpoints().await?.is_empty());
+    Ok(())
+}
+
+pub(crate) async fn dead_letters_are_listed_and_replayed_with_their_ids(
+    store: &Store,
+) -> TestResult {
+    store
+        .enqueue(None, vec![new("crm", "a"), new("ops", "b")], 1_000)
+        .await?;
+    let a = store.lease("crm", 1_000, 1).await?.remove(0);
+    store
+        .reschedule(a.id, 1_000, 12, Some("timeout".into()))
+        .await?;
+    let a = store.lease("crm", 1_000, 1).await?.remove(0);
+    store
+        .dead_letter(
+            a.id,
+            "attempts exhausted",
+            Some(500),
+            Some("upstream broke".into()),
+            9_000,
+        )
+        .await?;
+    assert_eq!(store.queue_depth("crm").await?, 0);
+    assert_eq!(store.endpoints().await?, ["ops"]);
+
+    let letters = store.dead_letters(None, 10).await?;
+    assert_eq!(letters.len(), 1);
+    let dead = &letters[0];
+    assert_eq!(dead.reason, "attempts exhausted");
+    assert_eq!((dead.status, dead.dead_at_ms), (Some(500), 9_000));
+    assert_eq!(dead.response.as_deref(), Some("upstream broke"));
+    assert_eq!((dead.delivery.id, dead.delivery.attempts), (a.id, 12));
+    assert_eq!(dead.delivery.webhook_id, "a");
+    assert_eq!(dead.delivery.body, a.body);
+    assert_eq!(dead.delivery.last_error.as_deref(), Some("timeout"));
+    assert_eq!(store.dead_letters(Some("crm"), 10).await?.len(), 1);
+    assert!(store.dead_letters(Some("ops"), 10).await?.is_empty());
+    assert!(store.dead_letters(None, 0).await?.is_empty());
+
+    assert!(store.replay(a.id, 5_000).await?);
+    assert!(!store.replay(a.id, 5_000).await?, "already replayed");
+    assert!(store.dead_letters(None, 10).await?.is_empty());
+    assert_eq!(store.endpoints().await?, ["crm", "ops"]);
+    let again = store.lease("crm", 0, 10).await?;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, a.id);
+    assert_eq!(again[0].webhook_id, "a");
+    assert_eq!(again[0].body, a.body);
+    assert_eq!(
+        (again[0].attempts, again[0].last_error.as_deref()),
+        (0, None)
+    );
+    // Due at once, and queued as of the replay: a retry's max_age counts from it.
+    assert_eq!((again[0].not_before_ms, again[0].created_at_ms), (0, 5_000));
+    Ok(())
+}
+
+pub(crate) async fn dead_letter_responses_are_cut_to_max_response_bytes(
+    store: &Store,
+) -> TestResult {
+    let exact = "x".repeat(MAX_RESPONSE_BYTES);
+    let one_more = "x".repeat(MAX_RESPONSE_BYTES + 1);
+    let wide = "é".repeat(MAX_RESPONSE_BYTES); // twice the limit in bytes
+    let responses = [
+        None,
+        Some(exact.clone()),
+        Some(one_more),
+        Some(wide.clone()),
+    ];
+    let batch = (0..responses.len())
+        .map(|i| new("crm", &format!("r{i}")))
+        .collect();
+    store.enqueue(None, batch, 1_000).await?;
+    let leased = store.lease("crm", 1_000, 10).await?;
+    assert_eq!(leased.len(), responses.len());
+    for (d, response) in leased.iter().zip(responses) {
+        store
+            .dead_letter(d.id, "bad request", Some(400), response, 2_000)
+            .await?;
+    }
+    let letters = store.dead_letters(Some("crm"), 10).await?;
+    let kept: Vec<Option<&str>> = letters.iter().map(|l| l.response.as_deref()).collect();
+    assert_eq!(
+        kept[..3],
+        [None, Some(exact.as_str()), Some(exact.as_str())]
+    );
+    // Cut at a character boundary: one byte short of the limit.
+    let cut = kept[3].unwrap_or_default();
+    assert!(cut.len() <= MAX_RESPONSE_BYTES && cut.len() > MAX_RESPONSE_BYTES - 2);
+    assert!(wide.starts_with(cut), "a prefix of the response");
+    Ok(())
+}
+
+pub(crate) async fn a_removed_endpoints_deliveries_go_to_the_dead_letters_and_back(
+    store: &Store,
+) -> TestResult {
+    let batch = (0..5).map(|i| new("old", &format!("w{i}"))).collect();
+    store.enqueue(None, batch, 1_000).await?;
+    store.enqueue(None, vec![new("kept", "k")], 1_000).await?;
+    let leased = store.lease("old", 1_000, 2).await?;
+    assert_eq!(leased.len(), 2);
+    // One of them waits for a retry (with Redis in the delayed set, not the stream).
+    store
+        .reschedule(leased[1].id, now_ms() + 60_000, 1, None)
+        .await?;
+
+    assert_eq!(
+        store
+            .dead_letter_endpoint("old", "endpoint removed", 2_000)
+            .await?,
+        5
+    );
+    assert_eq!(store.queue_depth("old").await?, 0);
+    assert_eq!(store.queue_depth("kept").await?, 1);
+    assert_eq!(store.endpoints().await?, ["kept"]);
+    // The lease was dropped with the delivery.
+    assert!(matches!(
+        store.complete(leased[0].id).await,
+        Err(StoreError::UnknownDelivery { .. })
+    ));
+    let letters = store.dead_letters(Some("old"), 3).await?;
+    assert_eq!(letters.len(), 3, "limit applies");
+    assert!(
+        letters
+            .iter()
+            .all(|d| (d.reason.as_str(), d.dead_at_ms) == ("endpoint removed", 2_000))
+    );
+    assert_eq!(store.dead_letters(Some("old"), 100).await?.len(), 5);
+    assert!(store.dead_letters(Some("kept"), 100).await?.is_empty());
+
+    let wake = store.subscribe("old");
+    assert_eq!(store.replay_endpoint("old", 5_000).await?, 5);
+    assert_eq!(store.queue_depth("old").await?, 5);
+    let mut woken = std::pin::pin!(wake.notified());
+    assert!(woken.as_mut().enable(), "replay wakes the endpoint");
+    let order: Vec<String> = store
+        .lease("old", 2_000, 10)
+        .await?
+        .into_iter()
+        .map(|d| d.webhook_id)
+        .collect();
+    assert_eq!(order, ["w0", "w1", "w2", "w3", "w4"]);
+
+    // An endpoint with nothing queued and no dead letters: nothing moves.
+    assert_eq!(
+        store
+            .dead_letter_endpoint("none", "endpoint removed", 3_000)
+            .await?,
+        0
+    );
+    assert_eq!(store.replay_endpoint("none", 5_000).await?, 0);
+    Ok(())
+}
+
+pub(crate) async fn dedupe_within_the_window(store: &Store) -> TestResult {
+    let key = || Some(("sendgrid:evt1".to_owned(), HOUR));
+    let first = store.enqueue(key(), vec![new("crm", "a")], 10_000).await?;
+    assert!(matches!(first, EnqueueOutcome::Enqueued(ref ids) if ids.len() == 1));
+    // The provider retried within the window: the whole batch is a duplicate, nothing
+    // written.
+    let dup = store
+        .enqueue(key(), vec![new("crm", "a"), new("ops", "a")], 40_000)
+        .await?;
+    assert_eq!(dup, EnqueueOutcome::Duplicate);
+    assert_eq!(store.queue_depth("crm").await?, 1);
+    assert_eq!(store.queue_depth("ops").await?, 0);
+    assert_eq!(
+        store.enqueue(key(), vec![], 40_000).await?,
+        EnqueueOutcome::Duplicate
+    );
+
+    // An empty batch still records the key (an event no endpoint wanted).
+    let nobody = || Some(("sendgrid:evt2".to_owned(), HOUR));
+    assert_eq!(
+        store.enqueue(nobody(), vec![], 10_000).await?,
+        EnqueueOutcome::Enqueued(vec![])
+    );
+    assert_eq!(
+        store
+            .enqueue(nobody(), vec![new("crm", "x")], 20_000)
+            .await?,
+        EnqueueOutcome::Duplicate
+    );
+    // Without a key nothing is a duplicate, and nothing is written for nothing.
+    assert_eq!(
+        store.enqueue(None, vec![], 20_000).await?,
+        EnqueueOutcome::Enqueued(vec![])
+    );
+    for _ in 0..2 {
+        let again = store.enqueue(None, vec![new("crm", "a")], 20_000).await?;
+        assert!(matches!(again, EnqueueOutcome::Enqueued(ref ids) if ids.len() == 1));
+    }
+    assert_eq!(store.queue_depth("crm").await?, 3);
+
+    // The same event twice at once: exactly one enqueues.
+    for round in 0..20 {
+        let key = || Some((format!("race{round}"), HOUR));
+        let (x, y) = tokio::join!(
+            store.enqueue(key(), vec![new("race", "1")], 0),
+            store.enqueue(key(), vec![new("race", "2")], 0),
+        );
+        let outcomes = [x?, y?];
+        let duplicates = outcomes
+            .iter()
+            .filter(|o| **o == EnqueueOutcome::Duplicate)
+            .count();
+        assert_eq!(duplicates, 1, "round {round}: {outcomes:?}");
+    }
+    assert_eq!(store.queue_depth("race").await?, 20);
+    Ok(())
+}
+
+pub(crate) async fn enqueue_wakes_a_subscribed_worker(store: &Store) -> TestResult {
+    let wake = store.subscribe("crm");
+    let worker = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            loop {
+                let leased = store.lease("crm", i64::MAX, 10).await?;
+                if !leased.is_empty() {
+                    return Ok::<_, StoreError>(leased);
+                }
+                wake.notified().await;
+            }
+        })
+    };
+    store.enqueue(None, vec![new("crm", "a")], 0).await?;
+    let leased = tokio::time::timeout(WITHIN, worker).await???;
+    assert_eq!(leased[0].webhook_id, "a");
+
+    // The wake-up is kept until it is waited for: an enqueue between a worker's last lease
+    // and its wait is not missed.
+    let wake = store.subscribe("ops");
+    store.enqueue(None, vec![new("ops", "b")], 0).await?;
+    let mut woken = std::pin::pin!(wake.notified());
+    assert!(woken.as_mut().enable(), "enqueue wakes the endpoint");
+    Ok(())
+}
