@@ -146,7 +146,8 @@ async fn route(app: Arc<Admin>, req: Request<Incoming>) -> Resp {
         ),
         (&Method::POST, ["-", "reload"]) => {
             let live = app.live.clone();
-            let (status, v) = reload_reply(tokio::task::spawn_blocking(move || live.reload_now()).await);
+            let (status, v) =
+                reload_reply(tokio::task::spawn_blocking(move || live.reload_now()).await);
             json_reply(status, &v)
         }
         (&Method::GET, ["dead-letters"]) => {
@@ -259,6 +260,9 @@ mod tests {
         assert_eq!(v["outcome"], "failed");
 
         let (status, v) = reload_reply(Ok(ReloadOutcome::Unchanged));
-        assert_eq!((status, v["outcome"].as_str()), (StatusCode::OK, Some("unchanged")));
+        assert_eq!(
+            (status, v["outcome"].as_str()),
+            (StatusCode::OK, Some("unchanged"))
+        );
     }
 }

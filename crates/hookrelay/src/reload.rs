@@ -54,8 +54,7 @@ impl Controller {
         self.lanes.reconcile(&snapshot).await;
         // An edit between the first load and the watcher's start.
         self.reload_blocking(false).await;
-        let mut hup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut refresh = tokio::time::interval(REFRESH);
         refresh.tick().await;
         loop {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hookrelay_config::Live;
-use hookrelay_store::{EmbeddedOptions, RedisOptions, Store};
+use hookrelay_store::{EmbeddedOptions, RedisOptions, Store, StoreConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{BackgroundService, background_service};
@@ -21,10 +21,10 @@ use pingora::services::background::{BackgroundService, background_service};
 use crate::EXIT_USAGE;
 use crate::admin::{self, Admin};
 use crate::deliver::{DeliverCtx, Lanes};
+use crate::ingest::Ingest;
 use crate::ingest::certs::Certificates;
 use crate::ingest::replay::ReplayCache;
 use crate::ingest::upstream::Upstreams;
-use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::net::{self, Clients};
 use crate::reload::Controller;
@@ -145,7 +145,11 @@ fn fail(what: impl std::fmt::Display) -> Fail {
     Fail(format!("hookrelay run: {what}"), 1)
 }
 
-fn runtime(name: &str, threads: usize, on_start: Option<fn()>) -> Result<tokio::runtime::Runtime, Fail> {
+fn runtime(
+    name: &str,
+    threads: usize,
+    on_start: Option<fn()>,
+) -> Result<tokio::runtime::Runtime, Fail> {
     let mut b = tokio::runtime::Builder::new_multi_thread();
     b.worker_threads(threads).thread_name(name).enable_all();
     if let Some(f) = on_start {
@@ -156,22 +160,29 @@ fn runtime(name: &str, threads: usize, on_start: Option<fn()>) -> Result<tokio::
 }
 
 /// Opens the configured store (on `rt`, where its connections and tasks live).
-fn open_store(config: &hookrelay_config::Store, rt: &tokio::runtime::Runtime) -> Result<Store, Fail> {
-    match config {
-        hookrelay_config::Store::Embedded { path } => Store::open_embedded_with(
+fn open_store(
+    config: &hookrelay_config::Store,
+    rt: &tokio::runtime::Runtime,
+) -> Result<Store, Fail> {
+    let at = match config {
+        hookrelay_config::Store::Embedded { path } => format!(" at {}", path.display()),
+        hookrelay_config::Store::Redis { .. } => " (Redis)".to_owned(),
+    };
+    let config = match config {
+        hookrelay_config::Store::Embedded { path } => StoreConfig::embedded_with(
             path,
             EmbeddedOptions::default().writer_niceness(STORE_WRITER_NICENESS),
-        )
-        .map_err(|e| fail(format!("cannot open the store at {}: {e}", path.display()))),
+        ),
         hookrelay_config::Store::Redis {
             url,
             visibility_timeout,
-        } => {
-            let options = RedisOptions::default().visibility_timeout(*visibility_timeout);
-            rt.block_on(Store::open_redis(url.expose(), options))
-                .map_err(|e| fail(format!("cannot open the Redis store: {e}")))
-        }
-    }
+        } => StoreConfig::redis_with(
+            url.expose(),
+            RedisOptions::default().visibility_timeout(*visibility_timeout),
+        ),
+    };
+    rt.block_on(Store::open(config))
+        .map_err(|e| fail(format!("cannot open the store{at}: {e}")))
 }
 
 /// The one Redis connection every endpoint's rate limit shares (store `redis` only).
@@ -219,7 +230,12 @@ fn start(args: &Args) -> Result<(), Fail> {
 
     let (roots, count) = net::tls::roots(net::tls::system_certs(), &snapshot.tls.ca_certs)
         .map_err(|e| fail(format!("tls.ca_file: {e}")))?;
-    tracing::info!(mozilla = count.mozilla, system = count.system, ca_file = count.ca_file, "trusted root certificates");
+    tracing::info!(
+        mozilla = count.mozilla,
+        system = count.system,
+        ca_file = count.ca_file,
+        "trusted root certificates"
+    );
     let tls = net::tls::client_config(roots).map_err(|e| fail(format!("TLS: {e}")))?;
     let clients = Clients::new(&tls);
 

@@ -134,7 +134,9 @@ fn checked_sns_url(text: &str) -> Result<(), String> {
     if allowed {
         Ok(())
     } else {
-        Err(format!("SubscribeURL host {host:?} is not an Amazon SNS host"))
+        Err(format!(
+            "SubscribeURL host {host:?} is not an Amazon SNS host"
+        ))
     }
 }
 

@@ -122,7 +122,6 @@ fn settings(args: &Args) -> Result<VerifySettings, String> {
     Ok(s)
 }
 
-
 /// Runs the command.
 pub(crate) fn run(args: &Args) -> ExitCode {
     let provider = match provider(args) {

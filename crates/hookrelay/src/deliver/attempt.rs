@@ -36,7 +36,12 @@ enum Record {
 }
 
 /// Sends `d` through the lane's stack and classifies what came back.
-async fn send(ctx: &DeliverCtx, lane: &Lane, target: &std::sync::Arc<stack::Target>, d: &Delivery) -> Outcome {
+async fn send(
+    ctx: &DeliverCtx,
+    lane: &Lane,
+    target: &std::sync::Arc<stack::Target>,
+    d: &Delivery,
+) -> Outcome {
     if let Err(refused) = crate::net::ssrf::check_literal(&target.url, target.allow_link_local) {
         return Outcome::Dead {
             reason: format!("refused: {refused}"),

@@ -144,7 +144,9 @@ pub(crate) async fn run(ctx: Arc<DeliverCtx>, lane: Arc<Lane>) {
             drop(first);
             let wait = match ctx.store.next_due(&lane.name).await.ok().flatten() {
                 Some(at) => Duration::from_millis(
-                    u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0).max(1),
+                    u64::try_from(at.saturating_sub(now_ms()))
+                        .unwrap_or(0)
+                        .max(1),
                 ),
                 None => Duration::from_secs(3600),
             };

@@ -133,7 +133,8 @@ pub(crate) fn due_at(now_ms: i64, delay: Duration) -> i64 {
 /// True when a delivery created at `created_at_ms` that has had `attempts` attempts may
 /// not be tried again.
 pub(crate) fn exhausted(retry: &Retry, attempts: u32, created_at_ms: i64, now_ms: i64) -> bool {
-    let age = Duration::from_millis(u64::try_from(now_ms.saturating_sub(created_at_ms)).unwrap_or(0));
+    let age =
+        Duration::from_millis(u64::try_from(now_ms.saturating_sub(created_at_ms)).unwrap_or(0));
     attempts >= retry.max_attempts.get() || age >= retry.max_age
 }
 
@@ -152,7 +153,10 @@ mod tests {
     #[test]
     fn statuses_are_classified() {
         assert_eq!(classify(StatusCode::OK, None, None), Outcome::Delivered);
-        assert_eq!(classify(StatusCode::NO_CONTENT, None, None), Outcome::Delivered);
+        assert_eq!(
+            classify(StatusCode::NO_CONTENT, None, None),
+            Outcome::Delivered
+        );
         assert_eq!(classify(StatusCode::GONE, None, None), Outcome::Gone);
         for s in [408, 429, 500, 502, 503, 504] {
             let status = StatusCode::from_u16(s).expect("status");
@@ -195,7 +199,10 @@ mod tests {
         assert_eq!(retry_after(&h, now), None);
         h.insert(http::header::RETRY_AFTER, "120".parse().expect("value"));
         assert_eq!(retry_after(&h, now), Some(Duration::from_secs(120)));
-        h.insert(http::header::RETRY_AFTER, "99999999".parse().expect("value"));
+        h.insert(
+            http::header::RETRY_AFTER,
+            "99999999".parse().expect("value"),
+        );
         assert_eq!(retry_after(&h, now), Some(RETRY_AFTER_MAX));
         let later = httpdate::fmt_http_date(now + Duration::from_secs(90));
         h.insert(http::header::RETRY_AFTER, later.parse().expect("value"));
@@ -245,13 +252,19 @@ mod tests {
             wait: Duration::from_secs(60),
             max_wait: Duration::from_secs(30),
         };
-        assert!(matches!(classify_error(&throttled), Outcome::Defer { after, .. } if after == DEFER));
+        assert!(
+            matches!(classify_error(&throttled), Outcome::Defer { after, .. } if after == DEFER)
+        );
 
         let refused = std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
-            ssrf::Refused { host: "metadata.internal".into() },
+            ssrf::Refused {
+                host: "metadata.internal".into(),
+            },
         );
-        assert!(matches!(classify_error(&refused), Outcome::Dead { ref reason, .. } if reason.contains("metadata.internal")));
+        assert!(
+            matches!(classify_error(&refused), Outcome::Dead { ref reason, .. } if reason.contains("metadata.internal"))
+        );
 
         // The same words from anything else are an ordinary failure, retried.
         let lookalike = std::io::Error::other("resolves only to link-local or metadata addresses");

@@ -157,8 +157,7 @@ impl Limit {
 }
 
 impl RateLimiter for Limit {
-    type Future =
-        Pin<Box<dyn Future<Output = Result<tokio::time::Instant, ReserveError>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<tokio::time::Instant, ReserveError>> + Send>>;
 
     fn reserve(&self, key: Option<Key>, max_wait: Duration) -> Self::Future {
         match self.current.load_full() {
@@ -213,7 +212,11 @@ impl Service<net::Request> for Outbound {
 }
 
 /// A request for `target` with `body`.
-pub(crate) fn request(target: &Arc<Target>, webhook_id: &str, body: Bytes) -> Result<(net::Request, Reached), http::Error> {
+pub(crate) fn request(
+    target: &Arc<Target>,
+    webhook_id: &str,
+    body: Bytes,
+) -> Result<(net::Request, Reached), http::Error> {
     let mut req = http::Request::post(target.url.as_str())
         .header(http::header::CONTENT_TYPE, "application/json")
         .header(

@@ -130,7 +130,11 @@ mod tests {
             Some("HTTP 503")
         );
         assert_eq!(cache.recent("https://other", t0), None);
-        assert_eq!(cache.recent(url, t0 + RETRY_AFTER), None, "tried again after");
+        assert_eq!(
+            cache.recent(url, t0 + RETRY_AFTER),
+            None,
+            "tried again after"
+        );
         // Old entries go when a new one is recorded.
         cache.record("https://other", "timed out", t0 + RETRY_AFTER);
         assert_eq!(cache.failures.len(), 1);

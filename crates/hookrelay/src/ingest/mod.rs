@@ -195,10 +195,7 @@ impl ProxyHttp for Ingest {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let snapshot = ctx
-            .snapshot
-            .clone()
-            .unwrap_or_else(|| self.live.snapshot());
+        let snapshot = ctx.snapshot.clone().unwrap_or_else(|| self.live.snapshot());
         match self.upstream.peer(&snapshot.upstream) {
             Ok(peer) => Ok(Box::new(peer)),
             Err(reason) => Err(pingora::Error::explain(

@@ -90,21 +90,47 @@ mod tests {
     #[test]
     fn each_refusal_has_its_status_and_label() {
         let cases = [
-            (Refusal::TooLarge { declared: Some(9), limit: 4 }, 413, "too_large"),
+            (
+                Refusal::TooLarge {
+                    declared: Some(9),
+                    limit: 4,
+                },
+                413,
+                "too_large",
+            ),
             (Refusal::Unreadable("reset".into()), 400, "unreadable"),
-            (Refusal::BadSignature("mismatch".into()), 401, "bad_signature"),
+            (
+                Refusal::BadSignature("mismatch".into()),
+                401,
+                "bad_signature",
+            ),
             (Refusal::ReplayedToken, 401, "replayed_token"),
             (Refusal::BadBody("not JSON".into()), 400, "bad_body"),
             (
-                Refusal::CertificateUnavailable { url: "u".into(), reason: "HTTP 503".into() },
+                Refusal::CertificateUnavailable {
+                    url: "u".into(),
+                    reason: "HTTP 503".into(),
+                },
                 503,
                 "cert_unavailable",
             ),
-            (Refusal::ConfirmationFailed("HTTP 403".into()), 502, "confirm_failed"),
-            (Refusal::StoreUnavailable("disk full".into()), 503, "store_unavailable"),
+            (
+                Refusal::ConfirmationFailed("HTTP 403".into()),
+                502,
+                "confirm_failed",
+            ),
+            (
+                Refusal::StoreUnavailable("disk full".into()),
+                503,
+                "store_unavailable",
+            ),
         ];
         for (refusal, status, label) in cases {
-            assert_eq!((refusal.status(), refusal.metric()), (status, label), "{refusal}");
+            assert_eq!(
+                (refusal.status(), refusal.metric()),
+                (status, label),
+                "{refusal}"
+            );
             let body = refusal.body("p");
             assert!(body.starts_with("p: ") && body.ends_with('\n'));
             assert_eq!(body.lines().count(), 1);

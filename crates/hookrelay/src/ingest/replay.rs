@@ -81,7 +81,10 @@ mod tests {
         .join();
         assert!(poisoned.is_err());
         assert!(c.seen.is_poisoned());
-        assert!(!c.first_use("t", 1000), "a replay after the poison is still a replay");
+        assert!(
+            !c.first_use("t", 1000),
+            "a replay after the poison is still a replay"
+        );
         assert!(c.first_use("u", 1000));
     }
 }

@@ -42,7 +42,10 @@ impl Upstreams {
         // A snapshot applied a moment ago whose upstream is not resolved yet.
         match upstream.ip {
             Some(ip) => Ok(peer(upstream, SocketAddr::new(ip, upstream.port))),
-            None => Err(format!("upstream {} is not resolved yet", upstream.authority())),
+            None => Err(format!(
+                "upstream {} is not resolved yet",
+                upstream.authority()
+            )),
         }
     }
 
@@ -51,11 +54,11 @@ impl Upstreams {
     pub(crate) async fn resolve(&self, upstream: &Upstream) {
         let peer = match upstream.ip {
             Some(ip) => Ok(peer(upstream, SocketAddr::new(ip, upstream.port))),
-            None => match tokio::net::lookup_host((upstream.host.as_str(), upstream.port)).await
-            {
-                Ok(mut addrs) => addrs.next().map(|a| peer(upstream, a)).ok_or_else(|| {
-                    format!("upstream {} resolves to no address", upstream.host)
-                }),
+            None => match tokio::net::lookup_host((upstream.host.as_str(), upstream.port)).await {
+                Ok(mut addrs) => addrs
+                    .next()
+                    .map(|a| peer(upstream, a))
+                    .ok_or_else(|| format!("upstream {} resolves to no address", upstream.host)),
                 Err(e) => Err(format!("upstream {} does not resolve: {e}", upstream.host)),
             },
         };
@@ -81,6 +84,7 @@ impl Upstreams {
 mod tests {
     use super::Upstreams;
     use hookrelay_config::{Snapshot, Source};
+    use pingora::upstreams::peer::Peer;
 
     fn upstream(text: &str) -> hookrelay_config::Upstream {
         let yaml = format!("upstream: \"{text}\"\n");
@@ -98,7 +102,10 @@ mod tests {
         let p = ups.peer(&v6).expect("peer");
         assert_eq!(p.address().to_string(), "[::1]:3000");
         ups.resolve(&v6).await;
-        assert_eq!(ups.peer(&v6).expect("peer").address().to_string(), "[::1]:3000");
+        assert_eq!(
+            ups.peer(&v6).expect("peer").address().to_string(),
+            "[::1]:3000"
+        );
 
         let name = upstream("http://localhost:3000");
         assert!(ups.peer(&name).is_err(), "not resolved yet");

@@ -105,7 +105,10 @@ pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
-fn build<R>(mut http: HttpConnector<R>, tls: rustls::ClientConfig) -> Client<HttpsConnector<HttpConnector<R>>, Full<Bytes>>
+fn build<R>(
+    mut http: HttpConnector<R>,
+    tls: rustls::ClientConfig,
+) -> Client<HttpsConnector<HttpConnector<R>>, Full<Bytes>>
 where
     R: tower::Service<hyper_util::client::legacy::connect::dns::Name>
         + Clone

@@ -24,9 +24,7 @@ pub(crate) struct Refused {
 }
 
 /// The [`Refused`] error somewhere in `error`'s source chain, if any.
-pub(crate) fn refusal_in<'a>(
-    error: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a Refused> {
+pub(crate) fn refusal_in<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Refused> {
     let mut next = Some(error);
     while let Some(e) = next {
         if let Some(r) = e.downcast_ref::<Refused>() {
@@ -134,7 +132,10 @@ mod tests {
         #[error("client error (Connect)")]
         struct Outer(#[source] std::io::Error);
         let wrapped: Box<dyn std::error::Error + Send + Sync> = Box::new(Outer(err));
-        assert_eq!(refusal_in(wrapped.as_ref()).map(|r| r.host.as_str()), Some("169.254.169.254"));
+        assert_eq!(
+            refusal_in(wrapped.as_ref()).map(|r| r.host.as_str()),
+            Some("169.254.169.254")
+        );
 
         // A failure with the same words that is not the guard's is not a refusal.
         let lookalike = std::io::Error::other("resolves only to link-local or metadata addresses");

@@ -1,11 +1,11 @@
 //! The sidecar end to end: the real binary on free ports, real sinks, real callbacks.
 
-mod support;
-
 use std::collections::HashSet;
 
 use hookrelay_core::signing::{SigningSecret, verify};
-use support::{Sidecar, Sink, eventually, form, meta_signature, meta_status, twilio_signature};
+use hookrelay_tests::{
+    Sidecar, Sink, eventually, form, meta_signature, meta_status, twilio_signature,
+};
 
 const META_SECRET: &str = "meta-app-secret";
 const TWILIO_TOKEN: &str = "twilio-auth-token";
@@ -131,7 +131,7 @@ async fn post_postmark(s: &Sidecar, body: String) -> (http::StatusCode, bytes::B
     .await
 }
 
-fn assert_signed(r: &support::Received) {
+fn assert_signed(r: &hookrelay_tests::Received) {
     let secret: SigningSecret = WHSEC.parse().expect("secret");
     verify(
         &[secret],
@@ -306,7 +306,7 @@ async fn bad_requests_get_clear_errors_and_other_paths_are_proxied() {
     ))
     .body(http_body_util::Full::new(bytes::Bytes::new()))
     .expect("req");
-    let (st, _, b) = support::send(req).await;
+    let (st, _, b) = hookrelay_tests::send(req).await;
     assert_eq!((st.as_u16(), b.as_ref()), (200, b"8899".as_ref()));
 
     // Any other path goes to the upstream unchanged.
@@ -703,7 +703,7 @@ async fn a_single_retry_is_not_left_waiting_for_new_traffic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tap_answers_the_provider_itself_when_the_upstream_is_down() {
     let sinks = Sinks::start().await;
-    let dead_upstream = format!("http://127.0.0.1:{}", support::free_port());
+    let dead_upstream = format!("http://127.0.0.1:{}", hookrelay_tests::free_port());
     let config = sinks.config().replace(
         &format!("upstream: http://{}", sinks.upstream.addr),
         &format!("upstream: {dead_upstream}"),

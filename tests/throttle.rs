@@ -1,11 +1,9 @@
 //! A throttled endpoint receives its configured rate, never more than its burst, while an
 //! endpoint without a limit is not slowed. Real time: this test runs about 25 s.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{Sidecar, Sink, meta_signature};
+use hookrelay_tests::{Sidecar, Sink, meta_signature};
 
 const SECRET: &str = "meta-app-secret";
 

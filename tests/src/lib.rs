@@ -1,8 +1,15 @@
-//! Test harness: the real `hookrelay` binary on free ports, real sink servers.
+//! The harness of hookrelay's end-to-end tests: the real `hookrelay` binary on free ports,
+//! real sink servers (and, in the replica tests, a real Redis started the way the store's
+//! own tests start it).
 //!
 //! Nothing here sleeps to synchronise: every wait polls a condition until a deadline.
+//!
+//! The binary is the workspace's own build (`target/<profile>/hookrelay`, next to this
+//! test's executable, or `HOOKRELAY_BIN`). `cargo test --workspace` builds it (the binary
+//! crate's CLI tests need it); a binary older than any source file fails the tests loudly
+//! rather than testing stale code.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(missing_docs, unreachable_pub)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,7 +26,6 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::sync::Notify;
 
 /// How long any condition may take before a test fails.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -76,7 +82,6 @@ pub struct Sink {
     received: Arc<Mutex<Vec<Received>>>,
     status: Arc<AtomicU16>,
     delay_ms: Arc<std::sync::atomic::AtomicU64>,
-    arrived: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -92,23 +97,17 @@ impl Sink {
         let addr = listener.local_addr().expect("addr");
         let received = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(AtomicU16::new(200));
-        let arrived = Arc::new(Notify::new());
         let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (r, s, n, d) = (
-            received.clone(),
-            status.clone(),
-            arrived.clone(),
-            delay_ms.clone(),
-        );
+        let (r, s, d) = (received.clone(), status.clone(), delay_ms.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (r, s, n, d) = (r.clone(), s.clone(), n.clone(), d.clone());
+                let (r, s, d) = (r.clone(), s.clone(), d.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
-                        let (r, s, n, d) = (r.clone(), s.clone(), n.clone(), d.clone());
+                        let (r, s, d) = (r.clone(), s.clone(), d.clone());
                         async move {
                             let path = req.uri().to_string();
                             let headers = req.headers().clone();
@@ -130,7 +129,6 @@ impl Sink {
                                     headers,
                                     body,
                                 });
-                                n.notify_waiters();
                             }
                             Ok::<_, std::convert::Infallible>(
                                 Response::builder()
@@ -151,7 +149,6 @@ impl Sink {
             received,
             status,
             delay_ms,
-            arrived,
             task,
         }
     }
@@ -242,7 +239,7 @@ impl Sidecar {
             .append(true)
             .open(self.dir.path().join("hookrelay.log"))
             .expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        let child = Command::new(binary())
             .args(["run", "-c"])
             .arg(&self.config)
             .env("RUST_LOG", "info,pingora=warn")
@@ -388,4 +385,85 @@ pub fn meta_status(wamid: &str, status: &str, recipient: &str) -> String {
         }}]}]
     })
     .to_string()
+}
+
+/// The `hookrelay` binary under test; panics when it is missing or older than the sources.
+pub fn binary() -> PathBuf {
+    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BINARY.get_or_init(find_binary).clone()
+}
+
+fn find_binary() -> PathBuf {
+    let path = match std::env::var_os("HOOKRELAY_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let exe = std::env::current_exe().expect("the test executable's path");
+            // target/<profile>/deps/<test> → target/<profile>/hookrelay
+            exe.parent()
+                .and_then(|deps| deps.parent())
+                .map(|profile| profile.join("hookrelay"))
+                .expect("target directory")
+        }
+    };
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}: build the binary first (`cargo build -p hookrelay`, or run the whole \
+                 suite with `cargo test --workspace`)",
+                path.display()
+            )
+        });
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut newest = None;
+    newest_source(&root.join("crates"), &mut newest);
+    for file in ["Cargo.lock", "Cargo.toml"] {
+        consider(&root.join(file), &mut newest);
+    }
+    if let Some((source, at)) = newest
+        && at > built
+    {
+        panic!(
+            "{} is older than {}: rebuild it (`cargo build -p hookrelay`) so the tests do not \
+             run stale code",
+            path.display(),
+            source.display()
+        );
+    }
+    path
+}
+
+fn consider(path: &std::path::Path, newest: &mut Option<(PathBuf, std::time::SystemTime)>) {
+    if let Ok(at) = std::fs::metadata(path).and_then(|m| m.modified())
+        && newest.as_ref().is_none_or(|(_, n)| at > *n)
+    {
+        *newest = Some((path.to_owned(), at));
+    }
+}
+
+/// The newest `.rs`, `.toml` or `.lua` file under each crate's `src/` and manifest.
+fn newest_source(crates: &std::path::Path, newest: &mut Option<(PathBuf, std::time::SystemTime)>) {
+    fn walk(dir: &std::path::Path, newest: &mut Option<(PathBuf, std::time::SystemTime)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, newest);
+            } else if path
+                .extension()
+                .is_some_and(|e| e == "rs" || e == "lua" || e == "toml")
+            {
+                consider(&path, newest);
+            }
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(crates) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        consider(&entry.path().join("Cargo.toml"), newest);
+        walk(&entry.path().join("src"), newest);
+    }
 }

@@ -2,16 +2,14 @@
 //! rate limit per endpoint; a killed replica's deliveries are taken over; a Redis restart
 //! loses nothing acknowledged. Real processes, a real `redis-server`.
 
-mod support;
-
-#[path = "../../hookrelay-store/tests/support/redis_server.rs"]
+#[path = "../crates/hookrelay-store/tests/support/redis_server.rs"]
 mod redis_server;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
+use hookrelay_tests::{Sidecar, Sink, eventually, meta_signature};
 use redis_server::RedisServer;
-use support::{Sidecar, Sink, eventually, meta_signature};
 
 const SECRET: &str = "meta-app-secret";
 
