@@ -66,6 +66,12 @@ impl Lane {
         self.set_concurrency(concurrency(ep));
     }
 
+    /// The reload handles of the lane's stack.
+    #[cfg(test)]
+    pub(crate) fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
     /// The settings the next attempt uses.
     pub(crate) fn target(&self) -> Arc<Target> {
         self.target.load_full()

@@ -151,3 +151,173 @@ impl Lanes {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use hookrelay_config::{Snapshot, Source};
+    use hookrelay_core::signing::{SigningSecret, verify};
+    use hookrelay_store::{NewDelivery, Store};
+    use http_body_util::{BodyExt, Full};
+    use tokio::sync::mpsc;
+
+    use super::{DeliverCtx, Lanes};
+    use crate::metrics::Metrics;
+    use crate::net::{Clients, tls};
+
+    const SECRET_A: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const SECRET_B: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+    /// A sink that passes each request's headers and body to the test.
+    async fn sink() -> (
+        std::net::SocketAddr,
+        mpsc::UnboundedReceiver<(http::HeaderMap, Bytes)>,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let tx = tx.clone();
+                            async move {
+                                let headers = req.headers().clone();
+                                let body = req
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let _ = tx.send((headers, body));
+                                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                                    Bytes::new(),
+                                )))
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, rx)
+    }
+
+    fn snapshot(url: &str, tenant: &str, secret: &str, per_second: u32) -> Snapshot {
+        let yaml = format!(
+            "upstream: 127.0.0.1:9\nendpoints:\n  - name: crm\n    url: {url}\n    \
+             headers: {{ X-Tenant: {tenant} }}\n    signing_secret: \"{secret}\"\n    \
+             rate_limit: {{ per_second: {per_second}, burst: 1 }}\n"
+        );
+        Snapshot::try_from(&Source::new("t.yaml", yaml)).expect("valid")
+    }
+
+    fn lanes(store: &Store) -> Lanes {
+        let (roots, _) = tls::roots(Vec::new(), &[]).expect("roots");
+        Lanes::new(DeliverCtx {
+            store: store.clone(),
+            metrics: Arc::new(Metrics::default()),
+            clients: Clients::new(&tls::client_config(roots).expect("tls")),
+            runtime: tokio::runtime::Handle::current(),
+            redis: None,
+        })
+    }
+
+    async fn deliver_one(store: &Store, id: &str) {
+        let new = NewDelivery {
+            endpoint: "crm".into(),
+            webhook_id: id.into(),
+            body: Bytes::from(format!("{{\"id\":\"{id}\"}}")),
+            created_at_ms: 0,
+        };
+        store.enqueue(None, vec![new], 0).await.expect("enqueued");
+    }
+
+    fn signed_by(headers: &http::HeaderMap, body: &[u8], secret: &str) -> bool {
+        let secret: SigningSecret = secret.parse().expect("secret");
+        let h = |n: &str| {
+            headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        verify(
+            &[secret],
+            &h("webhook-id"),
+            &h("webhook-timestamp"),
+            &h("webhook-signature"),
+            body,
+            None,
+        )
+        .is_ok()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reload_of_headers_secret_and_rate_reaches_the_built_stack() {
+        let (addr, mut received) = sink().await;
+        let url = format!("http://{addr}/hooks");
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open_embedded(dir.path()).expect("store");
+        let lanes = lanes(&store);
+
+        lanes.reconcile(&snapshot(&url, "a", SECRET_A, 5)).await;
+        let lane = lanes.get("crm").expect("lane");
+        deliver_one(&store, "evt_1").await;
+        let (headers, body) = received.recv().await.expect("first delivery");
+        assert_eq!(headers["x-tenant"], "a");
+        assert!(signed_by(&headers, &body, SECRET_A));
+
+        lanes.reconcile(&snapshot(&url, "b", SECRET_B, 50)).await;
+        let after = lanes.get("crm").expect("lane");
+        assert!(
+            Arc::ptr_eq(&lane, &after),
+            "the lane and its stack were not rebuilt"
+        );
+        assert_eq!(
+            after.policy().rate().map(|g| g.per_second().get()),
+            Some(50)
+        );
+
+        deliver_one(&store, "evt_2").await;
+        let (headers, body) = received.recv().await.expect("second delivery");
+        assert_eq!(headers["x-tenant"], "b");
+        assert!(signed_by(&headers, &body, SECRET_B));
+        assert!(
+            !signed_by(&headers, &body, SECRET_A),
+            "the old secret is gone"
+        );
+        lanes.stop_all();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_poisoned_lock_does_not_stop_reconcile() {
+        let (addr, mut received) = sink().await;
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open_embedded(dir.path()).expect("store");
+        let lanes = Arc::new(lanes(&store));
+        let holder = lanes.clone();
+        let poisoned = std::thread::spawn(move || {
+            let _guard = holder.lanes.lock();
+            panic!("a panic while holding the lanes");
+        })
+        .join();
+        assert!(poisoned.is_err() && lanes.lanes.is_poisoned());
+
+        lanes
+            .reconcile(&snapshot(&format!("http://{addr}/"), "a", SECRET_A, 5))
+            .await;
+        assert!(lanes.get("crm").is_some(), "the lane started");
+        deliver_one(&store, "evt_1").await;
+        assert!(received.recv().await.is_some(), "and delivers");
+        lanes.stop_all();
+    }
+}

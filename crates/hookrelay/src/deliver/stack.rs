@@ -156,6 +156,17 @@ impl Limit {
     }
 }
 
+#[cfg(test)]
+impl Policy {
+    /// The rate in force.
+    pub(crate) fn rate(&self) -> Option<Gcra> {
+        self.limit.current.load().as_deref().map(|b| match b {
+            Backend::Local(h) => h.gcra(),
+            Backend::Redis(r) => r.gcra(),
+        })
+    }
+}
+
 impl RateLimiter for Limit {
     type Future = Pin<Box<dyn Future<Output = Result<tokio::time::Instant, ReserveError>> + Send>>;
 
