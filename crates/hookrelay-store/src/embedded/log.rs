@@ -14,12 +14,17 @@ use crate::StoreError;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
 
 /// The first bytes of every log file: name and format version.
 pub(crate) const MAGIC: &[u8; 8] = b"HKRLOG\x00\x01";
+
+/// The log file with sequence number `seq`.
+pub(crate) fn log_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:020}.log"))
+}
 
 const FRAME_HEADER: usize = 12;
 const RECORD_HEADER: usize = 8;

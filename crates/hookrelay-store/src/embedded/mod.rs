@@ -1,24 +1,35 @@
 //! The embedded backend: an append-only log file, one writer thread, the queue in memory.
 //!
-//! - `log`: the file format (checksummed frames of records) and reading it back;
+//! - `log`: the file format (checksummed frames of records), the files' names, and reading
+//!   it back;
 //! - `state`: the records and the state they build (queued deliveries, dead letters,
 //!   dedupe keys), applied the same way when written and when read back at open;
-//! - `writer`: the writer thread (group commit, lazy sync of outcomes, checkpoints);
+//! - `writer`: the writer thread (group commit, lazy sync of outcomes, when to checkpoint);
+//! - `batch`: what each op of a batch writes, decided against the state, and its effects on
+//!   the index;
+//! - `checkpoint`: a new log file of only what is live, written and renamed into place;
+//! - `recover`: the newest log file read back at open, its torn tail cut off;
 //! - `index`: which deliveries are due and leased, per endpoint;
 //! - `relay`: how the writer answers callers on current-thread runtimes, once per batch;
-//! - this module: the public [`EmbeddedStore`], opening and recovery.
+//! - this module: the public [`EmbeddedStore`]: opening the directory, starting the
+//!   writer, and reading deliveries back from the log.
 //!
 //! Why a log of its own rather than a KV crate: `docs/DESIGN.md` §5.
 
+mod batch;
+mod checkpoint;
 mod index;
 mod log;
+mod recover;
 mod relay;
 mod state;
 mod writer;
 
 use crate::{DeadLetter, Delivery, DeliveryId, EnqueueOutcome, NewDelivery, StoreError};
 use bytes::Bytes;
+use recover::{index_of, recover};
 use state as writer_state;
+use state::decode_put;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -27,7 +38,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
-use writer::{Core, Op, Reply, Sent, Shared, Snapshot, Writer, decode_put, index_of, log_path};
+use writer::{Core, Op, Reply, Sent, Shared, Writer};
 
 /// The lock file inside the store directory: one process at a time.
 const LOCK_FILE: &str = "lock";
@@ -94,19 +105,6 @@ impl EmbeddedOptions {
     pub fn writer_niceness(mut self, niceness: i32) -> Self {
         self.writer_niceness = niceness.clamp(0, 19);
         self
-    }
-}
-
-/// Makes the calling thread `by` nicer than it is (a no-op for 0).
-fn renice_current_thread(by: i32) {
-    if by == 0 {
-        return;
-    }
-    // On Linux this reads and sets the calling thread's nice value, not the process's.
-    let result = rustix::process::getpriority_process(None)
-        .and_then(|now| rustix::process::setpriority_process(None, (now + by).min(19)));
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "cannot lower the store writer's priority");
     }
 }
 
@@ -259,7 +257,7 @@ impl EmbeddedStore {
         let handle = std::thread::Builder::new()
             .name("hookrelay-store-writer".into())
             .spawn(move || {
-                renice_current_thread(niceness);
+                writer::renice_current_thread(niceness);
                 writer.run(receiver);
             })
             .map_err(|source| StoreError::Spawn { source })?;
@@ -593,135 +591,4 @@ fn read_delivery(id: u64, entry: &state::Entry, file: &File) -> Result<Delivery,
         last_error: entry.last_error.as_deref().map(String::from),
         body: Bytes::from(record).slice(body_range),
     })
-}
-
-/// Finds the newest log file, reads it back and cuts off a torn tail; starts a new log
-/// when there is none. Older log files (a checkpoint that was not cleaned up) and
-/// unfinished checkpoints are removed.
-fn recover(dir: &Path) -> Result<(u64, Arc<File>, u64, state::State), StoreError> {
-    let open_error = |e: std::io::Error| StoreError::Open {
-        path: dir.to_owned(),
-        source: Arc::new(e),
-    };
-    let mut logs = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(open_error)? {
-        let entry = entry.map_err(open_error)?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.ends_with(".log.tmp") {
-            std::fs::remove_file(entry.path()).map_err(open_error)?;
-        } else if let Some(seq) = name
-            .strip_suffix(".log")
-            .and_then(|n| n.parse::<u64>().ok())
-        {
-            logs.push(seq);
-        }
-    }
-    logs.sort_unstable();
-    let Some(&seq) = logs.last() else {
-        let empty = state::State::default();
-        let written =
-            writer::write_checkpoint(dir, 1, &Snapshot::of(&empty), None).map_err(|e| e.error)?;
-        return Ok((1, written.file, written.end, empty));
-    };
-    let path = log_path(dir, seq);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(open_error)?;
-    let mut state = state::State::default();
-    let scanned = log::scan(&path, &file, seq, |loc, head, _tail| {
-        let rec: state::Rec<'_> = postcard::from_bytes(head).map_err(|e| StoreError::Corrupt {
-            table: "log",
-            key: seq,
-            source: Arc::new(e),
-        })?;
-        state.apply(&rec, loc);
-        Ok(())
-    })?;
-    for &(offset, len) in &scanned.skipped {
-        tracing::error!(
-            path = %path.display(),
-            offset,
-            bytes = len,
-            "skipped a damaged frame of the store log that intact frames follow: the operations written in it (enqueues and delivery outcomes of one group commit) are lost, unless a crash tore the frame before they were acknowledged"
-        );
-        // The ids the frame's enqueues took are unknown: ids handed out from now on start
-        // past the most it can have held, so no id names two deliveries.
-        state.next_id = state.next_id.saturating_add(log::most_records(len));
-    }
-    // Zeros after the last frame are space the writer set aside, not a torn write.
-    if scanned.torn > 0 && !log::zeros(&file, scanned.valid_end).map_err(open_error)? {
-        tracing::warn!(
-            path = %path.display(),
-            bytes = scanned.torn,
-            "cutting off an unfinished write at the end of the store log"
-        );
-        file.set_len(scanned.valid_end).map_err(open_error)?;
-        file.sync_all().map_err(open_error)?;
-    }
-    for &older in &logs[..logs.len() - 1] {
-        std::fs::remove_file(log_path(dir, older)).map_err(open_error)?;
-    }
-    Ok((seq, Arc::new(file), scanned.valid_end, state))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::EnqueueOutcome;
-    use bytes::Bytes;
-
-    fn new(webhook_id: &str) -> NewDelivery {
-        NewDelivery {
-            endpoint: "crm".into(),
-            webhook_id: webhook_id.into(),
-            body: Bytes::from_static(b"{}"),
-            created_at_ms: 0,
-        }
-    }
-
-    #[tokio::test]
-    async fn a_checkpoint_failing_after_its_rename_stops_the_store_and_loses_nothing()
-    -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let options = EmbeddedOptions::default().compact_after(0);
-        {
-            let store = EmbeddedStore::open_with(dir.path(), options.clone())?;
-            store.enqueue(None, vec![new("kept")], 0).await?;
-            writer::FAIL_DIR_SYNC.store(true, Ordering::SeqCst);
-            // Enqueue and complete until a checkpoint is tried: it renames its file, then
-            // fails to sync the directory.
-            let mut acknowledged = 0;
-            for i in 0..100 {
-                let Ok(EnqueueOutcome::Enqueued(ids)) =
-                    store.enqueue(None, vec![new(&format!("x{i}"))], 0).await
-                else {
-                    break;
-                };
-                acknowledged += 1;
-                let Ok(()) = store.complete(ids[0]).await else {
-                    break;
-                };
-                if store.health().await.is_err() {
-                    break;
-                }
-            }
-            writer::FAIL_DIR_SYNC.store(false, Ordering::SeqCst);
-            assert!(acknowledged > 0);
-            assert!(store.health().await.is_err(), "the store stopped");
-            assert!(store.enqueue(None, vec![new("refused")], 0).await.is_err());
-        }
-        let store = EmbeddedStore::open_with(dir.path(), options)?;
-        store.health().await?;
-        let leased = store.lease("crm", 0, 10).await?;
-        let ids: Vec<&str> = leased.iter().map(|d| d.webhook_id.as_str()).collect();
-        assert_eq!(
-            ids,
-            ["kept"],
-            "what was acknowledged is there, nothing else"
-        );
-        Ok(())
-    }
 }

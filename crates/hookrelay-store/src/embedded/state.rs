@@ -4,9 +4,11 @@
 //! The same [`State::apply`] runs when the writer logs a record and when a log file is
 //! read back at open, so the state after a restart is the state that was acknowledged.
 //! Bodies and `webhook_id`s stay in the log file: the state keeps where each delivery's
-//! `Put` record lies and the fields that change after it was written.
+//! `Put` record lies and the fields that change after it was written, and [`decode_put`]
+//! reads the rest back out of the record.
 
-use super::log::Loc;
+use super::log::{self, Loc};
+use crate::StoreError;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
@@ -311,6 +313,38 @@ impl State {
                 grave.entry.put = loc;
             }
         }
+    }
+}
+
+/// The fields of a `Put` record that stay in the file.
+pub(crate) struct Put<'a> {
+    pub(crate) webhook_id: &'a str,
+    pub(crate) created_at_ms: i64,
+    pub(crate) body: &'a [u8],
+}
+
+/// Decodes a `Put` record read back from `loc`.
+pub(crate) fn decode_put(seq: u64, loc: Loc, record: &[u8]) -> Result<Put<'_>, StoreError> {
+    let bad = |what: &str| StoreError::Corrupt {
+        table: "log",
+        key: seq,
+        source: Arc::new(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{what} at offset {}", loc.off),
+        )),
+    };
+    let (head, body) = log::split(record).ok_or_else(|| bad("malformed record"))?;
+    match postcard::from_bytes::<Rec<'_>>(head) {
+        Ok(Rec::Put {
+            webhook_id,
+            created_at_ms,
+            ..
+        }) => Ok(Put {
+            webhook_id,
+            created_at_ms,
+            body,
+        }),
+        _ => Err(bad("expected a delivery record")),
     }
 }
 

@@ -1,4 +1,4 @@
-//! The writer thread: group commit onto the log, and checkpoints.
+//! The writer thread: group commit onto the log, and when to checkpoint.
 //!
 //! Callers send an [`Op`] with a oneshot reply. The thread takes the first op, drains
 //! whatever else is already waiting (up to `max_batch`), turns each op into records
@@ -13,41 +13,36 @@
 //! its own leaves the log clean and the other ops of the batch still commit. Each op's
 //! records go into one frame, so after a crash an op is either all there or not at all.
 //!
+//! What each op writes, and what it changes in the index once committed, is decided in
+//! `batch`; this module takes the ops in, writes and syncs, and answers.
+//!
 //! When the log has grown past `compact_after` and to four times what is live, the thread
-//! writes a checkpoint: a new log file holding only the live state (queued deliveries with
-//! their bodies, dead letters, live dedupe keys, the next id), made durable and renamed
-//! into place before the old file is removed.
+//! writes a checkpoint (`checkpoint`): a new log file holding only the live state (queued
+//! deliveries with their bodies, dead letters, live dedupe keys, the next id), made durable
+//! and renamed into place before the old file is removed.
 
-use super::index::{Effect, Index};
-use super::log::{self, FrameBuf, Loc, MAGIC};
+use super::batch::Batch;
+use super::checkpoint::{CheckpointError, Snapshot, write_checkpoint};
+use super::index::Index;
+use super::log::{FrameBuf, log_path};
 use super::relay::{self, Relay};
-use super::state::{Entry, Grave, Rec, State};
+use super::state::State;
 use crate::types::truncate;
-use crate::{DeliveryId, EnqueueOutcome, MAX_RESPONSE_BYTES, NewDelivery, StoreError};
+use crate::{EnqueueOutcome, MAX_RESPONSE_BYTES, NewDelivery, StoreError};
 use std::collections::HashMap;
 use std::error::Error as StdError;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::oneshot;
-use xxhash_rust::xxh3::xxh3_128;
 
 /// The batch buffer is kept for the next batch up to this size (reusing it spares the
 /// kernel zeroing fresh pages for every batch).
 const KEEP_BUFFER: usize = 16 << 20;
-
-/// A frame is closed (between two ops) once it holds this much.
-const FRAME_SOFT_MAX: usize = 64 << 20;
-
-/// A checkpoint is written out in pieces of about this size.
-const CHECKPOINT_CHUNK: usize = 8 << 20;
-
-/// Dedupe keys per `Keys` record of a checkpoint.
-const KEYS_PER_RECORD: usize = 4096;
 
 /// The log file is extended with zeros this much ahead of the writes, so that a sync
 /// writes the appended data only, not the file's size as well.
@@ -197,221 +192,6 @@ impl Pending {
             Pending::Count(reply, _) => Pending::Count(reply, Err(error())),
             Pending::Found(reply, _) => Pending::Found(reply, Err(error())),
         }
-    }
-}
-
-/// One batch being turned into records.
-struct Batch<'a> {
-    state: &'a mut State,
-    frames: &'a mut FrameBuf,
-    effects: &'a mut Vec<Effect>,
-}
-
-impl Batch<'_> {
-    /// Appends `recs` (with their tails) as one op: all of them or, on error, none. Applies
-    /// them to the state once all are encoded.
-    fn log(&mut self, recs: &[(Rec<'_>, &[u8])]) -> Result<(), StoreError> {
-        self.frames.begin();
-        let mark = self.frames.mark();
-        let mut locs = Vec::with_capacity(recs.len());
-        for (rec, tail) in recs {
-            match self.frames.push(rec, tail) {
-                Ok(loc) => locs.push(loc),
-                Err(e) => {
-                    self.frames.rollback(mark);
-                    return Err(e);
-                }
-            }
-        }
-        if self.frames.frame_len() > u32::MAX as usize {
-            self.frames.rollback(mark);
-            return Err(StoreError::backend(
-                "encode",
-                std::io::Error::other("one operation longer than 4 GiB"),
-            ));
-        }
-        for ((rec, _), loc) in recs.iter().zip(locs) {
-            self.state.apply(rec, loc);
-        }
-        if self.frames.frame_len() > FRAME_SOFT_MAX {
-            // Cannot fail: the frame was checked to fit above.
-            self.frames.end()?;
-        }
-        Ok(())
-    }
-
-    fn enqueue(
-        &mut self,
-        dedupe: Option<(String, Duration)>,
-        batch: &[NewDelivery],
-        now_ms: i64,
-    ) -> Result<EnqueueOutcome, StoreError> {
-        let key = dedupe.as_ref().map(|(key, window)| {
-            let window = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-            (xxh3_128(key.as_bytes()), now_ms.saturating_add(window))
-        });
-        if let Some((hash, _)) = key
-            && self.state.dedupe_expiry(hash).is_some_and(|e| e > now_ms)
-        {
-            return Ok(EnqueueOutcome::Duplicate);
-        }
-        let first = self.state.next_id;
-        let exhausted = || {
-            StoreError::backend(
-                "allocate id",
-                std::io::Error::other("delivery ids exhausted"),
-            )
-        };
-        first
-            .checked_add(batch.len() as u64)
-            .ok_or_else(exhausted)?;
-        let mut recs = Vec::with_capacity(batch.len() + 1);
-        for (n, new) in batch.iter().enumerate() {
-            recs.push((
-                Rec::Put {
-                    id: first + n as u64,
-                    endpoint: &new.endpoint,
-                    not_before_ms: now_ms,
-                    attempts: 0,
-                    webhook_id: &new.webhook_id,
-                    created_at_ms: new.created_at_ms,
-                    last_error: None,
-                },
-                &new.body[..],
-            ));
-        }
-        if let Some((hash, expires_ms)) = key {
-            recs.push((
-                Rec::Dedupe {
-                    key: hash,
-                    expires_ms,
-                },
-                &[][..],
-            ));
-        }
-        self.log(&recs)?;
-        let ids: Vec<DeliveryId> = (0..batch.len() as u64)
-            .map(|n| DeliveryId(first + n))
-            .collect();
-        for (new, id) in batch.iter().zip(&ids) {
-            self.effects.push(Effect::Queued {
-                endpoint: self.state.intern(&new.endpoint),
-                id: id.0,
-                not_before: now_ms,
-                wake: true,
-            });
-        }
-        Ok(EnqueueOutcome::Enqueued(ids))
-    }
-
-    /// The queued delivery `id`: its endpoint and when it was due.
-    fn queued(&self, id: u64) -> Result<(Arc<str>, i64), StoreError> {
-        self.state
-            .queued
-            .get(&id)
-            .map(|entry| (Arc::clone(&entry.endpoint), entry.not_before_ms))
-            .ok_or(StoreError::UnknownDelivery { id: DeliveryId(id) })
-    }
-
-    fn complete(&mut self, id: u64) -> Result<(), StoreError> {
-        let (endpoint, not_before) = self.queued(id)?;
-        self.log(&[(Rec::Complete { id }, &[])])?;
-        self.effects.push(Effect::Removed {
-            endpoint,
-            id,
-            not_before,
-        });
-        Ok(())
-    }
-
-    fn reschedule(
-        &mut self,
-        id: u64,
-        not_before_ms: i64,
-        attempts: u32,
-        error: Option<&str>,
-    ) -> Result<(), StoreError> {
-        let (endpoint, not_before) = self.queued(id)?;
-        let rec = Rec::Reschedule {
-            id,
-            not_before_ms,
-            attempts,
-            error,
-        };
-        self.log(&[(rec, &[])])?;
-        self.effects.push(Effect::Removed {
-            endpoint: endpoint.clone(),
-            id,
-            not_before,
-        });
-        self.effects.push(Effect::Queued {
-            endpoint,
-            id,
-            not_before: not_before_ms,
-            wake: false,
-        });
-        Ok(())
-    }
-
-    fn bury(
-        &mut self,
-        ids: &[u64],
-        reason: &str,
-        status: Option<u16>,
-        response: Option<&str>,
-        now_ms: i64,
-    ) -> Result<u64, StoreError> {
-        let mut removed = Vec::with_capacity(ids.len());
-        for &id in ids {
-            removed.push((id, self.queued(id)?));
-        }
-        let recs: Vec<(Rec<'_>, &[u8])> = ids
-            .iter()
-            .map(|&id| {
-                let rec = Rec::Bury {
-                    id,
-                    reason,
-                    status,
-                    response,
-                    dead_at_ms: now_ms,
-                };
-                (rec, &[][..])
-            })
-            .collect();
-        self.log(&recs)?;
-        for (id, (endpoint, not_before)) in removed {
-            self.effects.push(Effect::Removed {
-                endpoint,
-                id,
-                not_before,
-            });
-        }
-        Ok(ids.len() as u64)
-    }
-
-    fn replay(&mut self, ids: &[u64], at_ms: i64) -> Result<u64, StoreError> {
-        let found: Vec<(u64, Arc<str>)> = ids
-            .iter()
-            .filter_map(|id| {
-                let grave = self.state.dead.get(id)?;
-                Some((*id, Arc::clone(&grave.entry.endpoint)))
-            })
-            .collect();
-        let recs: Vec<(Rec<'_>, &[u8])> = found
-            .iter()
-            .map(|&(id, _)| (Rec::Replay { id, at_ms }, &[][..]))
-            .collect();
-        self.log(&recs)?;
-        let count = found.len() as u64;
-        for (id, endpoint) in found {
-            self.effects.push(Effect::Queued {
-                endpoint,
-                id,
-                not_before: 0,
-                wake: true,
-            });
-        }
-        Ok(count)
     }
 }
 
@@ -757,221 +537,15 @@ fn pending_of(op: Op) -> Pending {
     }
 }
 
-/// The log file with sequence number `seq`.
-pub(crate) fn log_path(dir: &Path, seq: u64) -> PathBuf {
-    dir.join(format!("{seq:020}.log"))
-}
-
-/// What a checkpoint writes, copied out of the state.
-pub(crate) struct Snapshot {
-    queued: Vec<(u64, Entry)>,
-    dead: Vec<(u64, Grave)>,
-    keys: Vec<(u128, i64)>,
-    next_id: u64,
-}
-
-impl Snapshot {
-    pub(crate) fn of(state: &State) -> Self {
-        let mut queued: Vec<(u64, Entry)> = state
-            .queued
-            .iter()
-            .map(|(&id, e)| (id, e.clone()))
-            .collect();
-        queued.sort_unstable_by_key(|(id, _)| *id);
-        Snapshot {
-            queued,
-            dead: state.dead.iter().map(|(&id, g)| (id, g.clone())).collect(),
-            keys: state.keys(),
-            next_id: state.next_id,
-        }
+/// Makes the calling thread `by` nicer than it is (a no-op for 0).
+pub(crate) fn renice_current_thread(by: i32) {
+    if by == 0 {
+        return;
     }
-}
-
-/// A checkpoint made durable and renamed into place.
-pub(crate) struct Written {
-    pub(crate) file: Arc<File>,
-    pub(crate) end: u64,
-    /// Each delivery's `Put` in the new file.
-    pub(crate) moved: Vec<(u64, Loc)>,
-}
-
-/// Syncs directory `dir` (a rename in it is durable after this).
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    #[cfg(test)]
-    if FAIL_DIR_SYNC.load(Ordering::SeqCst) {
-        return Err(std::io::Error::other("directory sync failed (test)"));
+    // On Linux this reads and sets the calling thread's nice value, not the process's.
+    let result = rustix::process::getpriority_process(None)
+        .and_then(|now| rustix::process::setpriority_process(None, (now + by).min(19)));
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "cannot lower the store writer's priority");
     }
-    File::open(dir)?.sync_all()
-}
-
-/// Makes the next directory syncs fail, to test what follows.
-#[cfg(test)]
-pub(crate) static FAIL_DIR_SYNC: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
-
-/// A checkpoint that failed, and whether its file was already renamed into place.
-pub(crate) struct CheckpointError {
-    pub(crate) error: StoreError,
-    pub(crate) renamed: bool,
-}
-
-/// Writes log file `seq` holding `snapshot`, reading bodies from `old` (sequence number and
-/// file), syncs it and renames it into place; the caller removes the old file.
-pub(crate) fn write_checkpoint(
-    dir: &Path,
-    seq: u64,
-    snapshot: &Snapshot,
-    old: Option<(u64, &File)>,
-) -> Result<Written, CheckpointError> {
-    let path = log_path(dir, seq);
-    let tmp = path.with_extension("log.tmp");
-    let before = |error| CheckpointError {
-        error,
-        renamed: false,
-    };
-    let written = match write_checkpoint_file(&tmp, seq, snapshot, old) {
-        Ok(written) => written,
-        Err(error) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(before(error));
-        }
-    };
-    if let Err(e) = std::fs::rename(&tmp, &path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(before(StoreError::backend("checkpoint rename", e)));
-    }
-    sync_dir(dir).map_err(|e| CheckpointError {
-        error: StoreError::backend("checkpoint sync directory", e),
-        renamed: true,
-    })?;
-    Ok(written)
-}
-
-fn write_checkpoint_file(
-    tmp: &Path,
-    seq: u64,
-    snapshot: &Snapshot,
-    old: Option<(u64, &File)>,
-) -> Result<Written, StoreError> {
-    let io = |op| move |e: std::io::Error| StoreError::backend(op, e);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(tmp)
-        .map_err(io("checkpoint create"))?;
-    file.write_all_at(MAGIC, 0)
-        .map_err(io("checkpoint write"))?;
-    let mut frames = FrameBuf::new(seq, MAGIC.len() as u64);
-    let mut moved = Vec::with_capacity(snapshot.queued.len() + snapshot.dead.len());
-    let flush = |frames: &mut FrameBuf, force: bool| -> Result<(), StoreError> {
-        if force || frames.bytes().len() >= CHECKPOINT_CHUNK {
-            frames.end()?;
-            file.write_all_at(
-                frames.bytes(),
-                frames.end_offset() - frames.bytes().len() as u64,
-            )
-            .map_err(io("checkpoint write"))?;
-            frames.advance();
-        }
-        if !force {
-            frames.begin();
-        }
-        Ok(())
-    };
-    frames.begin();
-    frames.push(&Rec::Checkpoint, &[])?;
-    let copy = |frames: &mut FrameBuf, id: u64, entry: &Entry| -> Result<Loc, StoreError> {
-        let Some((old_seq, old_file)) = old.filter(|(s, _)| *s == entry.put.seq) else {
-            return Err(StoreError::backend(
-                "checkpoint",
-                std::io::Error::other(format!("delivery {id} is in no open log file")),
-            ));
-        };
-        let record = log::read(old_file, entry.put).map_err(io("checkpoint read"))?;
-        let put = decode_put(old_seq, entry.put, &record)?;
-        frames.push(
-            &Rec::Put {
-                id,
-                endpoint: &entry.endpoint,
-                not_before_ms: entry.not_before_ms,
-                attempts: entry.attempts,
-                webhook_id: put.webhook_id,
-                created_at_ms: entry.replayed_at_ms.unwrap_or(put.created_at_ms),
-                last_error: entry.last_error.as_deref(),
-            },
-            put.body,
-        )
-    };
-    for (id, entry) in &snapshot.queued {
-        moved.push((*id, copy(&mut frames, *id, entry)?));
-        flush(&mut frames, false)?;
-    }
-    for (id, grave) in &snapshot.dead {
-        moved.push((*id, copy(&mut frames, *id, &grave.entry)?));
-        let bury = Rec::Bury {
-            id: *id,
-            reason: &grave.reason,
-            status: grave.status,
-            response: grave.response.as_deref(),
-            dead_at_ms: grave.dead_at_ms,
-        };
-        frames.push(&bury, &[])?;
-        flush(&mut frames, false)?;
-    }
-    for keys in snapshot.keys.chunks(KEYS_PER_RECORD) {
-        frames.push(&Rec::Keys(keys.to_vec()), &[])?;
-        flush(&mut frames, false)?;
-    }
-    frames.push(&Rec::NextId(snapshot.next_id), &[])?;
-    flush(&mut frames, true)?;
-    let end = frames.end_offset();
-    file.sync_data().map_err(io("checkpoint sync"))?;
-    Ok(Written {
-        file: Arc::new(file),
-        end,
-        moved,
-    })
-}
-
-/// The fields of a `Put` record that stay in the file.
-pub(crate) struct Put<'a> {
-    pub(crate) webhook_id: &'a str,
-    pub(crate) created_at_ms: i64,
-    pub(crate) body: &'a [u8],
-}
-
-/// Decodes a `Put` record read back from `loc`.
-pub(crate) fn decode_put(seq: u64, loc: Loc, record: &[u8]) -> Result<Put<'_>, StoreError> {
-    let bad = |what: &str| StoreError::Corrupt {
-        table: "log",
-        key: seq,
-        source: Arc::new(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("{what} at offset {}", loc.off),
-        )),
-    };
-    let (head, body) = log::split(record).ok_or_else(|| bad("malformed record"))?;
-    match postcard::from_bytes::<Rec<'_>>(head) {
-        Ok(Rec::Put {
-            webhook_id,
-            created_at_ms,
-            ..
-        }) => Ok(Put {
-            webhook_id,
-            created_at_ms,
-            body,
-        }),
-        _ => Err(bad("expected a delivery record")),
-    }
-}
-
-/// Rebuilds the index from the state at open: every queued delivery, none leased.
-pub(crate) fn index_of(state: &State) -> Index {
-    let mut index = Index::default();
-    for (&id, entry) in &state.queued {
-        index.insert(Arc::clone(&entry.endpoint), id, entry.not_before_ms);
-    }
-    index
 }

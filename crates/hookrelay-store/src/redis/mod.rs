@@ -13,6 +13,14 @@
 //! host crashes within a second; without AOF, on any Redis restart. [`RedisStore::open`]
 //! warns when `appendonly` is off. Replication is asynchronous: a failover can lose the last
 //! writes unless the replica setup says otherwise.
+//!
+//! One file, though long, on purpose: it is the public [`RedisStore`], one method per store
+//! operation (each little more than the arguments of its script and the decoding of the
+//! reply), and the helpers they share (the operation timeout, recording a lease's outcome,
+//! renewing leases). What is not a call of Redis is elsewhere: the scripts and the key
+//! layout in `scripts.rs`, decoding the hashes they return in `record.rs`, the lease
+//! book-keeping in `leases.rs`. Splitting it further would spread one type's operations
+//! over files without separating a concern.
 
 mod leases;
 mod record;

@@ -1,0 +1,235 @@
+//! One batch of ops turned into records: what each op writes, and what it changes in the
+//! index once committed.
+//!
+//! An op is checked against the state before anything is appended (an unknown id, ids run
+//! out), and its records are rolled back if they cannot be encoded, so an op that fails
+//! leaves the frame as it was. Its records are appended as one unit and applied to the
+//! state together, so later ops of the batch see earlier ones; its effects on the index
+//! (queued, removed, whether to wake a worker) are collected for the writer to apply once
+//! the batch is durable.
+
+use super::index::Effect;
+use super::log::FrameBuf;
+use super::state::{Rec, State};
+use crate::{DeliveryId, EnqueueOutcome, NewDelivery, StoreError};
+use std::sync::Arc;
+use std::time::Duration;
+use xxhash_rust::xxh3::xxh3_128;
+
+/// A frame is closed (between two ops) once it holds this much.
+const FRAME_SOFT_MAX: usize = 64 << 20;
+
+/// One batch being turned into records.
+pub(crate) struct Batch<'a> {
+    pub(crate) state: &'a mut State,
+    pub(crate) frames: &'a mut FrameBuf,
+    pub(crate) effects: &'a mut Vec<Effect>,
+}
+
+impl Batch<'_> {
+    /// Appends `recs` (with their tails) as one op: all of them or, on error, none. Applies
+    /// them to the state once all are encoded.
+    fn log(&mut self, recs: &[(Rec<'_>, &[u8])]) -> Result<(), StoreError> {
+        self.frames.begin();
+        let mark = self.frames.mark();
+        let mut locs = Vec::with_capacity(recs.len());
+        for (rec, tail) in recs {
+            match self.frames.push(rec, tail) {
+                Ok(loc) => locs.push(loc),
+                Err(e) => {
+                    self.frames.rollback(mark);
+                    return Err(e);
+                }
+            }
+        }
+        if self.frames.frame_len() > u32::MAX as usize {
+            self.frames.rollback(mark);
+            return Err(StoreError::backend(
+                "encode",
+                std::io::Error::other("one operation longer than 4 GiB"),
+            ));
+        }
+        for ((rec, _), loc) in recs.iter().zip(locs) {
+            self.state.apply(rec, loc);
+        }
+        if self.frames.frame_len() > FRAME_SOFT_MAX {
+            // Cannot fail: the frame was checked to fit above.
+            self.frames.end()?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn enqueue(
+        &mut self,
+        dedupe: Option<(String, Duration)>,
+        batch: &[NewDelivery],
+        now_ms: i64,
+    ) -> Result<EnqueueOutcome, StoreError> {
+        let key = dedupe.as_ref().map(|(key, window)| {
+            let window = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+            (xxh3_128(key.as_bytes()), now_ms.saturating_add(window))
+        });
+        if let Some((hash, _)) = key
+            && self.state.dedupe_expiry(hash).is_some_and(|e| e > now_ms)
+        {
+            return Ok(EnqueueOutcome::Duplicate);
+        }
+        let first = self.state.next_id;
+        let exhausted = || {
+            StoreError::backend(
+                "allocate id",
+                std::io::Error::other("delivery ids exhausted"),
+            )
+        };
+        first
+            .checked_add(batch.len() as u64)
+            .ok_or_else(exhausted)?;
+        let mut recs = Vec::with_capacity(batch.len() + 1);
+        for (n, new) in batch.iter().enumerate() {
+            recs.push((
+                Rec::Put {
+                    id: first + n as u64,
+                    endpoint: &new.endpoint,
+                    not_before_ms: now_ms,
+                    attempts: 0,
+                    webhook_id: &new.webhook_id,
+                    created_at_ms: new.created_at_ms,
+                    last_error: None,
+                },
+                &new.body[..],
+            ));
+        }
+        if let Some((hash, expires_ms)) = key {
+            recs.push((
+                Rec::Dedupe {
+                    key: hash,
+                    expires_ms,
+                },
+                &[][..],
+            ));
+        }
+        self.log(&recs)?;
+        let ids: Vec<DeliveryId> = (0..batch.len() as u64)
+            .map(|n| DeliveryId(first + n))
+            .collect();
+        for (new, id) in batch.iter().zip(&ids) {
+            self.effects.push(Effect::Queued {
+                endpoint: self.state.intern(&new.endpoint),
+                id: id.0,
+                not_before: now_ms,
+                wake: true,
+            });
+        }
+        Ok(EnqueueOutcome::Enqueued(ids))
+    }
+
+    /// The queued delivery `id`: its endpoint and when it was due.
+    fn queued(&self, id: u64) -> Result<(Arc<str>, i64), StoreError> {
+        self.state
+            .queued
+            .get(&id)
+            .map(|entry| (Arc::clone(&entry.endpoint), entry.not_before_ms))
+            .ok_or(StoreError::UnknownDelivery { id: DeliveryId(id) })
+    }
+
+    pub(crate) fn complete(&mut self, id: u64) -> Result<(), StoreError> {
+        let (endpoint, not_before) = self.queued(id)?;
+        self.log(&[(Rec::Complete { id }, &[])])?;
+        self.effects.push(Effect::Removed {
+            endpoint,
+            id,
+            not_before,
+        });
+        Ok(())
+    }
+
+    pub(crate) fn reschedule(
+        &mut self,
+        id: u64,
+        not_before_ms: i64,
+        attempts: u32,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let (endpoint, not_before) = self.queued(id)?;
+        let rec = Rec::Reschedule {
+            id,
+            not_before_ms,
+            attempts,
+            error,
+        };
+        self.log(&[(rec, &[])])?;
+        self.effects.push(Effect::Removed {
+            endpoint: endpoint.clone(),
+            id,
+            not_before,
+        });
+        self.effects.push(Effect::Queued {
+            endpoint,
+            id,
+            not_before: not_before_ms,
+            wake: false,
+        });
+        Ok(())
+    }
+
+    pub(crate) fn bury(
+        &mut self,
+        ids: &[u64],
+        reason: &str,
+        status: Option<u16>,
+        response: Option<&str>,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let mut removed = Vec::with_capacity(ids.len());
+        for &id in ids {
+            removed.push((id, self.queued(id)?));
+        }
+        let recs: Vec<(Rec<'_>, &[u8])> = ids
+            .iter()
+            .map(|&id| {
+                let rec = Rec::Bury {
+                    id,
+                    reason,
+                    status,
+                    response,
+                    dead_at_ms: now_ms,
+                };
+                (rec, &[][..])
+            })
+            .collect();
+        self.log(&recs)?;
+        for (id, (endpoint, not_before)) in removed {
+            self.effects.push(Effect::Removed {
+                endpoint,
+                id,
+                not_before,
+            });
+        }
+        Ok(ids.len() as u64)
+    }
+
+    pub(crate) fn replay(&mut self, ids: &[u64], at_ms: i64) -> Result<u64, StoreError> {
+        let found: Vec<(u64, Arc<str>)> = ids
+            .iter()
+            .filter_map(|id| {
+                let grave = self.state.dead.get(id)?;
+                Some((*id, Arc::clone(&grave.entry.endpoint)))
+            })
+            .collect();
+        let recs: Vec<(Rec<'_>, &[u8])> = found
+            .iter()
+            .map(|&(id, _)| (Rec::Replay { id, at_ms }, &[][..]))
+            .collect();
+        self.log(&recs)?;
+        let count = found.len() as u64;
+        for (id, endpoint) in found {
+            self.effects.push(Effect::Queued {
+                endpoint,
+                id,
+                not_before: 0,
+                wake: true,
+            });
+        }
+        Ok(count)
+    }
+}
