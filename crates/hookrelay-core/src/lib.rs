@@ -20,6 +20,7 @@
 
 pub mod error;
 pub mod event;
+mod mac;
 pub mod payload;
 pub mod provider;
 pub mod request;

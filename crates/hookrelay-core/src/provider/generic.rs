@@ -107,14 +107,12 @@ use std::marker::PhantomData;
 use std::str::FromStr;
 
 use base64::Engine as _;
-use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IntoDeserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
-use sha1::Sha1;
-use sha2::{Sha256, Sha512};
 
 use crate::event::{idempotency_key, idempotency_key_of_value};
+use crate::mac::{self, Hash};
 use crate::provider::{
     Context, Normalized, Provider, VerifyOptions, VerifySettings, strip_channel_prefix,
 };
@@ -771,13 +769,12 @@ impl Verifier {
             None => vec![&req.body],
             Some(ts) => vec![ts.as_bytes(), b".", &req.body],
         };
-        let key = self.secret.expose().as_bytes();
-        let ok = match sig.algorithm {
-            Algorithm::Sha256 => hmac_matches::<Hmac<Sha256>>(key, &parts, &expected),
-            Algorithm::Sha1 => hmac_matches::<Hmac<Sha1>>(key, &parts, &expected),
-            Algorithm::Sha512 => hmac_matches::<Hmac<Sha512>>(key, &parts, &expected),
+        let hash = match sig.algorithm {
+            Algorithm::Sha256 => Hash::Sha256,
+            Algorithm::Sha1 => Hash::Sha1,
+            Algorithm::Sha512 => Hash::Sha512,
         };
-        if !ok {
+        if !mac::hmac(hash, self.secret.expose().as_bytes(), &parts).matches(&expected) {
             return Err(VerifyError::Mismatch);
         }
         if let (Some(ts), Some(_)) = (timestamp, opts.now_secs) {
@@ -800,21 +797,13 @@ fn decode(encoding: Encoding, value: &str) -> Result<Vec<u8>, VerifyError> {
     }
 }
 
-/// Computes the HMAC over `parts` and compares it with `expected` in constant time.
-fn hmac_matches<M: Mac + KeyInit>(key: &[u8], parts: &[&[u8]], expected: &[u8]) -> bool {
-    let Ok(mut mac) = <M as KeyInit>::new_from_slice(key) else {
-        return false;
-    };
-    for p in parts {
-        mac.update(p);
-    }
-    mac.verify_slice(expected).is_ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hmac::{Hmac, KeyInit, Mac};
     use serde_json::json;
+    use sha1::Sha1;
+    use sha2::{Sha256, Sha512};
 
     fn ctx() -> Context {
         Context {

@@ -82,17 +82,16 @@
 //! Unknown values never fail a callback: they map to `queued` marked informational (so they
 //! never downgrade a later status), with Meta's status object kept in `vendor_response`.
 
-use hmac::{Hmac, KeyInit, Mac};
 use http::Method;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use sha2::Sha256;
 
 use crate::event::{
     Channel, ErrorInfo, Event, EventKind, InboundMessage, Location, Media, Raw, ReplyContext,
     Status, StatusUpdate, idempotency_key,
 };
+use crate::mac::{self, Hash};
 use crate::provider::{Context, Control, Normalized, VerifyOptions, VerifySettings};
 use crate::secret::ct_eq;
 use crate::timestamp::value_to_ms;
@@ -140,7 +139,12 @@ impl Verifier {
             .map_err(|_| VerifyError::Malformed("X-Hub-Signature-256 is not visible ASCII".into()))?
             .trim();
         let tag = parse_signature(value)?;
-        verify_hmac(self.app_secret.expose().as_bytes(), &req.body, &tag)
+        let key = self.app_secret.expose().as_bytes();
+        if mac::hmac(Hash::Sha256, key, &[&req.body]).matches(&tag) {
+            Ok(())
+        } else {
+            Err(VerifyError::Mismatch)
+        }
     }
 
     fn verify_handshake(&self, req: &CallbackRequest) -> Result<(), VerifyError> {
@@ -175,14 +179,6 @@ fn parse_signature(value: &str) -> Result<Vec<u8>, VerifyError> {
     let mut tag = vec![0; hex_part.len() / 2];
     hex::decode_to_slice(hex_part, &mut tag).map_err(|_| not_hex())?;
     Ok(tag)
-}
-
-/// Constant-time check of `tag` against HMAC-SHA256(`key`, `body`).
-pub(crate) fn verify_hmac(key: &[u8], body: &[u8], tag: &[u8]) -> Result<(), VerifyError> {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
-        .map_err(|_| VerifyError::Unreadable("unusable HMAC key".into()))?;
-    mac.update(body);
-    mac.verify_slice(tag).map_err(|_| VerifyError::Mismatch)
 }
 
 /// Normalizes one callback: a `GET` handshake into [`Control::MetaChallenge`], a `POST`

@@ -83,23 +83,19 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, KeyInit, Mac};
 use http::Method;
 use serde_json::{Map, Value};
-use sha2::Sha256;
 
 use crate::event::{
     Channel, ErrorInfo, Event, EventKind, InboundMessage, Media, Status, StatusUpdate,
     idempotency_key,
 };
+use crate::mac::{self, Hash};
 use crate::provider::twilio::{
     ReadParams, callback_url, media_kind, parse_public_url, read_form_params,
 };
 use crate::provider::{Context, Normalized, VerifyOptions, VerifySettings, strip_channel_prefix};
 use crate::request::{pairs_to_json, param, param_nonempty, parse_form};
-use crate::secret::ct_eq;
 use crate::timestamp::parse_str_ms;
 use crate::{CallbackRequest, NormalizeError, Secret, VerifyConfigError, VerifyError};
 
@@ -166,16 +162,15 @@ impl Verifier {
         } else {
             post_string(&base, &query, &req.form_pairs())
         };
-        let mut mac =
-            <Hmac<Sha256> as KeyInit>::new_from_slice(self.auth_token.expose().as_bytes())
-                .map_err(|e| VerifyError::Unreadable(format!("HMAC key: {e}")))?;
-        mac.update(signed.as_bytes());
-        mac.update(b".");
-        mac.update(nonce.as_bytes());
-        let expected = STANDARD.encode(mac.finalize().into_bytes());
+        let tag = mac::hmac(
+            Hash::Sha256,
+            self.auth_token.expose().as_bytes(),
+            &[signed.as_bytes(), b".", nonce.as_bytes()],
+        );
+        // Every candidate is compared (no early exit on the first match).
         let mut ok = false;
         for candidate in signatures.split(',') {
-            ok |= ct_eq(expected.as_bytes(), candidate.trim().as_bytes());
+            ok |= tag.matches_base64(candidate.trim());
         }
         if ok {
             Ok(())

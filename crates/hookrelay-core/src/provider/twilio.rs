@@ -69,18 +69,15 @@
 //! Unknown values never fail a callback: they map to `queued` marked informational, with
 //! Twilio's parameters kept in `vendor_response`.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, KeyInit, Mac};
 use http::Method;
 use serde_json::{Map, Value};
-use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
 use crate::event::{
     Channel, ErrorInfo, Event, EventKind, InboundMessage, Location, Media, ReplyContext, Status,
     StatusUpdate, idempotency_key,
 };
+use crate::mac::{self, Hash};
 use crate::provider::{Context, Normalized, VerifyOptions, VerifySettings, strip_channel_prefix};
 use crate::request::{pairs_to_json, param, param_nonempty, parse_form};
 use crate::secret::ct_eq;
@@ -157,14 +154,10 @@ impl Verifier {
             req.form_pairs()
         };
         let data = sorted_params(&params);
+        let key = self.auth_token.expose().as_bytes();
         for candidate in target.candidates() {
-            let mut mac =
-                <Hmac<Sha1> as KeyInit>::new_from_slice(self.auth_token.expose().as_bytes())
-                    .map_err(|e| VerifyError::Unreadable(format!("HMAC key: {e}")))?;
-            mac.update(candidate.as_bytes());
-            mac.update(data.as_bytes());
-            let expected = STANDARD.encode(mac.finalize().into_bytes());
-            if ct_eq(expected.as_bytes(), provided.as_bytes()) {
+            let tag = mac::hmac(Hash::Sha1, key, &[candidate.as_bytes(), data.as_bytes()]);
+            if tag.matches_base64(provided) {
                 return Ok(());
             }
         }
@@ -576,9 +569,13 @@ pub fn map_status(value: &str) -> (Status, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
     use bytes::Bytes;
+    use hmac::{Hmac, KeyInit, Mac};
     use http::{HeaderMap, HeaderValue, Uri};
     use serde_json::json;
+    use sha1::Sha1;
 
     const VECTORS: &str = include_str!("../../tests/fixtures/twilio/signature_vectors.json");
     const WA_INBOUND_TEXT: &str =

@@ -112,12 +112,12 @@
 //! `informational = true`, so they never downgrade a later status, and the provider's
 //! event is kept in `vendor_response`.
 
-use hmac::{Hmac, KeyInit, Mac};
 use http::Method;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::event::idempotency_key;
+use crate::mac::{self, Hash};
 use crate::provider::json::str_of;
 use crate::provider::{Context, Normalized, VerifyOptions, VerifySettings};
 use crate::secret::ct_eq;
@@ -251,19 +251,20 @@ impl Verifier {
             .ok_or(VerifyError::Missing("sig parameter"))?;
         let digest = digest_string(params.iter().filter(|(k, _)| k != "sig"));
         let secret = self.secret.expose().as_bytes();
+        let hmac = |hash| mac::hmac(hash, secret, &[digest.as_bytes()]).matches_hex(&sig);
         let ok = match alg {
             SigAlg::Md5Hash => {
+                // Not an HMAC: MD5 of the digest string followed by the secret.
                 let mut h = md5::Md5::new();
                 h.update(digest.as_bytes());
                 h.update(secret);
                 let want = hex::encode(h.finalize());
                 ct_eq(sig.to_ascii_lowercase().as_bytes(), want.as_bytes())
             }
-            _ => {
-                let want = hmac_upper_hex(alg, secret, digest.as_bytes())
-                    .ok_or_else(|| VerifyError::Unreadable("HMAC key rejected".into()))?;
-                ct_eq(sig.to_ascii_uppercase().as_bytes(), want.as_bytes())
-            }
+            SigAlg::Md5 => hmac(Hash::Md5),
+            SigAlg::Sha1 => hmac(Hash::Sha1),
+            SigAlg::Sha256 => hmac(Hash::Sha256),
+            SigAlg::Sha512 => hmac(Hash::Sha512),
         };
         if !ok {
             return Err(VerifyError::Mismatch);
@@ -357,22 +358,6 @@ fn digest_string<'a>(params: impl Iterator<Item = &'a (String, String)>) -> Stri
     out
 }
 
-fn hmac_upper_hex(alg: SigAlg, key: &[u8], msg: &[u8]) -> Option<String> {
-    macro_rules! mac {
-        ($d:ty) => {{
-            let mut m = <Hmac<$d> as KeyInit>::new_from_slice(key).ok()?;
-            m.update(msg);
-            hex::encode_upper(m.finalize().into_bytes())
-        }};
-    }
-    Some(match alg {
-        SigAlg::Md5Hash | SigAlg::Md5 => mac!(md5::Md5),
-        SigAlg::Sha1 => mac!(sha1::Sha1),
-        SigAlg::Sha256 => mac!(sha2::Sha256),
-        SigAlg::Sha512 => mac!(sha2::Sha512),
-    })
-}
-
 /// A JWT time claim as whole seconds.
 fn claim_secs(v: &Value) -> Option<i64> {
     match v {
@@ -420,12 +405,9 @@ fn verify_hs256(token: &str, key: &[u8]) -> Result<Map<String, Value>, VerifyErr
         _ => return Err(VerifyError::Malformed("JWT header has no alg".into())),
     }
     let sig = b64url(s64, "signature")?;
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
-        .map_err(|_| VerifyError::Unreadable("HMAC key rejected".into()))?;
-    mac.update(h64.as_bytes());
-    mac.update(b".");
-    mac.update(c64.as_bytes());
-    mac.verify_slice(&sig).map_err(|_| VerifyError::Mismatch)?;
+    if !mac::hmac(Hash::Sha256, key, &[h64.as_bytes(), b".", c64.as_bytes()]).matches(&sig) {
+        return Err(VerifyError::Mismatch);
+    }
     match serde_json::from_slice::<Value>(&b64url(c64, "claims")?) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(VerifyError::Malformed(
@@ -890,6 +872,7 @@ fn messages_inbound(raw: &Value, ctx: &Context) -> Result<Event, NormalizeError>
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use hmac::{Hmac, KeyInit, Mac};
     use http::{HeaderMap, HeaderValue, Uri};
     use serde_json::json;
 
