@@ -24,6 +24,7 @@ pub mod plivo;
 pub mod postmark;
 pub mod sendgrid;
 pub mod ses;
+mod signed_form;
 pub mod twilio;
 pub mod vonage;
 

@@ -91,16 +91,13 @@ use crate::event::{
     idempotency_key,
 };
 use crate::mac::{self, Hash};
-use crate::provider::twilio::{
+use crate::provider::signed_form::{
     ReadParams, callback_url, media_kind, parse_public_url, read_form_params,
 };
 use crate::provider::{Context, Normalized, VerifyOptions, VerifySettings, strip_channel_prefix};
 use crate::request::{pairs_to_json, param, param_nonempty, parse_form};
 use crate::timestamp::parse_str_ms;
 use crate::{CallbackRequest, NormalizeError, Secret, VerifyConfigError, VerifyError};
-
-#[cfg(test)]
-use crate::provider::twilio::FORM;
 
 const PROVIDER: &str = "plivo";
 const KNOWN_KEYS: &[&str] = &["auth_token", "public_url"];
@@ -455,6 +452,7 @@ pub fn map_status(value: &str) -> (Status, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::signed_form::FORM;
     use bytes::Bytes;
     use http::{HeaderMap, HeaderValue, Uri};
     use serde_json::json;
