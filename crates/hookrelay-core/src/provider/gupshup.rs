@@ -39,7 +39,7 @@
 //!   `image`, `video`, `audio`, `sticker`, `file` (reported as `document`) → media
 //!   `{url, contentType}` and caption; `location`; `button_reply` / `list_reply` → title;
 //!   `quick_reply` → text; others by type only. `vendor_response` is the whole callback.
-//! - **v3**: parsed by the Meta module (`statuses[]` and `messages[]`); `vendor_ack_id` =
+//! - **v3**: parsed as Meta's envelope (`statuses[]` and `messages[]`); `vendor_ack_id` =
 //!   `gs_id` when present, else `id`.
 //! - **Enterprise inbound**: `from` = `mobile`, `to` = `waNumber` (with `+`);
 //!   `vendor_ack_id` = `replyId` (Gupshup's id of this inbound message); `source_message_id`
@@ -104,7 +104,7 @@ use crate::event::{
     Channel, ErrorInfo, Event, EventKind, InboundMessage, Media, ReplyContext, Status,
     StatusUpdate, idempotency_key, idempotency_key_of_value,
 };
-use crate::provider::meta_whatsapp::{
+use crate::provider::whatsapp_cloud::{
     self, Fields, Flavor, digits_e164, e164, interactive_text, location, raw_text, text, text_of,
     timestamp, value_text,
 };
@@ -258,7 +258,7 @@ fn json_events(doc: &Value, ctx: &Context) -> Result<Vec<Event>, NormalizeError>
         _ => return Err(NormalizeError::shape("/", "a JSON object or array")),
     };
     if o.contains_key("entry") {
-        return meta_whatsapp::events_from_envelope(&mut doc.clone(), ctx, &V3);
+        return whatsapp_cloud::events_from_envelope(&mut doc.clone(), ctx, &V3);
     }
     if let Some(response) = o.get("response") {
         return match response {

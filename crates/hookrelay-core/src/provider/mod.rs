@@ -27,6 +27,7 @@ pub mod ses;
 mod signed_form;
 pub mod twilio;
 pub mod vonage;
+mod whatsapp_cloud;
 
 /// What a normalizer needs besides the request.
 #[derive(Debug, Clone, Copy)]
