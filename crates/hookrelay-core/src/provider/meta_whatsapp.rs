@@ -19,23 +19,24 @@
 //!
 //! ## Status events (`statuses[]`)
 //!
-//! channel `whatsapp`; `channel_value` = `"+" + recipient_id` (WhatsApp ids are the
-//! user's E.164 number without `+`; for a group message `recipient_participant_id` is used
+//! channel `whatsapp`; `channel_value` = `recipient_id` as E.164 (WhatsApp ids are the
+//! user's number without `+`, which the E.164 rule of all providers adds to 7 to 15 digits,
+//! keeping anything else as sent; for a group message `recipient_participant_id` is used
 //! when present, else the group id is kept as given); `vendor_ack_id` = `id` (the `wamid.…`
 //! of your message); timestamp = `timestamp` (Unix seconds as a string) in ms; on `failed`,
 //! the error is `errors[0]`: `code` as text and `message`, else `title`, else
 //! `error_data.details`. The correlation id the sending app attached,
-//! `biz_opaque_callback_data`, is passed under that name exactly as given (a JSON text
-//! stays a string). `conversation` and `pricing` stay only in `vendor_response`. The
-//! idempotency key is derived from (`id`, `status`, `timestamp`). `vendor_response` is
-//! the status object itself.
+//! `biz_opaque_callback_data`, is passed under that name exactly as given (a JSON text stays
+//! a string). `conversation` and `pricing` stay only in `vendor_response`. The idempotency
+//! key is derived from (`id`, `status`, `timestamp`). `vendor_response` is the status object
+//! itself.
 //!
 //! ## Inbound messages (`messages[]`)
 //!
-//! `from` = `"+" + from` (also the `channel_value`); `to` = `"+"` + the digits of
-//! `metadata.display_phone_number`; `type` = Meta's `type` as given; `source_message_id`
-//! and `vendor_ack_id` = `id`; timestamp = `timestamp` in ms; `context {from, id}` of a
-//! reply becomes the reply context (with `+` on `from`). Per type:
+//! `from` = `from` as E.164 (also the `channel_value`); `to` = the digits of
+//! `metadata.display_phone_number` as E.164; `type` = Meta's `type` as given;
+//! `source_message_id` and `vendor_ack_id` = `id`; timestamp = `timestamp` in ms;
+//! `context {from, id}` of a reply becomes the reply context (`from` as E.164). Per type:
 //!
 //! | `type` | normalized content |
 //! |---|---|

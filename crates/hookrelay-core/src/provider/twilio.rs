@@ -23,7 +23,8 @@
 //!   `OriginalRepliedMessageSender`. Time: the time the callback was received.
 //! - **Channel**: `whatsapp` when `From` or `To` starts with `whatsapp:` (or
 //!   `ChannelPrefix=whatsapp`), else `sms`. The `whatsapp:` prefix is stripped from every
-//!   address.
+//!   address, which then follows the E.164 rule of all providers (Twilio already sends the
+//!   `+`; 7 to 15 digits without it get one, anything else is kept as sent).
 //! - **Correlation ids**: the query parameters of the callback URL (the sending application
 //!   attaches them to the `StatusCallback` URL, e.g. `?distinct_id=u1&workflow_name=w`),
 //!   except `bodySHA256`. For a `GET` callback the query also holds Twilio's own parameters,
@@ -78,10 +79,11 @@ use crate::event::{
     StatusUpdate, idempotency_key,
 };
 use crate::mac::{self, Hash};
+use crate::phone::e164_of_channel_address;
 use crate::provider::signed_form::{
     CallbackUrl, ReadParams, callback_url, media_kind, parse_public_url, read_form_params,
 };
-use crate::provider::{Context, Normalized, VerifyOptions, VerifySettings, strip_channel_prefix};
+use crate::provider::{Context, Normalized, VerifyOptions, VerifySettings};
 use crate::request::{pairs_to_json, param, param_nonempty, parse_form};
 use crate::secret::ct_eq;
 use crate::timestamp::parse_yymmddhhmm_ms;
@@ -297,7 +299,7 @@ fn to_event(
             .unwrap_or(ctx.received_at_ms);
         return Ok(Event {
             channel,
-            channel_value: strip_channel_prefix(recipient).to_owned(),
+            channel_value: e164_of_channel_address(recipient),
             vendor_name: PROVIDER.to_owned(),
             vendor_ack_id: Some(sid.to_owned()),
             idempotency_key: idempotency_key(PROVIDER, &[sid, status_value]),
@@ -313,9 +315,8 @@ fn to_event(
     }
 
     let sender =
-        strip_channel_prefix(from.ok_or_else(|| NormalizeError::MissingField("From".into()))?)
-            .to_owned();
-    let recipient = to.map(strip_channel_prefix).unwrap_or_default().to_owned();
+        e164_of_channel_address(from.ok_or_else(|| NormalizeError::MissingField("From".into()))?);
+    let recipient = to.map(e164_of_channel_address).unwrap_or_default();
     let num_media = param(params, "NumMedia")
         .and_then(|n| n.trim().parse::<usize>().ok())
         .unwrap_or(0)
@@ -348,8 +349,7 @@ fn to_event(
     }
     let context = param_nonempty(params, "OriginalRepliedMessageSid").map(|id| ReplyContext {
         id: id.trim().to_owned(),
-        from: param_nonempty(params, "OriginalRepliedMessageSender")
-            .map(|f| strip_channel_prefix(f.trim()).to_owned()),
+        from: param_nonempty(params, "OriginalRepliedMessageSender").map(e164_of_channel_address),
     });
     Ok(Event {
         channel,

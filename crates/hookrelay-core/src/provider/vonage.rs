@@ -35,8 +35,9 @@
 //!
 //! - **E.164**: Vonage writes numbers without `+` (`447700900000`). Every phone number
 //!   this module emits (`channel_value`, inbound `from`/`to`, reply `context.from`) gets a
-//!   `+` when it is 7 to 15 ASCII digits; anything else (alphanumeric sender ids, short
-//!   codes, values that already start with `+`) is kept as sent.
+//!   `+` when it is 7 to 15 ASCII digits (the rule of all providers, after a `whatsapp:`
+//!   prefix is dropped); anything else (alphanumeric sender ids, short codes, values that
+//!   already start with `+`) is kept as sent.
 //! - **Channel**: the SMS API is `sms`. Messages API `channel` `sms` and `mms` are `sms`,
 //!   `whatsapp` is `whatsapp`; any other channel (`viber_service`, `messenger`, `rcs`,
 //!   `instagram`, …) is **rejected** with an `invalid field channel` error, because the
@@ -118,6 +119,7 @@ use sha2::{Digest, Sha256};
 
 use crate::event::idempotency_key;
 use crate::mac::{self, Hash};
+use crate::phone::e164_of_channel_address;
 use crate::provider::json::str_of;
 use crate::provider::{Context, Normalized, VerifyOptions, VerifySettings};
 use crate::secret::ct_eq;
@@ -520,17 +522,6 @@ fn text_ms(s: &str) -> Option<i64> {
     s.is_ascii().then(|| parse_str_ms(s)).flatten()
 }
 
-/// `+` for 7 to 15 ASCII digits (Vonage's E.164 without the plus); anything else as sent.
-fn e164(number: &str) -> String {
-    let n = number.trim();
-    let n = n.strip_prefix("whatsapp:").unwrap_or(n);
-    if (7..=15).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit()) {
-        format!("+{n}")
-    } else {
-        n.to_owned()
-    }
-}
-
 /// Maps an SMS API delivery-receipt `status` (`informational` for unknown values).
 fn sms_status(value: &str) -> (Status, bool) {
     match value.trim().to_ascii_lowercase().as_str() {
@@ -614,7 +605,7 @@ fn sms_receipt(raw: &Value, ctx: &Context) -> Result<Event, NormalizeError> {
     }
     Ok(Event {
         channel: Channel::Sms,
-        channel_value: e164(&msisdn),
+        channel_value: e164_of_channel_address(&msisdn),
         vendor_name: PROVIDER.into(),
         vendor_ack_id: Some(message_id),
         idempotency_key: key,
@@ -630,8 +621,8 @@ fn sms_receipt(raw: &Value, ctx: &Context) -> Result<Event, NormalizeError> {
 }
 
 fn sms_inbound(raw: &Value, ctx: &Context) -> Result<Event, NormalizeError> {
-    let from = e164(&required(raw, "msisdn")?);
-    let to = e164(&required(raw, "to")?);
+    let from = e164_of_channel_address(&required(raw, "msisdn")?);
+    let to = e164_of_channel_address(&required(raw, "to")?);
     let message_id = required(raw, "messageId")?;
     let binary = str_of(raw, "type").is_some_and(|t| t.trim().eq_ignore_ascii_case("binary"));
     let text = match raw.get("text") {
@@ -737,7 +728,7 @@ fn messages_status(raw: &Value, ctx: &Context) -> Result<Event, NormalizeError> 
     }
     Ok(Event {
         channel,
-        channel_value: e164(&to),
+        channel_value: e164_of_channel_address(&to),
         vendor_name: PROVIDER.into(),
         vendor_ack_id: Some(uuid.clone()),
         idempotency_key: idempotency_key(PROVIDER, &["messages-status", &uuid, &status_raw]),
@@ -778,9 +769,12 @@ fn coordinate(v: &Value, keys: &[&str]) -> Option<f64> {
 fn messages_inbound(raw: &Value, ctx: &Context) -> Result<Event, NormalizeError> {
     let uuid = required(raw, "message_uuid")?;
     let channel = messages_channel(raw)?;
-    let from =
-        e164(&address(raw, "from").ok_or_else(|| NormalizeError::MissingField("from".into()))?);
-    let to = e164(&address(raw, "to").ok_or_else(|| NormalizeError::MissingField("to".into()))?);
+    let from = e164_of_channel_address(
+        &address(raw, "from").ok_or_else(|| NormalizeError::MissingField("from".into()))?,
+    );
+    let to = e164_of_channel_address(
+        &address(raw, "to").ok_or_else(|| NormalizeError::MissingField("to".into()))?,
+    );
     // v1 puts the content at the top level; v0.1 under `message.content`.
     let (content, vonage_type) = match str_of(raw, "message_type") {
         Some(t) => (raw, t),
@@ -849,7 +843,7 @@ fn messages_inbound(raw: &Value, ctx: &Context) -> Result<Event, NormalizeError>
     msg.context = raw.get("context").and_then(|c| {
         Some(ReplyContext {
             id: str_of(c, "message_uuid")?,
-            from: str_of(c, "message_from").map(|f| e164(&f)),
+            from: str_of(c, "message_from").map(|f| e164_of_channel_address(&f)),
         })
     });
     let mut correlation = Map::new();
@@ -1610,16 +1604,6 @@ mod tests {
             (m.message_type.as_str(), m.text.as_deref()),
             ("text", Some("Grüße 👋 ✓"))
         );
-    }
-
-    #[test]
-    fn e164_rules() {
-        assert_eq!(e164("447700900000"), "+447700900000");
-        assert_eq!(e164("+447700900000"), "+447700900000");
-        assert_eq!(e164("AcmeInc"), "AcmeInc");
-        assert_eq!(e164("12345"), "12345");
-        assert_eq!(e164("whatsapp:14155550100"), "+14155550100");
-        assert_eq!(e164("1234567890123456"), "1234567890123456");
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::event::{
     Channel, ErrorInfo, Event, EventKind, InboundMessage, Location, Media, Raw, ReplyContext,
     Status, StatusUpdate, idempotency_key,
 };
+use crate::phone::{e164, e164_of_display_number};
 use crate::provider::Context;
 use crate::timestamp::value_to_ms;
 
@@ -275,7 +276,7 @@ fn value_events(
             Value::Number(n) => Some(n.to_string()),
             _ => None,
         })
-        .map(|s| digits_e164(&s))
+        .map(|s| e164_of_display_number(&s))
         .unwrap_or_default();
     for (k, status) in array_at(value, "statuses", path)?.iter_mut().enumerate() {
         let p = format!("{path}/value/statuses/{k}");
@@ -521,42 +522,5 @@ pub(crate) fn value_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),
-    }
-}
-
-/// A WhatsApp id or phone number as E.164: `+` prepended unless already there.
-pub(crate) fn e164(s: &str) -> String {
-    let s = s.trim();
-    if s.is_empty() || s.starts_with('+') {
-        return s.to_owned();
-    }
-    let mut out = String::with_capacity(s.len() + 1);
-    out.push('+');
-    out.push_str(s);
-    out
-}
-
-/// `+` and the digits of `s` (display numbers may contain spaces or dashes); empty when
-/// there are no digits.
-pub(crate) fn digits_e164(s: &str) -> String {
-    let digits: String = s.chars().filter(char::is_ascii_digit).collect();
-    if digits.is_empty() {
-        String::new()
-    } else {
-        format!("+{digits}")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn e164_helpers() {
-        assert_eq!(e164("16505551234"), "+16505551234");
-        assert_eq!(e164("+16505551234"), "+16505551234");
-        assert_eq!(e164(""), "");
-        assert_eq!(digits_e164("+1 (650) 555-1234"), "+16505551234");
-        assert_eq!(digits_e164("n/a"), "");
     }
 }
