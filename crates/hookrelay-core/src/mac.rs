@@ -1,7 +1,7 @@
 //! HMAC: the one place the crate computes and compares one.
 //!
 //! Every HMAC scheme of the crate (Twilio, Plivo, Mailgun, Vonage `sig` and JWT, Meta,
-//! the generic provider, Standard Webhooks signing) computes its tag with [`hmac`] over
+//! the generic provider, Standard Webhooks signing) computes its tag with [`hmac()`] over
 //! the signed bytes exactly as received, given as parts so nothing is copied to join
 //! them, and compares it with a method of [`Tag`]. Every comparison is constant-time and
 //! fails closed: an expected value that does not decode, or has another length, never
