@@ -1,3 +1,9 @@
+// One file, about 680 lines before the tests, a hundred of them the module docs. Gupshup
+// posts six formats to the same callback URL and only the body's shape tells them apart,
+// so the dispatch (`normalize`, `json_events`, `pair_events`) and the mapper of each format
+// are read together; the token check is sixty lines and shares nothing with them, and
+// Meta's envelope (v3) already lives in `whatsapp_cloud`.
+
 //! Gupshup callbacks (`gupshup`): WhatsApp (Enterprise, gupshup.io v2 and v3) and email.
 //!
 //! # Callback formats

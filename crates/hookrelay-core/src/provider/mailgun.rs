@@ -1,3 +1,11 @@
+// One file, about 700 lines before the tests, a hundred of them the module docs. The
+// signature check, `token` (for the caller's replay cache) and normalization all start
+// from the same two steps, telling JSON from a legacy form and finding the `timestamp`,
+// `token` and `signature` fields in it, and the JSON and legacy formats share one status
+// table; the sections below (body kind and signature fields, status mapping, JSON
+// webhooks, legacy form webhooks and Routes forwards, addresses) read top to bottom, and a
+// split would leave that shared reading in a third file both halves import.
+
 //! Mailgun webhooks (email).
 //!
 //! # Callback format
