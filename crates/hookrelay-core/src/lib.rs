@@ -20,7 +20,9 @@
 
 pub mod error;
 pub mod event;
+mod mac;
 pub mod payload;
+mod phone;
 pub mod provider;
 pub mod request;
 pub mod secret;

@@ -21,8 +21,8 @@ use std::str::FromStr;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
+
+use crate::mac::{self, Hash, Tag};
 
 /// Header carrying the message id.
 pub const WEBHOOK_ID: &str = "webhook-id";
@@ -55,19 +55,13 @@ impl SigningSecret {
         format!("whsec_{}", STANDARD.encode(&self.key))
     }
 
-    fn mac(&self) -> Hmac<Sha256> {
-        // HMAC accepts keys of any length.
-        <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!())
-    }
-
-    fn sign_raw(&self, id: &str, timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
-        let mut mac = self.mac();
-        mac.update(id.as_bytes());
-        mac.update(b".");
-        mac.update(timestamp.as_bytes());
-        mac.update(b".");
-        mac.update(body);
-        mac
+    /// HMAC-SHA256 of `{id}.{timestamp}.{body}`.
+    fn sign_raw(&self, id: &str, timestamp: &str, body: &[u8]) -> Tag {
+        mac::hmac(
+            Hash::Sha256,
+            &self.key,
+            &[id.as_bytes(), b".", timestamp.as_bytes(), b".", body],
+        )
     }
 }
 
@@ -132,7 +126,7 @@ impl Signer {
                 out.push(' ');
             }
             out.push_str("v1,");
-            out.push_str(&STANDARD.encode(s.sign_raw(id, &ts, body).finalize().into_bytes()));
+            out.push_str(&s.sign_raw(id, &ts, body).to_base64());
         }
         out
     }
@@ -202,7 +196,7 @@ pub fn verify(
             continue;
         };
         for secret in secrets {
-            if secret.sign_raw(id, ts, body).verify_slice(&sig).is_ok() {
+            if secret.sign_raw(id, ts, body).matches(&sig) {
                 return Ok(());
             }
         }

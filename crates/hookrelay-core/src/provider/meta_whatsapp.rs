@@ -19,23 +19,24 @@
 //!
 //! ## Status events (`statuses[]`)
 //!
-//! channel `whatsapp`; `channel_value` = `"+" + recipient_id` (WhatsApp ids are the
-//! user's E.164 number without `+`; for a group message `recipient_participant_id` is used
+//! channel `whatsapp`; `channel_value` = `recipient_id` as E.164 (WhatsApp ids are the
+//! user's number without `+`, which the E.164 rule of all providers adds to 7 to 15 digits,
+//! keeping anything else as sent; for a group message `recipient_participant_id` is used
 //! when present, else the group id is kept as given); `vendor_ack_id` = `id` (the `wamid.…`
 //! of your message); timestamp = `timestamp` (Unix seconds as a string) in ms; on `failed`,
 //! the error is `errors[0]`: `code` as text and `message`, else `title`, else
 //! `error_data.details`. The correlation id the sending app attached,
-//! `biz_opaque_callback_data`, is passed under that name exactly as given (a JSON text
-//! stays a string). `conversation` and `pricing` stay only in `vendor_response`. The
-//! idempotency key is derived from (`id`, `status`, `timestamp`). `vendor_response` is
-//! the status object itself.
+//! `biz_opaque_callback_data`, is passed under that name exactly as given (a JSON text stays
+//! a string). `conversation` and `pricing` stay only in `vendor_response`. The idempotency
+//! key is derived from (`id`, `status`, `timestamp`). `vendor_response` is the status object
+//! itself.
 //!
 //! ## Inbound messages (`messages[]`)
 //!
-//! `from` = `"+" + from` (also the `channel_value`); `to` = `"+"` + the digits of
-//! `metadata.display_phone_number`; `type` = Meta's `type` as given; `source_message_id`
-//! and `vendor_ack_id` = `id`; timestamp = `timestamp` in ms; `context {from, id}` of a
-//! reply becomes the reply context (with `+` on `from`). Per type:
+//! `from` = `from` as E.164 (also the `channel_value`); `to` = the digits of
+//! `metadata.display_phone_number` as E.164; `type` = Meta's `type` as given;
+//! `source_message_id` and `vendor_ack_id` = `id`; timestamp = `timestamp` in ms;
+//! `context {from, id}` of a reply becomes the reply context (`from` as E.164). Per type:
 //!
 //! | `type` | normalized content |
 //! |---|---|
@@ -82,20 +83,15 @@
 //! Unknown values never fail a callback: they map to `queued` marked informational (so they
 //! never downgrade a later status), with Meta's status object kept in `vendor_response`.
 
-use hmac::{Hmac, KeyInit, Mac};
 use http::Method;
-use serde::{Deserialize, Deserializer};
-use serde_json::value::RawValue;
-use serde_json::{Map, Value};
-use sha2::Sha256;
 
-use crate::event::{
-    Channel, ErrorInfo, Event, EventKind, InboundMessage, Location, Media, Raw, ReplyContext,
-    Status, StatusUpdate, idempotency_key,
+use crate::event::Status;
+use crate::mac::{self, Hash};
+use crate::provider::whatsapp_cloud::{
+    Fields, Flavor, events_from_envelope, statuses_only, text_of,
 };
 use crate::provider::{Context, Control, Normalized, VerifyOptions, VerifySettings};
 use crate::secret::ct_eq;
-use crate::timestamp::value_to_ms;
 use crate::{CallbackRequest, NormalizeError, Secret, VerifyConfigError, VerifyError};
 
 const PROVIDER: &str = "meta_whatsapp";
@@ -140,7 +136,12 @@ impl Verifier {
             .map_err(|_| VerifyError::Malformed("X-Hub-Signature-256 is not visible ASCII".into()))?
             .trim();
         let tag = parse_signature(value)?;
-        verify_hmac(self.app_secret.expose().as_bytes(), &req.body, &tag)
+        let key = self.app_secret.expose().as_bytes();
+        if mac::hmac(Hash::Sha256, key, &[&req.body]).matches(&tag) {
+            Ok(())
+        } else {
+            Err(VerifyError::Mismatch)
+        }
     }
 
     fn verify_handshake(&self, req: &CallbackRequest) -> Result<(), VerifyError> {
@@ -177,14 +178,6 @@ fn parse_signature(value: &str) -> Result<Vec<u8>, VerifyError> {
     Ok(tag)
 }
 
-/// Constant-time check of `tag` against HMAC-SHA256(`key`, `body`).
-pub(crate) fn verify_hmac(key: &[u8], body: &[u8], tag: &[u8]) -> Result<(), VerifyError> {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
-        .map_err(|_| VerifyError::Unreadable("unusable HMAC key".into()))?;
-    mac.update(body);
-    mac.verify_slice(tag).map_err(|_| VerifyError::Mismatch)
-}
-
 /// Normalizes one callback: a `GET` handshake into [`Control::MetaChallenge`], a `POST`
 /// into one event per status and message, in body order.
 pub fn normalize(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, NormalizeError> {
@@ -198,182 +191,11 @@ pub fn normalize(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, Nor
         });
     }
     req.expect_content_type(PROVIDER, &["application/json"], "application/json")?;
-    if let Some(events) = statuses_only(&req.body, ctx) {
+    if let Some(events) = statuses_only(&req.body, ctx, &META) {
         return events.map(Normalized::events);
     }
     let mut doc = req.json()?;
     events_from_envelope(&mut doc, ctx, &META).map(Normalized::events)
-}
-
-/// A value that was present, `null` included (`None` only when the key is absent).
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(d).map(Some)
-}
-
-/// A struct read from a JSON object only (serde would also read one from an array).
-struct Obj<T>(T);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit<T>(std::marker::PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
-            type Value = T;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-            }
-        }
-        d.deserialize_map(Visit(std::marker::PhantomData)).map(Obj)
-    }
-}
-
-/// The envelope of [`statuses_only`], read in one pass without building a tree of it.
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow)]
-    entry: Vec<Obj<Entry<'a>>>,
-}
-
-#[derive(Deserialize)]
-struct Entry<'a> {
-    #[serde(borrow, default)]
-    changes: Option<Vec<Obj<Change<'a>>>>,
-}
-
-#[derive(Deserialize)]
-struct Change<'a> {
-    /// Anything but a string (or null) fails this path: the general one then decides.
-    #[serde(borrow, default)]
-    field: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    value: Option<Obj<ChangeValue<'a>>>,
-}
-
-#[derive(Deserialize)]
-struct ChangeValue<'a> {
-    #[serde(borrow, default)]
-    statuses: Option<Vec<&'a RawValue>>,
-    #[serde(borrow, default)]
-    messages: Option<&'a RawValue>,
-}
-
-/// The keys of a status object that [`status_event`] reads; the rest (conversation,
-/// pricing, …) is skipped without being built.
-#[derive(Deserialize)]
-struct StatusKeys {
-    #[serde(default, deserialize_with = "present")]
-    id: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    status: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    recipient_type: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    recipient_participant_id: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    recipient_id: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    timestamp: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    errors: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    biz_opaque_callback_data: Option<Value>,
-}
-
-impl Fields for StatusKeys {
-    fn field(&self, key: &str) -> Option<&Value> {
-        match key {
-            "id" => self.id.as_ref(),
-            "status" => self.status.as_ref(),
-            "recipient_type" => self.recipient_type.as_ref(),
-            "recipient_participant_id" => self.recipient_participant_id.as_ref(),
-            "recipient_id" => self.recipient_id.as_ref(),
-            "timestamp" => self.timestamp.as_ref(),
-            "errors" => self.errors.as_ref(),
-            "biz_opaque_callback_data" => self.biz_opaque_callback_data.as_ref(),
-            _ => None,
-        }
-    }
-}
-
-/// A status object's fields by name: the parsed object of the general path, or the keys
-/// the fast path read ([`StatusKeys`]), so both give the same event.
-pub(crate) trait Fields {
-    /// The value of `key`, if present (`null` included).
-    fn field(&self, key: &str) -> Option<&Value>;
-}
-
-impl Fields for Map<String, Value> {
-    fn field(&self, key: &str) -> Option<&Value> {
-        self.get(key)
-    }
-}
-
-/// Where a status sits in the envelope, for error messages; formatted only on error.
-struct StatusPath {
-    entry: usize,
-    change: usize,
-    status: usize,
-}
-
-impl std::fmt::Display for StatusPath {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "/entry/{}/changes/{}/value/statuses/{}",
-            self.entry, self.change, self.status
-        )
-    }
-}
-
-/// The common callback, statuses only, read without parsing the document into a `Value`
-/// tree: each status keeps its JSON text as [`Raw::Text`], and only the keys
-/// [`status_event`] reads are parsed. `None` for anything else (messages, an unexpected
-/// shape, invalid JSON, a repeated key): then the general path decides, errors included,
-/// so both paths give the same events and the same errors.
-fn statuses_only(body: &[u8], ctx: &Context) -> Option<Result<Vec<Event>, NormalizeError>> {
-    // Checked whole first: serde_json does not check the strings it skips, and the general
-    // path refuses a body that is not UTF-8 anywhere.
-    let text = std::str::from_utf8(body).ok()?;
-    let Obj(envelope): Obj<Envelope<'_>> = serde_json::from_str(text).ok()?;
-    let mut events = Vec::new();
-    for (i, Obj(entry)) in envelope.entry.iter().enumerate() {
-        for (j, Obj(change)) in entry.changes.iter().flatten().enumerate() {
-            if change.field.as_deref() != Some("messages") {
-                continue;
-            }
-            let Obj(value) = change.value.as_ref()?;
-            if value.messages.is_some() {
-                return None;
-            }
-            for (k, status) in value.statuses.iter().flatten().enumerate() {
-                let Obj(keys): Obj<StatusKeys> = serde_json::from_str(status.get()).ok()?;
-                let path = StatusPath {
-                    entry: i,
-                    change: j,
-                    status: k,
-                };
-                let mut event = match status_event(&keys, &path, ctx, &META) {
-                    Ok(event) => event,
-                    Err(e) => return Some(Err(e)),
-                };
-                event.raw = status_raw(status);
-                events.push(event);
-            }
-        }
-    }
-    Some(Ok(events))
-}
-
-/// A status's JSON text as its `raw`, unless it spans lines (a pretty-printed body): a
-/// payload stays one line.
-fn status_raw(status: &RawValue) -> Raw {
-    let text = status.get();
-    if text.contains(['\n', '\r']) {
-        return serde_json::from_str::<Value>(text).map_or_else(|_| Raw::default(), Raw::Value);
-    }
-    Raw::Text(status.to_owned())
 }
 
 fn handshake(req: &CallbackRequest) -> Result<Control, NormalizeError> {
@@ -401,26 +223,15 @@ fn handshake(req: &CallbackRequest) -> Result<Control, NormalizeError> {
     })
 }
 
-/// How a provider that mirrors Meta's envelope differs from Meta itself.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Flavor {
-    /// `vendor_name` of the events.
-    pub(crate) vendor: &'static str,
-    /// Maps a `statuses[].status` value to (status, informational).
-    pub(crate) status: fn(&str) -> (Status, bool),
-    /// Picks the `vendor_ack_id` of a status object.
-    pub(crate) ack_id: fn(&dyn Fields) -> Option<String>,
-}
-
 /// Meta itself.
-pub(crate) const META: Flavor = Flavor {
+const META: Flavor = Flavor {
     vendor: PROVIDER,
     status: map_status,
     ack_id: status_id,
 };
 
 /// Meta's status mapping (see the module docs).
-pub(crate) fn map_status(value: &str) -> (Status, bool) {
+fn map_status(value: &str) -> (Status, bool) {
     match value {
         "sent" => (Status::Sent, false),
         "delivered" => (Status::Delivered, false),
@@ -434,349 +245,15 @@ fn status_id(status: &dyn Fields) -> Option<String> {
     text_of(status.field("id"))
 }
 
-/// Turns a Meta-style `{object, entry[{changes[{field, value}]}]}` document into events.
-///
-/// Each status and message object is moved out of `doc` into its event's `raw`.
-pub(crate) fn events_from_envelope(
-    doc: &mut Value,
-    ctx: &Context,
-    flavor: &Flavor,
-) -> Result<Vec<Event>, NormalizeError> {
-    let root = doc
-        .as_object_mut()
-        .ok_or_else(|| NormalizeError::shape("/", "a JSON object"))?;
-    let entries = root
-        .get_mut("entry")
-        .ok_or_else(|| NormalizeError::MissingField("entry".into()))?
-        .as_array_mut()
-        .ok_or_else(|| NormalizeError::shape("/entry", "an array"))?;
-    let mut events = Vec::new();
-    for (i, entry) in entries.iter_mut().enumerate() {
-        let entry = entry
-            .as_object_mut()
-            .ok_or_else(|| NormalizeError::shape(format!("/entry/{i}"), "an object"))?;
-        let changes = match entry.get_mut("changes") {
-            None | Some(Value::Null) => continue,
-            Some(Value::Array(c)) => c,
-            Some(_) => {
-                return Err(NormalizeError::shape(
-                    format!("/entry/{i}/changes"),
-                    "an array",
-                ));
-            }
-        };
-        for (j, change) in changes.iter_mut().enumerate() {
-            let path = format!("/entry/{i}/changes/{j}");
-            let change = change
-                .as_object_mut()
-                .ok_or_else(|| NormalizeError::shape(path.clone(), "an object"))?;
-            if change.get("field").and_then(Value::as_str) != Some("messages") {
-                continue;
-            }
-            let value = change
-                .get_mut("value")
-                .and_then(Value::as_object_mut)
-                .ok_or_else(|| NormalizeError::shape(format!("{path}/value"), "an object"))?;
-            value_events(value, &path, ctx, flavor, &mut events)?;
-        }
-    }
-    Ok(events)
-}
-
-fn value_events(
-    value: &mut Map<String, Value>,
-    path: &str,
-    ctx: &Context,
-    flavor: &Flavor,
-    out: &mut Vec<Event>,
-) -> Result<(), NormalizeError> {
-    let business = value
-        .get("metadata")
-        .and_then(|m| m.get("display_phone_number"))
-        .and_then(|v| match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        })
-        .map(|s| digits_e164(&s))
-        .unwrap_or_default();
-    for (k, status) in array_at(value, "statuses", path)?.iter_mut().enumerate() {
-        let p = format!("{path}/value/statuses/{k}");
-        let status = status
-            .as_object_mut()
-            .ok_or_else(|| NormalizeError::shape(p.clone(), "an object"))?;
-        let mut event = status_event(status, &p, ctx, flavor)?;
-        event.raw = Value::Object(std::mem::take(status)).into();
-        out.push(event);
-    }
-    for (k, message) in array_at(value, "messages", path)?.iter_mut().enumerate() {
-        let p = format!("{path}/value/messages/{k}");
-        let message = message
-            .as_object_mut()
-            .ok_or_else(|| NormalizeError::shape(p.clone(), "an object"))?;
-        let mut event = message_event(message, &business, &p, ctx, flavor.vendor)?;
-        event.raw = Value::Object(std::mem::take(message)).into();
-        out.push(event);
-    }
-    Ok(())
-}
-
-fn array_at<'a>(
-    value: &'a mut Map<String, Value>,
-    key: &str,
-    path: &str,
-) -> Result<&'a mut [Value], NormalizeError> {
-    match value.get_mut(key) {
-        None | Some(Value::Null) => Ok(&mut []),
-        Some(Value::Array(a)) => Ok(a),
-        Some(_) => Err(NormalizeError::shape(
-            format!("{path}/value/{key}"),
-            "an array",
-        )),
-    }
-}
-
-fn status_event(
-    s: &dyn Fields,
-    path: &(impl std::fmt::Display + ?Sized),
-    ctx: &Context,
-    flavor: &Flavor,
-) -> Result<Event, NormalizeError> {
-    let id = text_of(s.field("id")).ok_or_else(|| missing(path, "id"))?;
-    let status_value = text_of(s.field("status")).ok_or_else(|| missing(path, "status"))?;
-    let (status, informational) = (flavor.status)(&status_value);
-    let recipient = recipient(s).ok_or_else(|| missing(path, "recipient_id"))?;
-    let timestamp_ms = timestamp(s.field("timestamp"), ctx, path)?;
-    let error = (status == Status::Failed)
-        .then(|| first_error(s.field("errors")))
-        .flatten();
-    let mut correlation = Map::new();
-    if let Some(v) = s.field("biz_opaque_callback_data").filter(|v| !v.is_null()) {
-        correlation.insert("biz_opaque_callback_data".into(), v.clone());
-    }
-    let ts_part = s.field("timestamp").map(value_text).unwrap_or_default();
-    Ok(Event {
-        channel: Channel::Whatsapp,
-        channel_value: recipient,
-        vendor_name: flavor.vendor.to_owned(),
-        vendor_ack_id: (flavor.ack_id)(s).or(Some(id.clone())),
-        idempotency_key: idempotency_key(flavor.vendor, &[&id, &status_value, &ts_part]),
-        correlation,
-        kind: EventKind::Status(StatusUpdate {
-            status,
-            timestamp_ms,
-            error,
-            informational,
-        }),
-        // Moved in by the caller.
-        raw: Value::Null.into(),
-    })
-}
-
-/// The user a status is about: `+recipient_id`, or for a group message the participant.
-fn recipient(s: &dyn Fields) -> Option<String> {
-    let is_group = s.field("recipient_type").and_then(Value::as_str) == Some("group");
-    if is_group {
-        return text_of(s.field("recipient_participant_id"))
-            .map(|p| e164(&p))
-            .or_else(|| text_of(s.field("recipient_id")));
-    }
-    text_of(s.field("recipient_id")).map(|r| e164(&r))
-}
-
-/// `errors[0]` as `{code, message}`: message from `message`, `title` or `error_data.details`.
-pub(crate) fn first_error(errors: Option<&Value>) -> Option<ErrorInfo> {
-    let e = errors?.as_array()?.first()?.as_object()?;
-    let details = e
-        .get("error_data")
-        .and_then(Value::as_object)
-        .and_then(|d| text(d, "details"));
-    let message = text(e, "message").or_else(|| text(e, "title")).or(details);
-    ErrorInfo::from_parts(text(e, "code"), message)
-}
-
-fn message_event(
-    m: &Map<String, Value>,
-    business: &str,
-    path: &str,
-    ctx: &Context,
-    vendor: &str,
-) -> Result<Event, NormalizeError> {
-    let id = require(m, "id", path)?;
-    let from = e164(&require(m, "from", path)?);
-    let message_type = text(m, "type").unwrap_or_else(|| "unknown".to_owned());
-    let timestamp_ms = timestamp(m.get("timestamp"), ctx, path)?;
-    let body = m.get(&message_type).and_then(Value::as_object);
-    let mut msg = InboundMessage {
-        from: from.clone(),
-        to: business.to_owned(),
-        message_type: message_type.clone(),
-        timestamp_ms,
-        source_message_id: id.clone(),
-        ..InboundMessage::default()
-    };
-    match (message_type.as_str(), body) {
-        ("text", Some(b)) => msg.text = raw_text(b, "body"),
-        ("image" | "video" | "audio" | "document" | "sticker", Some(b)) => {
-            msg.text = raw_text(b, "caption");
-            if let Some(url) = text(b, "url").or_else(|| text(b, "id")) {
-                msg.media.push(Media {
-                    url,
-                    content_type: text(b, "mime_type"),
-                });
-            }
-        }
-        ("location", Some(b)) => msg.location = location(b),
-        ("button", Some(b)) => msg.text = raw_text(b, "text").or_else(|| raw_text(b, "payload")),
-        ("interactive", Some(b)) => msg.text = interactive_text(b),
-        ("reaction", Some(b)) => {
-            msg.text = raw_text(b, "emoji");
-            msg.context = text(b, "message_id").map(|id| ReplyContext { id, from: None });
-        }
-        ("order", Some(b)) => msg.text = raw_text(b, "text"),
-        ("system", Some(b)) => msg.text = raw_text(b, "body"),
-        _ => {}
-    }
-    if msg.context.is_none() {
-        msg.context = m.get("context").and_then(Value::as_object).and_then(|c| {
-            text(c, "id").map(|id| ReplyContext {
-                id,
-                from: text(c, "from").map(|f| e164(&f)),
-            })
-        });
-    }
-    Ok(Event {
-        channel: Channel::Whatsapp,
-        channel_value: from,
-        vendor_name: vendor.to_owned(),
-        vendor_ack_id: Some(id.clone()),
-        idempotency_key: idempotency_key(vendor, &[&id]),
-        correlation: Map::new(),
-        kind: EventKind::Inbound(msg),
-        // Moved in by the caller.
-        raw: Value::Null.into(),
-    })
-}
-
-/// The title of an interactive reply (`button_reply`, `list_reply`) or an `nfm_reply` body.
-pub(crate) fn interactive_text(b: &Map<String, Value>) -> Option<String> {
-    ["button_reply", "list_reply"]
-        .iter()
-        .find_map(|k| {
-            b.get(*k)
-                .and_then(Value::as_object)
-                .and_then(|r| raw_text(r, "title"))
-        })
-        .or_else(|| {
-            b.get("nfm_reply")
-                .and_then(Value::as_object)
-                .and_then(|r| raw_text(r, "body"))
-        })
-}
-
-/// A location from `latitude`/`longitude` (numbers or numeric strings), `name`, `address`.
-pub(crate) fn location(b: &Map<String, Value>) -> Option<Location> {
-    Some(Location {
-        latitude: number(b.get("latitude")?)?,
-        longitude: number(b.get("longitude")?)?,
-        name: text(b, "name"),
-        address: text(b, "address"),
-    })
-}
-
-fn number(v: &Value) -> Option<f64> {
-    match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse::<f64>().ok(),
-        _ => None,
-    }
-    .filter(|f| f.is_finite())
-}
-
-/// Epoch ms of a timestamp field; absent means "now" (`received_at_ms`).
-pub(crate) fn timestamp(
-    v: Option<&Value>,
-    ctx: &Context,
-    path: &(impl std::fmt::Display + ?Sized),
-) -> Result<i64, NormalizeError> {
-    match v {
-        None | Some(Value::Null) => Ok(ctx.received_at_ms),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(ctx.received_at_ms),
-        Some(v) => value_to_ms(v).ok_or_else(|| {
-            NormalizeError::invalid(format!("{path}/timestamp"), "not a Unix timestamp")
-        }),
-    }
-}
-
-/// A string or number field as text; empty strings count as absent.
-pub(crate) fn text(m: &Map<String, Value>, key: &str) -> Option<String> {
-    text_of(m.get(key))
-}
-
-/// [`text`] of a value that may be absent.
-pub(crate) fn text_of(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// A string field as given (user text is kept verbatim; only the empty string is absent).
-pub(crate) fn raw_text(m: &Map<String, Value>, key: &str) -> Option<String> {
-    match m.get(key)? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-fn require(m: &Map<String, Value>, key: &str, path: &str) -> Result<String, NormalizeError> {
-    text(m, key).ok_or_else(|| missing(path, key))
-}
-
-fn missing(path: &(impl std::fmt::Display + ?Sized), key: &str) -> NormalizeError {
-    NormalizeError::MissingField(format!("{path}/{key}"))
-}
-
-/// The text of a scalar JSON value (for idempotency key parts).
-pub(crate) fn value_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// A WhatsApp id or phone number as E.164: `+` prepended unless already there.
-pub(crate) fn e164(s: &str) -> String {
-    let s = s.trim();
-    if s.is_empty() || s.starts_with('+') {
-        return s.to_owned();
-    }
-    let mut out = String::with_capacity(s.len() + 1);
-    out.push('+');
-    out.push_str(s);
-    out
-}
-
-/// `+` and the digits of `s` (display numbers may contain spaces or dashes); empty when
-/// there are no digits.
-pub(crate) fn digits_e164(s: &str) -> String {
-    let digits: String = s.chars().filter(char::is_ascii_digit).collect();
-    if digits.is_empty() {
-        String::new()
-    } else {
-        format!("+{digits}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{Event, EventKind};
     use crate::payload::{PayloadOptions, render};
+    use crate::provider::whatsapp_cloud::first_error;
     use bytes::Bytes;
     use http::{HeaderValue, Uri};
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     const CTX: Context = Context {
         received_at_ms: 1_700_000_000_000,
@@ -876,7 +353,7 @@ mod tests {
         let mut fast_taken = 0;
         for body in agreement_bodies() {
             let text = String::from_utf8_lossy(&body).into_owned();
-            let Some(fast) = statuses_only(&body, &CTX) else {
+            let Some(fast) = statuses_only(&body, &CTX, &META) else {
                 continue;
             };
             fast_taken += 1;
@@ -1305,14 +782,5 @@ mod tests {
         );
         let huge: Vec<u8> = (0..10 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
         assert!(normalize(&CallbackRequest::post(huge), &CTX).is_err());
-    }
-
-    #[test]
-    fn e164_helpers() {
-        assert_eq!(e164("16505551234"), "+16505551234");
-        assert_eq!(e164("+16505551234"), "+16505551234");
-        assert_eq!(e164(""), "");
-        assert_eq!(digits_e164("+1 (650) 555-1234"), "+16505551234");
-        assert_eq!(digits_e164("n/a"), "");
     }
 }

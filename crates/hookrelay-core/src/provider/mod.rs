@@ -24,8 +24,10 @@ pub mod plivo;
 pub mod postmark;
 pub mod sendgrid;
 pub mod ses;
+mod signed_form;
 pub mod twilio;
 pub mod vonage;
+mod whatsapp_cloud;
 
 /// What a normalizer needs besides the request.
 #[derive(Debug, Clone, Copy)]

@@ -30,10 +30,10 @@
 //!   `image`/`audio`/`video` by `MimeType`, or `document` when the type is not given (MMS),
 //!   and otherwise `text`. Time: `MessageTime` if present, else the received time.
 //! - **Phone numbers**: Plivo sends numbers without `+` (`14155551234`). To give E.164,
-//!   a `+` is prefixed to every all-digit address of 7 digits or more, in `To` and `From`
-//!   of both event kinds (shorter all-digit values are short codes and are left as they
-//!   are; so are alphanumeric sender ids). A `whatsapp:` prefix, should one appear, is
-//!   stripped.
+//!   the rule of all providers puts a `+` in front of every address of 7 to 15 digits, in
+//!   `To` and `From` of both event kinds (shorter all-digit values are short codes and are
+//!   left as they are; so are longer ones and alphanumeric sender ids). A `whatsapp:`
+//!   prefix, should one appear, is stripped.
 //! - **Correlation ids**: the query parameters of the callback URL (the `url` given when
 //!   sending). For `GET` callbacks the query also holds Plivo's own parameters, whose names
 //!   are PascalCase (plus `requester_ip`); there only the other names count.
@@ -83,28 +83,22 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, KeyInit, Mac};
 use http::Method;
 use serde_json::{Map, Value};
-use sha2::Sha256;
 
 use crate::event::{
     Channel, ErrorInfo, Event, EventKind, InboundMessage, Media, Status, StatusUpdate,
     idempotency_key,
 };
-use crate::provider::twilio::{
+use crate::mac::{self, Hash};
+use crate::phone::e164_of_channel_address;
+use crate::provider::signed_form::{
     ReadParams, callback_url, media_kind, parse_public_url, read_form_params,
 };
-use crate::provider::{Context, Normalized, VerifyOptions, VerifySettings, strip_channel_prefix};
+use crate::provider::{Context, Normalized, VerifyOptions, VerifySettings};
 use crate::request::{pairs_to_json, param, param_nonempty, parse_form};
-use crate::secret::ct_eq;
 use crate::timestamp::parse_str_ms;
 use crate::{CallbackRequest, NormalizeError, Secret, VerifyConfigError, VerifyError};
-
-#[cfg(test)]
-use crate::provider::twilio::FORM;
 
 const PROVIDER: &str = "plivo";
 const KNOWN_KEYS: &[&str] = &["auth_token", "public_url"];
@@ -166,16 +160,15 @@ impl Verifier {
         } else {
             post_string(&base, &query, &req.form_pairs())
         };
-        let mut mac =
-            <Hmac<Sha256> as KeyInit>::new_from_slice(self.auth_token.expose().as_bytes())
-                .map_err(|e| VerifyError::Unreadable(format!("HMAC key: {e}")))?;
-        mac.update(signed.as_bytes());
-        mac.update(b".");
-        mac.update(nonce.as_bytes());
-        let expected = STANDARD.encode(mac.finalize().into_bytes());
+        let tag = mac::hmac(
+            Hash::Sha256,
+            self.auth_token.expose().as_bytes(),
+            &[signed.as_bytes(), b".", nonce.as_bytes()],
+        );
+        // Every candidate is compared (no early exit on the first match).
         let mut ok = false;
         for candidate in signatures.split(',') {
-            ok |= ct_eq(expected.as_bytes(), candidate.trim().as_bytes());
+            ok |= tag.matches_base64(candidate.trim());
         }
         if ok {
             Ok(())
@@ -296,16 +289,6 @@ fn read_params(req: &CallbackRequest) -> Result<ReadParams, NormalizeError> {
     )
 }
 
-/// An address as E.164 where it is a phone number (see the module docs).
-fn e164(addr: &str) -> String {
-    let a = strip_channel_prefix(addr.trim());
-    if a.len() >= 7 && a.bytes().all(|b| b.is_ascii_digit()) {
-        format!("+{a}")
-    } else {
-        a.to_owned()
-    }
-}
-
 /// The first parseable time among `names`.
 fn first_time(params: &[(String, String)], names: &[&str]) -> Option<i64> {
     names
@@ -349,7 +332,7 @@ fn to_event(
         let sequence = param(params, "Sequence").map_or("", str::trim);
         return Ok(Event {
             channel,
-            channel_value: e164(to),
+            channel_value: e164_of_channel_address(to),
             vendor_name: PROVIDER.to_owned(),
             vendor_ack_id: Some(uuid.to_owned()),
             idempotency_key: idempotency_key(PROVIDER, &[uuid, status_value, sequence]),
@@ -370,11 +353,13 @@ fn to_event(
     if !inbound {
         return Err(NormalizeError::MissingField("Status".into()));
     }
-    let from = e164(
+    let from = e164_of_channel_address(
         param_nonempty(params, "From")
             .ok_or_else(|| NormalizeError::MissingField("From".into()))?,
     );
-    let to = param(params, "To").map(e164).unwrap_or_default();
+    let to = param(params, "To")
+        .map(e164_of_channel_address)
+        .unwrap_or_default();
     let text = param_nonempty(params, "Text")
         .or_else(|| param_nonempty(params, "Body"))
         .map(str::to_owned);
@@ -460,6 +445,7 @@ pub fn map_status(value: &str) -> (Status, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::signed_form::FORM;
     use bytes::Bytes;
     use http::{HeaderMap, HeaderValue, Uri};
     use serde_json::json;

@@ -23,7 +23,8 @@
 //!   `OriginalRepliedMessageSender`. Time: the time the callback was received.
 //! - **Channel**: `whatsapp` when `From` or `To` starts with `whatsapp:` (or
 //!   `ChannelPrefix=whatsapp`), else `sms`. The `whatsapp:` prefix is stripped from every
-//!   address.
+//!   address, which then follows the E.164 rule of all providers (Twilio already sends the
+//!   `+`; 7 to 15 digits without it get one, anything else is kept as sent).
 //! - **Correlation ids**: the query parameters of the callback URL (the sending application
 //!   attaches them to the `StatusCallback` URL, e.g. `?distinct_id=u1&workflow_name=w`),
 //!   except `bodySHA256`. For a `GET` callback the query also holds Twilio's own parameters,
@@ -69,32 +70,27 @@
 //! Unknown values never fail a callback: they map to `queued` marked informational, with
 //! Twilio's parameters kept in `vendor_response`.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, KeyInit, Mac};
 use http::Method;
 use serde_json::{Map, Value};
-use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
 use crate::event::{
     Channel, ErrorInfo, Event, EventKind, InboundMessage, Location, Media, ReplyContext, Status,
     StatusUpdate, idempotency_key,
 };
-use crate::provider::{Context, Normalized, VerifyOptions, VerifySettings, strip_channel_prefix};
+use crate::mac::{self, Hash};
+use crate::phone::e164_of_channel_address;
+use crate::provider::signed_form::{
+    CallbackUrl, ReadParams, callback_url, media_kind, parse_public_url, read_form_params,
+};
+use crate::provider::{Context, Normalized, VerifyOptions, VerifySettings};
 use crate::request::{pairs_to_json, param, param_nonempty, parse_form};
 use crate::secret::ct_eq;
 use crate::timestamp::parse_yymmddhhmm_ms;
 use crate::{CallbackRequest, NormalizeError, Secret, VerifyConfigError, VerifyError};
 
-/// A callback's parameters and its correlation ids.
-/// A callback's parameters and its correlation ids.
-pub(crate) type ReadParams = (Vec<(String, String)>, Map<String, Value>);
-
 const PROVIDER: &str = "twilio";
 const KNOWN_KEYS: &[&str] = &["auth_token", "public_url"];
-/// The media type of form-encoded callbacks.
-pub(crate) const FORM: &str = "application/x-www-form-urlencoded";
 /// Twilio sends at most 10 media; a larger `NumMedia` is read up to this bound.
 const MAX_MEDIA: usize = 100;
 
@@ -157,14 +153,10 @@ impl Verifier {
             req.form_pairs()
         };
         let data = sorted_params(&params);
-        for candidate in target.candidates() {
-            let mut mac =
-                <Hmac<Sha1> as KeyInit>::new_from_slice(self.auth_token.expose().as_bytes())
-                    .map_err(|e| VerifyError::Unreadable(format!("HMAC key: {e}")))?;
-            mac.update(candidate.as_bytes());
-            mac.update(data.as_bytes());
-            let expected = STANDARD.encode(mac.finalize().into_bytes());
-            if ct_eq(expected.as_bytes(), provided.as_bytes()) {
+        let key = self.auth_token.expose().as_bytes();
+        for candidate in candidates(&target) {
+            let tag = mac::hmac(Hash::Sha1, key, &[candidate.as_bytes(), data.as_bytes()]);
+            if tag.matches_base64(provided) {
                 return Ok(());
             }
         }
@@ -172,99 +164,15 @@ impl Verifier {
     }
 }
 
-/// Validates a `public_url` setting: an absolute `http://` or `https://` URL with a host.
-pub(crate) fn parse_public_url(
-    provider: &'static str,
-    value: &str,
-) -> Result<String, VerifyConfigError> {
-    let v = value.trim();
-    let invalid = |reason: &str| VerifyConfigError::Invalid {
-        provider,
-        key: "public_url",
-        reason: reason.to_owned(),
-    };
-    let (scheme, rest) = v
-        .split_once("://")
-        .ok_or_else(|| invalid("must be an absolute http:// or https:// URL"))?;
-    if !scheme.eq_ignore_ascii_case("https") && !scheme.eq_ignore_ascii_case("http") {
-        return Err(invalid("must be an absolute http:// or https:// URL"));
+/// The URLs to try for Twilio: each with and without the default port, and with and
+/// without the fragment of `public_url`.
+fn candidates(target: &CallbackUrl) -> Vec<String> {
+    let mut out = port_variants(&target.url);
+    if let Some(f) = &target.fragment {
+        let with_fragment: Vec<String> = out.iter().map(|u| format!("{u}#{f}")).collect();
+        out.extend(with_fragment);
     }
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = rest.get(..end).unwrap_or("");
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    if host.is_empty() || host.starts_with(':') {
-        return Err(invalid("has no host"));
-    }
-    if v.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid("contains whitespace"));
-    }
-    Ok(v.to_owned())
-}
-
-/// The URL a provider called, as signed text (without fragment), plus the fragment of
-/// `public_url` if it has one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct CallbackUrl {
-    /// `scheme://authority/path[?query]`.
-    pub(crate) url: String,
-    /// The fragment of `public_url` (after `#`), if any.
-    pub(crate) fragment: Option<String>,
-}
-
-impl CallbackUrl {
-    /// The URLs to try for Twilio: each with and without the default port, and with and
-    /// without the fragment.
-    fn candidates(&self) -> Vec<String> {
-        let mut out = port_variants(&self.url);
-        if let Some(f) = &self.fragment {
-            let with_fragment: Vec<String> = out.iter().map(|u| format!("{u}#{f}")).collect();
-            out.extend(with_fragment);
-        }
-        out
-    }
-}
-
-/// The URL the provider called: `public_url` (scheme, authority, path) with the request's
-/// query string (or `public_url`'s own query when the request has none), else the request
-/// target when it is absolute.
-pub(crate) fn callback_url(
-    provider: &'static str,
-    public_url: Option<&str>,
-    req: &CallbackRequest,
-) -> Result<CallbackUrl, VerifyError> {
-    let req_query = req.uri.query().filter(|q| !q.is_empty());
-    if let Some(p) = public_url {
-        let (p, fragment) = match p.split_once('#') {
-            Some((u, f)) => (u, Some(f.to_owned())),
-            None => (p, None),
-        };
-        let (base, own_query) = match p.split_once('?') {
-            Some((b, q)) => (b, Some(q).filter(|q| !q.is_empty())),
-            None => (p, None),
-        };
-        let mut url = base.to_owned();
-        if let Some(q) = req_query.or(own_query) {
-            url.push('?');
-            url.push_str(q);
-        }
-        return Ok(CallbackUrl { url, fragment });
-    }
-    match (req.uri.scheme_str(), req.uri.authority()) {
-        (Some(scheme), Some(authority)) => {
-            let mut url = format!("{scheme}://{authority}{}", req.uri.path());
-            if let Some(q) = req_query {
-                url.push('?');
-                url.push_str(q);
-            }
-            Ok(CallbackUrl {
-                url,
-                fragment: None,
-            })
-        }
-        _ => Err(VerifyError::Unreadable(format!(
-            "{provider} needs verify.public_url"
-        ))),
-    }
+    out
 }
 
 /// The URL as given and, for `http`/`https`, the variant without any port and the variant
@@ -343,69 +251,6 @@ fn read_params(req: &CallbackRequest) -> Result<ReadParams, NormalizeError> {
     )
 }
 
-/// The parameters of a form-encoded callback (the `POST` body, or the query of a `GET`)
-/// and its correlation ids: the callback URL's query parameters that are not the
-/// provider's own (`own`); on a `GET`, where the provider's parameters share the query,
-/// also only names that are not capitalized as the provider's are. Shared by the
-/// form-encoded providers (Twilio, Plivo).
-pub(crate) fn read_form_params(
-    req: &CallbackRequest,
-    provider: &'static str,
-    own: impl Fn(&str) -> bool,
-    json_hint: &'static str,
-) -> Result<ReadParams, NormalizeError> {
-    if req.method == Method::GET {
-        let params = req.query_pairs();
-        if params.is_empty() {
-            return Err(NormalizeError::MissingField(
-                "query parameters (GET callback)".into(),
-            ));
-        }
-        let correlation = correlation_of(&params, |k| {
-            !own(k) && !k.starts_with(|c: char| c.is_ascii_uppercase())
-        });
-        Ok((params, correlation))
-    } else if req.method == Method::POST {
-        req.expect_content_type(provider, &[FORM], FORM)?;
-        if req.body.iter().all(u8::is_ascii_whitespace) {
-            return Err(NormalizeError::EmptyBody);
-        }
-        if looks_like_json(&req.body) {
-            return Err(NormalizeError::shape("body", json_hint));
-        }
-        let correlation = correlation_of(&req.query_pairs(), |k| !own(k));
-        Ok((req.form_pairs(), correlation))
-    } else {
-        Err(NormalizeError::UnsupportedMethod {
-            provider,
-            method: req.method.to_string(),
-        })
-    }
-}
-
-/// True when the body starts (after whitespace) with `{` or `[`.
-pub(crate) fn looks_like_json(body: &[u8]) -> bool {
-    matches!(
-        body.iter().find(|b| !b.is_ascii_whitespace()),
-        Some(b'{' | b'[')
-    )
-}
-
-/// Query parameters kept as correlation ids (first value of a repeated name).
-pub(crate) fn correlation_of(
-    pairs: &[(String, String)],
-    keep: impl Fn(&str) -> bool,
-) -> Map<String, Value> {
-    let mut map = Map::new();
-    for (k, v) in pairs {
-        if keep(k) {
-            map.entry(k.clone())
-                .or_insert_with(|| Value::String(v.clone()));
-        }
-    }
-    map
-}
-
 fn to_event(
     params: &[(String, String)],
     correlation: Map<String, Value>,
@@ -454,7 +299,7 @@ fn to_event(
             .unwrap_or(ctx.received_at_ms);
         return Ok(Event {
             channel,
-            channel_value: strip_channel_prefix(recipient).to_owned(),
+            channel_value: e164_of_channel_address(recipient),
             vendor_name: PROVIDER.to_owned(),
             vendor_ack_id: Some(sid.to_owned()),
             idempotency_key: idempotency_key(PROVIDER, &[sid, status_value]),
@@ -470,9 +315,8 @@ fn to_event(
     }
 
     let sender =
-        strip_channel_prefix(from.ok_or_else(|| NormalizeError::MissingField("From".into()))?)
-            .to_owned();
-    let recipient = to.map(strip_channel_prefix).unwrap_or_default().to_owned();
+        e164_of_channel_address(from.ok_or_else(|| NormalizeError::MissingField("From".into()))?);
+    let recipient = to.map(e164_of_channel_address).unwrap_or_default();
     let num_media = param(params, "NumMedia")
         .and_then(|n| n.trim().parse::<usize>().ok())
         .unwrap_or(0)
@@ -505,8 +349,7 @@ fn to_event(
     }
     let context = param_nonempty(params, "OriginalRepliedMessageSid").map(|id| ReplyContext {
         id: id.trim().to_owned(),
-        from: param_nonempty(params, "OriginalRepliedMessageSender")
-            .map(|f| strip_channel_prefix(f.trim()).to_owned()),
+        from: param_nonempty(params, "OriginalRepliedMessageSender").map(e164_of_channel_address),
     });
     Ok(Event {
         channel,
@@ -545,20 +388,6 @@ fn location_of(params: &[(String, String)]) -> Option<Location> {
     })
 }
 
-/// The inbound message type of a media content type.
-pub(crate) fn media_kind(content_type: Option<&str>) -> &'static str {
-    let ct = content_type.unwrap_or("").trim().to_ascii_lowercase();
-    if ct.starts_with("image/") {
-        "image"
-    } else if ct.starts_with("audio/") {
-        "audio"
-    } else if ct.starts_with("video/") {
-        "video"
-    } else {
-        "document"
-    }
-}
-
 /// Maps a Twilio `MessageStatus` to a status and the informational flag (see the table in
 /// the module docs).
 #[must_use]
@@ -576,9 +405,14 @@ pub fn map_status(value: &str) -> (Status, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::signed_form::FORM;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
     use bytes::Bytes;
+    use hmac::{Hmac, KeyInit, Mac};
     use http::{HeaderMap, HeaderValue, Uri};
     use serde_json::json;
+    use sha1::Sha1;
 
     const VECTORS: &str = include_str!("../../tests/fixtures/twilio/signature_vectors.json");
     const WA_INBOUND_TEXT: &str =

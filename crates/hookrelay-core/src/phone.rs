@@ -1,0 +1,139 @@
+//! Phone numbers in events: one E.164 rule for every provider.
+//!
+//! An event's phone numbers (`channel_value`, an inbound message's `from` and `to`, a
+//! reply's `context.from`) are E.164, `+` and the digits, whatever the provider wrote:
+//! Twilio sends `+14155550100`, Vonage, Plivo, Meta and Gupshup send `14155550100`.
+//!
+//! The rule is [`e164`]: the value is trimmed, and when what remains is 7 to 15 ASCII
+//! digits a `+` is put in front. Anything else is kept as sent (trimmed): a number that
+//! already has its `+`, a short code (6 digits or fewer), a value too long to be a phone
+//! number (E.164 allows 15 digits), an alphanumeric sender id, a WhatsApp group id, an
+//! email address. Applying the rule twice changes nothing.
+//!
+//! Two providers need a step before the rule, each its own function:
+//! [`e164_of_channel_address`] drops a `whatsapp:` prefix (Twilio's WhatsApp addresses),
+//! and [`e164_of_display_number`] drops the spaces, dashes and brackets of a number written
+//! for display (Meta's `metadata.display_phone_number`).
+
+use crate::provider::strip_channel_prefix;
+
+/// Fewest digits of a number given without `+` (shorter ones are short codes).
+const MIN_DIGITS: usize = 7;
+/// Most digits of an E.164 number.
+const MAX_DIGITS: usize = 15;
+
+/// The E.164 rule (see the module docs): `+` in front of 7 to 15 ASCII digits, anything
+/// else as sent; trimmed either way.
+pub(crate) fn e164(number: &str) -> String {
+    let n = number.trim();
+    if (MIN_DIGITS..=MAX_DIGITS).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit()) {
+        let mut out = String::with_capacity(n.len() + 1);
+        out.push('+');
+        out.push_str(n);
+        out
+    } else {
+        n.to_owned()
+    }
+}
+
+/// An address that may carry a `whatsapp:` channel prefix (`whatsapp:+14155550100`): the
+/// prefix is dropped, then [`e164`].
+pub(crate) fn e164_of_channel_address(address: &str) -> String {
+    e164(strip_channel_prefix(address.trim()))
+}
+
+/// A number written for display (`+1 (650) 555-1234`): everything but the digits is
+/// dropped, then [`e164`]. Empty when there are no digits.
+pub(crate) fn e164_of_display_number(number: &str) -> String {
+    let digits: String = number.chars().filter(char::is_ascii_digit).collect();
+    e164(&digits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digits_get_a_plus() {
+        assert_eq!(e164("447700900000"), "+447700900000");
+        assert_eq!(e164("14155550100"), "+14155550100");
+        assert_eq!(e164(" 919876543210\n"), "+919876543210");
+    }
+
+    #[test]
+    fn only_seven_to_fifteen_digits_are_a_number() {
+        assert_eq!(e164("123456"), "123456");
+        assert_eq!(e164("1234567"), "+1234567");
+        assert_eq!(e164("123456789012345"), "+123456789012345");
+        assert_eq!(e164("1234567890123456"), "1234567890123456");
+        assert_eq!(e164("12345"), "12345");
+    }
+
+    #[test]
+    fn a_number_with_its_plus_is_kept() {
+        assert_eq!(e164("+447700900000"), "+447700900000");
+        assert_eq!(e164("  +14155550100 "), "+14155550100");
+        assert_eq!(e164("+1 415 555 0100"), "+1 415 555 0100");
+    }
+
+    #[test]
+    fn other_addresses_are_kept_as_sent() {
+        assert_eq!(e164("AcmeInc"), "AcmeInc");
+        assert_eq!(e164("user@example.com"), "user@example.com");
+        assert_eq!(e164("120363025246125486@g.us"), "120363025246125486@g.us");
+        assert_eq!(e164("1415-555-0100"), "1415-555-0100");
+        assert_eq!(e164("whatsapp:14155550100"), "whatsapp:14155550100");
+        assert_eq!(
+            e164("\u{661}\u{662}\u{663}\u{664}\u{665}\u{666}\u{667}"),
+            "١٢٣٤٥٦٧"
+        );
+        assert_eq!(e164(""), "");
+        assert_eq!(e164("   "), "");
+    }
+
+    #[test]
+    fn the_rule_is_idempotent() {
+        for v in [
+            "447700900000",
+            "+447700900000",
+            "12345",
+            "1234567890123456",
+            "AcmeInc",
+            " 14155550100 ",
+            "",
+        ] {
+            let once = e164(v);
+            assert_eq!(e164(&once), once, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn channel_addresses_lose_their_whatsapp_prefix() {
+        assert_eq!(
+            e164_of_channel_address("whatsapp:+14155550100"),
+            "+14155550100"
+        );
+        assert_eq!(
+            e164_of_channel_address(" whatsapp:14155550100 "),
+            "+14155550100"
+        );
+        assert_eq!(e164_of_channel_address("+14155550100"), "+14155550100");
+        assert_eq!(e164_of_channel_address("14155550100"), "+14155550100");
+        assert_eq!(e164_of_channel_address("12345"), "12345");
+        assert_eq!(e164_of_channel_address("whatsapp:Acme"), "Acme");
+        assert_eq!(
+            e164_of_channel_address("messenger:1234567"),
+            "messenger:1234567"
+        );
+    }
+
+    #[test]
+    fn display_numbers_lose_their_formatting() {
+        assert_eq!(e164_of_display_number("+1 (650) 555-1234"), "+16505551234");
+        assert_eq!(e164_of_display_number("15550783881"), "+15550783881");
+        assert_eq!(e164_of_display_number("+91 98765.43210"), "+919876543210");
+        assert_eq!(e164_of_display_number("n/a"), "");
+        assert_eq!(e164_of_display_number(""), "");
+        assert_eq!(e164_of_display_number("12-34"), "1234");
+    }
+}
