@@ -5,9 +5,10 @@
 //! Nothing here sleeps to synchronise: every wait polls a condition until a deadline.
 //!
 //! The binary is the workspace's own build (`target/<profile>/hookrelay`, next to this
-//! test's executable, or `HOOKRELAY_BIN`). `cargo test --workspace` builds it (the binary
-//! crate's CLI tests need it); a binary older than any source file fails the tests loudly
-//! rather than testing stale code.
+//! test's executable). `cargo test --workspace` builds it (the binary crate's CLI tests
+//! need it); a binary older than any source file fails the tests loudly rather than
+//! testing stale code. `HOOKRELAY_BIN=/path/to/hookrelay` runs the tests against another
+//! build, as it is (to show what an older build gets wrong).
 
 #![allow(missing_docs, unreachable_pub)]
 
@@ -394,17 +395,17 @@ pub fn binary() -> PathBuf {
 }
 
 fn find_binary() -> PathBuf {
-    let path = match std::env::var_os("HOOKRELAY_BIN") {
-        Some(p) => PathBuf::from(p),
-        None => {
-            let exe = std::env::current_exe().expect("the test executable's path");
-            // target/<profile>/deps/<test> → target/<profile>/hookrelay
-            exe.parent()
-                .and_then(|deps| deps.parent())
-                .map(|profile| profile.join("hookrelay"))
-                .expect("target directory")
-        }
-    };
+    // An explicit binary (another build, to compare) is taken as it is.
+    if let Some(p) = std::env::var_os("HOOKRELAY_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    // target/<profile>/deps/<test> → target/<profile>/hookrelay
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("hookrelay"))
+        .expect("target directory");
     let built = std::fs::metadata(&path)
         .and_then(|m| m.modified())
         .unwrap_or_else(|e| {
