@@ -3,7 +3,7 @@
 //! every other path is proxied unchanged to the upstream notification service
 //! ([`upstream`]).
 //!
-//! This module is the Pingora adapter only: what a refusal answers is [`Refusal`]'s, what
+//! This module is the Pingora adapter only: what a refusal answers is [`refusal::Refusal`]'s, what
 //! differs between providers is the provider's.
 
 pub(crate) mod accept;
