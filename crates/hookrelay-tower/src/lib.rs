@@ -28,6 +28,29 @@
 //! Apart from the optional Redis backend, this crate does no I/O of its own; it knows
 //! nothing of hookrelay's config file or of Pingora.
 
+/// `get_ref`, `get_mut` and `into_inner` of a service whose inner service is `self.inner`
+/// of type `S` (the accessors of every tower-http service). Unused when no layer's feature
+/// is on.
+#[allow(unused_macros)]
+macro_rules! inner_service_accessors {
+    () => {
+        /// The inner service.
+        pub fn get_ref(&self) -> &S {
+            &self.inner
+        }
+
+        /// The inner service, mutably.
+        pub fn get_mut(&mut self) -> &mut S {
+            &mut self.inner
+        }
+
+        /// Consumes `self`, returning the inner service.
+        pub fn into_inner(self) -> S {
+            self.inner
+        }
+    };
+}
+
 #[cfg(any(feature = "throttle", feature = "rate-limit", feature = "redis"))]
 pub mod gcra;
 #[cfg(feature = "rate-limit")]

@@ -24,10 +24,7 @@ impl<S> SetHeaders<S> {
         }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
+    inner_service_accessors!();
 
     /// The reload handle.
     pub fn handle(&self) -> &HeaderSetHandle {
