@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | [`ThrottleLayer`] | delays requests to a steady GCRA rate, state shared by every clone | `throttle` |
 //! | [`RateLimitLayer`] | answers `429` + `Retry-After` over the same policy | `rate-limit` |
-//! | [`SetHeadersLayer`] | sets a validated header set on requests or responses | `set-headers` |
+//! | [`SetRequestHeadersLayer`], [`SetResponseHeadersLayer`] | set a validated header set on requests, or on responses | `set-headers` |
 //! | [`SignLayer`] | Standard Webhooks signing of the request body | `sign` |
 //! | `gcra::redis::RedisGcra` | GCRA buckets in Redis for the throttle and rate limit, shared by every replica | `redis` (not default) |
 //!
@@ -22,7 +22,7 @@
 //! hookrelay's delivery stack, top to bottom:
 //!
 //! ```text
-//! SetHeaders (endpoint headers) ▶ Sign (webhook-*) ▶ Throttle (endpoint rate) ▶ Timeout ▶ client
+//! SetRequestHeaders (endpoint headers) ▶ Sign (webhook-*) ▶ Throttle (endpoint rate) ▶ Timeout ▶ client
 //! ```
 //!
 //! Apart from the optional Redis backend, this crate does no I/O of its own; it knows
@@ -65,7 +65,10 @@ pub mod throttle;
 #[cfg(feature = "rate-limit")]
 pub use rate_limit::RateLimitLayer;
 #[cfg(feature = "set-headers")]
+#[doc(hidden)]
 pub use set_headers::SetHeadersLayer;
+#[cfg(feature = "set-headers")]
+pub use set_headers::{SetRequestHeadersLayer, SetResponseHeadersLayer};
 #[cfg(feature = "sign")]
 pub use sign::SignLayer;
 #[cfg(feature = "throttle")]
