@@ -1,5 +1,6 @@
-//! Tower layers for outbound webhooks: throttle, rate limit, headers and Standard Webhooks
-//! signing, each reloadable live and usable in any axum or hyper app.
+//! Tower layers for webhooks: throttle, rate limit, headers and Standard Webhooks signing
+//! on the way out, provider signature checks on the way in, each reloadable live and
+//! usable in any axum or hyper app.
 //!
 //! | layer | does | feature |
 //! |---|---|---|
@@ -7,17 +8,19 @@
 //! | [`RateLimitLayer`] | answers `429` + `Retry-After` over the same policy | `rate-limit` |
 //! | [`SetRequestHeadersLayer`], [`SetResponseHeadersLayer`] | set a validated header set on requests, or on responses | `set-headers` |
 //! | [`SignLayer`] | Standard Webhooks signing of the request body | `sign` |
+//! | `VerifyLayer` | checks a provider callback's signature on the raw body: `413`, `401` or the inner service | `verify` + the providers' features (not default) |
 //! | `gcra::redis::RedisGcra` | GCRA buckets in Redis for the throttle and rate limit, shared by every replica | `redis` (not default) |
 //!
 //! Each layer is built from a policy value or from its reload handle
 //! ([`ThrottleHandle`](gcra::ThrottleHandle), [`HeaderSetHandle`](set_headers::HeaderSetHandle),
-//! [`SignHandle`](sign::SignHandle)): setting a new policy on the handle applies to the next
-//! request without rebuilding the service, and a throttle whose rate and burst did not
-//! change keeps its buckets. The policies themselves ([`gcra::Gcra`], [`gcra::Limiter`],
-//! [`set_headers::HeaderSet`], `hookrelay_core::signing::Signer`) are plain types, so
-//! other adapters (a Pingora filter) and backends (GCRA in Redis, through
-//! [`gcra::RateLimiter`]) reuse them. A backend that cannot answer fails the request
-//! (`ThrottleError::Unavailable`, or `503` from the rate limit): nothing passes unthrottled.
+//! [`SignHandle`](sign::SignHandle), `verify::VerifyHandle`): setting a new policy on the
+//! handle applies to the next request without rebuilding the service, and a throttle whose
+//! rate and burst did not change keeps its buckets. The policies themselves
+//! ([`gcra::Gcra`], [`gcra::Limiter`], [`set_headers::HeaderSet`],
+//! `hookrelay_core::signing::Signer`, `verify::CallbackPolicy`) are plain types, so other
+//! adapters (a Pingora filter) and backends (GCRA in Redis, through [`gcra::RateLimiter`])
+//! reuse them. A backend that cannot answer fails the request (`ThrottleError::Unavailable`,
+//! or `503` from the rate limit): nothing passes unthrottled.
 //!
 //! hookrelay's delivery stack, top to bottom:
 //!
@@ -61,6 +64,8 @@ pub mod set_headers;
 pub mod sign;
 #[cfg(feature = "throttle")]
 pub mod throttle;
+#[cfg(feature = "verify")]
+pub mod verify;
 
 #[cfg(feature = "rate-limit")]
 pub use rate_limit::RateLimitLayer;
@@ -73,6 +78,8 @@ pub use set_headers::{SetRequestHeadersLayer, SetResponseHeadersLayer};
 pub use sign::SignLayer;
 #[cfg(feature = "throttle")]
 pub use throttle::ThrottleLayer;
+#[cfg(feature = "verify")]
+pub use verify::VerifyLayer;
 
 /// The boxed error of the layers that add failures of their own (the convention of tower).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
