@@ -9,6 +9,7 @@
 //! | [`SetRequestHeadersLayer`], [`SetResponseHeadersLayer`] | set a validated header set on requests, or on responses | `set-headers` |
 //! | [`SignLayer`] | Standard Webhooks signing of the request body | `sign` |
 //! | `VerifyLayer` | checks a provider callback's signature on the raw body: `413`, `401` or the inner service | `verify` + the providers' features (not default) |
+//! | `verify::Callback` | axum extractor: the verified callback normalized into events | `axum` (not default) |
 //! | `gcra::redis::RedisGcra` | GCRA buckets in Redis for the throttle and rate limit, shared by every replica | `redis` (not default) |
 //!
 //! Each layer is built from a policy value or from its reload handle

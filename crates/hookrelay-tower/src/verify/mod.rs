@@ -92,6 +92,8 @@
 //! ```
 
 mod body;
+#[cfg(feature = "axum")]
+mod extract;
 mod future;
 mod layer;
 mod policy;
@@ -100,6 +102,8 @@ mod service;
 use std::time::SystemTime;
 
 pub use body::ResponseBody;
+#[cfg(feature = "axum")]
+pub use extract::{Callback, CallbackRejection};
 pub use future::ResponseFuture;
 pub use layer::VerifyLayer;
 pub use policy::{CallbackPolicy, DEFAULT_MAX_BODY, PolicyError, Refusal, VerifyHandle};
