@@ -3,7 +3,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum_core::extract::{FromRequest, Request};
 use axum_core::response::{IntoResponse, Response};
-use hookrelay_core::{Acknowledgement, CallbackRequest, Context, Control, NormalizeError, Normalized};
+use hookrelay_core::{
+    Acknowledgement, CallbackRequest, Context, Control, NormalizeError, Normalized,
+};
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, StatusCode};
 use http_body_util::BodyExt;
