@@ -287,11 +287,27 @@ mod tests {
             size: None,
             limit: 4,
         };
-        assert_eq!(
-            streamed.to_string(),
-            "body exceeds the limit of 4 bytes"
-        );
+        assert_eq!(streamed.to_string(), "body exceeds the limit of 4 bytes");
         assert_eq!(streamed.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[cfg(feature = "ses")]
+    #[test]
+    fn a_certificate_to_fetch_is_refused_as_a_server_error_naming_it() {
+        let settings = VerifySettings::new().with("fetch_cert", "true");
+        let policy = CallbackPolicy::builtin("ses", &settings).expect("ses policy");
+        let url = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0000.pem";
+        let body = format!(
+            r#"{{"Type":"Notification","MessageId":"m1","TopicArn":"arn:aws:sns:us-east-1:1:t","Message":"{{}}","Timestamp":"2024-01-01T00:00:00.000Z","SignatureVersion":"1","Signature":"AAAA","SigningCertURL":"{url}"}}"#
+        );
+        let req = CallbackRequest::post(body).with_content_type("text/plain; charset=UTF-8");
+        let refusal = policy.check(&req, SystemTime::now()).expect_err("no I/O");
+        assert!(
+            matches!(&refusal, Refusal::NeedsCertificate { url: u } if u == url),
+            "{refusal:?}"
+        );
+        assert_eq!(refusal.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(one_line("ses", &refusal).contains("cert_pem"));
     }
 
     #[test]
