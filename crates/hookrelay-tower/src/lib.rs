@@ -1,6 +1,28 @@
-//! Tower layers for webhooks: throttle, rate limit, headers and Standard Webhooks signing
-//! on the way out, provider signature checks on the way in, each reloadable live and
-//! usable in any axum or hyper app.
+#![cfg_attr(
+    all(
+        feature = "throttle",
+        feature = "set-headers",
+        feature = "sign",
+        feature = "axum",
+        feature = "meta_whatsapp"
+    ),
+    doc = include_str!("../README.md")
+)]
+#![cfg_attr(
+    not(all(
+        feature = "throttle",
+        feature = "set-headers",
+        feature = "sign",
+        feature = "axum",
+        feature = "meta_whatsapp"
+    )),
+    doc = "Tower layers for webhooks: throttle, rate limit, headers and Standard Webhooks \
+           signing on the way out, provider signature checks on the way in, each reloadable \
+           live and usable in any axum or hyper app. (The README's quick start shows here \
+           when its features are on.)"
+)]
+//!
+//! # Layers
 //!
 //! | layer | does | feature |
 //! |---|---|---|
