@@ -13,7 +13,7 @@ use hookrelay_core::signing::{Signer, SigningSecret, verify};
 use hookrelay_tower::gcra::{ByPath, Gcra, ThrottleHandle};
 use hookrelay_tower::set_headers::{HeaderSet, HeaderSetHandle};
 use hookrelay_tower::sign::SignHandle;
-use hookrelay_tower::{RateLimitLayer, SetHeadersLayer, SignLayer};
+use hookrelay_tower::{RateLimitLayer, SetRequestHeadersLayer, SignLayer};
 use tower::{Layer, ServiceBuilder, ServiceExt};
 
 fn gcra(per_second: u32, burst: u32) -> Gcra {
@@ -117,7 +117,7 @@ async fn headers_then_signature_on_outgoing_requests_with_reloads() {
     let signer = SignHandle::new(Signer::new(vec![old.clone()]));
     // The delivery stack: headers, then signing, then the endpoint.
     let client = ServiceBuilder::new()
-        .layer(SetHeadersLayer::request(headers.clone()))
+        .layer(SetRequestHeadersLayer::new(headers.clone()))
         .layer(SignLayer::new(signer.clone()).clock(|| 1_700_000_000))
         .service(receiver);
     let send = |body: &'static str, id: Option<&'static str>| {

@@ -24,10 +24,7 @@ impl<S, K, R> RateLimit<S, K, R> {
         }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
+    inner_service_accessors!();
 
     /// The reload handle or backend.
     pub fn limiter(&self) -> &R {

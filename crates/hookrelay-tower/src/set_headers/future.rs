@@ -9,17 +9,17 @@ use pin_project_lite::pin_project;
 use super::HeaderSet;
 
 pin_project! {
-    /// Response future of [`SetHeaders`](super::SetHeaders).
+    /// Response future of [`SetResponseHeaders`](super::SetResponseHeaders).
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        on_response: Option<Arc<HeaderSet>>,
+        headers: Arc<HeaderSet>,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn new(inner: F, on_response: Option<Arc<HeaderSet>>) -> Self {
-        Self { inner, on_response }
+    pub(super) fn new(inner: F, headers: Arc<HeaderSet>) -> Self {
+        Self { inner, headers }
     }
 }
 
@@ -32,9 +32,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut res = ready!(this.inner.poll(cx))?;
-        if let Some(set) = this.on_response.take() {
-            set.apply(res.headers_mut());
-        }
+        this.headers.apply(res.headers_mut());
         Poll::Ready(Ok(res))
     }
 }

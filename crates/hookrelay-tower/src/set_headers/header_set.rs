@@ -203,7 +203,8 @@ fn looks_secret(name: &HeaderName) -> bool {
     HINTS.iter().any(|hint| name.contains(hint))
 }
 
-/// The live [`HeaderSet`] of a [`SetHeadersLayer`](super::SetHeadersLayer), shared by its
+/// The live [`HeaderSet`] of a [`SetRequestHeadersLayer`](super::SetRequestHeadersLayer) or
+/// [`SetResponseHeadersLayer`](super::SetResponseHeadersLayer), shared by its
 /// services; [`set`](Self::set) applies to the next message.
 #[derive(Debug, Clone)]
 pub struct HeaderSetHandle {

@@ -6,17 +6,18 @@
 //! (`authorization`, `cookie`, names with `token`, `secret`, `key`, `password`, …) are marked
 //! sensitive (kept out of HTTP/2 header compression tables) and redacted in `Debug`.
 //!
-//! [`SetHeadersLayer::request`] sets them on outgoing requests (custom headers of a webhook
-//! endpoint); [`SetHeadersLayer::response`] on responses (an axum app's own headers). Built
-//! from a [`HeaderSetHandle`], the set can be swapped while the service runs; each message
-//! reads the set once.
+//! [`SetRequestHeadersLayer`] sets them on requests (custom headers of a webhook endpoint,
+//! on the way out); [`SetResponseHeadersLayer`] on responses (an axum app's own headers).
+//! They are two types, as in tower-http: the request side returns the inner future as it
+//! is, the response side has a future of its own. Built from a [`HeaderSetHandle`], the set
+//! can be swapped while the service runs; each message reads the set once.
 //!
 //! # Example
 //!
 //! ```
-//! use axum::{Router, body::Body, http::Request, routing::get};
-//! use hookrelay_tower::SetHeadersLayer;
+//! use axum::{Router, body::Body, http::{HeaderMap, Request}, routing::get};
 //! use hookrelay_tower::set_headers::{HeaderSet, HeaderSetHandle};
+//! use hookrelay_tower::{SetRequestHeadersLayer, SetResponseHeadersLayer};
 //! use tower::ServiceExt;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -29,10 +30,10 @@
 //! let handle = HeaderSetHandle::new(set);
 //! let app = Router::new()
 //!     .route("/", get(|| async { ([("cache-control", "max-age=60")], "hi") }))
-//!     .layer(SetHeadersLayer::response(handle.clone()));
-//! let get = || app.clone().oneshot(Request::get("/").body(Body::empty()).unwrap());
+//!     .layer(SetResponseHeadersLayer::new(handle.clone()));
+//! let fetch = || app.clone().oneshot(Request::get("/").body(Body::empty()).unwrap());
 //!
-//! let res = get().await.unwrap();
+//! let res = fetch().await.unwrap();
 //! assert_eq!(res.headers()["x-served-by"], "hookrelay");
 //! assert_eq!(res.headers()["cache-control"], "max-age=60"); // present: kept
 //!
@@ -43,16 +44,50 @@
 //!
 //! // A reload applies to the next response.
 //! handle.set(HeaderSet::new().overriding("x-served-by", "v2").unwrap());
-//! assert_eq!(get().await.unwrap().headers()["x-served-by"], "v2");
+//! assert_eq!(fetch().await.unwrap().headers()["x-served-by"], "v2");
+//!
+//! // On requests: the handler sees the header.
+//! let tenant = HeaderSet::new().overriding("x-tenant", "blue").unwrap();
+//! let app = Router::new()
+//!     .route("/", get(|headers: HeaderMap| async move { headers["x-tenant"].to_str().unwrap().to_owned() }))
+//!     .layer(SetRequestHeadersLayer::new(tenant));
+//! let res = app.oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
+//! let body = axum::body::to_bytes(res.into_body(), 64).await.unwrap();
+//! assert_eq!(body, "blue");
 //! # }
 //! ```
 
 mod future;
 mod header_set;
-mod layer;
-mod service;
+mod request;
+mod response;
 
 pub use future::ResponseFuture;
 pub use header_set::{HeaderError, HeaderSet, HeaderSetHandle, Mode};
-pub use layer::SetHeadersLayer;
-pub use service::SetHeaders;
+pub use request::{SetRequestHeaders, SetRequestHeadersLayer};
+pub use response::{SetResponseHeaders, SetResponseHeadersLayer};
+
+/// The former single layer, kept so existing callers compile: [`SetHeadersLayer::request`]
+/// builds a [`SetRequestHeadersLayer`], [`SetHeadersLayer::response`] a
+/// [`SetResponseHeadersLayer`]. Use those two directly.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum SetHeadersLayer {}
+
+impl SetHeadersLayer {
+    /// [`SetRequestHeadersLayer::new`].
+    #[must_use]
+    pub fn request(headers: impl Into<HeaderSetHandle>) -> SetRequestHeadersLayer {
+        SetRequestHeadersLayer::new(headers)
+    }
+
+    /// [`SetResponseHeadersLayer::new`].
+    #[must_use]
+    pub fn response(headers: impl Into<HeaderSetHandle>) -> SetResponseHeadersLayer {
+        SetResponseHeadersLayer::new(headers)
+    }
+}
+
+/// The former name of [`SetRequestHeaders`], kept so existing callers compile.
+#[doc(hidden)]
+pub type SetHeaders<S> = SetRequestHeaders<S>;

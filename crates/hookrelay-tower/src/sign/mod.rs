@@ -12,30 +12,48 @@
 //!
 //! # Example
 //!
-//! An axum app that checks signatures, called through the layer:
+//! On an axum `Router`, the handler sees the signed request (the layer's own errors, a
+//! body that cannot be read, go through axum's `HandleErrorLayer`). In a client stack the
+//! layer wraps the HTTP client instead.
 //!
 //! ```
-//! use axum::{Router, body::{Body, Bytes}, http::{HeaderMap, Request, StatusCode}, routing::post};
+//! use axum::{BoxError, Router, body::{Body, Bytes}, error_handling::HandleErrorLayer};
+//! use axum::http::{HeaderMap, Request, StatusCode};
+//! use axum::routing::post;
 //! use hookrelay_core::signing::{Signer, SigningSecret, verify};
 //! use hookrelay_tower::SignLayer;
-//! use tower::{Layer, ServiceExt};
+//! use hookrelay_tower::sign::SignHandle;
+//! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let secret: SigningSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".parse().unwrap();
-//! let expected = secret.clone();
-//! let receiver = Router::new().route("/hook", post(move |headers: HeaderMap, body: Bytes| async move {
-//!     let h = |name: &str| headers[name].to_str().unwrap().to_owned();
-//!     match verify(&[expected], &h("webhook-id"), &h("webhook-timestamp"),
-//!                  &h("webhook-signature"), &body, None) {
-//!         Ok(()) => StatusCode::NO_CONTENT,
-//!         Err(_) => StatusCode::UNAUTHORIZED,
-//!     }
-//! }));
-//! let client = SignLayer::new(Signer::new(vec![secret])).layer(receiver);
+//! let old: SigningSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".parse().unwrap();
+//! let new: SigningSecret = "whsec_c2Vjb25kIHNlY3JldCBmb3Igcm90YXRpb24=".parse().unwrap();
+//! let handle = SignHandle::new(Signer::new(vec![old.clone()]));
+//! // Answers 204 when the request is signed with `old`.
+//! let app = Router::new()
+//!     .route("/hook", post(move |headers: HeaderMap, body: Bytes| async move {
+//!         let h = |name: &str| headers[name].to_str().unwrap().to_owned();
+//!         match verify(&[old], &h("webhook-id"), &h("webhook-timestamp"),
+//!                      &h("webhook-signature"), &body, None) {
+//!             Ok(()) => StatusCode::NO_CONTENT,
+//!             Err(_) => StatusCode::UNAUTHORIZED,
+//!         }
+//!     }))
+//!     .layer(
+//!         ServiceBuilder::new()
+//!             .layer(HandleErrorLayer::new(|_: BoxError| async { StatusCode::BAD_REQUEST }))
+//!             .layer(SignLayer::new(handle.clone())),
+//!     );
+//! let send = || {
+//!     let req = Request::post("/hook").body(Body::from(r#"{"event":"delivered"}"#)).unwrap();
+//!     app.clone().oneshot(req)
+//! };
 //!
-//! let req = Request::post("/hook").body(Body::from(r#"{"event":"delivered"}"#)).unwrap();
-//! assert_eq!(client.oneshot(req).await.unwrap().status(), StatusCode::NO_CONTENT);
+//! assert_eq!(send().await.unwrap().status(), StatusCode::NO_CONTENT);
+//! // A new secret applies to the next request.
+//! handle.set(Signer::new(vec![new]));
+//! assert_eq!(send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
 //! # }
 //! ```
 

@@ -30,10 +30,7 @@ impl<S> Sign<S> {
         }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
+    inner_service_accessors!();
 
     /// The reload handle.
     pub fn handle(&self) -> &SignHandle {

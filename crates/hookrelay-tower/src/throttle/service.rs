@@ -27,10 +27,7 @@ impl<S, K, R> Throttle<S, K, R> {
         }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
+    inner_service_accessors!();
 
     /// The reload handle or backend.
     pub fn limiter(&self) -> &R {
