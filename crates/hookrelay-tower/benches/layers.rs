@@ -21,7 +21,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use hookrelay_core::signing::{Signer, SigningSecret};
 use hookrelay_tower::gcra::Gcra;
 use hookrelay_tower::set_headers::HeaderSet;
-use hookrelay_tower::{RateLimitLayer, SetHeadersLayer, SignLayer, ThrottleLayer};
+use hookrelay_tower::{RateLimitLayer, SetRequestHeadersLayer, SignLayer, ThrottleLayer};
 use http::{Request, Response};
 use http_body_util::Full;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt, service_fn};
@@ -101,7 +101,7 @@ fn overhead(c: &mut Criterion) {
         &rt,
         "set_headers",
         ServiceBuilder::new()
-            .layer(SetHeadersLayer::request(headers()))
+            .layer(SetRequestHeadersLayer::new(headers()))
             .service(bare()),
     );
     bench_service(
@@ -133,7 +133,7 @@ fn overhead(c: &mut Criterion) {
         &rt,
         "stack_headers_sign_throttle",
         ServiceBuilder::new()
-            .layer(SetHeadersLayer::request(headers()))
+            .layer(SetRequestHeadersLayer::new(headers()))
             .layer(SignLayer::new(signer()))
             .layer(ThrottleLayer::new(no_wait()))
             .service(bare()),
@@ -224,7 +224,7 @@ fn overhead_ratio() {
         .build()
         .expect("runtime");
     let stack = ServiceBuilder::new()
-        .layer(SetHeadersLayer::request(headers()))
+        .layer(SetRequestHeadersLayer::new(headers()))
         .layer(SignLayer::new(signer()))
         .layer(ThrottleLayer::new(no_wait()))
         .service(bare());

@@ -93,9 +93,6 @@ pub mod verify;
 #[cfg(feature = "rate-limit")]
 pub use rate_limit::RateLimitLayer;
 #[cfg(feature = "set-headers")]
-#[doc(hidden)]
-pub use set_headers::SetHeadersLayer;
-#[cfg(feature = "set-headers")]
 pub use set_headers::{SetRequestHeadersLayer, SetResponseHeadersLayer};
 #[cfg(feature = "sign")]
 pub use sign::SignLayer;

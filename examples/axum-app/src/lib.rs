@@ -28,10 +28,12 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hookrelay_tower::gcra::{Global, Key, ThrottleHandle};
-use hookrelay_tower::set_headers::{HeaderSetHandle, SetHeaders};
+use hookrelay_tower::set_headers::{HeaderSetHandle, SetRequestHeaders};
 use hookrelay_tower::sign::{Sign, SignHandle};
 use hookrelay_tower::throttle::{Throttle, ThrottleError};
-use hookrelay_tower::{RateLimitLayer, SetHeadersLayer, SignLayer, ThrottleLayer};
+use hookrelay_tower::{
+    RateLimitLayer, SetRequestHeadersLayer, SetResponseHeadersLayer, SignLayer, ThrottleLayer,
+};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -52,7 +54,7 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// The outbound stack, top to bottom: headers, signature, throttle, HTTP client.
-type Outbound = SetHeaders<Sign<Throttle<HttpClient, Global, ThrottleHandle>>>;
+type Outbound = SetRequestHeaders<Sign<Throttle<HttpClient, Global, ThrottleHandle>>>;
 
 /// The reload handles of every layer.
 #[derive(Clone)]
@@ -229,7 +231,7 @@ fn router(handles: &Handles) -> Router {
     // Outbound deliveries, one comment a layer:
     let outbound = ServiceBuilder::new()
         // the endpoint's custom headers
-        .layer(SetHeadersLayer::request(handles.headers.clone()))
+        .layer(SetRequestHeadersLayer::new(handles.headers.clone()))
         // webhook-id, webhook-timestamp, webhook-signature over the body
         .layer(SignLayer::new(handles.signer.clone()))
         // the endpoint's steady rate, waiting at most MAX_WAIT
@@ -244,7 +246,9 @@ fn router(handles: &Handles) -> Router {
         .route("/health", get(|| async { "ok" }))
         .with_state(state)
         // the app's own response headers
-        .layer(SetHeadersLayer::response(handles.response_headers.clone()))
+        .layer(SetResponseHeadersLayer::new(
+            handles.response_headers.clone(),
+        ))
         // inbound requests per peer: 429 + Retry-After over the rate
         .layer(RateLimitLayer::new(handles.inbound.clone()).key_by(peer))
 }

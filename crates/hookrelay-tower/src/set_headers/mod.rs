@@ -66,28 +66,3 @@ pub use future::ResponseFuture;
 pub use header_set::{HeaderError, HeaderSet, HeaderSetHandle, Mode};
 pub use request::{SetRequestHeaders, SetRequestHeadersLayer};
 pub use response::{SetResponseHeaders, SetResponseHeadersLayer};
-
-/// The former single layer, kept so existing callers compile: [`SetHeadersLayer::request`]
-/// builds a [`SetRequestHeadersLayer`], [`SetHeadersLayer::response`] a
-/// [`SetResponseHeadersLayer`]. Use those two directly.
-#[doc(hidden)]
-#[derive(Debug)]
-pub enum SetHeadersLayer {}
-
-impl SetHeadersLayer {
-    /// [`SetRequestHeadersLayer::new`].
-    #[must_use]
-    pub fn request(headers: impl Into<HeaderSetHandle>) -> SetRequestHeadersLayer {
-        SetRequestHeadersLayer::new(headers)
-    }
-
-    /// [`SetResponseHeadersLayer::new`].
-    #[must_use]
-    pub fn response(headers: impl Into<HeaderSetHandle>) -> SetResponseHeadersLayer {
-        SetResponseHeadersLayer::new(headers)
-    }
-}
-
-/// The former name of [`SetRequestHeaders`], kept so existing callers compile.
-#[doc(hidden)]
-pub type SetHeaders<S> = SetRequestHeaders<S>;

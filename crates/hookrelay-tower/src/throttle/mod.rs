@@ -3,9 +3,10 @@
 //! [`ThrottleLayer`] reserves each request's slot in a [`Gcra`](crate::gcra::Gcra) bucket
 //! and sleeps until it: `burst` requests pass at once, then one per interval, never more.
 //! The buckets live behind an `Arc` in a [`ThrottleHandle`](crate::gcra::ThrottleHandle)
-//! shared by every clone of the service, so the limit holds under axum, which clones the
-//! service for every request (tower's own `RateLimit` keeps its state per clone and does
-//! not limit there). The handle also reloads the policy live.
+//! shared by every clone of the service, so one limit holds under axum, which clones the
+//! service per connection and per request (tower's own `RateLimit` keeps its state per
+//! clone: under `Router::layer` each connection gets a budget of its own). The handle also
+//! reloads the policy live.
 //!
 //! A request whose slot is further away than [`ThrottleLayer::max_wait`] fails at once
 //! with [`ThrottleError::WaitTooLong`], reserving nothing, instead of queueing forever.

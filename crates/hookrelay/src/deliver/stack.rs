@@ -22,7 +22,7 @@ use hookrelay_tower::gcra::redis::RedisGcra;
 use hookrelay_tower::gcra::{Key, RateLimiter, ReserveError, ThrottleHandle};
 use hookrelay_tower::set_headers::HeaderSetHandle;
 use hookrelay_tower::sign::SignHandle;
-use hookrelay_tower::{BoxError, SetHeadersLayer, SignLayer, ThrottleLayer};
+use hookrelay_tower::{BoxError, SetRequestHeadersLayer, SignLayer, ThrottleLayer};
 use http_body_util::Full;
 use redis::aio::ConnectionManager;
 use tower::util::BoxCloneSyncService;
@@ -97,7 +97,7 @@ impl Policy {
     pub(crate) fn build(&self, clients: Clients) -> Stack {
         let stack = ServiceBuilder::new()
             // The endpoint's configured headers (validated when the config was compiled).
-            .layer(SetHeadersLayer::request(self.headers.clone()))
+            .layer(SetRequestHeadersLayer::new(self.headers.clone()))
             // Standard Webhooks: webhook-timestamp and webhook-signature over the body.
             .layer(SignLayer::new(self.signer.clone()))
             // Credentials are marked sensitive: no log or trace of the request prints them.
