@@ -22,6 +22,13 @@ pub mod error;
 pub mod event;
 mod mac;
 pub mod payload;
+#[cfg(any(
+    feature = "twilio",
+    feature = "vonage",
+    feature = "plivo",
+    feature = "meta_whatsapp",
+    feature = "gupshup"
+))]
 mod phone;
 pub mod provider;
 pub mod request;
