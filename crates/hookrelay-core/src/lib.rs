@@ -1,16 +1,13 @@
-//! hookrelay-core: provider callbacks in, one webhook payload out.
+#![doc = include_str!("../README.md")]
 //!
-//! This crate turns the delivery-status and inbound-message callbacks of email, SMS and
-//! WhatsApp providers into one normalized [`Event`] model, renders events as webhook
-//! payloads ([`payload`]: the `suprsend` format by default, or `standard`), checks each
-//! provider's signature scheme ([`provider`]), and signs outgoing webhooks with
-//! Standard Webhooks ([`signing`]).
+//! ## Where things are
 //!
-//! It is pure: no I/O, no async runtime, no clock of its own (the current time is always a
-//! parameter). It is not the sidecar: routing, storage and delivery live in the other
-//! hookrelay crates.
+//! [`Event`] ([`event`]) is the normalized model and [`payload`] renders it as a webhook
+//! body. [`provider`] holds each provider's verifier and normalizer, reached through
+//! [`Provider`] and [`Verifier`] by provider id; a callback is a [`CallbackRequest`], and
+//! credentials are [`Secret`]s. [`signing`] signs and verifies Standard Webhooks.
 //!
-//! # Status mapping
+//! ## Status mapping
 //!
 //! Every provider maps its vocabulary onto [`Status`] (`queued`, `sent`, `delivered`,
 //! `seen`, `clicked`, `failed`, `bounced`, `complained`, `unsubscribed`). Unknown provider
@@ -22,6 +19,13 @@ pub mod error;
 pub mod event;
 mod mac;
 pub mod payload;
+#[cfg(any(
+    feature = "twilio",
+    feature = "vonage",
+    feature = "plivo",
+    feature = "meta_whatsapp",
+    feature = "gupshup"
+))]
 mod phone;
 pub mod provider;
 pub mod request;

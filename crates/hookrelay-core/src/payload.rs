@@ -9,6 +9,7 @@
 //!   Inbound messages have type `<channel>.inbound_message.received`.
 //!
 //! ```
+//! # #[cfg(feature = "postmark")] {
 //! use hookrelay_core::payload::{render, Format, PayloadOptions};
 //! use hookrelay_core::provider::{Context, Provider};
 //! use hookrelay_core::CallbackRequest;
@@ -21,6 +22,7 @@
 //! assert_eq!(payload["suprsend_status"]["status"], "delivered");
 //! assert_eq!(payload["suprsend_status"]["timestamp"], 1704164645000_i64);
 //! assert_eq!(payload["channel_value"], "a@example.com");
+//! # }
 //! ```
 
 use std::str::FromStr;

@@ -15,6 +15,7 @@
 //! and [`e164_of_display_number`] drops the spaces, dashes and brackets of a number written
 //! for display (Meta's `metadata.display_phone_number`).
 
+#[cfg(any(feature = "twilio", feature = "vonage", feature = "plivo"))]
 use crate::provider::strip_channel_prefix;
 
 /// Fewest digits of a number given without `+` (shorter ones are short codes).
@@ -38,12 +39,14 @@ pub(crate) fn e164(number: &str) -> String {
 
 /// An address that may carry a `whatsapp:` channel prefix (`whatsapp:+14155550100`): the
 /// prefix is dropped, then [`e164`].
+#[cfg(any(feature = "twilio", feature = "vonage", feature = "plivo"))]
 pub(crate) fn e164_of_channel_address(address: &str) -> String {
     e164(strip_channel_prefix(address.trim()))
 }
 
 /// A number written for display (`+1 (650) 555-1234`): everything but the digits is
 /// dropped, then [`e164`]. Empty when there are no digits.
+#[cfg(any(feature = "meta_whatsapp", feature = "gupshup"))]
 pub(crate) fn e164_of_display_number(number: &str) -> String {
     let digits: String = number.chars().filter(char::is_ascii_digit).collect();
     e164(&digits)
@@ -108,6 +111,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(any(feature = "twilio", feature = "vonage", feature = "plivo"))]
     fn channel_addresses_lose_their_whatsapp_prefix() {
         assert_eq!(
             e164_of_channel_address("whatsapp:+14155550100"),
@@ -128,6 +132,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(any(feature = "meta_whatsapp", feature = "gupshup"))]
     fn display_numbers_lose_their_formatting() {
         assert_eq!(e164_of_display_number("+1 (650) 555-1234"), "+16505551234");
         assert_eq!(e164_of_display_number("15550783881"), "+15550783881");

@@ -8,25 +8,41 @@
 //!   handshakes, a [`Control`] message.
 //!
 //! [`Provider`] and [`Verifier`] dispatch to the modules by provider id.
+//!
+//! Each provider is compiled in by the cargo feature of its id (`sendgrid`, …, `generic`;
+//! `providers`, the default, enables them all). A provider left out has no module, no
+//! [`Provider`] or [`Verifier`] variant and no [`Control`] variant of its own, and
+//! [`Provider::builtin`] does not know its id.
 
 use std::collections::BTreeMap;
+#[cfg(feature = "generic")]
 use std::sync::Arc;
-
-use serde_json::Value;
 
 use crate::{CallbackRequest, Event, NormalizeError, Secret, VerifyConfigError, VerifyError};
 
+#[cfg(feature = "generic")]
 pub mod generic;
+#[cfg(feature = "gupshup")]
 pub mod gupshup;
+#[cfg(feature = "mailgun")]
 pub mod mailgun;
+#[cfg(feature = "meta_whatsapp")]
 pub mod meta_whatsapp;
+#[cfg(feature = "plivo")]
 pub mod plivo;
+#[cfg(feature = "postmark")]
 pub mod postmark;
+#[cfg(feature = "sendgrid")]
 pub mod sendgrid;
+#[cfg(feature = "ses")]
 pub mod ses;
+#[cfg(any(feature = "twilio", feature = "plivo"))]
 mod signed_form;
+#[cfg(feature = "twilio")]
 pub mod twilio;
+#[cfg(feature = "vonage")]
 pub mod vonage;
+#[cfg(any(feature = "meta_whatsapp", feature = "gupshup"))]
 mod whatsapp_cloud;
 
 /// What a normalizer needs besides the request.
@@ -42,6 +58,7 @@ pub struct Context {
 #[non_exhaustive]
 pub enum Control {
     /// Amazon SNS asks to confirm a subscription by fetching `subscribe_url`.
+    #[cfg(feature = "ses")]
     SnsSubscriptionConfirmation {
         /// Topic.
         topic_arn: String,
@@ -51,6 +68,7 @@ pub enum Control {
         token: String,
     },
     /// Amazon SNS reports that a subscription was removed.
+    #[cfg(feature = "ses")]
     SnsUnsubscribeConfirmation {
         /// Topic.
         topic_arn: String,
@@ -59,6 +77,7 @@ pub enum Control {
     },
     /// Meta asks to verify the webhook: answer `challenge` with 200 when `verify_token`
     /// matches the configured one.
+    #[cfg(feature = "meta_whatsapp")]
     MetaChallenge {
         /// `hub.challenge`, to echo as the response body.
         challenge: String,
@@ -79,6 +98,7 @@ impl Control {
     #[must_use]
     pub fn describe(&self) -> String {
         match self {
+            #[cfg(feature = "ses")]
             Control::SnsSubscriptionConfirmation {
                 topic_arn,
                 subscribe_url,
@@ -86,9 +106,11 @@ impl Control {
             } => format!(
                 "sns SubscriptionConfirmation topic={topic_arn} subscribe_url={subscribe_url}"
             ),
+            #[cfg(feature = "ses")]
             Control::SnsUnsubscribeConfirmation { topic_arn, .. } => {
                 format!("sns UnsubscribeConfirmation topic={topic_arn}")
             }
+            #[cfg(feature = "meta_whatsapp")]
             Control::MetaChallenge { challenge, .. } => {
                 format!("meta hub.challenge={challenge}")
             }
@@ -101,10 +123,12 @@ impl Control {
     #[must_use]
     pub fn reply(&self) -> Option<&str> {
         match self {
+            #[cfg(feature = "meta_whatsapp")]
             Control::MetaChallenge { challenge, .. } => Some(challenge),
+            #[cfg(feature = "ses")]
             Control::SnsSubscriptionConfirmation { .. }
-            | Control::SnsUnsubscribeConfirmation { .. }
-            | Control::Ignored { .. } => None,
+            | Control::SnsUnsubscribeConfirmation { .. } => None,
+            Control::Ignored { .. } => None,
         }
     }
 
@@ -115,16 +139,20 @@ impl Control {
     #[must_use]
     pub fn confirmation_url(&self) -> Option<Result<&str, String>> {
         match self {
+            #[cfg(feature = "ses")]
             Control::SnsSubscriptionConfirmation { subscribe_url, .. } => {
                 Some(checked_sns_url(subscribe_url).map(|()| subscribe_url.as_str()))
             }
-            Control::SnsUnsubscribeConfirmation { .. }
-            | Control::MetaChallenge { .. }
-            | Control::Ignored { .. } => None,
+            #[cfg(feature = "ses")]
+            Control::SnsUnsubscribeConfirmation { .. } => None,
+            #[cfg(feature = "meta_whatsapp")]
+            Control::MetaChallenge { .. } => None,
+            Control::Ignored { .. } => None,
         }
     }
 }
 
+#[cfg(feature = "ses")]
 fn checked_sns_url(text: &str) -> Result<(), String> {
     let url = url::Url::parse(text).map_err(|e| format!("SubscribeURL: {e}"))?;
     let host = url.host_str().unwrap_or_default();
@@ -283,72 +311,111 @@ impl VerifySettings {
 #[non_exhaustive]
 pub enum Provider {
     /// SendGrid Event Webhook.
+    #[cfg(feature = "sendgrid")]
     Sendgrid,
     /// Mailgun webhooks.
+    #[cfg(feature = "mailgun")]
     Mailgun,
     /// Amazon SES notifications delivered by Amazon SNS.
+    #[cfg(feature = "ses")]
     Ses,
     /// Postmark webhooks.
+    #[cfg(feature = "postmark")]
     Postmark,
     /// Twilio Programmable Messaging (SMS and WhatsApp).
+    #[cfg(feature = "twilio")]
     Twilio,
     /// Vonage SMS API and Messages API.
+    #[cfg(feature = "vonage")]
     Vonage,
     /// Plivo messaging.
+    #[cfg(feature = "plivo")]
     Plivo,
     /// Meta WhatsApp Cloud API.
+    #[cfg(feature = "meta_whatsapp")]
     MetaWhatsapp,
     /// Gupshup (WhatsApp and email).
+    #[cfg(feature = "gupshup")]
     Gupshup,
     /// A provider described by a field mapping.
+    #[cfg(feature = "generic")]
     Generic(Arc<generic::Spec>),
 }
 
 impl Provider {
-    /// Ids of the built-in providers.
+    /// Ids of the built-in providers compiled in (each has a cargo feature of its name).
     pub const BUILTIN: &'static [&'static str] = &[
+        #[cfg(feature = "sendgrid")]
         "sendgrid",
+        #[cfg(feature = "mailgun")]
         "mailgun",
+        #[cfg(feature = "ses")]
         "ses",
+        #[cfg(feature = "postmark")]
         "postmark",
+        #[cfg(feature = "twilio")]
         "twilio",
+        #[cfg(feature = "vonage")]
         "vonage",
+        #[cfg(feature = "plivo")]
         "plivo",
+        #[cfg(feature = "meta_whatsapp")]
         "meta_whatsapp",
+        #[cfg(feature = "gupshup")]
         "gupshup",
     ];
 
-    /// A built-in provider by id.
+    /// A built-in provider by id; `None` for an unknown id or a provider whose feature is
+    /// not enabled.
     #[must_use]
     pub fn builtin(id: &str) -> Option<Provider> {
-        Some(match id {
-            "sendgrid" => Provider::Sendgrid,
-            "mailgun" => Provider::Mailgun,
-            "ses" => Provider::Ses,
-            "postmark" => Provider::Postmark,
-            "twilio" => Provider::Twilio,
-            "vonage" => Provider::Vonage,
-            "plivo" => Provider::Plivo,
-            "meta_whatsapp" => Provider::MetaWhatsapp,
-            "gupshup" => Provider::Gupshup,
-            _ => return None,
-        })
+        match id {
+            #[cfg(feature = "sendgrid")]
+            "sendgrid" => Some(Provider::Sendgrid),
+            #[cfg(feature = "mailgun")]
+            "mailgun" => Some(Provider::Mailgun),
+            #[cfg(feature = "ses")]
+            "ses" => Some(Provider::Ses),
+            #[cfg(feature = "postmark")]
+            "postmark" => Some(Provider::Postmark),
+            #[cfg(feature = "twilio")]
+            "twilio" => Some(Provider::Twilio),
+            #[cfg(feature = "vonage")]
+            "vonage" => Some(Provider::Vonage),
+            #[cfg(feature = "plivo")]
+            "plivo" => Some(Provider::Plivo),
+            #[cfg(feature = "meta_whatsapp")]
+            "meta_whatsapp" => Some(Provider::MetaWhatsapp),
+            #[cfg(feature = "gupshup")]
+            "gupshup" => Some(Provider::Gupshup),
+            _ => None,
+        }
     }
 
     /// The provider id (`vendor_name` of its events).
     #[must_use]
     pub fn id(&self) -> &str {
-        match self {
+        match *self {
+            #[cfg(feature = "sendgrid")]
             Provider::Sendgrid => "sendgrid",
+            #[cfg(feature = "mailgun")]
             Provider::Mailgun => "mailgun",
+            #[cfg(feature = "ses")]
             Provider::Ses => "ses",
+            #[cfg(feature = "postmark")]
             Provider::Postmark => "postmark",
+            #[cfg(feature = "twilio")]
             Provider::Twilio => "twilio",
+            #[cfg(feature = "vonage")]
             Provider::Vonage => "vonage",
+            #[cfg(feature = "plivo")]
             Provider::Plivo => "plivo",
+            #[cfg(feature = "meta_whatsapp")]
             Provider::MetaWhatsapp => "meta_whatsapp",
+            #[cfg(feature = "gupshup")]
             Provider::Gupshup => "gupshup",
-            Provider::Generic(spec) => &spec.name,
+            #[cfg(feature = "generic")]
+            Provider::Generic(ref spec) => &spec.name,
         }
     }
 
@@ -358,19 +425,26 @@ impl Provider {
     /// `{"accepted":N,"enqueued":M}`.
     ///
     /// ```
+    /// # #[cfg(all(feature = "sendgrid", feature = "twilio"))] {
     /// use hookrelay_core::Provider;
     ///
     /// assert_eq!(Provider::Sendgrid.acknowledgement(2, 3).body, r#"{"accepted":2,"enqueued":3}"#);
     /// assert_eq!(Provider::Twilio.acknowledgement(1, 1).content_type, "text/xml");
+    /// # }
     /// ```
     #[must_use]
     pub fn acknowledgement(&self, accepted: usize, enqueued: usize) -> Acknowledgement {
         match self {
             // TwiML with no verb: Twilio sends no reply to an inbound message.
+            #[cfg(feature = "twilio")]
             Provider::Twilio => Acknowledgement {
                 content_type: "text/xml",
                 body: r#"<?xml version="1.0" encoding="UTF-8"?><Response></Response>"#.to_owned(),
             },
+            #[allow(
+                unreachable_patterns,
+                reason = "Twilio may be the only provider compiled in"
+            )]
             _ => Acknowledgement {
                 content_type: "application/json",
                 body: format!("{{\"accepted\":{accepted},\"enqueued\":{enqueued}}}"),
@@ -383,30 +457,64 @@ impl Provider {
     /// already accepted, or a captured signature could carry any body. `None` for
     /// providers whose signature covers the body.
     #[must_use]
+    #[cfg_attr(
+        not(feature = "mailgun"),
+        expect(unused_variables, reason = "only Mailgun signs a token")
+    )]
     pub fn replay_token(&self, req: &CallbackRequest) -> Option<String> {
         match self {
+            #[cfg(feature = "mailgun")]
             Provider::Mailgun => mailgun::token(req),
+            #[allow(
+                unreachable_patterns,
+                reason = "Mailgun may be the only provider compiled in"
+            )]
             _ => None,
         }
     }
 
     /// Normalizes one callback into events (and a control message for handshakes).
+    #[cfg_attr(
+        not(any(
+            feature = "sendgrid",
+            feature = "mailgun",
+            feature = "ses",
+            feature = "postmark",
+            feature = "twilio",
+            feature = "vonage",
+            feature = "plivo",
+            feature = "meta_whatsapp",
+            feature = "gupshup",
+            feature = "generic"
+        )),
+        expect(unused_variables, reason = "no provider is compiled in")
+    )]
     pub fn normalize(
         &self,
         req: &CallbackRequest,
         ctx: &Context,
     ) -> Result<Normalized, NormalizeError> {
-        match self {
+        match *self {
+            #[cfg(feature = "sendgrid")]
             Provider::Sendgrid => sendgrid::normalize(req, ctx),
+            #[cfg(feature = "mailgun")]
             Provider::Mailgun => mailgun::normalize(req, ctx),
+            #[cfg(feature = "ses")]
             Provider::Ses => ses::normalize(req, ctx),
+            #[cfg(feature = "postmark")]
             Provider::Postmark => postmark::normalize(req, ctx),
+            #[cfg(feature = "twilio")]
             Provider::Twilio => twilio::normalize(req, ctx),
+            #[cfg(feature = "vonage")]
             Provider::Vonage => vonage::normalize(req, ctx),
+            #[cfg(feature = "plivo")]
             Provider::Plivo => plivo::normalize(req, ctx),
+            #[cfg(feature = "meta_whatsapp")]
             Provider::MetaWhatsapp => meta_whatsapp::normalize(req, ctx),
+            #[cfg(feature = "gupshup")]
             Provider::Gupshup => gupshup::normalize(req, ctx),
-            Provider::Generic(spec) => spec.normalize(req, ctx),
+            #[cfg(feature = "generic")]
+            Provider::Generic(ref spec) => spec.normalize(req, ctx),
         }
     }
 }
@@ -416,50 +524,89 @@ impl Provider {
 #[non_exhaustive]
 pub enum Verifier {
     /// SendGrid ECDSA.
+    #[cfg(feature = "sendgrid")]
     Sendgrid(sendgrid::Verifier),
     /// Mailgun HMAC.
+    #[cfg(feature = "mailgun")]
     Mailgun(mailgun::Verifier),
     /// SNS message signature.
+    #[cfg(feature = "ses")]
     Ses(ses::Verifier),
     /// Postmark basic auth or secret header.
+    #[cfg(feature = "postmark")]
     Postmark(postmark::Verifier),
     /// Twilio `X-Twilio-Signature`.
+    #[cfg(feature = "twilio")]
     Twilio(twilio::Verifier),
     /// Vonage `sig` or JWT.
+    #[cfg(feature = "vonage")]
     Vonage(vonage::Verifier),
     /// Plivo V3 signature.
+    #[cfg(feature = "plivo")]
     Plivo(plivo::Verifier),
     /// Meta `X-Hub-Signature-256`.
+    #[cfg(feature = "meta_whatsapp")]
     MetaWhatsapp(meta_whatsapp::Verifier),
     /// Gupshup shared token.
+    #[cfg(feature = "gupshup")]
     Gupshup(gupshup::Verifier),
     /// Generic HMAC.
+    #[cfg(feature = "generic")]
     Generic(generic::Verifier),
 }
 
 impl Verifier {
     /// Builds the verifier of `provider` from its `verify:` settings. A missing or empty
     /// secret is an error: verification never silently passes.
+    #[cfg_attr(
+        not(any(
+            feature = "sendgrid",
+            feature = "mailgun",
+            feature = "ses",
+            feature = "postmark",
+            feature = "twilio",
+            feature = "vonage",
+            feature = "plivo",
+            feature = "meta_whatsapp",
+            feature = "gupshup",
+            feature = "generic"
+        )),
+        expect(unused_variables, reason = "no provider is compiled in")
+    )]
     pub fn new(
         provider: &Provider,
         settings: &VerifySettings,
     ) -> Result<Verifier, VerifyConfigError> {
-        Ok(match provider {
-            Provider::Sendgrid => Verifier::Sendgrid(sendgrid::Verifier::from_settings(settings)?),
-            Provider::Mailgun => Verifier::Mailgun(mailgun::Verifier::from_settings(settings)?),
-            Provider::Ses => Verifier::Ses(ses::Verifier::from_settings(settings)?),
-            Provider::Postmark => Verifier::Postmark(postmark::Verifier::from_settings(settings)?),
-            Provider::Twilio => Verifier::Twilio(twilio::Verifier::from_settings(settings)?),
-            Provider::Vonage => Verifier::Vonage(vonage::Verifier::from_settings(settings)?),
-            Provider::Plivo => Verifier::Plivo(plivo::Verifier::from_settings(settings)?),
+        match *provider {
+            #[cfg(feature = "sendgrid")]
+            Provider::Sendgrid => {
+                sendgrid::Verifier::from_settings(settings).map(Verifier::Sendgrid)
+            }
+            #[cfg(feature = "mailgun")]
+            Provider::Mailgun => mailgun::Verifier::from_settings(settings).map(Verifier::Mailgun),
+            #[cfg(feature = "ses")]
+            Provider::Ses => ses::Verifier::from_settings(settings).map(Verifier::Ses),
+            #[cfg(feature = "postmark")]
+            Provider::Postmark => {
+                postmark::Verifier::from_settings(settings).map(Verifier::Postmark)
+            }
+            #[cfg(feature = "twilio")]
+            Provider::Twilio => twilio::Verifier::from_settings(settings).map(Verifier::Twilio),
+            #[cfg(feature = "vonage")]
+            Provider::Vonage => vonage::Verifier::from_settings(settings).map(Verifier::Vonage),
+            #[cfg(feature = "plivo")]
+            Provider::Plivo => plivo::Verifier::from_settings(settings).map(Verifier::Plivo),
+            #[cfg(feature = "meta_whatsapp")]
             Provider::MetaWhatsapp => {
-                Verifier::MetaWhatsapp(meta_whatsapp::Verifier::from_settings(settings)?)
+                meta_whatsapp::Verifier::from_settings(settings).map(Verifier::MetaWhatsapp)
             }
-            Provider::Gupshup => Verifier::Gupshup(gupshup::Verifier::from_settings(settings)?),
-            Provider::Generic(spec) => {
-                Verifier::Generic(generic::Verifier::from_settings(spec, settings)?)
+            #[cfg(feature = "gupshup")]
+            Provider::Gupshup => gupshup::Verifier::from_settings(settings).map(Verifier::Gupshup),
+            #[cfg(feature = "generic")]
+            Provider::Generic(ref spec) => {
+                generic::Verifier::from_settings(spec, settings).map(Verifier::Generic)
             }
-        })
+        }
     }
 
     /// The URL of the certificate this callback must be verified with, when the verifier
@@ -471,8 +618,13 @@ impl Verifier {
     /// # Errors
     ///
     /// [`VerifyError`] when the URL is missing or not an allowed host.
+    #[cfg_attr(
+        not(feature = "ses"),
+        expect(unused_variables, reason = "only SNS fetches certificates")
+    )]
     pub fn certificate_url(&self, req: &CallbackRequest) -> Result<Option<String>, VerifyError> {
         match self {
+            #[cfg(feature = "ses")]
             Verifier::Ses(v) if v.fetches_cert() => ses::signing_cert_url(req).map(Some),
             _ => Ok(None),
         }
@@ -485,6 +637,10 @@ impl Verifier {
     /// # Errors
     ///
     /// [`VerifyError`] when the callback is not genuine.
+    #[cfg_attr(
+        not(feature = "ses"),
+        expect(unused_variables, reason = "only SNS fetches certificates")
+    )]
     pub fn verify_with_certificate(
         &self,
         req: &CallbackRequest,
@@ -492,33 +648,66 @@ impl Verifier {
         opts: &VerifyOptions,
     ) -> Result<(), VerifyError> {
         match self {
+            #[cfg(feature = "ses")]
             Verifier::Ses(v) if v.fetches_cert() => v.verify_with_cert_pem(req, pem, opts),
             v => v.verify(req, opts),
         }
     }
 
     /// Checks the callback is genuine.
+    #[cfg_attr(
+        not(any(
+            feature = "sendgrid",
+            feature = "mailgun",
+            feature = "ses",
+            feature = "postmark",
+            feature = "twilio",
+            feature = "vonage",
+            feature = "plivo",
+            feature = "meta_whatsapp",
+            feature = "gupshup",
+            feature = "generic"
+        )),
+        expect(unused_variables, reason = "no provider is compiled in")
+    )]
     pub fn verify(&self, req: &CallbackRequest, opts: &VerifyOptions) -> Result<(), VerifyError> {
-        match self {
-            Verifier::Sendgrid(v) => v.verify(req, opts),
-            Verifier::Mailgun(v) => v.verify(req, opts),
-            Verifier::Ses(v) => v.verify(req, opts),
-            Verifier::Postmark(v) => v.verify(req, opts),
-            Verifier::Twilio(v) => v.verify(req, opts),
-            Verifier::Vonage(v) => v.verify(req, opts),
-            Verifier::Plivo(v) => v.verify(req, opts),
-            Verifier::MetaWhatsapp(v) => v.verify(req, opts),
-            Verifier::Gupshup(v) => v.verify(req, opts),
-            Verifier::Generic(v) => v.verify(req, opts),
+        match *self {
+            #[cfg(feature = "sendgrid")]
+            Verifier::Sendgrid(ref v) => v.verify(req, opts),
+            #[cfg(feature = "mailgun")]
+            Verifier::Mailgun(ref v) => v.verify(req, opts),
+            #[cfg(feature = "ses")]
+            Verifier::Ses(ref v) => v.verify(req, opts),
+            #[cfg(feature = "postmark")]
+            Verifier::Postmark(ref v) => v.verify(req, opts),
+            #[cfg(feature = "twilio")]
+            Verifier::Twilio(ref v) => v.verify(req, opts),
+            #[cfg(feature = "vonage")]
+            Verifier::Vonage(ref v) => v.verify(req, opts),
+            #[cfg(feature = "plivo")]
+            Verifier::Plivo(ref v) => v.verify(req, opts),
+            #[cfg(feature = "meta_whatsapp")]
+            Verifier::MetaWhatsapp(ref v) => v.verify(req, opts),
+            #[cfg(feature = "gupshup")]
+            Verifier::Gupshup(ref v) => v.verify(req, opts),
+            #[cfg(feature = "generic")]
+            Verifier::Generic(ref v) => v.verify(req, opts),
         }
     }
 }
 
 /// Small JSON accessors shared by the provider modules.
+#[cfg(any(
+    feature = "mailgun",
+    feature = "postmark",
+    feature = "sendgrid",
+    feature = "vonage"
+))]
 pub(crate) mod json {
     use serde_json::Value;
 
     /// A string field, or a number rendered as text; empty strings count as absent.
+    #[cfg(feature = "mailgun")]
     pub(crate) fn str_at(v: &Value, pointer: &str) -> Option<String> {
         match v.pointer(pointer)? {
             Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
@@ -544,10 +733,11 @@ pub fn strip_channel_prefix(addr: &str) -> &str {
 }
 
 /// Returns `Value::Object` fields of `v` as a correlation map, filtered by `keep`.
+#[cfg(feature = "sendgrid")]
 pub(crate) fn object_fields(
-    v: &Value,
+    v: &serde_json::Value,
     keep: impl Fn(&str) -> bool,
-) -> serde_json::Map<String, Value> {
+) -> serde_json::Map<String, serde_json::Value> {
     v.as_object()
         .map(|m| {
             m.iter()

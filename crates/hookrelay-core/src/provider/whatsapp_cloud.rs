@@ -13,14 +13,18 @@
 //! The JSON readers at the end ([`text`], [`raw_text`], [`timestamp`], [`location`], …)
 //! are used by Gupshup's other formats too, which spell their fields the same way.
 
+#[cfg(feature = "meta_whatsapp")]
 use serde::{Deserialize, Deserializer};
+#[cfg(feature = "meta_whatsapp")]
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::NormalizeError;
+#[cfg(feature = "meta_whatsapp")]
+use crate::event::Raw;
 use crate::event::{
-    Channel, ErrorInfo, Event, EventKind, InboundMessage, Location, Media, Raw, ReplyContext,
-    Status, StatusUpdate, idempotency_key,
+    Channel, ErrorInfo, Event, EventKind, InboundMessage, Location, Media, ReplyContext, Status,
+    StatusUpdate, idempotency_key,
 };
 use crate::phone::{e164, e164_of_display_number};
 use crate::provider::Context;
@@ -37,14 +41,17 @@ pub(crate) struct Flavor {
     pub(crate) ack_id: fn(&dyn Fields) -> Option<String>,
 }
 
+#[cfg(feature = "meta_whatsapp")]
 /// A value that was present, `null` included (`None` only when the key is absent).
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Value::deserialize(d).map(Some)
 }
 
+#[cfg(feature = "meta_whatsapp")]
 /// A struct read from a JSON object only (serde would also read one from an array).
 struct Obj<T>(T);
 
+#[cfg(feature = "meta_whatsapp")]
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Visit<T>(std::marker::PhantomData<T>);
@@ -61,6 +68,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
     }
 }
 
+#[cfg(feature = "meta_whatsapp")]
 /// The envelope of [`statuses_only`], read in one pass without building a tree of it.
 #[derive(Deserialize)]
 struct Envelope<'a> {
@@ -68,12 +76,14 @@ struct Envelope<'a> {
     entry: Vec<Obj<Entry<'a>>>,
 }
 
+#[cfg(feature = "meta_whatsapp")]
 #[derive(Deserialize)]
 struct Entry<'a> {
     #[serde(borrow, default)]
     changes: Option<Vec<Obj<Change<'a>>>>,
 }
 
+#[cfg(feature = "meta_whatsapp")]
 #[derive(Deserialize)]
 struct Change<'a> {
     /// Anything but a string (or null) fails this path: the general one then decides.
@@ -83,6 +93,7 @@ struct Change<'a> {
     value: Option<Obj<ChangeValue<'a>>>,
 }
 
+#[cfg(feature = "meta_whatsapp")]
 #[derive(Deserialize)]
 struct ChangeValue<'a> {
     #[serde(borrow, default)]
@@ -91,6 +102,7 @@ struct ChangeValue<'a> {
     messages: Option<&'a RawValue>,
 }
 
+#[cfg(feature = "meta_whatsapp")]
 /// The keys of a status object that [`status_event`] reads; the rest (conversation,
 /// pricing, …) is skipped without being built.
 #[derive(Deserialize)]
@@ -113,6 +125,7 @@ struct StatusKeys {
     biz_opaque_callback_data: Option<Value>,
 }
 
+#[cfg(feature = "meta_whatsapp")]
 impl Fields for StatusKeys {
     fn field(&self, key: &str) -> Option<&Value> {
         match key {
@@ -142,6 +155,7 @@ impl Fields for Map<String, Value> {
     }
 }
 
+#[cfg(feature = "meta_whatsapp")]
 /// Where a status sits in the envelope, for error messages; formatted only on error.
 struct StatusPath {
     entry: usize,
@@ -149,6 +163,7 @@ struct StatusPath {
     status: usize,
 }
 
+#[cfg(feature = "meta_whatsapp")]
 impl std::fmt::Display for StatusPath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -159,6 +174,7 @@ impl std::fmt::Display for StatusPath {
     }
 }
 
+#[cfg(feature = "meta_whatsapp")]
 /// The common callback, statuses only, read without parsing the document into a `Value`
 /// tree: each status keeps its JSON text as [`Raw::Text`], and only the keys
 /// [`status_event`] reads are parsed. `None` for anything else (messages, an unexpected
@@ -202,6 +218,7 @@ pub(crate) fn statuses_only(
     Some(Ok(events))
 }
 
+#[cfg(feature = "meta_whatsapp")]
 /// A status's JSON text as its `raw`, unless it spans lines (a pretty-printed body): a
 /// payload stays one line.
 fn status_raw(status: &RawValue) -> Raw {

@@ -116,13 +116,26 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IntoDeserializer, MapAccess, Visitor};
 use serde_json::Value;
 
-use crate::provider::Provider;
 use crate::{Channel, EventType, NormalizeError, Status};
 
 pub use verify::Verifier;
 
 /// Provider label used in errors (the configured name is not `'static`).
 const LABEL: &str = "generic";
+
+/// The ids of every built-in provider, compiled in or not: a generic provider may take
+/// none of them, so a configuration means the same whichever providers a build has.
+const BUILTIN_IDS: &[&str] = &[
+    "sendgrid",
+    "mailgun",
+    "ses",
+    "postmark",
+    "twilio",
+    "vonage",
+    "plivo",
+    "meta_whatsapp",
+    "gupshup",
+];
 
 /// The `verify:` keys of a generic provider.
 pub const KNOWN_KEYS: &[&str] = &["secret"];
@@ -383,7 +396,7 @@ impl Spec {
                 "name: {name:?} must start with a lowercase letter and use only a-z, 0-9, `_`, `-`"
             ));
         }
-        if Provider::BUILTIN.contains(&name) || name == LABEL {
+        if BUILTIN_IDS.contains(&name) || name == LABEL {
             out.push(format!(
                 "name: {name:?} is a built-in provider id; choose another name"
             ));
@@ -563,6 +576,17 @@ mod tests {
     #[test]
     fn spec_is_valid() {
         acme().validate().expect("valid");
+    }
+
+    #[test]
+    fn every_builtin_id_is_reserved() {
+        use crate::provider::Provider;
+
+        for id in Provider::BUILTIN {
+            assert!(BUILTIN_IDS.contains(id), "{id}");
+        }
+        #[cfg(feature = "providers")]
+        assert_eq!(Provider::BUILTIN, BUILTIN_IDS);
     }
 
     #[test]
