@@ -1,4 +1,12 @@
-#![doc = include_str!("../README.md")]
+// The README's quick start verifies a Meta WhatsApp callback: it is the crate's front page
+// (and a doctest) when that provider is built, as it is by default.
+#![cfg_attr(feature = "meta_whatsapp", doc = include_str!("../README.md"))]
+#![cfg_attr(
+    not(feature = "meta_whatsapp"),
+    doc = "hookrelay-core: provider callback verification and normalization into one \
+           webhook payload, and Standard Webhooks signing. The README (built with the \
+           `meta_whatsapp` feature) has a quick start and the feature list."
+)]
 //!
 //! ## Where things are
 //!
