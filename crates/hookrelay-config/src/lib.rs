@@ -1,51 +1,17 @@
-//! hookrelay-config: the YAML configuration of hookrelay.
+#![doc = include_str!("../README.md")]
 //!
-//! What it does:
+//! ## Where things are
 //!
-//! - **Model**: the file of DESIGN.md §4 (`listen`, `admin`, `upstream`, `store`,
-//!   `callbacks[]`, `endpoints[]`), read with unknown keys rejected.
-//! - **Validation**: every problem at once, each with its YAML path and line
-//!   ([`ConfigErrors`], printed as `FILE:LINE:COL: path: message`). `${VAR}`,
-//!   `${VAR:-default}` and `${file:/path}` are resolved at load; one that does not resolve
-//!   is an error. Each route's signature verifier is built at load, so a provider without
-//!   the secret it needs is an error (verification fails closed; `verify: none` is the
-//!   explicit, warned-about way to accept unverified callbacks).
-//! - **Compilation**: `Snapshot::try_from(&Source)` builds one immutable [`Snapshot`]:
-//!   parsed URLs, header maps, non-zero rates, durations, routes by path, event filters as
-//!   sets.
-//! - **Reload**: [`Live`] holds the current snapshot behind one atomic swap;
-//!   [`Live::watch`] watches the file's directory (rename-into-place, editor backups,
-//!   Kubernetes `..data` symlink swaps), debounced, and applies a changed, valid file;
-//!   a bad file, or a change of `listen`, `admin` or `store`, is refused whole and the
-//!   running snapshot stays. Every outcome is reported ([`ReloadOutcome`]).
-//! - **Schema**: [`json_schema`] for editors.
-//!
-//! It does not listen, deliver or store anything: the binary does, reading snapshots.
-//!
-//! ```
-//! use hookrelay_config::{Snapshot, Source};
-//!
-//! let yaml = r#"
-//! upstream: 127.0.0.1:3000
-//! callbacks:
-//!   - path: /callbacks/twilio
-//!     provider: twilio
-//!     verify: { auth_token: "${TWILIO_AUTH_TOKEN:-test}", public_url: https://n.example.com/callbacks/twilio }
-//! endpoints:
-//!   - name: crm
-//!     url: https://crm.internal/hooks
-//!     events: { sms: [status] }
-//!     rate_limit: { per_second: 20, burst: 5 }
-//! "#;
-//! let snapshot = Snapshot::try_from(&Source::new("hookrelay.yaml", yaml)).unwrap();
-//! assert!(snapshot.route("/callbacks/twilio").is_some());
-//! assert_eq!(snapshot.endpoint("crm").unwrap().rate_limit.unwrap().burst().get(), 5);
-//!
-//! let bad = "upstream: 127.0.0.1:3000\nendpoints:\n  - name: crm\n    url: ftp://x\n";
-//! let errors = Snapshot::try_from(&Source::new("bad.yaml", bad)).unwrap_err();
-//! assert_eq!(errors.to_string(),
-//!     "bad.yaml:4:10: endpoints[0].url: scheme \"ftp\" is not allowed: only http and https");
-//! ```
+//! - The model is the file of DESIGN.md §4 (`listen`, `admin`, `upstream`, `store`,
+//!   `callbacks[]`, `endpoints[]`). A [`Source`] is a file's name and text;
+//!   `Snapshot::try_from(&Source)`, or [`load`] for a path, compiles it into a [`Snapshot`]
+//!   of [`Route`]s and [`Endpoint`]s, or fails with [`ConfigErrors`].
+//! - An unresolved `${VAR}` is an error. `verify: none` is the explicit, warned-about way
+//!   to accept unverified callbacks.
+//! - [`Live::watch`] follows rename-into-place, editor backups and Kubernetes `..data`
+//!   symlink swaps, debounced. A change of `listen`, `admin` or `store` needs a restart and
+//!   is refused like a bad file. [`Live::reload_now`] serves SIGHUP and `POST /-/reload`.
+//! - [`json_schema`] is the JSON Schema of the file, for editors.
 
 mod compile;
 mod error;
