@@ -15,6 +15,7 @@ mod cli;
 mod clock;
 mod deliver;
 mod ingest;
+mod logs;
 mod metrics;
 mod net;
 mod reload;

@@ -221,6 +221,11 @@ impl Metrics {
             "# HELP hookrelay_deliveries_in_flight Delivery attempts in flight.\n# TYPE hookrelay_deliveries_in_flight gauge\nhookrelay_deliveries_in_flight {}",
             self.in_flight.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP hookrelay_log_lines_suppressed_total Log lines dropped by the per-call-site limit.\n# TYPE hookrelay_log_lines_suppressed_total counter\nhookrelay_log_lines_suppressed_total {}",
+            crate::logs::suppressed_total()
+        );
         out
     }
 }

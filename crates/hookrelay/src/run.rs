@@ -25,6 +25,7 @@ use crate::ingest::Ingest;
 use crate::ingest::certs::Certificates;
 use crate::ingest::replay::ReplayCache;
 use crate::ingest::upstream::Upstreams;
+use crate::logs;
 use crate::metrics::Metrics;
 use crate::net::{self, Clients};
 use crate::reload::Controller;
@@ -38,6 +39,13 @@ pub(crate) struct Args {
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// Log lines each call site may write at once (refused callbacks, dropped
+    /// connections): past it, lines are dropped, counted and summed up every 10 s.
+    #[arg(long, default_value_t = 20)]
+    log_burst: u32,
+    /// Log lines per second each call site may write on average once its burst is spent.
+    #[arg(long, default_value_t = 1.0)]
+    log_per_second: f64,
 }
 
 /// Longest wait for delivery attempts in flight at SIGTERM.
@@ -67,6 +75,13 @@ struct Background {
 impl BackgroundService for Background {
     async fn start(&self, shutdown: ShutdownWatch) {
         let outcomes = self.controller.subscribe();
+        let summaries = tokio::spawn(async {
+            let mut every = tokio::time::interval(logs::SUMMARY_EVERY);
+            loop {
+                every.tick().await;
+                logs::summarize();
+            }
+        });
         let (admin_stop, admin_rx) = tokio::sync::watch::channel(false);
         let listener = self
             .admin_listener
@@ -84,6 +99,8 @@ impl BackgroundService for Background {
         self.controller.lanes.stop_all();
         self.controller.lanes.join(DRAIN_LIMIT).await;
         let _ = admin_stop.send(true);
+        summaries.abort();
+        logs::summarize();
     }
 }
 
@@ -118,16 +135,22 @@ impl ShutdownSignalWatch for Drain {
     }
 }
 
-fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        let _ = builder.json().try_init();
+fn init_tracing(args: &Args) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, Layer as _, filter::FilterExt as _, fmt};
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,pingora=warn"));
+    // The level filter first, then the per-call-site limit, so only lines that would be
+    // written are counted against it.
+    let filter = filter.and(logs::RateLimit::new(args.log_burst, args.log_per_second));
+    let registry = tracing_subscriber::registry();
+    if args.log_format == "json" {
+        let layer = fmt::layer().json().with_writer(std::io::stderr);
+        let _ = registry.with(layer.with_filter(filter)).try_init();
     } else {
-        let _ = builder.try_init();
+        let layer = fmt::layer().with_writer(std::io::stderr);
+        let _ = registry.with(layer.with_filter(filter)).try_init();
     }
 }
 
@@ -207,7 +230,7 @@ fn rate_connection(
 
 /// Runs the sidecar until SIGTERM (graceful) or SIGINT (fast).
 pub(crate) fn run(args: &Args) -> ExitCode {
-    init_tracing(&args.log_format);
+    init_tracing(args);
     match start(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail(message, code)) => {
