@@ -1,11 +1,15 @@
-//! What an attacker can make the sidecar do without one valid signature: here, write log
-//! lines. Refused callbacks and connections dropped mid-request are each logged at most a
-//! burst and then a steady trickle per call site; every refusal is still counted.
+//! What an attacker can make the sidecar do without one valid signature. Refused
+//! callbacks and connections dropped mid-request are logged at most a burst and then a
+//! steady trickle per call site (every refusal is still counted); unsigned bodies cannot
+//! hold more memory than `limits.unverified_bytes`; a dribbled body is cut off at
+//! `limits.body_timeout`; an idle keep-alive connection is closed at
+//! `limits.keepalive_timeout`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use hookrelay_tests::{Sidecar, Sink};
-use tokio::io::AsyncWriteExt;
+use hookrelay_tests::{Sidecar, Sink, eventually, meta_signature, meta_status};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 const CONFIG: &str = r#"
 listen: "{LISTEN}"
@@ -19,7 +23,136 @@ callbacks:
 endpoints:
   - name: crm
     url: SINK
+LIMITS
 "#;
+
+fn config(sink: &Sink, limits: &str) -> String {
+    CONFIG
+        .replace("SINK", &sink.url("/hook"))
+        .replace("LIMITS", limits)
+}
+
+/// Opens a connection and sends `head` (and no more).
+async fn start_request(s: &Sidecar, head: &str) -> TcpStream {
+    let mut c = TcpStream::connect(s.listen).await.expect("connect");
+    c.write_all(head.as_bytes()).await.expect("write");
+    c
+}
+
+/// The status of the response on `c`, waiting at most 10 s.
+async fn status_of(c: &mut TcpStream) -> u16 {
+    let mut buf = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 1024];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match c.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("a response within 10 s");
+    let text = String::from_utf8_lossy(&buf);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"))
+}
+
+fn head(len: usize) -> String {
+    format!(
+        "POST /wa HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\nx-hub-signature-256: sha256=00\r\ncontent-length: {len}\r\n\r\n"
+    )
+}
+
+async fn received(s: &Sidecar) -> u64 {
+    s.metrics()
+        .await
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"hookrelay_callbacks_received_total{provider="meta_whatsapp"} "#)
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_bodies_cannot_hold_more_than_the_budget_and_signed_callbacks_still_pass() {
+    let sink = Sink::start().await;
+    let s = Sidecar::start(&config(&sink, "limits: { unverified_bytes: 1MiB }")).await;
+    // An attacker declares 700 kB and sends 10 bytes of it: 700 kB of the budget is held.
+    let mut held = start_request(&s, &(head(700_000) + "0123456789")).await;
+    eventually("the first body to be claimed", || async {
+        (received(&s).await == 1).then_some(())
+    })
+    .await;
+    // A second one would pass the budget: 503 at once, before its body is read.
+    let mut refused = start_request(&s, &head(700_000)).await;
+    assert_eq!(status_of(&mut refused).await, 503);
+    // A genuine callback fits in what is left.
+    let body = meta_status("wamid.budget", "delivered", "15551234567");
+    let (status, _) = s
+        .post(
+            "/wa",
+            &[
+                ("content-type", "application/json"),
+                (
+                    "x-hub-signature-256",
+                    &meta_signature("the-real-secret", body.as_bytes()),
+                ),
+            ],
+            body,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        s.metrics()
+            .await
+            .contains(r#"reason="unverified_budget"} 1"#),
+        "the budget's refusal is counted"
+    );
+    // The attacker goes away: the budget is free again.
+    held.shutdown().await.ok();
+    drop(held);
+    eventually("the budget to be given back", || async {
+        let mut again = start_request(&s, &(head(10) + "0123456789")).await;
+        (status_of(&mut again).await == 401).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dribbled_body_is_cut_off_at_the_body_timeout() {
+    let sink = Sink::start().await;
+    let s = Sidecar::start(&config(&sink, "limits: { body_timeout: 1s }")).await;
+    let started = Instant::now();
+    let mut c = start_request(&s, &(head(100) + "0123456789")).await;
+    assert_eq!(status_of(&mut c).await, 408);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(s.metrics().await.contains(r#"reason="body_timeout"} 1"#));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let sink = Sink::start().await;
+    let s = Sidecar::start(&config(&sink, "limits: { keepalive_timeout: 1s }")).await;
+    let mut c = start_request(&s, &(head(2) + "{}")).await;
+    assert_eq!(status_of(&mut c).await, 401);
+    // Idle now: the server closes it (a read returns end of stream).
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the idle connection is still open after 10 s"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "closed only once idle"
+    );
+}
 
 /// The default limit of `hookrelay run`: 20 lines at once, then 1 a second, per call site.
 fn allowed(elapsed_secs: f64) -> usize {
@@ -29,7 +162,7 @@ fn allowed(elapsed_secs: f64) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_callbacks_and_dropped_connections_do_not_flood_the_log() {
     let sink = Sink::start().await;
-    let s = Sidecar::start(&CONFIG.replace("SINK", &sink.url("/hook"))).await;
+    let s = Sidecar::start(&config(&sink, "")).await;
     let started = Instant::now();
 
     let body = r#"{"object":"whatsapp_business_account","entry":[]}"#;
@@ -57,7 +190,7 @@ async fn refused_callbacks_and_dropped_connections_do_not_flood_the_log() {
         drop(c);
     }
     // Every refusal is counted, whatever the log shows.
-    let metrics = hookrelay_tests::eventually("the refusals counted", || async {
+    let metrics = eventually("the refusals counted", || async {
         let m = s.metrics().await;
         m.contains(r#"hookrelay_callbacks_rejected_total{provider="meta_whatsapp",reason="bad_signature"} 300"#)
             .then_some(m)

@@ -35,6 +35,9 @@ pub(crate) struct RawConfig {
     /// are compiled in), and the system's when it has them. Not reloadable.
     #[serde(default)]
     pub(crate) tls: Option<RawTls>,
+    /// Bounds of the public listener, which faces the internet.
+    #[serde(default)]
+    pub(crate) limits: Option<RawLimits>,
     /// Callback routes (type-checked here, read item by item by the compiler).
     #[serde(default)]
     #[allow(dead_code)]
@@ -74,12 +77,31 @@ pub(crate) struct SchemaConfig {
     /// are compiled in), and the system's when it has them. Not reloadable.
     #[serde(default)]
     tls: Option<RawTls>,
+    /// Bounds of the public listener, which faces the internet.
+    #[serde(default)]
+    limits: Option<RawLimits>,
     /// Callback routes: the paths providers call.
     #[serde(default)]
     callbacks: Vec<RawCallback>,
     /// Where normalized events are delivered.
     #[serde(default)]
     endpoints: Vec<RawEndpoint>,
+}
+
+/// Bounds of the public listener. Each has a safe default; each is counted in the
+/// metrics when it bites.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimits {
+    /// Callback bodies held in memory before their signature is checked, all connections
+    /// together (default 64MiB): a callback that would pass it is answered 503 at once,
+    /// before its body is read, and its provider retries.
+    pub(crate) unverified_bytes: Option<Scalar>,
+    /// Time for a callback's whole body to arrive once its headers have (default 30s):
+    /// a body dribbled slower is answered 408.
+    pub(crate) body_timeout: Option<Scalar>,
+    /// How long a keep-alive connection may stay idle between requests (default 60s).
+    pub(crate) keepalive_timeout: Option<Scalar>,
 }
 
 /// Outbound TLS settings.

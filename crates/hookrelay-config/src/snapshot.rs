@@ -38,6 +38,8 @@ pub struct Snapshot {
     pub store: Store,
     /// Outbound TLS: the certificate authorities deliveries trust (not reloadable).
     pub tls: Tls,
+    /// Bounds of the public listener (read per request: a reload applies them).
+    pub limits: Limits,
     /// Callback routes by request path.
     pub routes: BTreeMap<String, Route>,
     /// Endpoints, in file order.
@@ -106,6 +108,28 @@ pub struct Tls {
     /// Its certificates, read and parsed when the file was loaded (never empty when
     /// `ca_file` is set).
     pub ca_certs: Vec<CertificateDer<'static>>,
+}
+
+/// Bounds of the public listener, which faces the internet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Callback bodies held before their signature is checked, all connections together.
+    pub unverified_bytes: usize,
+    /// Time for a callback's whole body to arrive.
+    pub body_timeout: Duration,
+    /// Idle time of a keep-alive connection between requests.
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            unverified_bytes: 64 * 1024 * 1024,
+            body_timeout: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 /// Where the durable queue lives.

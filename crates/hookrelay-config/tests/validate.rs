@@ -625,3 +625,31 @@ fn the_upstream_is_compiled_once_with_ipv6_literals_bracketed() {
     assert_eq!(v6.upstream.host, "::1");
     assert_eq!(v6.upstream.ip, Some("::1".parse().expect("ip")));
 }
+
+#[test]
+fn listener_limits_have_defaults_and_bounds() {
+    let s = compile("upstream: 127.0.0.1:3000\n").expect("valid");
+    assert_eq!(s.limits.unverified_bytes, 64 * 1024 * 1024);
+    assert_eq!(s.limits.body_timeout.as_secs(), 30);
+    assert_eq!(s.limits.keepalive_timeout.as_secs(), 60);
+    let s = compile(
+        "upstream: 127.0.0.1:3000\nlimits: { unverified_bytes: 2MiB, body_timeout: 5s, keepalive_timeout: 2s }\n",
+    )
+    .expect("valid");
+    assert_eq!(s.limits.unverified_bytes, 2 * 1024 * 1024);
+    assert_eq!(s.limits.body_timeout.as_secs(), 5);
+    assert_eq!(s.limits.keepalive_timeout.as_secs(), 2);
+    let found = problems(
+        "upstream: 127.0.0.1:3000\nlimits: { unverified_bytes: lots, body_timeout: 2h, keepalive_timeout: 10ms }\n",
+    );
+    let paths: Vec<&str> = found.iter().map(|(p, _, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "limits.unverified_bytes",
+            "limits.body_timeout",
+            "limits.keepalive_timeout"
+        ],
+        "{found:?}"
+    );
+}

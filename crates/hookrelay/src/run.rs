@@ -240,7 +240,27 @@ pub(crate) fn run(args: &Args) -> ExitCode {
     }
 }
 
+/// Raises the soft limit of open files to the hard one: each connection is a file, and a
+/// default soft limit of 1024 lets a thousand idle connections starve genuine callbacks.
+fn raise_open_files() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => {
+                tracing::info!(open_files = ?limit.maximum, "open-file limit raised to the hard limit")
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+        }
+    }
+}
+
 fn start(args: &Args) -> Result<(), Fail> {
+    raise_open_files();
     let live = Live::load(&args.config).map_err(|errors| Fail(errors.to_string(), EXIT_USAGE))?;
     let snapshot = live.snapshot();
     let threads = std::thread::available_parallelism().map_or(2, usize::from);
@@ -282,6 +302,7 @@ fn start(args: &Args) -> Result<(), Fail> {
         certs: Certificates::new(clients),
         replay: ReplayCache::default(),
         upstream: upstream.clone(),
+        budget: Default::default(),
     };
     let background = Background {
         controller: Controller {

@@ -255,6 +255,7 @@ impl Compiler {
         let upstream = self.upstream(&top.upstream);
         let store = self.store(top.store.as_ref());
         let tls = self.tls(top.tls.as_ref());
+        let limits = self.limits(top.limits.as_ref());
         if endpoints.is_empty() && self.errors.is_empty() {
             self.warn(
                 "endpoints",
@@ -278,6 +279,7 @@ impl Compiler {
             upstream: upstream?,
             store: store?,
             tls: tls?,
+            limits: limits?,
             routes,
             endpoints,
             warnings: Vec::new(),

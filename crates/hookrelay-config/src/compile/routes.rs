@@ -277,7 +277,7 @@ impl Compiler {
 }
 
 /// `1048576`, `512KiB`, `1MiB`, `2MB`, `1.5MiB` → bytes.
-fn parse_size(text: &str) -> Option<u64> {
+pub(super) fn parse_size(text: &str) -> Option<u64> {
     let t = text.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

@@ -1,12 +1,14 @@
 //! The top-level keys: listeners, the upstream, the store.
 
+use super::routes::parse_size;
 use super::*;
-use crate::raw::RawTls;
+use crate::raw::{RawLimits, RawTls};
+use crate::snapshot::Limits;
 use crate::snapshot::{Tls, Upstream};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
-use super::values::MAX_VISIBILITY_TIMEOUT;
+use super::values::{MAX_TIMEOUT, MAX_VISIBILITY_TIMEOUT};
 
 impl Compiler {
     pub(super) fn socket_addr(
@@ -82,6 +84,38 @@ impl Compiler {
             tls,
             ip,
         })
+    }
+
+    pub(super) fn limits(&mut self, v: Option<&RawLimits>) -> Option<Limits> {
+        let mut limits = Limits::default();
+        let Some(raw) = v else {
+            return Some(limits);
+        };
+        let before = self.errors.len();
+        if let Some(size) = &raw.unverified_bytes {
+            match parse_size(&size.0).and_then(|n| usize::try_from(n).ok()) {
+                Some(n) if n >= 1024 => limits.unverified_bytes = n,
+                Some(_) => self.error("limits.unverified_bytes", "at least 1KiB"),
+                None => self.error(
+                    "limits.unverified_bytes",
+                    format!("{:?} is not a size: like 64MiB, 512KiB", size.0),
+                ),
+            }
+        }
+        if let Some(t) = &raw.body_timeout
+            && let Some(d) = self.duration("limits.body_timeout", t, MAX_TIMEOUT)
+        {
+            limits.body_timeout = d;
+        }
+        if let Some(t) = &raw.keepalive_timeout
+            && let Some(d) = self.duration("limits.keepalive_timeout", t, MAX_TIMEOUT)
+        {
+            if d < std::time::Duration::from_secs(1) {
+                self.error("limits.keepalive_timeout", "at least 1s");
+            }
+            limits.keepalive_timeout = d;
+        }
+        (self.errors.len() == before).then_some(limits)
     }
 
     pub(super) fn tls(&mut self, v: Option<&RawTls>) -> Option<Tls> {

@@ -8,6 +8,7 @@
 
 pub(crate) mod accept;
 mod body;
+pub(crate) mod budget;
 pub(crate) mod certs;
 mod refusal;
 pub(crate) mod replay;
@@ -27,6 +28,7 @@ use pingora::proxy::{ProxyHttp, Session};
 use crate::metrics::Metrics;
 use accept::Answer;
 use certs::Certificates;
+use refusal::Refusal;
 use replay::ReplayCache;
 use upstream::Upstreams;
 
@@ -38,6 +40,8 @@ pub(crate) struct Ingest {
     pub(crate) certs: Certificates,
     pub(crate) replay: ReplayCache,
     pub(crate) upstream: Arc<Upstreams>,
+    /// Bytes held before their signature is checked, all connections together.
+    pub(crate) budget: budget::Budget,
 }
 
 /// What one request needs across Pingora's filters.
@@ -77,6 +81,8 @@ impl ProxyHttp for Ingest {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let snapshot = self.live.snapshot();
+        // An idle keep-alive connection is closed after this (checked between requests).
+        session.set_keepalive(Some(snapshot.limits.keepalive_timeout.as_secs().max(1)));
         let Some(route) = snapshot.route(session.req_header().uri.path()) else {
             // Not a callback: proxied unchanged, to this snapshot's upstream.
             ctx.snapshot = Some(snapshot);
@@ -88,7 +94,29 @@ impl ProxyHttp for Ingest {
             ctx.snapshot = Some(snapshot.clone());
             session.as_downstream_mut().enable_retry_buffering();
         }
-        let result = match body::read(session, route.max_body).await {
+        let limits = snapshot.limits;
+        let declared = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let want = declared
+            .and_then(|n| usize::try_from(n).ok())
+            .map_or(route.max_body, |n| n.min(route.max_body));
+        // Held until the callback is answered: its bytes are in memory until then.
+        let claim = self.budget.claim(want, limits.unverified_bytes);
+        let read = match claim {
+            None => Err(Refusal::Busy {
+                limit: limits.unverified_bytes,
+            }),
+            Some(_) => {
+                tokio::time::timeout(limits.body_timeout, body::read(session, route.max_body))
+                    .await
+                    .unwrap_or(Err(Refusal::BodyTimeout(limits.body_timeout)))
+            }
+        };
+        let result = match read {
             Ok(body) => {
                 let head = session.req_header();
                 let req = CallbackRequest {
@@ -106,6 +134,7 @@ impl ProxyHttp for Ingest {
             }
             Err(e) => Err(e),
         };
+        drop(claim);
         match result {
             Ok(_) if route.mode == Mode::Tap => Ok(false), // enqueued: now proxy the original
             Ok(answer) => {

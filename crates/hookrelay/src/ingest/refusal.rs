@@ -10,6 +10,10 @@ pub(crate) enum Refusal {
     TooLarge { declared: Option<u64>, limit: usize },
     /// The body could not be read from the connection.
     Unreadable(String),
+    /// The body did not arrive within `limits.body_timeout`.
+    BodyTimeout(std::time::Duration),
+    /// Reading the body would pass `limits.unverified_bytes` (the provider retries).
+    Busy { limit: usize },
     /// The signature check failed.
     BadSignature(String),
     /// A one-time token the signature covers was already accepted.
@@ -29,6 +33,8 @@ impl Refusal {
     pub(crate) fn status(&self) -> u16 {
         match self {
             Refusal::TooLarge { .. } => 413,
+            Refusal::BodyTimeout(_) => 408,
+            Refusal::Busy { .. } => 503,
             Refusal::Unreadable(_) | Refusal::BadBody(_) => 400,
             Refusal::BadSignature(_) | Refusal::ReplayedToken => 401,
             Refusal::ConfirmationFailed(_) => 502,
@@ -41,6 +47,8 @@ impl Refusal {
         match self {
             Refusal::TooLarge { .. } => "too_large",
             Refusal::Unreadable(_) => "unreadable",
+            Refusal::BodyTimeout(_) => "body_timeout",
+            Refusal::Busy { .. } => "unverified_budget",
             Refusal::BadSignature(_) => "bad_signature",
             Refusal::ReplayedToken => "replayed_token",
             Refusal::BadBody(_) => "bad_body",
@@ -63,6 +71,11 @@ impl fmt::Display for Refusal {
                 limit,
             } => write!(f, "body exceeds the route's limit of {limit} bytes"),
             Refusal::Unreadable(e) => write!(f, "cannot read body: {e}"),
+            Refusal::BodyTimeout(t) => write!(f, "the body did not arrive within {t:?}"),
+            Refusal::Busy { limit } => write!(
+                f,
+                "busy: {limit} bytes of callbacks are being checked already; retry later"
+            ),
             Refusal::BadSignature(e) | Refusal::BadBody(e) => f.write_str(e),
             Refusal::ReplayedToken => f.write_str("signature token already used"),
             Refusal::CertificateUnavailable { url, reason } => {
@@ -99,6 +112,12 @@ mod tests {
                 "too_large",
             ),
             (Refusal::Unreadable("reset".into()), 400, "unreadable"),
+            (
+                Refusal::BodyTimeout(std::time::Duration::from_secs(1)),
+                408,
+                "body_timeout",
+            ),
+            (Refusal::Busy { limit: 1024 }, 503, "unverified_budget"),
             (
                 Refusal::BadSignature("mismatch".into()),
                 401,
