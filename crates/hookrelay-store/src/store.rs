@@ -304,6 +304,16 @@ impl Store {
         both!(self, s => s.replay_endpoint(endpoint, now_ms).await)
     }
 
+    /// Makes every delivery of `endpoint` that waits for a retry (rescheduled to a time after
+    /// `now_ms`, not leased) due at `now_ms`, and wakes the endpoint's subscribers; returns
+    /// how many. For an endpoint that answers again after an outage, so that its queued
+    /// retries do not wait out their backoff. Their attempts and last errors are kept;
+    /// leased deliveries (in flight) and dead letters are untouched. Durable before it
+    /// returns, as an enqueue is.
+    pub async fn retry_now(&self, endpoint: &str, now_ms: i64) -> Result<u64, StoreError> {
+        both!(self, s => s.retry_now(endpoint, now_ms).await)
+    }
+
     /// Queued deliveries of `endpoint`, leased ones included.
     pub async fn queue_depth(&self, endpoint: &str) -> Result<u64, StoreError> {
         match self {
@@ -320,11 +330,12 @@ impl Store {
         }
     }
 
-    /// The wake-up signal of `endpoint`, notified (one permit) when this store enqueues or
-    /// replays deliveries for it ([`RedisStore::subscribe`]: not when another replica
-    /// does). A worker subscribes, leases until nothing is due, then waits on `notified()`
-    /// or until [`Store::next_due`], whichever comes first; the stored permit means an
-    /// enqueue between the lease and the wait is not missed.
+    /// The wake-up signal of `endpoint`, notified (one permit) when this store enqueues,
+    /// replays or [retries now](Store::retry_now) deliveries for it
+    /// ([`RedisStore::subscribe`]: not when another replica does). A worker subscribes,
+    /// leases until nothing is due, then waits on `notified()` or until
+    /// [`Store::next_due`], whichever comes first; the stored permit means an enqueue
+    /// between the lease and the wait is not missed.
     pub fn subscribe(&self, endpoint: &str) -> Arc<Notify> {
         both!(self, s => s.subscribe(endpoint))
     }

@@ -116,6 +116,35 @@ async fn a_replayed_dead_letter_is_kept_by_a_reopen_and_a_checkpoint() -> TestRe
     Ok(())
 }
 
+/// Retries made due by `retry_now` are due at the new time after a reopen, attempts kept.
+#[tokio::test]
+async fn retries_made_due_survive_a_reopen() -> TestResult {
+    let dir = dir()?;
+    let (a, b) = {
+        let store = EmbeddedStore::open(dir.path())?;
+        store
+            .enqueue(None, vec![new("crm", "a"), new("crm", "b")], 1_000)
+            .await?;
+        let leased = store.lease("crm", 1_000, 10).await?;
+        store
+            .reschedule(leased[0].id, 900_000, 4, Some("timeout".into()))
+            .await?;
+        store.reschedule(leased[1].id, 900_000, 2, None).await?;
+        assert_eq!(store.retry_now("crm", 5_000).await?, 2);
+        (leased[0].id, leased[1].id)
+    };
+    let store = EmbeddedStore::open(dir.path())?;
+    assert_eq!(store.next_due("crm"), Some(5_000), "after reopen");
+    assert!(store.lease("crm", 4_999, 10).await?.is_empty());
+    let due = store.lease("crm", 5_000, 10).await?;
+    let got: Vec<(DeliveryId, u32, i64, Option<&str>)> = due
+        .iter()
+        .map(|d| (d.id, d.attempts, d.not_before_ms, d.last_error.as_deref()))
+        .collect();
+    assert_eq!(got, [(a, 4, 5_000, Some("timeout")), (b, 2, 5_000, None)]);
+    Ok(())
+}
+
 /// A dedupe window counts by the callers' `now_ms` (with Redis, by Redis's clock).
 #[tokio::test]
 async fn the_dedupe_window_counts_by_the_callers_clock() -> TestResult {

@@ -8,10 +8,11 @@
 //! (queued, removed, whether to wake a worker) are collected for the writer to apply once
 //! the batch is durable.
 
-use super::index::Effect;
+use super::index::{Effect, Index};
 use super::log::FrameBuf;
-use super::state::{Rec, State};
+use super::state::{Entry, Rec, State};
 use crate::{DeliveryId, EnqueueOutcome, NewDelivery, StoreError};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use xxhash_rust::xxh3::xxh3_128;
@@ -228,6 +229,62 @@ impl Batch<'_> {
                 id,
                 not_before: 0,
                 wake: true,
+            });
+        }
+        Ok(count)
+    }
+
+    /// Makes every delivery of `endpoint` waiting for a retry after `now_ms` due at
+    /// `now_ms`: one `Reschedule` record each, attempts and last error kept. A delivery
+    /// `index` shows leased is left alone, unless an earlier op of this batch put it back.
+    pub(crate) fn retry_now(
+        &mut self,
+        endpoint: &str,
+        now_ms: i64,
+        index: &Index,
+    ) -> Result<u64, StoreError> {
+        let requeued: HashSet<u64> = self
+            .effects
+            .iter()
+            .filter_map(|effect| match *effect {
+                Effect::Queued { id, .. } => Some(id),
+                _ => None,
+            })
+            .collect();
+        let waiting: Vec<(u64, Entry)> = self
+            .state
+            .queued
+            .iter()
+            .filter(|(id, entry)| {
+                *entry.endpoint == *endpoint
+                    && entry.not_before_ms > now_ms
+                    && (!index.is_leased(**id) || requeued.contains(*id))
+            })
+            .map(|(&id, entry)| (id, entry.clone()))
+            .collect();
+        if waiting.is_empty() {
+            return Ok(0);
+        }
+        let recs: Vec<(Rec<'_>, &[u8])> = waiting
+            .iter()
+            .map(|(id, entry)| {
+                let rec = Rec::Reschedule {
+                    id: *id,
+                    not_before_ms: now_ms,
+                    attempts: entry.attempts,
+                    error: entry.last_error.as_deref(),
+                };
+                (rec, &[][..])
+            })
+            .collect();
+        self.log(&recs)?;
+        let count = waiting.len() as u64;
+        for (id, entry) in waiting {
+            self.effects.push(Effect::Due {
+                endpoint: entry.endpoint,
+                id,
+                from: entry.not_before_ms,
+                to: now_ms,
             });
         }
         Ok(count)

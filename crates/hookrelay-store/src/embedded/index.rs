@@ -22,6 +22,15 @@ pub(crate) enum Effect {
         id: u64,
         not_before: i64,
     },
+    /// A delivery waiting for its retry time (`from`) is due at `to` instead, and its
+    /// endpoint's workers are woken. Nothing changes when it is leased by then: the
+    /// worker's outcome decides.
+    Due {
+        endpoint: Arc<str>,
+        id: u64,
+        from: i64,
+        to: i64,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -83,6 +92,16 @@ impl Index {
                     id,
                     not_before,
                 } => self.remove(&endpoint, id, not_before),
+                Effect::Due {
+                    endpoint,
+                    id,
+                    from,
+                    to,
+                } => {
+                    if self.make_due(&endpoint, id, from, to) && !woken.contains(&endpoint) {
+                        woken.push(endpoint);
+                    }
+                }
             }
         }
         for endpoint in woken {
@@ -97,6 +116,27 @@ impl Index {
             .or_default()
             .delayed
             .insert((not_before, id));
+    }
+
+    /// Whether delivery `id` is leased.
+    pub(crate) fn is_leased(&self, id: u64) -> bool {
+        self.leases.contains_key(&id)
+    }
+
+    /// Moves unleased delivery `id` from due at `from` to due at `to`; false when it is
+    /// leased or not queued.
+    fn make_due(&mut self, endpoint: &str, id: u64, from: i64, to: i64) -> bool {
+        if self.leases.contains_key(&id) {
+            return false;
+        }
+        let Some(lane) = self.lanes.get_mut(endpoint) else {
+            return false;
+        };
+        if lane.ready.remove(&id).is_none() && !lane.delayed.remove(&(from, id)) {
+            return false;
+        }
+        lane.delayed.insert((to, id));
+        true
     }
 
     fn remove(&mut self, endpoint: &str, id: u64, not_before: i64) {
@@ -256,6 +296,34 @@ mod tests {
         assert_eq!(index.depth("a"), 0);
         assert!(index.endpoints().is_empty());
         assert_eq!(index.next_due("a"), None);
+    }
+
+    #[test]
+    fn a_waiting_delivery_is_made_due_but_a_leased_one_is_not() {
+        let mut index = Index::default();
+        index.apply(vec![queued("a", 1, 500), queued("a", 2, 500)]);
+        assert_eq!(index.lease("a", 500, 1), vec![1]);
+        let notify = index.waker("a");
+        index.apply(vec![
+            Effect::Due {
+                endpoint: "a".into(),
+                id: 1,
+                from: 500,
+                to: 10,
+            },
+            Effect::Due {
+                endpoint: "a".into(),
+                id: 2,
+                from: 500,
+                to: 10,
+            },
+        ]);
+        let mut waited = std::pin::pin!(notify.notified());
+        assert!(waited.as_mut().enable(), "made due wakes the endpoint");
+        assert!(index.is_leased(1) && !index.is_leased(2));
+        assert_eq!(index.next_due("a"), Some(10));
+        assert_eq!(index.lease("a", 10, 10), vec![2]);
+        assert_eq!(index.depth("a"), 2);
     }
 
     #[test]

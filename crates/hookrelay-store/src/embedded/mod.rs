@@ -513,6 +513,19 @@ impl EmbeddedStore {
         .await
     }
 
+    /// [`Store::retry_now`](crate::Store::retry_now), in one log write synced before it
+    /// returns: a `Reschedule` record per delivery, due at `now_ms` with its attempts and
+    /// last error, so a reopen sees the new due times.
+    pub async fn retry_now(&self, endpoint: &str, now_ms: i64) -> Result<u64, StoreError> {
+        let endpoint = endpoint.to_owned();
+        self.call(|reply| Op::RetryNow {
+            endpoint,
+            now_ms,
+            reply,
+        })
+        .await
+    }
+
     /// [`Store::queue_depth`](crate::Store::queue_depth), from memory (no I/O, no `async`).
     pub fn queue_depth(&self, endpoint: &str) -> u64 {
         self.inner.shared.core().index.depth(endpoint)
@@ -523,8 +536,9 @@ impl EmbeddedStore {
         self.inner.shared.core().index.endpoints()
     }
 
-    /// [`Store::subscribe`](crate::Store::subscribe): every enqueue and replay of the store
-    /// wakes it, since one process holds the store.
+    /// [`Store::subscribe`](crate::Store::subscribe): every enqueue, replay and
+    /// [`retry_now`](EmbeddedStore::retry_now) of the store wakes it, since one process holds
+    /// the store.
     pub fn subscribe(&self, endpoint: &str) -> Arc<Notify> {
         self.inner.shared.core().index.waker(endpoint)
     }

@@ -103,6 +103,11 @@ pub(crate) enum Op {
         now_ms: i64,
         reply: Reply<u64>,
     },
+    RetryNow {
+        endpoint: String,
+        now_ms: i64,
+        reply: Reply<u64>,
+    },
 }
 
 impl Op {
@@ -110,8 +115,8 @@ impl Op {
     /// within [`LAZY_SYNC`]. A crash of the process keeps it (it is in the file); only a
     /// power loss in that window can lose it, and then the delivery is attempted again
     /// (same `webhook-id`), which at-least-once delivery allows. Everything else
-    /// (enqueues, replays, a removed endpoint's dead letters) is synced before it is
-    /// answered.
+    /// (enqueues, replays, a removed endpoint's dead letters, retries made due) is synced
+    /// before it is answered.
     fn is_lazy(&self) -> bool {
         matches!(
             self,
@@ -290,7 +295,8 @@ impl Writer {
         let mut effects = Vec::new();
         let mut fatal = None;
         {
-            let mut core = self.shared.core();
+            let mut guard = self.shared.core();
+            let core = &mut *guard;
             let mut b = Batch {
                 state: &mut core.state,
                 frames: &mut frames,
@@ -366,6 +372,11 @@ impl Writer {
                             .collect();
                         Pending::Count(reply, b.replay(&ids, now_ms))
                     }
+                    Op::RetryNow {
+                        endpoint,
+                        now_ms,
+                        reply,
+                    } => Pending::Count(reply, b.retry_now(&endpoint, now_ms, &core.index)),
                 });
             }
             if let Some(now_ms) = purge_at {
@@ -530,9 +541,9 @@ fn pending_of(op: Op) -> Pending {
         Op::Complete { reply, .. }
         | Op::Reschedule { reply, .. }
         | Op::DeadLetter { reply, .. } => Pending::Unit(reply, Err(StoreError::WriterStopped)),
-        Op::DeadLetterEndpoint { reply, .. } | Op::ReplayEndpoint { reply, .. } => {
-            Pending::Count(reply, Err(StoreError::WriterStopped))
-        }
+        Op::DeadLetterEndpoint { reply, .. }
+        | Op::ReplayEndpoint { reply, .. }
+        | Op::RetryNow { reply, .. } => Pending::Count(reply, Err(StoreError::WriterStopped)),
         Op::Replay { reply, .. } => Pending::Found(reply, Err(StoreError::WriterStopped)),
     }
 }

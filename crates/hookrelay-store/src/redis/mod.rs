@@ -507,6 +507,22 @@ impl RedisStore {
         Ok(replayed)
     }
 
+    /// [`Store::retry_now`](crate::Store::retry_now), in one script: the deliveries leave
+    /// the sorted set of rescheduled ones for the endpoint's stream, due at `now_ms`, so the
+    /// next lease of any replica takes them at once. Wakes this instance's subscribers only.
+    pub async fn retry_now(&self, endpoint: &str, now_ms: i64) -> Result<u64, StoreError> {
+        let inner = &self.inner;
+        let mut call = inner.scripts.retry_now.prepare_invoke();
+        call.arg(&inner.options.prefix).arg(endpoint).arg(now_ms);
+        let moved: u64 = inner
+            .timed("retry now", call.invoke_async(&mut inner.conn.clone()))
+            .await?;
+        if moved > 0 {
+            inner.wake(endpoint);
+        }
+        Ok(moved)
+    }
+
     /// [`Store::queue_depth`](crate::Store::queue_depth), leased ones by any replica
     /// included.
     pub async fn queue_depth(&self, endpoint: &str) -> Result<u64, StoreError> {
@@ -535,9 +551,10 @@ impl RedisStore {
         Ok(names)
     }
 
-    /// [`Store::subscribe`](crate::Store::subscribe): notified when this instance enqueues
-    /// or replays deliveries for `endpoint`. Other replicas' enqueues notify nothing here:
-    /// a worker also wakes at [`RedisStore::next_due`], at most one poll interval away.
+    /// [`Store::subscribe`](crate::Store::subscribe): notified when this instance enqueues,
+    /// replays or [retries now](RedisStore::retry_now) deliveries for `endpoint`. Other
+    /// replicas' writes notify nothing here: a worker also wakes at
+    /// [`RedisStore::next_due`], at most one poll interval away.
     pub fn subscribe(&self, endpoint: &str) -> Arc<Notify> {
         self.inner.waker(endpoint)
     }

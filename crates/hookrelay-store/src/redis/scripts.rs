@@ -230,6 +230,26 @@ end
 return n
 "#;
 
+/// ARGV: P, endpoint, now ms. Moves the endpoint's rescheduled deliveries due after `now`
+/// into its stream, due at `now` (attempts and error kept), in id order, so the next lease
+/// of any replica reads them. Leased ones are in the stream already and dead letters in
+/// their own keys: neither moves. Returns how many moved.
+const RETRY_NOW: &str = r#"
+local ep, now = ARGV[2], ARGV[3]
+local z = zkey(ep)
+local ids = redis.call('ZRANGEBYSCORE', z, '(' .. now, '+inf')
+table.sort(ids, function(a, b) return tonumber(a) < tonumber(b) end)
+local n = 0
+for _, id in ipairs(ids) do
+  redis.call('ZREM', z, id)
+  if redis.call('EXISTS', dkey(id)) == 1 then
+    push(ep, id, now)
+    n = n + 1
+  end
+end
+return n
+"#;
+
 /// ARGV: P, one endpoint ('1'/'0'), endpoint, limit. Returns dead letters as flat arrays
 /// `id, field, value, …`, oldest delivery first.
 const DEAD_LETTERS: &str = r#"
@@ -302,6 +322,7 @@ pub(super) struct Scripts {
     pub(super) dead_letter_endpoint: Script,
     pub(super) replay: Script,
     pub(super) replay_endpoint: Script,
+    pub(super) retry_now: Script,
     pub(super) dead_letters: Script,
     pub(super) touch: Script,
     pub(super) next_due: Script,
@@ -319,6 +340,7 @@ impl Scripts {
             dead_letter_endpoint: script(DEAD_LETTER_ENDPOINT),
             replay: script(REPLAY),
             replay_endpoint: script(REPLAY_ENDPOINT),
+            retry_now: script(RETRY_NOW),
             dead_letters: script(DEAD_LETTERS),
             touch: script(TOUCH),
             next_due: script(NEXT_DUE),

@@ -417,3 +417,66 @@ pub(crate) async fn enqueue_wakes_a_subscribed_worker(store: &Store) -> TestResu
     assert!(woken.as_mut().enable(), "enqueue wakes the endpoint");
     Ok(())
 }
+
+pub(crate) async fn retry_now_makes_an_endpoints_waiting_retries_due(store: &Store) -> TestResult {
+    let batch = ["a", "b", "c", "d"].map(|w| new("crm", w)).to_vec();
+    store.enqueue(None, batch, 1_000).await?;
+    store.enqueue(None, vec![new("ops", "e")], 1_000).await?;
+    let now = now_ms();
+    let crm = store.lease("crm", now, 10).await?;
+    assert_eq!(crm.len(), 4);
+    let ops = store.lease("ops", now, 10).await?;
+    // Within the Redis stores' poll interval, so `next_due` shows it.
+    let retry_at = now + 600_000;
+    // "a" and "b" wait for their retries, "c" is in flight, "d" is a dead letter, and
+    // "e" waits on another endpoint.
+    store
+        .reschedule(
+            crm[0].id,
+            retry_at,
+            3,
+            Some("503 Service Unavailable".into()),
+        )
+        .await?;
+    store.reschedule(crm[1].id, retry_at + 1, 1, None).await?;
+    store
+        .dead_letter(crm[3].id, "gone", Some(410), None, 2_000)
+        .await?;
+    store.reschedule(ops[0].id, retry_at, 2, None).await?;
+    let wake = store.subscribe("crm");
+
+    assert_eq!(store.retry_now("crm", now).await?, 2);
+    let mut woken = std::pin::pin!(wake.notified());
+    assert!(woken.as_mut().enable(), "retry_now wakes the endpoint");
+    assert!(
+        store.next_due("crm").await?.is_some_and(|at| at <= now),
+        "due at once"
+    );
+    let due = store.lease("crm", now, 10).await?;
+    let got: Vec<(DeliveryId, u32, i64, Option<&str>)> = due
+        .iter()
+        .map(|d| (d.id, d.attempts, d.not_before_ms, d.last_error.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (crm[0].id, 3, now, Some("503 Service Unavailable")),
+            (crm[1].id, 1, now, None)
+        ],
+        "only the waiting retries, attempts and errors kept"
+    );
+    // The one in flight is still leased, the dead letter still dead.
+    assert!(store.lease("crm", now, 10).await?.is_empty());
+    store.complete(crm[2].id).await?;
+    let letters = store.dead_letters(Some("crm"), 10).await?;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].delivery.id, crm[3].id);
+    // The other endpoint still waits.
+    assert_eq!(store.next_due("ops").await?, Some(retry_at));
+    assert!(store.lease("ops", now, 10).await?.is_empty());
+    // Nothing waits any more: nothing moves, nobody is woken.
+    assert_eq!(store.retry_now("crm", now).await?, 0);
+    assert_eq!(store.retry_now("none", now).await?, 0);
+    assert_eq!(store.queue_depth("crm").await?, 2);
+    Ok(())
+}

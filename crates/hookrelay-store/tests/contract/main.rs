@@ -87,4 +87,5 @@ contract![
     a_removed_endpoints_deliveries_go_to_the_dead_letters_and_back,
     dedupe_within_the_window,
     enqueue_wakes_a_subscribed_worker,
+    retry_now_makes_an_endpoints_waiting_retries_due,
 ];
