@@ -314,6 +314,28 @@ impl Store {
         both!(self, s => s.retry_now(endpoint, now_ms).await)
     }
 
+    /// Records one-time token `key` (a provider's signed replay token) for `ttl`: true the
+    /// first time, false when it was recorded less than `ttl` ago (by `now_ms` on the
+    /// embedded store, by Redis's clock on Redis). Durable before it returns, so a token
+    /// stays used across a restart, and shared by every replica on Redis; expired tokens
+    /// take no room for long. Tokens and [`Store::enqueue`]'s dedupe keys are separate: the
+    /// same text in both does not collide.
+    pub async fn first_use(
+        &self,
+        key: &str,
+        ttl: Duration,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        both!(self, s => s.first_use(key, ttl, now_ms).await)
+    }
+
+    /// Forgets one-time token `key`, so its next [`Store::first_use`] is true again (for a
+    /// callback that was not accepted after all: the provider's retry may use the token).
+    /// A token not recorded is ignored.
+    pub async fn forget_use(&self, key: &str) -> Result<(), StoreError> {
+        both!(self, s => s.forget_use(key).await)
+    }
+
     /// Queued deliveries of `endpoint`, leased ones included.
     pub async fn queue_depth(&self, endpoint: &str) -> Result<u64, StoreError> {
         match self {

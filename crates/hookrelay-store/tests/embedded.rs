@@ -145,6 +145,45 @@ async fn retries_made_due_survive_a_reopen() -> TestResult {
     Ok(())
 }
 
+/// One-time tokens: by the caller's clock, kept by a reopen and a checkpoint while live,
+/// a forgotten one stays forgotten.
+#[tokio::test]
+async fn one_time_tokens_survive_a_reopen_and_a_checkpoint() -> TestResult {
+    let dir = dir()?;
+    let ttl = Duration::from_millis(100_000);
+    {
+        let store = EmbeddedStore::open(dir.path())?;
+        assert!(store.first_use("tok", ttl, 0).await?);
+        assert!(store.first_use("forgotten", ttl, 0).await?);
+        store.forget_use("forgotten").await?;
+        assert!(!store.first_use("tok", ttl, 99_999).await?);
+        assert!(
+            store
+                .first_use("short", Duration::from_millis(10), 0)
+                .await?
+        );
+    }
+    let store = EmbeddedStore::open_with(dir.path(), EmbeddedOptions::default().compact_after(0))?;
+    assert!(!store.first_use("tok", ttl, 1_000).await?, "after reopen");
+    assert!(store.first_use("short", ttl, 1_000).await?, "expired");
+    // Any commit checks whether to compact.
+    store
+        .enqueue(Some(("k".into(), HOUR)), vec![], 1_000)
+        .await?;
+    assert!(store.checkpoints() > 0);
+    drop(store);
+    let store = EmbeddedStore::open(dir.path())?;
+    assert!(
+        !store.first_use("tok", ttl, 99_999).await?,
+        "after a checkpoint"
+    );
+    assert!(!store.first_use("short", ttl, 1_000).await?);
+    assert!(store.first_use("forgotten", ttl, 1_000).await?);
+    // At its expiry the token can be used again.
+    assert!(store.first_use("tok", ttl, 100_000).await?);
+    Ok(())
+}
+
 /// A dedupe window counts by the callers' `now_ms` (with Redis, by Redis's clock).
 #[tokio::test]
 async fn the_dedupe_window_counts_by_the_callers_clock() -> TestResult {

@@ -10,12 +10,16 @@
 
 use super::index::{Effect, Index};
 use super::log::FrameBuf;
-use super::state::{Entry, Rec, State};
+use super::state::{Entry, FORGOTTEN, Rec, State};
 use crate::{DeliveryId, EnqueueOutcome, NewDelivery, StoreError};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
-use xxhash_rust::xxh3::xxh3_128;
+use xxhash_rust::xxh3::{xxh3_128, xxh3_128_with_seed};
+
+/// Seed of a one-time token's hash, so that a token and a dedupe key with the same text
+/// are different keys.
+const TOKEN_SEED: u64 = 0x0074_6f6b_656e;
 
 /// A frame is closed (between two ops) once it holds this much.
 const FRAME_SOFT_MAX: usize = 64 << 20;
@@ -288,5 +292,39 @@ impl Batch<'_> {
             });
         }
         Ok(count)
+    }
+
+    /// Records one-time token `key` until `now_ms + ttl`: true, or false (nothing written)
+    /// when it is recorded until later than `now_ms`.
+    pub(crate) fn first_use(
+        &mut self,
+        key: &str,
+        ttl: Duration,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let hash = xxh3_128_with_seed(key.as_bytes(), TOKEN_SEED);
+        if self.state.dedupe_expiry(hash).is_some_and(|e| e > now_ms) {
+            return Ok(false);
+        }
+        let ttl = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let rec = Rec::Dedupe {
+            key: hash,
+            expires_ms: now_ms.saturating_add(ttl),
+        };
+        self.log(&[(rec, &[])])?;
+        Ok(true)
+    }
+
+    /// Forgets one-time token `key` (nothing written when it is not recorded).
+    pub(crate) fn forget_use(&mut self, key: &str) -> Result<(), StoreError> {
+        let hash = xxh3_128_with_seed(key.as_bytes(), TOKEN_SEED);
+        if self.state.dedupe_expiry(hash).is_none() {
+            return Ok(());
+        }
+        let rec = Rec::Dedupe {
+            key: hash,
+            expires_ms: FORGOTTEN,
+        };
+        self.log(&[(rec, &[])])
     }
 }

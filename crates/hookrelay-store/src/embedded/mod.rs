@@ -125,10 +125,10 @@ impl EmbeddedOptions {
 /// [`EmbeddedStore::commits`]. A call whose future is dropped before it completes may
 /// still be applied.
 ///
-/// The queue, the dead letters and the dedupe keys (as 128-bit hashes) are kept in memory;
-/// bodies stay in the log and are read back when leased or listed. When the log has grown
-/// to four times what is still live (and past [`EmbeddedOptions::compact_after`]), it is
-/// rewritten with only the live records. Leases are kept in memory: after
+/// The queue, the dead letters, the dedupe keys and the one-time tokens (as 128-bit
+/// hashes) are kept in memory; bodies stay in the log and are read back when leased or
+/// listed. When the log has grown to four times what is still live (and past
+/// [`EmbeddedOptions::compact_after`]), it is rewritten with only the live records. Leases are kept in memory: after
 /// [`EmbeddedStore::open`] every queued delivery is eligible again.
 #[derive(Clone, Debug)]
 pub struct EmbeddedStore {
@@ -524,6 +524,33 @@ impl EmbeddedStore {
             reply,
         })
         .await
+    }
+
+    /// [`Store::first_use`](crate::Store::first_use), by the caller's clock: the token is
+    /// recorded until `now_ms + ttl` (a call with an earlier `now_ms` finds it used), with
+    /// the dedupe keys (as a 128-bit hash of its own, so a token never matches a dedupe key
+    /// with the same text): synced before it returns, kept by checkpoints while it is live,
+    /// and purged once expired as dedupe keys are.
+    pub async fn first_use(
+        &self,
+        key: &str,
+        ttl: Duration,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let key = key.to_owned();
+        self.call(|reply| Op::FirstUse {
+            key,
+            ttl,
+            now_ms,
+            reply,
+        })
+        .await
+    }
+
+    /// [`Store::forget_use`](crate::Store::forget_use), synced before it returns.
+    pub async fn forget_use(&self, key: &str) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.call(|reply| Op::ForgetUse { key, reply }).await
     }
 
     /// [`Store::queue_depth`](crate::Store::queue_depth), from memory (no I/O, no `async`).

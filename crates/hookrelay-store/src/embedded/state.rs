@@ -17,6 +17,9 @@ use std::sync::Arc;
 /// Memory a dedupe key takes in a checkpoint, in bytes (hash and expiry).
 pub(crate) const KEY_BYTES: u64 = 24;
 
+/// The expiry of a `Dedupe` record that forgets its key.
+pub(crate) const FORGOTTEN: i64 = i64::MIN;
+
 /// One logged change.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub(crate) enum Rec<'a> {
@@ -35,7 +38,8 @@ pub(crate) enum Rec<'a> {
         #[serde(borrow)]
         last_error: Option<&'a str>,
     },
-    /// A dedupe key (its 128-bit hash) is recorded until `expires_ms`.
+    /// A dedupe key or a one-time token (its 128-bit hash) is recorded until
+    /// `expires_ms`; [`FORGOTTEN`] forgets it (a value older logs read as long expired).
     Dedupe { key: u128, expires_ms: i64 },
     /// Dedupe keys in bulk (checkpoints).
     Keys(Vec<(u128, i64)>),
@@ -246,7 +250,11 @@ impl State {
     }
 
     fn remember(&mut self, key: u128, expires_ms: i64) {
-        self.dedupe.insert(Key::new(key), expires_ms);
+        if expires_ms == FORGOTTEN {
+            self.dedupe.remove(&Key::new(key));
+        } else {
+            self.dedupe.insert(Key::new(key), expires_ms);
+        }
     }
 
     /// The shared copy of endpoint name `name`.
@@ -439,6 +447,27 @@ mod tests {
         assert_eq!(state.key_count(), 2, "same low word, different keys");
         assert_eq!(state.dedupe_expiry(1 | (1 << 64)), Some(6));
         assert_eq!(state.dedupe_expiry(2 << 64), None);
+    }
+
+    #[test]
+    fn a_forgotten_key_takes_no_memory() {
+        let mut state = State::default();
+        state.apply(
+            &Rec::Dedupe {
+                key: 7,
+                expires_ms: 100,
+            },
+            loc(0),
+        );
+        state.apply(
+            &Rec::Dedupe {
+                key: 7,
+                expires_ms: FORGOTTEN,
+            },
+            loc(0),
+        );
+        assert_eq!(state.dedupe_expiry(7), None);
+        assert_eq!(state.key_count(), 0);
     }
 
     #[test]

@@ -108,6 +108,16 @@ pub(crate) enum Op {
         now_ms: i64,
         reply: Reply<u64>,
     },
+    FirstUse {
+        key: String,
+        ttl: Duration,
+        now_ms: i64,
+        reply: Reply<bool>,
+    },
+    ForgetUse {
+        key: String,
+        reply: Reply<()>,
+    },
 }
 
 impl Op {
@@ -115,8 +125,8 @@ impl Op {
     /// within [`LAZY_SYNC`]. A crash of the process keeps it (it is in the file); only a
     /// power loss in that window can lose it, and then the delivery is attempted again
     /// (same `webhook-id`), which at-least-once delivery allows. Everything else
-    /// (enqueues, replays, a removed endpoint's dead letters, retries made due) is synced
-    /// before it is answered.
+    /// (enqueues, replays, a removed endpoint's dead letters, retries made due, one-time
+    /// tokens) is synced before it is answered.
     fn is_lazy(&self) -> bool {
         matches!(
             self,
@@ -377,6 +387,16 @@ impl Writer {
                         now_ms,
                         reply,
                     } => Pending::Count(reply, b.retry_now(&endpoint, now_ms, &core.index)),
+                    Op::FirstUse {
+                        key,
+                        ttl,
+                        now_ms,
+                        reply,
+                    } => {
+                        purge_at = Some(purge_at.map_or(now_ms, |at| at.max(now_ms)));
+                        Pending::Found(reply, b.first_use(&key, ttl, now_ms))
+                    }
+                    Op::ForgetUse { key, reply } => Pending::Unit(reply, b.forget_use(&key)),
                 });
             }
             if let Some(now_ms) = purge_at {
@@ -540,11 +560,14 @@ fn pending_of(op: Op) -> Pending {
         Op::Enqueue { reply, .. } => Pending::Enqueue(reply, Err(StoreError::WriterStopped)),
         Op::Complete { reply, .. }
         | Op::Reschedule { reply, .. }
-        | Op::DeadLetter { reply, .. } => Pending::Unit(reply, Err(StoreError::WriterStopped)),
+        | Op::DeadLetter { reply, .. }
+        | Op::ForgetUse { reply, .. } => Pending::Unit(reply, Err(StoreError::WriterStopped)),
         Op::DeadLetterEndpoint { reply, .. }
         | Op::ReplayEndpoint { reply, .. }
         | Op::RetryNow { reply, .. } => Pending::Count(reply, Err(StoreError::WriterStopped)),
-        Op::Replay { reply, .. } => Pending::Found(reply, Err(StoreError::WriterStopped)),
+        Op::Replay { reply, .. } | Op::FirstUse { reply, .. } => {
+            Pending::Found(reply, Err(StoreError::WriterStopped))
+        }
     }
 }
 

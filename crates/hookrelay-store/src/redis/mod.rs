@@ -523,6 +523,43 @@ impl RedisStore {
         Ok(moved)
     }
 
+    /// [`Store::first_use`](crate::Store::first_use), by Redis's clock (`now_ms` is not
+    /// used): `SET <prefix>:use:<key> 1 NX PX <ttl>`, so every replica sees the token used.
+    /// A TTL under a millisecond counts as one.
+    pub async fn first_use(
+        &self,
+        key: &str,
+        ttl: Duration,
+        _now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let inner = &self.inner;
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut cmd = ::redis::cmd("SET");
+        cmd.arg(format!("{}:use:{key}", inner.options.prefix))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms.clamp(1, RELEASED_IDLE_MS));
+        let set: Option<String> = inner
+            .timed("first use", cmd.query_async(&mut inner.conn.clone()))
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// [`Store::forget_use`](crate::Store::forget_use): `DEL <prefix>:use:<key>`.
+    pub async fn forget_use(&self, key: &str) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let mut cmd = ::redis::cmd("DEL");
+        cmd.arg(format!("{}:use:{key}", inner.options.prefix));
+        inner
+            .timed(
+                "forget use",
+                cmd.query_async::<u64>(&mut inner.conn.clone()),
+            )
+            .await
+            .map(drop)
+    }
+
     /// [`Store::queue_depth`](crate::Store::queue_depth), leased ones by any replica
     /// included.
     pub async fn queue_depth(&self, endpoint: &str) -> Result<u64, StoreError> {

@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | `P:next_id` | string | last allocated delivery id (`INCR`) |
 //! | `P:dd:<dedupe key>` | string | a provider event seen within its window (`SET NX PX`) |
+//! | `P:use:<token>` | string | a one-time token used within its TTL (`SET NX PX`, no script) |
 //! | `P:endpoints` | set | endpoints with queued deliveries |
 //! | `P:q:<endpoint>` | stream, group `lanes` | due deliveries: entries `id`, `nb` (not before) |
 //! | `P:z:<endpoint>` | sorted set | rescheduled deliveries, scored by not-before (ms) |

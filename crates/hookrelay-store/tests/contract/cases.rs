@@ -480,3 +480,50 @@ pub(crate) async fn retry_now_makes_an_endpoints_waiting_retries_due(store: &Sto
     assert_eq!(store.queue_depth("crm").await?, 2);
     Ok(())
 }
+
+pub(crate) async fn first_use_of_a_one_time_token(store: &Store) -> TestResult {
+    let now = now_ms();
+    assert!(store.first_use("stripe:tok1", HOUR, now).await?);
+    assert!(
+        !store.first_use("stripe:tok1", HOUR, now + 1).await?,
+        "used"
+    );
+    assert!(store.first_use("stripe:tok2", HOUR, now).await?);
+    // Tokens and dedupe keys are separate.
+    let outcome = store
+        .enqueue(Some(("stripe:tok1".into(), HOUR)), vec![], now)
+        .await?;
+    assert_eq!(outcome, EnqueueOutcome::Enqueued(vec![]));
+
+    // Forgotten: the provider's retry may use it.
+    store.forget_use("stripe:tok1").await?;
+    assert!(store.first_use("stripe:tok1", HOUR, now + 2).await?);
+    assert!(!store.first_use("stripe:tok1", HOUR, now + 3).await?);
+    assert!(
+        !store.first_use("stripe:tok2", HOUR, now + 3).await?,
+        "kept"
+    );
+    store.forget_use("never used").await?;
+
+    // Expired after its TTL (the embedded store by `now_ms`, Redis by its clock).
+    let ttl = Duration::from_millis(200);
+    let start = now_ms();
+    assert!(store.first_use("short", ttl, start).await?);
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    while now_ms() <= start + 250 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(store.first_use("short", HOUR, now_ms()).await?, "expired");
+    assert!(!store.first_use("short", HOUR, now_ms()).await?);
+
+    // The same token twice at once: exactly one is first.
+    for round in 0..20 {
+        let key = format!("race{round}");
+        let (x, y) = tokio::join!(
+            store.first_use(&key, HOUR, now),
+            store.first_use(&key, HOUR, now),
+        );
+        assert!(x? ^ y?, "round {round}");
+    }
+    Ok(())
+}

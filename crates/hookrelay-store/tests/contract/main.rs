@@ -88,4 +88,5 @@ contract![
     dedupe_within_the_window,
     enqueue_wakes_a_subscribed_worker,
     retry_now_makes_an_endpoints_waiting_retries_due,
+    first_use_of_a_one_time_token,
 ];
