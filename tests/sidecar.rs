@@ -579,6 +579,24 @@ async fn a_replayed_mailgun_token_is_refused() {
     );
     let got = sinks.email.wait_for(2).await;
     assert_eq!(got.len(), 2);
+
+    // The used tokens are in the store: a restart does not forget them.
+    let mut s = s;
+    s.kill9();
+    s.spawn().await;
+    let (st, reason) = s.post("/cb/mailgun", &ct, mailgun("token-1", "ev-4")).await;
+    assert_eq!(
+        st,
+        401,
+        "after a restart: {}",
+        String::from_utf8_lossy(&reason)
+    );
+    assert_eq!(
+        s.post("/cb/mailgun", &ct, mailgun("token-4", "ev-5"))
+            .await
+            .0,
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -127,6 +127,21 @@ async fn apply(ctx: &DeliverCtx, id: DeliveryId, r: &Record, now: i64) -> Result
     }
 }
 
+/// The endpoint answered again after failures: its waiting retries are due now (still
+/// paced by its rate limit), instead of each waiting out its backoff.
+async fn recovered(ctx: &DeliverCtx, lane: &Lane, now: i64) {
+    match ctx.store.retry_now(&lane.name, now).await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(endpoint = %lane.name, retries = n, "endpoint answering again: its waiting retries are due now");
+            lane.wake.notify_one();
+        }
+        Err(e) => {
+            tracing::warn!(endpoint = %lane.name, error = %e, "cannot make waiting retries due; they keep their schedule")
+        }
+    }
+}
+
 /// Attempts `d` once and records the outcome.
 pub(crate) async fn attempt(ctx: &DeliverCtx, lane: &Lane, d: Delivery) {
     let target = lane.target();
@@ -137,6 +152,9 @@ pub(crate) async fn attempt(ctx: &DeliverCtx, lane: &Lane, d: Delivery) {
     let record = match outcome {
         Outcome::Delivered => {
             ctx.metrics.attempt(&lane.name, "delivered", None);
+            if lane.failing.swap(false, Ordering::SeqCst) {
+                recovered(ctx, lane, now).await;
+            }
             Record::Complete
         }
         Outcome::Defer { after, reason } => {
@@ -193,6 +211,7 @@ pub(crate) async fn attempt(ctx: &DeliverCtx, lane: &Lane, d: Delivery) {
                 let delay = outcome::backoff(&target.retry, attempts.saturating_add(1), jitter)
                     .max(after.unwrap_or(Duration::ZERO));
                 ctx.metrics.attempt(&lane.name, "retried", None);
+                lane.failing.store(true, Ordering::SeqCst);
                 tracing::info!(endpoint = %lane.name, webhook_id = %d.webhook_id, error = %error, retry_in = ?delay, "retry");
                 Record::Reschedule {
                     at: outcome::due_at(now, delay),

@@ -30,6 +30,9 @@ pub(crate) struct Lane {
     /// Times the lane was resumed (by the admin API or a reload): a `410` answered to an
     /// attempt sent before the last resume does not pause the lane again.
     pub(crate) resumes: AtomicU64,
+    /// True once an attempt failed and was rescheduled: the next success makes the
+    /// endpoint's waiting retries due at once (it is answering again).
+    pub(crate) failing: AtomicBool,
     pub(crate) wake: Arc<Notify>,
     stop: watch::Sender<bool>,
 }
@@ -53,6 +56,7 @@ impl Lane {
             limit: AtomicUsize::new(concurrency(ep)),
             paused: AtomicBool::new(false),
             resumes: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
             wake,
             stop,
         })

@@ -11,8 +11,8 @@ use hookrelay_core::provider::{Context, VerifyOptions};
 use hookrelay_core::{CallbackRequest, Event};
 use hookrelay_store::{DeliveryId, EnqueueOutcome, NewDelivery, StoreError};
 
-use super::Ingest;
 use super::refusal::Refusal;
+use super::{Ingest, replay};
 use crate::clock::now_ms;
 
 /// How long a provider event id is remembered for deduplication.
@@ -36,19 +36,41 @@ impl Ingest {
         req: CallbackRequest,
     ) -> Result<Answer, Refusal> {
         self.verify(route, &req).await?;
-        let token = route.provider.replay_token(&req);
-        if let Some(token) = &token
-            && !self.replay.first_use(token, now_ms())
-        {
-            return Err(Refusal::ReplayedToken);
+        let token = route
+            .provider
+            .replay_token(&req)
+            .map(|t| format!("{}:{t}", route.provider.id()));
+        if let Some(token) = &token {
+            self.first_use(token).await?;
         }
         let result = self.accept(route, snapshot, req).await;
         if result.is_err()
             && let Some(token) = &token
         {
             self.replay.forget(token);
+            if let Err(e) = self.store.forget_use(token).await {
+                tracing::warn!(error = %e, "cannot forget a replay token; the provider's retry will be refused until it expires");
+            }
         }
         result
+    }
+
+    /// Records a one-time token: in this process's cache first (a burst of replays costs
+    /// no store round trip), then in the store, which survives restarts and is shared by
+    /// replicas.
+    async fn first_use(&self, token: &str) -> Result<(), Refusal> {
+        let now = now_ms();
+        if !self.replay.first_use(token, now) {
+            return Err(Refusal::ReplayedToken);
+        }
+        match self.store.first_use(token, replay::TTL, now).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Refusal::ReplayedToken),
+            Err(e) => {
+                self.replay.forget(token);
+                Err(Refusal::StoreUnavailable(e.to_string()))
+            }
+        }
     }
 
     /// The route's signature check, with a fetched certificate when its verifier needs one.

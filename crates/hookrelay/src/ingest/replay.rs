@@ -1,6 +1,8 @@
 //! A bounded cache of one-time signature tokens already accepted (some providers sign a
 //! timestamp and a token, not the event: a token seen before is a replay, even with a
-//! different body). See `Provider::replay_token`.
+//! different body). See `Provider::replay_token`. It answers a burst of replays without
+//! a store round trip; the store (`Store::first_use`) is what survives restarts and is
+//! shared by replicas.
 //!
 //! A lock poisoned by a panic elsewhere is recovered, never read as "not seen": replay
 //! protection must not fail open.
@@ -10,6 +12,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Tokens older than this are forgotten: the signed timestamp is only accepted within
 /// 5 minutes either way, so a token cannot come back later than 10 minutes.
+pub(crate) const TTL: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 const TTL_MS: i64 = 10 * 60 * 1000;
 /// At most this many tokens are kept; past it, expired ones are purged, then new tokens
 /// still go in (the oldest are evicted first).
