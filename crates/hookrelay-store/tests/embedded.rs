@@ -3,10 +3,14 @@
 //! logs, and where it differs from Redis (times are the callers' `now_ms`). What both
 //! backends do is the contract, in `contract/`.
 
+#[allow(dead_code)]
+#[path = "support/deliveries.rs"]
+mod deliveries;
+
 use bytes::Bytes;
+use deliveries::{ids, new};
 use hookrelay_store::{
-    DeliveryId, EmbeddedOptions, EmbeddedStore, EnqueueOutcome, NewDelivery, Store, StoreConfig,
-    StoreError,
+    DeliveryId, EmbeddedOptions, EmbeddedStore, EnqueueOutcome, Store, StoreConfig, StoreError,
 };
 use std::time::Duration;
 use tempfile::TempDir;
@@ -15,22 +19,6 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 fn dir() -> Result<TempDir, std::io::Error> {
     tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-}
-
-fn new(endpoint: &str, webhook_id: &str) -> NewDelivery {
-    NewDelivery {
-        endpoint: endpoint.into(),
-        webhook_id: webhook_id.into(),
-        body: Bytes::from(format!("{{\"id\":\"{webhook_id}\"}}")),
-        created_at_ms: 1_000,
-    }
-}
-
-fn ids(outcome: EnqueueOutcome) -> Vec<DeliveryId> {
-    match outcome {
-        EnqueueOutcome::Enqueued(ids) => ids,
-        EnqueueOutcome::Duplicate => Vec::new(),
-    }
 }
 
 const HOUR: Duration = Duration::from_secs(3600);

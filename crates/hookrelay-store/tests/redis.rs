@@ -5,16 +5,16 @@
 //! interval). What both backends do is the contract, in `contract/`.
 
 mod support {
+    pub(crate) mod deliveries;
     pub(crate) mod redis_server;
 }
 
-use bytes::Bytes;
 use hookrelay_store::{
-    DeliveryId, EnqueueOutcome, NewDelivery, RedisOptions, RedisStore, Store, StoreConfig,
-    StoreError,
+    DeliveryId, EnqueueOutcome, RedisOptions, RedisStore, Store, StoreConfig, StoreError,
 };
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use support::deliveries::{ids, new, now_ms};
 use support::redis_server::RedisServer;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -31,28 +31,6 @@ fn options() -> RedisOptions {
 
 async fn open(server: &RedisServer, options: RedisOptions) -> Result<RedisStore, StoreError> {
     RedisStore::open_with(&server.url(), options).await
-}
-
-fn new(endpoint: &str, webhook_id: &str) -> NewDelivery {
-    NewDelivery {
-        endpoint: endpoint.into(),
-        webhook_id: webhook_id.into(),
-        body: Bytes::from(format!("{{\"id\":\"{webhook_id}\"}}")),
-        created_at_ms: 1_000,
-    }
-}
-
-fn ids(outcome: EnqueueOutcome) -> Vec<DeliveryId> {
-    match outcome {
-        EnqueueOutcome::Enqueued(ids) => ids,
-        EnqueueOutcome::Duplicate => Vec::new(),
-    }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// A new delivery is due as soon as it is enqueued, whatever `now_ms` a lease gives (the

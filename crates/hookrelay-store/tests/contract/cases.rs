@@ -8,10 +8,10 @@
 //! from the wall clock.
 
 use bytes::Bytes;
-use hookrelay_store::{
-    DeliveryId, EnqueueOutcome, MAX_RESPONSE_BYTES, NewDelivery, Store, StoreError,
-};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use hookrelay_store::{DeliveryId, EnqueueOutcome, MAX_RESPONSE_BYTES, Store, StoreError};
+use std::time::Duration;
+
+use crate::deliveries::{ids, new, now_ms};
 
 pub(crate) type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -23,28 +23,6 @@ const WITHIN: Duration = Duration::from_secs(15);
 /// The poll interval of the Redis stores the cases run on: long, so that
 /// [`Store::next_due`] shows the real due times.
 pub(crate) const REDIS_POLL_INTERVAL: Duration = HOUR;
-
-fn new(endpoint: &str, webhook_id: &str) -> NewDelivery {
-    NewDelivery {
-        endpoint: endpoint.into(),
-        webhook_id: webhook_id.into(),
-        body: Bytes::from(format!("{{\"id\":\"{webhook_id}\"}}")),
-        created_at_ms: 1_000,
-    }
-}
-
-fn ids(outcome: EnqueueOutcome) -> Vec<DeliveryId> {
-    match outcome {
-        EnqueueOutcome::Enqueued(ids) => ids,
-        EnqueueOutcome::Duplicate => Vec::new(),
-    }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 /// Whether [`Store::next_due`]'s answer lets an idle worker sleep: `None`, or not before
 /// most of [`REDIS_POLL_INTERVAL`] has passed.

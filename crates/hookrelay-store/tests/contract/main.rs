@@ -11,6 +11,8 @@
 //! workspace's lints refuse.
 
 mod cases;
+#[path = "../support/deliveries.rs"]
+mod deliveries;
 
 // Only part of the harness is used here.
 #[allow(dead_code)]
