@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use hookrelay_tests::{Sidecar, Sink, eventually, meta_signature, meta_status};
+use hookrelay_tests::{Sidecar, Sink, eventually, meta_status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -93,19 +93,7 @@ async fn unsigned_bodies_cannot_hold_more_than_the_budget_and_signed_callbacks_s
     assert_eq!(status_of(&mut refused).await, 503);
     // A genuine callback fits in what is left.
     let body = meta_status("wamid.budget", "delivered", "15551234567");
-    let (status, _) = s
-        .post(
-            "/wa",
-            &[
-                ("content-type", "application/json"),
-                (
-                    "x-hub-signature-256",
-                    &meta_signature("the-real-secret", body.as_bytes()),
-                ),
-            ],
-            body,
-        )
-        .await;
+    let (status, _) = s.post_meta_signed("/wa", "the-real-secret", body).await;
     assert_eq!(status, 200);
     assert!(
         s.metrics()

@@ -3,24 +3,13 @@
 
 use std::collections::HashSet;
 
-use hookrelay_tests::{Sidecar, Sink, eventually, meta_signature, meta_status};
+use hookrelay_tests::{Sidecar, Sink, eventually, meta_status};
 
 const SECRET: &str = "meta-app-secret";
 
 async fn post(s: &Sidecar, wamid: &str) -> u16 {
     let body = meta_status(wamid, "delivered", "15551234567");
-    let sig = meta_signature(SECRET, body.as_bytes());
-    s.post(
-        "/wa",
-        &[
-            ("content-type", "application/json"),
-            ("x-hub-signature-256", &sig),
-        ],
-        body,
-    )
-    .await
-    .0
-    .as_u16()
+    s.post_meta_signed("/wa", SECRET, body).await.0.as_u16()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hookrelay_tests::{Sidecar, Sink, eventually, meta_signature};
+use hookrelay_tests::{Sidecar, Sink, eventually};
 use http_body_util::{BodyExt, Full};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -39,19 +39,10 @@ fn status_body(id: &str) -> String {
 }
 
 async fn post_status(s: &Sidecar, id: &str) -> u16 {
-    let body = status_body(id);
-    let sig = meta_signature(SECRET, body.as_bytes());
-    s.post(
-        "/wa",
-        &[
-            ("content-type", "application/json"),
-            ("x-hub-signature-256", &sig),
-        ],
-        body,
-    )
-    .await
-    .0
-    .as_u16()
+    s.post_meta_signed("/wa", SECRET, status_body(id))
+        .await
+        .0
+        .as_u16()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

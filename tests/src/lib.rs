@@ -313,6 +313,25 @@ impl Sidecar {
         (s, b)
     }
 
+    /// POSTs `body` to `path` as Meta would, signed with `app_secret`.
+    pub async fn post_meta_signed(
+        &self,
+        path: &str,
+        app_secret: &str,
+        body: String,
+    ) -> (StatusCode, Bytes) {
+        let sig = meta_signature(app_secret, body.as_bytes());
+        self.post(
+            path,
+            &[
+                ("content-type", "application/json"),
+                ("x-hub-signature-256", &sig),
+            ],
+            body,
+        )
+        .await
+    }
+
     pub async fn admin(&self, method: &str, path: &str) -> (StatusCode, serde_json::Value) {
         let req = Request::builder()
             .method(method)
