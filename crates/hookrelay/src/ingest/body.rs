@@ -5,15 +5,24 @@ use pingora::proxy::Session;
 
 use super::refusal::Refusal;
 
-/// Reads the whole body, at most `limit` bytes: a declared length over the limit is
-/// refused before anything is read, and reading stops as soon as the limit is passed.
-pub(crate) async fn read(session: &mut Session, limit: usize) -> Result<Bytes, Refusal> {
-    if let Some(len) = session
+/// The body's declared length (`Content-Length`), if any and readable.
+pub(crate) fn declared_length(session: &Session) -> Option<u64> {
+    session
         .req_header()
         .headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// Reads the whole body, at most `limit` bytes: a `declared` length over the limit is
+/// refused before anything is read, and reading stops as soon as the limit is passed.
+pub(crate) async fn read(
+    session: &mut Session,
+    declared: Option<u64>,
+    limit: usize,
+) -> Result<Bytes, Refusal> {
+    if let Some(len) = declared
         && len > limit as u64
     {
         return Err(Refusal::TooLarge {

@@ -95,26 +95,22 @@ impl ProxyHttp for Ingest {
             session.as_downstream_mut().enable_retry_buffering();
         }
         let limits = snapshot.limits;
-        let declared = session
-            .req_header()
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+        let declared = body::declared_length(session);
         let want = declared
             .and_then(|n| usize::try_from(n).ok())
             .map_or(route.max_body, |n| n.min(route.max_body));
-        // Held until the callback is answered: its bytes are in memory until then.
+        // Held while the callback is read, verified and enqueued: its bytes are in memory.
         let claim = self.budget.claim(want, limits.unverified_bytes);
         let read = match claim {
             None => Err(Refusal::Busy {
                 limit: limits.unverified_bytes,
             }),
-            Some(_) => {
-                tokio::time::timeout(limits.body_timeout, body::read(session, route.max_body))
-                    .await
-                    .unwrap_or(Err(Refusal::BodyTimeout(limits.body_timeout)))
-            }
+            Some(_) => tokio::time::timeout(
+                limits.body_timeout,
+                body::read(session, declared, route.max_body),
+            )
+            .await
+            .unwrap_or(Err(Refusal::BodyTimeout(limits.body_timeout))),
         };
         let result = match read {
             Ok(body) => {
