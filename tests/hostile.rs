@@ -3,7 +3,8 @@
 //! steady trickle per call site (every refusal is still counted); unsigned bodies cannot
 //! hold more memory than `limits.unverified_bytes`; a dribbled body is cut off at
 //! `limits.body_timeout`; an idle keep-alive connection is closed at
-//! `limits.keepalive_timeout`.
+//! `limits.keepalive_timeout`; headers must arrive within `limits.header_timeout`; a
+//! connection over `limits.max_connections` is answered 503 and closed.
 
 use std::time::{Duration, Instant};
 
@@ -205,4 +206,126 @@ async fn refused_callbacks_and_dropped_connections_do_not_flood_the_log() {
         suppressed as usize >= 300 - allowed(elapsed),
         "{suppressed} lines suppressed"
     );
+}
+
+/// Reads `c` until the server closes it, for at most `within`; whether it did.
+async fn closed_within(c: &mut TcpStream, within: Duration) -> bool {
+    let mut rest = Vec::new();
+    tokio::time::timeout(within, c.read_to_end(&mut rest))
+        .await
+        .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dribbled_headers_are_cut_off_at_the_header_timeout() {
+    let sink = Sink::start().await;
+    let s = Sidecar::start(&config(&sink, "limits: { header_timeout: 1s }")).await;
+    let started = Instant::now();
+    // One byte every 200 ms: each read is quick, the headers never end.
+    let c = TcpStream::connect(s.listen).await.expect("connect");
+    let (mut rd, mut wr) = c.into_split();
+    let dribble = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        for b in head(2).bytes().cycle().take(10_000) {
+            tick.tick().await;
+            if wr.write_all(&[b]).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut rest)).await;
+    dribble.abort();
+    assert!(closed.is_ok(), "dribbled headers still read after 10 s");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    // A connection that sends nothing at all is closed the same way.
+    let mut silent = TcpStream::connect(s.listen).await.expect("connect");
+    assert!(closed_within(&mut silent, Duration::from_secs(10)).await);
+    eventually("both counted", || async {
+        s.metrics()
+            .await
+            .contains(r#"hookrelay_connections_dropped_total{limit="header_timeout"} 2"#)
+            .then_some(())
+    })
+    .await;
+    // Headers that arrive in time are answered as usual, also on a kept-alive connection
+    // whose next request comes after longer than the header timeout (idle time between
+    // requests is the keep-alive timeout's).
+    let mut c = start_request(&s, &(head(2) + "{}")).await;
+    assert_eq!(whole_response(&mut c).await, 401);
+    tokio::time::sleep(Duration::from_millis(1500)).await; // idle, as a client may be
+    c.write_all((head(2) + "{}").as_bytes())
+        .await
+        .expect("write");
+    assert_eq!(whole_response(&mut c).await, 401);
+}
+
+/// Reads one whole response (headers and a `content-length` body) from `c`; its status.
+async fn whole_response(c: &mut TcpStream) -> u16 {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let read = async {
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    return head;
+                }
+            }
+            match c.read(&mut chunk).await {
+                Ok(0) | Err(_) => return String::from_utf8_lossy(&buf).into_owned(),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    let head = tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("a response within 10 s");
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_get_503_and_genuine_callbacks_pass_once_freed() {
+    let sink = Sink::start().await;
+    let s = Sidecar::start(&config(&sink, "limits: { max_connections: 16 }")).await;
+    // An attacker holds every connection the cap allows, each with half a request.
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(start_request(&s, "POST /wa HTTP/1.1\r\nHost: x\r\n").await);
+    }
+    eventually("16 connections open", || async {
+        s.metrics()
+            .await
+            .contains("hookrelay_connections_open 16")
+            .then_some(())
+    })
+    .await;
+    let mut over = start_request(&s, &(head(2) + "{}")).await;
+    assert_eq!(status_of(&mut over).await, 503);
+    let m = s.metrics().await;
+    assert!(
+        m.contains(r#"hookrelay_connections_dropped_total{limit="max_connections"} 1"#),
+        "{m}"
+    );
+    assert!(m.contains("hookrelay_connections_max 16"), "{m}");
+    // The attacker leaves: a genuine callback is answered.
+    drop(held);
+    eventually("the slots given back", || async {
+        s.metrics()
+            .await
+            .contains("hookrelay_connections_open 0")
+            .then_some(())
+    })
+    .await;
+    let body = meta_status("wamid.cap", "delivered", "15551234567");
+    let (status, _) = s.post_meta_signed("/wa", "the-real-secret", body).await;
+    assert_eq!(status, 200);
 }

@@ -102,6 +102,13 @@ pub(crate) struct RawLimits {
     pub(crate) body_timeout: Option<Scalar>,
     /// How long a keep-alive connection may stay idle between requests (default 60s).
     pub(crate) keepalive_timeout: Option<Scalar>,
+    /// Time for a request's headers to arrive (default 10s), counted from the connection's
+    /// start for its first request and from the first byte for the next ones: a connection
+    /// dribbling its headers slower is closed.
+    pub(crate) header_timeout: Option<Scalar>,
+    /// Connections open at once on the public listener (default `auto`: half the open-file
+    /// limit, at most 16384); a connection over it is answered 503 and closed.
+    pub(crate) max_connections: Option<Scalar>,
 }
 
 /// Outbound TLS settings.

@@ -120,6 +120,12 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// Idle time of a keep-alive connection between requests.
     pub keepalive_timeout: Duration,
+    /// Time for a request's headers to arrive: from the connection's start for its first
+    /// request, from the first byte for the next ones.
+    pub header_timeout: Duration,
+    /// Connections open at once on the public listener; `None` derives it from the
+    /// open-file limit at start.
+    pub max_connections: Option<usize>,
 }
 
 impl Default for Limits {
@@ -128,6 +134,8 @@ impl Default for Limits {
             unverified_bytes: 64 * 1024 * 1024,
             body_timeout: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(10),
+            max_connections: None,
         }
     }
 }

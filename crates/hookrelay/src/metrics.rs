@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Upper bounds of the delivery latency histogram, in seconds.
@@ -37,6 +37,8 @@ pub(crate) struct Metrics {
     latency: Mutex<BTreeMap<String, Histogram>>,
     generation: AtomicU64,
     in_flight: AtomicI64,
+    connections_open: AtomicUsize,
+    connections_max: AtomicUsize,
 }
 
 impl Metrics {
@@ -154,6 +156,36 @@ impl Metrics {
         self.in_flight.fetch_add(delta, Ordering::Relaxed);
     }
 
+    /// Counts a new connection on the public listener if fewer than `max` are open.
+    pub(crate) fn connection_open(&self, max: usize) -> bool {
+        self.connections_max.store(max, Ordering::Relaxed);
+        self.connections_open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < max).then_some(open + 1)
+            })
+            .is_ok()
+    }
+
+    /// The connection cap in force, for the gauge (also set by each new connection).
+    pub(crate) fn connections_max(&self, max: usize) {
+        self.connections_max.store(max, Ordering::Relaxed);
+    }
+
+    /// A connection counted by [`Self::connection_open`] closed.
+    pub(crate) fn connection_closed(&self) {
+        self.connections_open.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// A connection closed by a listener limit (`max_connections`, `header_timeout`).
+    pub(crate) fn connection_dropped(&self, limit: &'static str) {
+        self.add(
+            "hookrelay_connections_dropped_total",
+            "Connections closed by a limit of the public listener, by limit (max_connections, header_timeout).",
+            &[("limit", limit)],
+            1,
+        );
+    }
+
     /// Renders every metric; `queue_depth` gives the gauge per endpoint.
     pub(crate) fn render(&self, queue_depth: &[(String, u64)]) -> String {
         let mut out = String::new();
@@ -220,6 +252,16 @@ impl Metrics {
             out,
             "# HELP hookrelay_deliveries_in_flight Delivery attempts in flight.\n# TYPE hookrelay_deliveries_in_flight gauge\nhookrelay_deliveries_in_flight {}",
             self.in_flight.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP hookrelay_connections_open Connections open on the public listener.\n# TYPE hookrelay_connections_open gauge\nhookrelay_connections_open {}",
+            self.connections_open.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP hookrelay_connections_max The public listener's limits.max_connections.\n# TYPE hookrelay_connections_max gauge\nhookrelay_connections_max {}",
+            self.connections_max.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

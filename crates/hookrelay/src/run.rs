@@ -21,10 +21,10 @@ use pingora::services::background::{BackgroundService, background_service};
 use crate::EXIT_USAGE;
 use crate::admin::{self, Admin};
 use crate::deliver::{DeliverCtx, Lanes};
-use crate::ingest::Ingest;
 use crate::ingest::certs::Certificates;
 use crate::ingest::replay::ReplayCache;
 use crate::ingest::upstream::Upstreams;
+use crate::ingest::{Ingest, conn};
 use crate::logs;
 use crate::metrics::Metrics;
 use crate::net::{self, Clients};
@@ -242,7 +242,8 @@ pub(crate) fn run(args: &Args) -> ExitCode {
 
 /// Raises the soft limit of open files to the hard one: each connection is a file, and a
 /// default soft limit of 1024 lets a thousand idle connections starve genuine callbacks.
-fn raise_open_files() {
+/// Returns the soft limit then in force, if it is finite.
+fn raise_open_files() -> Option<u64> {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);
     if limit.current < limit.maximum {
@@ -257,10 +258,12 @@ fn raise_open_files() {
             Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
         }
     }
+    getrlimit(Resource::Nofile).current
 }
 
 fn start(args: &Args) -> Result<(), Fail> {
-    raise_open_files();
+    let open_files = raise_open_files();
+    let auto_max = open_files.map_or(16_384, conn::auto_max_connections);
     let live = Live::load(&args.config).map_err(|errors| Fail(errors.to_string(), EXIT_USAGE))?;
     let snapshot = live.snapshot();
     let threads = std::thread::available_parallelism().map_or(2, usize::from);
@@ -295,6 +298,8 @@ fn start(args: &Args) -> Result<(), Fail> {
         runtime: delivery_rt.handle().clone(),
         redis,
     }));
+    metrics.connections_max(snapshot.limits.max_connections.unwrap_or(auto_max));
+    let (listener_live, listener_metrics) = (live.clone(), metrics.clone());
     let ingest = Ingest {
         live: live.clone(),
         store: store.clone(),
@@ -333,7 +338,13 @@ fn start(args: &Args) -> Result<(), Fail> {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, ingest);
+    let app = conn::Guarded::new(
+        pingora::proxy::http_proxy(&server.configuration, ingest),
+        listener_live,
+        listener_metrics,
+        auto_max,
+    );
+    let mut proxy = pingora::services::listening::Service::new("hookrelay".to_owned(), app);
     proxy.add_tcp(&snapshot.listen.to_string());
     server.add_service(proxy);
     server.add_service(background_service("hookrelay", background));

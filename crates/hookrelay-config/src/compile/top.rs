@@ -115,6 +115,26 @@ impl Compiler {
             }
             limits.keepalive_timeout = d;
         }
+        if let Some(t) = &raw.header_timeout
+            && let Some(d) = self.duration("limits.header_timeout", t, MAX_TIMEOUT)
+        {
+            if d < std::time::Duration::from_secs(1) {
+                self.error("limits.header_timeout", "at least 1s");
+            }
+            limits.header_timeout = d;
+        }
+        if let Some(n) = &raw.max_connections {
+            let text = n.0.trim();
+            match text.parse::<usize>() {
+                _ if text == "auto" => limits.max_connections = None,
+                Ok(n) if (16..=1_000_000).contains(&n) => limits.max_connections = Some(n),
+                Ok(_) => self.error("limits.max_connections", "between 16 and 1000000, or auto"),
+                Err(_) => self.error(
+                    "limits.max_connections",
+                    format!("{text:?} is not a number of connections (or auto)"),
+                ),
+            }
+        }
         (self.errors.len() == before).then_some(limits)
     }
 

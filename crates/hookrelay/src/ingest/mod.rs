@@ -10,6 +10,7 @@ pub(crate) mod accept;
 mod body;
 pub(crate) mod budget;
 pub(crate) mod certs;
+pub(crate) mod conn;
 mod refusal;
 pub(crate) mod replay;
 pub(crate) mod upstream;
