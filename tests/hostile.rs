@@ -329,3 +329,30 @@ async fn connections_over_the_cap_get_503_and_genuine_callbacks_pass_once_freed(
     let (status, _) = s.post_meta_signed("/wa", "the-real-secret", body).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_over_header_bytes_get_431() {
+    let sink = Sink::start().await;
+    let s = Sidecar::start(&config(&sink, "limits: { header_bytes: 4KiB }")).await;
+    let big = format!(
+        "POST /wa HTTP/1.1\r\nHost: x\r\nx-filler: {}\r\n",
+        "a".repeat(8 * 1024)
+    );
+    let mut c = start_request(&s, &big).await;
+    assert_eq!(status_of(&mut c).await, 431);
+    assert!(
+        s.metrics()
+            .await
+            .contains(r#"hookrelay_connections_dropped_total{limit="header_bytes"} 1"#)
+    );
+    // Headers within the limit are read whole, even across several reads.
+    let mut c = start_request(
+        &s,
+        &format!("POST /wa HTTP/1.1\r\nx-filler: {}\r\n", "b".repeat(3000)),
+    )
+    .await;
+    c.write_all((head(2)["POST /wa HTTP/1.1\r\n".len()..].to_owned() + "{}").as_bytes())
+        .await
+        .expect("write");
+    assert_eq!(status_of(&mut c).await, 401);
+}

@@ -106,6 +106,10 @@ pub(crate) struct RawLimits {
     /// start for its first request and from the first byte for the next ones: a connection
     /// dribbling its headers slower is closed.
     pub(crate) header_timeout: Option<Scalar>,
+    /// Largest request head, the request line and headers (default 64KiB): a larger one
+    /// is answered 431 and its connection closed. Heads being read count in
+    /// `unverified_bytes`.
+    pub(crate) header_bytes: Option<Scalar>,
     /// Connections open at once on the public listener (default `auto`: half the open-file
     /// limit, at most 16384); a connection over it is answered 503 and closed.
     pub(crate) max_connections: Option<Scalar>,

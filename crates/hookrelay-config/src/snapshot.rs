@@ -123,6 +123,9 @@ pub struct Limits {
     /// Time for a request's headers to arrive: from the connection's start for its first
     /// request, from the first byte for the next ones.
     pub header_timeout: Duration,
+    /// Largest request head (request line and headers) read, in bytes; counted in
+    /// `unverified_bytes` while it is read.
+    pub header_bytes: usize,
     /// Connections open at once on the public listener; `None` derives it from the
     /// open-file limit at start.
     pub max_connections: Option<usize>,
@@ -135,6 +138,7 @@ impl Default for Limits {
             body_timeout: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(60),
             header_timeout: Duration::from_secs(10),
+            header_bytes: 64 * 1024,
             max_connections: None,
         }
     }

@@ -633,21 +633,23 @@ fn listener_limits_have_defaults_and_bounds() {
     assert_eq!(s.limits.body_timeout.as_secs(), 30);
     assert_eq!(s.limits.keepalive_timeout.as_secs(), 60);
     assert_eq!(s.limits.header_timeout.as_secs(), 10);
+    assert_eq!(s.limits.header_bytes, 64 * 1024);
     assert_eq!(s.limits.max_connections, None);
     let s = compile(
-        "upstream: 127.0.0.1:3000\nlimits: { unverified_bytes: 2MiB, body_timeout: 5s, keepalive_timeout: 2s, header_timeout: 3s, max_connections: 500 }\n",
+        "upstream: 127.0.0.1:3000\nlimits: { unverified_bytes: 2MiB, body_timeout: 5s, keepalive_timeout: 2s, header_timeout: 3s, header_bytes: 8KiB, max_connections: 500 }\n",
     )
     .expect("valid");
     assert_eq!(s.limits.unverified_bytes, 2 * 1024 * 1024);
     assert_eq!(s.limits.body_timeout.as_secs(), 5);
     assert_eq!(s.limits.keepalive_timeout.as_secs(), 2);
     assert_eq!(s.limits.header_timeout.as_secs(), 3);
+    assert_eq!(s.limits.header_bytes, 8192);
     assert_eq!(s.limits.max_connections, Some(500));
     let s =
         compile("upstream: 127.0.0.1:3000\nlimits: { max_connections: auto }\n").expect("valid");
     assert_eq!(s.limits.max_connections, None);
     let found = problems(
-        "upstream: 127.0.0.1:3000\nlimits: { unverified_bytes: lots, body_timeout: 2h, keepalive_timeout: 10ms, header_timeout: 0s, max_connections: 3 }\n",
+        "upstream: 127.0.0.1:3000\nlimits: { unverified_bytes: lots, body_timeout: 2h, keepalive_timeout: 10ms, header_timeout: 0s, header_bytes: 2GiB, max_connections: 3 }\n",
     );
     let paths: Vec<&str> = found.iter().map(|(p, _, _)| p.as_str()).collect();
     assert_eq!(
@@ -657,6 +659,7 @@ fn listener_limits_have_defaults_and_bounds() {
             "limits.body_timeout",
             "limits.keepalive_timeout",
             "limits.header_timeout",
+            "limits.header_bytes",
             "limits.max_connections"
         ],
         "{found:?}"

@@ -14,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use hookrelay_config::Live;
 use hookrelay_store::{EmbeddedOptions, RedisOptions, Store, StoreConfig};
+use pingora::listeners::{DEFAULT_L4_WRITE_BUFFER_SIZE, L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{BackgroundService, background_service};
@@ -21,6 +22,7 @@ use pingora::services::background::{BackgroundService, background_service};
 use crate::EXIT_USAGE;
 use crate::admin::{self, Admin};
 use crate::deliver::{DeliverCtx, Lanes};
+use crate::ingest::budget::Budget;
 use crate::ingest::certs::Certificates;
 use crate::ingest::replay::ReplayCache;
 use crate::ingest::upstream::Upstreams;
@@ -299,7 +301,9 @@ fn start(args: &Args) -> Result<(), Fail> {
         redis,
     }));
     metrics.connections_max(snapshot.limits.max_connections.unwrap_or(auto_max));
-    let (listener_live, listener_metrics) = (live.clone(), metrics.clone());
+    let budget = Arc::new(Budget::default());
+    let (listener_live, listener_metrics, listener_budget) =
+        (live.clone(), metrics.clone(), budget.clone());
     let ingest = Ingest {
         live: live.clone(),
         store: store.clone(),
@@ -307,7 +311,7 @@ fn start(args: &Args) -> Result<(), Fail> {
         certs: Certificates::new(clients),
         replay: ReplayCache::default(),
         upstream: upstream.clone(),
-        budget: Default::default(),
+        budget,
     };
     let background = Background {
         controller: Controller {
@@ -342,10 +346,17 @@ fn start(args: &Args) -> Result<(), Fail> {
         pingora::proxy::http_proxy(&server.configuration, ingest),
         listener_live,
         listener_metrics,
+        listener_budget,
         auto_max,
     );
     let mut proxy = pingora::services::listening::Service::new("hookrelay".to_owned(), app);
-    proxy.add_tcp(&snapshot.listen.to_string());
+    // No read buffer under Pingora's own: a 64 KiB one per connection would make each idle
+    // or dribbling connection cost that much (headers are read into a 4 KiB buffer, bodies
+    // in chunks, so it saves few reads).
+    proxy.add_listener(
+        ListenerConfig::tcp(snapshot.listen.to_string())
+            .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE)),
+    );
     server.add_service(proxy);
     server.add_service(background_service("hookrelay", background));
     tracing::info!(listen = %snapshot.listen, admin = %snapshot.admin, "hookrelay running");

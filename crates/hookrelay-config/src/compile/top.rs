@@ -123,6 +123,16 @@ impl Compiler {
             }
             limits.header_timeout = d;
         }
+        if let Some(size) = &raw.header_bytes {
+            match parse_size(&size.0).and_then(|n| usize::try_from(n).ok()) {
+                Some(n) if (1024..=1024 * 1024).contains(&n) => limits.header_bytes = n,
+                Some(_) => self.error("limits.header_bytes", "between 1KiB and 1MiB"),
+                None => self.error(
+                    "limits.header_bytes",
+                    format!("{:?} is not a size: like 64KiB", size.0),
+                ),
+            }
+        }
         if let Some(n) = &raw.max_connections {
             let text = n.0.trim();
             match text.parse::<usize>() {

@@ -1,14 +1,16 @@
-//! The public listener's connections: how many may be open at once, and how long a
-//! request's headers may take to arrive.
+//! The public listener's connections: how many may be open at once, and how a request's
+//! head is read before Pingora sees it.
 //!
-//! Pingora times each read of a request's headers, not the whole: a client sending one
-//! byte every few seconds holds its connection for ever. [`Guarded`] wraps the HTTP
-//! application and hands it each connection's stream wrapped in a [`Watched`], which
-//! counts the connection while it is open and fails a read once the headers have taken
-//! longer than `limits.header_timeout` (from the connection's start for its first request,
-//! from the first byte of the next ones: the idle time between requests is the keep-alive
-//! timeout's). A connection over `limits.max_connections` is answered 503 and closed before
-//! anything is read from it.
+//! Pingora times each read of a request's headers, not the whole, lets them grow to 1 MiB,
+//! and sets up its whole request machinery (some tens of KiB) for a connection before its
+//! first byte: a client sending one byte every few seconds holds all of it for ever.
+//! [`Guarded`] wraps the HTTP application and reads each request's head itself first,
+//! into a buffer that starts at 1 KiB, grows to at most `limits.header_bytes` and is
+//! counted in `limits.unverified_bytes`, within `limits.header_timeout` (from the
+//! connection's start for its first request, from the first byte for the next ones; the
+//! idle time between requests is `limits.keepalive_timeout`). Only a complete head is
+//! handed on, in a [`Watched`] stream that replays it. A connection over
+//! `limits.max_connections` is answered 503 and closed before anything is read.
 
 use std::fmt;
 use std::io;
@@ -18,7 +20,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hookrelay_config::Live;
+use bytes::{Buf, Bytes, BytesMut};
+use hookrelay_config::{Limits, Live};
 use pingora::apps::ServerApp;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::{
@@ -26,16 +29,17 @@ use pingora::protocols::{
     TimingDigest, UniqueID, UniqueIDType,
 };
 use pingora::server::ShutdownWatch;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::time::Sleep;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::Instant;
 
+use super::budget::{Budget, Claim};
 use crate::metrics::Metrics;
-
-/// What a connection over the cap is answered before it is closed.
-const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 33\r\nretry-after: 1\r\nconnection: close\r\n\r\ntoo many connections; retry later\n";
 
 /// The most connections `max_connections: auto` allows, whatever the open-file limit.
 const AUTO_MAX: usize = 16_384;
+
+/// A request head's buffer to start with.
+const FIRST_HEAD_BYTES: usize = 1024;
 
 /// The connection cap `max_connections: auto` stands for: half the open-file limit (each
 /// proxied request also opens a connection upstream, and deliveries and the store need
@@ -44,22 +48,40 @@ pub(crate) fn auto_max_connections(open_files: u64) -> usize {
     usize::try_from(open_files / 2).map_or(AUTO_MAX, |n| n.clamp(16, AUTO_MAX))
 }
 
-/// An HTTP application whose connections are counted, capped and given a header deadline.
+/// Why a connection is closed before its request reaches Pingora.
+enum Stop {
+    /// The client went away, or the server is shutting down, or a kept-alive connection
+    /// stayed idle: nothing to answer or count.
+    Quiet,
+    /// A limit bit: its name (the metric's label) and the status answered.
+    Limit(&'static str, u16, &'static str),
+}
+
+/// An HTTP application whose connections are counted and capped, and whose requests'
+/// heads are read (bounded in time and bytes) before it sees them.
 pub(crate) struct Guarded<A> {
     inner: Arc<A>,
     live: Arc<Live>,
     metrics: Arc<Metrics>,
+    budget: Arc<Budget>,
     /// What `max_connections: auto` stands for on this machine.
     auto_max: usize,
 }
 
 impl<A> Guarded<A> {
-    /// Wraps `inner`.
-    pub(crate) fn new(inner: A, live: Arc<Live>, metrics: Arc<Metrics>, auto_max: usize) -> Self {
+    /// Wraps `inner`; request heads are counted in `budget`.
+    pub(crate) fn new(
+        inner: A,
+        live: Arc<Live>,
+        metrics: Arc<Metrics>,
+        budget: Arc<Budget>,
+        auto_max: usize,
+    ) -> Self {
         Self {
             inner: Arc::new(inner),
             live,
             metrics,
+            budget,
             auto_max,
         }
     }
@@ -73,15 +95,12 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let limits = self.live.snapshot().limits;
-        let stream: Stream = if stream.as_any().is::<Watched>() {
-            // The same connection, back for its next request: its headers' clock starts at
-            // their first byte.
-            let Ok(mut watched) = stream.into_any().downcast::<Watched>() else {
+        let (mut watched, fresh) = if stream.as_any().is::<Watched>() {
+            // The same connection, back for its next request.
+            let Ok(watched) = stream.into_any().downcast::<Watched>() else {
                 return None;
             };
-            watched.phase = Phase::Idle;
-            watched.header_timeout = limits.header_timeout;
-            watched
+            (watched, false)
         } else {
             let max = limits.max_connections.unwrap_or(self.auto_max);
             let Some(slot) = Slot::take(&self.metrics, max) else {
@@ -90,19 +109,30 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
                     max_connections = max,
                     "connection refused: the listener is at max_connections"
                 );
-                refuse(stream).await;
+                answer_and_close(stream, 503, "too many connections; retry later").await;
                 return None;
             };
-            Box::new(Watched {
+            let watched = Box::new(Watched {
                 inner: stream,
-                phase: Phase::headers(limits.header_timeout),
-                header_timeout: limits.header_timeout,
-                seen_newline: false,
-                metrics: self.metrics.clone(),
+                head: Bytes::new(),
+                head_claim: None,
                 _slot: slot,
-            })
+            });
+            (watched, true)
         };
-        self.inner.process_new(stream, shutdown).await
+        match watched
+            .read_head(&self.budget, &limits, fresh, shutdown)
+            .await
+        {
+            Ok(()) => self.inner.process_new(watched, shutdown).await,
+            Err(Stop::Quiet) => None,
+            Err(Stop::Limit(limit, status, reason)) => {
+                self.metrics.connection_dropped(limit);
+                tracing::warn!(limit, status, "connection closed: {reason}");
+                answer_and_close(watched.inner, status, reason).await;
+                None
+            }
+        }
     }
 
     async fn cleanup(&self) {
@@ -110,13 +140,23 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
     }
 }
 
-/// Answers a connection over the cap, briefly, and closes it.
-async fn refuse(mut stream: Stream) {
-    let answer = async {
-        stream.write_all(OVER_CAPACITY).await?;
+/// Answers `status` with `reason` (briefly: a client that does not read is not waited
+/// for) and closes the connection.
+async fn answer_and_close(mut stream: Stream, status: u16, reason: &str) {
+    let text = match status {
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        _ => "Service Unavailable",
+    };
+    let answer = format!(
+        "HTTP/1.1 {status} {text}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{reason}\n",
+        reason.len() + 1
+    );
+    let write = async {
+        stream.write_all(answer.as_bytes()).await?;
         stream.flush().await
     };
-    let _ = tokio::time::timeout(Duration::from_millis(200), answer).await;
+    let _ = tokio::time::timeout(Duration::from_millis(200), write).await;
     Shutdown::shutdown(&mut *stream).await;
 }
 
@@ -138,30 +178,13 @@ impl Drop for Slot {
     }
 }
 
-/// Where a connection is in its current request.
-enum Phase {
-    /// Between requests: nothing read yet (the keep-alive timeout applies).
-    Idle,
-    /// Reading a request's headers, which must be complete when this fires.
-    Headers(Pin<Box<Sleep>>),
-    /// Headers read: the body and the answer are timed elsewhere.
-    Body,
-}
-
-impl Phase {
-    fn headers(timeout: Duration) -> Self {
-        Self::Headers(Box::pin(tokio::time::sleep(timeout)))
-    }
-}
-
-/// A connection's stream, with its slot and its header deadline.
+/// A connection's stream, with its slot and the head read ahead of Pingora.
 pub(crate) struct Watched {
     inner: Stream,
-    phase: Phase,
-    header_timeout: Duration,
-    /// The last byte of the headers read so far ended a line (`\r` aside).
-    seen_newline: bool,
-    metrics: Arc<Metrics>,
+    /// Bytes read ahead (the head, and whatever came with it), not yet handed on.
+    head: Bytes,
+    /// Their part of the unverified-bytes budget, given back once they are handed on.
+    head_claim: Option<Claim>,
     _slot: Slot,
 }
 
@@ -169,26 +192,82 @@ impl fmt::Debug for Watched {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Watched")
             .field("inner", &self.inner)
+            .field("head", &self.head.len())
             .finish_non_exhaustive()
     }
 }
 
 impl Watched {
-    /// Follows the bytes just read: the first byte of a request starts its clock, an empty
-    /// line ends its headers.
-    fn saw(&mut self, bytes: &[u8]) {
-        if bytes.is_empty() {
-            return;
-        }
-        if matches!(self.phase, Phase::Idle) {
-            self.phase = Phase::headers(self.header_timeout);
-            self.seen_newline = false;
-        }
-        if !matches!(self.phase, Phase::Headers(_)) {
-            return;
-        }
-        if end_of_headers(&mut self.seen_newline, bytes) {
-            self.phase = Phase::Body;
+    /// Reads a request's head, up to its empty line, within the limits.
+    async fn read_head(
+        &mut self,
+        budget: &Arc<Budget>,
+        limits: &Limits,
+        fresh: bool,
+        shutdown: &ShutdownWatch,
+    ) -> Result<(), Stop> {
+        const BUSY: Stop = Stop::Limit(
+            "unverified_bytes",
+            503,
+            "busy: too many requests are being read; retry later",
+        );
+        let mut claim = budget
+            .claim(FIRST_HEAD_BYTES, limits.unverified_bytes)
+            .ok_or(BUSY)?;
+        let mut buf = BytesMut::with_capacity(FIRST_HEAD_BYTES);
+        // A new connection's first request is timed from the start; a kept-alive one's
+        // next request from its first byte, after at most the keep-alive timeout.
+        let mut deadline = Instant::now()
+            + if fresh {
+                limits.header_timeout
+            } else {
+                limits.keepalive_timeout
+            };
+        let mut waiting_first_byte = !fresh;
+        let mut seen_newline = false;
+        let mut shutdown = shutdown.clone();
+        loop {
+            if buf.len() == buf.capacity() {
+                let room = limits.header_bytes.saturating_sub(buf.capacity());
+                if room == 0 {
+                    return Err(Stop::Limit(
+                        "header_bytes",
+                        431,
+                        "request headers larger than limits.header_bytes",
+                    ));
+                }
+                let more = buf.capacity().min(room);
+                if !claim.grow(more, limits.unverified_bytes) {
+                    return Err(BUSY);
+                }
+                buf.reserve(more);
+            }
+            let before = buf.len();
+            let read = tokio::select! {
+                read = tokio::time::timeout_at(deadline, self.inner.read_buf(&mut buf)) => read,
+                _ = shutdown.changed() => return Err(Stop::Quiet),
+            };
+            match read {
+                Err(_) if waiting_first_byte => return Err(Stop::Quiet),
+                Err(_) => {
+                    return Err(Stop::Limit(
+                        "header_timeout",
+                        408,
+                        "request headers not complete within limits.header_timeout",
+                    ));
+                }
+                Ok(Ok(0) | Err(_)) => return Err(Stop::Quiet),
+                Ok(Ok(_)) => {}
+            }
+            if waiting_first_byte {
+                waiting_first_byte = false;
+                deadline = Instant::now() + limits.header_timeout;
+            }
+            if end_of_headers(&mut seen_newline, &buf[before..]) {
+                self.head = buf.freeze();
+                self.head_claim = Some(claim);
+                return Ok(());
+            }
         }
     }
 }
@@ -214,30 +293,17 @@ impl AsyncRead for Watched {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                this.saw(&buf.filled()[before..]);
-                Poll::Ready(Ok(()))
-            }
-            Poll::Pending => {
-                if let Phase::Headers(deadline) = &mut this.phase
-                    && deadline.as_mut().poll(cx).is_ready()
-                {
-                    this.phase = Phase::Body;
-                    this.metrics.connection_dropped("header_timeout");
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "request headers not complete within {:?} (limits.header_timeout)",
-                            this.header_timeout
-                        ),
-                    )));
-                }
-                Poll::Pending
-            }
-            ready => ready,
+        if this.head.is_empty() {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
+        let n = this.head.len().min(buf.remaining());
+        buf.put_slice(&this.head[..n]);
+        this.head.advance(n);
+        if this.head.is_empty() {
+            this.head = Bytes::new();
+            this.head_claim = None;
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -335,7 +401,12 @@ impl GetSocketDigest for Watched {
 #[async_trait]
 impl Peek for Watched {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
+        if self.head.is_empty() {
+            return self.inner.try_peek(buf).await;
+        }
+        let n = self.head.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.head[..n]);
+        Ok(true)
     }
 }
 

@@ -42,7 +42,7 @@ pub(crate) struct Ingest {
     pub(crate) replay: ReplayCache,
     pub(crate) upstream: Arc<Upstreams>,
     /// Bytes held before their signature is checked, all connections together.
-    pub(crate) budget: budget::Budget,
+    pub(crate) budget: Arc<budget::Budget>,
 }
 
 /// What one request needs across Pingora's filters.
