@@ -8,7 +8,7 @@ mod redis_server;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use hookrelay_tests::{Sidecar, Sink, eventually, meta_signature};
+use hookrelay_tests::{Sidecar, Sink, eventually, mailgun_event, meta_signature};
 use redis_server::RedisServer;
 
 const SECRET: &str = "meta-app-secret";
@@ -209,4 +209,32 @@ async fn a_redis_restart_loses_nothing_acknowledged() {
     })
     .await;
     assert_eq!(got.len(), n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mailgun_token_used_on_one_replica_is_refused_on_another() {
+    let redis =
+        RedisServer::start().expect("redis-server (install it: apt-get install redis-server)");
+    let sink = Sink::start().await;
+    let yaml = config(&redis.url(), &sink, "").replace(
+        "callbacks:\n",
+        "callbacks:\n  - path: /cb/mailgun\n    provider: mailgun\n    verify: { signing_key: mg-key }\n",
+    );
+    let (a, b) = (Sidecar::start(&yaml).await, Sidecar::start(&yaml).await);
+    let ct = [("content-type", "application/json")];
+    let first = a
+        .post("/cb/mailgun", &ct, mailgun_event("mg-key", "tok-1", "ev-1"))
+        .await;
+    assert_eq!(first.0, 200);
+    // The captured signature block on a forged event, sent to the other replica.
+    let (status, reason) = b
+        .post("/cb/mailgun", &ct, mailgun_event("mg-key", "tok-1", "ev-2"))
+        .await;
+    assert_eq!(status, 401, "{}", String::from_utf8_lossy(&reason));
+    assert_eq!(
+        b.post("/cb/mailgun", &ct, mailgun_event("mg-key", "tok-2", "ev-3"))
+            .await
+            .0,
+        200
+    );
 }

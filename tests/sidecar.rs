@@ -538,22 +538,7 @@ async fn kill_9_during_delivery_loses_nothing_acknowledged() {
 }
 
 fn mailgun(token: &str, event_id: &str) -> String {
-    use hmac::{Hmac, KeyInit, Mac};
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        .to_string();
-    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(b"mailgun-key").expect("key");
-    mac.update(ts.as_bytes());
-    mac.update(token.as_bytes());
-    let signature = hex::encode(mac.finalize().into_bytes());
-    serde_json::json!({
-        "signature": {"timestamp": ts, "token": token, "signature": signature},
-        "event-data": {"event": "delivered", "id": event_id, "timestamp": 1_700_000_000.5,
-                       "recipient": "m@example.com", "message": {"headers": {"message-id": "x@mg"}}}
-    })
-    .to_string()
+    hookrelay_tests::mailgun_event("mailgun-key", token, event_id)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -394,6 +394,27 @@ pub fn form(params: &[(&str, &str)]) -> String {
     s.finish()
 }
 
+/// A Mailgun `delivered` event `event_id` signed with `signing_key` over now and `token`.
+pub fn mailgun_event(signing_key: &str, token: &str, event_id: &str) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        .to_string();
+    let mut mac =
+        <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(signing_key.as_bytes()).expect("key");
+    mac.update(ts.as_bytes());
+    mac.update(token.as_bytes());
+    let signature = hex::encode(mac.finalize().into_bytes());
+    serde_json::json!({
+        "signature": {"timestamp": ts, "token": token, "signature": signature},
+        "event-data": {"event": "delivered", "id": event_id, "timestamp": 1_700_000_000.5,
+                       "recipient": "m@example.com", "message": {"headers": {"message-id": "x@mg"}}}
+    })
+    .to_string()
+}
+
 /// A Meta WhatsApp status callback for message `wamid` with `status`.
 pub fn meta_status(wamid: &str, status: &str, recipient: &str) -> String {
     serde_json::json!({
