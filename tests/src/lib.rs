@@ -172,6 +172,19 @@ impl Sink {
         self.received.lock().expect("lock").clone()
     }
 
+    /// The requests recorded after the first `from` (cheap to poll on a long run).
+    pub fn received_since(&self, from: usize) -> Vec<Received> {
+        let all = self.received.lock().expect("lock");
+        all.get(from..)
+            .map(<[Received]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// The last request recorded, if any.
+    pub fn last(&self) -> Option<Received> {
+        self.received.lock().expect("lock").last().cloned()
+    }
+
     /// Waits until at least `n` requests were recorded.
     pub async fn wait_for(&self, n: usize) -> Vec<Received> {
         eventually(&format!("{n} deliveries at {}", self.addr), || async {
