@@ -356,3 +356,30 @@ async fn headers_over_header_bytes_get_431() {
         .expect("write");
     assert_eq!(status_of(&mut c).await, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_file_limit_is_raised_and_the_connection_cap_follows_it() {
+    let sink = Sink::start().await;
+    // Started with a soft limit of 256 open files (a hard limit of 2048).
+    let s = Sidecar::start_under(&["prlimit", "--nofile=256:2048", "--"], &config(&sink, "")).await;
+    let m = s.metrics().await;
+    assert!(
+        m.contains("hookrelay_connections_max 1024"),
+        "max_connections: auto is half the raised limit: {m}"
+    );
+    // 300 connections, more than the soft limit it started with, all held open.
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        held.push(start_request(&s, "POST /wa HTTP/1.1\r\nHost: x\r\n").await);
+    }
+    eventually("300 connections open", || async {
+        s.metrics()
+            .await
+            .contains("hookrelay_connections_open 300")
+            .then_some(())
+    })
+    .await;
+    let body = meta_status("wamid.nofile", "delivered", "15551234567");
+    let (status, _) = s.post_meta_signed("/wa", "the-real-secret", body).await;
+    assert_eq!(status, 200);
+}

@@ -220,11 +220,18 @@ pub struct Sidecar {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     pub config: PathBuf,
+    /// A command the sidecar is started under (`prlimit …`), if any.
+    pub wrapper: Vec<String>,
 }
 
 impl Sidecar {
     /// Writes `yaml` (with `{LISTEN}`, `{ADMIN}` and `{DATA}` filled in) and starts the sidecar.
     pub async fn start(yaml: &str) -> Sidecar {
+        Self::start_under(&[], yaml).await
+    }
+
+    /// [`Sidecar::start`], the process started under `wrapper` (e.g. `prlimit --nofile=…`).
+    pub async fn start_under(wrapper: &[&str], yaml: &str) -> Sidecar {
         let dir = tempfile::tempdir().expect("tempdir");
         let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
@@ -241,6 +248,7 @@ impl Sidecar {
             listen,
             admin,
             config,
+            wrapper: wrapper.iter().map(|w| (*w).to_owned()).collect(),
         };
         s.spawn().await;
         s
@@ -253,7 +261,15 @@ impl Sidecar {
             .append(true)
             .open(self.dir.path().join("hookrelay.log"))
             .expect("log");
-        let child = Command::new(binary())
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
+        let child = command
             .args(["run", "-c"])
             .arg(&self.config)
             .env("RUST_LOG", "info,pingora=warn")
