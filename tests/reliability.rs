@@ -5,6 +5,7 @@
 //! length (`RELIABILITY_ROUNDS`, `RELIABILITY_PER_ROUND`).
 
 #[path = "../crates/hookrelay-store/tests/support/redis_server.rs"]
+#[expect(dead_code, reason = "restarting Redis is for the replica tests")]
 mod redis_server;
 
 use std::collections::HashSet;
@@ -120,8 +121,7 @@ impl Load {
         for t in self.tasks {
             let _ = t.await;
         }
-        let ids = self.acknowledged.lock().expect("lock").clone();
-        ids
+        self.acknowledged.lock().expect("lock").clone()
     }
 }
 
