@@ -537,3 +537,72 @@ fn newest_source(crates: &std::path::Path, newest: &mut Option<(PathBuf, std::ti
         walk(&entry.path().join("src"), newest);
     }
 }
+
+/// A small file system of a test's own, to fill up: a tmpfs mounted on a new temporary
+/// directory, unmounted when dropped. Mounting needs root (or `CAP_SYS_ADMIN`), which CI
+/// and this project's test machines have: a test that cannot mount one fails, it never
+/// skips.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (as `mount -o size=` takes it: `16m`); panics, naming what
+    /// to fix, when it cannot.
+    pub fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().expect("a directory to mount a tmpfs on");
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("run `mount`");
+        assert!(
+            output.status.success(),
+            "cannot mount a {size} tmpfs on {}: {}. This test fills a small file system of \
+             its own: run it as root (or with CAP_SYS_ADMIN), as CI does",
+            dir.path().display(),
+            String::from_utf8_lossy(&output.stderr).trim(),
+        );
+        Tmpfs { dir }
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Writes file `name` until the file system is full, then gives `leave` bytes of it
+    /// back; returns its path.
+    pub fn fill_but(&self, name: &str, leave: u64) -> PathBuf {
+        use std::io::Write;
+        let path = self.path().join(name);
+        let mut file = std::fs::File::create(&path).expect("create the ballast");
+        let chunk = vec![0xA5u8; 64 << 10];
+        loop {
+            match file.write_all(&chunk) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+                Err(e) => panic!("writing the ballast: {e}"),
+            }
+        }
+        let len = file.metadata().expect("ballast length").len();
+        file.set_len(len.saturating_sub(leave))
+            .expect("shrink the ballast");
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let path = self.dir.path();
+        let unmounted = Command::new("umount")
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            // Still in use (a sidecar still running): detach it now, the kernel frees it
+            // once the last file is closed.
+            let _ = Command::new("umount").arg("-l").arg(path).status();
+        }
+    }
+}

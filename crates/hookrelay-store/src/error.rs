@@ -8,11 +8,11 @@ use std::sync::Arc;
 /// Why a store operation failed.
 ///
 /// A write that fails with [`StoreError::Backend`] was not acknowledged; whether it reached
-/// the disk is unknown only when the commit itself failed, and then the embedded store refuses
-/// further writes ([`EmbeddedStore::health`](crate::EmbeddedStore::health) reports it) until
-/// reopened. With Redis, `Backend` also means "Redis unreachable or too slow" (the call timed
-/// out): whether a write that timed out was applied is unknown, and the next calls work again
-/// once Redis answers.
+/// the disk is unknown only when the commit itself failed. Then the embedded store refuses
+/// further writes with [`StoreError::Recovering`] ([`EmbeddedStore::health`](crate::EmbeddedStore::health)
+/// reports it) until it has recovered by itself, which it retries with backoff. With Redis,
+/// `Backend` also means "Redis unreachable or too slow" (the call timed out): whether a write
+/// that timed out was applied is unknown, and the next calls work again once Redis answers.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -66,6 +66,16 @@ pub enum StoreError {
     UnknownDelivery {
         /// The id asked for.
         id: DeliveryId,
+    },
+    /// The embedded store refuses writes: a write or sync of its log failed (a full disk, an
+    /// I/O error) and it has not recovered yet. Nothing was written for this call. The store
+    /// retries by itself, with backoff, and takes writes again as soon as one succeeds; a
+    /// caller answers "try again later" (the sidecar: `503`, so the provider retries).
+    #[error("the store refuses writes until it recovers from a failed write")]
+    Recovering {
+        /// The error of the write or sync that failed first.
+        #[source]
+        source: Arc<dyn StdError + Send + Sync>,
     },
     /// The writer thread is gone; the store must be reopened.
     #[error("the store writer has stopped")]

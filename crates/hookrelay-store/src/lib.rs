@@ -10,7 +10,8 @@
 //!   and synced with one `fdatasync`, so an acknowledged enqueue survives `kill -9` and
 //!   power loss. The queue is kept in memory and bodies are read back from the log; the log
 //!   is compacted into a checkpoint of what is live. Leases are in memory: after a restart
-//!   every queued delivery is eligible again.
+//!   every queued delivery is eligible again. After a failed write (a full disk) it refuses
+//!   writes ([`StoreError::Recovering`]) until it has recovered by itself.
 //! - [`RedisStore`] (DESIGN.md §7): one stream and consumer group per endpoint; leases are
 //!   renewed while the process lives. Durable as far as Redis is: run it with
 //!   `appendonly yes` and `appendfsync always` (or accept `everysec`'s one-second window).
@@ -28,5 +29,5 @@ pub use error::StoreError;
 pub use redis::{RedisOptions, RedisStore};
 pub use store::{Store, StoreConfig};
 pub use types::{
-    DeadLetter, Delivery, DeliveryId, EnqueueOutcome, MAX_RESPONSE_BYTES, NewDelivery,
+    DeadLetter, Delivery, DeliveryId, EnqueueOutcome, MAX_RESPONSE_BYTES, NewDelivery, StoreStats,
 };

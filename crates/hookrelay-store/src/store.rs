@@ -2,7 +2,7 @@
 
 use crate::{
     DeadLetter, Delivery, DeliveryId, EmbeddedOptions, EmbeddedStore, EnqueueOutcome, NewDelivery,
-    RedisOptions, RedisStore, StoreError,
+    RedisOptions, RedisStore, StoreError, StoreStats,
 };
 use std::fmt;
 use std::path::PathBuf;
@@ -365,5 +365,16 @@ impl Store {
     /// `Ok` when the store can serve: [`EmbeddedStore::health`], [`RedisStore::health`].
     pub async fn health(&self) -> Result<(), StoreError> {
         both!(self, s => s.health().await)
+    }
+
+    /// What the store counted since it was opened, for metrics (no I/O): writes the
+    /// embedded store refused while it recovered from a failed write, and how many times it
+    /// started failing ([`EmbeddedStore::stats`]). Redis has no such state, its calls fail
+    /// one by one while it is unreachable: all zeros.
+    pub fn stats(&self) -> StoreStats {
+        match self {
+            Store::Embedded(s) => s.stats(),
+            Store::Redis(_) => StoreStats::default(),
+        }
     }
 }

@@ -107,3 +107,15 @@ mod tests {
         assert_eq!(truncate("aé".into(), 2), "a");
     }
 }
+
+/// What a store counted since it was opened, for metrics: [`Store::stats`](crate::Store::stats).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreStats {
+    /// Writes refused at once with [`StoreError::Recovering`](crate::StoreError::Recovering)
+    /// because the store was recovering from a failed write (embedded; always 0 on Redis).
+    pub refused: u64,
+    /// Times a write or sync failed and the store started refusing writes (embedded; always
+    /// 0 on Redis, whose calls fail one by one while it is unreachable).
+    pub outages: u64,
+}

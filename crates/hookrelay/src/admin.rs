@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 
 use crate::clock::now_ms;
 use crate::deliver::Lanes;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StoreState};
 use hookrelay_config::Live;
 use hookrelay_store::Store;
 
@@ -51,8 +51,12 @@ impl Admin {
                 self.store.queue_depth(&ep.name).await.unwrap_or(0),
             ));
         }
+        let store = StoreState {
+            up: self.store.health().await.is_ok(),
+            stats: self.store.stats(),
+        };
         self.metrics.set_generation(snapshot.generation);
-        self.metrics.render(&depth)
+        self.metrics.render(&depth, &store)
     }
 }
 
@@ -118,6 +122,18 @@ pub(crate) fn dead_letter_json(d: &DeadLetter) -> Value {
     })
 }
 
+/// `error` and its causes, `: `-separated (a full disk says so).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
     req.uri().query().and_then(|q| {
         form_urlencoded::parse(q.as_bytes())
@@ -136,7 +152,7 @@ async fn route(app: Arc<Admin>, req: Request<Incoming>) -> Resp {
             Err(e) => reply(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",
-                format!("store unavailable: {e}\n"),
+                format!("store unavailable: {}\n", with_causes(&e)),
             ),
         },
         (&Method::GET, ["metrics"]) => reply(

@@ -9,6 +9,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use hookrelay_store::StoreStats;
+
 /// Upper bounds of the delivery latency histogram, in seconds.
 const LATENCY_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -28,6 +30,14 @@ type Labels<'a> = &'a [(&'static str, &'a str)];
 struct Family {
     help: &'static str,
     series: BTreeMap<Vec<(&'static str, String)>, u64>,
+}
+
+/// What `/metrics` shows of the store, read when it is scraped.
+pub(crate) struct StoreState {
+    /// Its health check passed.
+    pub(crate) up: bool,
+    /// What it counted.
+    pub(crate) stats: StoreStats,
 }
 
 /// Every metric of the sidecar.
@@ -186,8 +196,9 @@ impl Metrics {
         );
     }
 
-    /// Renders every metric; `queue_depth` gives the gauge per endpoint.
-    pub(crate) fn render(&self, queue_depth: &[(String, u64)]) -> String {
+    /// Renders every metric; `queue_depth` gives the gauge per endpoint, `store` the
+    /// store's.
+    pub(crate) fn render(&self, queue_depth: &[(String, u64)], store: &StoreState) -> String {
         let mut out = String::new();
         if let Ok(map) = self.counters.lock() {
             for (name, family) in map.iter() {
@@ -262,6 +273,21 @@ impl Metrics {
             out,
             "# HELP hookrelay_connections_max The public listener's limits.max_connections.\n# TYPE hookrelay_connections_max gauge\nhookrelay_connections_max {}",
             self.connections_max.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP hookrelay_store_up Whether the store takes writes: 0 while it is unreachable or recovers from a failed write.\n# TYPE hookrelay_store_up gauge\nhookrelay_store_up {}",
+            u8::from(store.up)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP hookrelay_store_refused_total Writes the embedded store refused at once while it recovered from a failed write (a full disk): callbacks answered 503, outcomes tried again.\n# TYPE hookrelay_store_refused_total counter\nhookrelay_store_refused_total {}",
+            store.stats.refused
+        );
+        let _ = writeln!(
+            out,
+            "# HELP hookrelay_store_outages_total Times a write or sync of the embedded store failed and it started refusing writes until it recovered.\n# TYPE hookrelay_store_outages_total counter\nhookrelay_store_outages_total {}",
+            store.stats.outages
         );
         let _ = writeln!(
             out,

@@ -55,7 +55,7 @@ pub(crate) struct Written {
 }
 
 /// Syncs directory `dir` (a rename in it is durable after this).
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(test)]
     if FAIL_DIR_SYNC.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(std::io::Error::other("directory sync failed (test)"));
@@ -196,9 +196,10 @@ static FAIL_DIR_SYNC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicB
 #[cfg(test)]
 mod tests {
     use super::FAIL_DIR_SYNC;
-    use crate::{EmbeddedOptions, EmbeddedStore, EnqueueOutcome, NewDelivery};
+    use crate::{EmbeddedOptions, EmbeddedStore, EnqueueOutcome, NewDelivery, StoreError};
     use bytes::Bytes;
     use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
 
     fn new(webhook_id: &str) -> NewDelivery {
         NewDelivery {
@@ -210,10 +211,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_checkpoint_failing_after_its_rename_stops_the_store_and_loses_nothing()
+    async fn a_checkpoint_failing_after_its_rename_refuses_writes_until_undone_and_loses_nothing()
     -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let options = EmbeddedOptions::default().compact_after(0);
+        let mut expected = vec!["kept".to_owned(), "after".to_owned()];
         {
             let store = EmbeddedStore::open_with(dir.path(), options.clone())?;
             store.enqueue(None, vec![new("kept")], 0).await?;
@@ -222,31 +224,50 @@ mod tests {
             // fails to sync the directory.
             let mut acknowledged = 0;
             for i in 0..100 {
+                let id = format!("x{i}");
                 let Ok(EnqueueOutcome::Enqueued(ids)) =
-                    store.enqueue(None, vec![new(&format!("x{i}"))], 0).await
+                    store.enqueue(None, vec![new(&id)], 0).await
                 else {
                     break;
                 };
                 acknowledged += 1;
-                let Ok(()) = store.complete(ids[0]).await else {
+                if store.complete(ids[0]).await.is_err() {
+                    expected.push(id);
                     break;
-                };
+                }
                 if store.health().await.is_err() {
                     break;
                 }
             }
-            FAIL_DIR_SYNC.store(false, Ordering::SeqCst);
             assert!(acknowledged > 0);
-            assert!(store.health().await.is_err(), "the store stopped");
-            assert!(store.enqueue(None, vec![new("refused")], 0).await.is_err());
+            // The new file cannot be removed durably while directory syncs fail.
+            assert!(matches!(
+                store.health().await,
+                Err(StoreError::Recovering { .. })
+            ));
+            assert!(matches!(
+                store.enqueue(None, vec![new("refused")], 0).await,
+                Err(StoreError::Recovering { .. })
+            ));
+            FAIL_DIR_SYNC.store(false, Ordering::SeqCst);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while store.health().await.is_err() {
+                assert!(Instant::now() < deadline, "the store did not recover");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            store.enqueue(None, vec![new("after")], 0).await?;
+            let stats = store.stats();
+            assert_eq!(stats.outages, 1);
+            assert!(stats.refused >= 1);
         }
         let store = EmbeddedStore::open_with(dir.path(), options)?;
         store.health().await?;
-        let leased = store.lease("crm", 0, 10).await?;
-        let ids: Vec<&str> = leased.iter().map(|d| d.webhook_id.as_str()).collect();
+        let leased = store.lease("crm", 0, 200).await?;
+        let mut ids: Vec<String> = leased.into_iter().map(|d| d.webhook_id).collect();
+        ids.sort();
+        expected.sort();
         assert_eq!(
-            ids,
-            ["kept"],
+            ids, expected,
             "what was acknowledged is there, nothing else"
         );
         Ok(())

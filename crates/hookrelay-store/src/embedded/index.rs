@@ -118,6 +118,42 @@ impl Index {
             .insert((not_before, id));
     }
 
+    /// Replaces what is queued with `queued` (id, endpoint, due time), as the writer reads it
+    /// back after a failed write: a delivery leased now stays leased (its worker will
+    /// record its outcome), except those in `orphans` (leased while a batch that removed
+    /// them was being written: nobody holds them). Subscriptions are kept, and each
+    /// endpoint with deliveries is woken, since some may be due again.
+    pub(crate) fn rebuild(
+        &mut self,
+        queued: impl IntoIterator<Item = (u64, Arc<str>, i64)>,
+        orphans: &[u64],
+    ) {
+        let mut lanes: HashMap<Arc<str>, Lane> = HashMap::new();
+        let mut leases = HashMap::new();
+        for (id, endpoint, not_before) in queued {
+            let lane = lanes.entry(Arc::clone(&endpoint)).or_default();
+            if self.leases.contains_key(&id) && !orphans.contains(&id) {
+                lane.leased += 1;
+                leases.insert(
+                    id,
+                    Lease {
+                        endpoint,
+                        not_before,
+                    },
+                );
+            } else {
+                lane.delayed.insert((not_before, id));
+            }
+        }
+        self.lanes = lanes;
+        self.leases = leases;
+        for endpoint in self.lanes.keys() {
+            if let Some(notify) = self.wakers.get(&**endpoint) {
+                notify.notify_one();
+            }
+        }
+    }
+
     /// Whether delivery `id` is leased.
     pub(crate) fn is_leased(&self, id: u64) -> bool {
         self.leases.contains_key(&id)
@@ -324,6 +360,36 @@ mod tests {
         assert_eq!(index.next_due("a"), Some(10));
         assert_eq!(index.lease("a", 10, 10), vec![2]);
         assert_eq!(index.depth("a"), 2);
+    }
+
+    #[test]
+    fn a_rebuild_keeps_leases_and_subscriptions_but_not_orphans() {
+        let mut index = Index::default();
+        index.apply(vec![
+            queued("a", 1, 0),
+            queued("a", 2, 0),
+            queued("a", 3, 0),
+        ]);
+        assert_eq!(index.lease("a", 0, 2), vec![1, 2]);
+        let notify = index.waker("a");
+        // 3 was completed by an outcome that a failed sync took back; 4 came back too; 2
+        // was leased while a failed batch removed it.
+        index.rebuild(
+            [
+                (1, "a".into(), 0),
+                (2, "a".into(), 0),
+                (3, "a".into(), 0),
+                (4, "a".into(), 5),
+            ],
+            &[2],
+        );
+        assert!(index.is_leased(1) && !index.is_leased(2));
+        assert_eq!(index.depth("a"), 4);
+        let mut waited = std::pin::pin!(notify.notified());
+        assert!(waited.as_mut().enable(), "the endpoint is woken");
+        assert_eq!(index.lease("a", 10, 10), vec![2, 3, 4]);
+        assert!(index.release(1));
+        assert_eq!(index.lease("a", 10, 10), vec![1]);
     }
 
     #[test]

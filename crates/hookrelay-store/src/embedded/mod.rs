@@ -4,7 +4,9 @@
 //!   it back;
 //! - `state`: the records and the state they build (queued deliveries, dead letters,
 //!   dedupe keys), applied the same way when written and when read back at open;
-//! - `writer`: the writer thread (group commit, lazy sync of outcomes, when to checkpoint);
+//! - `writer`: the writer thread (group commit, lazy sync of outcomes, when to checkpoint),
+//!   how far ahead of its writes the log takes space (`writer::room`), and what it does
+//!   from a failed write until writes work again (`writer::outage`);
 //! - `batch`: what each op of a batch writes, decided against the state, and its effects on
 //!   the index;
 //! - `checkpoint`: a new log file of only what is live, written and renamed into place;
@@ -25,7 +27,9 @@ mod relay;
 mod state;
 mod writer;
 
-use crate::{DeadLetter, Delivery, DeliveryId, EnqueueOutcome, NewDelivery, StoreError};
+use crate::{
+    DeadLetter, Delivery, DeliveryId, EnqueueOutcome, NewDelivery, StoreError, StoreStats,
+};
 use bytes::Bytes;
 use recover::{index_of, recover};
 use state as writer_state;
@@ -77,8 +81,11 @@ impl EmbeddedOptions {
         self
     }
 
-    /// Log length in bytes below which the log is never compacted (default 64 MiB). Past
+    /// Log length in bytes below which the log is not compacted (default 64 MiB). Past
     /// it, the log is compacted once it is four times the size of what is still live.
+    ///
+    /// On a file system short of space (less than 64 MiB free) the log is compacted
+    /// whatever its length (past 1 MiB, or this if less), once it is twice what is live.
     #[must_use]
     pub fn compact_after(mut self, bytes: u64) -> Self {
         self.compact_after = bytes;
@@ -130,6 +137,17 @@ impl EmbeddedOptions {
 /// listed. When the log has grown to four times what is still live (and past
 /// [`EmbeddedOptions::compact_after`]), it is rewritten with only the live records. Leases are kept in memory: after
 /// [`EmbeddedStore::open`] every queued delivery is eligible again.
+///
+/// A failed write or sync (a full disk, an I/O error) fails the ops of its batch; from
+/// then on every write fails at once with [`StoreError::Recovering`] and
+/// [`health`](EmbeddedStore::health) reports it, while the store recovers by itself: it
+/// cuts its log back to what is known to be whole, reads its state back from it,
+/// compacts the log if the disk was full and that makes room, and retries a write with
+/// backoff (at once, then 50 ms doubling to 2 s). As soon as one succeeds it takes writes
+/// again. Nothing acknowledged is lost; an outcome written but not yet synced when a sync
+/// fails may be, and its delivery is then attempted again. [`EmbeddedStore::stats`] counts
+/// the refusals. The log is extended ahead of its writes only while the file system has
+/// room to spare.
 #[derive(Clone, Debug)]
 pub struct EmbeddedStore {
     inner: Arc<Inner>,
@@ -234,26 +252,16 @@ impl EmbeddedStore {
         };
         core.files.insert(seq, Arc::clone(&file));
         core.committed = (seq, end);
-        let shared = Arc::new(Shared {
-            core: Mutex::new(core),
-            ..Shared::default()
-        });
+        let shared = Arc::new(Shared::new(core));
         let (ops, receiver) = mpsc::channel();
         let niceness = options.writer_niceness;
-        let writer = Writer {
-            dir: dir.to_owned(),
-            shared: Arc::clone(&shared),
-            file,
-            seq,
-            end,
-            max_batch: options.max_batch,
-            compact_after: options.compact_after,
-            unsynced_since: None,
-            lazy_sync: options.outcome_sync,
-            next_checkpoint_at: 0,
-            allocated,
-            buf: Vec::new(),
-        };
+        let writer = Writer::new(
+            dir.to_owned(),
+            Arc::clone(&shared),
+            (seq, file),
+            (end, allocated),
+            &options,
+        );
         let handle = std::thread::Builder::new()
             .name("hookrelay-store-writer".into())
             .spawn(move || {
@@ -277,7 +285,12 @@ impl EmbeddedStore {
         &self.inner.dir
     }
 
+    /// Sends `op` to the writer and waits for its answer; refused at once while the store
+    /// is failing.
     async fn call<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
+        if let Some(refused) = self.inner.shared.refuse() {
+            return Err(refused);
+        }
         let (reply, answer) = oneshot::channel();
         let ops = self.inner.ops.as_ref().ok_or(StoreError::WriterStopped)?;
         let sent = Sent {
@@ -324,8 +337,10 @@ impl EmbeddedStore {
             let ids = core.index.lease(endpoint, now_ms, max);
             let mut found = Vec::with_capacity(ids.len());
             for id in ids {
-                // Absent: removed by a batch whose index update is just being applied.
+                // Absent: removed by the batch being written, whose commit drops the
+                // lease (and whose failure gives it back).
                 let Some(entry) = core.state.queued.get(&id) else {
+                    core.orphans.push(id);
                     continue;
                 };
                 let Some(file) = core.files.get(&entry.put.seq) else {
@@ -582,14 +597,21 @@ impl EmbeddedStore {
         self.inner.shared.checkpoints.load(Ordering::Relaxed)
     }
 
-    /// [`Store::health`](crate::Store::health): ready when the writer runs, no write has
-    /// failed, and the log file is there.
+    /// [`Store::stats`](crate::Store::stats): writes refused while the store was failing,
+    /// and how many times it started failing, since open.
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            refused: self.inner.shared.refused.load(Ordering::Relaxed),
+            outages: self.inner.shared.outages.load(Ordering::Relaxed),
+        }
+    }
+
+    /// [`Store::health`](crate::Store::health): ready when the writer runs, takes writes
+    /// (a failed write makes it [`StoreError::Recovering`] until a retry succeeds), and the
+    /// log file is there.
     pub async fn health(&self) -> Result<(), StoreError> {
-        if let Some(source) = self.inner.shared.failure() {
-            return Err(StoreError::Backend {
-                op: "commit",
-                source,
-            });
+        if let Some(refusal) = self.inner.shared.refusal() {
+            return Err(refusal);
         }
         let stopped = self
             .inner

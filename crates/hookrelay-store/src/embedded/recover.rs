@@ -4,7 +4,8 @@
 //! did not remove before a crash, and a `.log.tmp` an unfinished checkpoint; both are
 //! removed. The records are applied in order; a damaged frame that intact frames follow is
 //! skipped and reported, and a torn tail (a write the crash interrupted, never
-//! acknowledged) is cut off. Leases are not logged, so none is held after recovery.
+//! acknowledged) is cut off. Leases are not logged, so none is held after recovery. The
+//! writer reads its log back the same way when a write failed (see `writer`).
 
 use super::checkpoint::{Snapshot, write_checkpoint};
 use super::index::Index;
@@ -49,8 +50,34 @@ pub(crate) fn recover(dir: &Path) -> Result<(u64, Arc<File>, u64, state::State),
         .write(true)
         .open(&path)
         .map_err(open_error)?;
+    let (state, scanned) = read_back(&path, &file, seq)?;
+    // Zeros after the last frame are space the writer set aside, not a torn write.
+    if scanned.torn > 0 && !log::zeros(&file, scanned.valid_end).map_err(open_error)? {
+        tracing::warn!(
+            path = %path.display(),
+            bytes = scanned.torn,
+            "cutting off an unfinished write at the end of the store log"
+        );
+        file.set_len(scanned.valid_end).map_err(open_error)?;
+        file.sync_all().map_err(open_error)?;
+    }
+    for &older in &logs[..logs.len() - 1] {
+        std::fs::remove_file(log_path(dir, older)).map_err(open_error)?;
+    }
+    Ok((seq, Arc::new(file), scanned.valid_end, state))
+}
+
+/// Reads log file `seq` (at `path`) back into a state, as far as its last whole frame: at
+/// open, and when the writer rebuilds its state after a failed write. A damaged frame that
+/// intact frames follow is skipped and logged, and the ids it may have used are not handed
+/// out again.
+pub(crate) fn read_back(
+    path: &Path,
+    file: &File,
+    seq: u64,
+) -> Result<(state::State, log::Scanned), StoreError> {
     let mut state = state::State::default();
-    let scanned = log::scan(&path, &file, seq, |loc, head, _tail| {
+    let scanned = log::scan(path, file, seq, |loc, head, _tail| {
         let rec: state::Rec<'_> = postcard::from_bytes(head).map_err(|e| StoreError::Corrupt {
             table: "log",
             key: seq,
@@ -70,20 +97,7 @@ pub(crate) fn recover(dir: &Path) -> Result<(u64, Arc<File>, u64, state::State),
         // past the most it can have held, so no id names two deliveries.
         state.next_id = state.next_id.saturating_add(log::most_records(len));
     }
-    // Zeros after the last frame are space the writer set aside, not a torn write.
-    if scanned.torn > 0 && !log::zeros(&file, scanned.valid_end).map_err(open_error)? {
-        tracing::warn!(
-            path = %path.display(),
-            bytes = scanned.torn,
-            "cutting off an unfinished write at the end of the store log"
-        );
-        file.set_len(scanned.valid_end).map_err(open_error)?;
-        file.sync_all().map_err(open_error)?;
-    }
-    for &older in &logs[..logs.len() - 1] {
-        std::fs::remove_file(log_path(dir, older)).map_err(open_error)?;
-    }
-    Ok((seq, Arc::new(file), scanned.valid_end, state))
+    Ok((state, scanned))
 }
 
 /// Rebuilds the index from the state at open: every queued delivery, none leased.

@@ -5,21 +5,26 @@
 //! (deciding its outcome against the state, which it updates as it goes, so later ops of
 //! the batch see earlier ones), appends them to the log in one write, makes that durable
 //! with one `fdatasync`, then updates the queue index, wakes workers and answers every
-//! caller. A failed write or sync fails every op of the batch and every later one: the
-//! state may be ahead of the file, so the store must be reopened (which rebuilds it from
-//! the file).
+//! caller. A failed write or sync fails every op of the batch; until the writer has
+//! brought its state back in line with the file and a write works again, every later op
+//! is refused at once (`outage`).
 //!
 //! An op decides whether it can proceed before it appends anything, so an op that fails on
 //! its own leaves the log clean and the other ops of the batch still commit. Each op's
 //! records go into one frame, so after a crash an op is either all there or not at all.
 //!
 //! What each op writes, and what it changes in the index once committed, is decided in
-//! `batch`; this module takes the ops in, writes and syncs, and answers.
+//! `batch`; this module takes the ops in, writes and syncs, and answers. How far ahead of
+//! its writes the file grows, and how full the file system is, is `room`'s.
 //!
 //! When the log has grown past `compact_after` and to four times what is live, the thread
 //! writes a checkpoint (`checkpoint`): a new log file holding only the live state (queued
 //! deliveries with their bodies, dead letters, live dedupe keys, the next id), made durable
-//! and renamed into place before the old file is removed.
+//! and renamed into place before the old file is removed. When the file system is short of
+//! space (`room`), it does so whatever the log's length, once the log is twice what is live.
+
+mod outage;
+mod room;
 
 use super::batch::Batch;
 use super::checkpoint::{CheckpointError, Snapshot, write_checkpoint};
@@ -34,10 +39,10 @@ use std::error::Error as StdError;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// The batch buffer is kept for the next batch up to this size (reusing it spares the
@@ -45,8 +50,14 @@ use tokio::sync::oneshot;
 const KEEP_BUFFER: usize = 16 << 20;
 
 /// The log file is extended with zeros this much ahead of the writes, so that a sync
-/// writes the appended data only, not the file's size as well.
+/// writes the appended data only, not the file's size as well (when the file system has
+/// room to spare: `room`).
 const PREALLOCATE: u64 = 16 << 20;
+
+/// On a file system short of space the log is compacted past this length (or past
+/// `compact_after`, if less), and a failed checkpoint is tried again this much later at
+/// the least.
+const SHORT_COMPACT_FLOOR: u64 = 1 << 20;
 
 /// How long an outcome written without a sync (see [`Op::is_lazy`]) waits for one at most,
 /// unless the options say otherwise.
@@ -147,6 +158,9 @@ pub(crate) struct Core {
     /// The log file being written and how much of it is written: a record past that
     /// belongs to a batch still being written.
     pub(crate) committed: (u64, u64),
+    /// Deliveries leased while the batch being written removed them from the state: its
+    /// commit drops their leases, and if it fails they are given back (nobody holds them).
+    pub(crate) orphans: Vec<u64>,
 }
 
 /// State shared by the writer thread and the store handles.
@@ -155,26 +169,60 @@ pub(crate) struct Shared {
     pub(crate) core: Mutex<Core>,
     pub(crate) commits: AtomicU64,
     pub(crate) checkpoints: AtomicU64,
-    /// Set when a write failed: the store refuses writes until reopened.
-    pub(crate) failed: Mutex<Option<Arc<dyn StdError + Send + Sync>>>,
+    /// Writes refused because the store was failing.
+    pub(crate) refused: AtomicU64,
+    /// Times the store started failing.
+    pub(crate) outages: AtomicU64,
+    /// True from a failed write or sync until the store has recovered.
+    failing: AtomicBool,
+    /// The error that started the failure, while failing.
+    failure: Mutex<Option<Arc<dyn StdError + Send + Sync>>>,
 }
 
 impl Shared {
+    /// Shared state starting from `core`.
+    pub(crate) fn new(core: Core) -> Self {
+        Shared {
+            core: Mutex::new(core),
+            ..Shared::default()
+        }
+    }
+
     pub(crate) fn core(&self) -> MutexGuard<'_, Core> {
         // The core is consistent after every statement that holds the lock, so a panic
         // elsewhere leaves it usable.
         self.core.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn failure(&self) -> Option<Arc<dyn StdError + Send + Sync>> {
-        self.failed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    /// While the store is failing: the error a write is refused with (counted as refused).
+    pub(crate) fn refuse(&self) -> Option<StoreError> {
+        let refusal = self.refusal()?;
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        Some(refusal)
     }
 
-    fn fail(&self, error: Arc<dyn StdError + Send + Sync>) {
-        *self.failed.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+    /// While the store is failing: why.
+    pub(crate) fn refusal(&self) -> Option<StoreError> {
+        if !self.failing.load(Ordering::Acquire) {
+            return None;
+        }
+        let source = self
+            .failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()?;
+        Some(StoreError::Recovering { source })
+    }
+
+    fn start_failing(&self, error: Arc<dyn StdError + Send + Sync>) {
+        *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+        self.failing.store(true, Ordering::Release);
+        self.outages.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn stop_failing(&self) {
+        self.failing.store(false, Ordering::Release);
+        *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 }
 
@@ -212,40 +260,89 @@ impl Pending {
 
 /// Where the log lives and how it is tuned.
 pub(crate) struct Writer {
-    pub(crate) dir: PathBuf,
-    pub(crate) shared: Arc<Shared>,
+    dir: PathBuf,
+    shared: Arc<Shared>,
     /// The log file appended to.
-    pub(crate) file: Arc<File>,
-    pub(crate) seq: u64,
+    file: Arc<File>,
+    seq: u64,
     /// Where the next frame goes.
-    pub(crate) end: u64,
-    pub(crate) max_batch: usize,
-    /// No checkpoint before the log is this long.
-    pub(crate) compact_after: u64,
+    end: u64,
+    /// How much of the file the last successful sync covers.
+    synced_end: u64,
+    max_batch: usize,
+    /// No checkpoint before the log is this long (unless the file system is short).
+    compact_after: u64,
     /// Since when written outcomes wait for a sync, if any do.
-    pub(crate) unsynced_since: Option<std::time::Instant>,
+    unsynced_since: Option<Instant>,
     /// How long they may wait.
-    pub(crate) lazy_sync: Duration,
+    lazy_sync: Duration,
     /// No checkpoint before the log reaches this length (after a checkpoint: twice its
-    /// length; after a failed one: `compact_after` more).
-    pub(crate) next_checkpoint_at: u64,
+    /// length; after a failed one: `compact_after` more, or a quarter more when short).
+    next_checkpoint_at: u64,
     /// The file's length: zeros from `end` to here.
-    pub(crate) allocated: u64,
+    allocated: u64,
+    /// Whether the file is extended ahead of its writes, as last seen.
+    ahead: room::Ahead,
+    /// Whether the file system had less than [`room::ROOMY`] free when last asked.
+    short: bool,
+    /// Set from a failed write or sync until writes work again.
+    outage: Option<outage::Outage>,
     /// The last batch's buffer, reused.
-    pub(crate) buf: Vec<u8>,
+    buf: Vec<u8>,
 }
 
 impl Writer {
+    /// The writer of log file `seq`, whole up to `end` and `allocated` long, with the
+    /// tuning of `options`.
+    pub(crate) fn new(
+        dir: PathBuf,
+        shared: Arc<Shared>,
+        (seq, file): (u64, Arc<File>),
+        (end, allocated): (u64, u64),
+        options: &super::EmbeddedOptions,
+    ) -> Self {
+        Writer {
+            dir,
+            shared,
+            file,
+            seq,
+            end,
+            synced_end: end,
+            max_batch: options.max_batch,
+            compact_after: options.compact_after,
+            unsynced_since: None,
+            lazy_sync: options.outcome_sync,
+            next_checkpoint_at: 0,
+            allocated,
+            ahead: room::Ahead::SetAside,
+            short: false,
+            outage: None,
+            buf: Vec::new(),
+        }
+    }
+
     pub(crate) fn run(mut self, ops: Receiver<Sent>) {
         loop {
-            let next = match self.unsynced_since {
+            if self.outage.as_ref().is_some_and(outage::Outage::due) {
+                self.retry();
+                continue;
+            }
+            let wait = match (&self.outage, self.unsynced_since) {
+                (Some(outage), _) => Some(outage.until_retry()),
+                (None, Some(since)) => Some(self.lazy_sync.saturating_sub(since.elapsed())),
+                (None, None) => None,
+            };
+            let next = match wait {
                 None => ops.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                Some(since) => ops.recv_timeout(self.lazy_sync.saturating_sub(since.elapsed())),
+                Some(wait) => ops.recv_timeout(wait),
             };
             let first = match next {
                 Ok(op) => op,
                 Err(RecvTimeoutError::Timeout) => {
-                    self.sync_lazy();
+                    // While failing, the loop's next turn retries.
+                    if self.outage.is_none() {
+                        self.sync_lazy();
+                    }
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -257,10 +354,18 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            if self.outage.is_some() {
+                self.refuse(batch);
+                continue;
+            }
             self.commit(batch);
             self.maybe_checkpoint();
         }
-        self.sync_lazy();
+        // Closing. A failing store gives up at once: an outcome it did not write only
+        // means that delivery is attempted again after the restart.
+        if self.outage.is_none() {
+            self.sync_lazy();
+        }
     }
 
     /// Syncs outcomes written without a sync.
@@ -268,16 +373,12 @@ impl Writer {
         if self.unsynced_since.take().is_none() {
             return;
         }
-        // Also after a failed write: the outcomes written before it were acknowledged.
         match self.file.sync_data() {
             Ok(()) => {
+                self.synced_end = self.end;
                 self.shared.commits.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) if self.shared.failure().is_none() => {
-                tracing::error!(error = %e, "store sync failed; the store refuses writes until reopened");
-                self.shared.fail(Arc::new(e));
-            }
-            Err(_) => {}
+            Err(e) => self.fail(outage::Failure::io("sync", e, self.synced_end)),
         }
     }
 
@@ -286,24 +387,13 @@ impl Writer {
         let (batch, relays): (Vec<Op>, Vec<Option<Arc<Relay>>>) =
             sent.into_iter().map(|s| (s.op, s.relay)).unzip();
         let mut pending = Vec::with_capacity(size);
-        if let Some(source) = self.shared.failure() {
-            for op in batch {
-                pending.push(pending_of(op));
-            }
-            let make = || StoreError::Backend {
-                op: "write",
-                source: Arc::clone(&source),
-            };
-            relay::answer(pending.into_iter().map(|p| p.failed(&make)).zip(relays));
-            return;
-        }
         let sync = batch.iter().any(|op| !op.is_lazy())
             || self
                 .unsynced_since
                 .is_some_and(|since| since.elapsed() >= self.lazy_sync);
         let mut frames = FrameBuf::reusing(std::mem::take(&mut self.buf), self.seq, self.end);
         let mut effects = Vec::new();
-        let mut fatal = None;
+        let mut unframed = None;
         {
             let mut guard = self.shared.core();
             let core = &mut *guard;
@@ -403,11 +493,12 @@ impl Writer {
                 b.state.purge(now_ms);
             }
             if let Err(e) = frames.end() {
-                fatal = Some(e);
+                unframed = Some(e);
             }
         }
-        let written = match fatal {
-            Some(e) => Err(e),
+        let written = match unframed {
+            // Nothing written, but the state has the batch: it is read back all the same.
+            Some(e) => Err(outage::Failure::unframed(e, self.end)),
             None => self.append(&frames, sync),
         };
         let end = frames.end_offset();
@@ -422,10 +513,10 @@ impl Writer {
                     self.end = end;
                     if sync {
                         self.unsynced_since = None;
+                        self.synced_end = end;
                         self.shared.commits.fetch_add(1, Ordering::Relaxed);
                     } else {
-                        self.unsynced_since
-                            .get_or_insert_with(std::time::Instant::now);
+                        self.unsynced_since.get_or_insert_with(Instant::now);
                     }
                     tracing::trace!(ops = size, sync, "store group commit");
                 }
@@ -433,20 +524,15 @@ impl Writer {
                     let mut core = self.shared.core();
                     core.committed = (self.seq, self.end);
                     core.index.apply(effects);
+                    core.orphans.clear();
                 }
                 relay::answer(pending.into_iter().zip(relays));
             }
-            Err(error) => {
-                tracing::error!(ops = size, error = %error, "store write failed; the store refuses writes until reopened");
-                let source: Arc<dyn StdError + Send + Sync> = match &error {
-                    StoreError::Backend { source, .. } => Arc::clone(source),
-                    other => Arc::new(std::io::Error::other(other.to_string())),
-                };
-                self.shared.fail(Arc::clone(&source));
-                let make = || StoreError::Backend {
-                    op: "commit",
-                    source: Arc::clone(&source),
-                };
+            Err(failure) => {
+                // Failing before the callers hear of it: a caller that checks the store's
+                // health once answered finds it failing.
+                let make = failure.answers();
+                self.fail(failure);
                 relay::answer(pending.into_iter().map(|p| p.failed(&make)).zip(relays));
             }
         }
@@ -454,7 +540,7 @@ impl Writer {
 
     /// Writes the frames and, when `sync`, syncs the file (and with it every earlier
     /// write); false when there was nothing to write.
-    fn append(&mut self, frames: &FrameBuf, sync: bool) -> Result<bool, StoreError> {
+    fn append(&mut self, frames: &FrameBuf, sync: bool) -> Result<bool, outage::Failure> {
         let bytes = frames.bytes();
         if bytes.is_empty() {
             return Ok(false);
@@ -463,71 +549,67 @@ impl Writer {
         if needed > self.allocated {
             // Written before the frames and synced with them: the file grows once per
             // PREALLOCATE, and the syncs in between only write data.
-            let target = needed + PREALLOCATE;
-            let zeros = vec![0; 1 << 20];
-            let mut at = self.allocated.max(self.end);
-            while at < target {
-                let n =
-                    usize::try_from(target - at).map_or(zeros.len(), |left| left.min(zeros.len()));
-                if let Err(e) = self.file.write_all_at(&zeros[..n], at) {
-                    // Not needed for the frames themselves (the disk may be nearly full):
-                    // write them without the space set aside.
-                    tracing::warn!(error = %e, "cannot set space aside in the store log");
-                    break;
-                }
-                at += n as u64;
-            }
-            self.allocated = at;
+            self.set_aside(needed);
         }
         self.file
             .write_all_at(bytes, self.end)
-            .map_err(|e| StoreError::backend("write", e))?;
+            .map_err(|e| outage::Failure::io("write", e, self.end))?;
         if sync {
             self.file
                 .sync_data()
-                .map_err(|e| StoreError::backend("sync", e))?;
+                .map_err(|e| outage::Failure::io("sync", e, self.synced_end))?;
         }
         Ok(true)
     }
 
     fn maybe_checkpoint(&mut self) {
-        if self.end < self.compact_after.max(self.next_checkpoint_at)
-            || self.shared.failure().is_some()
-        {
+        if self.outage.is_some() {
+            return;
+        }
+        // On a file system short of space, whatever the log's length (but not for the
+        // first few bytes), and once it is twice what is live rather than four times.
+        let (floor, times) = if self.short {
+            (self.compact_after.min(SHORT_COMPACT_FLOOR), 2)
+        } else {
+            (self.compact_after, 4)
+        };
+        if self.end < floor.max(self.next_checkpoint_at) {
             return;
         }
         let live = self.shared.core().state.live_bytes();
-        if self.end < live.saturating_mul(4) {
+        if self.end < live.saturating_mul(times) {
             return;
         }
         let before = self.end;
         match self.checkpoint() {
             Ok(()) => {
-                self.shared.checkpoints.fetch_add(1, Ordering::Relaxed);
-                // However wrong the estimate of what is live, the log at least doubles
-                // between two checkpoints.
-                self.next_checkpoint_at = self.end.saturating_mul(2);
                 tracing::debug!(before, after = self.end, "store log compacted");
             }
-            Err(CheckpointError { error, renamed }) => {
-                if renamed {
-                    // The new file is in place and the old one still in use: the next open
-                    // would take the new one and miss what was written since. Stop.
-                    tracing::error!(error = %error, "store checkpoint failed after its rename; the store refuses writes until reopened");
-                    let source: Arc<dyn StdError + Send + Sync> =
-                        Arc::new(std::io::Error::other(error.to_string()));
-                    self.shared.fail(source);
+            Err(CheckpointError {
+                error,
+                renamed: true,
+            }) => {
+                // The new file is in place and the old one still in use: the next open
+                // would take the new one and miss what is written from now on. Until the
+                // new file is removed again, nothing is written.
+                let path = log_path(&self.dir, self.seq + 1);
+                self.fail(outage::Failure::renamed(error, path));
+            }
+            Err(CheckpointError { error, .. }) => {
+                // The old file stays in use: nothing is lost, the log keeps growing until
+                // it is tried again.
+                tracing::warn!(error = %error, "store checkpoint failed; the log grows until the next try");
+                let more = if self.short {
+                    (self.end / 4).max(SHORT_COMPACT_FLOOR)
                 } else {
-                    // The old file stays in use: nothing is lost, the log keeps growing
-                    // until it is tried again.
-                    tracing::error!(error = %error, "store checkpoint failed");
-                    self.next_checkpoint_at =
-                        self.end.saturating_add(self.compact_after.max(PREALLOCATE));
-                }
+                    self.compact_after.max(PREALLOCATE)
+                };
+                self.next_checkpoint_at = self.end.saturating_add(more);
             }
         }
     }
 
+    /// Rewrites the log with what is live, and switches to it.
     fn checkpoint(&mut self) -> Result<(), CheckpointError> {
         let snapshot = Snapshot::of(&self.shared.core().state);
         let seq = self.seq + 1;
@@ -544,12 +626,17 @@ impl Writer {
         self.file = written.file;
         self.seq = seq;
         self.end = written.end;
+        self.synced_end = written.end;
         self.allocated = written.end;
         // The checkpoint holds (synced) everything the old file said.
         self.unsynced_since = None;
         if let Err(e) = std::fs::remove_file(&old.1) {
             tracing::warn!(path = %old.1.display(), error = %e, "cannot remove the old store log");
         }
+        self.shared.checkpoints.fetch_add(1, Ordering::Relaxed);
+        // However wrong the estimate of what is live, the log at least doubles between
+        // two checkpoints.
+        self.next_checkpoint_at = self.end.saturating_mul(2);
         Ok(())
     }
 }

@@ -223,8 +223,11 @@ pub(crate) async fn attempt(ctx: &DeliverCtx, lane: &Lane, d: Delivery) {
     };
     // The outcome must reach the store: while it is unavailable, keep trying (the
     // delivery stays leased here meanwhile, so it is neither lost nor sent twice by us).
+    // Until the lane stops: shutdown does not wait for a store that refuses writes, and an
+    // outcome not recorded only means the delivery is attempted again after the restart.
     let started = Instant::now();
     let mut wait = Duration::from_millis(100);
+    let mut stopping = lane.stopping();
     loop {
         match apply(ctx, d.id, &record, now).await {
             Ok(()) => {
@@ -236,13 +239,25 @@ pub(crate) async fn attempt(ctx: &DeliverCtx, lane: &Lane, d: Delivery) {
                 break;
             }
             Err(StoreError::UnknownDelivery { .. }) => break,
-            Err(e) if started.elapsed() < RECORD_PATIENCE => {
-                tracing::warn!(endpoint = %lane.name, error = %e, retry_in = ?wait, "cannot record a delivery outcome yet");
-                tokio::time::sleep(wait).await;
+            Err(e) if started.elapsed() < RECORD_PATIENCE && !*stopping.borrow() => {
+                if matches!(e, StoreError::Recovering { .. }) {
+                    // The store logged its failure once; this is one of its refusals.
+                    tracing::debug!(endpoint = %lane.name, error = %e, retry_in = ?wait, "cannot record a delivery outcome yet");
+                } else {
+                    tracing::warn!(endpoint = %lane.name, error = %e, retry_in = ?wait, "cannot record a delivery outcome yet");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stopping.changed() => {}
+                }
                 wait = (wait * 2).min(Duration::from_secs(5));
             }
             Err(e) => {
-                tracing::error!(endpoint = %lane.name, error = %e, "gave up recording a delivery outcome");
+                if *stopping.borrow() {
+                    tracing::info!(endpoint = %lane.name, error = %e, "stopping without recording a delivery outcome: the delivery is attempted again after the restart");
+                } else {
+                    tracing::error!(endpoint = %lane.name, error = %e, "gave up recording a delivery outcome");
+                }
                 // Give the lease back so the delivery is attempted again, not held forever.
                 let _ = ctx.store.release(d.id).await;
                 break;

@@ -96,6 +96,11 @@ impl Lane {
         let _ = self.stop.send(true);
     }
 
+    /// Whether the lane was asked to stop, as a watch (`changed` when it is).
+    pub(crate) fn stopping(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
     /// Applies a (possibly) changed concurrency: more permits at once, fewer as attempts
     /// in flight finish.
     fn set_concurrency(&self, limit: usize) {

@@ -214,7 +214,10 @@ impl Ingest {
             self.dead_letter_removed(snapshot, events, &committed).await;
         }
         if let Some(e) = failure {
-            tracing::error!(error = %e, "store unavailable");
+            // A store refusing writes while it recovers logged its failure once.
+            if !matches!(e, StoreError::Recovering { .. }) {
+                tracing::error!(error = %e, "store unavailable");
+            }
             return Err(Refusal::StoreUnavailable(e.to_string()));
         }
         Ok(written)

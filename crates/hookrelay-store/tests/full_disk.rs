@@ -1,0 +1,283 @@
+//! The embedded store on a full disk, on a small tmpfs of each test's own
+//! (`support/tmpfs.rs`): writes fail with the right error and the store says so, it
+//! recovers by itself once space is freed, it compacts a small volume's log to make room,
+//! and it closes at once while it is failing. Nothing acknowledged is lost, and nothing
+//! that failed shows up later.
+
+#[allow(dead_code)]
+#[path = "support/deliveries.rs"]
+mod deliveries;
+#[path = "support/tmpfs.rs"]
+mod tmpfs;
+
+use bytes::Bytes;
+use deliveries::ids;
+use hookrelay_store::{EmbeddedStore, EnqueueOutcome, NewDelivery, StoreError};
+use std::collections::BTreeSet;
+use std::error::Error;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tmpfs::Tmpfs;
+
+type TestResult = Result<(), Box<dyn Error>>;
+
+/// How long the store may take to take writes again once space is freed.
+const RECOVERS_WITHIN: Duration = Duration::from_secs(10);
+
+/// A delivery to `crm` with a body of `len` bytes.
+fn new(webhook_id: &str, len: usize) -> NewDelivery {
+    NewDelivery {
+        endpoint: "crm".into(),
+        webhook_id: webhook_id.into(),
+        body: Bytes::from(vec![b'x'; len]),
+        created_at_ms: 0,
+    }
+}
+
+/// Whether `error` is a full disk, found by type through its sources (each shared as an
+/// `Arc`).
+fn is_no_space(error: &StoreError) -> bool {
+    let mut source = error.source();
+    while let Some(e) = source {
+        let io = e.downcast_ref::<std::io::Error>().or_else(|| {
+            e.downcast_ref::<Arc<dyn Error + Send + Sync>>()
+                .and_then(|shared| shared.downcast_ref::<std::io::Error>())
+        });
+        if let Some(io) = io {
+            return io.kind() == std::io::ErrorKind::StorageFull;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Enqueues one delivery at a time until a write fails; returns the webhook ids that
+/// were acknowledged and the error of the first that was not.
+async fn enqueue_until_full(
+    store: &EmbeddedStore,
+    prefix: &str,
+    body: usize,
+) -> Result<(Vec<String>, String, StoreError), Box<dyn Error>> {
+    let mut acknowledged = Vec::new();
+    for i in 0..10_000 {
+        let id = format!("{prefix}{i}");
+        match store.enqueue(None, vec![new(&id, body)], 0).await {
+            Ok(EnqueueOutcome::Enqueued(_)) => acknowledged.push(id),
+            Ok(EnqueueOutcome::Duplicate) => return Err("no dedupe key, no duplicate".into()),
+            Err(error) => return Ok((acknowledged, id, error)),
+        }
+    }
+    Err("the disk never filled up".into())
+}
+
+/// Polls `health` until it is `Ok`; how long that took.
+async fn recovered(store: &EmbeddedStore) -> Result<Duration, Box<dyn Error>> {
+    let start = Instant::now();
+    loop {
+        match store.health().await {
+            Ok(()) => return Ok(start.elapsed()),
+            Err(e) if start.elapsed() > RECOVERS_WITHIN => {
+                return Err(format!("not recovered within {RECOVERS_WITHIN:?}: {e}").into());
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
+/// The webhook ids of every delivery of `crm` that can be leased.
+async fn leasable(store: &EmbeddedStore) -> Result<BTreeSet<String>, StoreError> {
+    let leased = store.lease("crm", i64::MAX, usize::MAX).await?;
+    for d in &leased {
+        store.release(d.id).await?;
+    }
+    Ok(leased.into_iter().map(|d| d.webhook_id).collect())
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_writes_until_space_is_freed_and_loses_nothing() -> TestResult {
+    let volume = Tmpfs::mount("8m");
+    let dir = volume.path().join("store");
+    let mut expected = BTreeSet::new();
+    {
+        let store = EmbeddedStore::open(&dir)?;
+        // Some delivered (their outcomes written lazily), one held by a worker throughout.
+        let mut first = Vec::new();
+        for i in 0..6 {
+            first.extend(ids(store
+                .enqueue(None, vec![new(&format!("early{i}"), 512)], 0)
+                .await?));
+        }
+        let leased = store.lease("crm", 0, 10).await?;
+        assert_eq!(leased.len(), 6);
+        for d in &leased[..4] {
+            store.complete(d.id).await?;
+        }
+        store.release(leased[4].id).await?;
+        expected.insert("early4".to_owned());
+        let held = leased[5].id;
+
+        let (ballast, _) = volume.fill("ballast")?;
+        let (acknowledged, failed, error) = enqueue_until_full(&store, "fill", 4096).await?;
+        expected.extend(acknowledged);
+        assert!(
+            matches!(error, StoreError::Backend { .. }) && is_no_space(&error),
+            "the failed write says the disk is full: {error:?}"
+        );
+        assert!(matches!(
+            store.health().await,
+            Err(StoreError::Recovering { .. })
+        ));
+        // Refused at once, outcomes included, and counted.
+        let refused = store.enqueue(None, vec![new("refused", 16)], 0).await;
+        assert!(
+            matches!(refused, Err(StoreError::Recovering { .. })),
+            "{refused:?}"
+        );
+        assert!(matches!(
+            store.complete(held).await,
+            Err(StoreError::Recovering { .. })
+        ));
+        let stats = store.stats();
+        assert!(stats.refused >= 2, "{stats:?}");
+        assert_eq!(stats.outages, 1);
+
+        std::fs::remove_file(&ballast)?;
+        let took = recovered(&store).await?;
+        eprintln!("recovered {took:?} after the ballast was removed");
+        // Writes work again, and the lease held throughout is still held.
+        store.enqueue(None, vec![new("after", 16)], 0).await?;
+        expected.insert("after".to_owned());
+        assert!(!leasable(&store).await?.contains("early5"), "still leased");
+        store.complete(held).await?;
+        let found = leasable(&store).await?;
+        assert_eq!(found, expected, "every acknowledged delivery, nothing else");
+        assert!(!found.contains(&failed) && !found.contains("refused"));
+        assert_eq!(store.stats().outages, 1);
+        // What the store holds beyond the queue's index (what a checkpoint would write)
+        // is the same: no trace of the write that failed.
+        let buried = store.dead_letter_endpoint("crm", "counted", 0).await?;
+        assert_eq!(buried, expected.len() as u64);
+    }
+    let store = EmbeddedStore::open(&dir)?;
+    assert_eq!(
+        store.replay_endpoint("crm", 0).await?,
+        expected.len() as u64
+    );
+    assert_eq!(leasable(&store).await?, expected, "and after a reopen");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_small_volume_compacts_its_log_below_compact_after() -> TestResult {
+    let volume = Tmpfs::mount("8m");
+    let dir = volume.path().join("store");
+    let mut expected = BTreeSet::new();
+    {
+        // The default compact_after (64 MiB) is eight times the volume.
+        let store = EmbeddedStore::open(&dir)?;
+        for i in 0..5 {
+            let id = format!("kept{i}");
+            store.enqueue(None, vec![new(&id, 1024)], 0).await?;
+            expected.insert(id);
+        }
+        // Dead letters are live too.
+        let dead = ids(store.enqueue(None, vec![new("dead", 1024)], 0).await?);
+        store
+            .dead_letter(dead[0], "gone", Some(410), None, 0)
+            .await?;
+        // Five times the volume through the log, delivered as it goes.
+        for i in 0..2_500 {
+            let id = ids(store
+                .enqueue(None, vec![new(&format!("done{i}"), 16 << 10)], 0)
+                .await?);
+            store.complete(id[0]).await?;
+        }
+        assert!(store.checkpoints() > 0);
+        assert_eq!(store.stats().outages, 0, "never ran out of space");
+        assert_eq!(leasable(&store).await?, expected);
+        assert_eq!(store.dead_letters(None, 10).await?.len(), 1);
+    }
+    let store = EmbeddedStore::open(&dir)?;
+    assert_eq!(leasable(&store).await?, expected);
+    assert_eq!(store.dead_letters(None, 10).await?.len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_full_disk_compacts_the_log_when_that_makes_room() -> TestResult {
+    let volume = Tmpfs::mount("8m");
+    let dir = volume.path().join("store");
+    let mut expected = BTreeSet::new();
+    {
+        let store = EmbeddedStore::open(&dir)?;
+        // About 40 KiB live and 800 KiB delivered: under the 1 MiB below which even a
+        // short volume's log is not compacted as it grows.
+        for i in 0..10 {
+            let id = format!("kept{i}");
+            store.enqueue(None, vec![new(&id, 4096)], 0).await?;
+            expected.insert(id);
+        }
+        for i in 0..200 {
+            let id = ids(store
+                .enqueue(None, vec![new(&format!("done{i}"), 4096)], 0)
+                .await?);
+            store.complete(id[0]).await?;
+        }
+        assert_eq!(store.checkpoints(), 0);
+        let (ballast, _) = volume.fill("ballast")?;
+        let (acknowledged, _, error) = enqueue_until_full(&store, "fill", 4096).await?;
+        expected.extend(acknowledged);
+        assert!(is_no_space(&error), "{error:?}");
+        // Room for a checkpoint of what is live, not for the store's retry to write without
+        // one (256 KiB).
+        tmpfs::shrink(&ballast, 192 << 10)?;
+        let took = recovered(&store).await?;
+        eprintln!("compacted and recovered {took:?} after 192 KiB were freed");
+        assert_eq!(store.checkpoints(), 1);
+        assert!(
+            volume.free()? > 512 << 10,
+            "the delivered ones' space is free"
+        );
+        assert_eq!(leasable(&store).await?, expected);
+    }
+    let store = EmbeddedStore::open(&dir)?;
+    assert_eq!(leasable(&store).await?, expected);
+    Ok(())
+}
+
+#[tokio::test]
+async fn closing_a_store_on_a_full_disk_is_quick() -> TestResult {
+    let volume = Tmpfs::mount("8m");
+    let store = EmbeddedStore::open(volume.path().join("store"))?;
+    for i in 0..32 {
+        store
+            .enqueue(None, vec![new(&format!("d{i}"), 512)], 0)
+            .await?;
+    }
+    let leased = store.lease("crm", 0, 32).await?;
+    let _ballast = volume.fill("ballast")?;
+    enqueue_until_full(&store, "fill", 4096).await?;
+    // Outcomes of attempts in flight, refused while the store is failing.
+    let outcomes: Vec<_> = leased
+        .iter()
+        .map(|d| {
+            let store = store.clone();
+            let id = d.id;
+            tokio::spawn(async move { store.complete(id).await })
+        })
+        .collect();
+    for outcome in outcomes {
+        assert!(outcome.await?.is_err());
+    }
+    let (done, closed) = std::sync::mpsc::channel();
+    let start = Instant::now();
+    std::thread::spawn(move || {
+        drop(store);
+        let _ = done.send(());
+    });
+    closed
+        .recv_timeout(Duration::from_secs(5))
+        .map_err(|_| "closing took over 5 s")?;
+    eprintln!("closed in {:?} on a full disk", start.elapsed());
+    Ok(())
+}

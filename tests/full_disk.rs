@@ -1,0 +1,189 @@
+//! A full disk is an outage the sidecar recovers from by itself. On a 16 MiB tmpfs nearly
+//! filled by a ballast file, callbacks are acknowledged until the store's disk is full,
+//! then answered 503 (the provider retries) with `/readyz` 503; once the ballast is
+//! removed, callbacks are acknowledged again and `/readyz` is 200 within seconds, with no
+//! restart, and every callback that was acknowledged is delivered. SIGTERM on a full disk
+//! is not held up by outcomes the store cannot write.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use hookrelay_tests::{DEADLINE, Sidecar, Sink, Tmpfs, eventually, meta_status};
+
+const SECRET: &str = "meta-app-secret";
+
+/// How long the sidecar may take to acknowledge callbacks again once space is freed.
+const RECOVERS_WITHIN: Duration = Duration::from_secs(10);
+
+/// Room left next to the ballast: a few hundred callbacks.
+const ROOM: u64 = 512 << 10;
+
+fn config(data: &std::path::Path, sink: &Sink) -> String {
+    format!(
+        r#"
+listen: "{{LISTEN}}"
+admin: "{{ADMIN}}"
+upstream: http://127.0.0.1:9
+store: {{ kind: embedded, path: "{}" }}
+callbacks:
+  - path: /wa
+    provider: meta_whatsapp
+    verify: {{ app_secret: {SECRET} }}
+endpoints:
+  - name: crm
+    url: {}
+    retry: {{ max_attempts: 1000, backoff: [1s] }}
+"#,
+        data.display(),
+        sink.url("/hook")
+    )
+}
+
+async fn post(s: &Sidecar, wamid: &str) -> (u16, String) {
+    let body = meta_status(wamid, "delivered", "15551234567");
+    let (status, body) = s.post_meta_signed("/wa", SECRET, body).await;
+    (status.as_u16(), String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn ready(s: &Sidecar) -> u16 {
+    s.admin("GET", "/readyz").await.0.as_u16()
+}
+
+/// Posts new callbacks until one is answered 503; returns the acknowledged ones.
+async fn post_until_full(s: &Sidecar, prefix: &str) -> Vec<String> {
+    let mut acknowledged = Vec::new();
+    for i in 0..20_000 {
+        let wamid = format!("wamid.{prefix}{i}");
+        match post(s, &wamid).await {
+            (200, _) => acknowledged.push(wamid),
+            (503, body) => {
+                assert!(body.contains("store unavailable"), "{body}");
+                return acknowledged;
+            }
+            (status, body) => panic!("{wamid}: {status} {body}"),
+        }
+    }
+    panic!("the store's disk never filled up");
+}
+
+/// The value of the unlabelled metric `name`.
+fn metric(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_answers_503_until_space_is_freed_and_loses_nothing_acknowledged() {
+    let volume = Tmpfs::mount("16m");
+    let ballast = volume.fill_but("ballast", ROOM);
+    let sink = Sink::start().await;
+    // The endpoint is down: deliveries queue, and each failed attempt writes its outcome.
+    sink.set_status(503);
+    let mut s = Sidecar::start(&config(&volume.path().join("data"), &sink)).await;
+
+    let mut acknowledged = post_until_full(&s, "before").await;
+    assert!(!acknowledged.is_empty());
+    let (status, body) = s.admin("GET", "/readyz").await;
+    assert_eq!(status, 503, "not ready while the disk is full");
+    assert!(
+        body.as_str()
+            .is_some_and(|b| b.contains("No space left on device")),
+        "the cause: {body}"
+    );
+    // Refused at once, not queued.
+    assert_eq!(post(&s, "wamid.refused").await.0, 503);
+    let m = s.metrics().await;
+    assert_eq!(metric(&m, "hookrelay_store_up"), 0);
+    assert!(metric(&m, "hookrelay_store_refused_total") >= 1);
+    assert_eq!(metric(&m, "hookrelay_store_outages_total"), 1);
+
+    std::fs::remove_file(&ballast).expect("remove the ballast");
+    let freed = Instant::now();
+    let mut again = 0;
+    loop {
+        let wamid = format!("wamid.after{again}");
+        again += 1;
+        match post(&s, &wamid).await.0 {
+            200 => {
+                acknowledged.push(wamid);
+                break;
+            }
+            503 => {}
+            status => panic!("{wamid}: {status}"),
+        }
+        assert!(
+            freed.elapsed() < RECOVERS_WITHIN,
+            "callbacks still refused {RECOVERS_WITHIN:?} after the space was freed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = freed.elapsed();
+    while ready(&s).await != 200 {
+        assert!(freed.elapsed() < RECOVERS_WITHIN, "/readyz still 503");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "callbacks acknowledged again {took:?} after the space was freed ({again} posts), ready after {:?}",
+        freed.elapsed()
+    );
+    assert_eq!(metric(&s.metrics().await, "hookrelay_store_up"), 1);
+
+    // The endpoint is back: everything acknowledged is delivered, once the retries come.
+    sink.set_status(200);
+    let expected: HashSet<&str> = acknowledged.iter().map(String::as_str).collect();
+    let delivered = eventually("every acknowledged callback delivered", || async {
+        let got: HashSet<String> = sink
+            .received()
+            .iter()
+            .map(|r| {
+                r.json()["reference"]["vendor_ack_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect();
+        expected.iter().all(|w| got.contains(*w)).then_some(got)
+    })
+    .await;
+    assert!(
+        !delivered.contains("wamid.refused"),
+        "a refused callback was not written"
+    );
+
+    // One line when the store started failing, one when it recovered.
+    let log = s.log();
+    assert_eq!(
+        log.matches("writes are refused until a retry succeeds")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(log.matches("store writes work again").count(), 1, "{log}");
+    assert!(s.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_on_a_full_disk_does_not_wait_for_outcomes() {
+    let volume = Tmpfs::mount("16m");
+    let _ballast = volume.fill_but("ballast", ROOM);
+    let sink = Sink::start().await;
+    sink.set_status(503);
+    let mut s = Sidecar::start(&config(&volume.path().join("data"), &sink)).await;
+    post_until_full(&s, "before").await;
+    // Attempts keep failing and their outcomes are refused: wait for some of those.
+    eventually("outcomes refused", || async {
+        let m = s.metrics().await;
+        (metric(&m, "hookrelay_store_refused_total") > 10).then_some(())
+    })
+    .await;
+    let start = Instant::now();
+    let exit = tokio::task::spawn_blocking(move || s.terminate())
+        .await
+        .expect("terminate");
+    let took = start.elapsed();
+    eprintln!("SIGTERM on a full disk: exited in {took:?}");
+    assert!(exit.success());
+    assert!(took < DEADLINE.min(Duration::from_secs(5)), "{took:?}");
+}
