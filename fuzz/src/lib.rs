@@ -5,6 +5,7 @@
 //! signature checks of its provider.
 
 use bytes::Bytes;
+use hookrelay_core::limits::{JsonLimits, LimitExceeded};
 use hookrelay_core::provider::{generic, Context, Provider, Verifier, VerifyOptions, VerifySettings};
 use hookrelay_core::CallbackRequest;
 use http::{HeaderMap, HeaderValue, Method, Uri};
@@ -98,5 +99,21 @@ pub fn run(provider: &str, data: &[u8]) {
     let _ = p.normalize(&req, &Context { received_at_ms: 1_700_000_000_000 });
     if let Ok(v) = Verifier::new(&p, &settings(provider)) {
         let _ = v.verify(&req, &VerifyOptions { now_secs: Some(1_700_000_000), tolerance_secs: None });
+    }
+}
+
+/// Feeds one fuzz input to the JSON limits scanner. Must never panic; whenever the input is
+/// JSON, the scan and the parsed value agree about depth (small limits, so that both sides
+/// of them are reached).
+pub fn limits(data: &[u8]) {
+    let limits = JsonLimits::default().max_depth(8).max_number_len(12);
+    let scanned = limits.check(data);
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) {
+        let too_deep = limits.check_value(&value).is_err();
+        let depth_only = limits.max_number_len(usize::MAX).check(data);
+        assert_eq!(too_deep, depth_only.is_err(), "{scanned:?}");
+        if let Err(LimitExceeded::Depth { .. }) = scanned {
+            assert!(too_deep);
+        }
     }
 }

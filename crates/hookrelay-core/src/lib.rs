@@ -14,6 +14,8 @@
 //! body. [`provider`] holds each provider's verifier and normalizer, reached through
 //! [`Provider`] and [`Verifier`] by provider id; a callback is a [`CallbackRequest`], and
 //! credentials are [`Secret`]s. [`signing`] signs and verifies Standard Webhooks.
+//! [`limits`] bounds the depth and the number lengths of the JSON an event carries; an
+//! event beyond them, or one a batch provider cannot normalize, is kept as [`Unparsed`].
 //!
 //! ## Status mapping
 //!
@@ -25,6 +27,7 @@
 
 pub mod error;
 pub mod event;
+pub mod limits;
 mod mac;
 pub mod payload;
 #[cfg(any(
@@ -47,7 +50,7 @@ pub use event::{
     ReplyContext, Status, StatusUpdate,
 };
 pub use provider::{
-    Acknowledgement, Context, Control, Normalized, Provider, Verifier, VerifyOptions,
+    Acknowledgement, Context, Control, Normalized, Provider, Unparsed, Verifier, VerifyOptions,
     VerifySettings,
 };
 pub use request::CallbackRequest;

@@ -5,6 +5,17 @@ use http::{HeaderMap, Method, Uri};
 use serde_json::Value;
 
 use crate::NormalizeError;
+#[cfg(any(
+    feature = "postmark",
+    feature = "mailgun",
+    feature = "vonage",
+    feature = "gupshup",
+    feature = "generic"
+))]
+use crate::{
+    limits::{JsonLimits, TopLevel},
+    provider::Unparsed,
+};
 
 /// A provider's callback: method, URI (path and query as received, or the absolute
 /// public URL), headers and the raw body bytes. Signatures are checked on these bytes.
@@ -102,6 +113,31 @@ impl CallbackRequest {
             return Err(NormalizeError::EmptyBody);
         }
         serde_json::from_slice(&self.body).map_err(|source| NormalizeError::InvalidJson { source })
+    }
+
+    /// The whole body as one [`Unparsed`] event, when it is valid JSON with the provider's
+    /// top-level shape (`top`) but beyond the default [`JsonLimits`]: for a provider whose
+    /// body is one event, that event cannot be normalized, and is kept whole.
+    ///
+    /// `None` when the body is within the limits, or is not JSON, or not of that shape:
+    /// then the provider reads it as usual (and refuses what is not its format). A body
+    /// within the limits (the common case) is only scanned; one beyond them is then
+    /// validated without being built (serde_json's skipping parser has no depth limit and
+    /// reads numbers of any length).
+    #[cfg(any(
+        feature = "postmark",
+        feature = "mailgun",
+        feature = "vonage",
+        feature = "gupshup",
+        feature = "generic"
+    ))]
+    pub(crate) fn beyond_limits(&self, top: TopLevel) -> Option<Unparsed> {
+        let limits = JsonLimits::default();
+        // The common case, within the limits, costs the scan alone.
+        limits.check(&self.body).err()?;
+        let text = std::str::from_utf8(&self.body).ok()?;
+        let reason = limits.exceeded_by_json(text, top)?;
+        Some(Unparsed::new(reason, text))
     }
 
     /// Rejects a declared content type that is not in `accepted` (an absent header is

@@ -3,7 +3,9 @@
 //!
 //! A case is `<case>.body` (the raw body bytes), an optional `<case>.meta.json`
 //! (`method`, `content_type`, `url`, `headers`, `received_at_ms`) and the expected output
-//! `{"control": <description or null>, "payloads": [<suprsend payload>, …]}`.
+//! `{"control": <description or null>, "payloads": [<suprsend payload>, …]}`, plus
+//! `"unparsed": [{"reason", "raw"}, …]` when the callback holds events that could not be
+//! normalized.
 //! `UPDATE_GOLDEN=1` writes missing or changed expected files (review them before
 //! committing).
 
@@ -120,10 +122,18 @@ fn run_case(provider: &Provider, body_path: &Path) -> Result<(), String> {
         .iter()
         .map(|e| render(e, &PayloadOptions::default()))
         .collect();
-    let actual = json!({
+    let mut actual = json!({
         "control": out.control.as_ref().map(|c| c.describe()),
         "payloads": payloads,
     });
+    // Listed only when there are some: most cases have none.
+    if !out.unparsed.is_empty() {
+        actual["unparsed"] = out
+            .unparsed
+            .iter()
+            .map(|u| json!({"reason": u.reason, "raw": u.raw}))
+            .collect();
+    }
     let expected: Option<Value> = fs::read(&expected_path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());

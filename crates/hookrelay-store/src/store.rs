@@ -200,6 +200,28 @@ impl Store {
         both!(self, s => s.enqueue(dedupe, batch, now_ms).await)
     }
 
+    /// Writes `delivery` straight into the dead letters with `reason`, dead at `now_ms`, with
+    /// the dedupe key of the event it holds if there is one: for what can never be
+    /// delivered as it is (an event the sidecar could not normalize), so that it is kept,
+    /// listed with the other dead letters, and found again by its id.
+    ///
+    /// The key and the letter are written together or not at all, and a key recorded less
+    /// than its window ago writes nothing ([`EnqueueOutcome::Duplicate`]), as
+    /// [`Store::enqueue`] does (with the same keys: one key is either an enqueue's or a
+    /// dead letter's). The delivery is never queued: no worker leases it, no subscriber is
+    /// woken, [`Store::endpoints`] and [`Store::queue_depth`] do not count it. Returns its
+    /// id once the write is durable, as an enqueue is.
+    pub async fn enqueue_dead_letter(
+        &self,
+        dedupe: Option<(String, Duration)>,
+        delivery: NewDelivery,
+        reason: impl Into<String>,
+        now_ms: i64,
+    ) -> Result<EnqueueOutcome, StoreError> {
+        let reason = reason.into();
+        both!(self, s => s.enqueue_dead_letter(dedupe, delivery, reason, now_ms).await)
+    }
+
     /// Leases up to `max` due deliveries of `endpoint` that are not leased, in id order.
     ///
     /// A rescheduled delivery is due once `now_ms` reaches its `not_before_ms`. A leased
@@ -289,6 +311,12 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<DeadLetter>, StoreError> {
         both!(self, s => s.dead_letters(endpoint, limit).await)
+    }
+
+    /// The dead letter `id`, or `None` when there is none (never dead-lettered, replayed, or
+    /// not yet durable).
+    pub async fn find_dead_letter(&self, id: DeliveryId) -> Result<Option<DeadLetter>, StoreError> {
+        both!(self, s => s.find_dead_letter(id).await)
     }
 
     /// Queues a dead letter again under its id, attempts reset, same `webhook_id`, due at

@@ -104,6 +104,63 @@ async fn a_replayed_dead_letter_is_kept_by_a_reopen_and_a_checkpoint() -> TestRe
     Ok(())
 }
 
+/// A dead letter written as such, and its dedupe key, are kept by a reopen and a
+/// checkpoint, and it is never queued after either.
+#[tokio::test]
+async fn a_dead_letter_written_as_such_is_kept_by_a_reopen_and_a_checkpoint() -> TestResult {
+    let dir = dir()?;
+    let key = || Some(("meta_whatsapp:evt_u".to_owned(), HOUR));
+    let id = {
+        let store = EmbeddedStore::open(dir.path())?;
+        let outcome = store
+            .enqueue_dead_letter(key(), new(":unparsed", "u"), "unparsed: too deep", 2_000)
+            .await?;
+        ids(outcome).remove(0)
+    };
+    let store = EmbeddedStore::open_with(dir.path(), EmbeddedOptions::default().compact_after(0))?;
+    let found = store.find_dead_letter(id).await?.ok_or("after reopen")?;
+    assert_eq!(found.reason, "unparsed: too deep");
+    assert!(store.lease(":unparsed", i64::MAX, 10).await?.is_empty());
+    assert_eq!(
+        store
+            .enqueue_dead_letter(key(), new(":unparsed", "u"), "unparsed: too deep", 3_000)
+            .await?,
+        EnqueueOutcome::Duplicate
+    );
+    // Deliveries done with: the log grows past four times what is live.
+    let batch = (0..20).map(|i| new("crm", &format!("d{i}"))).collect();
+    store.enqueue(None, batch, 3_000).await?;
+    for delivery in store.lease("crm", 3_000, 20).await? {
+        store.complete(delivery.id).await?;
+    }
+    // Any commit checks whether to compact.
+    store
+        .enqueue(Some(("k".into(), HOUR)), vec![], 3_000)
+        .await?;
+    assert!(store.checkpoints() > 0);
+    drop(store);
+    let store = EmbeddedStore::open(dir.path())?;
+    let letters = store.dead_letters(Some(":unparsed"), 10).await?;
+    assert_eq!(letters.len(), 1, "after a checkpoint");
+    assert_eq!(letters[0].delivery.id, id);
+    assert_eq!(
+        letters[0].delivery.body,
+        Bytes::from_static(br#"{"id":"u"}"#)
+    );
+    assert!(store.lease(":unparsed", i64::MAX, 10).await?.is_empty());
+    assert!(store.endpoints().is_empty());
+    // The key is live until its window ends; ids go on past the letter's.
+    assert_eq!(
+        store
+            .enqueue_dead_letter(key(), new(":unparsed", "u"), "unparsed: too deep", 4_000)
+            .await?,
+        EnqueueOutcome::Duplicate
+    );
+    let next = ids(store.enqueue(None, vec![new("crm", "a")], 4_000).await?);
+    assert!(next[0] > id);
+    Ok(())
+}
+
 /// Retries made due by `retry_now` are due at the new time after a reopen, attempts kept.
 #[tokio::test]
 async fn retries_made_due_survive_a_reopen() -> TestResult {

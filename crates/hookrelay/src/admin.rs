@@ -7,8 +7,8 @@
 //! | GET | `/metrics` | Prometheus text |
 //! | POST | `/-/reload` | reloads the config file; 200 applied or unchanged, 422 rejected (the errors) |
 //! | GET | `/dead-letters?endpoint=&limit=` | dead letters as JSON |
-//! | POST | `/dead-letters/{id}/replay` | puts one dead letter back in its queue |
-//! | POST | `/dead-letters/replay?endpoint=` | puts every dead letter of an endpoint back |
+//! | POST | `/dead-letters/{id}/replay` | puts one dead letter back in its queue (`409` for an unparsed event) |
+//! | POST | `/dead-letters/replay?endpoint=` | puts every dead letter of an endpoint back (`409` for `:unparsed`) |
 //! | POST | `/endpoints/{name}/resume` | resumes an endpoint paused by `410 Gone` |
 
 use std::convert::Infallible;
@@ -28,6 +28,7 @@ use tokio::net::TcpListener;
 
 use crate::clock::now_ms;
 use crate::deliver::Lanes;
+use crate::ingest::accept::UNPARSED_ENDPOINT;
 use crate::metrics::{Metrics, StoreState};
 use hookrelay_config::Live;
 use hookrelay_store::Store;
@@ -134,6 +135,18 @@ fn with_causes(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// The answer to replaying an unparsed event: no endpoint takes it as it is. (Running its
+/// raw event through the normalizer again is a change still to come.)
+fn unparsed_not_replayable() -> Resp {
+    json_reply(
+        StatusCode::CONFLICT,
+        &json!({"error": format!(
+            "dead letters of {UNPARSED_ENDPOINT} hold events that could not be normalized; \
+             they cannot be replayed to an endpoint"
+        )}),
+    )
+}
+
 fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
     req.uri().query().and_then(|q| {
         form_urlencoded::parse(q.as_bytes())
@@ -189,6 +202,9 @@ async fn route(app: Arc<Admin>, req: Request<Incoming>) -> Resp {
                     &json!({"error": "endpoint query parameter required"}),
                 );
             };
+            if endpoint == UNPARSED_ENDPOINT {
+                return unparsed_not_replayable();
+            }
             match app.store.replay_endpoint(&endpoint, now_ms()).await {
                 Ok(n) => json_reply(StatusCode::OK, &json!({"replayed": n})),
                 Err(e) => json_reply(
@@ -204,16 +220,31 @@ async fn route(app: Arc<Admin>, req: Request<Incoming>) -> Resp {
                     &json!({"error": "id must be a number"}),
                 );
             };
-            match app.store.replay(DeliveryId(id), now_ms()).await {
-                Ok(true) => json_reply(StatusCode::OK, &json!({"replayed": 1})),
-                Ok(false) => json_reply(
-                    StatusCode::NOT_FOUND,
-                    &json!({"error": "no such dead letter"}),
-                ),
-                Err(e) => json_reply(
+            let unavailable = |e: hookrelay_store::StoreError| {
+                json_reply(
                     StatusCode::SERVICE_UNAVAILABLE,
                     &json!({"error": e.to_string()}),
-                ),
+                )
+            };
+            let not_found = || {
+                json_reply(
+                    StatusCode::NOT_FOUND,
+                    &json!({"error": "no such dead letter"}),
+                )
+            };
+            match app.store.find_dead_letter(DeliveryId(id)).await {
+                Ok(None) => return not_found(),
+                Ok(Some(letter)) if letter.delivery.endpoint == UNPARSED_ENDPOINT => {
+                    return unparsed_not_replayable();
+                }
+                Ok(Some(_)) => {}
+                Err(e) => return unavailable(e),
+            }
+            match app.store.replay(DeliveryId(id), now_ms()).await {
+                Ok(true) => json_reply(StatusCode::OK, &json!({"replayed": 1})),
+                // Replayed by someone else since it was found.
+                Ok(false) => not_found(),
+                Err(e) => unavailable(e),
             }
         }
         (&Method::POST, ["endpoints", name, "resume"]) => {

@@ -108,6 +108,17 @@ impl Metrics {
         );
     }
 
+    /// Events of accepted callbacks that could not be normalized, kept as dead letters of
+    /// `:unparsed` (a provider's retry of one is counted again, though written once).
+    pub(crate) fn unparsed(&self, provider: &str, n: u64) {
+        self.add(
+            "hookrelay_unparsed_events_total",
+            "Provider events that could not be normalized, kept as dead letters of endpoint :unparsed.",
+            &[("provider", provider)],
+            n,
+        );
+    }
+
     /// A delivery attempt's outcome for `endpoint`.
     pub(crate) fn attempt(&self, endpoint: &str, outcome: &'static str, latency: Option<Duration>) {
         self.add(

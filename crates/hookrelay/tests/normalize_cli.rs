@@ -80,6 +80,32 @@ fn a_batch_prints_one_payload_per_event() {
 }
 
 #[test]
+fn events_that_cannot_be_normalized_are_reported_and_the_rest_printed() {
+    let body = read("golden/sendgrid/batch_with_unparsed_element.body");
+    let out = normalize(&["--provider", "sendgrid"], &body);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.payloads().len(), 2);
+    assert_eq!(
+        out.stderr.trim_end(),
+        "hookrelay normalize: unparsed: missing field /1/email"
+    );
+    let deep = format!(
+        r#"[{{"event":"open","email":"a@b.c","x":{}{}}}]"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let out = normalize(&["--provider", "sendgrid"], deep.as_bytes());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.is_empty());
+    assert!(
+        out.stderr
+            .starts_with("hookrelay normalize: unparsed: nested deeper than 64 levels"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn sns_wrapped_ses_and_confirmations() {
     let out = normalize(
         &[

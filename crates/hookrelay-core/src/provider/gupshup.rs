@@ -114,6 +114,7 @@ use crate::event::{
     Channel, ErrorInfo, Event, EventKind, InboundMessage, Media, ReplyContext, Status,
     StatusUpdate, idempotency_key, idempotency_key_of_value,
 };
+use crate::limits::TopLevel;
 use crate::phone::{e164, e164_of_display_number};
 use crate::provider::whatsapp_cloud::{
     self, Fields, Flavor, interactive_text, location, raw_text, text, text_of, timestamp,
@@ -229,7 +230,10 @@ pub fn normalize(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, Nor
     let first = req.body.iter().find(|b| !b.is_ascii_whitespace());
     match first {
         None => Err(NormalizeError::EmptyBody),
-        Some(b'{' | b'[') => json_events(&req.json()?, ctx).map(Normalized::events),
+        Some(b'{' | b'[') => match req.beyond_limits(TopLevel::ObjectOrArray) {
+            Some(unparsed) => Ok(Normalized::one_unparsed(unparsed)),
+            None => json_events(&req.json()?, ctx),
+        },
         Some(_) => pair_events(&req.form_pairs(), ctx).map(Normalized::events),
     }
 }
@@ -262,15 +266,22 @@ fn pair_events(pairs: &[(String, String)], ctx: &Context) -> Result<Vec<Event>, 
     ))
 }
 
-fn json_events(doc: &Value, ctx: &Context) -> Result<Vec<Event>, NormalizeError> {
+fn json_events(doc: &Value, ctx: &Context) -> Result<Normalized, NormalizeError> {
+    if let Value::Object(o) = doc
+        && o.contains_key("entry")
+    {
+        return whatsapp_cloud::events_from_envelope(&mut doc.clone(), ctx, &V3);
+    }
+    json_format_events(doc, ctx).map(Normalized::events)
+}
+
+/// The JSON formats other than v3's envelope.
+fn json_format_events(doc: &Value, ctx: &Context) -> Result<Vec<Event>, NormalizeError> {
     let o = match doc {
         Value::Array(items) => return array_events(items, None, ctx),
         Value::Object(o) => o,
         _ => return Err(NormalizeError::shape("/", "a JSON object or array")),
     };
-    if o.contains_key("entry") {
-        return whatsapp_cloud::events_from_envelope(&mut doc.clone(), ctx, &V3);
-    }
     if let Some(response) = o.get("response") {
         return match response {
             Value::Array(items) => array_events(items, Some(o), ctx),
@@ -1094,5 +1105,31 @@ mod tests {
         assert!(normalize(&CallbackRequest::post(garbage), &CTX).is_err());
         let noise: Vec<u8> = (0..10 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
         assert!(normalize(&CallbackRequest::post(noise), &CTX).is_err());
+    }
+
+    #[test]
+    fn events_beyond_the_limits_are_kept() {
+        // A JSON body: kept whole.
+        let deep = format!(
+            r#"{{"app":"a","timestamp":1,"version":2,"type":"message-event","payload":{{"id":"x","x":{}{}}}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let out = normalize(&post_json(&deep), &CTX).expect("kept");
+        assert_eq!((out.events.len(), out.unparsed.len()), (0, 1));
+        assert_eq!(out.unparsed[0].raw, deep);
+        // An email report is JSON inside a form field: an element past the limits (which
+        // serde_json parsed, at 100 levels) is held back by the provider's check of every
+        // event, and the other element is delivered.
+        let report = format!(
+            r#"[{{"email":"a@b.c","event":"DELIVERED","timestamp":"1700000000","campaignid":"c"}},{{"email":"d@e.f","event":"OPEN","timestamp":"1700000000","x":{}{}}}]"#,
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        let out = crate::Provider::Gupshup
+            .normalize(&form(&report), &CTX)
+            .expect("accepted");
+        assert_eq!((out.events.len(), out.unparsed.len()), (1, 1));
+        assert!(out.unparsed[0].raw.starts_with(r#"{"email":"d@e.f""#));
     }
 }

@@ -113,6 +113,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use crate::event::{idempotency_key, idempotency_key_of_value};
+use crate::limits::TopLevel;
 use crate::mac::{self, Hash};
 use crate::provider::json::{str_at, str_of};
 use crate::provider::{Context, Normalized, VerifyOptions, VerifySettings};
@@ -317,6 +318,9 @@ fn map_status(event: &str, severity: Option<&str>, reason: Option<&str>) -> (Sta
 // JSON webhooks
 
 fn normalize_json(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, NormalizeError> {
+    if let Some(unparsed) = req.beyond_limits(TopLevel::Object) {
+        return Ok(Normalized::one_unparsed(unparsed));
+    }
     let body = req.json()?;
     let obj = body.as_object().ok_or_else(|| {
         NormalizeError::shape("/", "a JSON object {\"signature\", \"event-data\"}")
@@ -1310,6 +1314,32 @@ mod tests {
         assert_eq!(e.correlation.get("event"), Some(&json!("my-event")));
         assert!(!e.correlation.contains_key("tag"));
         assert!(!e.correlation.contains_key("attachment-1"));
+    }
+
+    #[test]
+    fn variables_beyond_the_limits_keep_the_event_unparsed() {
+        // JSON inside a form field: serde_json parses 100 levels, the limits hold it back.
+        let deep = format!(r#"{{"custom1":{}{}}}"#, "[".repeat(100), "]".repeat(100));
+        let headers = json!([["X-Mailgun-Variables", deep]]).to_string();
+        let body = form_urlencoded::Serializer::new(String::new())
+            .append_pair("event", "delivered")
+            .append_pair("recipient", "a@example.com")
+            .append_pair("message-headers", &headers)
+            .finish();
+        let req =
+            CallbackRequest::post(body).with_content_type("application/x-www-form-urlencoded");
+        let out = crate::Provider::Mailgun
+            .normalize(&req, &ctx())
+            .expect("kept, not refused");
+        assert!(out.events.is_empty());
+        assert_eq!(out.unparsed.len(), 1);
+        assert_eq!(
+            out.unparsed[0].reason,
+            "correlation id custom1: nested deeper than 64 levels"
+        );
+        // The event's own fields, as the provider's raw event.
+        let raw: Value = serde_json::from_str(&out.unparsed[0].raw).expect("JSON");
+        assert_eq!(raw["event"], "delivered");
     }
 
     #[test]

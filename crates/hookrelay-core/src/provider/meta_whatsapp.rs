@@ -87,9 +87,7 @@ use http::Method;
 
 use crate::event::Status;
 use crate::mac::{self, Hash};
-use crate::provider::whatsapp_cloud::{
-    Fields, Flavor, events_from_envelope, statuses_only, text_of,
-};
+use crate::provider::whatsapp_cloud::{Fields, Flavor, events_from_envelope, from_text, text_of};
 use crate::provider::{Context, Control, Normalized, VerifyOptions, VerifySettings};
 use crate::secret::ct_eq;
 use crate::{CallbackRequest, NormalizeError, Secret, VerifyConfigError, VerifyError};
@@ -191,11 +189,11 @@ pub fn normalize(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, Nor
         });
     }
     req.expect_content_type(PROVIDER, &["application/json"], "application/json")?;
-    if let Some(events) = statuses_only(&req.body, ctx, &META) {
-        return events.map(Normalized::events);
+    if let Some(out) = from_text(&req.body, ctx, &META) {
+        return Ok(out);
     }
     let mut doc = req.json()?;
-    events_from_envelope(&mut doc, ctx, &META).map(Normalized::events)
+    events_from_envelope(&mut doc, ctx, &META)
 }
 
 fn handshake(req: &CallbackRequest) -> Result<Control, NormalizeError> {
@@ -276,8 +274,8 @@ mod tests {
     const HANDSHAKE: &str =
         include_str!("../../tests/fixtures/meta_whatsapp/verify_handshake.json");
 
-    /// The general path's answer for `body`: events, or the error's text.
-    fn general(body: &[u8]) -> Result<Vec<Event>, String> {
+    /// The general path's answer for `body`: events and unparsed events, or the error's text.
+    fn general(body: &[u8]) -> Result<Normalized, String> {
         let mut doc: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
         events_from_envelope(&mut doc, &CTX, &META).map_err(|e| e.to_string())
     }
@@ -320,6 +318,41 @@ mod tests {
         ] {
             bodies.push(status(&s).into_bytes());
         }
+        let message = |m: &str| {
+            format!(
+                r#"{{"object":"whatsapp_business_account","entry":[{{"id":"1","changes":[{{"field":"messages","value":{{"metadata":{{"display_phone_number":"15550783881"}},"messages":[{m}]}}}}]}}]}}"#
+            )
+        };
+        let text = r#"{"from":"16505551234","id":"wamid.M","timestamp":"1739321024","type":"text","text":{"body":"hi"}}"#;
+        for m in [
+            text.to_owned(),
+            format!("{text},{ok_message}", ok_message = text.replace("wamid.M", "wamid.N")),
+            r#"{"from":"16505551234","id":"wamid.I","timestamp":"1739321024","type":"image","image":{"id":"media1","mime_type":"image/jpeg","caption":"c"}}"#.to_owned(),
+            r#"{"id":"wamid.X","timestamp":"1739321024","type":"text"}"#.to_owned(),
+            r#"{"from":"1","id":"wamid.Y","timestamp":"soon","type":"text"}"#.to_owned(),
+            format!("{text},7"),
+            "null".to_owned(),
+        ] {
+            bodies.push(message(&m).into_bytes());
+        }
+        bodies.push(
+            message(text)
+                .replace(
+                    r#""display_phone_number":"15550783881""#,
+                    r#""display_phone_number":15550783881"#,
+                )
+                .into_bytes(),
+        );
+        bodies.push(
+            message(text)
+                .replace(r#"{"display_phone_number":"15550783881"}"#, "[]")
+                .into_bytes(),
+        );
+        bodies.push(
+            message(text)
+                .replace(r#""messages":["#, r#""statuses":[{"id":"wamid.S","status":"read","timestamp":"1","recipient_id":"1"},{"id":"wamid.T"}],"messages":["#)
+                .into_bytes(),
+        );
         for body in [
             r#"{"entry":[{"changes":null}]}"#,
             r#"{"entry":[{"changes":[{"field":"messages","value":{"statuses":null}}]}]}"#,
@@ -353,14 +386,13 @@ mod tests {
         let mut fast_taken = 0;
         for body in agreement_bodies() {
             let text = String::from_utf8_lossy(&body).into_owned();
-            let Some(fast) = statuses_only(&body, &CTX, &META) else {
+            let Some(fast) = from_text(&body, &CTX, &META) else {
                 continue;
             };
             fast_taken += 1;
-            let fast = fast.map_err(|e| e.to_string());
-            assert_eq!(fast, general(&body), "{text}");
+            assert_eq!(Ok(fast.clone()), general(&body), "{text}");
             // The payload is the same JSON, and one line.
-            for event in fast.iter().flatten() {
+            for event in &fast.events {
                 let bytes = crate::payload::to_bytes(event, &PayloadOptions::default());
                 let value: Value = serde_json::from_slice(&bytes).expect("payload is JSON");
                 assert_eq!(value, render(event, &PayloadOptions::default()), "{text}");
@@ -368,7 +400,7 @@ mod tests {
             }
         }
         assert!(
-            fast_taken >= 15,
+            fast_taken >= 25,
             "the fast path was taken {fast_taken} times"
         );
     }
@@ -624,6 +656,198 @@ mod tests {
         );
     }
 
+    /// A callback with `statuses` and `messages` given as JSON text, in one change.
+    fn batch(statuses: &[&str], messages: &[&str]) -> String {
+        format!(
+            r#"{{"object":"whatsapp_business_account","entry":[{{"id":"1","changes":[{{"field":"messages","value":{{"messaging_product":"whatsapp","metadata":{{"display_phone_number":"15550783881","phone_number_id":"1"}},"statuses":[{}],"messages":[{}]}}}}]}}]}}"#,
+            statuses.join(","),
+            messages.join(",")
+        )
+    }
+
+    const GOOD_STATUS: &str = r#"{"id":"wamid.OK","status":"delivered","timestamp":"1739321024","recipient_id":"16505551234"}"#;
+    const GOOD_MESSAGE: &str = r#"{"from":"16505551234","id":"wamid.IN","timestamp":"1739321024","type":"text","text":{"body":"hi"}}"#;
+
+    fn normalized(body: &str) -> Normalized {
+        crate::Provider::MetaWhatsapp
+            .normalize(&post_json(body), &CTX)
+            .expect("the callback is accepted")
+    }
+
+    #[test]
+    fn a_batch_with_a_too_deep_event_yields_one_event_and_one_unparsed() {
+        let deep = |prefix: &str| {
+            format!(
+                r#"{prefix},"pricing":{}{}}}"#,
+                "[".repeat(100_000),
+                "]".repeat(100_000)
+            )
+        };
+        let deep_status =
+            deep(r#"{"id":"wamid.D","status":"read","timestamp":"1739321024","recipient_id":"1""#);
+        let deep_message =
+            deep(r#"{"from":"1","id":"wamid.E","timestamp":"1739321024","type":"text""#);
+        for (statuses, messages, bad) in [
+            (vec![GOOD_STATUS, &deep_status], vec![], &deep_status),
+            (
+                vec![GOOD_STATUS],
+                vec![deep_message.as_str()],
+                &deep_message,
+            ),
+        ] {
+            let out = normalized(&batch(&statuses, &messages));
+            assert_eq!(out.events.len(), 1);
+            assert_eq!(out.events[0].vendor_ack_id.as_deref(), Some("wamid.OK"));
+            assert_eq!(out.unparsed.len(), 1);
+            // Kept byte for byte, never parsed.
+            assert_eq!(out.unparsed[0].raw, *bad);
+            let reason = &out.unparsed[0].reason;
+            // The 64th `[` opens the 65th level (the event's own brace is the first).
+            let offset = bad.find('[').expect("brackets") + 63;
+            assert!(reason.starts_with("/entry/0/changes/0/value/"), "{reason}");
+            assert!(
+                reason.ends_with(&format!("nested deeper than 64 levels (at byte {offset})")),
+                "{reason}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_batch_with_a_huge_number_yields_one_event_and_one_unparsed() {
+        let digits = "9".repeat(100_000);
+        let long_status = format!(
+            r#"{{"id":"wamid.L","status":"read","timestamp":"1739321024","recipient_id":"1","pricing":{{"billable":{digits}}}}}"#
+        );
+        // In a key the status reads, too: its parser would refuse it.
+        let long_timestamp = format!(
+            r#"{{"id":"wamid.T","status":"read","timestamp":{digits},"recipient_id":"1"}}"#
+        );
+        let long_message = format!(
+            r#"{{"from":"1","id":"wamid.N","timestamp":"1739321024","type":"location","location":{{"latitude":{digits},"longitude":1}}}}"#
+        );
+        let body = batch(
+            &[&long_status, GOOD_STATUS, &long_timestamp],
+            &[&long_message, GOOD_MESSAGE],
+        );
+        let out = normalized(&body);
+        let ids: Vec<_> = out
+            .events
+            .iter()
+            .map(|e| e.vendor_ack_id.as_deref())
+            .collect();
+        assert_eq!(ids, [Some("wamid.OK"), Some("wamid.IN")]);
+        let raws: Vec<&str> = out.unparsed.iter().map(|u| u.raw.as_str()).collect();
+        assert_eq!(raws, [&long_status, &long_timestamp, &long_message]);
+        for u in &out.unparsed {
+            assert!(
+                u.reason.contains("a number longer than 100 characters"),
+                "{}",
+                u.reason
+            );
+            assert!(u.reason.len() <= crate::provider::MAX_UNPARSED_REASON);
+        }
+    }
+
+    #[test]
+    fn items_that_cannot_be_normalized_are_kept_and_the_rest_delivered() {
+        for (statuses, messages) in [
+            (vec!["1"], vec![]),
+            (vec![r#"{"id":"x"}"#], vec![]),
+            (
+                vec![r#"{"id":"x","status":"sent","recipient_id":"1","timestamp":"soon"}"#],
+                vec![],
+            ),
+            (vec![], vec![r#"{"id":"x"}"#]),
+            (vec![], vec![r#"{"id":"x","from":"1","timestamp":"soon"}"#]),
+            (vec![], vec!["[]"]),
+        ] {
+            let mut with_good: Vec<&str> = statuses.clone();
+            with_good.push(GOOD_STATUS);
+            let mut messages_good: Vec<&str> = messages.clone();
+            messages_good.push(GOOD_MESSAGE);
+            let out = normalized(&batch(&with_good, &messages_good));
+            assert_eq!(out.events.len(), 2, "{statuses:?} {messages:?}");
+            assert_eq!(out.unparsed.len(), 1, "{statuses:?} {messages:?}");
+            let bad = statuses.first().or(messages.first()).expect("one bad item");
+            assert_eq!(out.unparsed[0].raw, *bad);
+            assert!(out.unparsed[0].reason.contains("/entry/0/changes/0/value/"));
+        }
+    }
+
+    #[test]
+    fn items_that_are_not_objects_beside_a_deep_one_are_kept_too() {
+        // The general path cannot parse this body (too deep for serde_json): the fast path
+        // keeps every item that is not an event itself.
+        let deep = format!(
+            r#"{{"id":"wamid.D","x":{}{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let out = normalized(&batch(&[GOOD_STATUS, "7", &deep], &["null", GOOD_MESSAGE]));
+        assert_eq!(out.events.len(), 2);
+        let reasons: Vec<&str> = out.unparsed.iter().map(|u| u.reason.as_str()).collect();
+        assert_eq!(
+            reasons[..2],
+            [
+                "unexpected shape at /entry/0/changes/0/value/statuses/1: expected an object",
+                "/entry/0/changes/0/value/statuses/2: nested deeper than 64 levels (at byte 83)",
+            ]
+        );
+        assert_eq!(
+            reasons[2],
+            "unexpected shape at /entry/0/changes/0/value/messages/0: expected an object"
+        );
+    }
+
+    #[test]
+    fn an_envelope_that_is_not_one_is_still_refused() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let deep_object = format!(r#"{{"entry":{}}}"#, deep);
+        let deep_metadata = batch(&[], &[GOOD_MESSAGE]).replace(
+            r#""display_phone_number":"15550783881""#,
+            &format!(r#""display_phone_number":{deep}"#),
+        );
+        for body in [deep.as_str(), &deep_object, &deep_metadata] {
+            assert!(
+                crate::Provider::MetaWhatsapp
+                    .normalize(&post_json(body), &CTX)
+                    .is_err(),
+                "{}",
+                &body[..40]
+            );
+        }
+        // Deep data outside every event (the entry's own fields) is never forwarded: the
+        // events are normalized as usual.
+        let outside = batch(&[GOOD_STATUS], &[]).replace(
+            r#""id":"1","changes""#,
+            &format!(r#""id":"1","junk":{deep},"changes""#),
+        );
+        let out = normalized(&outside);
+        assert_eq!((out.events.len(), out.unparsed.len()), (1, 0));
+    }
+
+    #[test]
+    fn an_event_the_general_path_parsed_is_still_held_to_the_limits() {
+        // A repeated key sends the callback down the general path; 100 levels parse there.
+        let deepish = format!(
+            r#"{{"id":"wamid.D","status":"read","timestamp":"1","recipient_id":"1","x":{}{}}}"#,
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        let body = batch(&[GOOD_STATUS, &deepish], &[]).replace(
+            r#"{"object":"whatsapp_business_account","entry":"#,
+            r#"{"object":"whatsapp_business_account","entry":[],"entry":"#,
+        );
+        assert!(from_text(body.as_bytes(), &CTX, &META).is_none());
+        let out = normalized(&body);
+        assert_eq!((out.events.len(), out.unparsed.len()), (1, 1));
+        assert!(
+            out.unparsed[0]
+                .reason
+                .contains("nested deeper than 64 levels")
+        );
+    }
+
     #[test]
     fn messages_field_without_messages_yields_nothing() {
         assert!(events(NO_MESSAGES).is_empty());
@@ -755,10 +979,7 @@ mod tests {
             "{\"entry\":[{\"changes\":{}}]}",
             "{\"entry\":[{\"changes\":[{\"field\":\"messages\",\"value\":[]}]}]}",
             "{\"entry\":[{\"changes\":[{\"field\":\"messages\",\"value\":{\"statuses\":{}}}]}]}",
-            "{\"entry\":[{\"changes\":[{\"field\":\"messages\",\"value\":{\"statuses\":[1]}}]}]}",
-            "{\"entry\":[{\"changes\":[{\"field\":\"messages\",\"value\":{\"statuses\":[{\"id\":\"x\"}]}}]}]}",
-            "{\"entry\":[{\"changes\":[{\"field\":\"messages\",\"value\":{\"messages\":[{\"id\":\"x\"}]}}]}]}",
-            "{\"entry\":[{\"changes\":[{\"field\":\"messages\",\"value\":{\"messages\":[{\"id\":\"x\",\"from\":\"1\",\"timestamp\":\"soon\"}]}}]}]}",
+            "{\"entry\":[{\"changes\":[{\"field\":\"messages\",\"value\":{\"messages\":7}}]}]}",
             "\u{0}\u{1}garbage",
         ];
         for body in bad {

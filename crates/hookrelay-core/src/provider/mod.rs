@@ -9,15 +9,24 @@
 //!
 //! [`Provider`] and [`Verifier`] dispatch to the modules by provider id.
 //!
+//! An event that cannot be normalized does not always refuse its callback: an event whose
+//! JSON is beyond the [`limits`](crate::limits), and an element of a batch that its
+//! normalizer refuses, is kept as [`Unparsed`] in [`Normalized::unparsed`] (see there for
+//! which providers keep what). [`Provider::normalize`] checks every event it returns
+//! against the limits.
+//!
 //! Each provider is compiled in by the cargo feature of its id (`sendgrid`, …, `generic`;
 //! `providers`, the default, enables them all). A provider left out has no module, no
 //! [`Provider`] or [`Verifier`] variant and no [`Control`] variant of its own, and
 //! [`Provider::builtin`] does not know its id.
 
 use std::collections::BTreeMap;
+use std::fmt;
 #[cfg(feature = "generic")]
 use std::sync::Arc;
 
+use crate::event::{Raw, idempotency_key};
+use crate::limits::JsonLimits;
 use crate::{CallbackRequest, Event, NormalizeError, Secret, VerifyConfigError, VerifyError};
 
 #[cfg(feature = "generic")]
@@ -186,6 +195,20 @@ pub struct Normalized {
     pub events: Vec<Event>,
     /// A handshake to answer, if this callback was one.
     pub control: Option<Control>,
+    /// The provider's events that could not be normalized, kept as they came, in the
+    /// order they were found:
+    ///
+    /// - an event whose JSON is beyond the [`limits`](crate::limits): SendGrid and Meta
+    ///   WhatsApp keep just that event (their batches are split as JSON text first), every
+    ///   other provider keeps its whole body (a body that is JSON but not the provider's
+    ///   top-level object, or array for SendGrid, Gupshup and generic batches, is still a
+    ///   [`NormalizeError`]);
+    /// - an element of a batch that its normalizer refuses (a missing field, a value of the
+    ///   wrong type, not an object): a SendGrid array element, a Meta (or Gupshup v3)
+    ///   `statuses[]` or `messages[]` item, an element of a generic provider's `events`.
+    ///   A provider that posts one event per callback refuses the callback instead, as
+    ///   before.
+    pub unparsed: Vec<Unparsed>,
 }
 
 impl Normalized {
@@ -194,7 +217,7 @@ impl Normalized {
     pub fn events(events: Vec<Event>) -> Self {
         Self {
             events,
-            control: None,
+            ..Self::default()
         }
     }
 
@@ -202,10 +225,121 @@ impl Normalized {
     #[must_use]
     pub fn control(control: Control) -> Self {
         Self {
-            events: Vec::new(),
             control: Some(control),
+            ..Self::default()
         }
     }
+
+    /// One unparsed event only (for a provider whose body is one event: the whole body).
+    #[must_use]
+    pub fn one_unparsed(unparsed: Unparsed) -> Self {
+        Self {
+            unparsed: vec![unparsed],
+            ..Self::default()
+        }
+    }
+
+    /// Moves every event whose JSON is beyond `limits` (its `raw`, or a correlation id,
+    /// which providers may parse from a JSON text of their own: Mailgun's
+    /// `X-Mailgun-Variables`) to [`Normalized::unparsed`], with its raw text (once per
+    /// distinct raw: SES emits one event per recipient of one document).
+    fn hold_to(&mut self, limits: &JsonLimits) {
+        if self.events.iter().all(|e| beyond(limits, e).is_none()) {
+            return;
+        }
+        for event in std::mem::take(&mut self.events) {
+            let Some(reason) = beyond(limits, &event) else {
+                self.events.push(event);
+                continue;
+            };
+            let raw = match &event.raw {
+                Raw::Text(text) => text.get().to_owned(),
+                Raw::Value(value) => value.to_string(),
+            };
+            if !self.unparsed.iter().any(|u| u.raw == raw) {
+                self.unparsed.push(Unparsed::new(reason, raw));
+            }
+        }
+    }
+}
+
+/// Why `event` is beyond `limits`, if it is.
+fn beyond(limits: &JsonLimits, event: &Event) -> Option<String> {
+    let raw = match &event.raw {
+        Raw::Text(text) => limits.check(text.get().as_bytes()),
+        Raw::Value(value) => limits.check_value(value),
+    };
+    if let Err(e) = raw {
+        return Some(e.to_string());
+    }
+    event.correlation.iter().find_map(|(name, value)| {
+        let e = limits.check_value(value).err()?;
+        Some(format!("correlation id {name}: {e}"))
+    })
+}
+
+/// Longest [`Unparsed::reason`], in bytes.
+pub const MAX_UNPARSED_REASON: usize = 200;
+
+/// A provider event that could not be normalized, kept as it came: nothing a provider was
+/// answered 2xx for is dropped (see [`Normalized::unparsed`] for when an event is kept
+/// this way).
+///
+/// ```
+/// use hookrelay_core::Unparsed;
+///
+/// let u = Unparsed::new("missing field\n/0/email", r#"{"event":"delivered"}"#);
+/// assert_eq!(u.reason, "missing field /0/email");
+/// // The same event, sent again, has the same key.
+/// let again = Unparsed::new("other words", r#"{"event":"delivered"}"#);
+/// assert_eq!(u.idempotency_key("sendgrid"), again.idempotency_key("sendgrid"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unparsed {
+    /// Why it was not normalized: one line, at most [`MAX_UNPARSED_REASON`] bytes.
+    pub reason: String,
+    /// The event's JSON text as the provider sent it (a batch element), or the whole body
+    /// for a provider that posts one event per callback. Never parsed again by hookrelay:
+    /// it may be beyond the limits.
+    pub raw: String,
+}
+
+impl Unparsed {
+    /// An unparsed event: `reason` made one line (control characters become spaces) and
+    /// cut to [`MAX_UNPARSED_REASON`] bytes at a character boundary.
+    #[must_use]
+    pub fn new(reason: impl fmt::Display, raw: impl Into<String>) -> Self {
+        Self {
+            reason: one_line(&reason.to_string(), MAX_UNPARSED_REASON),
+            raw: raw.into(),
+        }
+    }
+
+    /// A stable id of this event for `vendor`, derived from its raw text (`evt_` and 32
+    /// hex digits, as [`Event::idempotency_key`]): a provider's retry of the same event
+    /// has the same key, and it never equals a normalized event's key.
+    #[must_use]
+    pub fn idempotency_key(&self, vendor: &str) -> String {
+        idempotency_key(vendor, &["unparsed", &self.raw])
+    }
+}
+
+/// `text` on one line (control characters as spaces), at most `max` bytes, cut at a
+/// character boundary with `…` when it was longer.
+fn one_line(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    for c in text.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        if out.len() + c.len_utf8() > max {
+            while out.len() + '…'.len_utf8() > max {
+                out.pop();
+            }
+            out.push('…');
+            break;
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Options of a signature check.
@@ -473,7 +607,28 @@ impl Provider {
         }
     }
 
-    /// Normalizes one callback into events (and a control message for handshakes).
+    /// Normalizes one callback into events (and a control message for handshakes), and
+    /// keeps the events it cannot normalize as [`Normalized::unparsed`]. Every event
+    /// returned is within the default [`JsonLimits`]; an event beyond them is moved to
+    /// [`Normalized::unparsed`] with its raw text, whichever provider built it.
+    ///
+    /// # Errors
+    ///
+    /// [`NormalizeError`] when the callback is not the provider's format at all: not its
+    /// content type or method, not JSON (or form fields) where it sends them, not its
+    /// envelope, or (for a provider that posts one event per callback) an event it cannot
+    /// normalize.
+    pub fn normalize(
+        &self,
+        req: &CallbackRequest,
+        ctx: &Context,
+    ) -> Result<Normalized, NormalizeError> {
+        let mut out = self.normalize_by_provider(req, ctx)?;
+        out.hold_to(&JsonLimits::default());
+        Ok(out)
+    }
+
+    /// The provider module's own normalizer.
     #[cfg_attr(
         not(any(
             feature = "sendgrid",
@@ -489,7 +644,7 @@ impl Provider {
         )),
         expect(unused_variables, reason = "no provider is compiled in")
     )]
-    pub fn normalize(
+    fn normalize_by_provider(
         &self,
         req: &CallbackRequest,
         ctx: &Context,
@@ -746,4 +901,43 @@ pub(crate) fn object_fields(
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_one_bounded_line() {
+        let u = Unparsed::new("a\nb\r\tc\u{0}d", "{}");
+        assert_eq!(u.reason, "a b  c d");
+        let long = "é".repeat(500);
+        let u = Unparsed::new(&long, "{}");
+        assert!(u.reason.len() <= MAX_UNPARSED_REASON, "{}", u.reason.len());
+        assert!(u.reason.ends_with('…'));
+        assert!(u.reason.starts_with("éé"));
+        let exact = "x".repeat(MAX_UNPARSED_REASON);
+        assert_eq!(Unparsed::new(&exact, "{}").reason, exact);
+    }
+
+    #[test]
+    fn keys_follow_the_raw_text_and_differ_from_event_keys() {
+        let a = Unparsed::new("r", r#"{"a":1}"#);
+        assert_eq!(
+            a.idempotency_key("sendgrid"),
+            Unparsed::new("other", r#"{"a":1}"#).idempotency_key("sendgrid")
+        );
+        assert_ne!(
+            a.idempotency_key("sendgrid"),
+            Unparsed::new("r", r#"{"a":2}"#).idempotency_key("sendgrid")
+        );
+        assert_ne!(
+            a.idempotency_key("sendgrid"),
+            a.idempotency_key("meta_whatsapp")
+        );
+        assert_ne!(
+            a.idempotency_key("sendgrid"),
+            idempotency_key("sendgrid", &[r#"{"a":1}"#])
+        );
+    }
 }

@@ -83,6 +83,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 
 use crate::event::idempotency_key;
+use crate::limits::TopLevel;
 use crate::provider::json::str_of;
 use crate::provider::{Context, Normalized, VerifyOptions, VerifySettings};
 use crate::secret::ct_eq;
@@ -217,6 +218,9 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
 /// Normalizes one Postmark webhook request into one event.
 pub fn normalize(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, NormalizeError> {
     req.expect_content_type(PROVIDER, &["application/json"], "application/json")?;
+    if let Some(unparsed) = req.beyond_limits(TopLevel::Object) {
+        return Ok(Normalized::one_unparsed(unparsed));
+    }
     let body = req.json()?;
     if !body.is_object() {
         return Err(NormalizeError::shape(
@@ -935,5 +939,30 @@ mod tests {
         assert!(normalize(&CallbackRequest::post(DELIVERY.to_vec()), &CTX).is_ok());
         let garbage = vec![b'{'; 10 * 1024 * 1024];
         assert!(run(&garbage).is_err());
+    }
+
+    #[test]
+    fn a_body_beyond_the_limits_is_kept_whole_and_other_shapes_refused() {
+        let deep = format!(
+            r#"{{"RecordType":"Delivery","MessageID":"m","Recipient":"a@b.c","Metadata":{{"x":{}{}}}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let long = format!(
+            r#"{{"RecordType":"Delivery","MessageID":"m","Recipient":"a@b.c","ServerID":{}}}"#,
+            "4".repeat(100_000)
+        );
+        for body in [&deep, &long] {
+            let out = run(body.as_bytes()).expect("kept, not refused");
+            assert!(out.events.is_empty());
+            assert_eq!(out.unparsed.len(), 1);
+            assert_eq!(out.unparsed[0].raw, *body);
+        }
+        // Not Postmark's object: refused as before.
+        let array = format!("[{}{}]", "[".repeat(100_000), "]".repeat(100_000));
+        let truncated = &deep[..deep.len() - 10];
+        for body in [array.as_str(), truncated] {
+            assert!(run(body.as_bytes()).is_err());
+        }
     }
 }

@@ -5,7 +5,10 @@
 //! `POST`, `Content-Type: application/json`; the body is **always a JSON array** of event
 //! objects (a batch: SendGrid posts every 30 s or at 768 kB, per server). Every element
 //! becomes one [`Event`]. A JSON object (or anything else) where the array
-//! belongs is a [`NormalizeError::Shape`]. Per element:
+//! belongs is a [`NormalizeError::Shape`]. An element that is beyond the
+//! [`limits`](crate::limits), is not an object, or lacks what its event needs (the errors
+//! below) is kept as an [`Unparsed`] event with its JSON text, and the rest of the batch
+//! is normalized as usual. Per element:
 //!
 //! - `email` is the recipient (`channel_value`), `event` the event name (matched
 //!   case-insensitively: the reserved-keys example in SendGrid's docs sends `Processed`);
@@ -78,10 +81,14 @@ use p256::ecdsa::signature::MultipartVerifier as _;
 use p256::ecdsa::{Signature, VerifyingKey};
 use p256::pkcs8::DecodePublicKey as _;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::event::{idempotency_key, idempotency_key_of_value};
+use crate::limits::JsonLimits;
 use crate::provider::json::str_of;
-use crate::provider::{Context, Normalized, VerifyOptions, VerifySettings, object_fields};
+use crate::provider::{
+    Context, Normalized, Unparsed, VerifyOptions, VerifySettings, object_fields,
+};
 use crate::{
     CallbackRequest, Channel, ErrorInfo, Event, EventKind, NormalizeError, Status, StatusUpdate,
     VerifyConfigError, VerifyError, timestamp,
@@ -207,17 +214,37 @@ fn decode_public_key(text: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("not base64: {e}"))
 }
 
-/// Normalizes one Event Webhook batch: every array element becomes one event.
+/// Normalizes one Event Webhook batch: every array element becomes one event, or an
+/// [`Unparsed`] one when it is beyond the [`limits`](crate::limits) or cannot be
+/// normalized.
+///
+/// The array is split into its elements' JSON text first, without parsing them; each
+/// element within the limits is then parsed and normalized on its own.
 pub fn normalize(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, NormalizeError> {
     req.expect_content_type(PROVIDER, &["application/json"], "application/json")?;
-    let Value::Array(items) = req.json()? else {
+    let elements = std::str::from_utf8(&req.body)
+        .ok()
+        .and_then(|text| serde_json::from_str::<Vec<&RawValue>>(text).ok());
+    let Some(elements) = elements else {
+        // Not a JSON array: the body's own error (empty, not JSON), else its shape.
+        req.json()?;
         return Err(NormalizeError::shape("", "a JSON array of events"));
     };
-    let mut events = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
-        events.push(event(i, item, ctx)?);
+    let limits = JsonLimits::default();
+    let mut out = Normalized::events(Vec::with_capacity(elements.len()));
+    for (i, element) in elements.into_iter().enumerate() {
+        let text = element.get();
+        let normalized = limits
+            .check(text.as_bytes())
+            .map_err(|e| e.to_string())
+            .and_then(|()| serde_json::from_str(text).map_err(|e| e.to_string()))
+            .and_then(|item| event(i, item, ctx).map_err(|e| e.to_string()));
+        match normalized {
+            Ok(event) => out.events.push(event),
+            Err(reason) => out.unparsed.push(Unparsed::new(reason, text)),
+        }
     }
-    Ok(Normalized::events(events))
+    Ok(out)
 }
 
 /// What a SendGrid `event` value means.
@@ -741,16 +768,8 @@ mod tests {
             b"[{\"event\":\"open\"",
             b"{\"event\":\"open\",\"email\":\"a@b.c\"}",
             b"\"text\"",
-            b"[1, 2]",
-            b"[{\"email\":\"a@b.c\"}]",
-            b"[{\"event\":\"delivered\"}]",
-            b"[{\"event\":\"delivered\",\"email\":42}]",
-            b"[{\"event\":7,\"email\":\"a@b.c\"}]",
-            b"[{\"event\":\"open\",\"email\":\"a@b.c\",\"timestamp\":\"yesterday\"}]",
-            b"[{\"event\":\"open\",\"email\":\"a@b.c\",\"timestamp\":-5}]",
-            b"[{\"event\":\"open\",\"email\":\"a@b.c\",\"timestamp\":\"x\xc3\xa9aaaa\"}]",
-            b"[{\"event\":\"open\",\"email\":\"a@b.c\",\"timestamp\":{}}]",
             b"\xff\xfe\x00garbage",
+            b"[{\"event\":\"open\",\"email\":\"\xff\"}]",
         ];
         for body in cases {
             assert!(run(body).is_err(), "{:?}", String::from_utf8_lossy(body));
@@ -771,5 +790,79 @@ mod tests {
         let deep = "[".repeat(100_000);
         assert!(run(deep.as_bytes()).is_err());
         assert_eq!(run(b"[]").expect("empty batch").events.len(), 0);
+    }
+
+    #[test]
+    fn elements_that_cannot_be_normalized_are_kept_and_the_rest_delivered() {
+        let bad: &[&str] = &[
+            "1",
+            r#"{"email":"a@b.c"}"#,
+            r#"{"event":"delivered"}"#,
+            r#"{"event":"delivered","email":42}"#,
+            r#"{"event":7,"email":"a@b.c"}"#,
+            r#"{"event":"open","email":"a@b.c","timestamp":"yesterday"}"#,
+            r#"{"event":"open","email":"a@b.c","timestamp":-5}"#,
+            r#"{"event":"open","email":"a@b.c","timestamp":"xéaaaa"}"#,
+            r#"{"event":"open","email":"a@b.c","timestamp":{}}"#,
+        ];
+        let good =
+            r#"{"event":"delivered","email":"a@b.c","timestamp":1700000000,"sg_event_id":"e1"}"#;
+        for element in bad {
+            let body = format!("[{good}, {element}]");
+            let out = run(body.as_bytes()).expect("the batch is accepted");
+            assert_eq!(out.events.len(), 1, "{element}");
+            assert_eq!(out.events[0].channel_value, "a@b.c");
+            assert_eq!(out.unparsed.len(), 1, "{element}");
+            // The element's text as sent, and a one-line reason naming it.
+            assert_eq!(out.unparsed[0].raw, *element);
+            assert!(
+                out.unparsed[0].reason.contains("/1"),
+                "{}",
+                out.unparsed[0].reason
+            );
+        }
+    }
+
+    #[test]
+    fn elements_beyond_the_limits_are_kept_as_text_and_never_parsed() {
+        let good =
+            r#"{"event":"delivered","email":"a@b.c","timestamp":1700000000,"sg_event_id":"e1"}"#;
+        let deep = format!(
+            r#"{{"event":"open","email":"a@b.c","x":{}{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let long = format!(
+            r#"{{"event":"open","email":"a@b.c","x":{}}}"#,
+            "7".repeat(100_000)
+        );
+        // Deep enough for serde_json to parse (under its 128), still beyond 64.
+        let deepish = format!(
+            r#"{{"event":"open","email":"a@b.c","x":{}{}}}"#,
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        let body = format!("[{good},{deep},{long},{deepish}]");
+        let out = run(body.as_bytes()).expect("the batch is accepted");
+        assert_eq!(out.events.len(), 1);
+        let raws: Vec<&str> = out.unparsed.iter().map(|u| u.raw.as_str()).collect();
+        assert_eq!(raws, [&deep, &long, &deepish]);
+        assert_eq!(
+            out.unparsed[0].reason,
+            "nested deeper than 64 levels (at byte 99)"
+        );
+        assert_eq!(
+            out.unparsed[1].reason,
+            "a number longer than 100 characters (at byte 36)"
+        );
+        // A top-level array of arrays is SendGrid's envelope holding one element that is
+        // not an event: kept, not refused.
+        let nested = format!("[{}{}]", "[".repeat(100_000), "]".repeat(100_000));
+        let out = run(nested.as_bytes()).expect("an array");
+        assert!(out.events.is_empty());
+        assert_eq!(out.unparsed.len(), 1);
+        // A deep object where the array belongs is not SendGrid's format at all.
+        let object = format!(r#"{{"a":{}{}}}"#, "[".repeat(100_000), "]".repeat(100_000));
+        assert!(run(object.as_bytes()).is_err());
     }
 }

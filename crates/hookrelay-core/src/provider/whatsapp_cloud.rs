@@ -5,10 +5,17 @@
 //! module; a [`Flavor`] carries what a provider does differently (vendor name, status
 //! vocabulary, which id is the `vendor_ack_id`).
 //!
-//! Two paths read the envelope and give the same events and the same errors:
-//! [`events_from_envelope`], over a parsed document, for any callback; and
-//! [`statuses_only`], for the common callback that holds statuses only, which parses just
-//! the keys it maps and keeps each status's JSON text as its `raw`.
+//! Two paths read the envelope and give the same events, unparsed events and errors:
+//! [`from_text`], for a callback of the expected shape, which splits the envelope into each
+//! status's and message's JSON text without parsing them, parses just the keys a status
+//! maps and keeps its JSON text as its `raw`; and [`events_from_envelope`], over a parsed
+//! document, for any other callback (and Gupshup's v3).
+//!
+//! A status or message that is beyond the [`limits`](crate::limits), is not an object, or
+//! lacks what its event needs (an id, a recipient, a readable timestamp) is kept as an
+//! [`Unparsed`] event, and the rest of the callback is normalized: only an envelope that
+//! is not one (no `entry` array, a change value that is not an object, `statuses` that is
+//! not an array) is a [`NormalizeError`].
 //!
 //! The JSON readers at the end ([`text`], [`raw_text`], [`timestamp`], [`location`], …)
 //! are used by Gupshup's other formats too, which spell their fields the same way.
@@ -26,8 +33,9 @@ use crate::event::{
     Channel, ErrorInfo, Event, EventKind, InboundMessage, Location, Media, ReplyContext, Status,
     StatusUpdate, idempotency_key,
 };
+use crate::limits::JsonLimits;
 use crate::phone::{e164, e164_of_display_number};
-use crate::provider::Context;
+use crate::provider::{Context, Normalized, Unparsed};
 use crate::timestamp::value_to_ms;
 
 /// How a provider that mirrors Meta's envelope differs from Meta itself.
@@ -96,10 +104,21 @@ struct Change<'a> {
 #[cfg(feature = "meta_whatsapp")]
 #[derive(Deserialize)]
 struct ChangeValue<'a> {
+    #[serde(default)]
+    metadata: Option<Metadata>,
     #[serde(borrow, default)]
     statuses: Option<Vec<&'a RawValue>>,
     #[serde(borrow, default)]
-    messages: Option<&'a RawValue>,
+    messages: Option<Vec<&'a RawValue>>,
+}
+
+#[cfg(feature = "meta_whatsapp")]
+/// The one key of `metadata` that messages read. Anything but an object (or null) fails
+/// [`from_text`]: the general path then decides.
+#[derive(Deserialize)]
+struct Metadata {
+    #[serde(default, deserialize_with = "present")]
+    display_phone_number: Option<Value>,
 }
 
 #[cfg(feature = "meta_whatsapp")]
@@ -175,47 +194,88 @@ impl std::fmt::Display for StatusPath {
 }
 
 #[cfg(feature = "meta_whatsapp")]
-/// The common callback, statuses only, read without parsing the document into a `Value`
-/// tree: each status keeps its JSON text as [`Raw::Text`], and only the keys
-/// [`status_event`] reads are parsed. `None` for anything else (messages, an unexpected
-/// shape, invalid JSON, a repeated key): then the general path decides, errors included,
-/// so both paths give the same events and the same errors.
-pub(crate) fn statuses_only(
-    body: &[u8],
-    ctx: &Context,
-    flavor: &Flavor,
-) -> Option<Result<Vec<Event>, NormalizeError>> {
+/// A callback of the expected shape, read without parsing the document into a `Value`
+/// tree: the envelope is split into each status's and message's JSON text, each is
+/// checked against the limits, a status keeps its JSON text as [`Raw::Text`] and has only
+/// the keys [`status_event`] reads parsed, a message is parsed whole. `None` for anything
+/// else (an unexpected shape, invalid JSON, a repeated key): then the general path
+/// decides, errors included, so both paths give the same events, unparsed events and
+/// errors.
+pub(crate) fn from_text(body: &[u8], ctx: &Context, flavor: &Flavor) -> Option<Normalized> {
     // Checked whole first: serde_json does not check the strings it skips, and the general
     // path refuses a body that is not UTF-8 anywhere.
     let text = std::str::from_utf8(body).ok()?;
     let Obj(envelope): Obj<Envelope<'_>> = serde_json::from_str(text).ok()?;
-    let mut events = Vec::new();
+    let limits = JsonLimits::default();
+    let mut out = Normalized::default();
     for (i, Obj(entry)) in envelope.entry.iter().enumerate() {
         for (j, Obj(change)) in entry.changes.iter().flatten().enumerate() {
             if change.field.as_deref() != Some("messages") {
                 continue;
             }
             let Obj(value) = change.value.as_ref()?;
-            if value.messages.is_some() {
-                return None;
-            }
             for (k, status) in value.statuses.iter().flatten().enumerate() {
-                let Obj(keys): Obj<StatusKeys> = serde_json::from_str(status.get()).ok()?;
                 let path = StatusPath {
                     entry: i,
                     change: j,
                     status: k,
                 };
-                let mut event = match status_event(&keys, &path, ctx, flavor) {
-                    Ok(event) => event,
-                    Err(e) => return Some(Err(e)),
+                if let Err(e) = limits.check(status.get().as_bytes()) {
+                    out.unparsed
+                        .push(Unparsed::new(format!("{path}: {e}"), status.get()));
+                    continue;
+                }
+                if !status.get().starts_with('{') {
+                    out.unparsed.push(not_an_object(&path, status.get()));
+                    continue;
+                }
+                let Obj(keys): Obj<StatusKeys> = serde_json::from_str(status.get()).ok()?;
+                match status_event(&keys, &path, ctx, flavor) {
+                    Ok(mut event) => {
+                        event.raw = status_raw(status);
+                        out.events.push(event);
+                    }
+                    Err(e) => out.unparsed.push(Unparsed::new(e, status.get())),
+                }
+            }
+            let business = business_number(
+                value
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.display_phone_number.as_ref()),
+            );
+            for (k, message) in value.messages.iter().flatten().enumerate() {
+                let path = format!("/entry/{i}/changes/{j}/value/messages/{k}");
+                if let Err(e) = limits.check(message.get().as_bytes()) {
+                    out.unparsed
+                        .push(Unparsed::new(format!("{path}: {e}"), message.get()));
+                    continue;
+                }
+                let fields = match serde_json::from_str(message.get()) {
+                    Ok(Value::Object(fields)) => fields,
+                    Ok(_) => {
+                        out.unparsed.push(not_an_object(&path, message.get()));
+                        continue;
+                    }
+                    Err(_) => return None,
                 };
-                event.raw = status_raw(status);
-                events.push(event);
+                match message_event(&fields, &business, &path, ctx, flavor.vendor) {
+                    Ok(mut event) => {
+                        event.raw = Value::Object(fields).into();
+                        out.events.push(event);
+                    }
+                    Err(e) => out.unparsed.push(Unparsed::new(e, message.get())),
+                }
             }
         }
     }
-    Some(Ok(events))
+    Some(out)
+}
+
+#[cfg(feature = "meta_whatsapp")]
+/// An item of `statuses` or `messages` that is not an object, as the general path reports it.
+fn not_an_object(path: &impl std::fmt::Display, text: &str) -> Unparsed {
+    Unparsed::new(NormalizeError::shape(path.to_string(), "an object"), text)
 }
 
 #[cfg(feature = "meta_whatsapp")]
@@ -229,14 +289,15 @@ fn status_raw(status: &RawValue) -> Raw {
     Raw::Text(status.to_owned())
 }
 
-/// Turns a Meta-style `{object, entry[{changes[{field, value}]}]}` document into events.
+/// Turns a Meta-style `{object, entry[{changes[{field, value}]}]}` document into events,
+/// and the statuses and messages it cannot normalize into unparsed events.
 ///
 /// Each status and message object is moved out of `doc` into its event's `raw`.
 pub(crate) fn events_from_envelope(
     doc: &mut Value,
     ctx: &Context,
     flavor: &Flavor,
-) -> Result<Vec<Event>, NormalizeError> {
+) -> Result<Normalized, NormalizeError> {
     let root = doc
         .as_object_mut()
         .ok_or_else(|| NormalizeError::shape("/", "a JSON object"))?;
@@ -245,7 +306,7 @@ pub(crate) fn events_from_envelope(
         .ok_or_else(|| NormalizeError::MissingField("entry".into()))?
         .as_array_mut()
         .ok_or_else(|| NormalizeError::shape("/entry", "an array"))?;
-    let mut events = Vec::new();
+    let mut out = Normalized::default();
     for (i, entry) in entries.iter_mut().enumerate() {
         let entry = entry
             .as_object_mut()
@@ -272,10 +333,10 @@ pub(crate) fn events_from_envelope(
                 .get_mut("value")
                 .and_then(Value::as_object_mut)
                 .ok_or_else(|| NormalizeError::shape(format!("{path}/value"), "an object"))?;
-            value_events(value, &path, ctx, flavor, &mut events)?;
+            value_events(value, &path, ctx, flavor, &mut out)?;
         }
     }
-    Ok(events)
+    Ok(out)
 }
 
 fn value_events(
@@ -283,37 +344,65 @@ fn value_events(
     path: &str,
     ctx: &Context,
     flavor: &Flavor,
-    out: &mut Vec<Event>,
+    out: &mut Normalized,
 ) -> Result<(), NormalizeError> {
-    let business = value
-        .get("metadata")
-        .and_then(|m| m.get("display_phone_number"))
+    let business = business_number(
+        value
+            .get("metadata")
+            .and_then(|m| m.get("display_phone_number")),
+    );
+    let limits = JsonLimits::default();
+    for (k, status) in array_at(value, "statuses", path)?.iter_mut().enumerate() {
+        let p = format!("{path}/value/statuses/{k}");
+        let event = match limits.check_value(status) {
+            Err(e) => Err(format!("{p}: {e}")),
+            Ok(()) => match status.as_object() {
+                None => Err(NormalizeError::shape(p.clone(), "an object").to_string()),
+                Some(fields) => status_event(fields, &p, ctx, flavor).map_err(|e| e.to_string()),
+            },
+        };
+        match event {
+            Ok(mut event) => {
+                event.raw = std::mem::take(status).into();
+                out.events.push(event);
+            }
+            Err(reason) => out.unparsed.push(Unparsed::new(reason, status.to_string())),
+        }
+    }
+    for (k, message) in array_at(value, "messages", path)?.iter_mut().enumerate() {
+        let p = format!("{path}/value/messages/{k}");
+        let event = match limits.check_value(message) {
+            Err(e) => Err(format!("{p}: {e}")),
+            Ok(()) => match message.as_object() {
+                None => Err(NormalizeError::shape(p.clone(), "an object").to_string()),
+                Some(fields) => message_event(fields, &business, &p, ctx, flavor.vendor)
+                    .map_err(|e| e.to_string()),
+            },
+        };
+        match event {
+            Ok(mut event) => {
+                event.raw = std::mem::take(message).into();
+                out.events.push(event);
+            }
+            Err(reason) => out
+                .unparsed
+                .push(Unparsed::new(reason, message.to_string())),
+        }
+    }
+    Ok(())
+}
+
+/// The business's number of a change (`metadata.display_phone_number`, text or number)
+/// as E.164; empty when absent.
+fn business_number(display: Option<&Value>) -> String {
+    display
         .and_then(|v| match v {
             Value::String(s) => Some(s.clone()),
             Value::Number(n) => Some(n.to_string()),
             _ => None,
         })
         .map(|s| e164_of_display_number(&s))
-        .unwrap_or_default();
-    for (k, status) in array_at(value, "statuses", path)?.iter_mut().enumerate() {
-        let p = format!("{path}/value/statuses/{k}");
-        let status = status
-            .as_object_mut()
-            .ok_or_else(|| NormalizeError::shape(p.clone(), "an object"))?;
-        let mut event = status_event(status, &p, ctx, flavor)?;
-        event.raw = Value::Object(std::mem::take(status)).into();
-        out.push(event);
-    }
-    for (k, message) in array_at(value, "messages", path)?.iter_mut().enumerate() {
-        let p = format!("{path}/value/messages/{k}");
-        let message = message
-            .as_object_mut()
-            .ok_or_else(|| NormalizeError::shape(p.clone(), "an object"))?;
-        let mut event = message_event(message, &business, &p, ctx, flavor.vendor)?;
-        event.raw = Value::Object(std::mem::take(message)).into();
-        out.push(event);
-    }
-    Ok(())
+        .unwrap_or_default()
 }
 
 fn array_at<'a>(

@@ -64,31 +64,45 @@ impl Batch<'_> {
         Ok(())
     }
 
+    /// A dedupe key's hash and expiry, and whether it is recorded until later than
+    /// `now_ms` (a duplicate).
+    fn dedupe_key(
+        &self,
+        dedupe: Option<&(String, Duration)>,
+        now_ms: i64,
+    ) -> (Option<(u128, i64)>, bool) {
+        let key = dedupe.map(|(key, window)| {
+            let window = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+            (xxh3_128(key.as_bytes()), now_ms.saturating_add(window))
+        });
+        let duplicate =
+            key.is_some_and(|(hash, _)| self.state.dedupe_expiry(hash).is_some_and(|e| e > now_ms));
+        (key, duplicate)
+    }
+
+    /// The first of `n` new ids, checked not to run out.
+    fn allocate(&self, n: u64) -> Result<u64, StoreError> {
+        let first = self.state.next_id;
+        first.checked_add(n).ok_or_else(|| {
+            StoreError::backend(
+                "allocate id",
+                std::io::Error::other("delivery ids exhausted"),
+            )
+        })?;
+        Ok(first)
+    }
+
     pub(crate) fn enqueue(
         &mut self,
         dedupe: Option<(String, Duration)>,
         batch: &[NewDelivery],
         now_ms: i64,
     ) -> Result<EnqueueOutcome, StoreError> {
-        let key = dedupe.as_ref().map(|(key, window)| {
-            let window = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-            (xxh3_128(key.as_bytes()), now_ms.saturating_add(window))
-        });
-        if let Some((hash, _)) = key
-            && self.state.dedupe_expiry(hash).is_some_and(|e| e > now_ms)
-        {
+        let (key, duplicate) = self.dedupe_key(dedupe.as_ref(), now_ms);
+        if duplicate {
             return Ok(EnqueueOutcome::Duplicate);
         }
-        let first = self.state.next_id;
-        let exhausted = || {
-            StoreError::backend(
-                "allocate id",
-                std::io::Error::other("delivery ids exhausted"),
-            )
-        };
-        first
-            .checked_add(batch.len() as u64)
-            .ok_or_else(exhausted)?;
+        let first = self.allocate(batch.len() as u64)?;
         let mut recs = Vec::with_capacity(batch.len() + 1);
         for (n, new) in batch.iter().enumerate() {
             recs.push((
@@ -126,6 +140,58 @@ impl Batch<'_> {
             });
         }
         Ok(EnqueueOutcome::Enqueued(ids))
+    }
+
+    /// Writes `new` straight into the dead letters with `reason`, dead at `now_ms`, and
+    /// records its dedupe key: a `Put`, a `Bury` and a `Dedupe` record in one op. It is
+    /// never queued, so nothing changes in the index.
+    pub(crate) fn enqueue_dead_letter(
+        &mut self,
+        dedupe: Option<(String, Duration)>,
+        new: &NewDelivery,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<EnqueueOutcome, StoreError> {
+        let (key, duplicate) = self.dedupe_key(dedupe.as_ref(), now_ms);
+        if duplicate {
+            return Ok(EnqueueOutcome::Duplicate);
+        }
+        let id = self.allocate(1)?;
+        let mut recs = vec![
+            (
+                Rec::Put {
+                    id,
+                    endpoint: &new.endpoint,
+                    not_before_ms: now_ms,
+                    attempts: 0,
+                    webhook_id: &new.webhook_id,
+                    created_at_ms: new.created_at_ms,
+                    last_error: None,
+                },
+                &new.body[..],
+            ),
+            (
+                Rec::Bury {
+                    id,
+                    reason,
+                    status: None,
+                    response: None,
+                    dead_at_ms: now_ms,
+                },
+                &[][..],
+            ),
+        ];
+        if let Some((hash, expires_ms)) = key {
+            recs.push((
+                Rec::Dedupe {
+                    key: hash,
+                    expires_ms,
+                },
+                &[][..],
+            ));
+        }
+        self.log(&recs)?;
+        Ok(EnqueueOutcome::Enqueued(vec![DeliveryId(id)]))
     }
 
     /// The queued delivery `id`: its endpoint and when it was due.

@@ -323,6 +323,26 @@ impl EmbeddedStore {
         .await
     }
 
+    /// [`Store::enqueue_dead_letter`](crate::Store::enqueue_dead_letter), in one log write
+    /// synced before it returns, keyed as [`enqueue`](EmbeddedStore::enqueue) keys.
+    pub async fn enqueue_dead_letter(
+        &self,
+        dedupe: Option<(String, Duration)>,
+        delivery: NewDelivery,
+        reason: impl Into<String>,
+        now_ms: i64,
+    ) -> Result<EnqueueOutcome, StoreError> {
+        let reason = reason.into();
+        self.call(|reply| Op::EnqueueDeadLetter {
+            dedupe,
+            delivery,
+            reason,
+            now_ms,
+            reply,
+        })
+        .await
+    }
+
     /// [`Store::lease`](crate::Store::lease): the deliveries due at `now_ms`, new ones
     /// included. Leases are kept in memory; a delivery whose body cannot be read back stays
     /// leased (and logged) until the store is reopened.
@@ -469,42 +489,42 @@ impl EmbeddedStore {
     ) -> Result<Vec<DeadLetter>, StoreError> {
         let found: Vec<(u64, writer_state::Grave, Arc<File>)> = {
             let core = self.inner.shared.core();
-            let (seq, written) = core.committed;
-            // A letter whose delivery is in a batch still being written is not listed yet.
-            let is_written =
-                |put: &log::Loc| put.seq != seq || put.off + u64::from(put.len) <= written;
             core.state
                 .dead
                 .iter()
                 .filter(|(_, grave)| endpoint.is_none_or(|name| *grave.entry.endpoint == *name))
-                .filter(|(_, grave)| is_written(&grave.entry.put))
+                .filter_map(|(&id, grave)| written_grave(&core, id, grave))
                 .take(limit)
-                .filter_map(|(&id, grave)| {
-                    let file = core.files.get(&grave.entry.put.seq)?;
-                    Some((id, grave.clone(), Arc::clone(file)))
-                })
                 .collect()
         };
         let mut letters = Vec::with_capacity(found.len());
         for (id, grave, file) in found {
-            let delivery = match read_delivery(id, &grave.entry, &file) {
-                Ok(delivery) => delivery,
+            match read_letter(id, grave, &file) {
+                Ok(letter) => letters.push(letter),
                 Err(error @ StoreError::Corrupt { .. }) => {
                     // One damaged letter does not hide the others.
                     tracing::error!(id, error = %error, "unreadable dead letter left out");
-                    continue;
                 }
                 Err(error) => return Err(error),
-            };
-            letters.push(DeadLetter {
-                delivery,
-                reason: grave.reason.into(),
-                status: grave.status,
-                response: grave.response.map(String::from),
-                dead_at_ms: grave.dead_at_ms,
-            });
+            }
         }
         Ok(letters)
+    }
+
+    /// [`Store::find_dead_letter`](crate::Store::find_dead_letter), its body read back from
+    /// the log.
+    pub async fn find_dead_letter(&self, id: DeliveryId) -> Result<Option<DeadLetter>, StoreError> {
+        let found = {
+            let core = self.inner.shared.core();
+            core.state
+                .dead
+                .get(&id.0)
+                .and_then(|grave| written_grave(&core, id.0, grave))
+        };
+        match found {
+            Some((id, grave, file)) => read_letter(id, grave, &file).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// [`Store::replay`](crate::Store::replay).
@@ -630,6 +650,34 @@ impl EmbeddedStore {
         }
         Ok(())
     }
+}
+
+/// A dead letter with the log file its delivery is in, unless that delivery is in a batch
+/// still being written (it is not listed before it is durable).
+fn written_grave(
+    core: &Core,
+    id: u64,
+    grave: &writer_state::Grave,
+) -> Option<(u64, writer_state::Grave, Arc<File>)> {
+    let (seq, written) = core.committed;
+    let put = grave.entry.put;
+    if put.seq == seq && put.off + u64::from(put.len) > written {
+        return None;
+    }
+    let file = core.files.get(&put.seq)?;
+    Some((id, grave.clone(), Arc::clone(file)))
+}
+
+/// Reads a dead letter's delivery back from the log.
+fn read_letter(id: u64, grave: writer_state::Grave, file: &File) -> Result<DeadLetter, StoreError> {
+    let delivery = read_delivery(id, &grave.entry, file)?;
+    Ok(DeadLetter {
+        delivery,
+        reason: grave.reason.into(),
+        status: grave.status,
+        response: grave.response.map(String::from),
+        dead_at_ms: grave.dead_at_ms,
+    })
 }
 
 /// Reads a delivery's `Put` record back and combines it with what changed since.

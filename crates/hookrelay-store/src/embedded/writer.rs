@@ -79,6 +79,13 @@ pub(crate) enum Op {
         now_ms: i64,
         reply: Reply<EnqueueOutcome>,
     },
+    EnqueueDeadLetter {
+        dedupe: Option<(String, Duration)>,
+        delivery: NewDelivery,
+        reason: String,
+        now_ms: i64,
+        reply: Reply<EnqueueOutcome>,
+    },
     Complete {
         id: u64,
         reply: Reply<()>,
@@ -136,8 +143,8 @@ impl Op {
     /// within [`LAZY_SYNC`]. A crash of the process keeps it (it is in the file); only a
     /// power loss in that window can lose it, and then the delivery is attempted again
     /// (same `webhook-id`), which at-least-once delivery allows. Everything else
-    /// (enqueues, replays, a removed endpoint's dead letters, retries made due, one-time
-    /// tokens) is synced before it is answered.
+    /// (enqueues, dead letters written as such, replays, a removed endpoint's dead letters,
+    /// retries made due, one-time tokens) is synced before it is answered.
     fn is_lazy(&self) -> bool {
         matches!(
             self,
@@ -414,6 +421,17 @@ impl Writer {
                         purge_at = Some(purge_at.map_or(now_ms, |at| at.max(now_ms)));
                         Pending::Enqueue(reply, b.enqueue(dedupe, &batch, now_ms))
                     }
+                    Op::EnqueueDeadLetter {
+                        dedupe,
+                        delivery,
+                        reason,
+                        now_ms,
+                        reply,
+                    } => {
+                        purge_at = Some(purge_at.map_or(now_ms, |at| at.max(now_ms)));
+                        let result = b.enqueue_dead_letter(dedupe, &delivery, &reason, now_ms);
+                        Pending::Enqueue(reply, result)
+                    }
                     Op::Complete { id, reply } => Pending::Unit(reply, b.complete(id)),
                     Op::Reschedule {
                         id,
@@ -644,7 +662,9 @@ impl Writer {
 fn pending_of(op: Op) -> Pending {
     // The results are replaced by the failure before they are sent.
     match op {
-        Op::Enqueue { reply, .. } => Pending::Enqueue(reply, Err(StoreError::WriterStopped)),
+        Op::Enqueue { reply, .. } | Op::EnqueueDeadLetter { reply, .. } => {
+            Pending::Enqueue(reply, Err(StoreError::WriterStopped))
+        }
         Op::Complete { reply, .. }
         | Op::Reschedule { reply, .. }
         | Op::DeadLetter { reply, .. }

@@ -282,6 +282,46 @@ impl RedisStore {
         ))
     }
 
+    /// [`Store::enqueue_dead_letter`](crate::Store::enqueue_dead_letter), in one script:
+    /// the key, the id and the letter are written together, and nothing is put in a stream
+    /// (no replica leases it, no subscriber is woken).
+    pub async fn enqueue_dead_letter(
+        &self,
+        dedupe: Option<(String, Duration)>,
+        delivery: NewDelivery,
+        reason: impl Into<String>,
+        now_ms: i64,
+    ) -> Result<EnqueueOutcome, StoreError> {
+        let mut call = self.inner.scripts.enqueue_dead_letter.prepare_invoke();
+        call.arg(&self.inner.options.prefix);
+        match &dedupe {
+            Some((key, window)) => {
+                let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+                call.arg("1")
+                    .arg(key)
+                    .arg(window_ms.clamp(1, RELEASED_IDLE_MS))
+            }
+            None => call.arg("0").arg("").arg(0),
+        };
+        call.arg(now_ms)
+            .arg(&delivery.endpoint)
+            .arg(&delivery.webhook_id)
+            .arg(delivery.body.as_ref())
+            .arg(delivery.created_at_ms)
+            .arg(reason.into());
+        let id: Option<u64> = self
+            .inner
+            .timed(
+                "enqueue dead letter",
+                call.invoke_async(&mut self.inner.conn.clone()),
+            )
+            .await?;
+        Ok(match id {
+            Some(id) => EnqueueOutcome::Enqueued(vec![DeliveryId(id)]),
+            None => EnqueueOutcome::Duplicate,
+        })
+    }
+
     /// [`Store::lease`](crate::Store::lease): first those idle in other consumers for longer
     /// than the visibility timeout (or released), then new ones, after moving the
     /// rescheduled ones due at `now_ms` back into the stream. Never blocks.
@@ -473,6 +513,18 @@ impl RedisStore {
         raw.into_iter()
             .map(|flat| Record::parse("dead_letters", flat)?.into_dead_letter())
             .collect()
+    }
+
+    /// [`Store::find_dead_letter`](crate::Store::find_dead_letter).
+    pub async fn find_dead_letter(&self, id: DeliveryId) -> Result<Option<DeadLetter>, StoreError> {
+        let inner = &self.inner;
+        let mut call = inner.scripts.dead_letter_by_id.prepare_invoke();
+        call.arg(&inner.options.prefix).arg(id.0);
+        let raw: Option<Vec<Vec<u8>>> = inner
+            .timed("dead letter", call.invoke_async(&mut inner.conn.clone()))
+            .await?;
+        raw.map(|flat| Record::parse("dead_letters", flat)?.into_dead_letter())
+            .transpose()
     }
 
     /// [`Store::replay`](crate::Store::replay), whichever replica dead-lettered it; wakes

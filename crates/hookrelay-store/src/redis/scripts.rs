@@ -120,6 +120,24 @@ end
 return ids
 "#;
 
+/// ARGV: P, has dedupe key ('1'/'0'), dedupe key, window ms, now ms, endpoint, webhook id,
+/// body, created at, reason. Writes one delivery straight into the dead letters (never into
+/// a stream). Returns its id, or nil for a duplicate (then nothing was written).
+const ENQUEUE_DEAD_LETTER: &str = r#"
+if ARGV[2] == '1' then
+  if not redis.call('SET', P .. ':dd:' .. ARGV[3], '1', 'NX', 'PX', ARGV[4]) then
+    return false
+  end
+end
+local now, ep = ARGV[5], ARGV[6]
+local id = redis.call('INCR', P .. ':next_id')
+redis.call('HSET', lkey(id), 'ep', ep, 'wid', ARGV[7], 'body', ARGV[8], 'ca', ARGV[9],
+  'att', 0, 'nb', now, 'reason', ARGV[10], 'dead', now)
+redis.call('ZADD', DEAD, id, id)
+redis.call('ZADD', deadkey(ep), id, id)
+return id
+"#;
+
 /// ARGV: P, consumer, endpoint, now ms, max, visibility ms. Moves due rescheduled
 /// deliveries into the stream, claims entries idle longer than the visibility timeout, then
 /// reads new ones. Returns up to `max` records as flat arrays `id, field, value, …`.
@@ -269,6 +287,14 @@ end
 return out
 "#;
 
+/// ARGV: P, id. Returns the dead letter as a flat array `id, field, value, …`, or nil.
+const DEAD_LETTER_BY_ID: &str = r#"
+local rec = redis.call('HGETALL', lkey(ARGV[2]))
+if #rec == 0 then return false end
+table.insert(rec, 1, ARGV[2])
+return rec
+"#;
+
 /// ARGV: P, consumer, endpoint, idle ms, stream ids…. Sets the idle time of the entries
 /// this consumer still owns (0 renews a lease, a huge value releases it); returns the ids
 /// it no longer owns.
@@ -316,6 +342,7 @@ return {delayed, unread, pending}
 #[derive(Debug)]
 pub(super) struct Scripts {
     pub(super) enqueue: Script,
+    pub(super) enqueue_dead_letter: Script,
     pub(super) lease: Script,
     pub(super) complete: Script,
     pub(super) reschedule: Script,
@@ -325,6 +352,7 @@ pub(super) struct Scripts {
     pub(super) replay_endpoint: Script,
     pub(super) retry_now: Script,
     pub(super) dead_letters: Script,
+    pub(super) dead_letter_by_id: Script,
     pub(super) touch: Script,
     pub(super) next_due: Script,
 }
@@ -334,6 +362,7 @@ impl Scripts {
         let script = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
         Scripts {
             enqueue: script(ENQUEUE),
+            enqueue_dead_letter: script(ENQUEUE_DEAD_LETTER),
             lease: script(LEASE),
             complete: script(COMPLETE),
             reschedule: script(RESCHEDULE),
@@ -343,6 +372,7 @@ impl Scripts {
             replay_endpoint: script(REPLAY_ENDPOINT),
             retry_now: script(RETRY_NOW),
             dead_letters: script(DEAD_LETTERS),
+            dead_letter_by_id: script(DEAD_LETTER_BY_ID),
             touch: script(TOUCH),
             next_due: script(NEXT_DUE),
         }

@@ -311,6 +311,96 @@ pub(crate) async fn a_removed_endpoints_deliveries_go_to_the_dead_letters_and_ba
     Ok(())
 }
 
+pub(crate) async fn a_dead_letter_written_as_such_is_deduped_listed_and_found(
+    store: &Store,
+) -> TestResult {
+    let key = || Some(("meta_whatsapp:evt_unparsed1".to_owned(), HOUR));
+    let first = store
+        .enqueue_dead_letter(key(), new(":unparsed", "u1"), "unparsed: too deep", 10_000)
+        .await?;
+    let id = match first {
+        EnqueueOutcome::Enqueued(ids) if ids.len() == 1 => ids[0],
+        other => return Err(format!("expected one id, got {other:?}").into()),
+    };
+    // Never queued: no lease, no queue depth, no endpoint with work.
+    assert!(store.lease(":unparsed", 0, 10).await?.is_empty());
+    assert_eq!(store.queue_depth(":unparsed").await?, 0);
+    assert!(store.endpoints().await?.is_empty());
+
+    // Listed and found, with the reason and the body as written.
+    let letters = store.dead_letters(Some(":unparsed"), 10).await?;
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(letter.delivery.id, id);
+    assert_eq!(letter.reason, "unparsed: too deep");
+    assert_eq!((letter.status, letter.response.as_deref()), (None, None));
+    assert_eq!(letter.dead_at_ms, 10_000);
+    assert_eq!(letter.delivery.webhook_id, "u1");
+    assert_eq!(letter.delivery.body, Bytes::from_static(br#"{"id":"u1"}"#));
+    assert_eq!(
+        (letter.delivery.attempts, letter.delivery.created_at_ms),
+        (0, 1_000)
+    );
+    assert_eq!(store.find_dead_letter(id).await?.as_ref(), Some(letter));
+    assert_eq!(store.dead_letters(None, 10).await?.len(), 1);
+
+    // The provider sent the same event again within the window: nothing written. The keys
+    // are those of enqueue: one key is either an enqueue's or a dead letter's.
+    assert_eq!(
+        store
+            .enqueue_dead_letter(key(), new(":unparsed", "u1"), "unparsed: too deep", 20_000)
+            .await?,
+        EnqueueOutcome::Duplicate
+    );
+    assert_eq!(
+        store.enqueue(key(), vec![new("crm", "u1")], 20_000).await?,
+        EnqueueOutcome::Duplicate
+    );
+    let enqueued = || Some(("sendgrid:evt9".to_owned(), HOUR));
+    store
+        .enqueue(enqueued(), vec![new("crm", "e")], 20_000)
+        .await?;
+    assert_eq!(
+        store
+            .enqueue_dead_letter(enqueued(), new(":unparsed", "e"), "unparsed: x", 20_000)
+            .await?,
+        EnqueueOutcome::Duplicate
+    );
+    assert_eq!(store.dead_letters(None, 10).await?.len(), 1);
+    // Without a key, every call writes one, each under a new id.
+    let a = ids(store
+        .enqueue_dead_letter(None, new(":unparsed", "n"), "unparsed: y", 30_000)
+        .await?);
+    let b = ids(store
+        .enqueue_dead_letter(None, new(":unparsed", "n"), "unparsed: y", 30_000)
+        .await?);
+    assert_eq!(a.len(), 1);
+    assert!(b[0] > a[0] && a[0] > id);
+
+    // Other endpoints' letters are not its; an unknown id is found nowhere.
+    assert_eq!(store.dead_letters(Some(":unparsed"), 10).await?.len(), 3);
+    assert!(store.dead_letters(Some("crm"), 10).await?.is_empty());
+    assert_eq!(store.find_dead_letter(DeliveryId(999_999)).await?, None);
+    // A delivery still queued is not a dead letter; once dead-lettered, it is found.
+    let queued = store.lease("crm", 20_000, 1).await?.remove(0);
+    assert_eq!(store.find_dead_letter(queued.id).await?, None);
+    store
+        .dead_letter(queued.id, "attempts exhausted", Some(503), None, 40_000)
+        .await?;
+    let found = store
+        .find_dead_letter(queued.id)
+        .await?
+        .ok_or("dead letter")?;
+    assert_eq!(
+        (found.reason.as_str(), found.status),
+        ("attempts exhausted", Some(503))
+    );
+    // Replayed, it is a dead letter no more.
+    assert!(store.replay(queued.id, 50_000).await?);
+    assert_eq!(store.find_dead_letter(queued.id).await?, None);
+    Ok(())
+}
+
 pub(crate) async fn dedupe_within_the_window(store: &Store) -> TestResult {
     let key = || Some(("sendgrid:evt1".to_owned(), HOUR));
     let first = store.enqueue(key(), vec![new("crm", "a")], 10_000).await?;

@@ -87,6 +87,7 @@ contract![
     dead_letters_are_listed_and_replayed_with_their_ids,
     dead_letter_responses_are_cut_to_max_response_bytes,
     a_removed_endpoints_deliveries_go_to_the_dead_letters_and_back,
+    a_dead_letter_written_as_such_is_deduped_listed_and_found,
     dedupe_within_the_window,
     enqueue_wakes_a_subscribed_worker,
     retry_now_makes_an_endpoints_waiting_retries_due,

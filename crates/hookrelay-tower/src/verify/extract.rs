@@ -65,7 +65,9 @@ use super::{CallbackPolicy, Received};
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Callback {
-    /// The events, in the provider's order, and the handshake to answer, if any.
+    /// The events, in the provider's order, and the handshake to answer, if any; the
+    /// events that could not be normalized (beyond the JSON limits, or a batch element its
+    /// normalizer refuses) are in `normalized.unparsed`, for the application to keep.
     pub normalized: Normalized,
     /// The one-time token the provider's signature covers instead of the body (Mailgun):
     /// refuse a token already accepted, or a captured signature could carry any body.

@@ -29,14 +29,16 @@ pub(crate) struct Args {
 enum Action {
     /// List dead letters as JSON, one a line.
     List {
-        /// Only this endpoint's.
+        /// Only this endpoint's (`:unparsed`: the provider events that could not be
+        /// normalized).
         #[arg(long)]
         endpoint: Option<String>,
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
-    /// Put a dead letter (by id), or every dead letter of an endpoint, back in its queue.
+    /// Put a dead letter (by id), or every dead letter of an endpoint, back in its queue
+    /// (refused for `:unparsed`: no endpoint takes an event that could not be normalized).
     Replay {
         /// Dead letter id.
         id: Option<u64>,

@@ -178,6 +178,10 @@ pub(crate) fn run(args: &Args) -> ExitCode {
     if let Some(c) = &out.control {
         eprintln!("hookrelay normalize: control message: {}", c.describe());
     }
+    // The sidecar keeps these as dead letters of `:unparsed`; here they are reported.
+    for u in &out.unparsed {
+        eprintln!("hookrelay normalize: unparsed: {}", u.reason);
+    }
     let opts = PayloadOptions {
         format,
         ..PayloadOptions::default()

@@ -3,12 +3,19 @@
 //! Nothing here names a provider: what differs between providers (a certificate fetched by
 //! URL, a one-time token, a handshake to answer, the acknowledgement's body) is asked of
 //! the provider and its verifier.
+//!
+//! An event the provider's normalizer kept as unparsed (beyond the JSON limits, or an
+//! element of a batch it could not normalize) is written as a dead letter of the reserved
+//! endpoint [`UNPARSED_ENDPOINT`], durably and deduplicated like an event, before the
+//! provider gets its 2xx: the callback verified and is the provider's format, so it is
+//! answered, and what could not be normalized is kept to be looked at.
 
 use bytes::Bytes;
 use hookrelay_config::{Informational, Route, Snapshot};
 use hookrelay_core::payload::to_bytes;
 use hookrelay_core::provider::{Context, VerifyOptions};
-use hookrelay_core::{CallbackRequest, Event};
+use hookrelay_core::timestamp::ms_to_rfc3339;
+use hookrelay_core::{CallbackRequest, Event, Unparsed};
 use hookrelay_store::{DeliveryId, EnqueueOutcome, NewDelivery, StoreError};
 
 use super::refusal::Refusal;
@@ -17,6 +24,11 @@ use crate::clock::now_ms;
 
 /// How long a provider event id is remembered for deduplication.
 pub(crate) const DEDUPE_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The endpoint of the dead letters that hold unparsed events. Endpoint names in the config
+/// are letters, digits, `_`, `-` and `.`, so no configured endpoint can have this name, and
+/// no lane ever leases its deliveries (it has none: they are written as dead letters).
+pub(crate) const UNPARSED_ENDPOINT: &str = ":unparsed";
 
 /// What an accepted callback answers.
 #[derive(Clone)]
@@ -108,14 +120,10 @@ impl Ingest {
         req: CallbackRequest,
     ) -> Result<Answer, Refusal> {
         let provider = route.provider.id();
+        let received_at_ms = now_ms();
         let out = route
             .provider
-            .normalize(
-                &req,
-                &Context {
-                    received_at_ms: now_ms(),
-                },
-            )
+            .normalize(&req, &Context { received_at_ms })
             .map_err(|e| Refusal::BadBody(e.to_string()))?;
         if let Some(control) = &out.control {
             if let Some(reply) = control.reply() {
@@ -137,6 +145,8 @@ impl Ingest {
             }
         }
         let enqueued = self.enqueue(route, snapshot, provider, &out.events).await?;
+        self.keep_unparsed(route, &out.unparsed, received_at_ms)
+            .await?;
         let ack = route.provider.acknowledgement(out.events.len(), enqueued);
         Ok(Answer {
             status: 200,
@@ -223,6 +233,59 @@ impl Ingest {
         Ok(written)
     }
 
+    /// Writes each unparsed event as a dead letter of [`UNPARSED_ENDPOINT`], reason
+    /// `unparsed: <why>`, under its own dedupe key (`<provider>:<key of its raw text>`, the
+    /// window of events): a provider's retry of the same event writes nothing new. Fails
+    /// (503) unless every write is durable; what did commit stays, and the retry finds it a
+    /// duplicate.
+    async fn keep_unparsed(
+        &self,
+        route: &Route,
+        unparsed: &[Unparsed],
+        received_at_ms: i64,
+    ) -> Result<(), Refusal> {
+        if unparsed.is_empty() {
+            return Ok(());
+        }
+        let provider = route.provider.id();
+        let now = now_ms();
+        let writes = unparsed.iter().map(|u| {
+            let key = u.idempotency_key(provider);
+            tracing::warn!(provider = %provider, route = %route.path, webhook_id = %key, reason = %u.reason, "event kept unparsed");
+            let delivery = NewDelivery {
+                endpoint: UNPARSED_ENDPOINT.to_owned(),
+                body: unparsed_body(provider, &route.path, received_at_ms, &u.raw),
+                webhook_id: key.clone(),
+                created_at_ms: received_at_ms,
+            };
+            let dedupe = Some((format!("{provider}:{key}"), DEDUPE_WINDOW));
+            self.store.enqueue_dead_letter(
+                dedupe,
+                delivery,
+                format!("unparsed: {}", u.reason),
+                now,
+            )
+        });
+        let mut kept = 0;
+        let mut failure = None;
+        for result in futures_util::future::join_all(writes).await {
+            match result {
+                Ok(_) => kept += 1,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        self.metrics.unparsed(provider, kept);
+        match failure {
+            Some(e) => {
+                tracing::error!(error = %e, "store unavailable");
+                Err(Refusal::StoreUnavailable(e.to_string()))
+            }
+            None => Ok(()),
+        }
+    }
+
     /// A reload applied while this callback was being enqueued may have removed an
     /// endpoint it was routed to, and dead-lettered that endpoint's queue before this
     /// enqueue committed: with no lane left, such a delivery would wait unseen. So the
@@ -256,6 +319,19 @@ impl Ingest {
             }
         }
     }
+}
+
+/// The body of an unparsed event's dead letter: where it came from, and the event as the
+/// provider sent it, as a JSON string (never parsed again: it may be beyond the limits that
+/// every JSON parser reading the dead letters can take).
+fn unparsed_body(provider: &str, route: &str, received_at_ms: i64, raw: &str) -> Bytes {
+    let body = serde_json::json!({
+        "provider": provider,
+        "route": route,
+        "received_at": ms_to_rfc3339(received_at_ms),
+        "event": raw,
+    });
+    Bytes::from(body.to_string())
 }
 
 /// The deliveries in `committed` (an index into `events`, and the ids written for that

@@ -4,7 +4,8 @@ use serde_json::{Map, Value};
 
 use super::{LABEL, Spec, text_at};
 use crate::event::{idempotency_key, idempotency_key_of_value};
-use crate::provider::{Context, Normalized, strip_channel_prefix};
+use crate::limits::TopLevel;
+use crate::provider::{Context, Normalized, Unparsed, strip_channel_prefix};
 use crate::{
     CallbackRequest, ErrorInfo, Event, EventKind, EventType, InboundMessage, NormalizeError,
     Status, StatusUpdate,
@@ -19,8 +20,15 @@ impl Spec {
         ctx: &Context,
     ) -> Result<Normalized, NormalizeError> {
         req.expect_content_type(LABEL, &["application/json"], "application/json")?;
+        let top = match self.events.as_deref() {
+            Some("") => TopLevel::ObjectOrArray,
+            _ => TopLevel::Object,
+        };
+        if let Some(unparsed) = req.beyond_limits(top) {
+            return Ok(Normalized::one_unparsed(unparsed));
+        }
         let body = req.json()?;
-        let mut events = Vec::new();
+        let mut out = Normalized::default();
         match self.events.as_deref() {
             None => {
                 if !body.is_object() {
@@ -29,7 +37,7 @@ impl Spec {
                         "a JSON object (set `events` for a batch)",
                     ));
                 }
-                events.push(self.event(&body, ctx, "")?);
+                out.events.push(self.event(&body, ctx, "")?);
             }
             Some(at) => {
                 let list = if at.is_empty() {
@@ -44,16 +52,23 @@ impl Spec {
                         "an array of events",
                     )
                 })?;
+                // An element that is not an object or cannot be normalized is kept as
+                // unparsed; the rest of the batch is normalized.
                 for (i, item) in items.iter().enumerate() {
                     let here = format!("{at}/{i}");
-                    if !item.is_object() {
-                        return Err(NormalizeError::shape(here, "an object"));
+                    let event = if item.is_object() {
+                        self.event(item, ctx, &here)
+                    } else {
+                        Err(NormalizeError::shape(here, "an object"))
+                    };
+                    match event {
+                        Ok(event) => out.events.push(event),
+                        Err(e) => out.unparsed.push(Unparsed::new(e, item.to_string())),
                     }
-                    events.push(self.event(item, ctx, &here)?);
                 }
             }
         }
-        Ok(Normalized::events(events))
+        Ok(out)
     }
 
     fn event(&self, item: &Value, ctx: &Context, here: &str) -> Result<Event, NormalizeError> {
@@ -323,6 +338,8 @@ mod tests {
         assert!(out.events.is_empty());
     }
 
+    /// An element of a batch that cannot be normalized is kept, with the error as its
+    /// reason; a body that is not the batch is refused with it.
     #[test]
     fn missing_fields_give_clear_errors() {
         let spec = acme();
@@ -367,11 +384,59 @@ mod tests {
             (json!([]), "missing field /results (events)"),
         ];
         for (body, msg) in cases {
-            let err = spec
-                .normalize(&request(&body), &ctx())
-                .expect_err("must fail");
-            assert_eq!(err.to_string(), msg, "{body}");
+            let out = spec.normalize(&request(&body), &ctx());
+            if msg.contains("/results/0") {
+                let out = out.expect("the batch is accepted");
+                assert!(out.events.is_empty(), "{body}");
+                assert_eq!(out.unparsed[0].reason, msg, "{body}");
+                assert_eq!(out.unparsed[0].raw, body["results"][0].to_string());
+            } else {
+                assert_eq!(out.expect_err("must fail").to_string(), msg, "{body}");
+            }
         }
+        // The rest of the batch is normalized.
+        let mixed = json!({"results": [
+            {"kind": "dlr", "to": "+1", "status": {"name": "DELIVRD"}},
+            {"kind": "dlr", "status": {"name": "DELIVRD"}}
+        ]});
+        let out = spec.normalize(&request(&mixed), &ctx()).expect("accepted");
+        assert_eq!((out.events.len(), out.unparsed.len()), (1, 1));
+        // A body that is one event is still refused when it cannot be normalized.
+        let single: Spec = serde_json::from_value(json!({
+            "name": "one",
+            "channel": "sms",
+            "fields": {"channel_value": "/to", "status": "/s"}
+        }))
+        .expect("spec");
+        assert!(
+            single
+                .normalize(&request(&json!({"s": "x"})), &ctx())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_body_beyond_the_limits_is_kept_whole() {
+        let spec = acme();
+        let deep = format!(
+            r#"{{"results":[{{"kind":"dlr","to":"+1","x":{}{}}}]}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let req = CallbackRequest::post(deep.clone()).with_content_type("application/json");
+        let out = spec.normalize(&req, &ctx()).expect("kept");
+        assert!(out.events.is_empty());
+        assert_eq!(out.unparsed.len(), 1);
+        assert_eq!(out.unparsed[0].raw, deep);
+        assert!(
+            out.unparsed[0]
+                .reason
+                .starts_with("nested deeper than 64 levels")
+        );
+        // Not an object where one belongs: refused.
+        let array = format!("[{}{}]", "[".repeat(100_000), "]".repeat(100_000));
+        let req = CallbackRequest::post(array).with_content_type("application/json");
+        assert!(spec.normalize(&req, &ctx()).is_err());
     }
 
     #[test]

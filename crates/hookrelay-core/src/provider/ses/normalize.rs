@@ -5,7 +5,8 @@ use serde_json::{Map, Value};
 
 use super::{PROVIDER, env_str, is_raw_delivery};
 use crate::event::{ErrorInfo, Event, EventKind, StatusUpdate, idempotency_key};
-use crate::provider::{Context, Control, Normalized};
+use crate::limits::{JsonLimits, TopLevel};
+use crate::provider::{Context, Control, Normalized, Unparsed};
 use crate::timestamp::value_to_ms;
 use crate::{CallbackRequest, Channel, NormalizeError, Status};
 
@@ -63,6 +64,15 @@ pub fn normalize(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, Nor
                 Some(_) => return Err(NormalizeError::shape("/Message", "a string")),
                 None => return Err(NormalizeError::MissingField("Message".into())),
             };
+            // The SES event is the Message: one beyond the limits cannot be normalized, and
+            // is kept with the whole body (which the signature covers it in).
+            if let Some(e) = JsonLimits::default().exceeded_by_json(message, TopLevel::Object) {
+                let body = String::from_utf8_lossy(&req.body).into_owned();
+                return Ok(Normalized::one_unparsed(Unparsed::new(
+                    format!("Message: {e}"),
+                    body,
+                )));
+            }
             // A topic can carry other publishers' messages too: a well-formed SNS
             // notification whose Message is not JSON holds no SES event. It is reported,
             // not rejected, so SNS does not retry it for nothing.
@@ -828,5 +838,77 @@ mod tests {
     fn ses_subscription_succeeded_notice_has_no_events() {
         let doc = json!({"notificationType": "AmazonSnsSubscriptionSucceeded", "message": "You have successfully subscribed"});
         assert!(events(&doc).is_empty());
+    }
+
+    #[test]
+    fn a_message_beyond_the_limits_is_kept_with_the_whole_body() {
+        let deep = |depth: usize| {
+            format!(
+                r#"{{"eventType":"Delivery","mail":{},"delivery":{{"timestamp":"2024-01-01T00:00:00Z","x":{}{}}}}}"#,
+                mail(),
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+        };
+        // Past serde_json's own limit, and under it (which it would parse).
+        for depth in [100_000, 100] {
+            let req = envelope_text(&deep(depth), "sns-deep");
+            let out = normalize(&req, &CTX).expect("kept, not refused");
+            assert!(out.events.is_empty() && out.control.is_none());
+            assert_eq!(out.unparsed.len(), 1, "{depth}");
+            assert_eq!(out.unparsed[0].raw.as_bytes(), &req.body[..]);
+            assert!(
+                out.unparsed[0]
+                    .reason
+                    .starts_with("Message: nested deeper than 64 levels"),
+                "{}",
+                out.unparsed[0].reason
+            );
+        }
+        let long = format!(
+            r#"{{"eventType":"Open","mail":{},"open":{{"timestamp":{}}}}}"#,
+            mail(),
+            "1".repeat(100_000)
+        );
+        let out = normalize(&envelope_text(&long, "sns-long"), &CTX).expect("kept");
+        assert_eq!(out.unparsed.len(), 1);
+        // A Message that is not JSON is another publisher's: ignored as before, even with
+        // long digit runs or brackets in it.
+        let text = format!("order {} [[[[", "1".repeat(500));
+        let out = normalize(&envelope_text(&text, "sns-text"), &CTX).expect("ignored");
+        assert!(out.unparsed.is_empty());
+        assert!(matches!(out.control, Some(Control::Ignored { .. })));
+    }
+
+    /// An SNS Notification envelope around a Message text.
+    fn envelope_text(message: &str, message_id: &str) -> CallbackRequest {
+        sns(&json!({
+            "Type": "Notification",
+            "MessageId": message_id,
+            "TopicArn": "arn:aws:sns:us-east-1:123456789012:ses-events",
+            "Message": message,
+            "Timestamp": "2024-01-01T00:00:00.000Z",
+            "SignatureVersion": "1",
+            "Signature": "EXAMPLE",
+            "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-x.pem",
+        })
+        .to_string())
+    }
+
+    #[test]
+    fn one_document_beyond_the_limits_is_one_unparsed_event_not_one_per_recipient() {
+        // Raw delivery, 100 levels: serde_json parses it, the limits hold it back.
+        let doc = format!(
+            r#"{{"eventType":"Send","mail":{},"x":{}{}}}"#,
+            mail(),
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        let mut req = CallbackRequest::post(doc.clone());
+        req.headers
+            .insert(RAW_DELIVERY_HEADER, http::HeaderValue::from_static("true"));
+        let out = crate::Provider::Ses.normalize(&req, &CTX).expect("kept");
+        assert!(out.events.is_empty());
+        assert_eq!(out.unparsed.len(), 1);
     }
 }

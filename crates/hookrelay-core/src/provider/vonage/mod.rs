@@ -162,9 +162,7 @@ fn read_fields(req: &CallbackRequest) -> Result<Fields, NormalizeError> {
         return Ok(Fields::Pairs(pairs));
     }
     req.expect_content_type(PROVIDER, ACCEPTED_TYPES, EXPECTED_TYPES)?;
-    let first = req.body.iter().find(|b| !b.is_ascii_whitespace()).copied();
-    let json = req.is_json() || (req.media_type().is_none() && matches!(first, Some(b'{' | b'[')));
-    if json {
+    if body_is_json(req) {
         return match req.json()? {
             Value::Object(m) => Ok(Fields::Json(m)),
             Value::Array(_) => Err(NormalizeError::shape(
@@ -182,6 +180,15 @@ fn read_fields(req: &CallbackRequest) -> Result<Fields, NormalizeError> {
         return Err(NormalizeError::EmptyBody);
     }
     Ok(Fields::Pairs(pairs))
+}
+
+/// True when a `POST` body with content is read as JSON: declared so, or undeclared and
+/// starting with `{` or `[`.
+fn body_is_json(req: &CallbackRequest) -> bool {
+    let first = req.body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    req.method == Method::POST
+        && first.is_some()
+        && (req.is_json() || (req.media_type().is_none() && matches!(first, Some(b'{' | b'['))))
 }
 
 /// Requests and settings built by the tests of both files.

@@ -3,8 +3,9 @@
 
 use serde_json::{Map, Value};
 
-use super::{Fields, PROVIDER, read_fields};
+use super::{Fields, PROVIDER, body_is_json, read_fields};
 use crate::event::idempotency_key;
+use crate::limits::TopLevel;
 use crate::phone::e164_of_channel_address;
 use crate::provider::json::str_of;
 use crate::provider::{Context, Normalized};
@@ -31,6 +32,11 @@ fn read_object(req: &CallbackRequest) -> Result<Map<String, Value>, NormalizeErr
 /// Normalizes one Vonage callback (SMS API receipt or inbound SMS, Messages API status or
 /// inbound message) into one event.
 pub fn normalize(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, NormalizeError> {
+    if body_is_json(req)
+        && let Some(unparsed) = req.beyond_limits(TopLevel::Object)
+    {
+        return Ok(Normalized::one_unparsed(unparsed));
+    }
     let obj = read_object(req)?;
     let raw = Value::Object(obj.clone());
     let event = if obj.contains_key("message_uuid") {
