@@ -31,12 +31,27 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 /// How long any condition may take before a test fails.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, for a process to bind later.
+///
+/// Taken below the kernel's ephemeral range (where sinks and clients get their ports from
+/// the kernel, so they cannot take it in the meantime), never the same one twice in a
+/// test process, and checked bindable.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    // Spread test processes apart: each starts at its own offset.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    const LOW: u16 = 20_000;
+    const SPAN: u16 = 12_000; // 20000..32000, below the usual 32768
+    let offset = u16::try_from(std::process::id() % u32::from(SPAN)).unwrap_or(0);
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        // A step prime to the span: every port of the span once before any repeats.
+        let step = (u32::from(offset) + u32::from(n) * 7919) % u32::from(SPAN);
+        let port = LOW + u16::try_from(step).unwrap_or(0);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN)
 }
 
 /// Polls `f` until it returns `Some`, failing the test at the deadline.
@@ -289,6 +304,11 @@ impl Sidecar {
             (resp.status() == 200 && listening).then_some(())
         })
         .await;
+        // Ready, and still running: a sidecar that could not bind its ports exits, and
+        // another process answering on them must not pass for it.
+        if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+            panic!("hookrelay exited during start ({status}):\n{}", self.log());
+        }
     }
 
     pub fn log(&self) -> String {

@@ -12,6 +12,27 @@ use tempfile::TempDir;
 /// How long `redis-server` may take to answer `PING` after a start.
 const READY_WITHIN: Duration = Duration::from_secs(20);
 
+/// A port for `redis-server` to bind: below the kernel's ephemeral range (so no client or
+/// kernel-assigned listener takes it before the server binds it) and apart from the ports
+/// the sidecar tests hand out (20000 and up), never the same one twice in a process.
+fn free_port() -> Result<u16, Box<dyn Error>> {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    const LOW: u16 = 10_000;
+    const SPAN: u16 = 10_000;
+    let offset = u16::try_from(std::process::id() % u32::from(SPAN)).unwrap_or(0);
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        // A step prime to the span: every port of the span once before any repeats.
+        let step = (u32::from(offset) + u32::from(n) * 7919) % u32::from(SPAN);
+        let port = LOW + u16::try_from(step).unwrap_or(0);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(format!("no free port in {LOW}..{}", LOW + SPAN).into())
+}
+
 /// A `redis-server` child process.
 pub(crate) struct RedisServer {
     child: Option<Child>,
@@ -25,8 +46,7 @@ impl RedisServer {
     /// `redis-server` is not installed.
     pub(crate) fn start() -> Result<Self, Box<dyn Error>> {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
-        // Bind port 0, read the port the kernel chose, free it for redis-server.
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = free_port()?;
         let mut server = RedisServer {
             child: None,
             port,
