@@ -319,6 +319,12 @@ impl Store {
         both!(self, s => s.find_dead_letter(id).await)
     }
 
+    /// Removes dead letter `id` for good (durable before it returns); false when there is
+    /// no such dead letter.
+    pub async fn delete_dead_letter(&self, id: DeliveryId) -> Result<bool, StoreError> {
+        both!(self, s => s.delete_dead_letter(id).await)
+    }
+
     /// Queues a dead letter again under its id, attempts reset, same `webhook_id`, due at
     /// once, queued as of `now_ms` (its `created_at_ms`, from which `max_age` counts), and
     /// wakes its endpoint's subscribers; false when there is no such dead letter.

@@ -161,6 +161,45 @@ async fn a_dead_letter_written_as_such_is_kept_by_a_reopen_and_a_checkpoint() ->
     Ok(())
 }
 
+/// A deleted dead letter stays deleted after a reopen and a checkpoint; the others stay.
+#[tokio::test]
+async fn a_deleted_dead_letter_stays_deleted_after_a_reopen_and_a_checkpoint() -> TestResult {
+    let dir = dir()?;
+    let (gone, kept) = {
+        let store = EmbeddedStore::open(dir.path())?;
+        let gone = ids(store
+            .enqueue_dead_letter(None, new(":unparsed", "g"), "unparsed: x", 1_000)
+            .await?)[0];
+        let kept = ids(store
+            .enqueue_dead_letter(None, new(":unparsed", "k"), "unparsed: y", 1_000)
+            .await?)[0];
+        assert!(store.delete_dead_letter(gone).await?);
+        (gone, kept)
+    };
+    let store = EmbeddedStore::open_with(dir.path(), EmbeddedOptions::default().compact_after(0))?;
+    assert_eq!(store.find_dead_letter(gone).await?, None, "after reopen");
+    assert!(store.find_dead_letter(kept).await?.is_some());
+    // Deliveries done with: the log grows past four times what is live, and compacts.
+    let batch = (0..20).map(|i| new("crm", &format!("d{i}"))).collect();
+    store.enqueue(None, batch, 2_000).await?;
+    for delivery in store.lease("crm", 2_000, 20).await? {
+        store.complete(delivery.id).await?;
+    }
+    store
+        .enqueue(Some(("k".into(), HOUR)), vec![], 2_000)
+        .await?;
+    assert!(store.checkpoints() > 0);
+    drop(store);
+    let store = EmbeddedStore::open(dir.path())?;
+    let left = store.dead_letters(None, 10).await?;
+    assert_eq!(
+        left.iter().map(|l| l.delivery.id).collect::<Vec<_>>(),
+        [kept],
+        "after a checkpoint"
+    );
+    Ok(())
+}
+
 /// Retries made due by `retry_now` are due at the new time after a reopen, attempts kept.
 #[tokio::test]
 async fn retries_made_due_survive_a_reopen() -> TestResult {

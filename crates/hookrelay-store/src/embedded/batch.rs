@@ -304,6 +304,21 @@ impl Batch<'_> {
         Ok(count)
     }
 
+    /// Removes the dead letters `ids` (those that are dead letters) for good.
+    pub(crate) fn discard(&mut self, ids: &[u64]) -> Result<u64, StoreError> {
+        let found: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|id| self.state.dead.contains_key(id))
+            .collect();
+        let recs: Vec<(Rec<'_>, &[u8])> = found
+            .iter()
+            .map(|&id| (Rec::Discard { id }, &[][..]))
+            .collect();
+        self.log(&recs)?;
+        Ok(found.len() as u64)
+    }
+
     /// Makes every delivery of `endpoint` waiting for a retry after `now_ms` due at
     /// `now_ms`: one `Reschedule` record each, attempts and last error kept. A delivery
     /// `index` shows leased is left alone, unless an earlier op of this batch put it back.

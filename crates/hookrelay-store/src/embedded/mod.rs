@@ -527,6 +527,12 @@ impl EmbeddedStore {
         }
     }
 
+    /// [`Store::delete_dead_letter`](crate::Store::delete_dead_letter), in one log write.
+    pub async fn delete_dead_letter(&self, id: DeliveryId) -> Result<bool, StoreError> {
+        self.call(|reply| Op::DeleteDeadLetter { id: id.0, reply })
+            .await
+    }
+
     /// [`Store::replay`](crate::Store::replay).
     pub async fn replay(&self, id: DeliveryId, now_ms: i64) -> Result<bool, StoreError> {
         self.call(|reply| Op::Replay {

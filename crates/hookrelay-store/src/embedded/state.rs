@@ -67,6 +67,8 @@ pub(crate) enum Rec<'a> {
     Replay { id: u64, at_ms: i64 },
     /// The next id to allocate (checkpoints; ids are never reused).
     NextId(u64),
+    /// A dead letter removed for good.
+    Discard { id: u64 },
 }
 
 /// A queued delivery, in memory.
@@ -246,6 +248,11 @@ impl State {
                 }
             }
             Rec::NextId(next) => self.next_id = self.next_id.max(next),
+            Rec::Discard { id } => {
+                if let Some(grave) = self.dead.remove(&id) {
+                    self.grave_bytes -= grave_len(&grave.reason, grave.response.as_deref());
+                }
+            }
         }
     }
 

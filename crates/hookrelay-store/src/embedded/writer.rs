@@ -116,6 +116,10 @@ pub(crate) enum Op {
         now_ms: i64,
         reply: Reply<bool>,
     },
+    DeleteDeadLetter {
+        id: u64,
+        reply: Reply<bool>,
+    },
     ReplayEndpoint {
         endpoint: String,
         now_ms: i64,
@@ -476,6 +480,9 @@ impl Writer {
                     Op::Replay { id, now_ms, reply } => {
                         Pending::Found(reply, b.replay(&[id], now_ms).map(|n| n > 0))
                     }
+                    Op::DeleteDeadLetter { id, reply } => {
+                        Pending::Found(reply, b.discard(&[id]).map(|n| n > 0))
+                    }
                     Op::ReplayEndpoint {
                         endpoint,
                         now_ms,
@@ -672,9 +679,9 @@ fn pending_of(op: Op) -> Pending {
         Op::DeadLetterEndpoint { reply, .. }
         | Op::ReplayEndpoint { reply, .. }
         | Op::RetryNow { reply, .. } => Pending::Count(reply, Err(StoreError::WriterStopped)),
-        Op::Replay { reply, .. } | Op::FirstUse { reply, .. } => {
-            Pending::Found(reply, Err(StoreError::WriterStopped))
-        }
+        Op::Replay { reply, .. }
+        | Op::DeleteDeadLetter { reply, .. }
+        | Op::FirstUse { reply, .. } => Pending::Found(reply, Err(StoreError::WriterStopped)),
     }
 }
 

@@ -527,6 +527,20 @@ impl RedisStore {
             .transpose()
     }
 
+    /// [`Store::delete_dead_letter`](crate::Store::delete_dead_letter), in one script.
+    pub async fn delete_dead_letter(&self, id: DeliveryId) -> Result<bool, StoreError> {
+        let inner = &self.inner;
+        let mut call = inner.scripts.delete_dead_letter.prepare_invoke();
+        call.arg(&inner.options.prefix).arg(id.0);
+        let endpoint: Option<String> = inner
+            .timed(
+                "delete dead letter",
+                call.invoke_async(&mut inner.conn.clone()),
+            )
+            .await?;
+        Ok(endpoint.is_some())
+    }
+
     /// [`Store::replay`](crate::Store::replay), whichever replica dead-lettered it; wakes
     /// this instance's subscribers only.
     pub async fn replay(&self, id: DeliveryId, now_ms: i64) -> Result<bool, StoreError> {

@@ -240,6 +240,19 @@ const REPLAY: &str = r#"
 return revive(ARGV[2], ARGV[3])
 "#;
 
+/// ARGV: P, id. Removes dead letter `id` for good. Returns its endpoint, or nil when there
+/// is no such dead letter.
+const DELETE_DEAD_LETTER: &str = r#"
+local id = ARGV[2]
+local l = lkey(id)
+local ep = redis.call('HGET', l, 'ep')
+if not ep then return false end
+redis.call('DEL', l)
+redis.call('ZREM', DEAD, id)
+redis.call('ZREM', deadkey(ep), id)
+return ep
+"#;
+
 /// ARGV: P, endpoint, now ms. Returns how many dead letters were queued again.
 const REPLAY_ENDPOINT: &str = r#"
 local n = 0
@@ -350,6 +363,7 @@ pub(super) struct Scripts {
     pub(super) dead_letter_endpoint: Script,
     pub(super) replay: Script,
     pub(super) replay_endpoint: Script,
+    pub(super) delete_dead_letter: Script,
     pub(super) retry_now: Script,
     pub(super) dead_letters: Script,
     pub(super) dead_letter_by_id: Script,
@@ -370,6 +384,7 @@ impl Scripts {
             dead_letter_endpoint: script(DEAD_LETTER_ENDPOINT),
             replay: script(REPLAY),
             replay_endpoint: script(REPLAY_ENDPOINT),
+            delete_dead_letter: script(DELETE_DEAD_LETTER),
             retry_now: script(RETRY_NOW),
             dead_letters: script(DEAD_LETTERS),
             dead_letter_by_id: script(DEAD_LETTER_BY_ID),

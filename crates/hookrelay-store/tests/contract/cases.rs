@@ -401,6 +401,30 @@ pub(crate) async fn a_dead_letter_written_as_such_is_deduped_listed_and_found(
     Ok(())
 }
 
+pub(crate) async fn a_deleted_dead_letter_is_gone_and_nothing_else_is(store: &Store) -> TestResult {
+    let a = ids(store
+        .enqueue_dead_letter(None, new(":unparsed", "a"), "unparsed: x", 10_000)
+        .await?)[0];
+    let b = ids(store
+        .enqueue_dead_letter(None, new(":unparsed", "b"), "unparsed: y", 10_000)
+        .await?)[0];
+    store.enqueue(None, vec![new("crm", "q")], 10_000).await?;
+    assert!(store.delete_dead_letter(a).await?);
+    assert_eq!(store.find_dead_letter(a).await?, None);
+    let left = store.dead_letters(Some(":unparsed"), 10).await?;
+    assert_eq!(left.iter().map(|l| l.delivery.id).collect::<Vec<_>>(), [b]);
+    assert_eq!(store.dead_letters(None, 10).await?.len(), 1);
+    // Gone: deleting or replaying it again finds nothing; a queued delivery is no dead
+    // letter to delete, and stays queued.
+    assert!(!store.delete_dead_letter(a).await?);
+    assert!(!store.replay(a, 20_000).await?);
+    let queued = store.lease("crm", 20_000, 1).await?.remove(0);
+    assert!(!store.delete_dead_letter(queued.id).await?);
+    store.complete(queued.id).await?;
+    assert!(!store.delete_dead_letter(DeliveryId(999_999)).await?);
+    Ok(())
+}
+
 pub(crate) async fn dedupe_within_the_window(store: &Store) -> TestResult {
     let key = || Some(("sendgrid:evt1".to_owned(), HOUR));
     let first = store.enqueue(key(), vec![new("crm", "a")], 10_000).await?;

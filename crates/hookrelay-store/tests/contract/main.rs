@@ -88,6 +88,7 @@ contract![
     dead_letter_responses_are_cut_to_max_response_bytes,
     a_removed_endpoints_deliveries_go_to_the_dead_letters_and_back,
     a_dead_letter_written_as_such_is_deduped_listed_and_found,
+    a_deleted_dead_letter_is_gone_and_nothing_else_is,
     dedupe_within_the_window,
     enqueue_wakes_a_subscribed_worker,
     retry_now_makes_an_endpoints_waiting_retries_due,
