@@ -7,8 +7,8 @@
 //! | GET | `/metrics` | Prometheus text |
 //! | POST | `/-/reload` | reloads the config file; 200 applied or unchanged, 422 rejected (the errors) |
 //! | GET | `/dead-letters?endpoint=&limit=` | dead letters as JSON |
-//! | POST | `/dead-letters/{id}/replay` | puts one dead letter back in its queue (`409` for an unparsed event) |
-//! | POST | `/dead-letters/replay?endpoint=` | puts every dead letter of an endpoint back (`409` for `:unparsed`) |
+//! | POST | `/dead-letters/{id}/replay` | puts one dead letter back in its queue; an unparsed event is run through its route's current normalizer and delivered (`409` with the reason when it still cannot be) |
+//! | POST | `/dead-letters/replay?endpoint=` | puts every dead letter of an endpoint back; for `:unparsed`, reruns each unparsed event as above |
 //! | POST | `/endpoints/{name}/resume` | resumes an endpoint paused by `410 Gone` |
 
 use std::convert::Infallible;
@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 
 use crate::clock::now_ms;
 use crate::deliver::Lanes;
-use crate::ingest::accept::UNPARSED_ENDPOINT;
+use crate::ingest::accept::{Fanout, NotReplayed, UNPARSED_ENDPOINT, replay_unparsed};
 use crate::metrics::{Metrics, StoreState};
 use hookrelay_config::Live;
 use hookrelay_store::Store;
@@ -135,15 +135,78 @@ fn with_causes(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// The answer to replaying an unparsed event: no endpoint takes it as it is. (Running its
-/// raw event through the normalizer again is a change still to come.)
-fn unparsed_not_replayable() -> Resp {
+/// How many unparsed events one `POST /dead-letters/replay?endpoint=:unparsed` takes up.
+const RERUN_AT_MOST: usize = 10_000;
+
+/// The fan-out the admin's replay of unparsed events shares with the listener.
+fn fanout(app: &Admin) -> Fanout<'_> {
+    Fanout {
+        store: &app.store,
+        metrics: &app.metrics,
+        live: &app.live,
+    }
+}
+
+/// Replays one unparsed event's dead letter through its route's current normalizer.
+async fn rerun_one(app: &Admin, letter: &DeadLetter) -> Resp {
+    match replay_unparsed(&fanout(app), letter).await {
+        Ok((events, deliveries)) => json_reply(
+            StatusCode::OK,
+            &json!({"replayed": 1, "events": events, "deliveries": deliveries}),
+        ),
+        Err(NotReplayed::Still(reason)) => {
+            json_reply(StatusCode::CONFLICT, &json!({"error": reason}))
+        }
+        Err(NotReplayed::Store(e)) => {
+            json_reply(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": e}))
+        }
+    }
+}
+
+/// Replays every unparsed event's dead letter (at most [`RERUN_AT_MOST`]): those the
+/// current normalizers take are delivered and removed, the others stay, with their count
+/// and the first reasons in the answer.
+async fn rerun_all(app: &Admin) -> Resp {
+    let letters = match app
+        .store
+        .dead_letters(Some(UNPARSED_ENDPOINT), RERUN_AT_MOST)
+        .await
+    {
+        Ok(list) => list,
+        Err(e) => {
+            return json_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"error": e.to_string()}),
+            );
+        }
+    };
+    let (mut replayed, mut events, mut deliveries, mut still) = (0, 0, 0, 0);
+    let mut reasons = Vec::new();
+    for letter in &letters {
+        match replay_unparsed(&fanout(app), letter).await {
+            Ok((e, d)) => {
+                replayed += 1;
+                events += e;
+                deliveries += d;
+            }
+            Err(NotReplayed::Still(reason)) => {
+                still += 1;
+                if reasons.len() < 5 {
+                    reasons.push(json!({"id": letter.delivery.id.0, "error": reason}));
+                }
+            }
+            Err(NotReplayed::Store(e)) => {
+                return json_reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"error": e, "replayed": replayed}),
+                );
+            }
+        }
+    }
     json_reply(
-        StatusCode::CONFLICT,
-        &json!({"error": format!(
-            "dead letters of {UNPARSED_ENDPOINT} hold events that could not be normalized; \
-             they cannot be replayed to an endpoint"
-        )}),
+        StatusCode::OK,
+        &json!({"replayed": replayed, "events": events, "deliveries": deliveries,
+                "still_unparsed": still, "errors": reasons}),
     )
 }
 
@@ -203,7 +266,7 @@ async fn route(app: Arc<Admin>, req: Request<Incoming>) -> Resp {
                 );
             };
             if endpoint == UNPARSED_ENDPOINT {
-                return unparsed_not_replayable();
+                return rerun_all(&app).await;
             }
             match app.store.replay_endpoint(&endpoint, now_ms()).await {
                 Ok(n) => json_reply(StatusCode::OK, &json!({"replayed": n})),
@@ -235,7 +298,7 @@ async fn route(app: Arc<Admin>, req: Request<Incoming>) -> Resp {
             match app.store.find_dead_letter(DeliveryId(id)).await {
                 Ok(None) => return not_found(),
                 Ok(Some(letter)) if letter.delivery.endpoint == UNPARSED_ENDPOINT => {
-                    return unparsed_not_replayable();
+                    return rerun_one(&app, &letter).await;
                 }
                 Ok(Some(_)) => {}
                 Err(e) => return unavailable(e),

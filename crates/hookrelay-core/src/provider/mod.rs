@@ -302,6 +302,11 @@ pub struct Unparsed {
     /// for a provider that posts one event per callback. Never parsed again by hookrelay:
     /// it may be beyond the limits.
     pub raw: String,
+    /// A body of the provider's format holding this event alone, to run it through the
+    /// normalizer again later (after an upgrade, or a changed generic mapping); `None` when
+    /// `raw` is such a body already (a provider that posts one event per callback), or
+    /// when the provider cannot make one.
+    pub body: Option<String>,
 }
 
 impl Unparsed {
@@ -312,7 +317,22 @@ impl Unparsed {
         Self {
             reason: one_line(&reason.to_string(), MAX_UNPARSED_REASON),
             raw: raw.into(),
+            body: None,
         }
+    }
+
+    /// The same, with `body`: the event alone in the provider's envelope (see
+    /// [`Unparsed::body`]).
+    #[must_use]
+    pub fn with_body(mut self, body: String) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    /// What to normalize again: [`Unparsed::body`], else the raw event.
+    #[must_use]
+    pub fn replay_body(&self) -> &str {
+        self.body.as_deref().unwrap_or(&self.raw)
     }
 
     /// A stable id of this event for `vendor`, derived from its raw text (`evt_` and 32

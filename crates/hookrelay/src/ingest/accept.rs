@@ -11,12 +11,15 @@
 //! answered, and what could not be normalized is kept to be looked at.
 
 use bytes::Bytes;
+use hookrelay_config::Live;
 use hookrelay_config::{Informational, Route, Snapshot};
 use hookrelay_core::payload::to_bytes;
 use hookrelay_core::provider::{Context, VerifyOptions};
 use hookrelay_core::timestamp::ms_to_rfc3339;
 use hookrelay_core::{CallbackRequest, Event, Unparsed};
-use hookrelay_store::{DeliveryId, EnqueueOutcome, NewDelivery, StoreError};
+use hookrelay_store::{DeliveryId, EnqueueOutcome, NewDelivery, Store, StoreError};
+
+use crate::metrics::Metrics;
 
 use super::refusal::Refusal;
 use super::{Ingest, replay};
@@ -39,6 +42,15 @@ pub(crate) struct Answer {
 }
 
 impl Ingest {
+    /// The enqueue this listener shares with the admin's replay.
+    fn fanout(&self) -> Fanout<'_> {
+        Fanout {
+            store: &self.store,
+            metrics: &self.metrics,
+            live: &self.live,
+        }
+    }
+
     /// Verify → (replay check) → accept; a token is forgotten again when the callback is
     /// not accepted, so the provider's retry can use it.
     pub(crate) async fn handle(
@@ -144,8 +156,15 @@ impl Ingest {
                 tracing::info!(provider = %provider, control = %control.describe(), "control message");
             }
         }
-        let enqueued = self.enqueue(route, snapshot, provider, &out.events).await?;
-        self.keep_unparsed(route, &out.unparsed, received_at_ms)
+        let enqueued = self
+            .fanout()
+            .enqueue(route, snapshot, provider, &out.events)
+            .await?;
+        let content_type = req
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        self.keep_unparsed(route, &out.unparsed, received_at_ms, content_type)
             .await?;
         let ack = route.provider.acknowledgement(out.events.len(), enqueued);
         Ok(Answer {
@@ -155,10 +174,74 @@ impl Ingest {
         })
     }
 
+    /// Writes each unparsed event as a dead letter of [`UNPARSED_ENDPOINT`], reason
+    /// `unparsed: <why>`, under its own dedupe key (`<provider>:<key of its raw text>`, the
+    /// window of events): a provider's retry of the same event writes nothing new. Fails
+    /// (503) unless every write is durable; what did commit stays, and the retry finds it a
+    /// duplicate.
+    async fn keep_unparsed(
+        &self,
+        route: &Route,
+        unparsed: &[Unparsed],
+        received_at_ms: i64,
+        content_type: Option<&str>,
+    ) -> Result<(), Refusal> {
+        if unparsed.is_empty() {
+            return Ok(());
+        }
+        let provider = route.provider.id();
+        let now = now_ms();
+        let writes = unparsed.iter().map(|u| {
+            let key = u.idempotency_key(provider);
+            tracing::warn!(provider = %provider, route = %route.path, webhook_id = %key, reason = %u.reason, "event kept unparsed");
+            let delivery = NewDelivery {
+                endpoint: UNPARSED_ENDPOINT.to_owned(),
+                body: unparsed_body(provider, &route.path, received_at_ms, content_type, u),
+                webhook_id: key.clone(),
+                created_at_ms: received_at_ms,
+            };
+            let dedupe = Some((format!("{provider}:{key}"), DEDUPE_WINDOW));
+            self.store.enqueue_dead_letter(
+                dedupe,
+                delivery,
+                format!("unparsed: {}", u.reason),
+                now,
+            )
+        });
+        let mut kept = 0;
+        let mut failure = None;
+        for result in futures_util::future::join_all(writes).await {
+            match result {
+                Ok(_) => kept += 1,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        self.metrics.unparsed(provider, kept);
+        match failure {
+            Some(e) => {
+                tracing::error!(error = %e, "store unavailable");
+                Err(Refusal::StoreUnavailable(e.to_string()))
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// What fanning events out to their endpoints needs: the listener's accepted callbacks and
+/// the admin's replay of unparsed events go through the same enqueue.
+pub(crate) struct Fanout<'a> {
+    pub(crate) store: &'a Store,
+    pub(crate) metrics: &'a Metrics,
+    pub(crate) live: &'a Live,
+}
+
+impl Fanout<'_> {
     /// Enqueues one delivery per matching endpoint of each event, every event under its
     /// own dedupe key; returns the number of deliveries written. Fails (503) unless every
     /// write is durable.
-    async fn enqueue(
+    pub(crate) async fn enqueue(
         &self,
         route: &Route,
         snapshot: &Snapshot,
@@ -233,59 +316,6 @@ impl Ingest {
         Ok(written)
     }
 
-    /// Writes each unparsed event as a dead letter of [`UNPARSED_ENDPOINT`], reason
-    /// `unparsed: <why>`, under its own dedupe key (`<provider>:<key of its raw text>`, the
-    /// window of events): a provider's retry of the same event writes nothing new. Fails
-    /// (503) unless every write is durable; what did commit stays, and the retry finds it a
-    /// duplicate.
-    async fn keep_unparsed(
-        &self,
-        route: &Route,
-        unparsed: &[Unparsed],
-        received_at_ms: i64,
-    ) -> Result<(), Refusal> {
-        if unparsed.is_empty() {
-            return Ok(());
-        }
-        let provider = route.provider.id();
-        let now = now_ms();
-        let writes = unparsed.iter().map(|u| {
-            let key = u.idempotency_key(provider);
-            tracing::warn!(provider = %provider, route = %route.path, webhook_id = %key, reason = %u.reason, "event kept unparsed");
-            let delivery = NewDelivery {
-                endpoint: UNPARSED_ENDPOINT.to_owned(),
-                body: unparsed_body(provider, &route.path, received_at_ms, &u.raw),
-                webhook_id: key.clone(),
-                created_at_ms: received_at_ms,
-            };
-            let dedupe = Some((format!("{provider}:{key}"), DEDUPE_WINDOW));
-            self.store.enqueue_dead_letter(
-                dedupe,
-                delivery,
-                format!("unparsed: {}", u.reason),
-                now,
-            )
-        });
-        let mut kept = 0;
-        let mut failure = None;
-        for result in futures_util::future::join_all(writes).await {
-            match result {
-                Ok(_) => kept += 1,
-                Err(e) => {
-                    failure.get_or_insert(e);
-                }
-            }
-        }
-        self.metrics.unparsed(provider, kept);
-        match failure {
-            Some(e) => {
-                tracing::error!(error = %e, "store unavailable");
-                Err(Refusal::StoreUnavailable(e.to_string()))
-            }
-            None => Ok(()),
-        }
-    }
-
     /// A reload applied while this callback was being enqueued may have removed an
     /// endpoint it was routed to, and dead-lettered that endpoint's queue before this
     /// enqueue committed: with no lane left, such a delivery would wait unseen. So the
@@ -321,17 +351,131 @@ impl Ingest {
     }
 }
 
-/// The body of an unparsed event's dead letter: where it came from, and the event as the
-/// provider sent it, as a JSON string (never parsed again: it may be beyond the limits that
-/// every JSON parser reading the dead letters can take).
-fn unparsed_body(provider: &str, route: &str, received_at_ms: i64, raw: &str) -> Bytes {
-    let body = serde_json::json!({
+/// The body of an unparsed event's dead letter: where it came from, the event as the
+/// provider sent it, and the body to normalize it again (the event alone in the provider's
+/// envelope, when that is not the event itself), as JSON strings (never parsed again here:
+/// they may be beyond the limits that every JSON parser reading the dead letters can take).
+fn unparsed_body(
+    provider: &str,
+    route: &str,
+    received_at_ms: i64,
+    content_type: Option<&str>,
+    unparsed: &Unparsed,
+) -> Bytes {
+    let mut body = serde_json::json!({
         "provider": provider,
         "route": route,
         "received_at": ms_to_rfc3339(received_at_ms),
-        "event": raw,
+        "received_at_ms": received_at_ms,
+        "event": unparsed.raw,
     });
+    if let Some(ct) = content_type {
+        body["content_type"] = ct.into();
+    }
+    if let Some(alone) = &unparsed.body {
+        body["body"] = alone.as_str().into();
+    }
     Bytes::from(body.to_string())
+}
+
+/// An unparsed event's dead letter, as [`unparsed_body`] wrote it.
+struct Kept {
+    provider: String,
+    route: String,
+    /// Absent in letters written before it was kept.
+    received_at_ms: Option<i64>,
+    content_type: Option<String>,
+    event: String,
+    body: Option<String>,
+}
+
+impl Kept {
+    fn read(body: &[u8]) -> Result<Self, String> {
+        let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        let text = |k: &str| {
+            v.get(k)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        };
+        let need = |k: &str| text(k).ok_or_else(|| format!("no {k}"));
+        Ok(Self {
+            provider: need("provider")?,
+            route: need("route")?,
+            received_at_ms: v.get("received_at_ms").and_then(serde_json::Value::as_i64),
+            content_type: text("content_type"),
+            event: need("event")?,
+            body: text("body"),
+        })
+    }
+}
+
+/// Why an unparsed event was not replayed.
+pub(crate) enum NotReplayed {
+    /// The event still cannot be delivered as it is (`409`): the reason.
+    Still(String),
+    /// The store could not take the deliveries (`503`).
+    Store(String),
+}
+
+/// Runs an unparsed event's dead letter through its route's current normalizer; what comes
+/// out is fanned out to the endpoints (deduplicated like any event) and the dead letter is
+/// removed. Returns how many events and deliveries were written.
+pub(crate) async fn replay_unparsed(
+    fanout: &Fanout<'_>,
+    letter: &hookrelay_store::DeadLetter,
+) -> Result<(usize, usize), NotReplayed> {
+    let kept = Kept::read(&letter.delivery.body)
+        .map_err(|e| NotReplayed::Still(format!("not an unparsed event's dead letter: {e}")))?;
+    let snapshot = fanout.live.snapshot();
+    let route = snapshot.route(&kept.route).ok_or_else(|| {
+        NotReplayed::Still(format!("route {} is no longer configured", kept.route))
+    })?;
+    let provider = route.provider.id();
+    if provider != kept.provider {
+        return Err(NotReplayed::Still(format!(
+            "route {} is now provider {provider}; the event came from {}",
+            kept.route, kept.provider
+        )));
+    }
+    let mut req = http::Request::post(kept.route.as_str());
+    if let Some(ct) = &kept.content_type {
+        req = req.header(http::header::CONTENT_TYPE, ct.as_str());
+    }
+    let head = req
+        .body(())
+        .map_err(|e| NotReplayed::Still(format!("cannot rebuild the request: {e}")))?;
+    let (parts, ()) = head.into_parts();
+    let request = CallbackRequest {
+        method: parts.method,
+        uri: parts.uri,
+        headers: parts.headers,
+        body: Bytes::from(kept.body.unwrap_or(kept.event)),
+    };
+    let ctx = Context {
+        received_at_ms: kept.received_at_ms.unwrap_or(letter.delivery.created_at_ms),
+    };
+    let out = route
+        .provider
+        .normalize(&request, &ctx)
+        .map_err(|e| NotReplayed::Still(format!("still not normalized: {e}")))?;
+    if let Some(u) = out.unparsed.first() {
+        return Err(NotReplayed::Still(format!(
+            "still not normalized: {}",
+            u.reason
+        )));
+    }
+    let written = fanout
+        .enqueue(route, &snapshot, provider, &out.events)
+        .await
+        .map_err(|e| NotReplayed::Store(e.to_string()))?;
+    // Written (or found to be duplicates): the letter has done its work. Were this
+    // removal lost, a second replay would find every event a duplicate.
+    fanout
+        .store
+        .delete_dead_letter(letter.delivery.id)
+        .await
+        .map_err(|e| NotReplayed::Store(e.to_string()))?;
+    Ok((out.events.len(), written))
 }
 
 /// The deliveries in `committed` (an index into `events`, and the ids written for that

@@ -11,6 +11,28 @@ use crate::{
     Status, StatusUpdate,
 };
 
+/// A body holding the event `raw` alone in a batch at pointer `at` (`""`: the body is the
+/// array): `[raw]`, or `{"results":[raw]}` for `/results`, nested for deeper pointers.
+fn batch_of_one(at: &str, raw: &str) -> String {
+    let tokens: Vec<String> = at
+        .split('/')
+        .skip(1)
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    let mut body = format!("[{raw}]");
+    for token in tokens.iter().rev() {
+        body = format!("{{{}:{body}}}", Value::String(token.clone()));
+    }
+    body
+}
+
+#[cfg(test)]
+#[test]
+fn a_batch_of_one_is_built_at_any_pointer() {
+    assert_eq!(batch_of_one("", "{}"), "[{}]");
+    assert_eq!(batch_of_one("/a/b~1c", "1"), r#"{"a":{"b/c":[1]}}"#);
+}
+
 impl Spec {
     /// Normalizes one callback: each event of the body (or the body itself) becomes one
     /// [`Event`].
@@ -63,7 +85,11 @@ impl Spec {
                     };
                     match event {
                         Ok(event) => out.events.push(event),
-                        Err(e) => out.unparsed.push(Unparsed::new(e, item.to_string())),
+                        Err(e) => {
+                            let raw = item.to_string();
+                            let alone = batch_of_one(at, &raw);
+                            out.unparsed.push(Unparsed::new(e, raw).with_body(alone));
+                        }
                     }
                 }
             }
@@ -401,6 +427,19 @@ mod tests {
         ]});
         let out = spec.normalize(&request(&mixed), &ctx()).expect("accepted");
         assert_eq!((out.events.len(), out.unparsed.len()), (1, 1));
+        // The unparsed one, alone in the same envelope, is a body to normalize again.
+        let alone = out.unparsed[0].replay_body();
+        assert_eq!(
+            alone,
+            r#"{"results":[{"kind":"dlr","status":{"name":"DELIVRD"}}]}"#
+        );
+        let again = spec
+            .normalize(
+                &request(&serde_json::from_str(alone).expect("json")),
+                &ctx(),
+            )
+            .expect("accepted");
+        assert_eq!((again.events.len(), again.unparsed.len()), (0, 1));
         // A body that is one event is still refused when it cannot be normalized.
         let single: Spec = serde_json::from_value(json!({
             "name": "one",
