@@ -241,7 +241,10 @@ pub fn normalize(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, Nor
             .and_then(|item| event(i, item, ctx).map_err(|e| e.to_string()));
         match normalized {
             Ok(event) => out.events.push(event),
-            Err(reason) => out.unparsed.push(Unparsed::new(reason, text)),
+            // The event alone is a SendGrid body of its own: `[event]`.
+            Err(reason) => out
+                .unparsed
+                .push(Unparsed::new(reason, text).with_body(format!("[{text}]"))),
         }
     }
     Ok(out)
@@ -815,6 +818,9 @@ mod tests {
             assert_eq!(out.unparsed.len(), 1, "{element}");
             // The element's text as sent, and a one-line reason naming it.
             assert_eq!(out.unparsed[0].raw, *element);
+            // Alone, it is a SendGrid body that the normalizer still cannot take.
+            let again = run(out.unparsed[0].replay_body().as_bytes()).expect("a SendGrid body");
+            assert_eq!((again.events.len(), again.unparsed.len()), (0, 1));
             assert!(
                 out.unparsed[0].reason.contains("/1"),
                 "{}",
