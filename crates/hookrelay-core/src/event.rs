@@ -241,7 +241,9 @@ pub enum EventKind {
 pub struct Event {
     /// Channel.
     pub channel: Channel,
-    /// The user's address: the recipient of a status, the sender of an inbound message.
+    /// The user's address: the recipient of a status, the sender of an inbound message;
+    /// empty when the provider does not send it (never invented: the event is then
+    /// identified by [`Event::vendor_ack_id`]).
     pub channel_value: String,
     /// Provider id (`twilio`, or a configured generic provider's name).
     pub vendor_name: String,
