@@ -159,7 +159,9 @@ impl ErrorInfo {
 pub struct StatusUpdate {
     /// The normalized status.
     pub status: Status,
-    /// When the provider says it happened, epoch milliseconds.
+    /// When the provider says it happened, epoch milliseconds; when it says nothing
+    /// unambiguous (no time, or one whose time zone is unknown), when the callback was
+    /// received.
     pub timestamp_ms: i64,
     /// Error details (failed and bounced statuses).
     pub error: Option<ErrorInfo>,
