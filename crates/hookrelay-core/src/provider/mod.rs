@@ -884,6 +884,32 @@ pub(crate) mod json {
     }
 }
 
+/// Email addresses in header values, shared by the providers that read mail headers.
+#[cfg(any(feature = "mailgun", feature = "ses"))]
+pub(crate) mod mail {
+    /// `<id@host>` → `id@host`.
+    pub(crate) fn strip_angle(s: &str) -> String {
+        let s = s.trim();
+        s.strip_prefix('<')
+            .and_then(|s| s.strip_suffix('>'))
+            .unwrap_or(s)
+            .trim()
+            .to_owned()
+    }
+
+    /// The first address of a header value: `John <john@example.com>, …` →
+    /// `john@example.com`.
+    pub(crate) fn first_address(s: &str) -> Option<String> {
+        let s = s.trim();
+        let addr = match (s.find('<'), s.find('>')) {
+            (Some(l), Some(r)) if l < r => s.get(l + 1..r).unwrap_or(""),
+            _ => s.split(',').next().unwrap_or(""),
+        };
+        let addr = addr.trim();
+        (!addr.is_empty()).then(|| addr.to_owned())
+    }
+}
+
 /// Strips a `whatsapp:` (or other `scheme:`) prefix from an address.
 #[must_use]
 pub fn strip_channel_prefix(addr: &str) -> &str {
