@@ -159,7 +159,9 @@ impl ErrorInfo {
 pub struct StatusUpdate {
     /// The normalized status.
     pub status: Status,
-    /// When the provider says it happened, epoch milliseconds.
+    /// When the provider says it happened, epoch milliseconds; when it says nothing
+    /// unambiguous (no time, or one whose time zone is unknown), when the callback was
+    /// received.
     pub timestamp_ms: i64,
     /// Error details (failed and bounced statuses).
     pub error: Option<ErrorInfo>,
@@ -241,7 +243,9 @@ pub enum EventKind {
 pub struct Event {
     /// Channel.
     pub channel: Channel,
-    /// The user's address: the recipient of a status, the sender of an inbound message.
+    /// The user's address: the recipient of a status, the sender of an inbound message;
+    /// empty when the provider does not send it (never invented: the event is then
+    /// identified by [`Event::vendor_ack_id`]).
     pub channel_value: String,
     /// Provider id (`twilio`, or a configured generic provider's name).
     pub vendor_name: String,

@@ -116,6 +116,7 @@ use crate::event::{idempotency_key, idempotency_key_of_value};
 use crate::limits::TopLevel;
 use crate::mac::{self, Hash};
 use crate::provider::json::{str_at, str_of};
+use crate::provider::mail::{first_address, strip_angle};
 use crate::provider::{Context, Normalized, VerifyOptions, VerifySettings};
 use crate::request::{pairs_to_json, param_nonempty};
 use crate::{
@@ -676,30 +677,6 @@ fn legacy_variables(pairs: &[(String, String)], headers: &[(String, Value)]) -> 
         }
     }
     out
-}
-
-// ---------------------------------------------------------------------------------------
-// Addresses
-
-/// `<id@host>` → `id@host`.
-fn strip_angle(s: &str) -> String {
-    let s = s.trim();
-    s.strip_prefix('<')
-        .and_then(|s| s.strip_suffix('>'))
-        .unwrap_or(s)
-        .trim()
-        .to_owned()
-}
-
-/// The first address of a header value: `John <john@example.com>, …` → `john@example.com`.
-fn first_address(s: &str) -> Option<String> {
-    let s = s.trim();
-    let addr = match (s.find('<'), s.find('>')) {
-        (Some(l), Some(r)) if l < r => s.get(l + 1..r).unwrap_or(""),
-        _ => s.split(',').next().unwrap_or(""),
-    };
-    let addr = addr.trim();
-    (!addr.is_empty()).then(|| addr.to_owned())
 }
 
 #[cfg(test)]

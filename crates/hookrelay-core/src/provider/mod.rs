@@ -93,11 +93,13 @@ pub enum Control {
         /// `hub.verify_token` as sent.
         verify_token: String,
     },
-    /// A well-formed callback that carries no event for this provider (for example an SNS
-    /// notification from another publisher on the topic). Answered 2xx, counted, not
-    /// delivered.
+    /// Provider messages that are no event: a well-formed callback that carries none (an
+    /// SNS notification from another publisher on the topic), or elements of a batch that
+    /// are about no message (SendGrid's account events), whose other events are delivered
+    /// as usual. Answered 2xx with the rest of the callback, reported (the sidecar logs
+    /// it, `hookrelay normalize` prints it), not delivered.
     Ignored {
-        /// Why it carries no event.
+        /// What was left out and why, on one line.
         reason: String,
     },
 }
@@ -193,7 +195,8 @@ pub struct Acknowledgement {
 pub struct Normalized {
     /// Events, in the order the provider listed them.
     pub events: Vec<Event>,
-    /// A handshake to answer, if this callback was one.
+    /// A handshake to answer, if this callback was one; or what the callback holds that
+    /// is no event ([`Control::Ignored`]).
     pub control: Option<Control>,
     /// The provider's events that could not be normalized, kept as they came, in the
     /// order they were found:
@@ -898,6 +901,32 @@ pub(crate) mod json {
             Value::Number(n) => Some(n.to_string()),
             _ => None,
         }
+    }
+}
+
+/// Email addresses in header values, shared by the providers that read mail headers.
+#[cfg(any(feature = "mailgun", feature = "ses"))]
+pub(crate) mod mail {
+    /// `<id@host>` → `id@host`.
+    pub(crate) fn strip_angle(s: &str) -> String {
+        let s = s.trim();
+        s.strip_prefix('<')
+            .and_then(|s| s.strip_suffix('>'))
+            .unwrap_or(s)
+            .trim()
+            .to_owned()
+    }
+
+    /// The first address of a header value: `John <john@example.com>, …` →
+    /// `john@example.com`.
+    pub(crate) fn first_address(s: &str) -> Option<String> {
+        let s = s.trim();
+        let addr = match (s.find('<'), s.find('>')) {
+            (Some(l), Some(r)) if l < r => s.get(l + 1..r).unwrap_or(""),
+            _ => s.split(',').next().unwrap_or(""),
+        };
+        let addr = addr.trim();
+        (!addr.is_empty()).then(|| addr.to_owned())
     }
 }
 

@@ -8,7 +8,11 @@
 //! `SubscriptionChange`.
 //!
 //! - The recipient (`channel_value`) is `Recipient` (Delivery, Open, Click,
-//!   SubscriptionChange) or `Email` (Bounce, SpamComplaint).
+//!   SubscriptionChange) or `Email` (Bounce, SpamComplaint). A `Bounce` may name no
+//!   address: Postmark's `Unsubscribe` bounces (`TypeCode` 16) come without `Email`. Such
+//!   a bounce is delivered with `channel_value: ""` (an address the provider does not
+//!   send is empty, never invented) when it has a `MessageID`, which identifies the
+//!   message; without either it is refused. Every other record needs its address.
 //! - The event time is `DeliveredAt`, `BouncedAt`, `ReceivedAt` (Open, Click) or
 //!   `ChangedAt` (SubscriptionChange), ISO 8601 with up to 7 fractional digits; absent
 //!   means the receive time.
@@ -63,7 +67,7 @@
 //! | `Bounce`, `Type` `HardBounce`, `BadEmailAddress` | `bounced` | the recipient's server refused the address |
 //! | `Bounce`, `Type` `Transient`, `SoftBounce`, `DnsError`, `Blocked`, `DMARCPolicy`, `SpamNotification`, `VirusNotification`, `Unknown`, `ManuallyDeactivated`, `Unconfirmed`, `SMTPApiError`, `InboundError`, `TemplateRenderingFailed` | `failed` | not delivered, but not a hard bounce of the address |
 //! | `Bounce`, `Type` `SpamComplaint` | `complained` | |
-//! | `Bounce`, `Type` `Unsubscribe` | `unsubscribed` | the recipient's reply asked to be removed |
+//! | `Bounce`, `Type` `Unsubscribe` (`TypeCode` 16) | `unsubscribed` | the recipient's reply asked to be removed; often without `Email` (`channel_value: ""`) |
 //! | `Bounce`, `Type` `AutoResponder`, `AddressChange`, `Subscribe`, `ChallengeVerification`, `OpenRelayTest` | `queued` | informational: the message was not refused (an out-of-office reply means it arrived) |
 //! | `Bounce`, any other `Type` | `bounced` when `Inactive: true` (Postmark deactivated the address), else `failed` | |
 //! | `SubscriptionChange`, `SuppressSending: true`, `SuppressionReason: HardBounce` | `bounced` | Broadcast streams report bounces only this way |
@@ -371,9 +375,13 @@ fn status(
     trace_id: Option<&str>,
     ctx: &Context,
 ) -> Result<Event, NormalizeError> {
-    let recipient = str_of(&body, "Recipient")
-        .or_else(|| str_of(&body, "Email"))
-        .ok_or_else(|| NormalizeError::MissingField("Recipient".into()))?;
+    let recipient = match str_of(&body, "Recipient").or_else(|| str_of(&body, "Email")) {
+        Some(address) => address,
+        // Postmark's `Unsubscribe` bounces (TypeCode 16) come without `Email`: the
+        // message id identifies the message, and the address is empty (DESIGN §2).
+        None if record_type == "Bounce" && str_of(&body, "MessageID").is_some() => String::new(),
+        None => return Err(NormalizeError::MissingField("Recipient".into())),
+    };
     let (status, informational, error) = map_record(record_type, &body);
     let (time_text, timestamp_ms) = match time_field(record_type, &body) {
         None => (String::new(), ctx.received_at_ms),
@@ -762,6 +770,50 @@ mod tests {
         let inactive = with_status(json!({"RecordType":"Bounce","Type":"SomethingNew",
             "Email":"a@b.c","Inactive":true}));
         assert_eq!(inactive.status, Status::Bounced);
+    }
+
+    #[test]
+    fn a_bounce_without_an_address_is_delivered_by_its_message_id() {
+        let unsubscribe = |extra: Value| {
+            let mut body = json!({"RecordType":"Bounce","ID":7,"Type":"Unsubscribe",
+                "TypeCode":16,"MessageID":"m-16","BouncedAt":"2025-04-05T16:33:54Z",
+                "Description":"Unsubscribe or Remove request."});
+            if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+                b.extend(e.clone());
+            }
+            run(body.to_string().as_bytes())
+        };
+        for extra in [json!({}), json!({"Email": ""}), json!({"Email": null})] {
+            let mut out = unsubscribe(extra.clone()).expect("delivered");
+            let e = out.events.remove(0);
+            assert_eq!(e.channel_value, "", "{extra}");
+            assert_eq!(e.vendor_ack_id.as_deref(), Some("m-16"));
+            let s = e.status().expect("status");
+            assert_eq!((s.status, s.informational), (Status::Unsubscribed, false));
+        }
+        // Without a message id there is nothing to identify: refused, as before.
+        let no_id = json!({"RecordType":"Bounce","Type":"Unsubscribe","TypeCode":16});
+        assert!(matches!(
+            run(no_id.to_string().as_bytes()),
+            Err(NormalizeError::MissingField(_))
+        ));
+        // Other records still need their address.
+        for record in [
+            "Delivery",
+            "Open",
+            "Click",
+            "SpamComplaint",
+            "SubscriptionChange",
+        ] {
+            let body = json!({"RecordType": record, "MessageID": "m-16"});
+            assert!(
+                matches!(
+                    run(body.to_string().as_bytes()),
+                    Err(NormalizeError::MissingField(_))
+                ),
+                "{record}"
+            );
+        }
     }
 
     #[test]

@@ -35,9 +35,22 @@
 //!   `sg_`, `marketing_campaign_`, `singlesend_` or `mc_`. (SendGrid's reserved keys win
 //!   over custom arguments of the same name, so those never reach us as custom args.)
 //!
-//! Known message events without an `email` are malformed; an element whose `event` is not
-//! a known message event (for example SendGrid's newer account-status events) is emitted
-//! with the fallback status and an empty `channel_value` when it has no `email`.
+//! Known message events without an `email` are malformed. An element whose `event` is not
+//! a known message event is emitted with the fallback status (and `channel_value: ""`
+//! when it has no `email`), unless it is about no message at all.
+//!
+//! # Account events
+//!
+//! SendGrid sorts its events into delivery, engagement and account events. An account
+//! event (`account_status_change`: "your account status changed because of issues
+//! related to compliance", with only `event`, `sg_event_id`, `timestamp` and a `type`
+//! such as `compliance_suspend`) names no message and no recipient, and the payload has
+//! no event type for it: it is not a status (the status vocabulary is about a message)
+//! nor an inbound message. So it becomes no event: the callback's
+//! [`Normalized::control`] is a [`Control::Ignored`] that names each one (its `type` and
+//! `sg_event_id`), and the other elements of the batch are delivered as usual. The same
+//! holds for an element of an unknown `event` that names neither a recipient (`email`)
+//! nor a message (`sg_message_id`).
 //!
 //! # Signature ("Signed Event Webhook")
 //!
@@ -71,7 +84,8 @@
 //! | `spamreport` | `complained` | |
 //! | `unsubscribe`, `group_unsubscribe` | `unsubscribed` | |
 //! | `group_resubscribe` | `queued` | informational |
-//! | anything else | `queued` | informational: the documented fallback for unknown values |
+//! | `account_status_change` | (no event) | an account event, about no message: see above |
+//! | anything else | `queued` | informational: the documented fallback for unknown values (no event when the element names neither `email` nor `sg_message_id`) |
 
 use std::fmt;
 
@@ -87,7 +101,7 @@ use crate::event::{idempotency_key, idempotency_key_of_value};
 use crate::limits::JsonLimits;
 use crate::provider::json::str_of;
 use crate::provider::{
-    Context, Normalized, Unparsed, VerifyOptions, VerifySettings, object_fields,
+    Context, Control, Normalized, Unparsed, VerifyOptions, VerifySettings, object_fields,
 };
 use crate::{
     CallbackRequest, Channel, ErrorInfo, Event, EventKind, NormalizeError, Status, StatusUpdate,
@@ -129,6 +143,10 @@ const RESERVED: &[&str] = &[
 ];
 /// Prefixes of SendGrid-set keys (`sg_event_id`, `marketing_campaign_name`, …).
 const RESERVED_PREFIXES: &[&str] = &["sg_", "marketing_campaign_", "singlesend_", "mc_"];
+/// SendGrid's account event (a compliance action on the account, no message).
+const ACCOUNT_STATUS_CHANGE: &str = "account_status_change";
+/// Account events named one by one in the [`Control::Ignored`] reason; the rest counted.
+const NAMED_ACCOUNT_EVENTS: usize = 5;
 
 /// Checks the ECDSA signature of the Signed Event Webhook.
 #[derive(Clone)]
@@ -232,22 +250,87 @@ pub fn normalize(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, Nor
     };
     let limits = JsonLimits::default();
     let mut out = Normalized::events(Vec::with_capacity(elements.len()));
+    let mut account_events = Vec::new();
     for (i, element) in elements.into_iter().enumerate() {
         let text = element.get();
         let normalized = limits
             .check(text.as_bytes())
             .map_err(|e| e.to_string())
             .and_then(|()| serde_json::from_str(text).map_err(|e| e.to_string()))
-            .and_then(|item| event(i, item, ctx).map_err(|e| e.to_string()));
+            .and_then(|item| element_of(i, item, ctx).map_err(|e| e.to_string()));
         match normalized {
-            Ok(event) => out.events.push(event),
+            Ok(Element::Event(event)) => out.events.push(event),
+            Ok(Element::Account(name)) => account_events.push(name),
             // The event alone is a SendGrid body of its own: `[event]`.
             Err(reason) => out
                 .unparsed
                 .push(Unparsed::new(reason, text).with_body(format!("[{text}]"))),
         }
     }
+    if !account_events.is_empty() {
+        out.control = Some(Control::Ignored {
+            reason: account_events_reason(&account_events),
+        });
+    }
     Ok(out)
+}
+
+/// What one batch element becomes.
+// Built and taken apart at once, one element at a time: boxing the event would cost an
+// allocation per event to save stack space nobody holds.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a transient result, never stored"
+)]
+enum Element {
+    /// An event about a message.
+    Event(Event),
+    /// An account event, about no message: left out, described by this text.
+    Account(String),
+}
+
+/// The reason of the [`Control::Ignored`] of a batch's account events: one line, naming
+/// the first few.
+fn account_events_reason(names: &[String]) -> String {
+    let listed = names
+        .iter()
+        .take(NAMED_ACCOUNT_EVENTS)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join("; ");
+    let more = names.len().saturating_sub(NAMED_ACCOUNT_EVENTS);
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    let what = if names.len() == 1 {
+        "1 SendGrid account event".to_owned()
+    } else {
+        format!("{} SendGrid account events", names.len())
+    };
+    format!("{what}, about no message, not delivered: {listed}{more}")
+}
+
+/// `event (type …, sg_event_id …)` of an account event, each value on one line and at
+/// most 100 characters.
+fn describe_account_event(name: &str, item: &Value) -> String {
+    let short = |v: String| -> String {
+        v.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(100)
+            .collect()
+    };
+    let details: Vec<String> = ["type", "sg_event_id"]
+        .iter()
+        .filter_map(|k| str_of(item, k).map(|v| format!("{k} {}", short(v))))
+        .collect();
+    let name = short(name.to_owned());
+    if details.is_empty() {
+        name
+    } else {
+        format!("{name} ({})", details.join(", "))
+    }
 }
 
 /// What a SendGrid `event` value means.
@@ -306,8 +389,8 @@ fn timestamp_ms(v: &Value) -> Option<i64> {
     }
 }
 
-/// Normalizes batch element `i`.
-fn event(i: usize, item: Value, ctx: &Context) -> Result<Event, NormalizeError> {
+/// Normalizes batch element `i`: an event, or an account event left out.
+fn element_of(i: usize, item: Value, ctx: &Context) -> Result<Element, NormalizeError> {
     if !item.is_object() {
         return Err(NormalizeError::shape(format!("/{i}"), "an event object"));
     }
@@ -324,6 +407,14 @@ fn event(i: usize, item: Value, ctx: &Context) -> Result<Event, NormalizeError> 
         }
     };
     let mapping = map_event(&name, item.get("type").and_then(Value::as_str));
+    let names_no_message = || {
+        str_of(&item, "email").is_none()
+            && str_of(&item, "sg_message_id").is_none()
+            && !matches!(item.get("email"), Some(v) if !v.is_string() && !v.is_null())
+    };
+    if name.eq_ignore_ascii_case(ACCOUNT_STATUS_CHANGE) || (!mapping.known && names_no_message()) {
+        return Ok(Element::Account(describe_account_event(&name, &item)));
+    }
     let email = match item.get("email") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
         Some(Value::String(_)) | None | Some(Value::Null) if !mapping.known => String::new(),
@@ -350,7 +441,7 @@ fn event(i: usize, item: Value, ctx: &Context) -> Result<Event, NormalizeError> 
         Some(id) => idempotency_key(PROVIDER, &[&id, &name]),
         None => idempotency_key_of_value(PROVIDER, &item),
     };
-    Ok(Event {
+    Ok(Element::Event(Event {
         channel: Channel::Email,
         channel_value: email,
         vendor_name: PROVIDER.to_owned(),
@@ -364,7 +455,7 @@ fn event(i: usize, item: Value, ctx: &Context) -> Result<Event, NormalizeError> 
             informational: mapping.informational,
         }),
         raw: item.into(),
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -701,14 +792,56 @@ mod tests {
             .expect("normalize");
         let s = status(&out.events[0]);
         assert_eq!((s.status, s.informational), (Status::Queued, true));
-        // Unknown events without a recipient (account events) still pass.
-        let out = run(
-            br#"[{"event":"account_status_change","type":"compliance_suspend","timestamp":1}]"#,
-        )
-        .expect("normalize");
+        // An unknown event about a message but without a recipient: an empty address.
+        let out = run(br#"[{"event":"brand_new_thing","sg_message_id":"m.1","timestamp":1}]"#)
+            .expect("normalize");
         assert_eq!(out.events[0].channel_value, "");
+        assert_eq!(out.events[0].vendor_ack_id.as_deref(), Some("m.1"));
+        assert_eq!(out.control, None);
         assert_eq!(map_event("BOUNCE", Some("Blocked")).status, Status::Failed);
         assert_eq!(map_event("bounce", None).status, Status::Bounced);
+    }
+
+    #[test]
+    fn account_events_are_left_out_and_named() {
+        // SendGrid's documented example, between two message events.
+        let body = br#"[
+            {"email":"a@b.c","event":"delivered","sg_event_id":"e1","sg_message_id":"m.1","timestamp":1709142420},
+            {"event":"account_status_change","sg_event_id":"MjEzNTg5OTcyOC10ZXJtaW5hdGUtMTcwNzg1MTUzMQ","timestamp":1709142428,"type":"compliance_suspend"},
+            {"email":"a@b.c","event":"open","sg_event_id":"e2","sg_message_id":"m.1","timestamp":1709142430}
+        ]"#;
+        let out = run(body).expect("normalize");
+        let statuses: Vec<_> = out.events.iter().map(|e| status(e).status).collect();
+        assert_eq!(statuses, [Status::Delivered, Status::Seen]);
+        assert!(out.unparsed.is_empty());
+        assert_eq!(
+            out.control,
+            Some(Control::Ignored {
+                reason: "1 SendGrid account event, about no message, not delivered: \
+                    account_status_change (type compliance_suspend, \
+                    sg_event_id MjEzNTg5OTcyOC10ZXJtaW5hdGUtMTcwNzg1MTUzMQ)"
+                    .into()
+            })
+        );
+        // Matched case-insensitively; an unknown event naming no message is one too; the
+        // reason names five and counts the rest, on one line.
+        let many: Vec<Value> = (0..7)
+            .map(|i| json!({"event": "Account_Status_Change", "type": format!("t{i}\nx")}))
+            .chain([json!({"event": "billing_thing", "timestamp": 1})])
+            .collect();
+        let out = run(Value::Array(many).to_string().as_bytes()).expect("normalize");
+        assert!(out.events.is_empty() && out.unparsed.is_empty());
+        let Some(Control::Ignored { reason }) = out.control else {
+            panic!("ignored expected")
+        };
+        assert!(reason.starts_with("8 SendGrid account events"), "{reason}");
+        assert!(
+            reason.ends_with("Account_Status_Change (type t4 x) and 3 more"),
+            "{reason}"
+        );
+        assert!(!reason.contains('\n'));
+        // A batch without account events has no control message.
+        assert_eq!(run(CLICK).expect("normalize").control, None);
     }
 
     #[test]

@@ -9,8 +9,14 @@
 //!
 //! - **Status callback**: `MessageStatus` (and its legacy twin `SmsStatus`) holds a status
 //!   other than `received`. The event is a status of the message `MessageSid` (or `SmsSid`)
-//!   sent to `To` (`channel_value`). Time: `RawDlrDoneDate` (`YYMMDDHHMM`, UTC) when
-//!   present, else the time the callback was received (Twilio sends no event time).
+//!   sent to `To` (`channel_value`). Time: the time the callback was received. Twilio
+//!   sends no event time: no timestamp parameter and no timestamp header. Its
+//!   `RawDlrDoneDate` (`YYMMDDhhmm`, on `delivered` and `undelivered` SMS/MMS statuses
+//!   only) is the carrier's delivery-receipt "done date" passed through: minute
+//!   precision and **no time zone** (Twilio: "the timezone offset varies between carrier
+//!   partners and even within the same carrier"). Read as UTC it can put a `delivered`
+//!   hours before its own `sent`, so it never becomes the status time; it stays, as sent,
+//!   in `vendor_response`.
 //!   Error: `ErrorCode` (an empty value or `0` counts as absent) and `ErrorMessage` when
 //!   present, on any status.
 //! - **Inbound message**: `SmsStatus=received` (or no status but a `Body` / `NumMedia`
@@ -86,7 +92,6 @@ use crate::provider::signed_form::{
 use crate::provider::{Context, Normalized, VerifyOptions, VerifySettings};
 use crate::request::{pairs_to_json, param, param_nonempty, parse_form};
 use crate::secret::ct_eq;
-use crate::timestamp::parse_yymmddhhmm_ms;
 use crate::{CallbackRequest, NormalizeError, Secret, VerifyConfigError, VerifyError};
 
 const PROVIDER: &str = "twilio";
@@ -294,9 +299,8 @@ fn to_event(
             .filter(|c| *c != "0")
             .map(str::to_owned);
         let message = param_nonempty(params, "ErrorMessage").map(str::to_owned);
-        let timestamp_ms = param_nonempty(params, "RawDlrDoneDate")
-            .and_then(parse_yymmddhhmm_ms)
-            .unwrap_or(ctx.received_at_ms);
+        // Not `RawDlrDoneDate`: it has no time zone (see the module docs).
+        let timestamp_ms = ctx.received_at_ms;
         return Ok(Event {
             channel,
             channel_value: e164_of_channel_address(recipient),
@@ -768,7 +772,9 @@ mod tests {
         let e = one(&r);
         let s = e.status().expect("status");
         assert_eq!(s.status, Status::Failed);
-        assert_eq!(s.timestamp_ms, 1_704_209_400_000);
+        // The receive time, not RawDlrDoneDate (no time zone); that stays in the raw event.
+        assert_eq!(s.timestamp_ms, ctx().received_at_ms);
+        assert_eq!(e.raw.to_value()["RawDlrDoneDate"], "2401021530");
         assert_eq!(
             s.error,
             Some(ErrorInfo {
@@ -800,6 +806,27 @@ mod tests {
         let e = one(&form("MessageSid=SM1&MessageStatus=mystery&To=%2B1555"));
         let s = e.status().expect("status");
         assert!(s.informational && s.status == Status::Queued);
+    }
+
+    #[test]
+    fn a_delivered_never_sorts_before_its_sent() {
+        // Sent received at 15:30:40Z; delivered received at 15:30:55Z with a carrier done
+        // date in the carrier's local time (10:30, US Eastern), which read as UTC would be
+        // five hours earlier than the sent.
+        let at = |ms: i64, body: &str| {
+            let out = normalize(&form(body), &Context { received_at_ms: ms }).expect("ok");
+            out.events[0].status().expect("status").timestamp_ms
+        };
+        let sent = at(
+            1_704_209_440_000,
+            "MessageSid=SM9&MessageStatus=sent&To=%2B15550001111",
+        );
+        let delivered = at(
+            1_704_209_455_000,
+            "MessageSid=SM9&MessageStatus=delivered&To=%2B15550001111&RawDlrDoneDate=2401021030",
+        );
+        assert_eq!((sent, delivered), (1_704_209_440_000, 1_704_209_455_000));
+        assert!(delivered > sent);
     }
 
     #[test]

@@ -23,7 +23,8 @@
 //! One event per recipient: `Bounce` per `bounce.bouncedRecipients[]`, `Complaint` per
 //! `complaint.complainedRecipients[]`, `Delivery` per `delivery.recipients[]`,
 //! `DeliveryDelay` per `deliveryDelay.delayedRecipients[]`, every other event per
-//! `mail.destination[]`. Channel `email`, `channel_value` = the recipient address.
+//! `mail.destination[]`. Channel `email`, `channel_value` = the recipient address. (A
+//! received email is one inbound message instead: see [Email receiving](#email-receiving).)
 //!
 //! - `vendor_ack_id` = `mail.messageId` (the SES message id);
 //! - `idempotency_key` = key of (SNS `MessageId`, recipient): SNS retries reuse the
@@ -34,6 +35,35 @@
 //! - timestamp = the event's own `timestamp` (`bounce.timestamp`, `delivery.timestamp`,
 //!   `open.timestamp`, …), else `mail.timestamp`, else the receive time; epoch ms;
 //! - `raw` = the SES document (the parsed `Message`), not the SNS envelope.
+//!
+//! # Email receiving
+//!
+//! A `notificationType: Received` document (SES email receiving: a receipt rule's action
+//! published the notification) is an email sent to the application: **one inbound
+//! message** on channel `email`, type `email`, however many recipients it has.
+//!
+//! - `from` (and `channel_value`) = the address of the first `mail.commonHeaders.from`
+//!   (the `From` header, `Jane <jane@example.com>` → `jane@example.com`), else
+//!   `mail.source` (the envelope MAIL FROM, often a bounce address);
+//! - `to` = `receipt.recipients` (the envelope recipients the rule matched: the
+//!   application's mailboxes), else the addresses of `mail.commonHeaders.to`, else
+//!   `mail.destination`; several are joined with `, `;
+//! - `text` = the subject (`mail.commonHeaders.subject`, already decoded by SES) and the
+//!   message's text, separated by an empty line, as for Mailgun's received mail; the
+//!   subject alone when the notification carries no text. Only the SNS action's
+//!   notification carries the email itself (`content`: raw MIME, or base64 when
+//!   `receipt.action.encoding` is `BASE64`); the text is its first `text/plain` part that
+//!   is not an attachment, decoded (`base64` / `quoted-printable`; UTF-8, US-ASCII,
+//!   ISO-8859-1 or Windows-1252), line breaks as `\n`. An HTML-only email, another
+//!   charset, and the notifications of the S3, Lambda, Bounce, Stop and WorkMail actions
+//!   (no `content`: the email is in S3, or nowhere) give the subject alone. Attachments
+//!   are not listed as `media` (they have no URL); `content` stays in `vendor_response`;
+//! - `context` = `{id}` from the `In-Reply-To` header in `mail.headers`, when present;
+//! - `source_message_id` and `vendor_ack_id` = `mail.messageId` (SES's id, also the S3
+//!   object key of the S3 action); time = `mail.timestamp` (when SES received it), else
+//!   `receipt.timestamp`, else the receive time;
+//! - `idempotency_key` = key of (SNS `MessageId`, `Received`), or (`mail.messageId`,
+//!   `Received`) for raw delivery without its message id header.
 //!
 //! # Status mapping
 //!
@@ -52,6 +82,7 @@
 //! | `DeliveryDelay` | `queued`, informational | |
 //! | `Subscription`, `unsubscribeAll: true` or any new topic status `OPT_OUT` / `OptOut` | `unsubscribed` | |
 //! | `Subscription`, otherwise | `queued`, informational | |
+//! | `Received` (email receiving) | (an inbound message) | see above |
 //! | anything else (unknown values, `AmazonSnsSubscriptionSucceeded`, …) | `queued`, informational | documented fallback, never an error |
 //!
 //! Bounce error: `code` = the recipient's `status` (enhanced status code, e.g. `5.1.1`),
@@ -87,6 +118,7 @@
 
 // The SNS signature check (`verify.rs`) and the mapping of SES documents into events
 // (`normalize.rs`) are separate files; what both read of an SNS delivery is here.
+mod mime;
 mod normalize;
 mod verify;
 

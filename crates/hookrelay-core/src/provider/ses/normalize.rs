@@ -3,9 +3,12 @@
 
 use serde_json::{Map, Value};
 
-use super::{PROVIDER, env_str, is_raw_delivery};
-use crate::event::{ErrorInfo, Event, EventKind, StatusUpdate, idempotency_key};
+use super::{PROVIDER, env_str, is_raw_delivery, mime};
+use crate::event::{
+    ErrorInfo, Event, EventKind, InboundMessage, ReplyContext, StatusUpdate, idempotency_key,
+};
 use crate::limits::{JsonLimits, TopLevel};
+use crate::provider::mail::{first_address, strip_angle};
 use crate::provider::{Context, Control, Normalized, Unparsed};
 use crate::timestamp::value_to_ms;
 use crate::{CallbackRequest, Channel, NormalizeError, Status};
@@ -126,6 +129,9 @@ fn ses_events(
         Some(m @ Value::Object(_)) => Some(m),
         Some(_) => return Err(NormalizeError::shape("/mail", "an object")),
     };
+    if kind == "Received" {
+        return received(doc, mail, sns_message_id, ctx).map(|e| vec![e]);
+    }
     let (object_key, recipients, known) = match kind {
         "Bounce" => ("bounce", Recipients::Objects("bouncedRecipients"), true),
         "Complaint" => (
@@ -256,6 +262,135 @@ fn ses_events(
         });
     }
     Ok(events)
+}
+
+/// An email SES received (`notificationType: Received`): one inbound message from its
+/// sender (see the module docs).
+fn received(
+    doc: &Value,
+    mail: Option<&Value>,
+    sns_message_id: Option<&str>,
+    ctx: &Context,
+) -> Result<Event, NormalizeError> {
+    let mail = mail.ok_or_else(|| NormalizeError::MissingField("mail".into()))?;
+    let common = mail.get("commonHeaders");
+    let receipt = doc.get("receipt");
+    let message_id = text(Some(mail), "messageId")
+        .ok_or_else(|| NormalizeError::MissingField("mail.messageId".into()))?;
+    let from = strings(common, "from")
+        .iter()
+        .find_map(|f| first_address(f))
+        .or_else(|| text(Some(mail), "source"))
+        .ok_or_else(|| NormalizeError::MissingField("mail.source".into()))?;
+    // The envelope recipients the receipt rule matched: the application's own mailboxes.
+    let mut to = strings(receipt, "recipients");
+    if to.is_empty() {
+        to = strings(common, "to")
+            .iter()
+            .filter_map(|t| first_address(t))
+            .collect();
+    }
+    if to.is_empty() {
+        to = strings(Some(mail), "destination");
+    }
+    let subject = text(common, "subject");
+    let body = content_text(doc);
+    let text = match (subject, body) {
+        (Some(s), Some(b)) => Some(format!("{s}\n\n{b}")),
+        (s, b) => s.or(b),
+    };
+    let context = header(mail, "in-reply-to")
+        .map(|id| strip_angle(&id))
+        .filter(|id| !id.is_empty())
+        .map(|id| ReplyContext { id, from: None });
+    let timestamp_ms = mail
+        .get("timestamp")
+        .and_then(value_to_ms)
+        .or_else(|| {
+            receipt
+                .and_then(|r| r.get("timestamp"))
+                .and_then(value_to_ms)
+        })
+        .unwrap_or(ctx.received_at_ms);
+    let idempotency = match sns_message_id {
+        Some(id) => idempotency_key(PROVIDER, &[id, "Received"]),
+        None => idempotency_key(PROVIDER, &[&message_id, "Received"]),
+    };
+    Ok(Event {
+        channel: Channel::Email,
+        channel_value: from.clone(),
+        vendor_name: PROVIDER.to_owned(),
+        vendor_ack_id: Some(message_id.clone()),
+        idempotency_key: idempotency,
+        correlation: mail
+            .get("tags")
+            .map(tags_to_correlation)
+            .unwrap_or_default(),
+        kind: EventKind::Inbound(InboundMessage {
+            from,
+            to: to.join(", "),
+            message_type: "email".into(),
+            text,
+            context,
+            timestamp_ms,
+            source_message_id: message_id,
+            ..InboundMessage::default()
+        }),
+        raw: doc.clone().into(),
+    })
+}
+
+/// The text of a Received notification's `content` (the raw email, present only when an
+/// SNS action published it): raw MIME text, or base64 when the action's `encoding` says
+/// so. A `content` whose first line is no header field (MIME text always starts with one;
+/// base64 has no `:`) is read as base64 too.
+fn content_text(doc: &Value) -> Option<String> {
+    let content = doc.get("content")?.as_str()?;
+    let declared = doc
+        .pointer("/receipt/action/encoding")
+        .and_then(Value::as_str)
+        .is_some_and(|e| e.trim().eq_ignore_ascii_case("base64"));
+    let headless = !content
+        .trim_start()
+        .lines()
+        .next()
+        .is_some_and(|line| line.contains(':'));
+    if declared || headless {
+        mime::plain_text(&mime::decode_base64(content.as_bytes())?)
+    } else {
+        mime::plain_text(content.as_bytes())
+    }
+}
+
+/// The non-empty strings of the array `key` of `v`, trimmed.
+fn strings(v: Option<&Value>, key: &str) -> Vec<String> {
+    v.and_then(|v| v.get(key))
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The first `mail.headers[]` field of this name (case-insensitive).
+fn header(mail: &Value, name: &str) -> Option<String> {
+    mail.get("headers")?
+        .as_array()?
+        .iter()
+        .find(|h| {
+            h.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.trim().eq_ignore_ascii_case(name))
+        })
+        .and_then(|h| h.get("value"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }
 
 /// Adds `mail.destination[]` to `targets`. A missing list is an error for known event
@@ -407,6 +542,13 @@ mod tests {
         include_str!("../../../tests/fixtures/ses/doc_subscription_confirmation.json");
     const DOC_UNSUBSCRIBE: &str =
         include_str!("../../../tests/fixtures/ses/doc_unsubscribe_confirmation.json");
+    const RECEIVED_SNS: &str =
+        include_str!("../../../tests/fixtures/ses/receiving_sns_action.json");
+    const RECEIVED_SNS_BASE64: &str =
+        include_str!("../../../tests/fixtures/ses/receiving_sns_action_base64.json");
+    const RECEIVED_S3: &str = include_str!("../../../tests/fixtures/ses/receiving_s3_action.json");
+    const RECEIVED_LAMBDA_RECORD: &str =
+        include_str!("../../../tests/fixtures/ses/receiving_lambda_action_record.json");
 
     const CTX: Context = Context {
         received_at_ms: 1_700_000_000_000,
@@ -671,11 +813,6 @@ mod tests {
                 Status::Queued,
                 true,
             ),
-            (
-                json!({"notificationType": "Received", "receipt": {}}),
-                Status::Queued,
-                true,
-            ),
         ];
         for (mut doc, status, informational) in cases {
             doc["mail"] = mail();
@@ -694,6 +831,141 @@ mod tests {
                 assert_eq!(e.channel, Channel::Email);
             }
         }
+    }
+
+    fn inbound_of(doc: &Value) -> (Event, InboundMessage) {
+        let mut evs = events(doc);
+        assert_eq!(evs.len(), 1, "one inbound message per received email");
+        let e = evs.remove(0);
+        let EventKind::Inbound(m) = e.kind.clone() else {
+            panic!("inbound expected: {e:?}")
+        };
+        (e, m)
+    }
+
+    fn doc_of(text: &str) -> Value {
+        serde_json::from_str(text).expect("fixture")
+    }
+
+    #[test]
+    fn received_email_with_its_content_is_an_inbound_message() {
+        let doc = doc_of(RECEIVED_SNS);
+        let (e, m) = inbound_of(&doc);
+        assert_eq!(e.channel, Channel::Email);
+        assert_eq!(e.channel_value, "sender@example.com");
+        assert_eq!(
+            e.vendor_ack_id.as_deref(),
+            Some("d6iitobk75ur44p8kdnnp7g2n800")
+        );
+        assert_eq!(
+            e.idempotency_key,
+            idempotency_key("ses", &["sns-1", "Received"])
+        );
+        assert_eq!(e.raw, doc);
+        assert_eq!(m.from, "sender@example.com");
+        assert_eq!(m.to, "recipient@example.com");
+        assert_eq!(m.message_type, "email");
+        assert_eq!(
+            m.text.as_deref(),
+            Some("Example subject\n\nExample content")
+        );
+        assert_eq!(m.source_message_id, "d6iitobk75ur44p8kdnnp7g2n800");
+        // mail.timestamp, 2015-09-11T20:32:33.936Z.
+        assert_eq!(m.timestamp_ms, 1_442_003_553_936);
+        assert_eq!(m.context, None);
+        assert!(m.media.is_empty());
+
+        // Base64 (receipt.action.encoding BASE64), multipart/alternative: the plain part.
+        let (_, m) = inbound_of(&doc_of(RECEIVED_SNS_BASE64));
+        assert_eq!(
+            m.text.as_deref(),
+            Some("Amazon SES Test\n\nAmazon SES Test\nThis email was sent with Amazon SES.")
+        );
+        assert_eq!(m.from, "sender@example.com");
+    }
+
+    #[test]
+    fn received_email_without_content_carries_its_subject() {
+        // The S3 action's alert: the sender is the From header, not the envelope source (an
+        // amazonses.com bounce address); the text is the subject alone.
+        let (e, m) = inbound_of(&doc_of(RECEIVED_S3));
+        assert_eq!(e.channel_value, "sender@example.com");
+        assert_eq!(m.text.as_deref(), Some("Example subject"));
+        // A reply from "\"Doe, John\" <sender@example.com>": the address, and In-Reply-To.
+        let mut doc = doc_of(RECEIVED_LAMBDA_RECORD);
+        doc["notificationType"] = json!("Received");
+        let (e, m) = inbound_of(&doc);
+        assert_eq!(e.channel_value, "sender@example.com");
+        assert_eq!(m.to, "recipient@example.com");
+        assert_eq!(m.text.as_deref(), Some("This is a test"));
+        assert_eq!(
+            m.context,
+            Some(ReplyContext {
+                id: "1FCED16B-F6B0-4506-A6F0-594DFexample@example.com".into(),
+                from: None
+            })
+        );
+    }
+
+    #[test]
+    fn received_email_fallbacks_and_errors() {
+        let message = "From: a@example.com\r\nContent-Type: text/plain; charset=ISO-8859-1\r\n\r\ncaf\u{e9}\r\n";
+        let latin1: Vec<u8> = message
+            .chars()
+            .map(|c| u8::try_from(u32::from(c)).expect("latin1"))
+            .collect();
+        let base = || {
+            json!({
+                "notificationType": "Received",
+                "mail": {"timestamp": "2024-05-06T07:08:09.100Z", "messageId": "m-in",
+                         "source": "bounce@relay.example.net",
+                         "destination": ["x@app.example.com", "y@app.example.com"]},
+                "receipt": {"timestamp": "2024-05-06T07:08:10Z",
+                            "action": {"type": "SNS", "encoding": "Base64"}},
+                "content": base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD, &latin1)
+            })
+        };
+        // No From header: the envelope source; no receipt recipients nor To: the
+        // destination, joined; no subject: the text alone.
+        let (e, m) = inbound_of(&base());
+        assert_eq!(e.channel_value, "bounce@relay.example.net");
+        assert_eq!(m.to, "x@app.example.com, y@app.example.com");
+        assert_eq!(m.text.as_deref(), Some("café"));
+        // Base64 content without the encoding field is recognized (no header line).
+        let mut doc = base();
+        doc["receipt"]["action"] = json!({"type": "SNS"});
+        assert_eq!(inbound_of(&doc).1.text.as_deref(), Some("café"));
+        // Content that is neither MIME nor base64, and no subject: no text.
+        let mut doc = base();
+        doc["content"] = json!("not base64 !!!");
+        assert_eq!(inbound_of(&doc).1.text, None);
+        // Raw delivery without a message id header: keyed by the SES message id.
+        let mut req = CallbackRequest::post(base().to_string());
+        req.headers
+            .insert(RAW_DELIVERY_HEADER, http::HeaderValue::from_static("true"));
+        let evs = normalize(&req, &CTX).expect("ok").events;
+        assert_eq!(
+            evs[0].idempotency_key,
+            idempotency_key("ses", &["m-in", "Received"])
+        );
+        // Without a message id, or without any sender: refused.
+        for pointer in ["/mail/messageId", "/mail/source"] {
+            let mut doc = base();
+            let (parent, key) = pointer.rsplit_once('/').expect("pointer");
+            doc.pointer_mut(parent)
+                .and_then(Value::as_object_mut)
+                .map(|o| o.remove(key));
+            assert!(
+                matches!(
+                    normalize(&envelope(&doc, "sns-x"), &CTX),
+                    Err(NormalizeError::MissingField(_))
+                ),
+                "{pointer}"
+            );
+        }
+        let no_mail = json!({"notificationType": "Received", "receipt": {}});
+        assert!(normalize(&envelope(&no_mail, "sns-y"), &CTX).is_err());
     }
 
     #[test]
