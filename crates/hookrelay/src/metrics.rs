@@ -102,7 +102,7 @@ impl Metrics {
     pub(crate) fn events(&self, provider: &str, outcome: &'static str, n: u64) {
         self.add(
             "hookrelay_events_total",
-            "Normalized events, by outcome (enqueued, duplicate, unrouted, dropped_informational).",
+            "Normalized events, by outcome (enqueued, duplicate, unrouted, dropped_informational; ignored: callbacks whose events are not about a message, such as SendGrid account events).",
             &[("provider", provider), ("outcome", outcome)],
             n,
         );

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use hookrelay_config::Live;
 use hookrelay_config::{Informational, Route, Snapshot};
 use hookrelay_core::payload::to_bytes;
-use hookrelay_core::provider::{Context, VerifyOptions};
+use hookrelay_core::provider::{Context, Control, VerifyOptions};
 use hookrelay_core::timestamp::ms_to_rfc3339;
 use hookrelay_core::{CallbackRequest, Event, Unparsed};
 use hookrelay_store::{DeliveryId, EnqueueOutcome, NewDelivery, Store, StoreError};
@@ -153,6 +153,10 @@ impl Ingest {
                     .map_err(Refusal::ConfirmationFailed)?;
                 tracing::info!(provider = %provider, control = %control.describe(), "subscription confirmed");
             } else {
+                if matches!(control, Control::Ignored { .. }) {
+                    // Not about a message (SendGrid's account events): counted, not sent.
+                    self.metrics.events(provider, "ignored", 1);
+                }
                 tracing::info!(provider = %provider, control = %control.describe(), "control message");
             }
         }
