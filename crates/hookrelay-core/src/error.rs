@@ -47,6 +47,9 @@ pub enum NormalizeError {
     /// A required field is missing.
     #[error("missing field {0}")]
     MissingField(String),
+    /// A `multipart/form-data` body that cannot be read.
+    #[error("invalid multipart/form-data body: {0}")]
+    Multipart(#[source] crate::multipart::MultipartError),
     /// A field is present but its value is unusable.
     #[error("invalid field {field}: {reason}")]
     InvalidField {
@@ -86,6 +89,7 @@ impl NormalizeError {
             Self::UnsupportedContentType { .. } => "content_type",
             Self::UnsupportedMethod { .. } => "method",
             Self::Shape { .. } => "shape",
+            Self::Multipart(_) => "multipart",
             Self::MissingField(_) => "missing_field",
             Self::InvalidField { .. } => "invalid_field",
         }

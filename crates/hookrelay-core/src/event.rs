@@ -8,6 +8,11 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 /// The channel a message travelled on.
+///
+/// `email`, `sms` and `whatsapp` are SuprSend's own; `rcs`, `viber` and `messenger` were
+/// added for providers that carry those too (Vonage's Messages API), each with its own
+/// name so that a consumer filtering on a channel never gets another's messages (an RCS
+/// message is not an SMS, though both go to a phone number). See `docs/DESIGN.md` §2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
@@ -17,6 +22,12 @@ pub enum Channel {
     Sms,
     /// WhatsApp.
     Whatsapp,
+    /// RCS business messaging (the address is a phone number).
+    Rcs,
+    /// Viber business messages (the address is a phone number).
+    Viber,
+    /// Facebook Messenger (the address is a page-scoped user id, not a phone number).
+    Messenger,
 }
 
 /// What kind of event this is.
@@ -120,7 +131,9 @@ macro_rules! wire_enum {
     };
 }
 
-wire_enum!(Channel, Channel::Email => "email", Channel::Sms => "sms", Channel::Whatsapp => "whatsapp");
+wire_enum!(Channel,
+    Channel::Email => "email", Channel::Sms => "sms", Channel::Whatsapp => "whatsapp",
+    Channel::Rcs => "rcs", Channel::Viber => "viber", Channel::Messenger => "messenger");
 wire_enum!(EventType, EventType::Status => "status", EventType::InboundMessage => "inbound_message");
 wire_enum!(Status,
     Status::Queued => "queued", Status::Sent => "sent", Status::Delivered => "delivered",
@@ -173,11 +186,34 @@ pub struct StatusUpdate {
 /// A media attachment of an inbound message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Media {
-    /// Where to fetch it (or the provider's media id when no URL is given).
+    /// Where to fetch it (or the provider's media id when no URL is given). Empty, and then
+    /// left out of the payload, for an attachment the provider posted inline (Mailgun
+    /// Routes), whose bytes are not forwarded: there is nothing to fetch it from.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub url: String,
     /// MIME type, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
+    /// File name, when the provider gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Size in bytes, when the provider gives it (or posted the bytes inline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+impl Media {
+    /// A medium to fetch from `url` (or the provider's media id), with its MIME type when
+    /// known.
+    #[must_use]
+    pub fn at(url: impl Into<String>, content_type: Option<String>) -> Self {
+        Self {
+            url: url.into(),
+            content_type,
+            name: None,
+            size: None,
+        }
+    }
 }
 
 /// A shared location.
@@ -400,6 +436,15 @@ mod tests {
         }
         assert!("read".parse::<Status>().is_err());
         assert_eq!("whatsapp".parse::<Channel>(), Ok(Channel::Whatsapp));
+        for name in Channel::NAMES {
+            let c: Channel = name.parse().expect("a channel");
+            assert_eq!(c.to_string(), *name);
+            assert_eq!(
+                serde_json::to_value(c).ok(),
+                Some(Value::String((*name).into()))
+            );
+        }
+        assert!("viber_service".parse::<Channel>().is_err());
         assert_eq!(
             "inbound_message".parse::<EventType>(),
             Ok(EventType::InboundMessage)

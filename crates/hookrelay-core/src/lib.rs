@@ -14,6 +14,7 @@
 //! body. [`provider`] holds each provider's verifier and normalizer, reached through
 //! [`Provider`] and [`Verifier`] by provider id; a callback is a [`CallbackRequest`], and
 //! credentials are [`Secret`]s. [`signing`] signs and verifies Standard Webhooks.
+//! [`multipart`] reads `multipart/form-data` bodies (Mailgun's Routes forward files).
 //! [`limits`] bounds the depth and the number lengths of the JSON an event carries; an
 //! event beyond them, or one a batch provider cannot normalize, is kept as [`Unparsed`].
 //!
@@ -29,6 +30,7 @@ pub mod error;
 pub mod event;
 pub mod limits;
 mod mac;
+pub mod multipart;
 pub mod payload;
 #[cfg(any(
     feature = "twilio",

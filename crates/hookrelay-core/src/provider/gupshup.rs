@@ -1,5 +1,5 @@
-// One file, about 680 lines before the tests, a hundred of them the module docs. Gupshup
-// posts six formats to the same callback URL and only the body's shape tells them apart,
+// One file, about 760 lines before the tests, a hundred of them the module docs. Gupshup
+// posts seven formats to the same callback URL and only the body's shape tells them apart,
 // so the dispatch (`normalize`, `json_events`, `pair_events`) and the mapper of each format
 // are read together; the token check is sixty lines and shares nothing with them, and
 // Meta's envelope (v3) already lives in `whatsapp_cloud`.
@@ -15,6 +15,8 @@
 //! | shape | format | events |
 //! |---|---|---|
 //! | `{"event_type": "status", "response": [{…}]}` or a bare array `[{…}]` of `{externalId, eventType, eventTs, destAddr, srcAddr, channel, cause, errorCode, extra}` | Enterprise WhatsApp delivery reports (as relayed by SuprSend, and posted as an array by Gupshup Enterprise) | one status per element |
+//! | a bare array `[{…}]` of `{externalId, eventType, eventTs, destAddr, srcAddr, cause, errCode, channel: "SMS", noOfFrags}` (or the form field `response` holding it) | Enterprise SMS real-time delivery reports, `POST` (set up on request) | one status per element |
+//! | `GET ?externalId=…&deliveredTS=…&status=…&cause=…&phoneNo=…&errCode=…&noOfFrags=…&mask=…` | Enterprise SMS real-time delivery report, `GET` (the default: the Realtime Delivery URL of the account's settings) | one status |
 //! | `{"app", "timestamp", "version": 2, "type": "message-event", "payload": {"id", "gsId", "type", "destination", "payload": {ts, code, reason}}}` | gupshup.io v2 message event | one status |
 //! | `{"app", "timestamp", "version": 2, "type": "message", "payload": {"id", "source", "type", "payload": {…}, "sender": {…}, "context": {…}}}` | gupshup.io v2 inbound message | one inbound message |
 //! | `{"object": "whatsapp_business_account", "gs_app_id", "entry": [{"changes": [...]}]}` | gupshup.io v3 (Meta's envelope, plus `gs_id`, ms or s timestamps) | as Meta: every status and message |
@@ -29,12 +31,21 @@
 //!
 //! Field mapping:
 //!
-//! - **Enterprise DLR**: `channel_value` = `destAddr`, `vendor_ack_id` = `externalId`,
-//!   timestamp = `eventTs` (ms), error (failed) = `{code: errorCode, message: cause}`,
-//!   channel from `channel` (`WHATSAPP`, `SMS`), idempotency from (`externalId`,
+//! - **Enterprise DLR** (WhatsApp, and SMS by `POST`): `channel_value` = `destAddr`,
+//!   `vendor_ack_id` = `externalId`, timestamp = `eventTs` (ms), error (failed) = `{code:
+//!   errCode, message: cause}` (the SMS reports name the code `errCode`; the WhatsApp
+//!   reports SuprSend relays name it `errorCode`, read when `errCode` is absent), channel
+//!   from `channel` (`WHATSAPP`, `SMS`), idempotency from (`externalId`,
 //!   `eventType`, `eventTs`). `vendor_response` is the body narrowed to this element: the
 //!   `{"event_type", "response": [element]}` object for the wrapped form (identical to the
 //!   body for a one-element batch, as SuprSend shows it), the element for a bare array.
+//! - **Enterprise SMS DLR by `GET`**: channel `sms`, `channel_value` = `phoneNo`,
+//!   `vendor_ack_id` = `externalId`, timestamp = `deliveredTS` (a number: seconds or
+//!   milliseconds by magnitude, the rule of all providers; absent: the time received),
+//!   status from `status` (table below), error (failed) = `{code: errCode, message:
+//!   cause}`; idempotency from (`externalId`, `status`, `deliveredTS`). `vendor_response`
+//!   is the query parameters as an object, without `token`. Gupshup sends one report per
+//!   message (`noOfFrags` says how many SMS parts it took), not one per part.
 //! - **v2 message event**: `channel_value` = `destination`; `vendor_ack_id` = `gsId`
 //!   when present, else `id` (`gsId` is the Gupshup message id the send API returned;
 //!   `id` holds it only for `enqueued` and synchronous `failed`, and is the WhatsApp id
@@ -90,6 +101,16 @@
 //! | `read`, `played` | `seen` |
 //! | `failed` | `failed` (with `error`) |
 //! | `deleted` (the user deleted their own message), `mismatch`, any other value | `queued`, informational |
+//!
+//! Enterprise SMS by `GET` (`status`, any case; Gupshup documents `SUCCESS`, `FAILURE` and
+//! `UNKNOWN`, each a final status):
+//!
+//! | provider value | status |
+//! |---|---|
+//! | `SUCCESS` | `delivered` |
+//! | `FAILURE`, `FAILED` | `failed` (with `error`) |
+//! | `UNKNOWN` | `failed` (with `error`): the final report without an outcome, read as Vonage's `unknown` is |
+//! | any other value | `queued`, informational |
 //!
 //! Email (`event`, any case):
 //!
@@ -238,8 +259,8 @@ pub fn normalize(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, Nor
     }
 }
 
-/// Form fields (or query parameters): the email DLR `response` field, or an Enterprise
-/// inbound message.
+/// Form fields (or query parameters): the email DLR `response` field, an Enterprise
+/// inbound message, or an Enterprise SMS delivery report (`GET`).
 fn pair_events(pairs: &[(String, String)], ctx: &Context) -> Result<Vec<Event>, NormalizeError> {
     if let Some(response) = param(pairs, "response") {
         let inner: Value = serde_json::from_str(response)
@@ -257,12 +278,60 @@ fn pair_events(pairs: &[(String, String)], ctx: &Context) -> Result<Vec<Event>, 
             _ => Err(NormalizeError::shape("/", "form fields")),
         };
     }
+    if param(pairs, "externalId").is_some() {
+        return Ok(vec![sms_dlr_query(pairs, ctx)?]);
+    }
     if pairs.is_empty() {
         return Err(NormalizeError::EmptyBody);
     }
     Err(NormalizeError::shape(
         "/",
-        "form fields `response` (email report) or `mobile`/`waNumber` (inbound message)",
+        "form fields `response` (email report), `mobile`/`waNumber` (inbound message) or \
+         `externalId` (SMS delivery report)",
+    ))
+}
+
+/// Gupshup's Enterprise SMS `GET` report status (any case); see the module docs.
+pub(crate) fn map_sms_report_status(value: &str) -> (Status, bool) {
+    match value.trim().to_ascii_uppercase().as_str() {
+        "SUCCESS" => (Status::Delivered, false),
+        "FAILURE" | "FAILED" | "UNKNOWN" => (Status::Failed, false),
+        _ => (Status::Queued, true),
+    }
+}
+
+/// An Enterprise SMS real-time delivery report sent as query parameters.
+fn sms_dlr_query(pairs: &[(String, String)], ctx: &Context) -> Result<Event, NormalizeError> {
+    let raw = pairs_to_json(pairs);
+    let Value::Object(o) = &raw else {
+        return Err(NormalizeError::shape("/", "query parameters"));
+    };
+    let external_id = require(o, "externalId", "")?;
+    let status_value = require(o, "status", "")?;
+    let phone = require(o, "phoneNo", "")?;
+    let (status, informational) = map_sms_report_status(&status_value);
+    let delivered = o.get("deliveredTS").filter(|v| text_of(Some(v)).is_some());
+    let timestamp_ms = match delivered {
+        None => ctx.received_at_ms,
+        Some(v) => value_to_ms(v)
+            .ok_or_else(|| NormalizeError::invalid("deliveredTS", "not a Unix timestamp"))?,
+    };
+    let error = (status == Status::Failed)
+        .then(|| ErrorInfo::from_parts(text(o, "errCode"), raw_text(o, "cause")))
+        .flatten();
+    let ts_part = delivered.map(value_text).unwrap_or_default();
+    Ok(status_event(
+        Channel::Sms,
+        e164(&phone),
+        Some(external_id.clone()),
+        &["sms-dlr", &external_id, &status_value, &ts_part],
+        StatusUpdate {
+            status,
+            timestamp_ms,
+            error,
+            informational,
+        },
+        raw,
     ))
 }
 
@@ -412,8 +481,9 @@ fn enterprise_dlr(
     let dest = require(el, "destAddr", "response")?;
     let (status, informational) = map_whatsapp_status(&event_type);
     let timestamp_ms = timestamp(el.get("eventTs"), ctx, "response")?;
+    let code = text(el, "errCode").or_else(|| text(el, "errorCode"));
     let error = (status == Status::Failed)
-        .then(|| ErrorInfo::from_parts(text(el, "errorCode"), raw_text(el, "cause")))
+        .then(|| ErrorInfo::from_parts(code, raw_text(el, "cause")))
         .flatten();
     let channel = match text(el, "channel")
         .map(|c| c.to_ascii_lowercase())
@@ -580,10 +650,10 @@ fn v2_inbound(
             "image" | "video" | "audio" | "sticker" | "file" => {
                 msg.text = raw_text(b, "caption");
                 if let Some(url) = text(b, "url") {
-                    msg.media.push(Media {
+                    msg.media.push(Media::at(
                         url,
-                        content_type: text(b, "contentType").or_else(|| text(b, "mime_type")),
-                    });
+                        text(b, "contentType").or_else(|| text(b, "mime_type")),
+                    ));
                 }
             }
             "location" => msg.location = location(b),
@@ -651,10 +721,10 @@ fn enterprise_inbound(
             if let Some(b) = object_field(o, &message_type) {
                 msg.text = raw_text(&b, "caption");
                 if let Some(url) = text(&b, "url").or_else(|| text(&b, "id")) {
-                    msg.media.push(Media {
+                    msg.media.push(Media::at(
                         url,
-                        content_type: text(&b, "mime_type").or_else(|| text(&b, "contentType")),
-                    });
+                        text(&b, "mime_type").or_else(|| text(&b, "contentType")),
+                    ));
                 }
             }
         }
@@ -1065,6 +1135,173 @@ mod tests {
         };
         assert_eq!(m.text.as_deref(), Some("Hi 👋"));
         assert_eq!(m.to, "+14444444444");
+    }
+
+    fn get(query: &str) -> CallbackRequest {
+        let mut req = CallbackRequest::post(Bytes::new());
+        req.method = Method::GET;
+        req.uri = format!("/callbacks/gupshup?{query}")
+            .parse::<Uri>()
+            .expect("uri");
+        req
+    }
+
+    #[test]
+    fn sms_report_by_get() {
+        let ok = "token=s3cr3t&externalId=3562707498794989059-328736121207676738\
+                  &deliveredTS=1526347800000&status=SUCCESS&cause=SUCCESS&phoneNo=919892488888\
+                  &errCode=000&noOfFrags=1&mask=TESTIN";
+        let out = normalize(&get(ok), &CTX).expect("get report");
+        assert_eq!(out.events.len(), 1);
+        let e = &out.events[0];
+        assert_eq!(
+            (e.channel, e.channel_value.as_str()),
+            (Channel::Sms, "+919892488888")
+        );
+        assert_eq!(
+            e.vendor_ack_id.as_deref(),
+            Some("3562707498794989059-328736121207676738")
+        );
+        let s = e.status().expect("status");
+        assert_eq!(
+            (s.status, s.informational, s.timestamp_ms, s.error.clone()),
+            (Status::Delivered, false, 1_526_347_800_000, None)
+        );
+        assert!(e.raw.to_value().get("token").is_none());
+        assert_eq!(e.raw.to_value()["noOfFrags"], "1");
+
+        // A failure keeps Gupshup's code and cause; seconds are read as seconds.
+        let failed = "externalId=3798318073013708082-252169030017029882&deliveredTS=1526347800\
+                      &status=FAILURE&cause=UNKNOWN_SUBSCRIBER&phoneNo=91989237777&errCode=003";
+        let e = &normalize(&get(failed), &CTX).expect("failed").events[0];
+        let s = e.status().expect("status");
+        assert_eq!(
+            (s.status, s.timestamp_ms),
+            (Status::Failed, 1_526_347_800_000)
+        );
+        assert_eq!(
+            s.error,
+            Some(ErrorInfo {
+                code: Some("003".into()),
+                message: Some("UNKNOWN_SUBSCRIBER".into())
+            })
+        );
+        for (value, status, informational) in [
+            ("success", Status::Delivered, false),
+            ("Failure", Status::Failed, false),
+            ("UNKNOWN", Status::Failed, false),
+            ("PENDING", Status::Queued, true),
+        ] {
+            assert_eq!(
+                map_sms_report_status(value),
+                (status, informational),
+                "{value}"
+            );
+        }
+        // No time: the time received. Keys differ by status and time, equal on a retry.
+        let e = &normalize(
+            &get("externalId=a&status=SUCCESS&phoneNo=15555550100"),
+            &CTX,
+        )
+        .expect("minimal")
+        .events[0];
+        assert_eq!(e.timestamp_ms(), CTX.received_at_ms);
+        let key = |q: &str| {
+            normalize(&get(q), &CTX).expect("report").events[0]
+                .idempotency_key
+                .clone()
+        };
+        let a = key("externalId=a&status=SUCCESS&phoneNo=1&deliveredTS=1526347800000");
+        assert_eq!(
+            a,
+            key("externalId=a&status=SUCCESS&phoneNo=1&deliveredTS=1526347800000&token=x")
+        );
+        assert_ne!(
+            a,
+            key("externalId=a&status=FAILURE&phoneNo=1&deliveredTS=1526347800000")
+        );
+        assert_ne!(
+            a,
+            key("externalId=a&status=SUCCESS&phoneNo=1&deliveredTS=1526347800001")
+        );
+        // What a report needs.
+        for bad in [
+            "externalId=a&status=SUCCESS",
+            "externalId=a&phoneNo=1",
+            "externalId=&status=SUCCESS&phoneNo=1",
+            "externalId=a&status=SUCCESS&phoneNo=1&deliveredTS=yesterday",
+            "token=only",
+            "",
+        ] {
+            assert!(normalize(&get(bad), &CTX).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn sms_report_by_post_reads_err_code() {
+        let body = r#"[{"externalId":"3798318073013708082-252169030017029882","eventType":"FAILED","eventTs":1526347800000,"destAddr":91989237777,"srcAddr":"ABCDEF","cause":"UNKNOWN_SUBSCRIBER","errCode":"003","channel":"SMS","noOfFrags":1}]"#;
+        let ev = events(body);
+        let s = ev[0].status().expect("status");
+        assert_eq!((ev[0].channel, s.status), (Channel::Sms, Status::Failed));
+        assert_eq!(
+            s.error.as_ref().and_then(|e| e.code.as_deref()),
+            Some("003")
+        );
+        // Also as the form field `response`.
+        let out = normalize(&form(body), &CTX).expect("form");
+        assert_eq!(out.events[0].status(), Some(s));
+        // `errCode` wins over `errorCode` when both are there.
+        let both = body.replace(
+            r#""errCode":"003""#,
+            r#""errCode":"003","errorCode":"1002""#,
+        );
+        let s = events(&both)[0].status().cloned().expect("status");
+        assert_eq!(s.error.and_then(|e| e.code).as_deref(), Some("003"));
+    }
+
+    /// Thousands of mutated report queries through normalize and verify: errors or
+    /// events, never a panic.
+    #[test]
+    fn mutated_get_queries_never_panic() {
+        let seed = "token=s3cr3t-tok&externalId=3798318073013708082-252169030017029882\
+                    &deliveredTS=1526347800000&status=FAILURE&cause=UNKNOWN_SUBSCRIBER\
+                    &phoneNo=91989237777&errCode=003&noOfFrags=1&mask=ABCDEF";
+        let alphabet: &[u8] = b"=&%+;?#/0123456789abcdefABCDEF-_.~ \x7f\xc3\xa9\xff";
+        let mut state: u64 = 0x853C_49E6_748F_EA9B;
+        let mut rand = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            usize::try_from(state % (n.max(1) as u64)).unwrap_or(0)
+        };
+        let v = verifier();
+        let mut accepted = 0;
+        for _ in 0..4_000 {
+            let mut q = seed.as_bytes().to_vec();
+            for _ in 0..=rand(5) {
+                let at = rand(q.len());
+                match rand(3) {
+                    0 => q[at] = alphabet[rand(alphabet.len())],
+                    1 => {
+                        let n = rand(12).min(q.len() - at);
+                        q.drain(at..at + n);
+                    }
+                    _ => q.insert(at, alphabet[rand(alphabet.len())]),
+                }
+            }
+            // The sidecar hands on any URI http accepts; others never reach the provider.
+            let text = String::from_utf8_lossy(&q).into_owned();
+            let Ok(uri) = format!("/callbacks/gupshup?{text}").parse::<Uri>() else {
+                continue;
+            };
+            let mut req = get("");
+            req.uri = uri;
+            if normalize(&req, &CTX).is_ok() {
+                accepted += 1;
+            }
+            let _ = v.verify(&req, &VerifyOptions::default());
+        }
+        assert!(accepted > 0, "some mutations keep a valid report");
     }
 
     #[test]

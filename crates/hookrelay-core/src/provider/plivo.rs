@@ -37,8 +37,17 @@
 //! - **Correlation ids**: the query parameters of the callback URL (the `url` given when
 //!   sending). For `GET` callbacks the query also holds Plivo's own parameters, whose names
 //!   are PascalCase (plus `requester_ip`); there only the other names count.
-//! - **Idempotency key**: (`MessageUUID`, `Status`, `Sequence`) for statuses;
-//!   (`MessageUUID`, `inbound`) for inbound messages.
+//! - **Message id** (`vendor_ack_id`) of a status: `ParentMessageUUID`, else
+//!   `MessageUUID`. Plivo splits a long SMS into parts and reports each part on its own,
+//!   with its own `MessageUUID` and `PartInfo` (`1 of 2`, `2 of 2`); `ParentMessageUUID`
+//!   is the same in every part and is the UUID of the first part, which is the one the
+//!   send API returned (one `message_uuid` per destination). So every part's report is
+//!   attributed to the message the sender knows; the part's own `MessageUUID` and
+//!   `PartInfo` stay in `vendor_response`. (For a one-part message the two are equal.)
+//!   An inbound message's id is its `MessageUUID` (Plivo delivers a long inbound SMS
+//!   already joined).
+//! - **Idempotency key**: (`MessageUUID`, `Status`, `Sequence`) for statuses, so each
+//!   part's report is its own event; (`MessageUUID`, `inbound`) for inbound messages.
 //! - **Raw event**: the form (or query) parameters as a JSON object.
 //!
 //! # Signature (V3)
@@ -330,11 +339,12 @@ fn to_event(
         };
         let timestamp_ms = first_time(params, times).unwrap_or(ctx.received_at_ms);
         let sequence = param(params, "Sequence").map_or("", str::trim);
+        let message = param_nonempty(params, "ParentMessageUUID").map_or(uuid, str::trim);
         return Ok(Event {
             channel,
             channel_value: e164_of_channel_address(to),
             vendor_name: PROVIDER.to_owned(),
-            vendor_ack_id: Some(uuid.to_owned()),
+            vendor_ack_id: Some(message.to_owned()),
             idempotency_key: idempotency_key(PROVIDER, &[uuid, status_value, sequence]),
             correlation,
             kind: EventKind::Status(StatusUpdate {
@@ -419,10 +429,7 @@ fn media_of(params: &[(String, String)], mime: Option<&str>) -> Vec<Media> {
     let mut media: Vec<Media> = Vec::new();
     for (_, url) in indexed {
         if !media.iter().any(|m| m.url == url) {
-            media.push(Media {
-                url: url.to_owned(),
-                content_type: mime.map(str::to_owned),
-            });
+            media.push(Media::at(url, mime.map(str::to_owned)));
         }
     }
     media
@@ -787,6 +794,47 @@ mod tests {
         ));
         let s = e.status().expect("status");
         assert!(s.informational && s.status == Status::Queued && e.channel == Channel::Sms);
+    }
+
+    #[test]
+    fn every_part_of_a_split_sms_is_reported_under_the_first_parts_uuid() {
+        let part = |n: u8| {
+            let body = match n {
+                1 => include_str!(
+                    "../../tests/golden/plivo/sms_status_two_part_part1_delivered.body"
+                ),
+                _ => include_str!(
+                    "../../tests/golden/plivo/sms_status_two_part_part2_delivered.body"
+                ),
+            };
+            one(&form(body))
+        };
+        let (first, second) = (part(1), part(2));
+        let parent = "7c1f3a52-a7b6-11ee-9b1e-0242ac110002";
+        assert_eq!(first.vendor_ack_id.as_deref(), Some(parent));
+        assert_eq!(second.vendor_ack_id.as_deref(), Some(parent));
+        assert_eq!(
+            second.raw.to_value()["MessageUUID"],
+            "7c1f4b9e-a7b6-11ee-9b1e-0242ac110002"
+        );
+        assert_eq!(second.raw.to_value()["PartInfo"], "2 of 2");
+        // Two reports, two events: neither is taken for a retry of the other.
+        assert_ne!(first.idempotency_key, second.idempotency_key);
+        for e in [&first, &second] {
+            assert_eq!(e.status().map(|s| s.status), Some(Status::Delivered));
+        }
+        // Without a ParentMessageUUID (or an empty one), the message is the MessageUUID.
+        for extra in ["", "&ParentMessageUUID=", "&ParentMessageUUID=+"] {
+            let e = one(&form(&format!(
+                "MessageUUID=m-1&Status=sent&To=14155551234{extra}"
+            )));
+            assert_eq!(e.vendor_ack_id.as_deref(), Some("m-1"), "{extra:?}");
+        }
+        // Inbound messages keep their own MessageUUID.
+        let e = one(&form(
+            "MessageUUID=in-1&ParentMessageUUID=p-1&From=14155551234&To=14155550000&Text=hi",
+        ));
+        assert_eq!(e.vendor_ack_id.as_deref(), Some("in-1"));
     }
 
     #[test]

@@ -328,11 +328,11 @@ fn to_event(
     let media: Vec<Media> = (0..num_media)
         .filter_map(|i| {
             let url = param_nonempty(params, &format!("MediaUrl{i}"))?;
-            Some(Media {
-                url: url.trim().to_owned(),
-                content_type: param_nonempty(params, &format!("MediaContentType{i}"))
+            Some(Media::at(
+                url.trim(),
+                param_nonempty(params, &format!("MediaContentType{i}"))
                     .map(|c| c.trim().to_owned()),
-            })
+            ))
         })
         .collect();
     let location = location_of(params);

@@ -504,10 +504,7 @@ fn message_event(
         ("image" | "video" | "audio" | "document" | "sticker", Some(b)) => {
             msg.text = raw_text(b, "caption");
             if let Some(url) = text(b, "url").or_else(|| text(b, "id")) {
-                msg.media.push(Media {
-                    url,
-                    content_type: text(b, "mime_type"),
-                });
+                msg.media.push(Media::at(url, text(b, "mime_type")));
             }
         }
         ("location", Some(b)) => msg.location = location(b),

@@ -1,5 +1,5 @@
 //! Vonage (Nexmo): SMS API delivery receipts and inbound SMS, and Messages API status and
-//! inbound-message webhooks (SMS, MMS, WhatsApp).
+//! inbound-message webhooks (SMS, MMS, WhatsApp, RCS, Viber, Messenger).
 //!
 //! # Callback format
 //!
@@ -34,14 +34,20 @@
 //! Normalization choices:
 //!
 //! - **E.164**: Vonage writes numbers without `+` (`447700900000`). Every phone number
-//!   this module emits (`channel_value`, inbound `from`/`to`, reply `context.from`) gets a
-//!   `+` when it is 7 to 15 ASCII digits (the rule of all providers, after a `whatsapp:`
-//!   prefix is dropped); anything else (alphanumeric sender ids, short codes, values that
-//!   already start with `+`) is kept as sent.
+//!   this module emits (`channel_value`, inbound `from`/`to`, reply `context.from`, on
+//!   every channel but Messenger) gets a `+` when it is 7 to 15 ASCII digits (the rule of
+//!   all providers, after a `whatsapp:` prefix is dropped); anything else (alphanumeric
+//!   sender ids, short codes, values that already start with `+`) is kept as sent.
 //! - **Channel**: the SMS API is `sms`. Messages API `channel` `sms` and `mms` are `sms`,
-//!   `whatsapp` is `whatsapp`; any other channel (`viber_service`, `messenger`, `rcs`,
-//!   `instagram`, …) is **rejected** with an `invalid field channel` error, because the
-//!   channel vocabulary has no place for it and its addresses are not phone numbers.
+//!   `whatsapp` is `whatsapp`, `rcs` is `rcs`, `viber_service` (v0.1:
+//!   `viber_service_msg`) is `viber`, `messenger` is `messenger`. RCS and Viber addresses
+//!   are phone numbers (the E.164 rule above); Messenger's are page-scoped user ids, kept
+//!   as sent. Any other channel (`instagram`, …) has no name in the payload: the callback
+//!   verified and is Vonage's, and sending it again would not change it, so it is not
+//!   refused but kept whole as unparsed (`Normalized::unparsed`, reason `Vonage channel
+//!   "instagram" has no channel in the payload (known: …)`), to be looked at in the
+//!   sidecar's `:unparsed` dead letters. A callback with no channel at all is still
+//!   refused (missing field).
 //! - **Concatenated inbound SMS**: a stateless normalizer cannot reassemble parts, so each
 //!   part is its own inbound event; `concat-ref`, `concat-part` and `concat-total` are put
 //!   in the correlation ids as `concat_ref`, `concat_part` and `concat_total` so a consumer

@@ -8,7 +8,7 @@ use crate::event::idempotency_key;
 use crate::limits::TopLevel;
 use crate::phone::e164_of_channel_address;
 use crate::provider::json::str_of;
-use crate::provider::{Context, Normalized};
+use crate::provider::{Context, Normalized, Unparsed};
 use crate::timestamp::{parse_str_ms, parse_yymmddhhmm_ms};
 use crate::{
     CallbackRequest, Channel, ErrorInfo, Event, EventKind, InboundMessage, Location, Media,
@@ -40,10 +40,23 @@ pub fn normalize(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, Nor
     let obj = read_object(req)?;
     let raw = Value::Object(obj.clone());
     let event = if obj.contains_key("message_uuid") {
+        let (name, channel) = messages_channel(&raw)?;
+        let Some(channel) = channel else {
+            // Vonage will not send it differently: kept, rather than refused for ever.
+            let text = match std::str::from_utf8(&req.body) {
+                Ok(text) if body_is_json(req) => text.to_owned(),
+                _ => raw.to_string(),
+            };
+            let reason = format!(
+                "Vonage channel {name:?} has no channel in the payload (known: {})",
+                Channel::NAMES.join(", ")
+            );
+            return Ok(Normalized::one_unparsed(Unparsed::new(reason, text)));
+        };
         if obj.contains_key("status") {
-            messages_status(&raw, ctx)?
+            messages_status(&raw, channel, ctx)?
         } else {
-            messages_inbound(&raw, ctx)?
+            messages_inbound(&raw, channel, ctx)?
         }
     } else if obj.contains_key("msisdn") {
         if obj.contains_key("status") {
@@ -235,19 +248,33 @@ fn address(v: &Value, key: &str) -> Option<String> {
     }
 }
 
-/// The Messages API channel: `channel` (v1) or `to.type`/`from.type` (v0.1).
-fn messages_channel(v: &Value) -> Result<Channel, NormalizeError> {
+/// The Messages API channel: `channel` (v1) or `to.type`/`from.type` (v0.1), as named
+/// and as the payload's channel (`None` for a channel the payload has no name for).
+fn messages_channel(v: &Value) -> Result<(String, Option<Channel>), NormalizeError> {
     let name = str_of(v, "channel")
         .or_else(|| v.get("to").and_then(|t| str_of(t, "type")))
         .or_else(|| v.get("from").and_then(|t| str_of(t, "type")))
         .ok_or_else(|| NormalizeError::MissingField("channel".into()))?;
-    match name.trim().to_ascii_lowercase().as_str() {
-        "sms" | "mms" => Ok(Channel::Sms),
-        "whatsapp" => Ok(Channel::Whatsapp),
-        other => Err(NormalizeError::invalid(
-            "channel",
-            format!("Vonage channel {other:?} is not supported (sms, mms and whatsapp are)"),
-        )),
+    let channel = match name.trim().to_ascii_lowercase().as_str() {
+        "sms" | "mms" => Some(Channel::Sms),
+        "whatsapp" => Some(Channel::Whatsapp),
+        "rcs" => Some(Channel::Rcs),
+        // `viber_service_msg` is the v0.1 name.
+        "viber_service" | "viber_service_msg" => Some(Channel::Viber),
+        "messenger" => Some(Channel::Messenger),
+        _ => None,
+    };
+    Ok((name, channel))
+}
+
+/// An address on `channel`: a phone number by the E.164 rule, except on Messenger, whose
+/// addresses are page-scoped user ids (digits that are not a phone number), kept as sent.
+fn address_on(channel: Channel, address: &str) -> String {
+    match channel {
+        Channel::Messenger => address.trim().to_owned(),
+        Channel::Email | Channel::Sms | Channel::Whatsapp | Channel::Rcs | Channel::Viber => {
+            e164_of_channel_address(address)
+        }
     }
 }
 
@@ -257,9 +284,8 @@ fn messages_timestamp(v: &Value, ctx: &Context) -> i64 {
         .unwrap_or(ctx.received_at_ms)
 }
 
-fn messages_status(raw: &Value, ctx: &Context) -> Result<Event, NormalizeError> {
+fn messages_status(raw: &Value, channel: Channel, ctx: &Context) -> Result<Event, NormalizeError> {
     let uuid = required(raw, "message_uuid")?;
-    let channel = messages_channel(raw)?;
     let to = address(raw, "to").ok_or_else(|| NormalizeError::MissingField("to".into()))?;
     let status_raw = str_of(raw, "status").unwrap_or_default();
     let (status, informational) = messages_status_of(&status_raw);
@@ -278,7 +304,7 @@ fn messages_status(raw: &Value, ctx: &Context) -> Result<Event, NormalizeError> 
     }
     Ok(Event {
         channel,
-        channel_value: e164_of_channel_address(&to),
+        channel_value: address_on(channel, &to),
         vendor_name: PROVIDER.into(),
         vendor_ack_id: Some(uuid.clone()),
         idempotency_key: idempotency_key(PROVIDER, &["messages-status", &uuid, &status_raw]),
@@ -297,12 +323,7 @@ fn media_of(content: &Value, key: &str) -> Vec<Media> {
     content
         .get(key)
         .and_then(|m| str_of(m, "url"))
-        .map(|url| {
-            vec![Media {
-                url,
-                content_type: None,
-            }]
-        })
+        .map(|url| vec![Media::at(url, None)])
         .unwrap_or_default()
 }
 
@@ -316,13 +337,14 @@ fn coordinate(v: &Value, keys: &[&str]) -> Option<f64> {
         .filter(|f| f.is_finite())
 }
 
-fn messages_inbound(raw: &Value, ctx: &Context) -> Result<Event, NormalizeError> {
+fn messages_inbound(raw: &Value, channel: Channel, ctx: &Context) -> Result<Event, NormalizeError> {
     let uuid = required(raw, "message_uuid")?;
-    let channel = messages_channel(raw)?;
-    let from = e164_of_channel_address(
+    let from = address_on(
+        channel,
         &address(raw, "from").ok_or_else(|| NormalizeError::MissingField("from".into()))?,
     );
-    let to = e164_of_channel_address(
+    let to = address_on(
+        channel,
         &address(raw, "to").ok_or_else(|| NormalizeError::MissingField("to".into()))?,
     );
     // v1 puts the content at the top level; v0.1 under `message.content`.
@@ -393,7 +415,7 @@ fn messages_inbound(raw: &Value, ctx: &Context) -> Result<Event, NormalizeError>
     msg.context = raw.get("context").and_then(|c| {
         Some(ReplyContext {
             id: str_of(c, "message_uuid")?,
-            from: str_of(c, "message_from").map(|f| e164_of_channel_address(&f)),
+            from: str_of(c, "message_from").map(|f| address_on(channel, &f)),
         })
     });
     let mut correlation = Map::new();
@@ -555,10 +577,51 @@ mod tests {
         };
         assert_eq!(mk("sms").expect("sms").events[0].channel, Channel::Sms);
         assert_eq!(mk("mms").expect("mms").events[0].channel, Channel::Sms);
-        for other in ["viber_service", "messenger", "rcs"] {
-            let err = mk(other).expect_err("rejected");
-            assert!(err.to_string().contains("channel"), "{err}");
+        for (name, channel, address) in [
+            ("rcs", Channel::Rcs, "+447700900000"),
+            ("viber_service", Channel::Viber, "+447700900000"),
+            ("messenger", Channel::Messenger, "447700900000"),
+        ] {
+            let out = mk(name).expect(name);
+            assert!(out.unparsed.is_empty());
+            let e = &out.events[0];
+            assert_eq!(
+                (e.channel, e.channel_value.as_str()),
+                (channel, address),
+                "{name}"
+            );
+            assert_eq!(e.status().map(|s| s.status), Some(Status::Delivered));
         }
+        // A channel the payload has no name for is kept whole, not refused.
+        for other in ["instagram", "carrier_pigeon"] {
+            let out = mk(other).expect("kept");
+            assert!(out.events.is_empty());
+            assert_eq!(out.unparsed.len(), 1);
+            assert!(
+                out.unparsed[0].reason.contains(&format!("{other:?}")),
+                "{}",
+                out.unparsed[0].reason
+            );
+            let raw: Value = serde_json::from_str(&out.unparsed[0].raw).expect("the body");
+            assert_eq!(raw["channel"], other);
+        }
+        // Exactly the body as sent.
+        let body = "{ \"message_uuid\": \"u\", \"to\": \"1\", \"status\": \"read\", \"channel\": \"instagram\" }";
+        let out = normalize(
+            &CallbackRequest::post(body).with_content_type("application/json"),
+            &CTX,
+        )
+        .expect("kept");
+        assert_eq!(out.unparsed[0].raw, body);
+        // No channel at all is still a refusal: it is not a Messages API callback.
+        let body = json!({"message_uuid": "u", "to": "447700900000", "status": "delivered"});
+        assert!(
+            normalize(
+                &CallbackRequest::post(body.to_string()).with_content_type("application/json"),
+                &CTX
+            )
+            .is_err()
+        );
         // v0.1 addresses.
         let body = json!({"message_uuid": "u", "to": {"type": "sms", "number": "447700900000"},
                           "from": {"type": "sms", "number": "Acme"}, "status": "delivered"});
@@ -566,6 +629,39 @@ mod tests {
         assert_eq!(
             (e.channel, e.channel_value.as_str()),
             (Channel::Sms, "+447700900000")
+        );
+    }
+
+    #[test]
+    fn messenger_inbound_keeps_page_scoped_ids() {
+        let body = json!({"message_uuid": "m-1", "channel": "messenger", "message_type": "text",
+            "from": "1234567890", "to": "0987654321", "text": "hi",
+            "timestamp": "2024-01-01T00:00:00Z",
+            "context": {"message_uuid": "m-0", "message_from": "0987654321"}});
+        let e = one(&CallbackRequest::post(body.to_string()).with_content_type("application/json"));
+        assert_eq!(
+            (e.channel, e.channel_value.as_str()),
+            (Channel::Messenger, "1234567890")
+        );
+        let EventKind::Inbound(m) = &e.kind else {
+            panic!("inbound expected")
+        };
+        assert_eq!(
+            (m.from.as_str(), m.to.as_str()),
+            ("1234567890", "0987654321")
+        );
+        assert_eq!(
+            m.context.as_ref().and_then(|c| c.from.as_deref()),
+            Some("0987654321")
+        );
+        // v0.1 names Viber `viber_service_msg`, on the address objects.
+        let body = json!({"message_uuid": "v", "status": "read",
+            "to": {"type": "viber_service_msg", "number": "447700900000"},
+            "from": {"type": "viber_service_msg", "id": "12345"}});
+        let e = one(&CallbackRequest::post(body.to_string()).with_content_type("application/json"));
+        assert_eq!(
+            (e.channel, e.channel_value.as_str()),
+            (Channel::Viber, "+447700900000")
         );
     }
 
