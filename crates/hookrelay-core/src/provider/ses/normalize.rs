@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::{PROVIDER, env_str, is_raw_delivery};
+use crate::event::ChannelUser;
 use crate::event::{ErrorInfo, Event, EventKind, StatusUpdate, idempotency_key};
 use crate::limits::{JsonLimits, TopLevel};
 use crate::provider::{Context, Control, Normalized, Unparsed};
@@ -242,6 +243,7 @@ fn ses_events(
         events.push(Event {
             channel: Channel::Email,
             channel_value: recipient,
+            channel_user: ChannelUser::default(),
             vendor_name: PROVIDER.to_owned(),
             vendor_ack_id: vendor_ack_id.clone(),
             idempotency_key: idempotency,

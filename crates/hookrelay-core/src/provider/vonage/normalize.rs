@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::{Fields, PROVIDER, body_is_json, read_fields};
+use crate::event::ChannelUser;
 use crate::event::idempotency_key;
 use crate::limits::TopLevel;
 use crate::phone::e164_of_channel_address;
@@ -156,6 +157,7 @@ fn sms_receipt(raw: &Value, ctx: &Context) -> Result<Event, NormalizeError> {
     Ok(Event {
         channel: Channel::Sms,
         channel_value: e164_of_channel_address(&msisdn),
+        channel_user: ChannelUser::default(),
         vendor_name: PROVIDER.into(),
         vendor_ack_id: Some(message_id),
         idempotency_key: key,
@@ -208,6 +210,7 @@ fn sms_inbound(raw: &Value, ctx: &Context) -> Result<Event, NormalizeError> {
     Ok(Event {
         channel: Channel::Sms,
         channel_value: from.clone(),
+        channel_user: ChannelUser::default(),
         vendor_name: PROVIDER.into(),
         vendor_ack_id: Some(message_id.clone()),
         idempotency_key: key,
@@ -222,6 +225,7 @@ fn sms_inbound(raw: &Value, ctx: &Context) -> Result<Event, NormalizeError> {
             context: None,
             timestamp_ms,
             source_message_id: message_id,
+            original_message_id: None,
         }),
         raw: raw.clone().into(),
     })
@@ -279,6 +283,7 @@ fn messages_status(raw: &Value, ctx: &Context) -> Result<Event, NormalizeError> 
     Ok(Event {
         channel,
         channel_value: e164_of_channel_address(&to),
+        channel_user: ChannelUser::default(),
         vendor_name: PROVIDER.into(),
         vendor_ack_id: Some(uuid.clone()),
         idempotency_key: idempotency_key(PROVIDER, &["messages-status", &uuid, &status_raw]),
@@ -403,6 +408,7 @@ fn messages_inbound(raw: &Value, ctx: &Context) -> Result<Event, NormalizeError>
     Ok(Event {
         channel,
         channel_value: from,
+        channel_user: ChannelUser::default(),
         vendor_name: PROVIDER.into(),
         vendor_ack_id: Some(uuid.clone()),
         idempotency_key: idempotency_key(PROVIDER, &["messages-inbound", &uuid]),
