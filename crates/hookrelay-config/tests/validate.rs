@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hookrelay_config::{ConfigErrors, EnvLookup, Snapshot, Source};
+use hookrelay_core::ChannelUser;
 use hookrelay_core::{
     Channel, Event, EventKind, InboundMessage, Status, StatusUpdate, provider::Provider,
 };
@@ -261,6 +262,7 @@ endpoints:
     let status = |channel, status| Event {
         channel,
         channel_value: "+15550001".into(),
+        channel_user: ChannelUser::default(),
         vendor_name: "x".into(),
         vendor_ack_id: None,
         idempotency_key: "evt_1".into(),

@@ -244,12 +244,14 @@ pub struct ReplyContext {
 /// A message a user sent.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct InboundMessage {
-    /// Sender address (E.164 for phones, no `whatsapp:` prefix).
+    /// Sender address (E.164 for phones, no `whatsapp:` prefix; a WhatsApp user whose number
+    /// is withheld by their business-scoped user id).
     pub from: String,
     /// Recipient address (the application's number or mailbox).
     pub to: String,
     /// `text`, `image`, `audio`, `video`, `document`, `sticker`, `location`, `button`,
-    /// `interactive`, `reaction`, `contacts`, `order`, `system`, `unsupported`, `email`, …
+    /// `interactive`, `reaction`, `edit`, `revoke`, `contacts`, `order`, `system`, `unsupported`,
+    /// `email`, …
     pub message_type: String,
     /// Text body (or caption, or subject + text for email).
     pub text: Option<String>,
@@ -263,9 +265,37 @@ pub struct InboundMessage {
     pub timestamp_ms: i64,
     /// The provider's id of this message.
     pub source_message_id: String,
+    /// For an `edit` or a `revoke`: the provider's id of the message edited or deleted.
+    pub original_message_id: Option<String>,
+}
+
+/// How the channel identifies the user besides their address ([`Event::channel_value`]):
+/// WhatsApp's business-scoped user ids and username. All absent on other channels, and
+/// whenever the provider sent none.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChannelUser {
+    /// The user's business-scoped user id (BSUID, `US.13491208655302741918`): stable for
+    /// one business, and an address the business can send to.
+    pub user_id: Option<String>,
+    /// The user's parent BSUID (`US.ENT.…`), shared by a business's portfolios, when the
+    /// business has enabled them.
+    pub parent_user_id: Option<String>,
+    /// The username the user adopted (may change; not an identifier).
+    pub username: Option<String>,
+}
+
+impl ChannelUser {
+    /// True when no identifier is known.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.user_id.is_none() && self.parent_user_id.is_none() && self.username.is_none()
+    }
 }
 
 /// Status update or inbound message.
+// An event is built once per provider event and moved, never copied in bulk: boxing the
+// larger variant would cost an allocation per inbound message and save nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventKind {
     /// A delivery status.
@@ -279,10 +309,14 @@ pub enum EventKind {
 pub struct Event {
     /// Channel.
     pub channel: Channel,
-    /// The user's address: the recipient of a status, the sender of an inbound message;
-    /// empty when the provider does not send it (never invented: the event is then
-    /// identified by [`Event::vendor_ack_id`]).
+    /// The user's address: the recipient of a status, the sender of an inbound message.
+    /// On WhatsApp, the user's phone number when the provider sent it, else their
+    /// business-scoped user id. Empty when the provider does not send it (never invented:
+    /// the event is then identified by [`Event::vendor_ack_id`]).
     pub channel_value: String,
+    /// The user's other identifiers on the channel (WhatsApp's business-scoped user ids and
+    /// username).
+    pub channel_user: ChannelUser,
     /// Provider id (`twilio`, or a configured generic provider's name).
     pub vendor_name: String,
     /// The provider's message id.

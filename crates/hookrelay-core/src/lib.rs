@@ -48,8 +48,8 @@ pub mod timestamp;
 
 pub use error::{NormalizeError, VerifyConfigError, VerifyError};
 pub use event::{
-    Channel, ErrorInfo, Event, EventKind, EventType, InboundMessage, Location, Media, Raw,
-    ReplyContext, Status, StatusUpdate,
+    Channel, ChannelUser, ErrorInfo, Event, EventKind, EventType, InboundMessage, Location, Media,
+    Raw, ReplyContext, Status, StatusUpdate,
 };
 pub use provider::{
     Acknowledgement, Context, Control, Normalized, Provider, Unparsed, Verifier, VerifyOptions,

@@ -30,7 +30,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::event::{Event, EventKind, InboundMessage, Raw, StatusUpdate, UnknownName};
+use crate::event::{ChannelUser, Event, EventKind, InboundMessage, Raw, StatusUpdate, UnknownName};
 use crate::timestamp::ms_to_rfc3339;
 
 /// Payload format.
@@ -273,6 +273,9 @@ impl Serialize for InboundView<'_> {
         if let Some(c) = &msg.context {
             map.serialize_entry("context", c)?;
         }
+        if let Some(id) = &msg.original_message_id {
+            map.serialize_entry("original_message_id", id)?;
+        }
         map.serialize_entry("timestamp", &msg.timestamp_ms)?;
         map.serialize_entry("source_message_id", &msg.source_message_id)?;
         map.end()
@@ -288,6 +291,9 @@ impl Serialize for View<'_> {
         map.serialize_entry("event_type", &event.event_type())?;
         map.serialize_entry("channel", &event.channel)?;
         map.serialize_entry("channel_value", &event.channel_value)?;
+        for (field, value) in channel_user_fields(&event.channel_user) {
+            map.serialize_entry(field, value)?;
+        }
         map.serialize_entry("vendor_name", &event.vendor_name)?;
         let keys = &opts.correlation_keys;
         for (field, names) in [
@@ -316,6 +322,18 @@ impl Serialize for View<'_> {
     }
 }
 
+/// The user's channel identifiers that are known, in payload order, under their payload
+/// names (`channel_user_id`, `channel_parent_user_id`, `channel_username`).
+fn channel_user_fields(user: &ChannelUser) -> impl Iterator<Item = (&'static str, &str)> {
+    [
+        ("channel_user_id", &user.user_id),
+        ("channel_parent_user_id", &user.parent_user_id),
+        ("channel_username", &user.username),
+    ]
+    .into_iter()
+    .filter_map(|(field, value)| value.as_deref().map(|v| (field, v)))
+}
+
 fn correlated(event: &Event, names: &[String]) -> Option<Value> {
     names.iter().find_map(|n| match event.correlation.get(n) {
         Some(Value::String(s)) if !s.is_empty() => Some(Value::String(s.clone())),
@@ -330,6 +348,9 @@ fn suprsend(event: &Event, opts: &PayloadOptions) -> Value {
     m.insert("event_type".into(), json!(event.event_type()));
     m.insert("channel".into(), json!(event.channel));
     m.insert("channel_value".into(), json!(event.channel_value));
+    for (field, value) in channel_user_fields(&event.channel_user) {
+        m.insert(field.into(), json!(value));
+    }
     m.insert("vendor_name".into(), json!(event.vendor_name));
     let keys = &opts.correlation_keys;
     for (field, names) in [
@@ -393,6 +414,9 @@ fn inbound(msg: &InboundMessage) -> Value {
     if let Some(c) = &msg.context {
         m.insert("context".into(), json!(c));
     }
+    if let Some(id) = &msg.original_message_id {
+        m.insert("original_message_id".into(), json!(id));
+    }
     m.insert("timestamp".into(), json!(msg.timestamp_ms));
     m.insert("source_message_id".into(), json!(msg.source_message_id));
     Value::Object(m)
@@ -401,7 +425,7 @@ fn inbound(msg: &InboundMessage) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Channel, ErrorInfo, Status};
+    use crate::event::{Channel, ChannelUser, ErrorInfo, Status};
 
     /// An event whose correlation ids collide with the reference's own fields.
     fn colliding() -> Event {
@@ -414,6 +438,7 @@ mod tests {
         Event {
             channel: Channel::Sms,
             channel_value: "+15550001111".into(),
+            channel_user: ChannelUser::default(),
             vendor_name: "twilio".into(),
             vendor_ack_id: Some("SM1".into()),
             idempotency_key: "key-1".into(),

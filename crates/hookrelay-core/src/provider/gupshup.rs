@@ -27,7 +27,15 @@
 //! `preference-event`) carry no message status and yield no events.
 //!
 //! Phone numbers are E.164 by the rule of all providers: `+` in front of 7 to 15 digits,
-//! anything else (an email address, a masked number) as sent.
+//! anything else (an email address, a masked number, a business-scoped user id) as sent.
+//!
+//! WhatsApp usernames: a user who adopted a username may withhold their number; Gupshup
+//! then names them by their business-scoped user id (BSUID, `IN.1648738043044942`), sent
+//! with every v2 event once the app has BSUIDs enabled (`payload.userId` of a message
+//! event, `payload.sender.userId` of an inbound message) and in v3 as Meta sends it. The
+//! BSUID is the event's `channel_user_id`, and its address (`channel_value`, `from`) when no
+//! number was sent. A WhatsApp address of any format that is itself a BSUID is kept as
+//! sent (no `+`) and is also the `channel_user_id`.
 //!
 //! Field mapping:
 //!
@@ -46,13 +54,15 @@
 //!   cause}`; idempotency from (`externalId`, `status`, `deliveredTS`). `vendor_response`
 //!   is the query parameters as an object, without `token`. Gupshup sends one report per
 //!   message (`noOfFrags` says how many SMS parts it took), not one per part.
-//! - **v2 message event**: `channel_value` = `destination`; `vendor_ack_id` = `gsId`
+//! - **v2 message event**: `channel_value` = `destination` (else `userId`);
+//!   `channel_user_id` = `userId`; `vendor_ack_id` = `gsId`
 //!   when present, else `id` (`gsId` is the Gupshup message id the send API returned;
 //!   `id` holds it only for `enqueued` and synchronous `failed`, and is the WhatsApp id
 //!   otherwise); timestamp = `payload.ts` (Meta's time, seconds) else the top-level
 //!   `timestamp` (ms); error (failed) = `{code, reason}`; idempotency from (that id,
 //!   `type`, the time). `vendor_response` is the whole callback.
-//! - **v2 inbound**: `from` = `source` (also the `channel_value`), `to` = the digits of
+//! - **v2 inbound**: `from` = `source`, else `sender.phone`, else `sender.userId` (also
+//!   the `channel_value`); `channel_user_id` = `sender.userId`; `to` = the digits of
 //!   `phone` when the callback names the app's number, else the app name;
 //!   `source_message_id` and `vendor_ack_id` = `payload.id`; timestamp = top-level
 //!   `timestamp` (ms); `context.id` = the WhatsApp id of the message replied to. Types:
@@ -60,8 +70,9 @@
 //!   → media `{url, contentType}` and caption; `location`; `button_reply` / `list_reply` →
 //!   title; `quick_reply` → text; others by type only. `vendor_response` is the whole
 //!   callback.
-//! - **v3**: parsed as Meta's envelope (`statuses[]` and `messages[]`); `vendor_ack_id` =
-//!   `gs_id` when present, else `id`.
+//! - **v3**: parsed as Meta's envelope (`statuses[]` and `messages[]`, with the
+//!   business-scoped user ids and usernames of `contacts[]`, `from_user_id` and
+//!   `recipient_user_id`); `vendor_ack_id` = `gs_id` when present, else `id`.
 //! - **Enterprise inbound**: `from` = `mobile`, `to` = `waNumber`;
 //!   `vendor_ack_id` = `replyId` (Gupshup's id of this inbound message); `source_message_id`
 //!   = `messageId` (as SuprSend reads it: the message id the callback names, which for a
@@ -132,11 +143,11 @@ use http::Method;
 use serde_json::{Map, Value};
 
 use crate::event::{
-    Channel, ErrorInfo, Event, EventKind, InboundMessage, Media, ReplyContext, Status,
+    Channel, ChannelUser, ErrorInfo, Event, EventKind, InboundMessage, Media, ReplyContext, Status,
     StatusUpdate, idempotency_key, idempotency_key_of_value,
 };
 use crate::limits::TopLevel;
-use crate::phone::{e164, e164_of_display_number};
+use crate::phone::{e164, e164_of_display_number, is_bsuid};
 use crate::provider::whatsapp_cloud::{
     self, Fields, Flavor, interactive_text, location, raw_text, text, text_of, timestamp,
     value_text,
@@ -457,6 +468,11 @@ fn status_event(
 ) -> Event {
     Event {
         channel,
+        channel_user: if channel == Channel::Whatsapp {
+            user_of(None, &channel_value)
+        } else {
+            ChannelUser::default()
+        },
         channel_value,
         vendor_name: PROVIDER.to_owned(),
         vendor_ack_id,
@@ -579,9 +595,12 @@ fn v2_status(
         .or_else(|| text(p, "id"))
         .ok_or_else(|| NormalizeError::MissingField("payload/id".into()))?;
     let inner = p.get("payload").and_then(Value::as_object);
-    // `mismatch` events name the user in their inner payload (`phone`, `wa_id`).
+    // `mismatch` events name the user in their inner payload (`phone`, `wa_id`); a user
+    // whose number is withheld is named by their business-scoped user id (`userId`).
+    let user_id = text(p, "userId");
     let destination = text(p, "destination")
         .or_else(|| inner.and_then(|i| text(i, "phone").or_else(|| text(i, "wa_id"))))
+        .or_else(|| user_id.clone())
         .ok_or_else(|| NormalizeError::MissingField("payload/destination".into()))?;
     let (status, informational) = map_whatsapp_status(&event_type);
     let (ts_value, ts_field) = match inner.and_then(|i| i.get("ts")).filter(|v| !v.is_null()) {
@@ -597,9 +616,10 @@ fn v2_status(
         .then(|| inner.and_then(|i| ErrorInfo::from_parts(text(i, "code"), raw_text(i, "reason"))))
         .flatten();
     let ts_part = ts_value.map(value_text).unwrap_or_default();
-    Ok(status_event(
+    let destination = e164(&destination);
+    let mut event = status_event(
         Channel::Whatsapp,
-        e164(&destination),
+        destination.clone(),
         Some(ack.clone()),
         &[&ack, &event_type, &ts_part],
         StatusUpdate {
@@ -609,7 +629,22 @@ fn v2_status(
             informational,
         },
         doc.clone(),
-    ))
+    );
+    event.channel_user = user_of(user_id, &destination);
+    Ok(event)
+}
+
+/// A WhatsApp user's business-scoped user id: v2's `userId`, else the address itself when
+/// it is one. Gupshup's own formats carry no parent BSUID and no username (v3 relays
+/// Meta's, read by `whatsapp_cloud`).
+fn user_of(user_id: Option<String>, address: &str) -> ChannelUser {
+    let user_id = user_id
+        .map(|u| u.trim().to_owned())
+        .or_else(|| is_bsuid(address).then(|| address.to_owned()));
+    ChannelUser {
+        user_id,
+        ..ChannelUser::default()
+    }
 }
 
 fn v2_inbound(
@@ -620,8 +655,10 @@ fn v2_inbound(
 ) -> Result<Event, NormalizeError> {
     let id = require(p, "id", "payload")?;
     let sender = p.get("sender").and_then(Value::as_object);
+    let user_id = sender.and_then(|s| text(s, "userId"));
     let from = text(p, "source")
         .or_else(|| sender.and_then(|s| text(s, "phone")))
+        .or_else(|| user_id.clone())
         .map(|s| e164(&s))
         .ok_or_else(|| NormalizeError::MissingField("payload/source".into()))?;
     let to = text(o, "phone")
@@ -670,6 +707,7 @@ fn v2_inbound(
         .map(|id| ReplyContext { id, from: None });
     Ok(Event {
         channel: Channel::Whatsapp,
+        channel_user: user_of(user_id, &from),
         channel_value: from,
         vendor_name: PROVIDER.to_owned(),
         vendor_ack_id: Some(id.clone()),
@@ -750,6 +788,7 @@ fn enterprise_inbound(
     };
     Ok(Event {
         channel: Channel::Whatsapp,
+        channel_user: user_of(None, &from),
         channel_value: from,
         vendor_name: PROVIDER.to_owned(),
         vendor_ack_id: reply_id.or(message_id),
@@ -1052,6 +1091,41 @@ mod tests {
             Some("User is not Opted in and Inactive")
         );
         assert_eq!(ev[0].vendor_ack_id.as_deref(), Some("ee4a68a0"));
+    }
+
+    #[test]
+    fn whatsapp_users_without_a_number_are_named_by_their_bsuid() {
+        // A v2 message event for a user whose number is withheld: only `userId`.
+        let body = json!({"app": "DemoAPI", "timestamp": 1_776_944_128_172_i64, "version": 2,
+            "type": "message-event", "payload": {"id": "cc36", "gsId": "793d", "type": "read",
+            "payload": {"ts": 1_776_944_126}, "userId": "IN.1648738043044942"}});
+        let ev = events(&body.to_string());
+        assert_eq!(ev[0].channel_value, "IN.1648738043044942");
+        assert_eq!(
+            ev[0].channel_user.user_id.as_deref(),
+            Some("IN.1648738043044942")
+        );
+        // A `destination` or `mobile` holding a BSUID is kept as sent, and is the user id.
+        let body = json!({"app": "DemoAPI", "timestamp": 1_776_944_128_172_i64, "version": 2,
+            "type": "message-event", "payload": {"id": "cc36", "type": "sent",
+            "destination": "IN.1648738043044942", "payload": {"ts": 1_776_944_126}}});
+        let ev = events(&body.to_string());
+        assert_eq!(ev[0].channel_value, "IN.1648738043044942");
+        assert_eq!(
+            ev[0].channel_user.user_id.as_deref(),
+            Some("IN.1648738043044942")
+        );
+        let body = json!({"waNumber": "919999999999", "mobile": "IN.1234567",
+            "replyId": "r1", "timestamp": 1_776_944_128_172_i64, "type": "text", "text": "hi"});
+        let ev = events(&body.to_string());
+        assert_eq!(ev[0].channel_value, "IN.1234567");
+        assert_eq!(ev[0].channel_user.user_id.as_deref(), Some("IN.1234567"));
+        // A number is never a user id.
+        let body = json!({"waNumber": "919999999999", "mobile": "919876543210",
+            "replyId": "r2", "timestamp": 1_776_944_128_172_i64, "type": "text", "text": "hi"});
+        let ev = events(&body.to_string());
+        assert_eq!(ev[0].channel_value, "+919876543210");
+        assert!(ev[0].channel_user.is_empty());
     }
 
     #[test]

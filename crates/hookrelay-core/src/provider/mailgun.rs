@@ -121,6 +121,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+use crate::event::ChannelUser;
 use crate::event::{idempotency_key, idempotency_key_of_value};
 use crate::limits::TopLevel;
 use crate::mac::{self, Hash};
@@ -424,6 +425,7 @@ fn normalize_json(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, No
         return Ok(Normalized::events(vec![Event {
             channel: Channel::Email,
             channel_value: from,
+            channel_user: ChannelUser::default(),
             vendor_name: PROVIDER.into(),
             vendor_ack_id,
             idempotency_key,
@@ -453,6 +455,7 @@ fn normalize_json(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, No
     Ok(Normalized::events(vec![Event {
         channel: Channel::Email,
         channel_value,
+        channel_user: ChannelUser::default(),
         vendor_name: PROVIDER.into(),
         vendor_ack_id,
         idempotency_key,
@@ -590,6 +593,7 @@ fn normalize_form(form: &Form, ctx: &Context) -> Result<Normalized, NormalizeErr
     Ok(Normalized::events(vec![Event {
         channel: Channel::Email,
         channel_value,
+        channel_user: ChannelUser::default(),
         vendor_name: PROVIDER.into(),
         vendor_ack_id: message_id,
         idempotency_key,
@@ -661,6 +665,7 @@ fn route_forward(
     Ok(Normalized::events(vec![Event {
         channel: Channel::Email,
         channel_value: from,
+        channel_user: ChannelUser::default(),
         vendor_name: PROVIDER.into(),
         vendor_ack_id: message_id,
         idempotency_key,

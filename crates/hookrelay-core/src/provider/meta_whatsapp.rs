@@ -17,12 +17,36 @@
 //!   skipped without error, as are value-level `errors[]` (webhook-level failures that are
 //!   not about one message), and entries without `changes` (Messenger `object: page`).
 //!
+//! ## Users without a phone number (business-scoped user ids)
+//!
+//! Meta names every user by a business-scoped user id (BSUID: a two-letter country code, a
+//! dot and up to 128 letters and digits, `US.13491208655302741918`; a parent BSUID, shared
+//! by a business's portfolios, has `ENT.` after the dot), and a user who adopted a WhatsApp
+//! username may have their number withheld. A message then has `from_user_id` (and
+//! `from_parent_user_id`) and no `from`; a status `recipient_user_id` (and
+//! `recipient_parent_user_id`) and no `recipient_id`; a change's `contacts[]` entries have
+//! `user_id`, `parent_user_id` and `profile.username`, and `wa_id` only when the number is
+//! known. So for every message and status:
+//!
+//! - the user's **address** (`channel_value`, an inbound message's `from`) is their number
+//!   as E.164 when one was sent (`from` / `recipient_id`, else the matching contact's
+//!   `wa_id`), else the BSUID, else the parent BSUID, unprefixed and without `+`: it is what
+//!   the business replies to. A `from`, `recipient_id` or `wa_id` holding a BSUID is read
+//!   as one, never as a number.
+//! - `channel_user_id` and `channel_parent_user_id` are the BSUIDs, from the message or
+//!   status, else from the contact that names the same user (same `wa_id`, `user_id` or
+//!   `parent_user_id`); `channel_username` is that contact's `profile.username`. Each is
+//!   absent when not sent.
+//! - a message or status naming no user at all (no number, BSUID or parent BSUID) is
+//!   unparsed, as before (reason: missing `from` / `recipient_id`).
+//!
 //! ## Status events (`statuses[]`)
 //!
-//! channel `whatsapp`; `channel_value` = `recipient_id` as E.164 (WhatsApp ids are the
-//! user's number without `+`, which the E.164 rule of all providers adds to 7 to 15 digits,
-//! keeping anything else as sent; for a group message `recipient_participant_id` is used
-//! when present, else the group id is kept as given); `vendor_ack_id` = `id` (the `wamid.…`
+//! channel `whatsapp`; `channel_value` = the user's address (above: `recipient_id` as
+//! E.164, else the BSUID; WhatsApp ids are the user's number without `+`, which the E.164
+//! rule of all providers adds to 7 to 15 digits, keeping anything else as sent; for a
+//! group message `recipient_participant_id` is used when present, else the group id is
+//! kept as given, and only the status's own BSUIDs are read); `vendor_ack_id` = `id` (the `wamid.…`
 //! of your message); timestamp = `timestamp` (Unix seconds as a string) in ms; on `failed`,
 //! the error is `errors[0]`: `code` as text and `message`, else `title`, else
 //! `error_data.details`. The correlation id the sending app attached,
@@ -33,7 +57,8 @@
 //!
 //! ## Inbound messages (`messages[]`)
 //!
-//! `from` = `from` as E.164 (also the `channel_value`); `to` = the digits of
+//! `from` = the sender's address (above: `from` as E.164, else `from_user_id`; also the
+//! `channel_value`); `to` = the digits of
 //! `metadata.display_phone_number` as E.164; `type` = Meta's `type` as given;
 //! `source_message_id` and `vendor_ack_id` = `id`; timestamp = `timestamp` in ms;
 //! `context {from, id}` of a reply becomes the reply context (`from` as E.164). Per type:
@@ -47,10 +72,12 @@
 //! | `interactive` | text = `button_reply.title` / `list_reply.title` / `nfm_reply.body` |
 //! | `reaction` | text = `emoji` (absent when the reaction was removed), context id = `reaction.message_id` |
 //! | `order` / `system` | text = `order.text` / `system.body` |
+//! | `edit` (the user edited a message; WhatsApp Business app numbers) | `original_message_id` = `edit.original_message_id`; text, media and reply context from `edit.message`, read as a message of its own `type` (`text.body`, or a media `caption` and the media) |
+//! | `revoke` (the user deleted a message; WhatsApp Business app numbers) | `original_message_id` = `revoke.original_message_id` |
 //! | `contacts`, `request_welcome`, `unsupported`, `referral`, others | type only |
 //!
-//! The sender's profile name (`contacts[].profile.name`) is not part of the message object
-//! and is not carried. The idempotency key is derived from the message `id`.
+//! The sender's profile name (`contacts[].profile.name`) is not carried (their username
+//! is, as `channel_username`). The idempotency key is derived from the message `id`.
 //! `vendor_response` is the message object itself.
 //!
 //! # Signature scheme
@@ -246,7 +273,7 @@ fn status_id(status: &dyn Fields) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Event, EventKind};
+    use crate::event::{Event, EventKind, InboundMessage};
     use crate::payload::{PayloadOptions, render};
     use crate::provider::whatsapp_cloud::first_error;
     use bytes::Bytes;
@@ -315,8 +342,28 @@ mod tests {
             "null".to_owned(),
             "{\n  \"id\": \"wamid.8\",\n  \"status\": \"delivered\",\n  \"timestamp\": \"1700000000\",\n  \"recipient_id\": \"1\"\n}".to_owned(),
             r#"{"id":"wamid.9","status":"delivered","timestamp":"1700000000","recipient_id":"1","conversation":{"id":"c","origin":{"type":"utility"}},"pricing":{"billable":true}}"#.to_owned(),
+            r#"{"id":"wamid.10","status":"read","timestamp":"1700000000","recipient_user_id":"US.1234"}"#.to_owned(),
+            r#"{"id":"wamid.11","status":"read","timestamp":"1700000000","recipient_parent_user_id":"US.ENT.5678"}"#.to_owned(),
+            r#"{"id":"wamid.12","status":"read","timestamp":"1700000000","recipient_id":"US.1234","recipient_user_id":null}"#.to_owned(),
+            r#"{"id":"wamid.13","status":"read","timestamp":"1700000000","recipient_user_id":7,"recipient_parent_user_id":{}}"#.to_owned(),
         ] {
             bodies.push(status(&s).into_bytes());
+        }
+        // Contacts of every shape beside statuses that name their user in different ways.
+        let statuses = r#"[{"id":"wamid.C1","status":"delivered","timestamp":"1","recipient_user_id":"US.1234"},{"id":"wamid.C2","status":"read","timestamp":"1","recipient_id":"16505551234"},{"id":"wamid.C3","status":"sent","timestamp":"1","recipient_parent_user_id":"US.ENT.5678"}]"#;
+        for contacts in [
+            r#"[{"profile":{"username":"a"},"user_id":"US.1234"},{"wa_id":"16505551234","user_id":"US.99"},{"parent_user_id":"US.ENT.5678","user_id":"US.77","profile":{"username":"p"}}]"#,
+            r#"[7,null,"x",{"profile":"name","user_id":["US.1234"],"wa_id":16505551234}]"#,
+            r#"{"user_id":"US.1234"}"#,
+            "null",
+            r#""contacts""#,
+        ] {
+            bodies.push(
+                format!(
+                    r#"{{"object":"whatsapp_business_account","entry":[{{"id":"1","changes":[{{"field":"messages","value":{{"contacts":{contacts},"statuses":{statuses}}}}}]}}]}}"#
+                )
+                .into_bytes(),
+            );
         }
         let message = |m: &str| {
             format!(
@@ -330,6 +377,9 @@ mod tests {
             r#"{"from":"16505551234","id":"wamid.I","timestamp":"1739321024","type":"image","image":{"id":"media1","mime_type":"image/jpeg","caption":"c"}}"#.to_owned(),
             r#"{"id":"wamid.X","timestamp":"1739321024","type":"text"}"#.to_owned(),
             r#"{"from":"1","id":"wamid.Y","timestamp":"soon","type":"text"}"#.to_owned(),
+            r#"{"from_user_id":"US.1234","from_parent_user_id":"US.ENT.5678","id":"wamid.U","timestamp":"1739321024","type":"text","text":{"body":"hi"}}"#.to_owned(),
+            r#"{"from":"US.1234","id":"wamid.V","timestamp":"1739321024","type":"revoke","revoke":{"original_message_id":"wamid.M"}}"#.to_owned(),
+            r#"{"from":"16505551234","id":"wamid.W","timestamp":"1739321024","type":"edit","edit":{"original_message_id":"wamid.M","message":{"type":"text","text":{"body":"hi!"}}}}"#.to_owned(),
             format!("{text},7"),
             "null".to_owned(),
         ] {
@@ -1003,5 +1053,256 @@ mod tests {
         );
         let huge: Vec<u8> = (0..10 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
         assert!(normalize(&CallbackRequest::post(huge), &CTX).is_err());
+    }
+
+    /// A change with `contacts` and one `statuses` item, as JSON text.
+    fn statuses_with_contacts(contacts: &str, status: &str) -> String {
+        format!(
+            r#"{{"object":"whatsapp_business_account","entry":[{{"id":"1","changes":[{{"field":"messages","value":{{"contacts":{contacts},"statuses":[{status}]}}}}]}}]}}"#
+        )
+    }
+
+    /// The address and user identifiers of the one event of `body`.
+    fn user_of(body: &str) -> (String, crate::ChannelUser) {
+        let out = normalized(body);
+        assert_eq!(out.unparsed, [], "{body}");
+        let [event] = out.events.as_slice() else {
+            panic!("one event expected: {body}")
+        };
+        (event.channel_value.clone(), event.channel_user.clone())
+    }
+
+    fn ids(
+        user_id: Option<&str>,
+        parent: Option<&str>,
+        username: Option<&str>,
+    ) -> crate::ChannelUser {
+        crate::ChannelUser {
+            user_id: user_id.map(str::to_owned),
+            parent_user_id: parent.map(str::to_owned),
+            username: username.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_status_names_its_user_by_number_else_bsuid_else_parent_bsuid() {
+        let contacts = r#"[{"profile":{"username":"sheena"},"user_id":"US.1234","parent_user_id":"US.ENT.5678"},{"wa_id":"16505551234","user_id":"US.99"},{"wa_id":"US.55","profile":{"username":"wa"}}]"#;
+        for (status, address, user) in [
+            (
+                r#"{"id":"w","status":"read","timestamp":"1","recipient_user_id":"US.1234"}"#,
+                "US.1234",
+                ids(Some("US.1234"), Some("US.ENT.5678"), Some("sheena")),
+            ),
+            (
+                // Sent to the parent BSUID: the contact adds the BSUID, the better address.
+                r#"{"id":"w","status":"read","timestamp":"1","recipient_parent_user_id":"US.ENT.5678"}"#,
+                "US.1234",
+                ids(Some("US.1234"), Some("US.ENT.5678"), Some("sheena")),
+            ),
+            (
+                r#"{"id":"w","status":"read","timestamp":"1","recipient_parent_user_id":"US.ENT.9"}"#,
+                "US.ENT.9",
+                ids(None, Some("US.ENT.9"), None),
+            ),
+            // The contact with the same number adds its BSUID.
+            (
+                r#"{"id":"w","status":"read","timestamp":"1","recipient_id":"16505551234"}"#,
+                "+16505551234",
+                ids(Some("US.99"), None, None),
+            ),
+            // No contact names this user: only the status's own ids.
+            (
+                r#"{"id":"w","status":"read","timestamp":"1","recipient_user_id":" US.4321 "}"#,
+                "US.4321",
+                ids(Some("US.4321"), None, None),
+            ),
+            // A recipient_id holding a BSUID (or a parent BSUID) is one.
+            (
+                r#"{"id":"w","status":"read","timestamp":"1","recipient_id":"US.4321"}"#,
+                "US.4321",
+                ids(Some("US.4321"), None, None),
+            ),
+            (
+                r#"{"id":"w","status":"read","timestamp":"1","recipient_id":"US.ENT.4321"}"#,
+                "US.ENT.4321",
+                ids(None, Some("US.ENT.4321"), None),
+            ),
+            // A contact whose wa_id is the BSUID names the same user.
+            (
+                r#"{"id":"w","status":"read","timestamp":"1","recipient_id":"US.55"}"#,
+                "US.55",
+                ids(Some("US.55"), None, Some("wa")),
+            ),
+            // A group status keeps its participant and only its own ids.
+            (
+                r#"{"id":"w","status":"read","timestamp":"1","recipient_type":"group","recipient_id":"G1","recipient_participant_id":"16505551234","recipient_user_id":"US.1234"}"#,
+                "+16505551234",
+                ids(Some("US.1234"), None, None),
+            ),
+        ] {
+            let body = statuses_with_contacts(contacts, status);
+            assert_eq!(user_of(&body), (address.to_owned(), user), "{status}");
+        }
+    }
+
+    #[test]
+    fn a_message_names_its_sender_by_number_else_bsuid() {
+        let message = |fields: &str| {
+            batch(
+                &[],
+                &[&format!(
+                    r#"{{{fields},"id":"wamid.B","timestamp":"1739321024","type":"text","text":{{"body":"hi"}}}}"#
+                )],
+            )
+        };
+        for (fields, address, user) in [
+            (
+                r#""from_user_id":"US.1234""#,
+                "US.1234",
+                ids(Some("US.1234"), None, None),
+            ),
+            (
+                r#""from_parent_user_id":"US.ENT.5678""#,
+                "US.ENT.5678",
+                ids(None, Some("US.ENT.5678"), None),
+            ),
+            (
+                r#""from":"16505551234","from_user_id":"US.1234""#,
+                "+16505551234",
+                ids(Some("US.1234"), None, None),
+            ),
+            (
+                r#""from":"US.1234""#,
+                "US.1234",
+                ids(Some("US.1234"), None, None),
+            ),
+            (
+                r#""from":"16505551234""#,
+                "+16505551234",
+                ids(None, None, None),
+            ),
+        ] {
+            let out = normalized(&message(fields));
+            let EventKind::Inbound(m) = &out.events[0].kind else {
+                panic!("inbound expected")
+            };
+            assert_eq!(m.from, address, "{fields}");
+            assert_eq!(out.events[0].channel_value, address, "{fields}");
+            assert_eq!(out.events[0].channel_user, user, "{fields}");
+        }
+    }
+
+    #[test]
+    fn an_item_naming_no_user_is_unparsed_and_the_rest_delivered() {
+        let nobody_status =
+            r#"{"id":"wamid.Z","status":"read","timestamp":"1","recipient_user_id":null}"#;
+        let nobody_message = r#"{"id":"wamid.Y","timestamp":"1","type":"text","from_user_id":"","text":{"body":"x"}}"#;
+        let bsuid_status =
+            r#"{"id":"wamid.OK2","status":"read","timestamp":"1","recipient_user_id":"US.1234"}"#;
+        let out = normalized(&batch(
+            &[nobody_status, bsuid_status, GOOD_STATUS],
+            &[nobody_message, GOOD_MESSAGE],
+        ));
+        let acks: Vec<_> = out
+            .events
+            .iter()
+            .map(|e| e.vendor_ack_id.as_deref())
+            .collect();
+        assert_eq!(
+            acks,
+            [Some("wamid.OK2"), Some("wamid.OK"), Some("wamid.IN")]
+        );
+        let reasons: Vec<&str> = out.unparsed.iter().map(|u| u.reason.as_str()).collect();
+        assert_eq!(reasons.len(), 2);
+        assert!(
+            reasons[0].ends_with("/statuses/0/recipient_id"),
+            "{reasons:?}"
+        );
+        assert!(reasons[1].ends_with("/messages/0/from"), "{reasons:?}");
+    }
+
+    #[test]
+    fn contacts_too_deep_to_parse_only_add_nothing() {
+        let deep = format!("[{}{}]", "[".repeat(100_000), "]".repeat(100_000));
+        let body = statuses_with_contacts(
+            &deep,
+            r#"{"id":"w","status":"read","timestamp":"1","recipient_user_id":"US.1234"}"#,
+        );
+        assert_eq!(
+            user_of(&body),
+            ("US.1234".to_owned(), ids(Some("US.1234"), None, None))
+        );
+    }
+
+    #[test]
+    fn edits_and_revokes_carry_the_original_message() {
+        let edit = r#"{"from":"16505551234","id":"wamid.E","timestamp":"1739321024","type":"edit","edit":{"original_message_id":"wamid.O","message":{"type":"video","video":{"id":"m1","mime_type":"video/mp4","caption":"new caption"}}}}"#;
+        let bare_edit = r#"{"from":"16505551234","id":"wamid.F","timestamp":"1739321024","type":"edit","edit":{"message":"x"}}"#;
+        let revoke = r#"{"from":"16505551234","id":"wamid.R","timestamp":"1739321024","type":"revoke","revoke":{"original_message_id":"wamid.O"}}"#;
+        let out = normalized(&batch(&[], &[edit, bare_edit, revoke]));
+        assert_eq!(out.unparsed, []);
+        let messages: Vec<&InboundMessage> = out
+            .events
+            .iter()
+            .map(|e| match &e.kind {
+                EventKind::Inbound(m) => m,
+                EventKind::Status(_) => panic!("inbound expected"),
+            })
+            .collect();
+        let [edited, bare, revoked] = messages.as_slice() else {
+            panic!("three messages expected")
+        };
+        assert_eq!(edited.message_type, "edit");
+        assert_eq!(edited.original_message_id.as_deref(), Some("wamid.O"));
+        assert_eq!(edited.text.as_deref(), Some("new caption"));
+        assert_eq!(edited.media.len(), 1);
+        assert_eq!(edited.media[0].content_type.as_deref(), Some("video/mp4"));
+        assert_eq!(edited.context, None);
+        // Whatever an edit lacks, it is still delivered, as an edit.
+        assert_eq!(
+            (bare.message_type.as_str(), bare.text.as_deref()),
+            ("edit", None)
+        );
+        assert_eq!(bare.original_message_id, None);
+        assert_eq!(revoked.message_type, "revoke");
+        assert_eq!(revoked.original_message_id.as_deref(), Some("wamid.O"));
+        assert_eq!(revoked.text, None);
+        let payload = render(&out.events[2], &PayloadOptions::default());
+        assert_eq!(
+            payload["suprsend_inbound_message"]["original_message_id"],
+            "wamid.O"
+        );
+    }
+
+    #[test]
+    fn both_formats_carry_the_users_identifiers() {
+        let body = statuses_with_contacts(
+            r#"[{"profile":{"username":"sheena"},"user_id":"US.1234","parent_user_id":"US.ENT.5678"}]"#,
+            r#"{"id":"w","status":"delivered","timestamp":"1","recipient_user_id":"US.1234"}"#,
+        );
+        let event = &normalized(&body).events[0];
+        let suprsend = render(event, &PayloadOptions::default());
+        let standard = render(
+            event,
+            &PayloadOptions {
+                format: crate::payload::Format::Standard,
+                ..PayloadOptions::default()
+            },
+        );
+        for payload in [&suprsend, &standard["data"]] {
+            assert_eq!(payload["channel_value"], "US.1234");
+            assert_eq!(payload["channel_user_id"], "US.1234");
+            assert_eq!(payload["channel_parent_user_id"], "US.ENT.5678");
+            assert_eq!(payload["channel_username"], "sheena");
+        }
+        // Absent identifiers are absent, not null.
+        let plain = render(&events(&status_body("sent"))[0], &PayloadOptions::default());
+        for field in [
+            "channel_user_id",
+            "channel_parent_user_id",
+            "channel_username",
+        ] {
+            assert!(plain.get(field).is_none(), "{field}");
+        }
     }
 }

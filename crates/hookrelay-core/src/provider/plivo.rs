@@ -95,6 +95,7 @@ use std::collections::BTreeMap;
 use http::Method;
 use serde_json::{Map, Value};
 
+use crate::event::ChannelUser;
 use crate::event::{
     Channel, ErrorInfo, Event, EventKind, InboundMessage, Media, Status, StatusUpdate,
     idempotency_key,
@@ -343,6 +344,7 @@ fn to_event(
         return Ok(Event {
             channel,
             channel_value: e164_of_channel_address(to),
+            channel_user: ChannelUser::default(),
             vendor_name: PROVIDER.to_owned(),
             vendor_ack_id: Some(message.to_owned()),
             idempotency_key: idempotency_key(PROVIDER, &[uuid, status_value, sequence]),
@@ -390,6 +392,7 @@ fn to_event(
     Ok(Event {
         channel,
         channel_value: from.clone(),
+        channel_user: ChannelUser::default(),
         vendor_name: PROVIDER.to_owned(),
         vendor_ack_id: Some(uuid.to_owned()),
         idempotency_key: idempotency_key(PROVIDER, &[uuid, "inbound"]),
@@ -404,6 +407,7 @@ fn to_event(
             context: None,
             timestamp_ms: first_time(params, &["MessageTime"]).unwrap_or(ctx.received_at_ms),
             source_message_id: uuid.to_owned(),
+            original_message_id: None,
         }),
         raw: raw.into(),
     })

@@ -86,6 +86,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 
+use crate::event::ChannelUser;
 use crate::event::idempotency_key;
 use crate::limits::TopLevel;
 use crate::provider::json::str_of;
@@ -413,6 +414,7 @@ fn status(
     Ok(Event {
         channel: Channel::Email,
         channel_value: recipient,
+        channel_user: ChannelUser::default(),
         vendor_name: PROVIDER.to_owned(),
         vendor_ack_id: message_id,
         idempotency_key,
@@ -475,6 +477,7 @@ fn inbound(body: Value, trace_id: Option<&str>, ctx: &Context) -> Result<Event, 
     Ok(Event {
         channel: Channel::Email,
         channel_value: from.clone(),
+        channel_user: ChannelUser::default(),
         vendor_name: PROVIDER.to_owned(),
         vendor_ack_id: Some(message_id.clone()),
         idempotency_key,
@@ -489,6 +492,7 @@ fn inbound(body: Value, trace_id: Option<&str>, ctx: &Context) -> Result<Event, 
             context: None,
             timestamp_ms,
             source_message_id: message_id,
+            original_message_id: None,
         }),
         raw: body.into(),
     })

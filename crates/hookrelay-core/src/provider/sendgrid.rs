@@ -97,6 +97,7 @@ use p256::pkcs8::DecodePublicKey as _;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::event::ChannelUser;
 use crate::event::{idempotency_key, idempotency_key_of_value};
 use crate::limits::JsonLimits;
 use crate::provider::json::str_of;
@@ -444,6 +445,7 @@ fn element_of(i: usize, item: Value, ctx: &Context) -> Result<Element, Normalize
     Ok(Element::Event(Event {
         channel: Channel::Email,
         channel_value: email,
+        channel_user: ChannelUser::default(),
         vendor_name: PROVIDER.to_owned(),
         vendor_ack_id: str_of(&item, "sg_message_id"),
         idempotency_key,

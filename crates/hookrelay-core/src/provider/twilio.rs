@@ -31,6 +31,15 @@
 //!   `ChannelPrefix=whatsapp`), else `sms`. The `whatsapp:` prefix is stripped from every
 //!   address, which then follows the E.164 rule of all providers (Twilio already sends the
 //!   `+`; 7 to 15 digits without it get one, anything else is kept as sent).
+//! - **WhatsApp usernames**: for a user who adopted a WhatsApp username and withholds their
+//!   number, Twilio writes the user's business-scoped user id (BSUID) where the number
+//!   would be (`From=whatsapp:US.13491208655302741918`; `To` of a status), and sends it as
+//!   `ExternalUserId` (with its `whatsapp:` prefix) whether or not the number is known, and
+//!   a parent BSUID as `ParentExternalUserId`. The address (`channel_value`, `from`) is then
+//!   the BSUID, unprefixed and without a `+`; the BSUID and parent BSUID go to
+//!   `channel_user_id` and `channel_parent_user_id` (from those parameters, else from the
+//!   address when it is a BSUID). A callback without `From` takes its sender from
+//!   `ExternalUserId`. Read on WhatsApp only.
 //! - **Correlation ids**: the query parameters of the callback URL (the sending application
 //!   attaches them to the `StatusCallback` URL, e.g. `?distinct_id=u1&workflow_name=w`),
 //!   except `bodySHA256`. For a `GET` callback the query also holds Twilio's own parameters,
@@ -81,11 +90,11 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::event::{
-    Channel, ErrorInfo, Event, EventKind, InboundMessage, Location, Media, ReplyContext, Status,
-    StatusUpdate, idempotency_key,
+    Channel, ChannelUser, ErrorInfo, Event, EventKind, InboundMessage, Location, Media,
+    ReplyContext, Status, StatusUpdate, idempotency_key,
 };
 use crate::mac::{self, Hash};
-use crate::phone::e164_of_channel_address;
+use crate::phone::{e164_of_channel_address, is_bsuid, is_parent_bsuid};
 use crate::provider::signed_form::{
     CallbackUrl, ReadParams, callback_url, media_kind, parse_public_url, read_form_params,
 };
@@ -301,9 +310,11 @@ fn to_event(
         let message = param_nonempty(params, "ErrorMessage").map(str::to_owned);
         // Not `RawDlrDoneDate`: it has no time zone (see the module docs).
         let timestamp_ms = ctx.received_at_ms;
+        let recipient = e164_of_channel_address(recipient);
         return Ok(Event {
             channel,
-            channel_value: e164_of_channel_address(recipient),
+            channel_user: channel_user(channel, params, &recipient),
+            channel_value: recipient,
             vendor_name: PROVIDER.to_owned(),
             vendor_ack_id: Some(sid.to_owned()),
             idempotency_key: idempotency_key(PROVIDER, &[sid, status_value]),
@@ -318,8 +329,10 @@ fn to_event(
         });
     }
 
-    let sender =
-        e164_of_channel_address(from.ok_or_else(|| NormalizeError::MissingField("From".into()))?);
+    let sender = from
+        .or_else(|| external_user_id(channel, params, "ExternalUserId"))
+        .map(e164_of_channel_address)
+        .ok_or_else(|| NormalizeError::MissingField("From".into()))?;
     let recipient = to.map(e164_of_channel_address).unwrap_or_default();
     let num_media = param(params, "NumMedia")
         .and_then(|n| n.trim().parse::<usize>().ok())
@@ -357,6 +370,7 @@ fn to_event(
     });
     Ok(Event {
         channel,
+        channel_user: channel_user(channel, params, &sender),
         channel_value: sender.clone(),
         vendor_name: PROVIDER.to_owned(),
         vendor_ack_id: Some(sid.to_owned()),
@@ -372,9 +386,46 @@ fn to_event(
             context,
             timestamp_ms: ctx.received_at_ms,
             source_message_id: sid.to_owned(),
+            original_message_id: None,
         }),
         raw: raw.into(),
     })
+}
+
+/// A WhatsApp user's business-scoped user id parameter (`ExternalUserId`,
+/// `ParentExternalUserId`), with or without its `whatsapp:` prefix; never on SMS.
+fn external_user_id<'a>(
+    channel: Channel,
+    params: &'a [(String, String)],
+    name: &str,
+) -> Option<&'a str> {
+    (channel == Channel::Whatsapp)
+        .then(|| param_nonempty(params, name))
+        .flatten()
+        .map(str::trim)
+}
+
+/// The WhatsApp user's business-scoped user ids: `ExternalUserId` and
+/// `ParentExternalUserId`, else the user's address itself when it is one (Twilio writes a
+/// user whose number is withheld as `whatsapp:US.…`). No username is read: no documented
+/// Twilio parameter for one was found.
+fn channel_user(channel: Channel, params: &[(String, String)], address: &str) -> ChannelUser {
+    if channel != Channel::Whatsapp {
+        return ChannelUser::default();
+    }
+    let id = |name| external_user_id(channel, params, name).map(e164_of_channel_address);
+    let mut user = ChannelUser {
+        user_id: id("ExternalUserId"),
+        parent_user_id: id("ParentExternalUserId"),
+        username: None,
+    };
+    if is_parent_bsuid(address) {
+        user.parent_user_id
+            .get_or_insert_with(|| address.to_owned());
+    } else if is_bsuid(address) {
+        user.user_id.get_or_insert_with(|| address.to_owned());
+    }
+    user
 }
 
 /// A shared location, when `Latitude` and `Longitude` are present and numeric.
@@ -723,6 +774,39 @@ mod tests {
         let out = normalize(req, &ctx()).expect("normalize");
         assert_eq!(out.events.len(), 1);
         out.events.into_iter().next().expect("event")
+    }
+
+    #[test]
+    fn whatsapp_users_without_a_number_are_named_by_their_bsuid() {
+        let inbound = "MessageSid=SM1&SmsStatus=received&Body=hi&To=whatsapp%3A%2B14123456789\
+            &From=whatsapp%3AUS.1234&ExternalUserId=whatsapp%3AUS.1234";
+        let e = one(&form(inbound));
+        assert_eq!(e.channel, Channel::Whatsapp);
+        assert_eq!(e.channel_value, "US.1234");
+        assert_eq!(e.channel_user.user_id.as_deref(), Some("US.1234"));
+        // No `From`: the sender is `ExternalUserId`.
+        let e = one(&form(
+            "MessageSid=SM2&SmsStatus=received&Body=hi&To=whatsapp%3A%2B14123456789\
+             &ExternalUserId=US.4321&ParentExternalUserId=whatsapp%3AUS.ENT.9",
+        ));
+        assert_eq!(e.channel_value, "US.4321");
+        assert_eq!(e.channel_user.user_id.as_deref(), Some("US.4321"));
+        assert_eq!(e.channel_user.parent_user_id.as_deref(), Some("US.ENT.9"));
+        // A status to a parent BSUID.
+        let e = one(&form(
+            "MessageSid=SM3&MessageStatus=read&From=whatsapp%3A%2B14123456789\
+             &To=whatsapp%3AUS.ENT.9",
+        ));
+        assert_eq!(e.channel_value, "US.ENT.9");
+        assert_eq!(e.channel_user.parent_user_id.as_deref(), Some("US.ENT.9"));
+        assert_eq!(e.channel_user.user_id, None);
+        // SMS has no user ids, whatever the parameters say.
+        let e = one(&form(
+            "MessageSid=SM4&SmsStatus=received&Body=hi&To=%2B14123456789&From=%2B31612345678\
+             &ExternalUserId=US.1234",
+        ));
+        assert_eq!(e.channel, Channel::Sms);
+        assert!(e.channel_user.is_empty());
     }
 
     #[test]

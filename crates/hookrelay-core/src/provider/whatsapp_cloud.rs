@@ -30,11 +30,11 @@ use crate::NormalizeError;
 #[cfg(feature = "meta_whatsapp")]
 use crate::event::Raw;
 use crate::event::{
-    Channel, ErrorInfo, Event, EventKind, InboundMessage, Location, Media, ReplyContext, Status,
-    StatusUpdate, idempotency_key,
+    Channel, ChannelUser, ErrorInfo, Event, EventKind, InboundMessage, Location, Media,
+    ReplyContext, Status, StatusUpdate, idempotency_key,
 };
 use crate::limits::JsonLimits;
-use crate::phone::{e164, e164_of_display_number};
+use crate::phone::{e164, e164_of_display_number, is_bsuid, is_parent_bsuid};
 use crate::provider::{Context, Normalized, Unparsed};
 use crate::timestamp::value_to_ms;
 
@@ -106,6 +106,10 @@ struct Change<'a> {
 struct ChangeValue<'a> {
     #[serde(default)]
     metadata: Option<Metadata>,
+    /// Parsed apart, and read as [`contacts`] reads the general path's value: contacts that
+    /// do not parse (nested past serde_json's limit) only add nothing to the events.
+    #[serde(borrow, default)]
+    contacts: Option<&'a RawValue>,
     #[serde(borrow, default)]
     statuses: Option<Vec<&'a RawValue>>,
     #[serde(borrow, default)]
@@ -137,6 +141,10 @@ struct StatusKeys {
     #[serde(default, deserialize_with = "present")]
     recipient_id: Option<Value>,
     #[serde(default, deserialize_with = "present")]
+    recipient_user_id: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    recipient_parent_user_id: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
     timestamp: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     errors: Option<Value>,
@@ -153,6 +161,8 @@ impl Fields for StatusKeys {
             "recipient_type" => self.recipient_type.as_ref(),
             "recipient_participant_id" => self.recipient_participant_id.as_ref(),
             "recipient_id" => self.recipient_id.as_ref(),
+            "recipient_user_id" => self.recipient_user_id.as_ref(),
+            "recipient_parent_user_id" => self.recipient_parent_user_id.as_ref(),
             "timestamp" => self.timestamp.as_ref(),
             "errors" => self.errors.as_ref(),
             "biz_opaque_callback_data" => self.biz_opaque_callback_data.as_ref(),
@@ -214,6 +224,12 @@ pub(crate) fn from_text(body: &[u8], ctx: &Context, flavor: &Flavor) -> Option<N
                 continue;
             }
             let Obj(value) = change.value.as_ref()?;
+            let contacts = contacts(
+                value
+                    .contacts
+                    .and_then(|c| serde_json::from_str::<Value>(c.get()).ok())
+                    .as_ref(),
+            );
             for (k, status) in value.statuses.iter().flatten().enumerate() {
                 let path = StatusPath {
                     entry: i,
@@ -230,7 +246,7 @@ pub(crate) fn from_text(body: &[u8], ctx: &Context, flavor: &Flavor) -> Option<N
                     continue;
                 }
                 let Obj(keys): Obj<StatusKeys> = serde_json::from_str(status.get()).ok()?;
-                match status_event(&keys, &path, ctx, flavor) {
+                match status_event(&keys, &contacts, &path, ctx, flavor) {
                     Ok(mut event) => {
                         event.raw = status_raw(status);
                         out.events.push(event);
@@ -259,7 +275,7 @@ pub(crate) fn from_text(body: &[u8], ctx: &Context, flavor: &Flavor) -> Option<N
                     }
                     Err(_) => return None,
                 };
-                match message_event(&fields, &business, &path, ctx, flavor.vendor) {
+                match message_event(&fields, &business, &contacts, &path, ctx, flavor.vendor) {
                     Ok(mut event) => {
                         event.raw = Value::Object(fields).into();
                         out.events.push(event);
@@ -351,6 +367,7 @@ fn value_events(
             .get("metadata")
             .and_then(|m| m.get("display_phone_number")),
     );
+    let contacts = contacts(value.get("contacts"));
     let limits = JsonLimits::default();
     for (k, status) in array_at(value, "statuses", path)?.iter_mut().enumerate() {
         let p = format!("{path}/value/statuses/{k}");
@@ -358,7 +375,9 @@ fn value_events(
             Err(e) => Err(format!("{p}: {e}")),
             Ok(()) => match status.as_object() {
                 None => Err(NormalizeError::shape(p.clone(), "an object").to_string()),
-                Some(fields) => status_event(fields, &p, ctx, flavor).map_err(|e| e.to_string()),
+                Some(fields) => {
+                    status_event(fields, &contacts, &p, ctx, flavor).map_err(|e| e.to_string())
+                }
             },
         };
         match event {
@@ -375,7 +394,7 @@ fn value_events(
             Err(e) => Err(format!("{p}: {e}")),
             Ok(()) => match message.as_object() {
                 None => Err(NormalizeError::shape(p.clone(), "an object").to_string()),
-                Some(fields) => message_event(fields, &business, &p, ctx, flavor.vendor)
+                Some(fields) => message_event(fields, &business, &contacts, &p, ctx, flavor.vendor)
                     .map_err(|e| e.to_string()),
             },
         };
@@ -420,8 +439,109 @@ fn array_at<'a>(
     }
 }
 
+/// The user identifiers of one entry of a change's `contacts` (whom its messages and
+/// statuses are about).
+#[derive(Debug)]
+struct Contact {
+    wa_id: Option<String>,
+    user_id: Option<String>,
+    parent_user_id: Option<String>,
+    username: Option<String>,
+}
+
+/// A change's `contacts`: `wa_id`, `user_id`, `parent_user_id` and `profile.username` of
+/// each entry (a `wa_id` holding a BSUID counts as the BSUID). Read leniently, as they only
+/// add to events: a value of another shape, or an entry that is not an object, counts as
+/// absent.
+fn contacts(value: Option<&Value>) -> Vec<Contact> {
+    let Some(Value::Array(entries)) = value else {
+        return Vec::new();
+    };
+    entries
+        .iter()
+        .filter_map(Value::as_object)
+        .map(|c| {
+            let mut contact = Contact {
+                wa_id: text(c, "wa_id"),
+                user_id: text(c, "user_id"),
+                parent_user_id: text(c, "parent_user_id"),
+                username: c
+                    .get("profile")
+                    .and_then(Value::as_object)
+                    .and_then(|p| text(p, "username")),
+            };
+            match contact.wa_id.take() {
+                Some(w) if is_parent_bsuid(&w) => {
+                    contact.parent_user_id.get_or_insert(w);
+                }
+                Some(w) if is_bsuid(&w) => {
+                    contact.user_id.get_or_insert(w);
+                }
+                other => contact.wa_id = other,
+            }
+            contact
+        })
+        .collect()
+}
+
+/// The user an event is about, as its message or status names them.
+#[derive(Debug, Default)]
+struct UserFields {
+    /// `from` or `recipient_id`: the user's number, or a business-scoped user id.
+    address: Option<String>,
+    /// `from_user_id` or `recipient_user_id`.
+    user_id: Option<String>,
+    /// `from_parent_user_id` or `recipient_parent_user_id`.
+    parent_user_id: Option<String>,
+}
+
+/// The user's address (`channel_value`) and identifiers, from the fields of a message or a
+/// status and the contact of its change that names the same user (by number, BSUID or
+/// parent BSUID): the number as E.164 when one was sent, else the BSUID, else the parent
+/// BSUID, unprefixed. An address field holding a BSUID is read as one, never as a number.
+/// `None` when nothing names the user.
+fn resolve_user(fields: UserFields, contacts: &[Contact]) -> Option<(String, ChannelUser)> {
+    let UserFields {
+        address,
+        mut user_id,
+        mut parent_user_id,
+    } = fields;
+    let mut phone = None;
+    match address.map(|a| a.trim().to_owned()) {
+        Some(a) if is_parent_bsuid(&a) => parent_user_id = parent_user_id.or(Some(a)),
+        Some(a) if is_bsuid(&a) => user_id = user_id.or(Some(a)),
+        other => phone = other,
+    }
+    let same = |mine: &Option<String>, theirs: &Option<String>| matches!((mine, theirs), (Some(a), Some(b)) if a.trim() == b.trim());
+    let contact = contacts.iter().find(|c| {
+        same(&phone, &c.wa_id)
+            || same(&user_id, &c.user_id)
+            || same(&parent_user_id, &c.parent_user_id)
+    });
+    let mut username = None;
+    if let Some(c) = contact {
+        user_id = user_id.or_else(|| c.user_id.clone());
+        parent_user_id = parent_user_id.or_else(|| c.parent_user_id.clone());
+        username = c.username.clone();
+        if phone.is_none() {
+            phone = c.wa_id.clone();
+        }
+    }
+    let user = ChannelUser {
+        user_id: user_id.map(|u| u.trim().to_owned()),
+        parent_user_id: parent_user_id.map(|u| u.trim().to_owned()),
+        username,
+    };
+    let address = phone
+        .map(|p| e164(&p))
+        .or_else(|| user.user_id.clone())
+        .or_else(|| user.parent_user_id.clone())?;
+    Some((address, user))
+}
+
 fn status_event(
     s: &dyn Fields,
+    contacts: &[Contact],
     path: &(impl std::fmt::Display + ?Sized),
     ctx: &Context,
     flavor: &Flavor,
@@ -429,7 +549,7 @@ fn status_event(
     let id = text_of(s.field("id")).ok_or_else(|| missing(path, "id"))?;
     let status_value = text_of(s.field("status")).ok_or_else(|| missing(path, "status"))?;
     let (status, informational) = (flavor.status)(&status_value);
-    let recipient = recipient(s).ok_or_else(|| missing(path, "recipient_id"))?;
+    let (recipient, user) = recipient(s, contacts).ok_or_else(|| missing(path, "recipient_id"))?;
     let timestamp_ms = timestamp(s.field("timestamp"), ctx, path)?;
     let error = (status == Status::Failed)
         .then(|| first_error(s.field("errors")))
@@ -442,6 +562,7 @@ fn status_event(
     Ok(Event {
         channel: Channel::Whatsapp,
         channel_value: recipient,
+        channel_user: user,
         vendor_name: flavor.vendor.to_owned(),
         vendor_ack_id: (flavor.ack_id)(s).or(Some(id.clone())),
         idempotency_key: idempotency_key(flavor.vendor, &[&id, &status_value, &ts_part]),
@@ -457,15 +578,28 @@ fn status_event(
     })
 }
 
-/// The user a status is about: `+recipient_id`, or for a group message the participant.
-fn recipient(s: &dyn Fields) -> Option<String> {
+/// The user a status is about and their identifiers: for a group message the participant
+/// (else the group id as given), else the user [`resolve_user`] finds from
+/// `recipient_id`, `recipient_user_id`, `recipient_parent_user_id` and the contacts.
+fn recipient(s: &dyn Fields, contacts: &[Contact]) -> Option<(String, ChannelUser)> {
+    let ids = UserFields {
+        address: text_of(s.field("recipient_id")),
+        user_id: text_of(s.field("recipient_user_id")),
+        parent_user_id: text_of(s.field("recipient_parent_user_id")),
+    };
     let is_group = s.field("recipient_type").and_then(Value::as_str) == Some("group");
     if is_group {
+        let user = ChannelUser {
+            user_id: ids.user_id,
+            parent_user_id: ids.parent_user_id,
+            username: None,
+        };
         return text_of(s.field("recipient_participant_id"))
             .map(|p| e164(&p))
-            .or_else(|| text_of(s.field("recipient_id")));
+            .or(ids.address)
+            .map(|r| (r, user));
     }
-    text_of(s.field("recipient_id")).map(|r| e164(&r))
+    resolve_user(ids, contacts)
 }
 
 /// `errors[0]` as `{code, message}`: message from `message`, `title` or `error_data.details`.
@@ -482,12 +616,18 @@ pub(crate) fn first_error(errors: Option<&Value>) -> Option<ErrorInfo> {
 fn message_event(
     m: &Map<String, Value>,
     business: &str,
+    contacts: &[Contact],
     path: &str,
     ctx: &Context,
     vendor: &str,
 ) -> Result<Event, NormalizeError> {
     let id = require(m, "id", path)?;
-    let from = e164(&require(m, "from", path)?);
+    let sender = UserFields {
+        address: text(m, "from"),
+        user_id: text(m, "from_user_id"),
+        parent_user_id: text(m, "from_parent_user_id"),
+    };
+    let (from, user) = resolve_user(sender, contacts).ok_or_else(|| missing(path, "from"))?;
     let message_type = text(m, "type").unwrap_or_else(|| "unknown".to_owned());
     let timestamp_ms = timestamp(m.get("timestamp"), ctx, path)?;
     let body = m.get(&message_type).and_then(Value::as_object);
@@ -500,35 +640,26 @@ fn message_event(
         ..InboundMessage::default()
     };
     match (message_type.as_str(), body) {
-        ("text", Some(b)) => msg.text = raw_text(b, "body"),
-        ("image" | "video" | "audio" | "document" | "sticker", Some(b)) => {
-            msg.text = raw_text(b, "caption");
-            if let Some(url) = text(b, "url").or_else(|| text(b, "id")) {
-                msg.media.push(Media::at(url, text(b, "mime_type")));
+        ("edit", Some(b)) => {
+            // The message as edited is a message of its own type, without an id.
+            msg.original_message_id = text(b, "original_message_id");
+            if let Some(edited) = b.get("message").and_then(Value::as_object) {
+                let kind = text(edited, "type").unwrap_or_default();
+                let edited_body = edited.get(&kind).and_then(Value::as_object);
+                fill_content(&mut msg, &kind, edited_body);
+                msg.context = msg.context.take().or_else(|| reply_context(edited));
             }
         }
-        ("location", Some(b)) => msg.location = location(b),
-        ("button", Some(b)) => msg.text = raw_text(b, "text").or_else(|| raw_text(b, "payload")),
-        ("interactive", Some(b)) => msg.text = interactive_text(b),
-        ("reaction", Some(b)) => {
-            msg.text = raw_text(b, "emoji");
-            msg.context = text(b, "message_id").map(|id| ReplyContext { id, from: None });
-        }
-        ("order", Some(b)) => msg.text = raw_text(b, "text"),
-        ("system", Some(b)) => msg.text = raw_text(b, "body"),
-        _ => {}
+        ("revoke", Some(b)) => msg.original_message_id = text(b, "original_message_id"),
+        (kind, body) => fill_content(&mut msg, kind, body),
     }
     if msg.context.is_none() {
-        msg.context = m.get("context").and_then(Value::as_object).and_then(|c| {
-            text(c, "id").map(|id| ReplyContext {
-                id,
-                from: text(c, "from").map(|f| e164(&f)),
-            })
-        });
+        msg.context = reply_context(m);
     }
     Ok(Event {
         channel: Channel::Whatsapp,
         channel_value: from,
+        channel_user: user,
         vendor_name: vendor.to_owned(),
         vendor_ack_id: Some(id.clone()),
         idempotency_key: idempotency_key(vendor, &[&id]),
@@ -536,6 +667,43 @@ fn message_event(
         kind: EventKind::Inbound(msg),
         // Moved in by the caller.
         raw: Value::Null.into(),
+    })
+}
+
+/// The content of a message of type `kind` (the same-named object `body`): text, media,
+/// location, and for a reaction the message reacted to (see the `meta_whatsapp` table).
+fn fill_content(msg: &mut InboundMessage, kind: &str, body: Option<&Map<String, Value>>) {
+    let Some(b) = body else {
+        return;
+    };
+    match kind {
+        "text" => msg.text = raw_text(b, "body"),
+        "image" | "video" | "audio" | "document" | "sticker" => {
+            msg.text = raw_text(b, "caption");
+            if let Some(url) = text(b, "url").or_else(|| text(b, "id")) {
+                msg.media.push(Media::at(url, text(b, "mime_type")));
+            }
+        }
+        "location" => msg.location = location(b),
+        "button" => msg.text = raw_text(b, "text").or_else(|| raw_text(b, "payload")),
+        "interactive" => msg.text = interactive_text(b),
+        "reaction" => {
+            msg.text = raw_text(b, "emoji");
+            msg.context = text(b, "message_id").map(|id| ReplyContext { id, from: None });
+        }
+        "order" => msg.text = raw_text(b, "text"),
+        "system" => msg.text = raw_text(b, "body"),
+        _ => {}
+    }
+}
+
+/// The `context {id, from}` of a message that replies to another (`from` as E.164).
+fn reply_context(m: &Map<String, Value>) -> Option<ReplyContext> {
+    m.get("context").and_then(Value::as_object).and_then(|c| {
+        text(c, "id").map(|id| ReplyContext {
+            id,
+            from: text(c, "from").map(|f| e164(&f)),
+        })
     })
 }
 

@@ -3,6 +3,7 @@
 use serde_json::{Map, Value};
 
 use super::{LABEL, Spec, text_at};
+use crate::event::ChannelUser;
 use crate::event::{idempotency_key, idempotency_key_of_value};
 use crate::limits::TopLevel;
 use crate::provider::{Context, Normalized, Unparsed, strip_channel_prefix};
@@ -189,6 +190,7 @@ impl Spec {
         Ok(Event {
             channel,
             channel_value,
+            channel_user: ChannelUser::default(),
             vendor_name: self.name.clone(),
             vendor_ack_id,
             idempotency_key,

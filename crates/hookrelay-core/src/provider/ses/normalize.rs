@@ -5,7 +5,8 @@ use serde_json::{Map, Value};
 
 use super::{PROVIDER, env_str, is_raw_delivery, mime};
 use crate::event::{
-    ErrorInfo, Event, EventKind, InboundMessage, ReplyContext, StatusUpdate, idempotency_key,
+    ChannelUser, ErrorInfo, Event, EventKind, InboundMessage, ReplyContext, StatusUpdate,
+    idempotency_key,
 };
 use crate::limits::{JsonLimits, TopLevel};
 use crate::provider::mail::{first_address, strip_angle};
@@ -248,6 +249,7 @@ fn ses_events(
         events.push(Event {
             channel: Channel::Email,
             channel_value: recipient,
+            channel_user: ChannelUser::default(),
             vendor_name: PROVIDER.to_owned(),
             vendor_ack_id: vendor_ack_id.clone(),
             idempotency_key: idempotency,
@@ -319,6 +321,7 @@ fn received(
     Ok(Event {
         channel: Channel::Email,
         channel_value: from.clone(),
+        channel_user: ChannelUser::default(),
         vendor_name: PROVIDER.to_owned(),
         vendor_ack_id: Some(message_id.clone()),
         idempotency_key: idempotency,

@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::{Fields, PROVIDER, body_is_json, read_fields};
+use crate::event::ChannelUser;
 use crate::event::idempotency_key;
 use crate::limits::TopLevel;
 use crate::phone::e164_of_channel_address;
@@ -169,6 +170,7 @@ fn sms_receipt(raw: &Value, ctx: &Context) -> Result<Event, NormalizeError> {
     Ok(Event {
         channel: Channel::Sms,
         channel_value: e164_of_channel_address(&msisdn),
+        channel_user: ChannelUser::default(),
         vendor_name: PROVIDER.into(),
         vendor_ack_id: Some(message_id),
         idempotency_key: key,
@@ -221,6 +223,7 @@ fn sms_inbound(raw: &Value, ctx: &Context) -> Result<Event, NormalizeError> {
     Ok(Event {
         channel: Channel::Sms,
         channel_value: from.clone(),
+        channel_user: ChannelUser::default(),
         vendor_name: PROVIDER.into(),
         vendor_ack_id: Some(message_id.clone()),
         idempotency_key: key,
@@ -235,6 +238,7 @@ fn sms_inbound(raw: &Value, ctx: &Context) -> Result<Event, NormalizeError> {
             context: None,
             timestamp_ms,
             source_message_id: message_id,
+            original_message_id: None,
         }),
         raw: raw.clone().into(),
     })
@@ -305,6 +309,7 @@ fn messages_status(raw: &Value, channel: Channel, ctx: &Context) -> Result<Event
     Ok(Event {
         channel,
         channel_value: address_on(channel, &to),
+        channel_user: ChannelUser::default(),
         vendor_name: PROVIDER.into(),
         vendor_ack_id: Some(uuid.clone()),
         idempotency_key: idempotency_key(PROVIDER, &["messages-status", &uuid, &status_raw]),
@@ -425,6 +430,7 @@ fn messages_inbound(raw: &Value, channel: Channel, ctx: &Context) -> Result<Even
     Ok(Event {
         channel,
         channel_value: from,
+        channel_user: ChannelUser::default(),
         vendor_name: PROVIDER.into(),
         vendor_ack_id: Some(uuid.clone()),
         idempotency_key: idempotency_key(PROVIDER, &["messages-inbound", &uuid]),
