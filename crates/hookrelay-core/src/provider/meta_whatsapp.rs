@@ -432,6 +432,27 @@ mod tests {
     }
 
     #[test]
+    fn an_unparsed_item_keeps_a_callback_of_its_own_to_normalize_again() {
+        let body = r#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550001111","phone_number_id":"42"},"contacts":[{"profile":{"name":"Ann"},"wa_id":"15551234567"}],"statuses":[{"id":"wamid.A","status":"delivered","timestamp":"1700000000","recipient_id":"15551234567"},{"id":"wamid.B","status":"delivered","timestamp":"1700000000"}],"messages":[{"id":"wamid.C","timestamp":"1700000000","type":"text","text":{"body":"hi"}}]}}]}]}"#;
+        let out = from_text(body.as_bytes(), &CTX, &META).expect("the fast path takes it");
+        assert_eq!((out.events.len(), out.unparsed.len()), (1, 2));
+        for u in &out.unparsed {
+            let alone = u.replay_body();
+            assert!(
+                alone.contains(r#""display_phone_number":"15550001111""#),
+                "{alone}"
+            );
+            assert!(alone.contains(r#""name":"Ann""#), "{alone}");
+            // A Meta callback holding that item alone: the same item, as unparsed again.
+            let again = from_text(alone.as_bytes(), &CTX, &META).expect("a Meta body");
+            assert_eq!(again.events.len(), 0, "{alone}");
+            assert_eq!(again.unparsed.len(), 1, "{alone}");
+            assert_eq!(again.unparsed[0].raw, u.raw);
+            assert_eq!(Ok(again), general(alone.as_bytes()));
+        }
+    }
+
+    #[test]
     fn the_fast_path_agrees_with_the_general_path() {
         let mut fast_taken = 0;
         for body in agreement_bodies() {

@@ -224,12 +224,16 @@ pub(crate) fn from_text(body: &[u8], ctx: &Context, flavor: &Flavor) -> Option<N
                 continue;
             }
             let Obj(value) = change.value.as_ref()?;
-            let contacts = contacts(
-                value
-                    .contacts
-                    .and_then(|c| serde_json::from_str::<Value>(c.get()).ok())
-                    .as_ref(),
-            );
+            let contacts_value = value
+                .contacts
+                .and_then(|c| serde_json::from_str::<Value>(c.get()).ok());
+            let contacts = contacts(contacts_value.as_ref());
+            let number = value
+                .metadata
+                .as_ref()
+                .and_then(|m| m.display_phone_number.as_ref());
+            let alone =
+                |list: &str, raw: &str| change_of_one(number, contacts_value.as_ref(), list, raw);
             for (k, status) in value.statuses.iter().flatten().enumerate() {
                 let path = StatusPath {
                     entry: i,
@@ -237,12 +241,17 @@ pub(crate) fn from_text(body: &[u8], ctx: &Context, flavor: &Flavor) -> Option<N
                     status: k,
                 };
                 if let Err(e) = limits.check(status.get().as_bytes()) {
-                    out.unparsed
-                        .push(Unparsed::new(format!("{path}: {e}"), status.get()));
+                    out.unparsed.push(
+                        Unparsed::new(format!("{path}: {e}"), status.get())
+                            .with_body(alone("statuses", status.get())),
+                    );
                     continue;
                 }
                 if !status.get().starts_with('{') {
-                    out.unparsed.push(not_an_object(&path, status.get()));
+                    out.unparsed.push(
+                        not_an_object(&path, status.get())
+                            .with_body(alone("statuses", status.get())),
+                    );
                     continue;
                 }
                 let Obj(keys): Obj<StatusKeys> = serde_json::from_str(status.get()).ok()?;
@@ -251,7 +260,9 @@ pub(crate) fn from_text(body: &[u8], ctx: &Context, flavor: &Flavor) -> Option<N
                         event.raw = status_raw(status);
                         out.events.push(event);
                     }
-                    Err(e) => out.unparsed.push(Unparsed::new(e, status.get())),
+                    Err(e) => out.unparsed.push(
+                        Unparsed::new(e, status.get()).with_body(alone("statuses", status.get())),
+                    ),
                 }
             }
             let business = business_number(
@@ -263,14 +274,19 @@ pub(crate) fn from_text(body: &[u8], ctx: &Context, flavor: &Flavor) -> Option<N
             for (k, message) in value.messages.iter().flatten().enumerate() {
                 let path = format!("/entry/{i}/changes/{j}/value/messages/{k}");
                 if let Err(e) = limits.check(message.get().as_bytes()) {
-                    out.unparsed
-                        .push(Unparsed::new(format!("{path}: {e}"), message.get()));
+                    out.unparsed.push(
+                        Unparsed::new(format!("{path}: {e}"), message.get())
+                            .with_body(alone("messages", message.get())),
+                    );
                     continue;
                 }
                 let fields = match serde_json::from_str(message.get()) {
                     Ok(Value::Object(fields)) => fields,
                     Ok(_) => {
-                        out.unparsed.push(not_an_object(&path, message.get()));
+                        out.unparsed.push(
+                            not_an_object(&path, message.get())
+                                .with_body(alone("messages", message.get())),
+                        );
                         continue;
                     }
                     Err(_) => return None,
@@ -280,12 +296,41 @@ pub(crate) fn from_text(body: &[u8], ctx: &Context, flavor: &Flavor) -> Option<N
                         event.raw = Value::Object(fields).into();
                         out.events.push(event);
                     }
-                    Err(e) => out.unparsed.push(Unparsed::new(e, message.get())),
+                    Err(e) => out.unparsed.push(
+                        Unparsed::new(e, message.get()).with_body(alone("messages", message.get())),
+                    ),
                 }
             }
         }
     }
     Some(out)
+}
+
+/// The item `raw` of a change's `list` (`statuses` or `messages`) alone in a callback of its
+/// own, with what its change says of the business's number and of the users: a body to
+/// normalize again on a replay. The item is spliced in as text (it may be beyond what a
+/// parser takes); the rest is built, the same on either path.
+fn change_of_one(
+    number: Option<&Value>,
+    contacts: Option<&Value>,
+    list: &str,
+    raw: &str,
+) -> String {
+    let mut value = Map::new();
+    value.insert("messaging_product".into(), "whatsapp".into());
+    if let Some(number) = number {
+        let mut metadata = Map::new();
+        metadata.insert("display_phone_number".into(), number.clone());
+        value.insert("metadata".into(), Value::Object(metadata));
+    }
+    if let Some(contacts) = contacts {
+        value.insert("contacts".into(), contacts.clone());
+    }
+    let head = Value::Object(value).to_string();
+    let head = head.strip_suffix('}').unwrap_or(&head);
+    format!(
+        r#"{{"object":"whatsapp_business_account","entry":[{{"changes":[{{"field":"messages","value":{head},"{list}":[{raw}]}}}}]}}]}}"#
+    )
 }
 
 #[cfg(feature = "meta_whatsapp")]
@@ -368,6 +413,14 @@ fn value_events(
             .and_then(|m| m.get("display_phone_number")),
     );
     let contacts = contacts(value.get("contacts"));
+    // For an unparsed item's body of its own (see [`change_of_one`]).
+    let number = value
+        .get("metadata")
+        .and_then(|m| m.get("display_phone_number"))
+        .cloned();
+    let contacts_value = value.get("contacts").cloned();
+    let alone =
+        |list: &str, raw: &str| change_of_one(number.as_ref(), contacts_value.as_ref(), list, raw);
     let limits = JsonLimits::default();
     for (k, status) in array_at(value, "statuses", path)?.iter_mut().enumerate() {
         let p = format!("{path}/value/statuses/{k}");
@@ -385,7 +438,12 @@ fn value_events(
                 event.raw = std::mem::take(status).into();
                 out.events.push(event);
             }
-            Err(reason) => out.unparsed.push(Unparsed::new(reason, status.to_string())),
+            Err(reason) => {
+                let raw = status.to_string();
+                let body = alone("statuses", &raw);
+                out.unparsed
+                    .push(Unparsed::new(reason, raw).with_body(body));
+            }
         }
     }
     for (k, message) in array_at(value, "messages", path)?.iter_mut().enumerate() {
@@ -403,9 +461,12 @@ fn value_events(
                 event.raw = std::mem::take(message).into();
                 out.events.push(event);
             }
-            Err(reason) => out
-                .unparsed
-                .push(Unparsed::new(reason, message.to_string())),
+            Err(reason) => {
+                let raw = message.to_string();
+                let body = alone("messages", &raw);
+                out.unparsed
+                    .push(Unparsed::new(reason, raw).with_body(body));
+            }
         }
     }
     Ok(())
