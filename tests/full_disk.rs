@@ -8,7 +8,22 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use hookrelay_tests::{DEADLINE, Sidecar, Sink, Tmpfs, eventually, meta_status};
+#[path = "../crates/hookrelay-store/tests/support/tmpfs.rs"]
+#[expect(
+    dead_code,
+    reason = "the store's tests read the free space; these do not"
+)]
+mod tmpfs;
+
+use hookrelay_tests::{DEADLINE, Sidecar, Sink, eventually, meta_status};
+use tmpfs::{Tmpfs, shrink};
+
+/// Fills `volume` with file `name`, then gives `leave` bytes of it back; its path.
+fn ballast(volume: &Tmpfs, name: &str, leave: u64) -> std::path::PathBuf {
+    let (path, _) = volume.fill(name).expect("write the ballast");
+    shrink(&path, leave).expect("shrink the ballast");
+    path
+}
 
 const SECRET: &str = "meta-app-secret";
 
@@ -77,7 +92,7 @@ fn metric(metrics: &str, name: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_answers_503_until_space_is_freed_and_loses_nothing_acknowledged() {
     let volume = Tmpfs::mount("16m");
-    let ballast = volume.fill_but("ballast", ROOM);
+    let ballast = ballast(&volume, "ballast", ROOM);
     let sink = Sink::start().await;
     // The endpoint is down: deliveries queue, and each failed attempt writes its outcome.
     sink.set_status(503);
@@ -167,7 +182,7 @@ async fn a_full_disk_answers_503_until_space_is_freed_and_loses_nothing_acknowle
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_on_a_full_disk_does_not_wait_for_outcomes() {
     let volume = Tmpfs::mount("16m");
-    let _ballast = volume.fill_but("ballast", ROOM);
+    let _ballast = ballast(&volume, "ballast", ROOM);
     let sink = Sink::start().await;
     sink.set_status(503);
     let mut s = Sidecar::start(&config(&volume.path().join("data"), &sink)).await;
