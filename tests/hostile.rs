@@ -82,7 +82,8 @@ async fn received(s: &Sidecar) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsigned_bodies_cannot_hold_more_than_the_budget_and_signed_callbacks_still_pass() {
     let sink = Sink::start().await;
-    let s = Sidecar::start(&config(&sink, "limits: { unverified_bytes: 1MiB }")).await;
+    // Large bodies may hold half of it: 1 MiB.
+    let s = Sidecar::start(&config(&sink, "limits: { unverified_bytes: 2MiB }")).await;
     // An attacker declares 700 kB and sends 10 bytes of it: 700 kB of the budget is held.
     let mut held = start_request(&s, &(head(700_000) + "0123456789")).await;
     eventually("the first body to be claimed", || async {
@@ -292,10 +293,58 @@ async fn whole_response(c: &mut TcpStream) -> u16 {
         .unwrap_or_else(|| panic!("no status in {head:?}"))
 }
 
+/// Dribbles `bytes` on `c`, one every 200 ms, until the server closes it; whether it did
+/// within 10 s, and the first line it answered.
+async fn dribble_until_closed(c: TcpStream, bytes: &'static [u8]) -> (bool, String) {
+    let (mut rd, mut wr) = c.into_split();
+    let dribble = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        for b in bytes.iter().cycle().take(10_000) {
+            tick.tick().await;
+            if wr.write_all(&[*b]).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut rest))
+        .await
+        .is_ok();
+    dribble.abort();
+    let first = String::from_utf8_lossy(&rest)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    (closed, first)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_of_a_connection_has_the_header_deadline() {
+    let sink = Sink::start().await;
+    let s = Sidecar::start(&config(&sink, "limits: { header_timeout: 1s }")).await;
+    // The second request on a kept-alive connection dribbles its head.
+    let mut c = start_request(&s, &(head(2) + "{}")).await;
+    assert_eq!(whole_response(&mut c).await, 401);
+    let (closed, first) = dribble_until_closed(c, b"POST /wa HTTP/1.1\r\nx: ").await;
+    assert!(closed, "a second head dribbled is still read after 10 s");
+    assert!(first.contains("408"), "{first:?}");
+    // Empty lines before the request line do not end the head.
+    let c = TcpStream::connect(s.listen).await.expect("connect");
+    let (closed, first) = dribble_until_closed(c, b"\r\n\r\nPOST /wa HTTP/1.1\r\nx: ").await;
+    assert!(closed, "a head after empty lines is still read after 10 s");
+    assert!(first.contains("408"), "{first:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_cap_get_503_and_genuine_callbacks_pass_once_freed() {
     let sink = Sink::start().await;
-    let s = Sidecar::start(&config(&sink, "limits: { max_connections: 16 }")).await;
+    // A header deadline longer than the test, so the held connections stay held.
+    let s = Sidecar::start(&config(
+        &sink,
+        "limits: { max_connections: 16, header_timeout: 60s }",
+    ))
+    .await;
     // An attacker holds every connection the cap allows, each with half a request.
     let mut held = Vec::new();
     for _ in 0..16 {

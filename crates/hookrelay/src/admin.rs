@@ -135,8 +135,9 @@ fn with_causes(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// How many unparsed events one `POST /dead-letters/replay?endpoint=:unparsed` takes up.
-const RERUN_AT_MOST: usize = 10_000;
+/// How many unparsed events one `POST /dead-letters/replay?endpoint=:unparsed` takes up,
+/// the oldest first (their bodies are in memory together): call it again for more.
+const RERUN_AT_MOST: usize = 100;
 
 /// The fan-out the admin's replay of unparsed events shares with the listener.
 fn fanout(app: &Admin) -> Fanout<'_> {

@@ -22,7 +22,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::{Buf, Bytes, BytesMut};
 use hookrelay_config::{Limits, Live};
-use pingora::apps::ServerApp;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
@@ -88,55 +89,78 @@ impl<A> Guarded<A> {
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
+    /// One connection: counted and capped, then each of its requests' heads read here
+    /// before Pingora's HTTP/1.1 session gets them. This is Pingora's own keep-alive loop
+    /// (`ServerApp for HttpServerApp`, which runs every request of a connection in one
+    /// call), with the head of every request, not just the first, read by
+    /// [`Watched::read_head`]. The listener speaks HTTP/1.1 only (no TLS, no h2c).
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let limits = self.live.snapshot().limits;
-        let (mut watched, fresh) = if stream.as_any().is::<Watched>() {
-            // The same connection, back for its next request.
-            let Ok(watched) = stream.into_any().downcast::<Watched>() else {
-                return None;
-            };
-            (watched, false)
-        } else {
-            let max = limits.max_connections.unwrap_or(self.auto_max);
-            let Some(slot) = Slot::take(&self.metrics, max) else {
-                self.metrics.connection_dropped("max_connections");
-                tracing::warn!(
-                    max_connections = max,
-                    "connection refused: the listener is at max_connections"
-                );
-                answer_and_close(stream, 503, "too many connections; retry later").await;
-                return None;
-            };
-            let watched = Box::new(Watched {
-                inner: stream,
-                head: Bytes::new(),
-                head_claim: None,
-                _slot: slot,
-            });
-            (watched, true)
+        let max = limits.max_connections.unwrap_or(self.auto_max);
+        let Some(slot) = Slot::take(&self.metrics, max) else {
+            self.metrics.connection_dropped("max_connections");
+            tracing::warn!(
+                max_connections = max,
+                "connection refused: the listener is at max_connections"
+            );
+            answer_and_close(stream, 503, "too many connections; retry later").await;
+            return None;
         };
-        match watched
-            .read_head(&self.budget, &limits, fresh, shutdown)
-            .await
-        {
-            Ok(()) => self.inner.process_new(watched, shutdown).await,
-            Err(Stop::Quiet) => None,
-            Err(Stop::Limit(limit, status, reason)) => {
-                self.metrics.connection_dropped(limit);
-                tracing::warn!(limit, status, "connection closed: {reason}");
-                answer_and_close(watched.inner, status, reason).await;
-                None
+        let mut watched = Box::new(Watched {
+            inner: stream,
+            head: Bytes::new(),
+            head_claim: None,
+            _slot: slot,
+        });
+        let mut settings = None;
+        let mut fresh = true;
+        loop {
+            // Each request reads the limits in force when it starts.
+            let limits = self.live.snapshot().limits;
+            match watched
+                .read_head(&self.budget, &limits, fresh, shutdown)
+                .await
+            {
+                Ok(()) => {}
+                Err(Stop::Quiet) => return None,
+                Err(Stop::Limit(limit, status, reason)) => {
+                    self.metrics.connection_dropped(limit);
+                    tracing::warn!(limit, status, "connection closed: {reason}");
+                    answer_and_close(watched.inner, status, reason).await;
+                    return None;
+                }
             }
+            let mut session = ServerSession::new_http1(watched);
+            match settings.take() {
+                Some(settings) => HttpPersistentSettings::apply_to_session(settings, &mut session),
+                None => {
+                    // As Pingora's own loop starts a connection.
+                    session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+                    session.set_keepalive_reuses_remaining(
+                        self.inner
+                            .server_options()
+                            .and_then(|o| o.keepalive_request_limit),
+                    );
+                }
+            }
+            let reused = self.inner.process_new_http(session, shutdown).await?;
+            let (stream, persistent) = reused.consume();
+            settings = persistent;
+            let Ok(next) = stream.into_any().downcast::<Watched>() else {
+                return None;
+            };
+            watched = next;
+            fresh = false;
         }
     }
 
     async fn cleanup(&self) {
-        self.inner.cleanup().await;
+        self.inner.http_cleanup().await;
     }
 }
 
@@ -158,6 +182,20 @@ async fn answer_and_close(mut stream: Stream, status: u16, reason: &str) {
     };
     let _ = tokio::time::timeout(Duration::from_millis(200), write).await;
     Shutdown::shutdown(&mut *stream).await;
+    // What the client sent meanwhile is read and dropped (briefly, and at most 64 KiB):
+    // closing with unread bytes would reset the connection, and the client might see the
+    // reset instead of the answer.
+    let drain = async {
+        let mut scratch = [0u8; 4096];
+        let mut drained = 0;
+        while drained < 64 * 1024 {
+            match stream.read(&mut scratch).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(200), drain).await;
 }
 
 /// One open connection, counted in the metrics until it is dropped.
@@ -212,7 +250,7 @@ impl Watched {
             "busy: too many requests are being read; retry later",
         );
         let mut claim = budget
-            .claim(FIRST_HEAD_BYTES, limits.unverified_bytes)
+            .claim_head(FIRST_HEAD_BYTES, limits.unverified_bytes)
             .ok_or(BUSY)?;
         let mut buf = BytesMut::with_capacity(FIRST_HEAD_BYTES);
         // A new connection's first request is timed from the start; a kept-alive one's
@@ -224,23 +262,16 @@ impl Watched {
                 limits.keepalive_timeout
             };
         let mut waiting_first_byte = !fresh;
-        let mut seen_newline = false;
+        let mut scan = HeadScan::default();
         let mut shutdown = shutdown.clone();
         loop {
             if buf.len() == buf.capacity() {
-                let room = limits.header_bytes.saturating_sub(buf.capacity());
-                if room == 0 {
-                    return Err(Stop::Limit(
-                        "header_bytes",
-                        431,
-                        "request headers larger than limits.header_bytes",
-                    ));
-                }
-                let more = buf.capacity().min(room);
+                buf.reserve(buf.capacity());
+                // What the buffer holds now, reserved by the allocator's rounding too.
+                let more = buf.capacity().saturating_sub(claim.bytes());
                 if !claim.grow(more, limits.unverified_bytes) {
                     return Err(BUSY);
                 }
-                buf.reserve(more);
             }
             let before = buf.len();
             let read = tokio::select! {
@@ -263,27 +294,52 @@ impl Watched {
                 waiting_first_byte = false;
                 deadline = Instant::now() + limits.header_timeout;
             }
-            if end_of_headers(&mut seen_newline, &buf[before..]) {
-                self.head = buf.freeze();
-                self.head_claim = Some(claim);
-                return Ok(());
+            match scan.end(&buf[before..]) {
+                Some(end) if before + end <= limits.header_bytes => {
+                    self.head = buf.freeze();
+                    self.head_claim = Some(claim);
+                    return Ok(());
+                }
+                None if buf.len() < limits.header_bytes => {}
+                _ => {
+                    return Err(Stop::Limit(
+                        "header_bytes",
+                        431,
+                        "request headers larger than limits.header_bytes",
+                    ));
+                }
             }
         }
     }
 }
 
-/// Whether `bytes`, following bytes that ended a line when `seen_newline`, hold an empty
-/// line (`\n\n` or `\r\n\r\n`, as HTTP parsers accept both); updates `seen_newline`.
-fn end_of_headers(seen_newline: &mut bool, bytes: &[u8]) -> bool {
-    for &b in bytes {
-        match b {
-            b'\n' if *seen_newline => return true,
-            b'\n' => *seen_newline = true,
-            b'\r' => {}
-            _ => *seen_newline = false,
+/// Where a request head ends, read as it arrives: at its first empty line (`\n\n` or
+/// `\r\n\r\n`, as HTTP parsers accept both), not counting empty lines before the request
+/// line, which parsers skip.
+#[derive(Debug, Default)]
+struct HeadScan {
+    /// A byte other than CR and LF has been seen: the request line has started.
+    started: bool,
+    /// The last byte read ended a line (CR aside).
+    seen_newline: bool,
+}
+
+impl HeadScan {
+    /// The length within `bytes` up to the end of the head, if it ends in them.
+    fn end(&mut self, bytes: &[u8]) -> Option<usize> {
+        for (i, &b) in bytes.iter().enumerate() {
+            match b {
+                b'\n' if self.started && self.seen_newline => return Some(i + 1),
+                b'\n' => self.seen_newline = true,
+                b'\r' => {}
+                _ => {
+                    self.started = true;
+                    self.seen_newline = false;
+                }
+            }
         }
+        None
     }
-    false
 }
 
 impl AsyncRead for Watched {
@@ -412,22 +468,22 @@ impl Peek for Watched {
 
 #[cfg(test)]
 mod tests {
-    use super::{auto_max_connections, end_of_headers};
+    use super::{HeadScan, auto_max_connections};
 
     #[test]
-    fn the_end_of_headers_is_an_empty_line_across_reads() {
-        let mut nl = false;
-        assert!(!end_of_headers(&mut nl, b"GET / HTTP/1.1\r\nHost: a\r"));
-        assert!(!end_of_headers(&mut nl, b"\n\r"));
-        assert!(end_of_headers(&mut nl, b"\nbody"));
-        let mut nl = false;
-        assert!(end_of_headers(&mut nl, b"GET / HTTP/1.1\nHost: a\n\n"));
-        let mut nl = false;
-        assert!(!end_of_headers(
-            &mut nl,
-            b"GET / HTTP/1.1\r\nHost: a\r\nX: \r"
-        ));
-        assert!(!nl);
+    fn the_end_of_the_head_is_its_first_empty_line_across_reads() {
+        let mut scan = HeadScan::default();
+        assert_eq!(scan.end(b"GET / HTTP/1.1\r\nHost: a\r"), None);
+        assert_eq!(scan.end(b"\n\r"), None);
+        assert_eq!(scan.end(b"\nbody"), Some(1));
+        let mut scan = HeadScan::default();
+        assert_eq!(scan.end(b"GET / HTTP/1.1\nHost: a\n\nrest"), Some(24));
+        let mut scan = HeadScan::default();
+        assert_eq!(scan.end(b"GET / HTTP/1.1\r\nHost: a\r\nX: \r"), None);
+        // Empty lines before the request line are skipped, as parsers skip them.
+        let mut scan = HeadScan::default();
+        assert_eq!(scan.end(b"\r\n\r\n\n"), None);
+        assert_eq!(scan.end(b"GET / HTTP/1.1\r\n\r\n"), Some(18));
     }
 
     #[test]
