@@ -275,6 +275,20 @@ async fn an_unparsed_event_is_delivered_by_a_replay_once_the_normalizer_takes_it
     let (code, _) = s.admin("POST", &format!("/dead-letters/{id}/replay")).await;
     assert_eq!(code, 404);
     assert_eq!(s.post("/acme", &ct, body).await.0, 200);
+    assert_eq!(
+        counter(
+            &s,
+            r#"hookrelay_events_total{provider="acme",outcome="duplicate"}"#
+        )
+        .await,
+        2,
+        "both events of the retried batch are duplicates"
+    );
+    assert_eq!(
+        counter(&s, r#"hookrelay_unparsed_events_total{provider="acme"}"#).await,
+        1,
+        "and nothing is kept unparsed again"
+    );
     s.kill9();
     s.spawn().await;
     let (_, left) = s.admin("GET", "/dead-letters?endpoint=:unparsed").await;
@@ -283,5 +297,5 @@ async fn an_unparsed_event_is_delivered_by_a_replay_once_the_normalizer_takes_it
         Some(0),
         "the removal is durable"
     );
-    assert_eq!(sink.received().len(), 2, "nothing delivered twice");
+    assert_eq!(sink.received().len(), 2);
 }

@@ -1376,13 +1376,15 @@ mod tests {
             .append_pair("recipient", "a@example.com")
             .append_pair("message-headers", &headers)
             .finish();
-        let req =
-            CallbackRequest::post(body).with_content_type("application/x-www-form-urlencoded");
+        let req = CallbackRequest::post(body.clone())
+            .with_content_type("application/x-www-form-urlencoded");
         let out = crate::Provider::Mailgun
             .normalize(&req, &ctx())
             .expect("kept, not refused");
         assert!(out.events.is_empty());
         assert_eq!(out.unparsed.len(), 1);
+        // What a replay normalizes again: the callback's whole body, as it came.
+        assert_eq!(out.unparsed[0].replay_body(), body);
         assert_eq!(
             out.unparsed[0].reason,
             "correlation id custom1: nested deeper than 64 levels"

@@ -246,10 +246,13 @@ impl Normalized {
     /// which providers may parse from a JSON text of their own: Mailgun's
     /// `X-Mailgun-Variables`) to [`Normalized::unparsed`], with its raw text (once per
     /// distinct raw: SES emits one event per recipient of one document).
-    fn hold_to(&mut self, limits: &JsonLimits) {
+    /// Each keeps `body`, the callback's whole body, to normalize again on a replay (its
+    /// other events are then duplicates), when that body is text.
+    fn hold_to(&mut self, limits: &JsonLimits, body: &[u8]) {
         if self.events.iter().all(|e| beyond(limits, e).is_none()) {
             return;
         }
+        let whole = std::str::from_utf8(body).ok();
         for event in std::mem::take(&mut self.events) {
             let Some(reason) = beyond(limits, &event) else {
                 self.events.push(event);
@@ -260,7 +263,11 @@ impl Normalized {
                 Raw::Value(value) => value.to_string(),
             };
             if !self.unparsed.iter().any(|u| u.raw == raw) {
-                self.unparsed.push(Unparsed::new(reason, raw));
+                let held = Unparsed::new(reason, raw);
+                self.unparsed.push(match whole {
+                    Some(whole) => held.with_body(whole.to_owned()),
+                    None => held,
+                });
             }
         }
     }
@@ -647,7 +654,7 @@ impl Provider {
         ctx: &Context,
     ) -> Result<Normalized, NormalizeError> {
         let mut out = self.normalize_by_provider(req, ctx)?;
-        out.hold_to(&JsonLimits::default());
+        out.hold_to(&JsonLimits::default(), &req.body);
         Ok(out)
     }
 
