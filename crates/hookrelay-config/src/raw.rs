@@ -132,6 +132,10 @@ pub(crate) enum RawStore {
     Embedded {
         /// Directory of the store.
         path: String,
+        /// How long a provider event id is remembered to drop the provider's retries of
+        /// it (default `24h`; reloadable: new keys take the new window).
+        #[serde(default)]
+        dedupe_window: Option<Scalar>,
     },
     /// Redis (several sidecars sharing one queue and one rate limit per endpoint).
     Redis {
@@ -141,6 +145,10 @@ pub(crate) enum RawStore {
         /// stays invisible before another replica takes it over (default `30s`).
         #[serde(default)]
         visibility_timeout: Option<Scalar>,
+        /// How long a provider event id is remembered to drop the provider's retries of
+        /// it (default `24h`; reloadable: new keys take the new window).
+        #[serde(default)]
+        dedupe_window: Option<Scalar>,
     },
 }
 

@@ -36,6 +36,9 @@ pub struct Snapshot {
     pub upstream: Upstream,
     /// Durable store (not reloadable).
     pub store: Store,
+    /// How long a provider event id is remembered to drop its retries (`store.dedupe_window`;
+    /// read per callback: a reload applies it to new keys).
+    pub dedupe_window: Duration,
     /// Outbound TLS: the certificate authorities deliveries trust (not reloadable).
     pub tls: Tls,
     /// Bounds of the public listener (read per request: a reload applies them).

@@ -629,6 +629,29 @@ fn the_upstream_is_compiled_once_with_ipv6_literals_bracketed() {
 }
 
 #[test]
+fn the_dedupe_window_has_a_default_bounds_and_is_set_for_either_store() {
+    let s = compile("upstream: 127.0.0.1:3000\n").expect("valid");
+    assert_eq!(s.dedupe_window.as_secs(), 24 * 3600);
+    let s = compile(
+        "upstream: 127.0.0.1:3000\nstore: { kind: embedded, path: ./d, dedupe_window: 2h }\n",
+    )
+    .expect("valid");
+    assert_eq!(s.dedupe_window.as_secs(), 7200);
+    let s = compile(
+        "upstream: 127.0.0.1:3000\nstore: { kind: redis, url: \"redis://127.0.0.1:6379\", dedupe_window: 7d }\n",
+    )
+    .expect("valid");
+    assert_eq!(s.dedupe_window.as_secs(), 7 * 24 * 3600);
+    for bad in ["10s", "31d", "soon"] {
+        let found = problems(&format!(
+            "upstream: 127.0.0.1:3000\nstore: {{ kind: embedded, path: ./d, dedupe_window: {bad} }}\n"
+        ));
+        let paths: Vec<&str> = found.iter().map(|(p, _, _)| p.as_str()).collect();
+        assert_eq!(paths, ["store.dedupe_window"], "{bad}: {found:?}");
+    }
+}
+
+#[test]
 fn listener_limits_have_defaults_and_bounds() {
     let s = compile("upstream: 127.0.0.1:3000\n").expect("valid");
     assert_eq!(s.limits.unverified_bytes, 64 * 1024 * 1024);

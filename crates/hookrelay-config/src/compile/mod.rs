@@ -50,6 +50,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a dead replica's deliveries stay invisible when `store.visibility_timeout` is
 /// not set.
 pub const DEFAULT_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a provider event id is remembered when `store.dedupe_window` is not set.
+pub const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// Longest `store.dedupe_window`.
+pub const MAX_DEDUPE_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Delivery attempts in flight per endpoint when `concurrency` is not set.
 pub const DEFAULT_CONCURRENCY: u32 = 16;
 const MAX_MAX_BODY: u64 = 1024 * 1024 * 1024;
@@ -254,6 +258,7 @@ impl Compiler {
         }
         let upstream = self.upstream(&top.upstream);
         let store = self.store(top.store.as_ref());
+        let dedupe_window = self.dedupe_window(top.store.as_ref());
         let tls = self.tls(top.tls.as_ref());
         let limits = self.limits(top.limits.as_ref());
         if endpoints.is_empty() && self.errors.is_empty() {
@@ -278,6 +283,7 @@ impl Compiler {
             admin: admin?,
             upstream: upstream?,
             store: store?,
+            dedupe_window: dedupe_window?,
             tls: tls?,
             limits: limits?,
             routes,

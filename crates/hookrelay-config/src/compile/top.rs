@@ -187,21 +187,41 @@ impl Compiler {
         }
     }
 
+    /// `store.dedupe_window`: default 24 h, from a minute to 30 days.
+    pub(super) fn dedupe_window(&mut self, v: Option<&RawStore>) -> Option<std::time::Duration> {
+        let raw = match v {
+            Some(
+                RawStore::Embedded { dedupe_window, .. } | RawStore::Redis { dedupe_window, .. },
+            ) => dedupe_window.as_ref(),
+            None => None,
+        };
+        let Some(raw) = raw else {
+            return Some(DEFAULT_DEDUPE_WINDOW);
+        };
+        let window = self.duration("store.dedupe_window", raw, MAX_DEDUPE_WINDOW)?;
+        if window < std::time::Duration::from_secs(60) {
+            self.error("store.dedupe_window", "at least 1m");
+            return None;
+        }
+        Some(window)
+    }
+
     pub(super) fn store(&mut self, v: Option<&RawStore>) -> Option<Store> {
         match v {
             None => Some(Store::Embedded {
                 path: PathBuf::from("./data"),
             }),
-            Some(RawStore::Embedded { path }) if path.trim().is_empty() => {
+            Some(RawStore::Embedded { path, .. }) if path.trim().is_empty() => {
                 self.error("store.path", "must not be empty");
                 None
             }
-            Some(RawStore::Embedded { path }) => Some(Store::Embedded {
+            Some(RawStore::Embedded { path, .. }) => Some(Store::Embedded {
                 path: PathBuf::from(path),
             }),
             Some(RawStore::Redis {
                 url,
                 visibility_timeout,
+                ..
             }) => match Url::parse(url) {
                 Ok(u) if matches!(u.scheme(), "redis" | "rediss" | "redis+unix") => {
                     let visibility_timeout = match visibility_timeout {

@@ -25,9 +25,6 @@ use super::refusal::Refusal;
 use super::{Ingest, replay};
 use crate::clock::now_ms;
 
-/// How long a provider event id is remembered for deduplication.
-pub(crate) const DEDUPE_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-
 /// The endpoint of the dead letters that hold unparsed events. Endpoint names in the config
 /// are letters, digits, `_`, `-` and `.`, so no configured endpoint can have this name, and
 /// no lane ever leases its deliveries (it has none: they are written as dead letters).
@@ -168,7 +165,7 @@ impl Ingest {
             .headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
-        self.keep_unparsed(route, &out.unparsed, received_at_ms, content_type)
+        self.keep_unparsed(route, snapshot, &out.unparsed, received_at_ms, content_type)
             .await?;
         let ack = route.provider.acknowledgement(out.events.len(), enqueued);
         Ok(Answer {
@@ -186,6 +183,7 @@ impl Ingest {
     async fn keep_unparsed(
         &self,
         route: &Route,
+        snapshot: &Snapshot,
         unparsed: &[Unparsed],
         received_at_ms: i64,
         content_type: Option<&str>,
@@ -204,7 +202,7 @@ impl Ingest {
                 webhook_id: key.clone(),
                 created_at_ms: received_at_ms,
             };
-            let dedupe = Some((format!("{provider}:{key}"), DEDUPE_WINDOW));
+            let dedupe = Some((format!("{provider}:{key}"), snapshot.dedupe_window));
             self.store.enqueue_dead_letter(
                 dedupe,
                 delivery,
@@ -274,7 +272,9 @@ impl Fanout<'_> {
                 self.metrics.events(provider, "unrouted", 1);
             }
             let key = format!("{}:{}", event.vendor_name, event.idempotency_key);
-            let write = self.store.enqueue(Some((key, DEDUPE_WINDOW)), batch, now);
+            let write = self
+                .store
+                .enqueue(Some((key, snapshot.dedupe_window)), batch, now);
             // Each result names its event (`dead_letter_removed` needs to know which).
             writes.push(async move { (i, write.await) });
         }
