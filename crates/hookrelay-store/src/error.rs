@@ -77,6 +77,17 @@ pub enum StoreError {
         #[source]
         source: Arc<dyn StdError + Send + Sync>,
     },
+    /// The embedded store is full: its queued deliveries, dead letters and dedupe keys
+    /// take `used` bytes of a budget of `max` (`store.max_bytes`). Nothing was written; a
+    /// caller answers "try again later" (the sidecar: `503`, so the provider retries).
+    /// Enqueues are taken again once deliveries drain below the budget.
+    #[error("the store is full: {used} bytes held of a budget of {max}")]
+    Full {
+        /// Bytes held.
+        used: u64,
+        /// The budget.
+        max: u64,
+    },
     /// The writer thread is gone; the store must be reopened.
     #[error("the store writer has stopped")]
     WriterStopped,

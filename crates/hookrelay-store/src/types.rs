@@ -118,4 +118,16 @@ pub struct StoreStats {
     /// Times a write or sync failed and the store started refusing writes (embedded; always
     /// 0 on Redis, whose calls fail one by one while it is unreachable).
     pub outages: u64,
+    /// Enqueues refused because the store was full (embedded, with a budget: see
+    /// [`EmbeddedOptions::max_bytes`](crate::EmbeddedOptions::max_bytes); always 0 on
+    /// Redis).
+    pub full: u64,
+    /// Bytes of the queued deliveries, dead letters and dedupe keys held, as the budget
+    /// counts them (embedded; 0 on Redis).
+    pub used_bytes: u64,
+    /// The budget in bytes, 0 for none (embedded; 0 on Redis).
+    pub max_bytes: u64,
+    /// Dedupe keys and one-time tokens held (embedded, approximate after an open; 0 on
+    /// Redis).
+    pub keys: u64,
 }

@@ -1,39 +1,27 @@
-//! The embedded backend: an append-only log file, one writer thread, the queue in memory.
+//! The embedded backend: a fjall database in one directory, one writer thread, bounded
+//! memory whatever the backlog.
 //!
-//! - `log`: the file format (checksummed frames of records), the files' names, and reading
-//!   it back;
-//! - `state`: the records and the state they build (queued deliveries, dead letters,
-//!   dedupe keys), applied the same way when written and when read back at open;
-//! - `writer`: the writer thread (group commit, lazy sync of outcomes, when to checkpoint),
-//!   how far ahead of its writes the log takes space (`writer::room`), and what it does
-//!   from a failed write until writes work again (`writer::outage`);
-//! - `batch`: what each op of a batch writes, decided against the state, and its effects on
-//!   the index;
-//! - `checkpoint`: a new log file of only what is live, written and renamed into place;
-//! - `recover`: the newest log file read back at open, its torn tail cut off;
-//! - `index`: which deliveries are due and leased, per endpoint;
+//! - `engine`: the database, its keyspaces, and how keys and records are laid out;
+//! - `queue`: what stays in memory: per-endpoint counters and queue cursors, leases,
+//!   wake-up signals;
+//! - `dedupe`: dedupe keys and one-time tokens in windows of expiry times, dropped whole;
+//! - `writer`: the writer thread (group commit, lazy sync of outcomes, ops on a whole
+//!   endpoint in chunks, reopening after a failed write);
 //! - `relay`: how the writer answers callers on current-thread runtimes, once per batch;
-//! - this module: the public [`EmbeddedStore`]: opening the directory, starting the
-//!   writer, and reading deliveries back from the log.
+//! - this module: the public [`EmbeddedStore`].
 //!
-//! Why a log of its own rather than a KV crate: `docs/DESIGN.md` §5.
+//! Why fjall rather than a log of its own: `docs/DESIGN.md` §5.
 
-mod batch;
-mod checkpoint;
-mod index;
-mod log;
-mod recover;
+mod dedupe;
+mod engine;
+mod queue;
 mod relay;
-mod state;
 mod writer;
 
 use crate::{
     DeadLetter, Delivery, DeliveryId, EnqueueOutcome, NewDelivery, StoreError, StoreStats,
 };
-use bytes::Bytes;
-use recover::{index_of, recover};
-use state as writer_state;
-use state::decode_put;
+use engine::{Engine, Record, lane, parse_dead};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -54,18 +42,18 @@ const REDB_FILE: &str = "hookrelay.redb";
 #[derive(Clone, Debug)]
 pub struct EmbeddedOptions {
     max_batch: usize,
-    compact_after: u64,
     outcome_sync: Duration,
     writer_niceness: i32,
+    max_bytes: u64,
 }
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
         EmbeddedOptions {
             max_batch: 1024,
-            compact_after: 64 << 20,
             outcome_sync: writer::LAZY_SYNC,
             writer_niceness: 0,
+            max_bytes: 0,
         }
     }
 }
@@ -78,17 +66,6 @@ impl EmbeddedOptions {
     #[must_use]
     pub fn max_batch(mut self, max_batch: usize) -> Self {
         self.max_batch = max_batch.max(1);
-        self
-    }
-
-    /// Log length in bytes below which the log is not compacted (default 64 MiB). Past
-    /// it, the log is compacted once it is four times the size of what is still live.
-    ///
-    /// On a file system short of space (less than 64 MiB free) the log is compacted
-    /// whatever its length (past 1 MiB, or this if less), once it is twice what is live.
-    #[must_use]
-    pub fn compact_after(mut self, bytes: u64) -> Self {
-        self.compact_after = bytes;
         self
     }
 
@@ -105,18 +82,27 @@ impl EmbeddedOptions {
     ///
     /// Group commit syncs whatever arrived while the previous sync ran. When callers
     /// compete with the writer for the CPU, a writer that yields to them wakes to a
-    /// bigger batch, so each sync (two I/O waits, a few context switches) is shared by
-    /// more callers exactly when the CPU is short. With a CPU to spare it runs as soon as
-    /// it is woken, as before: the setting only matters under contention.
+    /// bigger batch, so each sync is shared by more callers exactly when the CPU is
+    /// short. With a CPU to spare it runs as soon as it is woken: the setting only
+    /// matters under contention.
     #[must_use]
     pub fn writer_niceness(mut self, niceness: i32) -> Self {
         self.writer_niceness = niceness.clamp(0, 19);
         self
     }
+
+    /// The budget (default 0: none): once the records of the queued deliveries and dead
+    /// letters, with the dedupe keys, take this many bytes, enqueues fail with
+    /// [`StoreError::Full`] until deliveries drain. See [`EmbeddedStore::set_max_bytes`].
+    #[must_use]
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = bytes;
+        self
+    }
 }
 
-/// The embedded store: a durable queue of deliveries and their dead letters in an
-/// append-only log in one directory, safe to share (clones share one log and one writer).
+/// The embedded store: a durable queue of deliveries and their dead letters in a fjall
+/// database in one directory, safe to share (clones share one database and one writer).
 ///
 /// Usually used through [`Store`](crate::Store), whose methods document what every backend
 /// does; this type's methods say what the embedded store adds. Times are the callers':
@@ -125,29 +111,29 @@ impl EmbeddedOptions {
 /// Every method that writes returns after its write is durable, except a leased
 /// delivery's outcome ([`complete`](EmbeddedStore::complete),
 /// [`reschedule`](EmbeddedStore::reschedule), [`dead_letter`](EmbeddedStore::dead_letter)):
-/// that returns once it is written to the file, which a crash of the process keeps, and is
-/// synced with the next durable write or within 100 ms; a power loss in that window can
-/// only make a delivery be attempted again, with the same `webhook-id`. Writes from
-/// concurrent callers are appended together and synced once (group commit), see
+/// that returns once it is written to the journal, which a crash of the process keeps,
+/// and is synced with the next durable write or within 100 ms; a power loss in that window
+/// can only make a delivery be attempted again, with the same `webhook-id`. Writes from
+/// concurrent callers are committed together and synced once (group commit), see
 /// [`EmbeddedStore::commits`]. A call whose future is dropped before it completes may
 /// still be applied.
 ///
 /// The queue, the dead letters, the dedupe keys and the one-time tokens (as 128-bit
-/// hashes) are kept in memory; bodies stay in the log and are read back when leased or
-/// listed. When the log has grown to four times what is still live (and past
-/// [`EmbeddedOptions::compact_after`]), it is rewritten with only the live records. Leases are kept in memory: after
-/// [`EmbeddedStore::open`] every queued delivery is eligible again.
+/// hashes) are on disk. Memory holds a bounded block cache and write buffers, per
+/// endpoint its counters and where its queue starts, and the leases (the deliveries in
+/// flight): an open reads no backlog, and RSS does not grow with it. Dedupe keys are kept
+/// in windows of expiry times, each deleted whole once every key in it has expired.
+/// Leases are kept in memory: after [`EmbeddedStore::open`] every queued delivery is
+/// eligible again.
 ///
 /// A failed write or sync (a full disk, an I/O error) fails the ops of its batch; from
 /// then on every write fails at once with [`StoreError::Recovering`] and
 /// [`health`](EmbeddedStore::health) reports it, while the store recovers by itself: it
-/// cuts its log back to what is known to be whole, reads its state back from it,
-/// compacts the log if the disk was full and that makes room, and retries a write with
-/// backoff (at once, then 50 ms doubling to 2 s). As soon as one succeeds it takes writes
+/// closes and reopens its database (cutting off a torn batch) and probes a synced write,
+/// at once, then after 50 ms doubling to 2 s. As soon as one succeeds it takes writes
 /// again. Nothing acknowledged is lost; an outcome written but not yet synced when a sync
 /// fails may be, and its delivery is then attempted again. [`EmbeddedStore::stats`] counts
-/// the refusals. The log is extended ahead of its writes only while the file system has
-/// room to spare.
+/// the refusals.
 #[derive(Clone, Debug)]
 pub struct EmbeddedStore {
     inner: Arc<Inner>,
@@ -166,7 +152,8 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         // Closing the channel ends the writer after its current batch; joining it means the
-        // log is closed (and the directory can be reopened) once the last handle is gone.
+        // database is closed (and the directory can be reopened) once the last handle is
+        // gone.
         drop(self.ops.take());
         let handle = self
             .writer
@@ -178,21 +165,34 @@ impl Drop for Inner {
         {
             tracing::error!("store writer thread panicked");
         }
+        self.shared.core().engine = None;
     }
 }
 
+/// Whether `dir` holds a store of the log format this one replaced.
+fn holds_old_log(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name.len() == 24 && name.ends_with(".log") && name[..20].bytes().all(|b| b.is_ascii_digit())
+        })
+    })
+}
+
 impl EmbeddedStore {
-    /// Opens the store in directory `dir`, creating the directory and the log if needed,
-    /// with default options.
+    /// Opens the store in directory `dir`, creating the directory and the database if
+    /// needed, with default options.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         Self::open_with(dir, EmbeddedOptions::default())
     }
 
     /// Opens the store in directory `dir` with `options`.
     ///
-    /// The log is read back: a frame a killed process left half-written is cut off (it was
-    /// never acknowledged), and the queue is rebuilt with none of it leased. Fails when
-    /// another process has the directory open.
+    /// A batch a killed process left half-written is cut off (it was never
+    /// acknowledged), and none of the queue is leased. What the open reads is bounded by
+    /// the journal (64 MiB at most) and the number of endpoints, not by the backlog.
+    /// Fails when another process has the directory open.
     pub fn open_with(dir: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Self, StoreError> {
         let dir = dir.as_ref();
         let existed = dir.is_dir();
@@ -218,6 +218,12 @@ impl EmbeddedStore {
                  move it away first"
             ))));
         }
+        if holds_old_log(dir) {
+            return Err(io_error(std::io::Error::other(
+                "the directory holds a store in the older log format (*.log files); deliver \
+                 it with the release that wrote it, or move it away first",
+            )));
+        }
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -233,35 +239,24 @@ impl EmbeddedStore {
             }
             Err(TryLockError::Error(e)) => return Err(io_error(e)),
         }
-        let (seq, file, end, state) = recover(dir)?;
-        // Zeros the writer set aside before are kept and written over.
-        let allocated = file.metadata().map_or(end, |m| m.len().max(end));
-        let index = index_of(&state);
+        let engine = Arc::new(Engine::open(dir).map_err(|e| open_error(Arc::new(e)))?);
+        let queue = queue::Queue::load(&engine)?;
+        let (queued, dead) = queue.totals();
+        let core = Core {
+            engine: Some(Arc::clone(&engine)),
+            queue,
+        };
+        let shared = Arc::new(Shared::new(core, options.max_bytes));
+        let writer = Writer::new(dir.to_owned(), Arc::clone(&shared), engine, &options)?;
         tracing::info!(
-            queued = state.queued.len(),
-            dead = state.dead.len(),
-            keys = state.key_count(),
-            next_id = state.next_id,
-            log_bytes = end,
+            queued,
+            dead,
+            keys = shared.keys.load(Ordering::Relaxed),
+            bytes = shared.used.load(Ordering::Relaxed),
             "store opened"
         );
-        let mut core = Core {
-            index,
-            state,
-            ..Core::default()
-        };
-        core.files.insert(seq, Arc::clone(&file));
-        core.committed = (seq, end);
-        let shared = Arc::new(Shared::new(core));
         let (ops, receiver) = mpsc::channel();
         let niceness = options.writer_niceness;
-        let writer = Writer::new(
-            dir.to_owned(),
-            Arc::clone(&shared),
-            (seq, file),
-            (end, allocated),
-            &options,
-        );
         let handle = std::thread::Builder::new()
             .name("hookrelay-store-writer".into())
             .spawn(move || {
@@ -285,6 +280,11 @@ impl EmbeddedStore {
         &self.inner.dir
     }
 
+    /// Sets the budget ([`EmbeddedOptions::max_bytes`]; 0: none), from the next enqueue on.
+    pub fn set_max_bytes(&self, bytes: u64) {
+        self.inner.shared.max_bytes.store(bytes, Ordering::Relaxed);
+    }
+
     /// Sends `op` to the writer and waits for its answer; refused at once while the store
     /// is failing.
     async fn call<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
@@ -301,10 +301,11 @@ impl EmbeddedStore {
         answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 
-    /// [`Store::enqueue`](crate::Store::enqueue), in one log write: the key is recorded
+    /// [`Store::enqueue`](crate::Store::enqueue), in one commit: the key is recorded
     /// until `now_ms + window` (an enqueue with an earlier `now_ms` is a duplicate), the
-    /// deliveries are due at `now_ms`, and the call returns once the log is synced. Expired
-    /// keys are purged a bounded number per commit.
+    /// deliveries are due at `now_ms`, and the call returns once the journal is synced.
+    /// Fails with [`StoreError::Full`] when the budget ([`EmbeddedOptions::max_bytes`]) is
+    /// reached; a duplicate is answered even then.
     pub async fn enqueue(
         &self,
         dedupe: Option<(String, Duration)>,
@@ -323,8 +324,9 @@ impl EmbeddedStore {
         .await
     }
 
-    /// [`Store::enqueue_dead_letter`](crate::Store::enqueue_dead_letter), in one log write
-    /// synced before it returns, keyed as [`enqueue`](EmbeddedStore::enqueue) keys.
+    /// [`Store::enqueue_dead_letter`](crate::Store::enqueue_dead_letter), in one commit
+    /// synced before it returns, keyed as [`enqueue`](EmbeddedStore::enqueue) keys, and
+    /// refused as it is when the store is full.
     pub async fn enqueue_dead_letter(
         &self,
         dedupe: Option<(String, Duration)>,
@@ -343,51 +345,44 @@ impl EmbeddedStore {
         .await
     }
 
-    /// [`Store::lease`](crate::Store::lease): the deliveries due at `now_ms`, new ones
-    /// included. Leases are kept in memory; a delivery whose body cannot be read back stays
-    /// leased (and logged) until the store is reopened.
+    /// [`Store::lease`](crate::Store::lease): the deliveries due at `now_ms`, in due order
+    /// (then id order), new ones included. Leases are kept in memory; a delivery whose
+    /// record cannot be read back stays leased (and logged) until the store is reopened.
     pub async fn lease(
         &self,
         endpoint: &str,
         now_ms: i64,
         max: usize,
     ) -> Result<Vec<Delivery>, StoreError> {
-        let found = {
-            let mut core = self.inner.shared.core();
-            let ids = core.index.lease(endpoint, now_ms, max);
-            let mut found = Vec::with_capacity(ids.len());
-            for id in ids {
-                // Absent: removed by the batch being written, whose commit drops the
-                // lease (and whose failure gives it back).
-                let Some(entry) = core.state.queued.get(&id) else {
-                    core.orphans.push(id);
-                    continue;
-                };
-                let Some(file) = core.files.get(&entry.put.seq) else {
-                    // Every entry points into an open log file; left leased if not.
-                    tracing::error!(id, seq = entry.put.seq, "delivery in no open log file");
-                    continue;
-                };
-                found.push((id, entry.clone(), Arc::clone(file)));
-            }
-            found
-        };
-        let mut deliveries = Vec::with_capacity(found.len());
+        let engine = self.inner.shared.engine()?;
+        let ids = self
+            .inner
+            .shared
+            .core()
+            .queue
+            .lease(&engine, endpoint, now_ms, max)?;
+        let mut deliveries = Vec::with_capacity(ids.len());
         let mut failed = None;
-        for (id, entry, file) in found {
+        for id in ids {
             if failed.is_some() {
-                self.inner.shared.core().index.release(id);
+                self.inner.shared.core().queue.release(id);
                 continue;
             }
-            match read_delivery(id, &entry, &file) {
-                Ok(delivery) => deliveries.push(delivery),
+            match engine.record(id) {
+                Ok(Some((record, body))) if record.grave.is_none() => {
+                    deliveries.push(delivery_of(id, record, body));
+                }
+                Ok(_) => {
+                    // Moved (dead-lettered) by a commit since the scan: not queued.
+                    self.inner.shared.core().queue.release(id);
+                }
                 Err(error @ StoreError::Corrupt { .. }) => {
                     // Stays leased, so it is not offered again before a restart; still
                     // counted in the queue depth.
                     tracing::error!(id, error = %error, "unreadable delivery left leased");
                 }
                 Err(error) => {
-                    self.inner.shared.core().index.release(id);
+                    self.inner.shared.core().queue.release(id);
                     failed = Some(error);
                 }
             }
@@ -396,7 +391,7 @@ impl EmbeddedStore {
             Some(error) => {
                 let mut core = self.inner.shared.core();
                 for delivery in deliveries {
-                    core.index.release(delivery.id.0);
+                    core.queue.release(delivery.id.0);
                 }
                 Err(error)
             }
@@ -404,10 +399,16 @@ impl EmbeddedStore {
         }
     }
 
-    /// [`Store::next_due`](crate::Store::next_due), from memory: the earliest time a
-    /// delivery of `endpoint` that is not leased is due, or `None` when it has none.
+    /// [`Store::next_due`](crate::Store::next_due): the earliest time a delivery of
+    /// `endpoint` that is not leased is due, or `None` when it has none (or the store is
+    /// recovering from a failed write, or cannot read its queue: logged).
     pub fn next_due(&self, endpoint: &str) -> Option<i64> {
-        self.inner.shared.core().index.next_due(endpoint)
+        let engine = self.inner.shared.engine().ok()?;
+        let due = self.inner.shared.core().queue.next_due(&engine, endpoint);
+        due.unwrap_or_else(|error| {
+            tracing::error!(endpoint, error = %error, "cannot read the queue");
+            None
+        })
     }
 
     /// [`Store::complete`](crate::Store::complete); durable as outcomes are (see the type).
@@ -458,11 +459,12 @@ impl EmbeddedStore {
 
     /// [`Store::release`](crate::Store::release), in memory.
     pub async fn release(&self, id: DeliveryId) -> Result<(), StoreError> {
-        self.inner.shared.core().index.release(id.0);
+        self.inner.shared.core().queue.release(id.0);
         Ok(())
     }
 
-    /// [`Store::dead_letter_endpoint`](crate::Store::dead_letter_endpoint), in one log write.
+    /// [`Store::dead_letter_endpoint`](crate::Store::dead_letter_endpoint), in commits of
+    /// at most 4,096 deliveries each (a crash in between leaves the rest queued).
     pub async fn dead_letter_endpoint(
         &self,
         endpoint: &str,
@@ -480,27 +482,40 @@ impl EmbeddedStore {
         .await
     }
 
-    /// [`Store::dead_letters`](crate::Store::dead_letters); a letter whose body cannot be
-    /// read back is left out (and logged).
+    /// [`Store::dead_letters`](crate::Store::dead_letters): read from disk, `limit` per
+    /// endpoint at most; a letter whose record cannot be read back is left out (and
+    /// logged).
     pub async fn dead_letters(
         &self,
         endpoint: Option<&str>,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, StoreError> {
-        let found: Vec<(u64, writer_state::Grave, Arc<File>)> = {
-            let core = self.inner.shared.core();
-            core.state
-                .dead
-                .iter()
-                .filter(|(_, grave)| endpoint.is_none_or(|name| *grave.entry.endpoint == *name))
-                .filter_map(|(&id, grave)| written_grave(&core, id, grave))
-                .take(limit)
-                .collect()
+        let engine = self.inner.shared.engine()?;
+        let endpoints: Vec<Arc<str>> = match endpoint {
+            Some(name) => vec![Arc::from(name)],
+            None => self.inner.shared.core().queue.dead_endpoints(),
         };
-        let mut letters = Vec::with_capacity(found.len());
-        for (id, grave, file) in found {
-            match read_letter(id, grave, &file) {
-                Ok(letter) => letters.push(letter),
+        let mut ids = Vec::new();
+        for name in endpoints {
+            let prefix = lane(&name);
+            for guard in engine.dead.prefix(&prefix).take(limit) {
+                let key = guard.key().map_err(engine::read_error)?;
+                if let Some(id) = parse_dead(&key) {
+                    ids.push(id);
+                }
+            }
+        }
+        ids.sort_unstable();
+        ids.truncate(limit);
+        let mut letters = Vec::with_capacity(ids.len());
+        for id in ids {
+            match engine.record(id) {
+                Ok(Some((record, body))) => {
+                    if let Some(letter) = letter_of(id, record, body) {
+                        letters.push(letter);
+                    }
+                }
+                Ok(None) => {}
                 Err(error @ StoreError::Corrupt { .. }) => {
                     // One damaged letter does not hide the others.
                     tracing::error!(id, error = %error, "unreadable dead letter left out");
@@ -511,23 +526,15 @@ impl EmbeddedStore {
         Ok(letters)
     }
 
-    /// [`Store::find_dead_letter`](crate::Store::find_dead_letter), its body read back from
-    /// the log.
+    /// [`Store::find_dead_letter`](crate::Store::find_dead_letter), read from disk.
     pub async fn find_dead_letter(&self, id: DeliveryId) -> Result<Option<DeadLetter>, StoreError> {
-        let found = {
-            let core = self.inner.shared.core();
-            core.state
-                .dead
-                .get(&id.0)
-                .and_then(|grave| written_grave(&core, id.0, grave))
-        };
-        match found {
-            Some((id, grave, file)) => read_letter(id, grave, &file).map(Some),
-            None => Ok(None),
-        }
+        let engine = self.inner.shared.engine()?;
+        Ok(engine
+            .record(id.0)?
+            .and_then(|(record, body)| letter_of(id.0, record, body)))
     }
 
-    /// [`Store::delete_dead_letter`](crate::Store::delete_dead_letter), in one log write.
+    /// [`Store::delete_dead_letter`](crate::Store::delete_dead_letter), in one commit.
     pub async fn delete_dead_letter(&self, id: DeliveryId) -> Result<bool, StoreError> {
         self.call(|reply| Op::DeleteDeadLetter { id: id.0, reply })
             .await
@@ -543,7 +550,8 @@ impl EmbeddedStore {
         .await
     }
 
-    /// [`Store::replay_endpoint`](crate::Store::replay_endpoint), in one log write.
+    /// [`Store::replay_endpoint`](crate::Store::replay_endpoint), in commits of at most
+    /// 4,096 letters each.
     pub async fn replay_endpoint(&self, endpoint: &str, now_ms: i64) -> Result<u64, StoreError> {
         let endpoint = endpoint.to_owned();
         self.call(|reply| Op::ReplayEndpoint {
@@ -554,9 +562,8 @@ impl EmbeddedStore {
         .await
     }
 
-    /// [`Store::retry_now`](crate::Store::retry_now), in one log write synced before it
-    /// returns: a `Reschedule` record per delivery, due at `now_ms` with its attempts and
-    /// last error, so a reopen sees the new due times.
+    /// [`Store::retry_now`](crate::Store::retry_now), in commits of at most 4,096
+    /// deliveries each, synced before it returns.
     pub async fn retry_now(&self, endpoint: &str, now_ms: i64) -> Result<u64, StoreError> {
         let endpoint = endpoint.to_owned();
         self.call(|reply| Op::RetryNow {
@@ -570,8 +577,7 @@ impl EmbeddedStore {
     /// [`Store::first_use`](crate::Store::first_use), by the caller's clock: the token is
     /// recorded until `now_ms + ttl` (a call with an earlier `now_ms` finds it used), with
     /// the dedupe keys (as a 128-bit hash of its own, so a token never matches a dedupe key
-    /// with the same text): synced before it returns, kept by checkpoints while it is live,
-    /// and purged once expired as dedupe keys are.
+    /// with the same text), synced before it returns.
     pub async fn first_use(
         &self,
         key: &str,
@@ -596,45 +602,56 @@ impl EmbeddedStore {
 
     /// [`Store::queue_depth`](crate::Store::queue_depth), from memory (no I/O, no `async`).
     pub fn queue_depth(&self, endpoint: &str) -> u64 {
-        self.inner.shared.core().index.depth(endpoint)
+        self.inner.shared.core().queue.depth(endpoint)
     }
 
     /// [`Store::endpoints`](crate::Store::endpoints), from memory (no I/O, no `async`).
     pub fn endpoints(&self) -> Vec<String> {
-        self.inner.shared.core().index.endpoints()
+        self.inner.shared.core().queue.endpoints()
     }
 
     /// [`Store::subscribe`](crate::Store::subscribe): every enqueue, replay and
     /// [`retry_now`](EmbeddedStore::retry_now) of the store wakes it, since one process holds
     /// the store.
     pub fn subscribe(&self, endpoint: &str) -> Arc<Notify> {
-        self.inner.shared.core().index.waker(endpoint)
+        self.inner.shared.core().queue.waker(endpoint)
     }
 
-    /// Syncs of the log since open, each covering a group commit (and the outcomes
+    /// Syncs of the journal since open, each covering a group commit (and the outcomes
     /// written before it): with group commit, far fewer than the writes made under
     /// concurrency.
     pub fn commits(&self) -> u64 {
         self.inner.shared.commits.load(Ordering::Relaxed)
     }
 
-    /// Times the log was compacted since open.
-    pub fn checkpoints(&self) -> u64 {
-        self.inner.shared.checkpoints.load(Ordering::Relaxed)
+    /// Bytes the database takes on disk (its journal and tables), or 0 while it is being
+    /// reopened.
+    pub fn disk_bytes(&self) -> u64 {
+        self.inner
+            .shared
+            .engine()
+            .ok()
+            .and_then(|engine| engine.db.disk_space().ok())
+            .unwrap_or(0)
     }
 
-    /// [`Store::stats`](crate::Store::stats): writes refused while the store was failing,
-    /// and how many times it started failing, since open.
+    /// [`Store::stats`](crate::Store::stats): writes refused while the store was failing
+    /// or full, how many times it started failing, and what it holds, since open.
     pub fn stats(&self) -> StoreStats {
+        let shared = &self.inner.shared;
         StoreStats {
-            refused: self.inner.shared.refused.load(Ordering::Relaxed),
-            outages: self.inner.shared.outages.load(Ordering::Relaxed),
+            refused: shared.refused.load(Ordering::Relaxed),
+            outages: shared.outages.load(Ordering::Relaxed),
+            full: shared.full.load(Ordering::Relaxed),
+            used_bytes: shared.used.load(Ordering::Relaxed),
+            max_bytes: shared.max_bytes.load(Ordering::Relaxed),
+            keys: shared.keys.load(Ordering::Relaxed),
         }
     }
 
-    /// [`Store::health`](crate::Store::health): ready when the writer runs, takes writes
-    /// (a failed write makes it [`StoreError::Recovering`] until a retry succeeds), and the
-    /// log file is there.
+    /// [`Store::health`](crate::Store::health): ready when the writer runs and takes
+    /// writes (a failed write makes it [`StoreError::Recovering`] until a retry
+    /// succeeds).
     pub async fn health(&self) -> Result<(), StoreError> {
         if let Some(refusal) = self.inner.shared.refusal() {
             return Err(refusal);
@@ -649,63 +666,33 @@ impl EmbeddedStore {
         if stopped {
             return Err(StoreError::WriterStopped);
         }
-        let files: Vec<Arc<File>> = self.inner.shared.core().files.values().cloned().collect();
-        for file in files {
-            file.metadata()
-                .map_err(|e| StoreError::backend("read", e))?;
-        }
-        Ok(())
+        self.inner.shared.engine().map(drop)
     }
 }
 
-/// A dead letter with the log file its delivery is in, unless that delivery is in a batch
-/// still being written (it is not listed before it is durable).
-fn written_grave(
-    core: &Core,
-    id: u64,
-    grave: &writer_state::Grave,
-) -> Option<(u64, writer_state::Grave, Arc<File>)> {
-    let (seq, written) = core.committed;
-    let put = grave.entry.put;
-    if put.seq == seq && put.off + u64::from(put.len) > written {
-        return None;
+/// A queued delivery from its record.
+fn delivery_of(id: u64, record: Record, body: bytes::Bytes) -> Delivery {
+    Delivery {
+        id: DeliveryId(id),
+        endpoint: record.endpoint.to_string(),
+        not_before_ms: record.not_before_ms,
+        attempts: record.attempts,
+        webhook_id: record.webhook_id,
+        created_at_ms: record.created_at_ms,
+        last_error: record.last_error,
+        body,
     }
-    let file = core.files.get(&put.seq)?;
-    Some((id, grave.clone(), Arc::clone(file)))
 }
 
-/// Reads a dead letter's delivery back from the log.
-fn read_letter(id: u64, grave: writer_state::Grave, file: &File) -> Result<DeadLetter, StoreError> {
-    let delivery = read_delivery(id, &grave.entry, file)?;
-    Ok(DeadLetter {
-        delivery,
-        reason: grave.reason.into(),
+/// A dead letter from its record, if the record is one.
+fn letter_of(id: u64, mut record: Record, body: bytes::Bytes) -> Option<DeadLetter> {
+    let grave = record.grave.take()?;
+    Some(DeadLetter {
+        delivery: delivery_of(id, record, body),
+        reason: grave.reason,
         status: grave.status,
-        response: grave.response.map(String::from),
+        response: grave.response,
         dead_at_ms: grave.dead_at_ms,
     })
 }
 
-/// Reads a delivery's `Put` record back and combines it with what changed since.
-fn read_delivery(id: u64, entry: &state::Entry, file: &File) -> Result<Delivery, StoreError> {
-    let record = log::read(file, entry.put).map_err(|e| StoreError::backend("read", e))?;
-    let (webhook_id, created_at_ms, body_range) = {
-        let put = decode_put(entry.put.seq, entry.put, &record)?;
-        let start = put.body.as_ptr() as usize - record.as_ptr() as usize;
-        (
-            put.webhook_id.to_owned(),
-            entry.replayed_at_ms.unwrap_or(put.created_at_ms),
-            start..start + put.body.len(),
-        )
-    };
-    Ok(Delivery {
-        id: DeliveryId(id),
-        endpoint: entry.endpoint.to_string(),
-        not_before_ms: entry.not_before_ms,
-        attempts: entry.attempts,
-        webhook_id,
-        created_at_ms,
-        last_error: entry.last_error.as_deref().map(String::from),
-        body: Bytes::from(record).slice(body_range),
-    })
-}

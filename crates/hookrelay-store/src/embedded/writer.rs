@@ -1,67 +1,62 @@
-//! The writer thread: group commit onto the log, and when to checkpoint.
+//! The writer thread: every change to the store, group-committed.
 //!
 //! Callers send an [`Op`] with a oneshot reply. The thread takes the first op, drains
-//! whatever else is already waiting (up to `max_batch`), turns each op into records
-//! (deciding its outcome against the state, which it updates as it goes, so later ops of
-//! the batch see earlier ones), appends them to the log in one write, makes that durable
-//! with one `fdatasync`, then updates the queue index, wakes workers and answers every
-//! caller. A failed write or sync fails every op of the batch; until the writer has
-//! brought its state back in line with the file and a write works again, every later op
-//! is refused at once (`outage`).
+//! whatever else is already waiting (up to `max_batch`), decides each op against the
+//! database and what the ops before it in the batch wrote ([`Tx`]), and commits the
+//! batch's writes as one fjall write batch: atomic, and made durable with one
+//! `fdatasync` of fjall's journal when any op of the batch needs it. Then it updates the
+//! in-memory queue (counters, cursors, leases), wakes workers and answers every caller.
 //!
-//! An op decides whether it can proceed before it appends anything, so an op that fails on
-//! its own leaves the log clean and the other ops of the batch still commit. Each op's
-//! records go into one frame, so after a crash an op is either all there or not at all.
+//! A delivery's outcome (complete, reschedule, dead letter) is written at once without a
+//! sync: the journal is handed to the OS, so a crash of the process keeps it. It is
+//! synced with the next durable write or within `outcome_sync` (100 ms by default).
 //!
-//! What each op writes, and what it changes in the index once committed, is decided in
-//! `batch`; this module takes the ops in, writes and syncs, and answers. How far ahead of
-//! its writes the file grows, and how full the file system is, is `room`'s.
+//! Ops on a whole endpoint (dead-letter its queue, replay its dead letters, make its
+//! retries due) run after the rest of their batch, in commits of at most [`CHUNK`]
+//! deliveries each, so a large backlog never makes one batch that must fit in memory.
 //!
-//! When the log has grown past `compact_after` and to four times what is live, the thread
-//! writes a checkpoint (`checkpoint`): a new log file holding only the live state (queued
-//! deliveries with their bodies, dead letters, live dedupe keys, the next id), made durable
-//! and renamed into place before the old file is removed. When the file system is short of
-//! space (`room`), it does so whatever the log's length, once the log is twice what is live.
+//! A failed commit or sync (a full disk, an I/O error) fails every op of its batch. fjall
+//! refuses every write after one has failed, so the writer closes the database and, with
+//! backoff, opens it again (which cuts off a torn batch) and probes a synced write; until
+//! that works every write is refused at once with [`StoreError::Recovering`].
 
-mod outage;
-mod room;
-
-use super::batch::Batch;
-use super::checkpoint::{CheckpointError, Snapshot, write_checkpoint};
-use super::index::Index;
-use super::log::{FrameBuf, log_path};
+use super::dedupe::{KEY_BYTES, KeyWrites, Keys};
+use super::engine::{
+    BYTES, CURSOR, DEAD, DEPTH, Engine, Grave, MAX_ENDPOINT, NEXT_ID, Record, dead_key, due_key,
+    lane, meta_key, parse_dead, parse_due, read_error,
+};
+use super::queue::{Changes, Queue};
 use super::relay::{self, Relay};
-use super::state::State;
 use crate::types::truncate;
-use crate::{EnqueueOutcome, MAX_RESPONSE_BYTES, NewDelivery, StoreError};
+use crate::{DeliveryId, EnqueueOutcome, MAX_RESPONSE_BYTES, NewDelivery, StoreError};
+use bytes::Bytes;
+use fjall::PersistMode;
 use std::collections::HashMap;
 use std::error::Error as StdError;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+use xxhash_rust::xxh3::{xxh3_128, xxh3_128_with_seed};
 
-/// The batch buffer is kept for the next batch up to this size (reusing it spares the
-/// kernel zeroing fresh pages for every batch).
-const KEEP_BUFFER: usize = 16 << 20;
+/// Seed of a one-time token's hash, so that a token and a dedupe key with the same text
+/// are different keys.
+const TOKEN_SEED: u64 = 0x0074_6f6b_656e;
 
-/// The log file is extended with zeros this much ahead of the writes, so that a sync
-/// writes the appended data only, not the file's size as well (when the file system has
-/// room to spare: `room`).
-const PREALLOCATE: u64 = 16 << 20;
+/// Most deliveries an op on a whole endpoint moves per commit.
+pub(crate) const CHUNK: usize = 4096;
 
-/// On a file system short of space the log is compacted past this length (or past
-/// `compact_after`, if less), and a failed checkpoint is tried again this much later at
-/// the least.
-const SHORT_COMPACT_FLOOR: u64 = 1 << 20;
-
-/// How long an outcome written without a sync (see [`Op::is_lazy`]) waits for one at most,
-/// unless the options say otherwise.
+/// How long an outcome written without a sync waits for one at most, unless the options
+/// say otherwise.
 pub(crate) const LAZY_SYNC: Duration = Duration::from_millis(100);
+
+/// The wait before the second retry after a failure; it doubles after each failed one.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The longest wait between two retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -144,15 +139,21 @@ pub(crate) enum Op {
 
 impl Op {
     /// A delivery's outcome: written at once, synced with the next durable write or
-    /// within [`LAZY_SYNC`]. A crash of the process keeps it (it is in the file); only a
-    /// power loss in that window can lose it, and then the delivery is attempted again
-    /// (same `webhook-id`), which at-least-once delivery allows. Everything else
-    /// (enqueues, dead letters written as such, replays, a removed endpoint's dead letters,
-    /// retries made due, one-time tokens) is synced before it is answered.
+    /// within the lazy-sync bound. A crash of the process keeps it; only a power loss in
+    /// that window can lose it, and then the delivery is attempted again (same
+    /// `webhook-id`), which at-least-once delivery allows.
     fn is_lazy(&self) -> bool {
         matches!(
             self,
             Op::Complete { .. } | Op::Reschedule { .. } | Op::DeadLetter { .. }
+        )
+    }
+
+    /// An op on a whole endpoint, run in commits of its own.
+    fn is_wide(&self) -> bool {
+        matches!(
+            self,
+            Op::DeadLetterEndpoint { .. } | Op::ReplayEndpoint { .. } | Op::RetryNow { .. }
         )
     }
 }
@@ -160,18 +161,10 @@ impl Op {
 /// What the writer and the readers share, under one lock.
 #[derive(Debug, Default)]
 pub(crate) struct Core {
-    /// Which deliveries are due and leased; changed only after a commit.
-    pub(crate) index: Index,
-    /// What the log says (ahead of `index` while a batch is being written).
-    pub(crate) state: State,
-    /// The open log files by sequence number, for reading records back.
-    pub(crate) files: HashMap<u64, Arc<File>>,
-    /// The log file being written and how much of it is written: a record past that
-    /// belongs to a batch still being written.
-    pub(crate) committed: (u64, u64),
-    /// Deliveries leased while the batch being written removed them from the state: its
-    /// commit drops their leases, and if it fails they are given back (nobody holds them).
-    pub(crate) orphans: Vec<u64>,
+    /// The open database; `None` while the writer reopens it after a failure.
+    pub(crate) engine: Option<Arc<Engine>>,
+    /// Counters, cursors and leases; changed by the writer only after a commit.
+    pub(crate) queue: Queue,
 }
 
 /// State shared by the writer thread and the store handles.
@@ -179,11 +172,18 @@ pub(crate) struct Core {
 pub(crate) struct Shared {
     pub(crate) core: Mutex<Core>,
     pub(crate) commits: AtomicU64,
-    pub(crate) checkpoints: AtomicU64,
     /// Writes refused because the store was failing.
     pub(crate) refused: AtomicU64,
     /// Times the store started failing.
     pub(crate) outages: AtomicU64,
+    /// Enqueues refused because the store was full.
+    pub(crate) full: AtomicU64,
+    /// Bytes of the records and dedupe keys held (what `max_bytes` bounds).
+    pub(crate) used: AtomicU64,
+    /// Dedupe keys and one-time tokens held.
+    pub(crate) keys: AtomicU64,
+    /// The budget: enqueues are refused once `used` reaches it (0: none).
+    pub(crate) max_bytes: AtomicU64,
     /// True from a failed write or sync until the store has recovered.
     failing: AtomicBool,
     /// The error that started the failure, while failing.
@@ -191,10 +191,10 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Shared state starting from `core`.
-    pub(crate) fn new(core: Core) -> Self {
+    pub(crate) fn new(core: Core, max_bytes: u64) -> Self {
         Shared {
             core: Mutex::new(core),
+            max_bytes: AtomicU64::new(max_bytes),
             ..Shared::default()
         }
     }
@@ -203,6 +203,12 @@ impl Shared {
         // The core is consistent after every statement that holds the lock, so a panic
         // elsewhere leaves it usable.
         self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The open database, or the reason there is none (recovering).
+    pub(crate) fn engine(&self) -> Result<Arc<Engine>, StoreError> {
+        let engine = self.core().engine.clone();
+        engine.ok_or_else(|| self.refusal().unwrap_or(StoreError::WriterStopped))
     }
 
     /// While the store is failing: the error a write is refused with (counted as refused).
@@ -258,88 +264,177 @@ impl Pending {
         }
     }
 
-    /// The same reply, failed with `error`.
+    /// The same reply, failed with `error` unless it already failed on its own.
     fn failed(self, error: &dyn Fn() -> StoreError) -> Self {
         match self {
-            Pending::Enqueue(reply, _) => Pending::Enqueue(reply, Err(error())),
-            Pending::Unit(reply, _) => Pending::Unit(reply, Err(error())),
-            Pending::Count(reply, _) => Pending::Count(reply, Err(error())),
-            Pending::Found(reply, _) => Pending::Found(reply, Err(error())),
+            Pending::Enqueue(reply, Ok(_)) => Pending::Enqueue(reply, Err(error())),
+            Pending::Unit(reply, Ok(())) => Pending::Unit(reply, Err(error())),
+            Pending::Count(reply, Ok(_)) => Pending::Count(reply, Err(error())),
+            Pending::Found(reply, Ok(_)) => Pending::Found(reply, Err(error())),
+            failed => failed,
         }
     }
 }
 
-/// Where the log lives and how it is tuned.
+/// A record as the batch sees it, with the length of its stored value.
+#[derive(Clone)]
+struct Stored {
+    record: Record,
+    body: Bytes,
+    size: u64,
+}
+
+/// One batch being decided: what it writes (the last write of a key wins), and what it
+/// changes in memory once committed.
+#[derive(Default)]
+struct Tx {
+    records: HashMap<u64, Option<Stored>>,
+    due: HashMap<Vec<u8>, bool>,
+    dead: HashMap<Vec<u8>, bool>,
+    keys: KeyWrites,
+    /// Keys recorded by this batch, so its later ops see them.
+    new_keys: HashMap<u128, i64>,
+    changes: Changes,
+    bytes: i64,
+    key_count: i64,
+    next_id: u64,
+    sync: bool,
+}
+
+impl Tx {
+    fn new(next_id: u64) -> Self {
+        Tx {
+            next_id,
+            ..Tx::default()
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.due.is_empty() && self.dead.is_empty() && self.keys.is_empty()
+    }
+
+    fn get(&self, engine: &Engine, id: u64) -> Result<Option<Stored>, StoreError> {
+        if let Some(stored) = self.records.get(&id) {
+            return Ok(stored.clone());
+        }
+        let Some(value) = engine.deliveries.get(id.to_be_bytes()).map_err(read_error)? else {
+            return Ok(None);
+        };
+        let (record, body) = Record::decode(id, &value)?;
+        Ok(Some(Stored {
+            record,
+            body,
+            size: value.len() as u64,
+        }))
+    }
+
+    /// A queued (not dead-lettered) delivery, or `UnknownDelivery`.
+    fn queued(&self, engine: &Engine, id: u64) -> Result<Stored, StoreError> {
+        match self.get(engine, id)? {
+            Some(stored) if stored.record.grave.is_none() => Ok(stored),
+            _ => Err(StoreError::UnknownDelivery { id: DeliveryId(id) }),
+        }
+    }
+
+    /// Writes record `id` (replacing `old`, if it had one).
+    fn put(&mut self, id: u64, record: Record, body: Bytes, old: Option<&Stored>) -> Result<(), StoreError> {
+        let size = (record.encode(id, &body)?.len()) as u64;
+        self.bytes += size as i64 - old.map_or(0, |o| o.size as i64);
+        self.records.insert(id, Some(Stored { record, body, size }));
+        Ok(())
+    }
+
+    fn remove(&mut self, id: u64, old: &Stored) {
+        self.bytes -= old.size as i64;
+        self.records.insert(id, None);
+    }
+
+    fn queue(&mut self, record: &Record, id: u64, wake: bool) {
+        let key = due_key(&lane(&record.endpoint), record.not_before_ms, id);
+        let change = self.changes.lane(&record.endpoint);
+        change.queued(&key);
+        change.wake |= wake;
+        self.due.insert(key, true);
+    }
+
+    fn unqueue(&mut self, record: &Record, id: u64) {
+        self.due
+            .insert(due_key(&lane(&record.endpoint), record.not_before_ms, id), false);
+    }
+}
+
+/// Milliseconds of a duration, saturating.
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// From a failed write until writes work again.
+struct Outage {
+    started: Instant,
+    refused_before: u64,
+    backoff: Duration,
+    next_try: Instant,
+}
+
+/// The writer: the database, the dedupe windows, and how it is tuned.
 pub(crate) struct Writer {
     dir: PathBuf,
     shared: Arc<Shared>,
-    /// The log file appended to.
-    file: Arc<File>,
-    seq: u64,
-    /// Where the next frame goes.
-    end: u64,
-    /// How much of the file the last successful sync covers.
-    synced_end: u64,
+    engine: Option<Arc<Engine>>,
+    keys: Keys,
+    next_id: u64,
+    /// Bytes of the records held.
+    bytes: u64,
     max_batch: usize,
-    /// No checkpoint before the log is this long (unless the file system is short).
-    compact_after: u64,
     /// Since when written outcomes wait for a sync, if any do.
     unsynced_since: Option<Instant>,
-    /// How long they may wait.
     lazy_sync: Duration,
-    /// No checkpoint before the log reaches this length (after a checkpoint: twice its
-    /// length; after a failed one: `compact_after` more, or a quarter more when short).
-    next_checkpoint_at: u64,
-    /// The file's length: zeros from `end` to here.
-    allocated: u64,
-    /// Whether the file is extended ahead of its writes, as last seen.
-    ahead: room::Ahead,
-    /// Whether the file system had less than [`room::ROOMY`] free when last asked.
-    short: bool,
-    /// Set from a failed write or sync until writes work again.
-    outage: Option<outage::Outage>,
-    /// The last batch's buffer, reused.
-    buf: Vec<u8>,
+    outage: Option<Outage>,
 }
 
 impl Writer {
-    /// The writer of log file `seq`, whole up to `end` and `allocated` long, with the
-    /// tuning of `options`.
+    /// The writer of `engine`, tuned by `options`.
     pub(crate) fn new(
         dir: PathBuf,
         shared: Arc<Shared>,
-        (seq, file): (u64, Arc<File>),
-        (end, allocated): (u64, u64),
+        engine: Arc<Engine>,
         options: &super::EmbeddedOptions,
-    ) -> Self {
-        Writer {
+    ) -> Result<Self, StoreError> {
+        let keys = Keys::open(&engine.db).map_err(|e| StoreError::backend("open", e))?;
+        let next_id = engine.counter(NEXT_ID)?;
+        let bytes = engine.counter(BYTES)?;
+        let writer = Writer {
             dir,
             shared,
-            file,
-            seq,
-            end,
-            synced_end: end,
+            engine: Some(engine),
+            keys,
+            next_id,
+            bytes,
             max_batch: options.max_batch,
-            compact_after: options.compact_after,
             unsynced_since: None,
             lazy_sync: options.outcome_sync,
-            next_checkpoint_at: 0,
-            allocated,
-            ahead: room::Ahead::SetAside,
-            short: false,
             outage: None,
-            buf: Vec::new(),
-        }
+        };
+        writer.publish_usage();
+        Ok(writer)
+    }
+
+    fn publish_usage(&self) {
+        let keys = self.keys.count();
+        self.shared.keys.store(keys, Ordering::Relaxed);
+        self.shared
+            .used
+            .store(self.bytes + keys * KEY_BYTES, Ordering::Relaxed);
     }
 
     pub(crate) fn run(mut self, ops: Receiver<Sent>) {
         loop {
-            if self.outage.as_ref().is_some_and(outage::Outage::due) {
+            if self.outage.as_ref().is_some_and(|o| Instant::now() >= o.next_try) {
                 self.retry();
                 continue;
             }
             let wait = match (&self.outage, self.unsynced_since) {
-                (Some(outage), _) => Some(outage.until_retry()),
+                (Some(outage), _) => Some(outage.next_try.saturating_duration_since(Instant::now())),
                 (None, Some(since)) => Some(self.lazy_sync.saturating_sub(since.elapsed())),
                 (None, None) => None,
             };
@@ -350,7 +445,6 @@ impl Writer {
             let first = match next {
                 Ok(op) => op,
                 Err(RecvTimeoutError::Timeout) => {
-                    // While failing, the loop's next turn retries.
                     if self.outage.is_none() {
                         self.sync_lazy();
                     }
@@ -370,13 +464,27 @@ impl Writer {
                 continue;
             }
             self.commit(batch);
-            self.maybe_checkpoint();
         }
-        // Closing. A failing store gives up at once: an outcome it did not write only
-        // means that delivery is attempted again after the restart.
         if self.outage.is_none() {
             self.sync_lazy();
         }
+    }
+
+    /// Refuses ops sent before the failure was seen.
+    fn refuse(&self, batch: Vec<Sent>) {
+        let refusal = || {
+            self.shared
+                .refusal()
+                .unwrap_or(StoreError::WriterStopped)
+        };
+        self.shared
+            .refused
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        relay::answer(
+            batch
+                .into_iter()
+                .map(|s| (pending_of(s.op).failed(&refusal), s.relay)),
+        );
     }
 
     /// Syncs outcomes written without a sync.
@@ -384,285 +492,698 @@ impl Writer {
         if self.unsynced_since.take().is_none() {
             return;
         }
-        match self.file.sync_data() {
+        let Some(engine) = self.engine.clone() else {
+            return;
+        };
+        match engine.db.persist(PersistMode::SyncData) {
             Ok(()) => {
-                self.synced_end = self.end;
                 self.shared.commits.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) => self.fail(outage::Failure::io("sync", e, self.synced_end)),
+            Err(e) => self.fail(Arc::new(e)),
         }
     }
 
     fn commit(&mut self, sent: Vec<Sent>) {
-        let size = sent.len();
-        let (batch, relays): (Vec<Op>, Vec<Option<Arc<Relay>>>) =
-            sent.into_iter().map(|s| (s.op, s.relay)).unzip();
-        let mut pending = Vec::with_capacity(size);
-        let sync = batch.iter().any(|op| !op.is_lazy())
-            || self
-                .unsynced_since
-                .is_some_and(|since| since.elapsed() >= self.lazy_sync);
-        let mut frames = FrameBuf::reusing(std::mem::take(&mut self.buf), self.seq, self.end);
-        let mut effects = Vec::new();
-        let mut unframed = None;
-        {
-            let mut guard = self.shared.core();
-            let core = &mut *guard;
-            let mut b = Batch {
-                state: &mut core.state,
-                frames: &mut frames,
-                effects: &mut effects,
-            };
-            let mut purge_at: Option<i64> = None;
-            for op in batch {
-                pending.push(match op {
-                    Op::Enqueue {
-                        dedupe,
-                        batch,
-                        now_ms,
-                        reply,
-                    } => {
-                        purge_at = Some(purge_at.map_or(now_ms, |at| at.max(now_ms)));
-                        Pending::Enqueue(reply, b.enqueue(dedupe, &batch, now_ms))
-                    }
-                    Op::EnqueueDeadLetter {
-                        dedupe,
-                        delivery,
-                        reason,
-                        now_ms,
-                        reply,
-                    } => {
-                        purge_at = Some(purge_at.map_or(now_ms, |at| at.max(now_ms)));
-                        let result = b.enqueue_dead_letter(dedupe, &delivery, &reason, now_ms);
-                        Pending::Enqueue(reply, result)
-                    }
-                    Op::Complete { id, reply } => Pending::Unit(reply, b.complete(id)),
-                    Op::Reschedule {
-                        id,
-                        not_before_ms,
-                        attempts,
-                        error,
-                        reply,
-                    } => Pending::Unit(
-                        reply,
-                        b.reschedule(id, not_before_ms, attempts, error.as_deref()),
-                    ),
-                    Op::DeadLetter {
-                        id,
-                        reason,
-                        status,
-                        response,
-                        now_ms,
-                        reply,
-                    } => {
-                        let response = response.map(|text| truncate(text, MAX_RESPONSE_BYTES));
-                        let result = b
-                            .bury(&[id], &reason, status, response.as_deref(), now_ms)
-                            .map(drop);
-                        Pending::Unit(reply, result)
-                    }
-                    Op::DeadLetterEndpoint {
-                        endpoint,
-                        reason,
-                        now_ms,
-                        reply,
-                    } => {
-                        let mut ids: Vec<u64> = b
-                            .state
-                            .queued
-                            .iter()
-                            .filter(|(_, entry)| *entry.endpoint == *endpoint)
-                            .map(|(&id, _)| id)
-                            .collect();
-                        ids.sort_unstable();
-                        Pending::Count(reply, b.bury(&ids, &reason, None, None, now_ms))
-                    }
-                    Op::Replay { id, now_ms, reply } => {
-                        Pending::Found(reply, b.replay(&[id], now_ms).map(|n| n > 0))
-                    }
-                    Op::DeleteDeadLetter { id, reply } => {
-                        Pending::Found(reply, b.discard(&[id]).map(|n| n > 0))
-                    }
-                    Op::ReplayEndpoint {
-                        endpoint,
-                        now_ms,
-                        reply,
-                    } => {
-                        let ids: Vec<u64> = b
-                            .state
-                            .dead
-                            .iter()
-                            .filter(|(_, grave)| *grave.entry.endpoint == *endpoint)
-                            .map(|(&id, _)| id)
-                            .collect();
-                        Pending::Count(reply, b.replay(&ids, now_ms))
-                    }
-                    Op::RetryNow {
-                        endpoint,
-                        now_ms,
-                        reply,
-                    } => Pending::Count(reply, b.retry_now(&endpoint, now_ms, &core.index)),
-                    Op::FirstUse {
-                        key,
-                        ttl,
-                        now_ms,
-                        reply,
-                    } => {
-                        purge_at = Some(purge_at.map_or(now_ms, |at| at.max(now_ms)));
-                        Pending::Found(reply, b.first_use(&key, ttl, now_ms))
-                    }
-                    Op::ForgetUse { key, reply } => Pending::Unit(reply, b.forget_use(&key)),
-                });
-            }
-            if let Some(now_ms) = purge_at {
-                b.state.purge(now_ms);
-            }
-            if let Err(e) = frames.end() {
-                unframed = Some(e);
-            }
-        }
-        let written = match unframed {
-            // Nothing written, but the state has the batch: it is read back all the same.
-            Some(e) => Err(outage::Failure::unframed(e, self.end)),
-            None => self.append(&frames, sync),
+        let Some(engine) = self.engine.clone() else {
+            self.refuse(sent);
+            return;
         };
-        let end = frames.end_offset();
-        self.buf = frames.into_buf();
-        if self.buf.capacity() > KEEP_BUFFER {
-            // One unusually large batch does not pin its memory.
-            self.buf = Vec::new();
+        let mut tx = Tx::new(self.next_id);
+        tx.sync = self
+            .unsynced_since
+            .is_some_and(|since| since.elapsed() >= self.lazy_sync);
+        let mut pending = Vec::with_capacity(sent.len());
+        let mut wide = Vec::new();
+        let mut latest_now: Option<i64> = None;
+        for Sent { op, relay } in sent {
+            if op.is_wide() {
+                wide.push(Sent { op, relay });
+                continue;
+            }
+            if !op.is_lazy() {
+                tx.sync = true;
+            }
+            if let Op::Enqueue { now_ms, .. }
+            | Op::EnqueueDeadLetter { now_ms, .. }
+            | Op::FirstUse { now_ms, .. } = &op
+            {
+                latest_now = latest_now.max(Some(*now_ms));
+            }
+            pending.push((self.decide(&engine, &mut tx, op), relay));
         }
-        match written {
-            Ok(wrote) => {
-                if wrote {
-                    self.end = end;
+        if self.write(&engine, tx, pending) {
+            if let Some(now_ms) = latest_now {
+                self.keys.drop_expired(&engine.db, now_ms);
+                self.publish_usage();
+            }
+            for Sent { op, relay } in wide {
+                let answer = self.wide(&engine, op);
+                relay::answer([(answer, relay)]);
+            }
+        } else {
+            self.refuse(wide);
+        }
+    }
+
+    /// Commits `tx` and answers `pending`; false when the commit failed.
+    fn write(&mut self, engine: &Engine, tx: Tx, pending: Vec<(Pending, Option<Arc<Relay>>)>) -> bool {
+        let sync = tx.sync;
+        let empty = tx.is_empty();
+        let result = if empty {
+            Ok(Changes::default())
+        } else {
+            self.stage_and_commit(engine, tx)
+        };
+        match result {
+            Ok(changes) => {
+                if !empty {
                     if sync {
                         self.unsynced_since = None;
-                        self.synced_end = end;
                         self.shared.commits.fetch_add(1, Ordering::Relaxed);
                     } else {
                         self.unsynced_since.get_or_insert_with(Instant::now);
                     }
-                    tracing::trace!(ops = size, sync, "store group commit");
                 }
-                {
-                    let mut core = self.shared.core();
-                    core.committed = (self.seq, self.end);
-                    core.index.apply(effects);
-                    core.orphans.clear();
-                }
-                relay::answer(pending.into_iter().zip(relays));
+                self.shared.core().queue.apply(changes);
+                self.publish_usage();
+                relay::answer(pending);
+                true
             }
-            Err(failure) => {
-                // Failing before the callers hear of it: a caller that checks the store's
-                // health once answered finds it failing.
-                let make = failure.answers();
-                self.fail(failure);
-                relay::answer(pending.into_iter().map(|p| p.failed(&make)).zip(relays));
-            }
-        }
-    }
-
-    /// Writes the frames and, when `sync`, syncs the file (and with it every earlier
-    /// write); false when there was nothing to write.
-    fn append(&mut self, frames: &FrameBuf, sync: bool) -> Result<bool, outage::Failure> {
-        let bytes = frames.bytes();
-        if bytes.is_empty() {
-            return Ok(false);
-        }
-        let needed = self.end + bytes.len() as u64;
-        if needed > self.allocated {
-            // Written before the frames and synced with them: the file grows once per
-            // PREALLOCATE, and the syncs in between only write data.
-            self.set_aside(needed);
-        }
-        self.file
-            .write_all_at(bytes, self.end)
-            .map_err(|e| outage::Failure::io("write", e, self.end))?;
-        if sync {
-            self.file
-                .sync_data()
-                .map_err(|e| outage::Failure::io("sync", e, self.synced_end))?;
-        }
-        Ok(true)
-    }
-
-    fn maybe_checkpoint(&mut self) {
-        if self.outage.is_some() {
-            return;
-        }
-        // On a file system short of space, whatever the log's length (but not for the
-        // first few bytes), and once it is twice what is live rather than four times.
-        let (floor, times) = if self.short {
-            (self.compact_after.min(SHORT_COMPACT_FLOOR), 2)
-        } else {
-            (self.compact_after, 4)
-        };
-        if self.end < floor.max(self.next_checkpoint_at) {
-            return;
-        }
-        let live = self.shared.core().state.live_bytes();
-        if self.end < live.saturating_mul(times) {
-            return;
-        }
-        let before = self.end;
-        match self.checkpoint() {
-            Ok(()) => {
-                tracing::debug!(before, after = self.end, "store log compacted");
-            }
-            Err(CheckpointError {
-                error,
-                renamed: true,
-            }) => {
-                // The new file is in place and the old one still in use: the next open
-                // would take the new one and miss what is written from now on. Until the
-                // new file is removed again, nothing is written.
-                let path = log_path(&self.dir, self.seq + 1);
-                self.fail(outage::Failure::renamed(error, path));
-            }
-            Err(CheckpointError { error, .. }) => {
-                // The old file stays in use: nothing is lost, the log keeps growing until
-                // it is tried again.
-                tracing::warn!(error = %error, "store checkpoint failed; the log grows until the next try");
-                let more = if self.short {
-                    (self.end / 4).max(SHORT_COMPACT_FLOOR)
-                } else {
-                    self.compact_after.max(PREALLOCATE)
+            Err(error) => {
+                let make = {
+                    let error = Arc::clone(&error);
+                    move || StoreError::Backend {
+                        op: "commit",
+                        source: Arc::clone(&error),
+                    }
                 };
-                self.next_checkpoint_at = self.end.saturating_add(more);
+                self.fail(error);
+                relay::answer(pending.into_iter().map(|(p, r)| (p.failed(&make), r)));
+                false
             }
         }
     }
 
-    /// Rewrites the log with what is live, and switches to it.
-    fn checkpoint(&mut self) -> Result<(), CheckpointError> {
-        let snapshot = Snapshot::of(&self.shared.core().state);
-        let seq = self.seq + 1;
-        let written = write_checkpoint(&self.dir, seq, &snapshot, Some((self.seq, &self.file)))?;
-        let old = (self.seq, log_path(&self.dir, self.seq));
+    /// Builds the fjall batch of `tx` (with the counters it changes) and commits it.
+    fn stage_and_commit(&mut self, engine: &Engine, tx: Tx) -> Result<Changes, Arc<dyn StdError + Send + Sync>> {
+        let Tx {
+            records,
+            due,
+            dead,
+            keys,
+            changes,
+            bytes,
+            next_id,
+            sync,
+            ..
+        } = tx;
+        let mut batch = engine.db.batch();
+        for (id, stored) in records {
+            match stored {
+                Some(stored) => match stored.record.encode(id, &stored.body) {
+                    Ok(value) => batch.insert(&engine.deliveries, id.to_be_bytes(), value),
+                    Err(e) => return Err(Arc::new(e)),
+                },
+                None => batch.remove(&engine.deliveries, id.to_be_bytes()),
+            }
+        }
+        for (key, present) in due {
+            if present {
+                batch.insert(&engine.due, key, []);
+            } else {
+                batch.remove(&engine.due, key);
+            }
+        }
+        for (key, present) in dead {
+            if present {
+                batch.insert(&engine.dead, key, []);
+            } else {
+                batch.remove(&engine.dead, key);
+            }
+        }
+        self.keys.stage(&mut batch, keys);
+        if next_id != self.next_id {
+            batch.insert(&engine.meta, NEXT_ID, next_id.to_be_bytes());
+        }
+        let new_bytes = self.bytes.saturating_add_signed(bytes as i64);
+        if bytes != 0 {
+            batch.insert(&engine.meta, BYTES, new_bytes.to_be_bytes());
+        }
         {
             let mut core = self.shared.core();
-            core.state.relocate(&written.moved);
-            core.committed = (seq, written.end);
-            core.files.insert(seq, Arc::clone(&written.file));
-            // Readers holding the old file keep reading it: it is only unlinked.
-            core.files.remove(&old.0);
+            for (name, change) in &changes.lanes {
+                let lane_bytes = lane(name);
+                if change.depth != 0 {
+                    let depth = core.queue.depth(name).saturating_add_signed(change.depth);
+                    let key = meta_key(DEPTH, &lane_bytes);
+                    if depth == 0 {
+                        batch.remove(&engine.meta, key);
+                    } else {
+                        batch.insert(&engine.meta, key, depth.to_be_bytes());
+                    }
+                }
+                if change.dead != 0 {
+                    let count = core.queue.dead(name).saturating_add_signed(change.dead);
+                    let key = meta_key(DEAD, &lane_bytes);
+                    if count == 0 {
+                        batch.remove(&engine.meta, key);
+                    } else {
+                        batch.insert(&engine.meta, key, count.to_be_bytes());
+                    }
+                }
+            }
+            for (lane_bytes, cursor) in core.queue.cursors_to_save(&changes) {
+                batch.insert(&engine.meta, meta_key(CURSOR, &lane_bytes), cursor);
+            }
         }
-        self.file = written.file;
-        self.seq = seq;
-        self.end = written.end;
-        self.synced_end = written.end;
-        self.allocated = written.end;
-        // The checkpoint holds (synced) everything the old file said.
-        self.unsynced_since = None;
-        if let Err(e) = std::fs::remove_file(&old.1) {
-            tracing::warn!(path = %old.1.display(), error = %e, "cannot remove the old store log");
+        let batch = if sync {
+            batch.durability(Some(PersistMode::SyncData))
+        } else {
+            batch
+        };
+        batch.commit().map_err(|e| Arc::new(e) as Arc<dyn StdError + Send + Sync>)?;
+        self.next_id = next_id;
+        self.bytes = new_bytes;
+        Ok(changes)
+    }
+
+    /// Is `hash` recorded until after `now_ms`, by the batch or the database?
+    fn is_live(&self, tx: &Tx, hash: u128, now_ms: i64) -> Result<bool, StoreError> {
+        if tx.new_keys.get(&hash).is_some_and(|&e| e > now_ms) {
+            return Ok(true);
         }
-        self.shared.checkpoints.fetch_add(1, Ordering::Relaxed);
-        // However wrong the estimate of what is live, the log at least doubles between
-        // two checkpoints.
-        self.next_checkpoint_at = self.end.saturating_mul(2);
+        Ok(self.keys.expiry(hash, now_ms)?.is_some_and(|e| e > now_ms))
+    }
+
+    fn record_key(&mut self, engine: &Engine, tx: &mut Tx, hash: u128, ttl_ms: i64, now_ms: i64) -> Result<(), StoreError> {
+        let expires = now_ms.saturating_add(ttl_ms);
+        self.keys
+            .insert(&engine.db, &mut tx.keys, hash, ttl_ms, expires)
+            .map_err(|e| StoreError::backend("create a dedupe window", e))?;
+        tx.new_keys.insert(hash, expires);
+        tx.key_count += 1;
         Ok(())
+    }
+
+    /// Whether `incoming` more bytes would pass the budget.
+    fn check_room(&self, tx: &Tx, incoming: u64) -> Result<(), StoreError> {
+        let max = self.shared.max_bytes.load(Ordering::Relaxed);
+        if max == 0 {
+            return Ok(());
+        }
+        let used = self
+            .bytes
+            .saturating_add_signed(tx.bytes as i64)
+            .saturating_add((self.keys.count() as i64 + tx.key_count).max(0) as u64 * KEY_BYTES);
+        if used.saturating_add(incoming) > max {
+            self.shared.full.fetch_add(1, Ordering::Relaxed);
+            return Err(StoreError::Full { used, max });
+        }
+        Ok(())
+    }
+
+    fn allocate(tx: &mut Tx, n: u64) -> Result<u64, StoreError> {
+        let first = tx.next_id;
+        tx.next_id = first.checked_add(n).ok_or_else(|| {
+            StoreError::backend("allocate id", std::io::Error::other("delivery ids exhausted"))
+        })?;
+        Ok(first)
+    }
+
+    fn check_endpoint(endpoint: &str) -> Result<(), StoreError> {
+        if endpoint.len() > MAX_ENDPOINT {
+            return Err(StoreError::backend(
+                "enqueue",
+                std::io::Error::other(format!("endpoint name longer than {MAX_ENDPOINT} bytes")),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Decides `op` against the database and the batch so far.
+    fn decide(&mut self, engine: &Engine, tx: &mut Tx, op: Op) -> Pending {
+        match op {
+            Op::Enqueue {
+                dedupe,
+                batch,
+                now_ms,
+                reply,
+            } => Pending::Enqueue(reply, self.enqueue(engine, tx, dedupe, batch, now_ms)),
+            Op::EnqueueDeadLetter {
+                dedupe,
+                delivery,
+                reason,
+                now_ms,
+                reply,
+            } => Pending::Enqueue(
+                reply,
+                self.enqueue_dead_letter(engine, tx, dedupe, delivery, reason, now_ms),
+            ),
+            Op::Complete { id, reply } => Pending::Unit(reply, complete(engine, tx, id)),
+            Op::Reschedule {
+                id,
+                not_before_ms,
+                attempts,
+                error,
+                reply,
+            } => Pending::Unit(
+                reply,
+                reschedule(engine, tx, id, not_before_ms, attempts, error),
+            ),
+            Op::DeadLetter {
+                id,
+                reason,
+                status,
+                response,
+                now_ms,
+                reply,
+            } => {
+                let grave = Grave {
+                    reason,
+                    status,
+                    response: response.map(|text| truncate(text, MAX_RESPONSE_BYTES)),
+                    dead_at_ms: now_ms,
+                };
+                Pending::Unit(reply, bury(engine, tx, id, grave))
+            }
+            Op::Replay { id, now_ms, reply } => Pending::Found(reply, replay(engine, tx, id, now_ms)),
+            Op::DeleteDeadLetter { id, reply } => Pending::Found(reply, discard(engine, tx, id)),
+            Op::FirstUse {
+                key,
+                ttl,
+                now_ms,
+                reply,
+            } => {
+                let hash = xxh3_128_with_seed(key.as_bytes(), TOKEN_SEED);
+                let result = match self.is_live(tx, hash, now_ms) {
+                    Ok(true) => Ok(false),
+                    Ok(false) => self.record_key(engine, tx, hash, millis(ttl), now_ms).map(|()| true),
+                    Err(e) => Err(e),
+                };
+                Pending::Found(reply, result)
+            }
+            Op::ForgetUse { key, reply } => {
+                let hash = xxh3_128_with_seed(key.as_bytes(), TOKEN_SEED);
+                tx.new_keys.remove(&hash);
+                // Any window that has not ended by the latest time seen may hold it.
+                let result = self.keys.forget(&mut tx.keys, hash, i64::MIN);
+                Pending::Unit(reply, result)
+            }
+            wide => pending_of(wide),
+        }
+    }
+
+    fn enqueue(
+        &mut self,
+        engine: &Engine,
+        tx: &mut Tx,
+        dedupe: Option<(String, Duration)>,
+        batch: Vec<NewDelivery>,
+        now_ms: i64,
+    ) -> Result<EnqueueOutcome, StoreError> {
+        let key = dedupe.map(|(key, window)| (xxh3_128(key.as_bytes()), millis(window)));
+        if let Some((hash, _)) = key
+            && self.is_live(tx, hash, now_ms)?
+        {
+            return Ok(EnqueueOutcome::Duplicate);
+        }
+        for new in &batch {
+            Self::check_endpoint(&new.endpoint)?;
+        }
+        let incoming: u64 = batch
+            .iter()
+            .map(|n| (n.body.len() + n.webhook_id.len() + n.endpoint.len() + 32) as u64)
+            .sum();
+        self.check_room(tx, incoming)?;
+        let first = Self::allocate(tx, batch.len() as u64)?;
+        let mut ids = Vec::with_capacity(batch.len());
+        for (n, new) in batch.into_iter().enumerate() {
+            let id = first + n as u64;
+            let record = Record {
+                endpoint: Arc::from(new.endpoint),
+                webhook_id: new.webhook_id,
+                created_at_ms: new.created_at_ms,
+                not_before_ms: now_ms,
+                attempts: 0,
+                last_error: None,
+                grave: None,
+            };
+            tx.queue(&record, id, true);
+            tx.changes.lane(&record.endpoint).depth += 1;
+            tx.put(id, record, new.body, None)?;
+            ids.push(DeliveryId(id));
+        }
+        if let Some((hash, window)) = key {
+            self.record_key(engine, tx, hash, window, now_ms)?;
+        }
+        Ok(EnqueueOutcome::Enqueued(ids))
+    }
+
+    fn enqueue_dead_letter(
+        &mut self,
+        engine: &Engine,
+        tx: &mut Tx,
+        dedupe: Option<(String, Duration)>,
+        new: NewDelivery,
+        reason: String,
+        now_ms: i64,
+    ) -> Result<EnqueueOutcome, StoreError> {
+        let key = dedupe.map(|(key, window)| (xxh3_128(key.as_bytes()), millis(window)));
+        if let Some((hash, _)) = key
+            && self.is_live(tx, hash, now_ms)?
+        {
+            return Ok(EnqueueOutcome::Duplicate);
+        }
+        Self::check_endpoint(&new.endpoint)?;
+        self.check_room(tx, (new.body.len() + reason.len() + 64) as u64)?;
+        let id = Self::allocate(tx, 1)?;
+        let record = Record {
+            endpoint: Arc::from(new.endpoint),
+            webhook_id: new.webhook_id,
+            created_at_ms: new.created_at_ms,
+            not_before_ms: now_ms,
+            attempts: 0,
+            last_error: None,
+            grave: Some(Grave {
+                reason,
+                status: None,
+                response: None,
+                dead_at_ms: now_ms,
+            }),
+        };
+        tx.dead.insert(dead_key(&lane(&record.endpoint), id), true);
+        tx.changes.lane(&record.endpoint).dead += 1;
+        tx.put(id, record, new.body, None)?;
+        if let Some((hash, window)) = key {
+            self.record_key(engine, tx, hash, window, now_ms)?;
+        }
+        Ok(EnqueueOutcome::Enqueued(vec![DeliveryId(id)]))
+    }
+
+    /// Runs an op on a whole endpoint, in commits of at most [`CHUNK`] deliveries.
+    fn wide(&mut self, engine: &Engine, op: Op) -> Pending {
+        match op {
+            Op::DeadLetterEndpoint {
+                endpoint,
+                reason,
+                now_ms,
+                reply,
+            } => {
+                let result = self.chunked(engine, &endpoint, Scan::Queued, |tx, id, stored| {
+                    tx.changes.ended.push(id);
+                    let grave = Grave {
+                        reason: reason.clone(),
+                        status: None,
+                        response: None,
+                        dead_at_ms: now_ms,
+                    };
+                    bury_stored(tx, id, stored, grave)
+                });
+                Pending::Count(reply, result)
+            }
+            Op::ReplayEndpoint {
+                endpoint,
+                now_ms,
+                reply,
+            } => {
+                let result = self.chunked(engine, &endpoint, Scan::Dead, |tx, id, stored| {
+                    replay_stored(tx, id, stored, now_ms)
+                });
+                Pending::Count(reply, result)
+            }
+            Op::RetryNow {
+                endpoint,
+                now_ms,
+                reply,
+            } => {
+                let result = self.chunked(engine, &endpoint, Scan::WaitingAfter(now_ms), |tx, id, stored| {
+                    let mut record = stored.record.clone();
+                    tx.unqueue(&record, id);
+                    record.not_before_ms = now_ms;
+                    tx.queue(&record, id, true);
+                    tx.put(id, record, stored.body.clone(), Some(&stored))?;
+                    Ok(true)
+                });
+                Pending::Count(reply, result)
+            }
+            other => pending_of(other),
+        }
+    }
+
+    /// Applies `each` to the deliveries of `endpoint` that `scan` selects, committing every
+    /// [`CHUNK`] of them (synced); how many `each` counted.
+    fn chunked(
+        &mut self,
+        engine: &Engine,
+        endpoint: &str,
+        scan: Scan,
+        mut each: impl FnMut(&mut Tx, u64, Stored) -> Result<bool, StoreError>,
+    ) -> Result<u64, StoreError> {
+        let prefix = lane(endpoint);
+        let mut after: Option<Vec<u8>> = None;
+        let mut count = 0u64;
+        loop {
+            let mut tx = Tx::new(self.next_id);
+            tx.sync = true;
+            let mut seen = 0usize;
+            let (space, start) = match scan {
+                Scan::Queued => (&engine.due, prefix.clone()),
+                Scan::Dead => (&engine.dead, prefix.clone()),
+                Scan::WaitingAfter(now_ms) => (
+                    &engine.due,
+                    due_key(&prefix, now_ms.saturating_add(1), 0),
+                ),
+            };
+            let start = after.clone().map_or(start, |mut a| {
+                a.push(0);
+                a
+            });
+            let mut ids = Vec::new();
+            for guard in space.range(start..) {
+                let key = guard.key().map_err(read_error)?;
+                if !key.starts_with(&prefix) {
+                    break;
+                }
+                let id = match scan {
+                    Scan::Dead => parse_dead(&key),
+                    _ => parse_due(&key).map(|(_, id)| id),
+                };
+                after = Some(key.to_vec());
+                let Some(id) = id else { continue };
+                ids.push(id);
+                seen += 1;
+                if seen >= CHUNK {
+                    break;
+                }
+            }
+            let leased: Vec<bool> = {
+                let core = self.shared.core();
+                ids.iter().map(|&id| core.queue.is_leased(id)).collect()
+            };
+            for (id, leased) in ids.iter().zip(leased) {
+                if leased && matches!(scan, Scan::WaitingAfter(_)) {
+                    continue;
+                }
+                let Some(stored) = tx.get(engine, *id)? else {
+                    continue;
+                };
+                let wanted = match scan {
+                    Scan::Dead => stored.record.grave.is_some(),
+                    _ => stored.record.grave.is_none(),
+                };
+                if wanted && each(&mut tx, *id, stored)? {
+                    count += 1;
+                }
+            }
+            if !self.write(engine, tx, Vec::new()) {
+                return Err(self.shared.refusal().unwrap_or(StoreError::WriterStopped));
+            }
+            if seen < CHUNK {
+                return Ok(count);
+            }
+        }
+    }
+
+    /// Starts an outage with `error`.
+    fn fail(&mut self, error: Arc<dyn StdError + Send + Sync>) {
+        tracing::error!(error = %error, "store write failed; refusing writes until it recovers");
+        self.shared.start_failing(error);
+        self.unsynced_since = None;
+        self.outage = Some(Outage {
+            started: Instant::now(),
+            refused_before: self.shared.refused.load(Ordering::Relaxed),
+            backoff: FIRST_BACKOFF,
+            next_try: Instant::now(),
+        });
+    }
+
+    /// Closes the database, opens it again and probes a synced write.
+    fn retry(&mut self) {
+        let Some(outage) = self.outage.as_mut() else {
+            return;
+        };
+        outage.next_try = Instant::now() + outage.backoff;
+        outage.backoff = (outage.backoff * 2).min(MAX_BACKOFF);
+        match self.reopen() {
+            Ok(()) => {
+                let outage = self.outage.take();
+                self.shared.stop_failing();
+                if let Some(outage) = outage {
+                    let refused = self.shared.refused.load(Ordering::Relaxed) - outage.refused_before;
+                    tracing::warn!(
+                        down_ms = outage.started.elapsed().as_millis() as u64,
+                        refused,
+                        "store recovered; taking writes again"
+                    );
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "store still failing"),
+        }
+    }
+
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        // Every handle of the failed database goes first: fjall takes writes again only
+        // once it is opened anew.
+        self.keys = Keys::default();
+        let taken = self.shared.core().engine.take();
+        drop(taken);
+        if let Some(engine) = self.engine.take() {
+            let mut engine = engine;
+            // Readers hold a handle for one call at most.
+            let deadline = Instant::now() + Duration::from_millis(200);
+            loop {
+                match Arc::try_unwrap(engine) {
+                    Ok(inner) => {
+                        drop(inner);
+                        break;
+                    }
+                    Err(shared) if Instant::now() < deadline => {
+                        engine = shared;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(shared) => {
+                        self.engine = Some(shared);
+                        return Err(StoreError::backend(
+                            "reopen",
+                            std::io::Error::other("the database is still in use"),
+                        ));
+                    }
+                }
+            }
+        }
+        let engine = Engine::open(&self.dir).map_err(|e| StoreError::backend("reopen", e))?;
+        engine
+            .meta
+            .insert(b"probe", [])
+            .and_then(|()| engine.db.persist(PersistMode::SyncData))
+            .map_err(|e| StoreError::backend("probe", e))?;
+        let queue = Queue::load(&engine)?;
+        self.keys = Keys::open(&engine.db).map_err(|e| StoreError::backend("reopen", e))?;
+        self.next_id = engine.counter(NEXT_ID)?;
+        self.bytes = engine.counter(BYTES)?;
+        let engine = Arc::new(engine);
+        {
+            let mut core = self.shared.core();
+            core.queue.reload(queue);
+            core.engine = Some(Arc::clone(&engine));
+        }
+        self.engine = Some(engine);
+        self.publish_usage();
+        Ok(())
+    }
+}
+
+/// Which of an endpoint's keys an op on the whole endpoint goes through.
+#[derive(Clone, Copy)]
+enum Scan {
+    /// Its queue.
+    Queued,
+    /// Its dead letters.
+    Dead,
+    /// Its queue after `now_ms` (deliveries waiting for a retry).
+    WaitingAfter(i64),
+}
+
+fn complete(engine: &Engine, tx: &mut Tx, id: u64) -> Result<(), StoreError> {
+    let stored = tx.queued(engine, id)?;
+    tx.unqueue(&stored.record, id);
+    tx.changes.lane(&stored.record.endpoint).depth -= 1;
+    tx.changes.ended.push(id);
+    tx.remove(id, &stored);
+    Ok(())
+}
+
+fn reschedule(
+    engine: &Engine,
+    tx: &mut Tx,
+    id: u64,
+    not_before_ms: i64,
+    attempts: u32,
+    error: Option<String>,
+) -> Result<(), StoreError> {
+    let stored = tx.queued(engine, id)?;
+    let mut record = stored.record.clone();
+    tx.unqueue(&record, id);
+    record.not_before_ms = not_before_ms;
+    record.attempts = attempts;
+    record.last_error = error;
+    tx.queue(&record, id, false);
+    tx.changes.ended.push(id);
+    tx.put(id, record, stored.body.clone(), Some(&stored))
+}
+
+fn bury(engine: &Engine, tx: &mut Tx, id: u64, grave: Grave) -> Result<(), StoreError> {
+    let stored = tx.queued(engine, id)?;
+    tx.changes.ended.push(id);
+    bury_stored(tx, id, stored, grave).map(drop)
+}
+
+fn bury_stored(tx: &mut Tx, id: u64, stored: Stored, grave: Grave) -> Result<bool, StoreError> {
+    let mut record = stored.record.clone();
+    tx.unqueue(&record, id);
+    let change = tx.changes.lane(&record.endpoint);
+    change.depth -= 1;
+    change.dead += 1;
+    tx.dead.insert(dead_key(&lane(&record.endpoint), id), true);
+    record.grave = Some(grave);
+    tx.put(id, record, stored.body.clone(), Some(&stored))?;
+    Ok(true)
+}
+
+fn replay(engine: &Engine, tx: &mut Tx, id: u64, now_ms: i64) -> Result<bool, StoreError> {
+    match tx.get(engine, id)? {
+        Some(stored) if stored.record.grave.is_some() => replay_stored(tx, id, stored, now_ms),
+        _ => Ok(false),
+    }
+}
+
+fn replay_stored(tx: &mut Tx, id: u64, stored: Stored, now_ms: i64) -> Result<bool, StoreError> {
+    let mut record = stored.record.clone();
+    tx.dead.insert(dead_key(&lane(&record.endpoint), id), false);
+    record.grave = None;
+    record.attempts = 0;
+    record.last_error = None;
+    // Due at once, whatever the clock of the worker that leases it.
+    record.not_before_ms = 0;
+    record.created_at_ms = now_ms;
+    let change = tx.changes.lane(&record.endpoint);
+    change.dead -= 1;
+    change.depth += 1;
+    tx.queue(&record, id, true);
+    tx.put(id, record, stored.body.clone(), Some(&stored))?;
+    Ok(true)
+}
+
+fn discard(engine: &Engine, tx: &mut Tx, id: u64) -> Result<bool, StoreError> {
+    match tx.get(engine, id)? {
+        Some(stored) if stored.record.grave.is_some() => {
+            tx.dead
+                .insert(dead_key(&lane(&stored.record.endpoint), id), false);
+            tx.changes.lane(&stored.record.endpoint).dead -= 1;
+            tx.remove(id, &stored);
+            Ok(true)
+        }
+        _ => Ok(false),
     }
 }
 
@@ -670,18 +1191,18 @@ fn pending_of(op: Op) -> Pending {
     // The results are replaced by the failure before they are sent.
     match op {
         Op::Enqueue { reply, .. } | Op::EnqueueDeadLetter { reply, .. } => {
-            Pending::Enqueue(reply, Err(StoreError::WriterStopped))
+            Pending::Enqueue(reply, Ok(EnqueueOutcome::Duplicate))
         }
         Op::Complete { reply, .. }
         | Op::Reschedule { reply, .. }
         | Op::DeadLetter { reply, .. }
-        | Op::ForgetUse { reply, .. } => Pending::Unit(reply, Err(StoreError::WriterStopped)),
+        | Op::ForgetUse { reply, .. } => Pending::Unit(reply, Ok(())),
         Op::DeadLetterEndpoint { reply, .. }
         | Op::ReplayEndpoint { reply, .. }
-        | Op::RetryNow { reply, .. } => Pending::Count(reply, Err(StoreError::WriterStopped)),
+        | Op::RetryNow { reply, .. } => Pending::Count(reply, Ok(0)),
         Op::Replay { reply, .. }
         | Op::DeleteDeadLetter { reply, .. }
-        | Op::FirstUse { reply, .. } => Pending::Found(reply, Err(StoreError::WriterStopped)),
+        | Op::FirstUse { reply, .. } => Pending::Found(reply, Ok(false)),
     }
 }
 

@@ -1,0 +1,275 @@
+//! The store's data on disk: one fjall database in `<dir>/data`, its keyspaces, and how
+//! keys and records are laid out in them.
+//!
+//! | keyspace | key | value |
+//! |---|---|---|
+//! | `deliveries` | id (8 bytes, big-endian) | [`Record`]: the delivery's fields, its dead letter if it is one, then its body |
+//! | `due` | [lane](lane) of the endpoint, due time, id | empty: the queue, in due order per endpoint |
+//! | `dead` | lane of the endpoint, id | empty: the dead letters, oldest first per endpoint |
+//! | `meta` | `next_id`, `bytes`, `depth`/`dead`/`cursor` + lane | counters kept with the data, so an open reads no backlog |
+//! | `keys_<end>_<width>` | 128-bit hash of a dedupe key or a one-time token | its expiry: one keyspace per window of expiries (`dedupe`) |
+//!
+//! Every change of a batch is one fjall write batch: atomic, and durable once committed
+//! with `SyncData` (one `fdatasync` of fjall's journal). A torn batch at the end of the
+//! journal is cut off when the database is opened.
+
+use crate::StoreError;
+use bytes::Bytes;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The fjall database's directory inside the store directory.
+pub(crate) const DATA_DIR: &str = "data";
+
+/// Longest endpoint name the store takes, in bytes.
+pub(crate) const MAX_ENDPOINT: usize = 1024;
+
+/// Memory for blocks read back (data, index and filter blocks), shared by every keyspace.
+const CACHE_BYTES: u64 = 8 << 20;
+
+/// The journal is flushed into tables once it is this long (fjall's smallest setting):
+/// what an open replays is bounded by it, whatever the backlog.
+const JOURNAL_BYTES: u64 = 64 << 20;
+
+/// Bodies at least this long are kept apart from the keys (fjall's blob files), so that
+/// compactions move a pointer rather than the body.
+const SEPARATE_BODIES_FROM: u32 = 4096;
+
+/// The write buffer (memtable) of each keyspace, before it is written out as a table.
+const DELIVERIES_MEMTABLE: u64 = 8 << 20;
+const INDEX_MEMTABLE: u64 = 4 << 20;
+
+/// The open database and its long-lived keyspaces.
+pub(crate) struct Engine {
+    pub(crate) db: Database,
+    pub(crate) deliveries: Keyspace,
+    pub(crate) due: Keyspace,
+    pub(crate) dead: Keyspace,
+    pub(crate) meta: Keyspace,
+    pub(crate) path: PathBuf,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+/// Options of a dedupe keyspace: point lookups, mostly misses, in many tables.
+pub(crate) fn key_options() -> KeyspaceCreateOptions {
+    use fjall::config::PartitioningPolicy;
+    KeyspaceCreateOptions::default()
+        .max_memtable_size(INDEX_MEMTABLE)
+        // Filters and indexes read a partition at a time through the cache, never a
+        // whole table's at once.
+        .filter_block_partitioning_policy(PartitioningPolicy::all(true))
+        .index_block_partitioning_policy(PartitioningPolicy::all(true))
+}
+
+impl Engine {
+    /// Opens (or creates) the database under `dir`.
+    pub(crate) fn open(dir: &Path) -> Result<Self, fjall::Error> {
+        let path = dir.join(DATA_DIR);
+        let db = Database::builder(&path)
+            .cache_size(CACHE_BYTES)
+            .max_journaling_size(JOURNAL_BYTES)
+            .open()?;
+        let deliveries = db.keyspace("deliveries", || {
+            KeyspaceCreateOptions::default()
+                .max_memtable_size(DELIVERIES_MEMTABLE)
+                .with_kv_separation(Some(
+                    KvSeparationOptions::default().separation_threshold(SEPARATE_BODIES_FROM),
+                ))
+        })?;
+        let index = || KeyspaceCreateOptions::default().max_memtable_size(INDEX_MEMTABLE);
+        let due = db.keyspace("due", index)?;
+        let dead = db.keyspace("dead", index)?;
+        let meta = db.keyspace("meta", index)?;
+        Ok(Engine {
+            db,
+            deliveries,
+            due,
+            dead,
+            meta,
+            path,
+        })
+    }
+
+    /// The record of delivery `id`, if there is one.
+    pub(crate) fn record(&self, id: u64) -> Result<Option<(Record, Bytes)>, StoreError> {
+        let Some(value) = self.deliveries.get(id.to_be_bytes()).map_err(read_error)? else {
+            return Ok(None);
+        };
+        Record::decode(id, &value).map(Some)
+    }
+
+    /// A counter of `meta`, 0 when absent.
+    pub(crate) fn counter(&self, key: &[u8]) -> Result<u64, StoreError> {
+        let value = self.meta.get(key).map_err(read_error)?;
+        Ok(value.map_or(0, |v| decode_u64(&v)))
+    }
+}
+
+/// A read of the database failed.
+pub(crate) fn read_error(e: fjall::Error) -> StoreError {
+    StoreError::backend("read", e)
+}
+
+/// A big-endian `u64`, 0 when the value is not 8 bytes long.
+pub(crate) fn decode_u64(value: &[u8]) -> u64 {
+    value.try_into().map(u64::from_be_bytes).unwrap_or(0)
+}
+
+/// An endpoint's lane: its name's length (2 bytes) and the name. Every key of the
+/// endpoint in `due` and `dead` starts with it, and no lane is the start of another.
+pub(crate) fn lane(endpoint: &str) -> Vec<u8> {
+    let name = endpoint.as_bytes();
+    let mut key = Vec::with_capacity(2 + name.len() + 16);
+    // Names are checked against MAX_ENDPOINT before they are written.
+    key.extend_from_slice(&(name.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
+    key.extend_from_slice(name);
+    key
+}
+
+/// Due times sort as unsigned bytes: the sign bit flipped.
+fn due_bytes(due_ms: i64) -> [u8; 8] {
+    ((due_ms as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// The key of delivery `id` of `lane`, due at `due_ms`, in `due`.
+pub(crate) fn due_key(lane: &[u8], due_ms: i64, id: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(lane.len() + 16);
+    key.extend_from_slice(lane);
+    key.extend_from_slice(&due_bytes(due_ms));
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// The due time and id at the end of a `due` key.
+pub(crate) fn parse_due(key: &[u8]) -> Option<(i64, u64)> {
+    let tail = key.len().checked_sub(16).map(|at| &key[at..])?;
+    let due = u64::from_be_bytes(tail[..8].try_into().ok()?) ^ (1 << 63);
+    let id = u64::from_be_bytes(tail[8..].try_into().ok()?);
+    Some((due as i64, id))
+}
+
+/// The key of dead letter `id` of `lane` in `dead`.
+pub(crate) fn dead_key(lane: &[u8], id: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(lane.len() + 8);
+    key.extend_from_slice(lane);
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// The id at the end of a `dead` key.
+pub(crate) fn parse_dead(key: &[u8]) -> Option<u64> {
+    let at = key.len().checked_sub(8)?;
+    Some(u64::from_be_bytes(key[at..].try_into().ok()?))
+}
+
+/// The `meta` key of counter `kind` (`depth`, `dead`, `cursor`) of `lane`.
+pub(crate) fn meta_key(kind: &[u8], lane: &[u8]) -> Vec<u8> {
+    [kind, b"/", lane].concat()
+}
+
+/// `meta`: the next id to hand out.
+pub(crate) const NEXT_ID: &[u8] = b"next_id";
+/// `meta`: bytes of every record (queued deliveries and dead letters).
+pub(crate) const BYTES: &[u8] = b"bytes";
+/// `meta` kinds.
+pub(crate) const DEPTH: &[u8] = b"depth";
+pub(crate) const DEAD: &[u8] = b"dead";
+pub(crate) const CURSOR: &[u8] = b"cursor";
+
+/// Why a delivery was given up on: present when the record is a dead letter.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Grave {
+    pub(crate) reason: String,
+    pub(crate) status: Option<u16>,
+    pub(crate) response: Option<String>,
+    pub(crate) dead_at_ms: i64,
+}
+
+/// A delivery's record in `deliveries`, without its body.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Record {
+    pub(crate) endpoint: Arc<str>,
+    pub(crate) webhook_id: String,
+    pub(crate) created_at_ms: i64,
+    pub(crate) not_before_ms: i64,
+    pub(crate) attempts: u32,
+    pub(crate) last_error: Option<String>,
+    pub(crate) grave: Option<Grave>,
+}
+
+impl Record {
+    /// The value stored: the head's length (4 bytes), the head, the body.
+    pub(crate) fn encode(&self, id: u64, body: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let head = postcard::to_allocvec(self).map_err(|e| StoreError::Corrupt {
+            table: "deliveries",
+            key: id,
+            source: Arc::new(e),
+        })?;
+        let mut value = Vec::with_capacity(4 + head.len() + body.len());
+        value.extend_from_slice(&(head.len() as u32).to_be_bytes());
+        value.extend_from_slice(&head);
+        value.extend_from_slice(body);
+        Ok(value)
+    }
+
+    /// Record `id` and its body, from the stored value.
+    pub(crate) fn decode(id: u64, value: &[u8]) -> Result<(Record, Bytes), StoreError> {
+        let corrupt = |source: Arc<dyn std::error::Error + Send + Sync>| StoreError::Corrupt {
+            table: "deliveries",
+            key: id,
+            source,
+        };
+        let head_len = value
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .map(|b| u32::from_be_bytes(b) as usize)
+            .filter(|&len| 4 + len <= value.len())
+            .ok_or_else(|| corrupt(Arc::new(std::io::Error::other("record cut short"))))?;
+        let record: Record =
+            postcard::from_bytes(&value[4..4 + head_len]).map_err(|e| corrupt(Arc::new(e)))?;
+        Ok((record, Bytes::copy_from_slice(&value[4 + head_len..])))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_keys_sort_by_time_then_id_and_parse_back() {
+        let lane = lane("crm");
+        let early = due_key(&lane, -5, 9);
+        let now = due_key(&lane, 1_700_000_000_000, 2);
+        let later = due_key(&lane, 1_700_000_000_000, 3);
+        assert!(early < now && now < later);
+        assert_eq!(parse_due(&now), Some((1_700_000_000_000, 2)));
+        assert_eq!(parse_due(&early), Some((-5, 9)));
+        assert!(!due_key(&super::lane("crm2"), 0, 0).starts_with(&lane));
+    }
+
+    #[test]
+    fn records_round_trip_with_their_bodies() -> Result<(), StoreError> {
+        let record = Record {
+            endpoint: "crm".into(),
+            webhook_id: "msg_1".into(),
+            created_at_ms: 1,
+            not_before_ms: 2,
+            attempts: 3,
+            last_error: Some("503".into()),
+            grave: None,
+        };
+        let value = record.encode(7, b"{}")?;
+        let (back, body) = Record::decode(7, &value)?;
+        assert_eq!(back, record);
+        assert_eq!(&body[..], b"{}");
+        assert!(Record::decode(7, &value[..3]).is_err());
+        Ok(())
+    }
+}

@@ -1,0 +1,323 @@
+//! What the store keeps in memory about its queue, whatever the backlog: per endpoint,
+//! how many deliveries are queued and dead-lettered and where its queue starts on disk;
+//! which deliveries are leased; and the endpoints' wake-up signals.
+//!
+//! The queue itself is the `due` keyspace, in due order per endpoint. Removing a
+//! delivery from it leaves a tombstone until compaction drops it, so a queue that has
+//! moved millions of deliveries would make every scan from its start step over millions
+//! of tombstones. Each endpoint's *cursor* is a key at or before every delivery still in
+//! its queue: scans start there, and a scan moves it up to the first key it finds. A
+//! delivery queued before the cursor (due earlier than everything left) moves it back,
+//! once committed. Cursors are saved with the writer's next batch, so after an open the
+//! scans start where they left off. Leased deliveries stay in `due` (a restart offers
+//! them again) and are skipped by scans; they are as many as the deliveries in flight.
+
+use super::engine::{CURSOR, DEAD, DEPTH, Engine, due_key, lane, parse_due, read_error};
+use crate::StoreError;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// One endpoint's counters and cursor.
+#[derive(Debug, Default)]
+pub(crate) struct Lane {
+    /// Queued deliveries, leased ones included.
+    pub(crate) depth: u64,
+    /// Dead letters.
+    pub(crate) dead: u64,
+    /// No delivery of the endpoint is queued before this `due` key (`None`: scan from the
+    /// start of the endpoint's keys).
+    cursor: Option<Vec<u8>>,
+    /// The cursor moved since the writer last saved it.
+    moved: bool,
+}
+
+/// What a committed batch changed for one endpoint.
+#[derive(Debug, Default)]
+pub(crate) struct LaneChange {
+    pub(crate) depth: i64,
+    pub(crate) dead: i64,
+    /// The earliest `due` key the batch wrote.
+    pub(crate) lowest: Option<Vec<u8>>,
+    /// Wake the endpoint's workers.
+    pub(crate) wake: bool,
+}
+
+impl LaneChange {
+    /// Notes that the batch wrote `key` into the endpoint's queue.
+    pub(crate) fn queued(&mut self, key: &[u8]) {
+        if self.lowest.as_deref().is_none_or(|low| key < low) {
+            self.lowest = Some(key.to_vec());
+        }
+    }
+}
+
+/// What a committed batch changed in memory.
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    pub(crate) lanes: HashMap<Arc<str>, LaneChange>,
+    /// Leases that end (completed, rescheduled, dead-lettered).
+    pub(crate) ended: Vec<u64>,
+}
+
+impl Changes {
+    pub(crate) fn lane(&mut self, endpoint: &Arc<str>) -> &mut LaneChange {
+        self.lanes.entry(Arc::clone(endpoint)).or_default()
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Queue {
+    lanes: HashMap<Arc<str>, Lane>,
+    leases: HashMap<u64, Arc<str>>,
+    wakers: HashMap<String, Arc<Notify>>,
+}
+
+/// The endpoint name of a lane's bytes.
+fn endpoint_of(lane: &[u8]) -> Option<&str> {
+    let len = usize::from(u16::from_be_bytes(lane.get(..2)?.try_into().ok()?));
+    std::str::from_utf8(lane.get(2..2 + len)?).ok()
+}
+
+impl Queue {
+    /// The counters and cursors saved in `engine`.
+    pub(crate) fn load(engine: &Engine) -> Result<Self, StoreError> {
+        let mut queue = Queue::default();
+        for kind in [DEPTH, DEAD, CURSOR] {
+            let prefix = [kind, b"/"].concat();
+            for guard in engine.meta.prefix(&prefix) {
+                let (key, value) = guard.into_inner().map_err(read_error)?;
+                let lane_bytes = &key[prefix.len()..];
+                let Some(endpoint) = endpoint_of(lane_bytes) else {
+                    continue;
+                };
+                let lane = queue.lanes.entry(Arc::from(endpoint)).or_default();
+                match kind {
+                    DEPTH => lane.depth = super::engine::decode_u64(&value),
+                    DEAD => lane.dead = super::engine::decode_u64(&value),
+                    _ => lane.cursor = Some(value.to_vec()),
+                }
+            }
+        }
+        Ok(queue)
+    }
+
+    /// Takes the counters and cursors of `loaded` (the database opened again), keeping the
+    /// leases and wake-up signals.
+    pub(crate) fn reload(&mut self, loaded: Queue) {
+        self.lanes = loaded.lanes;
+    }
+
+    /// Leases up to `max` deliveries of `endpoint` due at `now_ms` and not leased, in due
+    /// order; their ids.
+    pub(crate) fn lease(
+        &mut self,
+        engine: &Engine,
+        endpoint: &str,
+        now_ms: i64,
+        max: usize,
+    ) -> Result<Vec<u64>, StoreError> {
+        let Some((name, lane)) = self.lanes.get_key_value(endpoint) else {
+            return Ok(Vec::new());
+        };
+        if lane.depth == 0 || max == 0 {
+            return Ok(Vec::new());
+        }
+        let name = Arc::clone(name);
+        let prefix = super::engine::lane(endpoint);
+        let start = lane.cursor.clone().unwrap_or_else(|| prefix.clone());
+        let end = due_key(&prefix, now_ms, u64::MAX);
+        let mut first = None;
+        let mut ids = Vec::new();
+        if start <= end {
+            for guard in engine.due.range(start..=end.clone()) {
+                let key = guard.key().map_err(read_error)?;
+                let Some((_, id)) = parse_due(&key) else {
+                    continue;
+                };
+                if first.is_none() {
+                    first = Some(key.to_vec());
+                }
+                if self.leases.contains_key(&id) {
+                    continue;
+                }
+                self.leases.insert(id, Arc::clone(&name));
+                ids.push(id);
+                if ids.len() >= max {
+                    break;
+                }
+            }
+        }
+        // Nothing before `end` is queued if nothing was found up to it.
+        self.advance(endpoint, first.unwrap_or(end));
+        Ok(ids)
+    }
+
+    /// When the earliest delivery of `endpoint` that is not leased is due.
+    pub(crate) fn next_due(
+        &mut self,
+        engine: &Engine,
+        endpoint: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let Some(lane) = self.lanes.get(endpoint) else {
+            return Ok(None);
+        };
+        if lane.depth == 0 {
+            return Ok(None);
+        }
+        let prefix = super::engine::lane(endpoint);
+        let start = lane.cursor.clone().unwrap_or_else(|| prefix.clone());
+        let mut first = None;
+        let mut due = None;
+        for guard in engine.due.range(start..) {
+            let key = guard.key().map_err(read_error)?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let Some((at, id)) = parse_due(&key) else {
+                continue;
+            };
+            if first.is_none() {
+                first = Some(key.to_vec());
+            }
+            if !self.leases.contains_key(&id) {
+                due = Some(at);
+                break;
+            }
+        }
+        if let Some(first) = first {
+            self.advance(endpoint, first);
+        }
+        Ok(due)
+    }
+
+    /// Moves the cursor of `endpoint` up to `key` (never back).
+    fn advance(&mut self, endpoint: &str, key: Vec<u8>) {
+        if let Some(lane) = self.lanes.get_mut(endpoint)
+            && lane.cursor.as_ref().is_none_or(|cursor| *cursor < key)
+        {
+            lane.cursor = Some(key);
+            lane.moved = true;
+        }
+    }
+
+    /// Is `id` leased?
+    pub(crate) fn is_leased(&self, id: u64) -> bool {
+        self.leases.contains_key(&id)
+    }
+
+    /// Ends the lease of `id`; false when it had none.
+    pub(crate) fn release(&mut self, id: u64) -> bool {
+        self.leases.remove(&id).is_some()
+    }
+
+    /// Queued deliveries of `endpoint`.
+    pub(crate) fn depth(&self, endpoint: &str) -> u64 {
+        self.lanes.get(endpoint).map_or(0, |lane| lane.depth)
+    }
+
+    /// Dead letters of `endpoint`.
+    pub(crate) fn dead(&self, endpoint: &str) -> u64 {
+        self.lanes.get(endpoint).map_or(0, |lane| lane.dead)
+    }
+
+    /// Endpoints with queued deliveries, sorted.
+    pub(crate) fn endpoints(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .lanes
+            .iter()
+            .filter(|(_, lane)| lane.depth > 0)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Endpoints with dead letters.
+    pub(crate) fn dead_endpoints(&self) -> Vec<Arc<str>> {
+        self.lanes
+            .iter()
+            .filter(|(_, lane)| lane.dead > 0)
+            .map(|(name, _)| Arc::clone(name))
+            .collect()
+    }
+
+    /// Queued deliveries and dead letters in all.
+    pub(crate) fn totals(&self) -> (u64, u64) {
+        self.lanes
+            .values()
+            .fold((0, 0), |(q, d), lane| (q + lane.depth, d + lane.dead))
+    }
+
+    pub(crate) fn waker(&mut self, endpoint: &str) -> Arc<Notify> {
+        Arc::clone(self.wakers.entry(endpoint.to_owned()).or_default())
+    }
+
+    /// The cursors to save with a batch that makes `changes`: those that moved, and those
+    /// the batch moves back. Marks them saved.
+    pub(crate) fn cursors_to_save(&mut self, changes: &Changes) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        for (name, change) in &changes.lanes {
+            let Some(lowest) = &change.lowest else {
+                continue;
+            };
+            let current = self.lanes.get(&**name).and_then(|lane| lane.cursor.clone());
+            let key = match current {
+                Some(cursor) if cursor < *lowest => cursor,
+                // The queue starts no later than what the batch writes.
+                Some(_) => lowest.clone(),
+                // Scanned from the start: nothing to save.
+                None => continue,
+            };
+            if let Some(lane) = self.lanes.get_mut(&**name) {
+                lane.moved = false;
+            }
+            seen.insert(Arc::clone(name));
+            out.push((lane(name), key));
+        }
+        for (name, state) in &mut self.lanes {
+            if state.moved && !seen.contains(name) {
+                state.moved = false;
+                if let Some(cursor) = &state.cursor {
+                    out.push((lane(name), cursor.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Applies a committed batch's changes, then wakes the endpoints it queued for.
+    pub(crate) fn apply(&mut self, changes: Changes) {
+        for id in changes.ended {
+            self.leases.remove(&id);
+        }
+        for (name, change) in changes.lanes {
+            let lane = self.lanes.entry(Arc::clone(&name)).or_default();
+            lane.depth = lane.depth.saturating_add_signed(change.depth);
+            lane.dead = lane.dead.saturating_add_signed(change.dead);
+            if let Some(lowest) = change.lowest
+                && lane.cursor.as_ref().is_some_and(|cursor| lowest < *cursor)
+            {
+                lane.cursor = Some(lowest);
+            }
+            if change.wake
+                && let Some(waker) = self.wakers.get(&*name)
+            {
+                waker.notify_one();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoint_of;
+
+    #[test]
+    fn lanes_name_their_endpoint() {
+        let lane = super::lane("crm");
+        assert_eq!(endpoint_of(&lane), Some("crm"));
+        assert_eq!(endpoint_of(&lane[..3]), None);
+    }
+}
