@@ -1,7 +1,7 @@
 //! What only the embedded store does, through its public API, on the real file system
-//! (fsync included): reopening, group commit, the writer thread, compaction and damaged
-//! logs, and where it differs from Redis (times are the callers' `now_ms`). What both
-//! backends do is the contract, in `contract/`.
+//! (fsync included): reopening, group commit, the writer thread, torn and damaged
+//! journals, the dedupe windows, the budget, and where it differs from Redis (times are
+//! the callers' `now_ms`). What both backends do is the contract, in `contract/`.
 
 #[allow(dead_code)]
 #[path = "support/deliveries.rs"]
@@ -60,9 +60,9 @@ async fn next_due_is_none_when_nothing_waits() -> TestResult {
     Ok(())
 }
 
-/// A replayed dead letter keeps its id and its queue time across a reopen and a checkpoint.
+/// A replayed dead letter keeps its id and its queue time across a reopen and a second one.
 #[tokio::test]
-async fn a_replayed_dead_letter_is_kept_by_a_reopen_and_a_checkpoint() -> TestResult {
+async fn a_replayed_dead_letter_is_kept_by_a_reopen_and_a_second_reopen() -> TestResult {
     let dir = dir()?;
     let a = {
         let store = EmbeddedStore::open(dir.path())?;
@@ -78,36 +78,35 @@ async fn a_replayed_dead_letter_is_kept_by_a_reopen_and_a_checkpoint() -> TestRe
         assert_eq!(store.lease("crm", 0, 10).await?.len(), 1);
         a.id
     };
-    let store = EmbeddedStore::open_with(dir.path(), EmbeddedOptions::default().compact_after(0))?;
+    let store = EmbeddedStore::open_with(dir.path(), EmbeddedOptions::default())?;
     let again = store.lease("crm", 0, 10).await?;
     assert_eq!(
         (again[0].id, again[0].created_at_ms),
         (a, 5_000),
         "after reopen"
     );
-    // A checkpoint keeps it too.
+    // A second reopen keeps it too.
     store.release(again[0].id).await?;
     for delivery in store.lease("ops", i64::MAX, 10).await? {
         store.complete(delivery.id).await?;
     }
     // Any commit checks whether to compact.
     store.enqueue(Some(("k".into(), HOUR)), vec![], 0).await?;
-    assert!(store.checkpoints() > 0, "a is all that is live");
     drop(store);
     let store = EmbeddedStore::open(dir.path())?;
     let again = store.lease("crm", 0, 10).await?;
     assert_eq!(
         (again[0].id, again[0].created_at_ms),
         (a, 5_000),
-        "after a checkpoint"
+        "after a second reopen"
     );
     Ok(())
 }
 
 /// A dead letter written as such, and its dedupe key, are kept by a reopen and a
-/// checkpoint, and it is never queued after either.
+/// second one, and it is never queued after either.
 #[tokio::test]
-async fn a_dead_letter_written_as_such_is_kept_by_a_reopen_and_a_checkpoint() -> TestResult {
+async fn a_dead_letter_written_as_such_is_kept_by_a_reopen_and_a_second_reopen() -> TestResult {
     let dir = dir()?;
     let key = || Some(("meta_whatsapp:evt_u".to_owned(), HOUR));
     let id = {
@@ -117,7 +116,7 @@ async fn a_dead_letter_written_as_such_is_kept_by_a_reopen_and_a_checkpoint() ->
             .await?;
         ids(outcome).remove(0)
     };
-    let store = EmbeddedStore::open_with(dir.path(), EmbeddedOptions::default().compact_after(0))?;
+    let store = EmbeddedStore::open_with(dir.path(), EmbeddedOptions::default())?;
     let found = store.find_dead_letter(id).await?.ok_or("after reopen")?;
     assert_eq!(found.reason, "unparsed: too deep");
     assert!(store.lease(":unparsed", i64::MAX, 10).await?.is_empty());
@@ -137,11 +136,10 @@ async fn a_dead_letter_written_as_such_is_kept_by_a_reopen_and_a_checkpoint() ->
     store
         .enqueue(Some(("k".into(), HOUR)), vec![], 3_000)
         .await?;
-    assert!(store.checkpoints() > 0);
     drop(store);
     let store = EmbeddedStore::open(dir.path())?;
     let letters = store.dead_letters(Some(":unparsed"), 10).await?;
-    assert_eq!(letters.len(), 1, "after a checkpoint");
+    assert_eq!(letters.len(), 1, "after a second reopen");
     assert_eq!(letters[0].delivery.id, id);
     assert_eq!(
         letters[0].delivery.body,
@@ -161,9 +159,9 @@ async fn a_dead_letter_written_as_such_is_kept_by_a_reopen_and_a_checkpoint() ->
     Ok(())
 }
 
-/// A deleted dead letter stays deleted after a reopen and a checkpoint; the others stay.
+/// A deleted dead letter stays deleted after a reopen and a second one; the others stay.
 #[tokio::test]
-async fn a_deleted_dead_letter_stays_deleted_after_a_reopen_and_a_checkpoint() -> TestResult {
+async fn a_deleted_dead_letter_stays_deleted_after_a_reopen_and_a_second_reopen() -> TestResult {
     let dir = dir()?;
     let (gone, kept) = {
         let store = EmbeddedStore::open(dir.path())?;
@@ -176,7 +174,7 @@ async fn a_deleted_dead_letter_stays_deleted_after_a_reopen_and_a_checkpoint() -
         assert!(store.delete_dead_letter(gone).await?);
         (gone, kept)
     };
-    let store = EmbeddedStore::open_with(dir.path(), EmbeddedOptions::default().compact_after(0))?;
+    let store = EmbeddedStore::open_with(dir.path(), EmbeddedOptions::default())?;
     assert_eq!(store.find_dead_letter(gone).await?, None, "after reopen");
     assert!(store.find_dead_letter(kept).await?.is_some());
     // Deliveries done with: the log grows past four times what is live, and compacts.
@@ -188,14 +186,13 @@ async fn a_deleted_dead_letter_stays_deleted_after_a_reopen_and_a_checkpoint() -
     store
         .enqueue(Some(("k".into(), HOUR)), vec![], 2_000)
         .await?;
-    assert!(store.checkpoints() > 0);
     drop(store);
     let store = EmbeddedStore::open(dir.path())?;
     let left = store.dead_letters(None, 10).await?;
     assert_eq!(
         left.iter().map(|l| l.delivery.id).collect::<Vec<_>>(),
         [kept],
-        "after a checkpoint"
+        "after a second reopen"
     );
     Ok(())
 }
@@ -229,10 +226,10 @@ async fn retries_made_due_survive_a_reopen() -> TestResult {
     Ok(())
 }
 
-/// One-time tokens: by the caller's clock, kept by a reopen and a checkpoint while live,
+/// One-time tokens: by the caller's clock, kept by a reopen and a second one while live,
 /// a forgotten one stays forgotten.
 #[tokio::test]
-async fn one_time_tokens_survive_a_reopen_and_a_checkpoint() -> TestResult {
+async fn one_time_tokens_survive_a_reopen_and_a_second_reopen() -> TestResult {
     let dir = dir()?;
     let ttl = Duration::from_millis(100_000);
     {
@@ -247,19 +244,18 @@ async fn one_time_tokens_survive_a_reopen_and_a_checkpoint() -> TestResult {
                 .await?
         );
     }
-    let store = EmbeddedStore::open_with(dir.path(), EmbeddedOptions::default().compact_after(0))?;
+    let store = EmbeddedStore::open_with(dir.path(), EmbeddedOptions::default())?;
     assert!(!store.first_use("tok", ttl, 1_000).await?, "after reopen");
     assert!(store.first_use("short", ttl, 1_000).await?, "expired");
     // Any commit checks whether to compact.
     store
         .enqueue(Some(("k".into(), HOUR)), vec![], 1_000)
         .await?;
-    assert!(store.checkpoints() > 0);
     drop(store);
     let store = EmbeddedStore::open(dir.path())?;
     assert!(
         !store.first_use("tok", ttl, 99_999).await?,
-        "after a checkpoint"
+        "after a second reopen"
     );
     assert!(!store.first_use("short", ttl, 1_000).await?);
     assert!(store.first_use("forgotten", ttl, 1_000).await?);
@@ -527,204 +523,6 @@ async fn queued_after_reopen(
     Ok(leased.into_iter().map(|d| d.webhook_id).collect())
 }
 
-/// Opens a store in `dir`, queues one delivery, closes it; returns the path of its log.
-async fn log_of_one_delivery(
-    dir: &std::path::Path,
-) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
-    {
-        let store = EmbeddedStore::open(dir)?;
-        store.enqueue(None, vec![new("crm", "a")], 1_000).await?;
-    }
-    Ok(dir.join(&logs(dir)?[0]))
-}
-
-/// The log files of a store directory, by name.
-fn logs(dir: &std::path::Path) -> Result<Vec<String>, std::io::Error> {
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".log") {
-            names.push(name);
-        }
-    }
-    names.sort();
-    Ok(names)
-}
-
-#[tokio::test]
-async fn compaction_keeps_exactly_what_is_live() -> TestResult {
-    let dir = dir()?;
-    let options = EmbeddedOptions::default().compact_after(16 * 1024);
-    let (kept, rescheduled, dead) = {
-        let store = EmbeddedStore::open_with(dir.path(), options.clone())?;
-        let mut kept = Vec::new();
-        let mut rescheduled = None;
-        let mut dead = None;
-        for round in 0..200 {
-            let key = Some((format!("evt{round}"), HOUR));
-            let batch = vec![
-                new("crm", &format!("w{round}")),
-                new("ops", &format!("o{round}")),
-            ];
-            let ids = ids(store.enqueue(key, batch, 1_000).await?);
-            // Everything is delivered except a few.
-            for delivery in store.lease("crm", 1_000, 10).await? {
-                match round {
-                    7 => {
-                        store
-                            .reschedule(delivery.id, 9_000, 3, Some("503".into()))
-                            .await?;
-                        rescheduled = Some(delivery.id);
-                    }
-                    8 => {
-                        store
-                            .dead_letter(
-                                delivery.id,
-                                "bad request",
-                                Some(400),
-                                Some("no".into()),
-                                2_000,
-                            )
-                            .await?;
-                        dead = Some(delivery.id);
-                    }
-                    _ => store.complete(delivery.id).await?,
-                }
-            }
-            for delivery in store.lease("ops", 1_000, 10).await? {
-                // Every 50th stays queued (released again each time it comes back).
-                if round % 50 == 0 && delivery.id == ids[1] {
-                    kept.push(delivery.id);
-                }
-                if kept.contains(&delivery.id) {
-                    store.release(delivery.id).await?;
-                } else {
-                    store.complete(delivery.id).await?;
-                }
-            }
-        }
-        assert!(store.checkpoints() > 0, "the log was never compacted");
-        assert_eq!(logs(dir.path())?.len(), 1, "the old log is removed");
-        (
-            kept,
-            rescheduled.ok_or("none rescheduled")?,
-            dead.ok_or("none dead")?,
-        )
-    };
-    for _reopen in 0..2 {
-        let store = EmbeddedStore::open_with(dir.path(), options.clone())?;
-        assert_eq!(store.queue_depth("ops"), kept.len() as u64);
-        let ops = store.lease("ops", 1_000, 100).await?;
-        assert_eq!(ops.iter().map(|d| d.id).collect::<Vec<_>>(), kept);
-        assert_eq!(ops[0].body, Bytes::from_static(b"{\"id\":\"o0\"}"));
-        assert_eq!(ops[0].webhook_id, "o0");
-        let crm = store.lease("crm", 9_000, 100).await?;
-        assert_eq!(crm.len(), 1);
-        assert_eq!(
-            (crm[0].id, crm[0].attempts, crm[0].last_error.as_deref()),
-            (rescheduled, 3, Some("503"))
-        );
-        assert_eq!(crm[0].body, Bytes::from_static(b"{\"id\":\"w7\"}"));
-        let letters = store.dead_letters(Some("crm"), 10).await?;
-        assert_eq!(letters.len(), 1);
-        assert_eq!(letters[0].delivery.id, dead);
-        assert_eq!(letters[0].response.as_deref(), Some("no"));
-        assert_eq!(
-            letters[0].delivery.body,
-            Bytes::from_static(b"{\"id\":\"w8\"}")
-        );
-        // Dedupe keys and ids survive the compaction.
-        assert_eq!(
-            store
-                .enqueue(Some(("evt3".into(), HOUR)), vec![], 1_000)
-                .await?,
-            EnqueueOutcome::Duplicate
-        );
-        let next = ids(store.enqueue(None, vec![new("x", "x")], 1_000).await?);
-        assert!(next[0].0 >= 400, "ids are not reused: {next:?}");
-        let x = store.lease("x", 1_000, 1).await?;
-        store.complete(x[0].id).await?;
-    }
-    Ok(())
-}
-
-#[tokio::test]
-async fn a_torn_tail_is_cut_off_and_writes_continue_after_it() -> TestResult {
-    let dir = dir()?;
-    let log = log_of_one_delivery(dir.path()).await?;
-    // A crash in the middle of a write: half a frame of garbage at the end.
-    let mut bytes = std::fs::read(&log)?;
-    let whole = bytes.len();
-    bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
-    std::fs::write(&log, &bytes)?;
-    {
-        let store = EmbeddedStore::open(dir.path())?;
-        assert!(std::fs::metadata(&log)?.len() < whole as u64, "cut off");
-        store.enqueue(None, vec![new("crm", "b")], 1_000).await?;
-    }
-    assert_eq!(queued_after_reopen(dir.path()).await?, ["a", "b"]);
-    Ok(())
-}
-
-#[tokio::test]
-async fn a_damaged_log_is_refused_not_read_past() -> TestResult {
-    let dir = dir()?;
-    std::fs::write(
-        dir.path().join(format!("{:020}.log", 1)),
-        b"not a log at all",
-    )?;
-    let opened = EmbeddedStore::open(dir.path());
-    assert!(matches!(opened, Err(StoreError::Open { .. })), "{opened:?}");
-    let old = self::dir()?;
-    std::fs::write(old.path().join("hookrelay.redb"), b"")?;
-    let opened = EmbeddedStore::open(old.path());
-    let message = format!("{:?}", opened.err().ok_or("opened")?);
-    assert!(message.contains("older redb format"), "{message}");
-    Ok(())
-}
-
-#[tokio::test]
-async fn a_checkpoint_interrupted_before_or_after_its_rename_is_harmless() -> TestResult {
-    let dir = dir()?;
-    let options = EmbeddedOptions::default().compact_after(4 * 1024);
-    let a = {
-        let store = EmbeddedStore::open_with(dir.path(), options.clone())?;
-        ids(store.enqueue(None, vec![new("crm", "a")], 1_000).await?)[0]
-    };
-    let first = logs(dir.path())?;
-    let stale = std::fs::read(dir.path().join(&first[0]))?;
-    {
-        let store = EmbeddedStore::open_with(dir.path(), options.clone())?;
-        let a = store.lease("crm", 1_000, 1).await?.remove(0);
-        store.complete(a.id).await?;
-        for i in 0..100 {
-            store
-                .enqueue(None, vec![new("ops", &format!("o{i}"))], 1_000)
-                .await?;
-            let o = store.lease("ops", 1_000, 1).await?.remove(0);
-            store.complete(o.id).await?;
-        }
-        assert!(store.checkpoints() > 0);
-        store.enqueue(None, vec![new("crm", "b")], 1_000).await?;
-    }
-    // Crashed after the rename, before the old log was removed; and an unfinished
-    // checkpoint of a later one.
-    std::fs::write(dir.path().join(&first[0]), &stale)?;
-    std::fs::write(
-        dir.path().join(format!("{:020}.log.tmp", 999)),
-        b"half a checkpoint",
-    )?;
-    let store = EmbeddedStore::open_with(dir.path(), options)?;
-    let crm = store.lease("crm", 1_000, 10).await?;
-    assert_eq!(crm.len(), 1);
-    assert_eq!(crm[0].webhook_id, "b");
-    assert_ne!(crm[0].id, a);
-    assert_eq!(store.queue_depth("ops"), 0);
-    assert_eq!(logs(dir.path())?.len(), 1, "the stale log is removed");
-    assert!(!dir.path().join(format!("{:020}.log.tmp", 999)).exists());
-    Ok(())
-}
-
 #[tokio::test]
 async fn outcomes_are_written_at_once_and_synced_with_the_next_durable_write() -> TestResult {
     let dir = dir()?;
@@ -776,104 +574,212 @@ async fn an_outcome_alone_is_synced_within_its_bound() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
-async fn space_set_aside_at_the_end_of_the_log_is_kept_across_a_reopen() -> TestResult {
-    let dir = dir()?;
-    let log = log_of_one_delivery(dir.path()).await?;
-    let set_aside = std::fs::metadata(&log)?.len();
-    {
-        let store = EmbeddedStore::open(dir.path())?;
-        assert_eq!(
-            std::fs::metadata(&log)?.len(),
-            set_aside,
-            "zeros are not a torn write"
-        );
-        store.enqueue(None, vec![new("crm", "b")], 1_000).await?;
-    }
-    assert_eq!(queued_after_reopen(dir.path()).await?, ["a", "b"]);
-    Ok(())
-}
 
-/// Flips one bit of the body of delivery `webhook_id` (as [`new`] makes it) in the log of
-/// the closed store in `dir`: damage that only the frame holding that body sees.
-fn damage_body_of(dir: &std::path::Path, webhook_id: &str) -> TestResult {
-    let log = dir.join(&logs(dir)?[0]);
-    let mut bytes = std::fs::read(&log)?;
-    let body = new("crm", webhook_id).body;
-    let at = bytes
-        .windows(body.len())
-        .position(|w| w == &body[..])
-        .ok_or("the body is in the log")?;
-    bytes[at + 2] ^= 1;
-    std::fs::write(&log, &bytes)?;
-    Ok(())
-}
-
-#[tokio::test]
-async fn a_damaged_frame_in_the_middle_costs_that_frame_only() -> TestResult {
-    let dir = dir()?;
-    {
-        let store = EmbeddedStore::open(dir.path())?;
-        for id in ["a", "b", "c"] {
-            // One after the other: one operation, one frame and one sync each.
-            store.enqueue(None, vec![new("crm", id)], 1_000).await?;
+/// The journal file of the closed store in `dir` that holds data, and where its data
+/// ends (the rest of the file is zeros set aside).
+fn journal(dir: &std::path::Path) -> Result<(std::path::PathBuf, usize), Box<dyn std::error::Error>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir.join("data"))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "jnl") {
+            let bytes = std::fs::read(&path)?;
+            if let Some(end) = bytes.iter().rposition(|&b| b != 0) {
+                found.push((path, end + 1));
+            }
         }
     }
-    // Bit rot in b's body, which only b's frame holds.
-    damage_body_of(dir.path(), "b")?;
+    assert_eq!(found.len(), 1, "one journal with data: {found:?}");
+    Ok(found.remove(0))
+}
+
+/// A batch a killed process left half-written (its end cut off) is dropped at the next
+/// open, what came before it is kept, and writes continue after it.
+#[tokio::test]
+async fn a_torn_journal_tail_is_cut_off_and_writes_continue_after_it() -> TestResult {
+    let dir = dir()?;
     {
         let store = EmbeddedStore::open(dir.path())?;
-        store.enqueue(None, vec![new("crm", "d")], 1_000).await?;
-    }
-    // What came after the damaged frame, and what was written after the reopen, are kept.
-    assert_eq!(queued_after_reopen(dir.path()).await?, ["a", "c", "d"]);
-    Ok(())
-}
-
-#[tokio::test]
-async fn ids_of_a_skipped_frame_are_not_handed_out_again() -> TestResult {
-    let dir = dir()?;
-    let b = {
-        let store = EmbeddedStore::open(dir.path())?;
         store.enqueue(None, vec![new("crm", "a")], 1_000).await?;
-        let b = ids(store.enqueue(None, vec![new("crm", "b")], 1_000).await?)[0];
-        // An intact frame after b's that holds no enqueue: a's outcome.
-        let a = store.lease("crm", 1_000, 1).await?.remove(0);
-        store.complete(a.id).await?;
-        b
-    };
-    damage_body_of(dir.path(), "b")?;
-    let store = EmbeddedStore::open(dir.path())?;
-    let d = ids(store.enqueue(None, vec![new("crm", "d")], 1_000).await?)[0];
-    // b's id was the highest any intact frame names: it must not come back.
-    assert!(d > b, "{d:?} after {b:?}");
+        store.enqueue(None, vec![new("crm", "b")], 1_000).await?;
+    }
+    let (path, end) = journal(dir.path())?;
+    let mut bytes = std::fs::read(&path)?;
+    // The last batch's end marker and some of its items, as a write cut short leaves it.
+    bytes[end - 24..end].fill(0);
+    std::fs::write(&path, &bytes)?;
+    assert_eq!(queued_after_reopen(dir.path()).await?, ["a"]);
+    {
+        let store = EmbeddedStore::open(dir.path())?;
+        store.enqueue(None, vec![new("crm", "c")], 1_000).await?;
+    }
+    assert_eq!(queued_after_reopen(dir.path()).await?, ["a", "c"]);
     Ok(())
 }
 
+/// A batch damaged in the middle of the journal (bits flipped on the disk) makes the open
+/// fail with the reason, rather than read past it and lose what follows.
 #[tokio::test]
-async fn dead_letters_with_long_responses_do_not_make_compaction_run_on_every_commit() -> TestResult
-{
+async fn a_damaged_journal_is_refused_not_read_past() -> TestResult {
     let dir = dir()?;
-    let options = EmbeddedOptions::default().compact_after(64 * 1024);
+    {
+        let store = EmbeddedStore::open(dir.path())?;
+        for name in ["a", "b", "c"] {
+            store.enqueue(None, vec![new("crm", name)], 1_000).await?;
+        }
+    }
+    let (path, end) = journal(dir.path())?;
+    let mut bytes = std::fs::read(&path)?;
+    let body = bytes[..end]
+        .windows(10)
+        .position(|w| w == br#"{"id":"b"}"#)
+        .ok_or("no body in the journal")?;
+    bytes[body] ^= 1;
+    std::fs::write(&path, &bytes)?;
+    let opened = EmbeddedStore::open(dir.path());
+    let Err(error) = opened else {
+        return Err("a damaged journal was opened".into());
+    };
+    let mut chain = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(e) = source {
+        chain.push_str(&format!(": {e}"));
+        source = e.source();
+    }
+    assert!(chain.contains("ChecksumMismatch"), "{chain}");
+    Ok(())
+}
+
+/// Dedupe keys live in windows of expiry times, each deleted whole (its directory gone)
+/// once every key in it has expired; the keys held are counted, across a reopen too.
+#[tokio::test]
+async fn expired_dedupe_windows_are_deleted_whole() -> TestResult {
+    let dir = dir()?;
+    let windows = |dir: &std::path::Path| -> Result<usize, std::io::Error> {
+        Ok(std::fs::read_dir(dir.join("data/keyspaces"))?.count())
+    };
+    let store = EmbeddedStore::open(dir.path())?;
+    let before = windows(dir.path())?;
+    for i in 0..100 {
+        store
+            .enqueue(Some((format!("e{i}"), HOUR)), vec![], i * 1_000)
+            .await?;
+    }
+    assert_eq!(store.stats().keys, 100);
+    let during = windows(dir.path())?;
+    assert!(during > before, "{before} -> {during}");
+    drop(store);
+    let store = EmbeddedStore::open(dir.path())?;
+    assert_eq!(store.stats().keys, 100, "counted again at open");
+    assert_eq!(
+        store.enqueue(Some(("e99".into(), HOUR)), vec![], 100_000).await?,
+        EnqueueOutcome::Duplicate
+    );
+    // Three hours after the last: every window has ended, and is gone but the new key's.
+    store
+        .enqueue(Some(("late".into(), HOUR)), vec![], 99_000 + 3 * 3_600_000)
+        .await?;
+    assert_eq!(store.stats().keys, 1);
+    // A deleted keyspace's directory goes once its last handle is dropped.
+    drop(store);
+    assert_eq!(windows(dir.path())?, before + 1);
+    Ok(())
+}
+
+/// The budget: once the records and keys reach `max_bytes`, enqueues fail with `Full`
+/// (counted), duplicates are still answered and outcomes still written; once deliveries
+/// drain below it, enqueues are taken again. What is held is counted across a reopen.
+#[tokio::test]
+async fn a_full_budget_refuses_enqueues_until_deliveries_drain() -> TestResult {
+    let dir = dir()?;
+    let options = EmbeddedOptions::default().max_bytes(64 * 1024);
+    let store = EmbeddedStore::open_with(dir.path(), options.clone())?;
+    let body = Bytes::from(vec![b'x'; 1024]);
+    let delivery = |n: usize| hookrelay_store::NewDelivery {
+        endpoint: "crm".into(),
+        webhook_id: format!("msg_{n}"),
+        body: body.clone(),
+        created_at_ms: 0,
+    };
+    let mut accepted = 0;
+    let refusal = loop {
+        match store
+            .enqueue(Some((format!("k{accepted}"), HOUR)), vec![delivery(accepted)], 0)
+            .await
+        {
+            Ok(_) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted < 1_000, "the budget never bit");
+    };
+    assert!(matches!(refusal, StoreError::Full { max: 65_536, .. }), "{refusal:?}");
+    assert!((55..=64).contains(&accepted), "{accepted} deliveries of 1 KiB in 64 KiB");
+    let stats = store.stats();
+    assert_eq!((stats.full, stats.max_bytes), (1, 65_536));
+    assert!(stats.used_bytes > 60_000 && stats.used_bytes <= 65_536, "{stats:?}");
+    assert_eq!(
+        store.enqueue(Some(("k0".into(), HOUR)), vec![delivery(0)], 0).await?,
+        EnqueueOutcome::Duplicate,
+        "a duplicate is answered, full or not"
+    );
+    // Deliveries drain: the budget has room again.
+    for d in store.lease("crm", 0, 10).await? {
+        store.complete(d.id).await?;
+    }
+    store
+        .enqueue(Some(("after".into(), HOUR)), vec![delivery(9_999)], 0)
+        .await?;
+    let used = store.stats().used_bytes;
+    drop(store);
     let store = EmbeddedStore::open_with(dir.path(), options)?;
-    let batch = (0..300).map(|i| new("crm", &format!("d{i}"))).collect();
-    store.enqueue(None, batch, 0).await?;
-    for d in store.lease("crm", 0, 300).await? {
-        let response = "<html>".repeat(700);
-        store
-            .dead_letter(d.id, "bad request", Some(400), Some(response), 1)
-            .await?;
+    assert_eq!(store.stats().used_bytes, used, "counted across a reopen");
+    assert!(matches!(
+        store.enqueue(None, vec![delivery(10_000); 20], 0).await,
+        Err(StoreError::Full { .. })
+    ));
+    // Lifted at run time.
+    store.set_max_bytes(0);
+    store.enqueue(None, vec![delivery(10_000); 20], 0).await?;
+    Ok(())
+}
+
+/// Counters, cursors and ids come back from a reopen without the backlog being read:
+/// the depth of each endpoint, the dead letters, and the queue order after thousands of
+/// deliveries were taken from its head.
+#[tokio::test]
+async fn a_reopen_reads_counters_not_the_backlog() -> TestResult {
+    let dir = dir()?;
+    {
+        let store = EmbeddedStore::open(dir.path())?;
+        for chunk in 0..10 {
+            let batch = (0..500)
+                .flat_map(|i| {
+                    let n = chunk * 500 + i;
+                    [new("crm", &format!("c{n:05}")), new("erp", &format!("e{n:05}"))]
+                })
+                .collect();
+            store.enqueue(None, batch, 1_000).await?;
+        }
+        // The head of crm's queue goes: 3,000 delivered, 10 dead-lettered.
+        let mut left = 3_010;
+        while left > 0 {
+            for d in store.lease("crm", 1_000, left.min(1_000)).await? {
+                if left <= 10 {
+                    store.dead_letter(d.id, "gone", Some(410), None, 1_000).await?;
+                } else {
+                    store.complete(d.id).await?;
+                }
+                left -= 1;
+            }
+        }
+        assert_eq!(store.queue_depth("crm"), 1_990);
     }
-    for i in 0..500 {
-        store
-            .enqueue(None, vec![new("ops", &format!("o{i}"))], 0)
-            .await?;
-        let o = store.lease("ops", 0, 1).await?.remove(0);
-        store.complete(o.id).await?;
-    }
-    // The dead letters' responses (4 KiB each) are live: the log has not reached four
-    // times that, so nothing is rewritten.
-    assert_eq!(store.checkpoints(), 0);
-    assert_eq!(store.dead_letters(None, 1000).await?.len(), 300);
+    let store = EmbeddedStore::open(dir.path())?;
+    assert_eq!(store.queue_depth("crm"), 1_990);
+    assert_eq!(store.queue_depth("erp"), 5_000);
+    assert_eq!(store.endpoints(), ["crm", "erp"]);
+    assert_eq!(store.dead_letters(Some("crm"), 100).await?.len(), 10);
+    let next = store.lease("crm", 1_000, 2).await?;
+    let names: Vec<&str> = next.iter().map(|d| d.webhook_id.as_str()).collect();
+    assert_eq!(names, ["c03010", "c03011"], "the queue resumes where it was");
     Ok(())
 }

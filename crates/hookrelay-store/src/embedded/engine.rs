@@ -99,8 +99,18 @@ impl Engine {
 
     /// The record of delivery `id`, if there is one.
     pub(crate) fn record(&self, id: u64) -> Result<Option<(Record, Bytes)>, StoreError> {
-        let Some(value) = self.deliveries.get(id.to_be_bytes()).map_err(read_error)? else {
-            return Ok(None);
+        let value = match self.deliveries.get(id.to_be_bytes()) {
+            Ok(Some(value)) => value,
+            Ok(None) => return Ok(None),
+            // A damaged block or blob: this record cannot be read, the others can.
+            Err(e @ (fjall::Error::Storage(_) | fjall::Error::Decompress(_))) if !is_io(&e) => {
+                return Err(StoreError::Corrupt {
+                    table: "deliveries",
+                    key: id,
+                    source: Arc::new(e),
+                });
+            }
+            Err(e) => return Err(read_error(e)),
         };
         Record::decode(id, &value).map(Some)
     }
@@ -110,6 +120,14 @@ impl Engine {
         let value = self.meta.get(key).map_err(read_error)?;
         Ok(value.map_or(0, |v| decode_u64(&v)))
     }
+}
+
+/// Whether `e` is an I/O error (rather than damaged data).
+fn is_io(e: &fjall::Error) -> bool {
+    matches!(
+        e,
+        fjall::Error::Io(_) | fjall::Error::Storage(fjall::LsmError::Io(_))
+    )
 }
 
 /// A read of the database failed.

@@ -512,9 +512,24 @@ impl Writer {
         tx.sync = self
             .unsynced_since
             .is_some_and(|since| since.elapsed() >= self.lazy_sync);
+        // Windows that ended by the latest time of the batch go first: no op of the batch
+        // can find a live key in them, nor write one into them.
+        let latest_now = sent
+            .iter()
+            .filter_map(|s| match &s.op {
+                Op::Enqueue { now_ms, .. }
+                | Op::EnqueueDeadLetter { now_ms, .. }
+                | Op::FirstUse { now_ms, .. } => Some(*now_ms),
+                _ => None,
+            })
+            .max();
+        if let Some(now_ms) = latest_now
+            && self.keys.drop_expired(&engine.db, now_ms) > 0
+        {
+            self.publish_usage();
+        }
         let mut pending = Vec::with_capacity(sent.len());
         let mut wide = Vec::new();
-        let mut latest_now: Option<i64> = None;
         for Sent { op, relay } in sent {
             if op.is_wide() {
                 wide.push(Sent { op, relay });
@@ -523,19 +538,9 @@ impl Writer {
             if !op.is_lazy() {
                 tx.sync = true;
             }
-            if let Op::Enqueue { now_ms, .. }
-            | Op::EnqueueDeadLetter { now_ms, .. }
-            | Op::FirstUse { now_ms, .. } = &op
-            {
-                latest_now = latest_now.max(Some(*now_ms));
-            }
             pending.push((self.decide(&engine, &mut tx, op), relay));
         }
         if self.write(&engine, tx, pending) {
-            if let Some(now_ms) = latest_now {
-                self.keys.drop_expired(&engine.db, now_ms);
-                self.publish_usage();
-            }
             for Sent { op, relay } in wide {
                 let answer = self.wide(&engine, op);
                 relay::answer([(answer, relay)]);
