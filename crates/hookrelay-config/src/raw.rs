@@ -136,6 +136,12 @@ pub(crate) enum RawStore {
         /// it (default `24h`; reloadable: new keys take the new window).
         #[serde(default)]
         dedupe_window: Option<Scalar>,
+        /// The store's budget: once its queued deliveries, dead letters and dedupe keys
+        /// take this much (`2GiB`, at least `1MiB`), callbacks are answered 503 until
+        /// deliveries drain. `auto` (default): half the size of the file system holding
+        /// the store. Reloadable.
+        #[serde(default)]
+        max_bytes: Option<Scalar>,
     },
     /// Redis (several sidecars sharing one queue and one rate limit per endpoint).
     Redis {

@@ -39,6 +39,9 @@ pub struct Snapshot {
     /// How long a provider event id is remembered to drop its retries (`store.dedupe_window`;
     /// read per callback: a reload applies it to new keys).
     pub dedupe_window: Duration,
+    /// The embedded store's budget in bytes (`store.max_bytes`), `None` for `auto` (half
+    /// the file system holding it); read at start and applied again by a reload.
+    pub store_max_bytes: Option<u64>,
     /// Outbound TLS: the certificate authorities deliveries trust (not reloadable).
     pub tls: Tls,
     /// Bounds of the public listener (read per request: a reload applies them).

@@ -411,4 +411,12 @@ impl Store {
             Store::Redis(_) => StoreStats::default(),
         }
     }
+
+    /// Sets the embedded store's budget ([`EmbeddedStore::set_max_bytes`]); Redis has its
+    /// own (`maxmemory`), so this does nothing there.
+    pub fn set_max_bytes(&self, bytes: u64) {
+        if let Store::Embedded(s) = self {
+            s.set_max_bytes(bytes);
+        }
+    }
 }

@@ -574,10 +574,11 @@ async fn an_outcome_alone_is_synced_within_its_bound() -> TestResult {
     Ok(())
 }
 
-
 /// The journal file of the closed store in `dir` that holds data, and where its data
 /// ends (the rest of the file is zeros set aside).
-fn journal(dir: &std::path::Path) -> Result<(std::path::PathBuf, usize), Box<dyn std::error::Error>> {
+fn journal(
+    dir: &std::path::Path,
+) -> Result<(std::path::PathBuf, usize), Box<dyn std::error::Error>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir.join("data"))? {
         let path = entry?.path();
@@ -671,7 +672,9 @@ async fn expired_dedupe_windows_are_deleted_whole() -> TestResult {
     let store = EmbeddedStore::open(dir.path())?;
     assert_eq!(store.stats().keys, 100, "counted again at open");
     assert_eq!(
-        store.enqueue(Some(("e99".into(), HOUR)), vec![], 100_000).await?,
+        store
+            .enqueue(Some(("e99".into(), HOUR)), vec![], 100_000)
+            .await?,
         EnqueueOutcome::Duplicate
     );
     // Three hours after the last: every window has ended, and is gone but the new key's.
@@ -703,7 +706,11 @@ async fn a_full_budget_refuses_enqueues_until_deliveries_drain() -> TestResult {
     let mut accepted = 0;
     let refusal = loop {
         match store
-            .enqueue(Some((format!("k{accepted}"), HOUR)), vec![delivery(accepted)], 0)
+            .enqueue(
+                Some((format!("k{accepted}"), HOUR)),
+                vec![delivery(accepted)],
+                0,
+            )
             .await
         {
             Ok(_) => accepted += 1,
@@ -711,13 +718,24 @@ async fn a_full_budget_refuses_enqueues_until_deliveries_drain() -> TestResult {
         }
         assert!(accepted < 1_000, "the budget never bit");
     };
-    assert!(matches!(refusal, StoreError::Full { max: 65_536, .. }), "{refusal:?}");
-    assert!((55..=64).contains(&accepted), "{accepted} deliveries of 1 KiB in 64 KiB");
+    assert!(
+        matches!(refusal, StoreError::Full { max: 65_536, .. }),
+        "{refusal:?}"
+    );
+    assert!(
+        (55..=64).contains(&accepted),
+        "{accepted} deliveries of 1 KiB in 64 KiB"
+    );
     let stats = store.stats();
     assert_eq!((stats.full, stats.max_bytes), (1, 65_536));
-    assert!(stats.used_bytes > 60_000 && stats.used_bytes <= 65_536, "{stats:?}");
+    assert!(
+        stats.used_bytes > 60_000 && stats.used_bytes <= 65_536,
+        "{stats:?}"
+    );
     assert_eq!(
-        store.enqueue(Some(("k0".into(), HOUR)), vec![delivery(0)], 0).await?,
+        store
+            .enqueue(Some(("k0".into(), HOUR)), vec![delivery(0)], 0)
+            .await?,
         EnqueueOutcome::Duplicate,
         "a duplicate is answered, full or not"
     );
@@ -754,7 +772,10 @@ async fn a_reopen_reads_counters_not_the_backlog() -> TestResult {
             let batch = (0..500)
                 .flat_map(|i| {
                     let n = chunk * 500 + i;
-                    [new("crm", &format!("c{n:05}")), new("erp", &format!("e{n:05}"))]
+                    [
+                        new("crm", &format!("c{n:05}")),
+                        new("erp", &format!("e{n:05}")),
+                    ]
                 })
                 .collect();
             store.enqueue(None, batch, 1_000).await?;
@@ -764,7 +785,9 @@ async fn a_reopen_reads_counters_not_the_backlog() -> TestResult {
         while left > 0 {
             for d in store.lease("crm", 1_000, left.min(1_000)).await? {
                 if left <= 10 {
-                    store.dead_letter(d.id, "gone", Some(410), None, 1_000).await?;
+                    store
+                        .dead_letter(d.id, "gone", Some(410), None, 1_000)
+                        .await?;
                 } else {
                     store.complete(d.id).await?;
                 }
@@ -780,6 +803,10 @@ async fn a_reopen_reads_counters_not_the_backlog() -> TestResult {
     assert_eq!(store.dead_letters(Some("crm"), 100).await?.len(), 10);
     let next = store.lease("crm", 1_000, 2).await?;
     let names: Vec<&str> = next.iter().map(|d| d.webhook_id.as_str()).collect();
-    assert_eq!(names, ["c03010", "c03011"], "the queue resumes where it was");
+    assert_eq!(
+        names,
+        ["c03010", "c03011"],
+        "the queue resumes where it was"
+    );
     Ok(())
 }

@@ -6,6 +6,7 @@
 #[allow(dead_code)]
 #[path = "support/deliveries.rs"]
 mod deliveries;
+#[allow(dead_code)]
 #[path = "support/tmpfs.rs"]
 mod tmpfs;
 

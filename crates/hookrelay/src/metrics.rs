@@ -302,6 +302,26 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
+            "# HELP hookrelay_store_full_total Callbacks the embedded store refused because its budget (store.max_bytes) was used up: answered 503 until deliveries drain.\n# TYPE hookrelay_store_full_total counter\nhookrelay_store_full_total {}",
+            store.stats.full
+        );
+        let _ = writeln!(
+            out,
+            "# HELP hookrelay_store_used_bytes Bytes of queued deliveries, dead letters and dedupe keys the embedded store holds, as its budget counts them.\n# TYPE hookrelay_store_used_bytes gauge\nhookrelay_store_used_bytes {}",
+            store.stats.used_bytes
+        );
+        let _ = writeln!(
+            out,
+            "# HELP hookrelay_store_max_bytes The embedded store's budget (store.max_bytes), 0 for none.\n# TYPE hookrelay_store_max_bytes gauge\nhookrelay_store_max_bytes {}",
+            store.stats.max_bytes
+        );
+        let _ = writeln!(
+            out,
+            "# HELP hookrelay_store_dedupe_keys Dedupe keys and one-time tokens the embedded store holds.\n# TYPE hookrelay_store_dedupe_keys gauge\nhookrelay_store_dedupe_keys {}",
+            store.stats.keys
+        );
+        let _ = writeln!(
+            out,
             "# HELP hookrelay_log_lines_suppressed_total Log lines dropped by the per-call-site limit.\n# TYPE hookrelay_log_lines_suppressed_total counter\nhookrelay_log_lines_suppressed_total {}",
             crate::logs::suppressed_total()
         );

@@ -21,6 +21,8 @@ pub(crate) struct Controller {
     pub(crate) lanes: Arc<Lanes>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) upstream: Arc<Upstreams>,
+    /// Takes the store's budget (`store.max_bytes`) of each applied snapshot.
+    pub(crate) store: hookrelay_store::Store,
 }
 
 /// Outcomes, subscribed before anything can reload.
@@ -80,6 +82,10 @@ impl Controller {
                 self.metrics.set_generation(*generation);
                 tracing::info!(generation, hash = %hash, "config applied");
                 let snapshot = self.live.snapshot();
+                if let hookrelay_config::Store::Embedded { path } = &snapshot.store {
+                    self.store
+                        .set_max_bytes(crate::run::store_budget(path, snapshot.store_max_bytes));
+                }
                 self.upstream.resolve(&snapshot.upstream).await;
                 self.lanes.reconcile(&snapshot).await;
             }

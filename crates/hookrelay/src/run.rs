@@ -185,8 +185,26 @@ fn runtime(
 }
 
 /// Opens the configured store (on `rt`, where its connections and tasks live).
+/// The embedded store's budget: `store.max_bytes`, or half the size of the file system
+/// holding `path` for `auto` (none when that cannot be read: logged).
+pub(crate) fn store_budget(path: &std::path::Path, configured: Option<u64>) -> u64 {
+    if let Some(bytes) = configured {
+        return bytes;
+    }
+    // The directory may not exist yet: its nearest ancestor is on the same file system.
+    let existing = path.ancestors().find(|p| p.exists()).unwrap_or(path);
+    match rustix::fs::statvfs(existing) {
+        Ok(stat) => stat.f_blocks.saturating_mul(stat.f_frsize) / 2,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot size the store's file system; store.max_bytes: auto sets no budget");
+            0
+        }
+    }
+}
+
 fn open_store(
     config: &hookrelay_config::Store,
+    max_bytes: Option<u64>,
     rt: &tokio::runtime::Runtime,
 ) -> Result<Store, Fail> {
     let at = match config {
@@ -196,7 +214,9 @@ fn open_store(
     let config = match config {
         hookrelay_config::Store::Embedded { path } => StoreConfig::embedded_with(
             path,
-            EmbeddedOptions::default().writer_niceness(STORE_WRITER_NICENESS),
+            EmbeddedOptions::default()
+                .writer_niceness(STORE_WRITER_NICENESS)
+                .max_bytes(store_budget(path, max_bytes)),
         ),
         hookrelay_config::Store::Redis {
             url,
@@ -273,7 +293,7 @@ fn start(args: &Args) -> Result<(), Fail> {
     // the life of the process (Pingora's services each run their own runtimes).
     let store_rt = runtime("hookrelay-store-io", 1, None)?;
     let delivery_rt = runtime("hookrelay-deliver", threads, Some(lower_priority))?;
-    let store = open_store(&snapshot.store, &store_rt)?;
+    let store = open_store(&snapshot.store, snapshot.store_max_bytes, &store_rt)?;
     let redis = rate_connection(&snapshot.store, &delivery_rt)?;
 
     let (roots, count) = net::tls::roots(net::tls::system_certs(), &snapshot.tls.ca_certs)
@@ -319,6 +339,7 @@ fn start(args: &Args) -> Result<(), Fail> {
             lanes: lanes.clone(),
             metrics: metrics.clone(),
             upstream,
+            store: store.clone(),
         },
         admin: Arc::new(Admin {
             live,

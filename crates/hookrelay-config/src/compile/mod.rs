@@ -259,6 +259,7 @@ impl Compiler {
         let upstream = self.upstream(&top.upstream);
         let store = self.store(top.store.as_ref());
         let dedupe_window = self.dedupe_window(top.store.as_ref());
+        let store_max_bytes = self.store_max_bytes(top.store.as_ref());
         let tls = self.tls(top.tls.as_ref());
         let limits = self.limits(top.limits.as_ref());
         if endpoints.is_empty() && self.errors.is_empty() {
@@ -284,6 +285,7 @@ impl Compiler {
             upstream: upstream?,
             store: store?,
             dedupe_window: dedupe_window?,
+            store_max_bytes: store_max_bytes?,
             tls: tls?,
             limits: limits?,
             routes,

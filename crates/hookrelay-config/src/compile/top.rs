@@ -206,6 +206,34 @@ impl Compiler {
         Some(window)
     }
 
+    /// `store.max_bytes`: `auto` (`None`, the default) or a size of at least 1 MiB.
+    pub(super) fn store_max_bytes(&mut self, v: Option<&RawStore>) -> Option<Option<u64>> {
+        let Some(RawStore::Embedded {
+            max_bytes: Some(raw),
+            ..
+        }) = v
+        else {
+            return Some(None);
+        };
+        if raw.0.trim() == "auto" {
+            return Some(None);
+        }
+        match super::routes::parse_size(&raw.0) {
+            Some(n) if n >= 1 << 20 => Some(Some(n)),
+            Some(_) => {
+                self.error("store.max_bytes", "at least 1MiB");
+                None
+            }
+            None => {
+                self.error(
+                    "store.max_bytes",
+                    format!("{:?}: expected `auto` or a size such as 2GiB", raw.0),
+                );
+                None
+            }
+        }
+    }
+
     pub(super) fn store(&mut self, v: Option<&RawStore>) -> Option<Store> {
         match v {
             None => Some(Store::Embedded {

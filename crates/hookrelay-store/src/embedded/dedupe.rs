@@ -72,7 +72,8 @@ impl Keys {
             };
             let ks = db.keyspace(&name, key_options)?;
             let count = ks.approximate_len() as u64;
-            keys.windows.insert((end, width), Window { keys: ks, count });
+            keys.windows
+                .insert((end, width), Window { keys: ks, count });
         }
         Ok(keys)
     }
@@ -113,7 +114,10 @@ impl Keys {
         expires_ms: i64,
     ) -> Result<(), fjall::Error> {
         let width = width_of(ttl_ms);
-        let end = expires_ms.div_euclid(width).saturating_add(1).saturating_mul(width);
+        let end = expires_ms
+            .div_euclid(width)
+            .saturating_add(1)
+            .saturating_mul(width);
         if !self.windows.contains_key(&(end, width)) {
             let keys = db.keyspace(&name_of(end, width), key_options)?;
             self.windows.insert((end, width), Window { keys, count: 0 });
@@ -200,7 +204,10 @@ mod tests {
 
     #[test]
     fn names_parse_back() {
-        assert_eq!(parse_name(&name_of(1_700_000_000_000, 5_400_000)), Some((1_700_000_000_000, 5_400_000)));
+        assert_eq!(
+            parse_name(&name_of(1_700_000_000_000, 5_400_000)),
+            Some((1_700_000_000_000, 5_400_000))
+        );
         assert_eq!(parse_name(&name_of(-2_000, 1_000)), Some((-2_000, 1_000)));
         assert_eq!(parse_name("deliveries"), None);
     }

@@ -175,7 +175,9 @@ fn holds_old_log(dir: &Path) -> bool {
         entries.flatten().any(|entry| {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            name.len() == 24 && name.ends_with(".log") && name[..20].bytes().all(|b| b.is_ascii_digit())
+            name.len() == 24
+                && name.ends_with(".log")
+                && name[..20].bytes().all(|b| b.is_ascii_digit())
         })
     })
 }
@@ -695,4 +697,3 @@ fn letter_of(id: u64, mut record: Record, body: bytes::Bytes) -> Option<DeadLett
         dead_at_ms: grave.dead_at_ms,
     })
 }
-

@@ -310,14 +310,21 @@ impl Tx {
     }
 
     fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.due.is_empty() && self.dead.is_empty() && self.keys.is_empty()
+        self.records.is_empty()
+            && self.due.is_empty()
+            && self.dead.is_empty()
+            && self.keys.is_empty()
     }
 
     fn get(&self, engine: &Engine, id: u64) -> Result<Option<Stored>, StoreError> {
         if let Some(stored) = self.records.get(&id) {
             return Ok(stored.clone());
         }
-        let Some(value) = engine.deliveries.get(id.to_be_bytes()).map_err(read_error)? else {
+        let Some(value) = engine
+            .deliveries
+            .get(id.to_be_bytes())
+            .map_err(read_error)?
+        else {
             return Ok(None);
         };
         let (record, body) = Record::decode(id, &value)?;
@@ -337,7 +344,13 @@ impl Tx {
     }
 
     /// Writes record `id` (replacing `old`, if it had one).
-    fn put(&mut self, id: u64, record: Record, body: Bytes, old: Option<&Stored>) -> Result<(), StoreError> {
+    fn put(
+        &mut self,
+        id: u64,
+        record: Record,
+        body: Bytes,
+        old: Option<&Stored>,
+    ) -> Result<(), StoreError> {
         let size = (record.encode(id, &body)?.len()) as u64;
         self.bytes += size as i64 - old.map_or(0, |o| o.size as i64);
         self.records.insert(id, Some(Stored { record, body, size }));
@@ -358,8 +371,10 @@ impl Tx {
     }
 
     fn unqueue(&mut self, record: &Record, id: u64) {
-        self.due
-            .insert(due_key(&lane(&record.endpoint), record.not_before_ms, id), false);
+        self.due.insert(
+            due_key(&lane(&record.endpoint), record.not_before_ms, id),
+            false,
+        );
     }
 }
 
@@ -429,12 +444,18 @@ impl Writer {
 
     pub(crate) fn run(mut self, ops: Receiver<Sent>) {
         loop {
-            if self.outage.as_ref().is_some_and(|o| Instant::now() >= o.next_try) {
+            if self
+                .outage
+                .as_ref()
+                .is_some_and(|o| Instant::now() >= o.next_try)
+            {
                 self.retry();
                 continue;
             }
             let wait = match (&self.outage, self.unsynced_since) {
-                (Some(outage), _) => Some(outage.next_try.saturating_duration_since(Instant::now())),
+                (Some(outage), _) => {
+                    Some(outage.next_try.saturating_duration_since(Instant::now()))
+                }
                 (None, Some(since)) => Some(self.lazy_sync.saturating_sub(since.elapsed())),
                 (None, None) => None,
             };
@@ -472,11 +493,7 @@ impl Writer {
 
     /// Refuses ops sent before the failure was seen.
     fn refuse(&self, batch: Vec<Sent>) {
-        let refusal = || {
-            self.shared
-                .refusal()
-                .unwrap_or(StoreError::WriterStopped)
-        };
+        let refusal = || self.shared.refusal().unwrap_or(StoreError::WriterStopped);
         self.shared
             .refused
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -551,7 +568,12 @@ impl Writer {
     }
 
     /// Commits `tx` and answers `pending`; false when the commit failed.
-    fn write(&mut self, engine: &Engine, tx: Tx, pending: Vec<(Pending, Option<Arc<Relay>>)>) -> bool {
+    fn write(
+        &mut self,
+        engine: &Engine,
+        tx: Tx,
+        pending: Vec<(Pending, Option<Arc<Relay>>)>,
+    ) -> bool {
         let sync = tx.sync;
         let empty = tx.is_empty();
         let result = if empty {
@@ -590,7 +612,11 @@ impl Writer {
     }
 
     /// Builds the fjall batch of `tx` (with the counters it changes) and commits it.
-    fn stage_and_commit(&mut self, engine: &Engine, tx: Tx) -> Result<Changes, Arc<dyn StdError + Send + Sync>> {
+    fn stage_and_commit(
+        &mut self,
+        engine: &Engine,
+        tx: Tx,
+    ) -> Result<Changes, Arc<dyn StdError + Send + Sync>> {
         let Tx {
             records,
             due,
@@ -666,7 +692,9 @@ impl Writer {
         } else {
             batch
         };
-        batch.commit().map_err(|e| Arc::new(e) as Arc<dyn StdError + Send + Sync>)?;
+        batch
+            .commit()
+            .map_err(|e| Arc::new(e) as Arc<dyn StdError + Send + Sync>)?;
         self.next_id = next_id;
         self.bytes = new_bytes;
         Ok(changes)
@@ -680,7 +708,14 @@ impl Writer {
         Ok(self.keys.expiry(hash, now_ms)?.is_some_and(|e| e > now_ms))
     }
 
-    fn record_key(&mut self, engine: &Engine, tx: &mut Tx, hash: u128, ttl_ms: i64, now_ms: i64) -> Result<(), StoreError> {
+    fn record_key(
+        &mut self,
+        engine: &Engine,
+        tx: &mut Tx,
+        hash: u128,
+        ttl_ms: i64,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
         let expires = now_ms.saturating_add(ttl_ms);
         self.keys
             .insert(&engine.db, &mut tx.keys, hash, ttl_ms, expires)
@@ -710,7 +745,10 @@ impl Writer {
     fn allocate(tx: &mut Tx, n: u64) -> Result<u64, StoreError> {
         let first = tx.next_id;
         tx.next_id = first.checked_add(n).ok_or_else(|| {
-            StoreError::backend("allocate id", std::io::Error::other("delivery ids exhausted"))
+            StoreError::backend(
+                "allocate id",
+                std::io::Error::other("delivery ids exhausted"),
+            )
         })?;
         Ok(first)
     }
@@ -771,7 +809,9 @@ impl Writer {
                 };
                 Pending::Unit(reply, bury(engine, tx, id, grave))
             }
-            Op::Replay { id, now_ms, reply } => Pending::Found(reply, replay(engine, tx, id, now_ms)),
+            Op::Replay { id, now_ms, reply } => {
+                Pending::Found(reply, replay(engine, tx, id, now_ms))
+            }
             Op::DeleteDeadLetter { id, reply } => Pending::Found(reply, discard(engine, tx, id)),
             Op::FirstUse {
                 key,
@@ -782,7 +822,9 @@ impl Writer {
                 let hash = xxh3_128_with_seed(key.as_bytes(), TOKEN_SEED);
                 let result = match self.is_live(tx, hash, now_ms) {
                     Ok(true) => Ok(false),
-                    Ok(false) => self.record_key(engine, tx, hash, millis(ttl), now_ms).map(|()| true),
+                    Ok(false) => self
+                        .record_key(engine, tx, hash, millis(ttl), now_ms)
+                        .map(|()| true),
                     Err(e) => Err(e),
                 };
                 Pending::Found(reply, result)
@@ -921,14 +963,19 @@ impl Writer {
                 now_ms,
                 reply,
             } => {
-                let result = self.chunked(engine, &endpoint, Scan::WaitingAfter(now_ms), |tx, id, stored| {
-                    let mut record = stored.record.clone();
-                    tx.unqueue(&record, id);
-                    record.not_before_ms = now_ms;
-                    tx.queue(&record, id, true);
-                    tx.put(id, record, stored.body.clone(), Some(&stored))?;
-                    Ok(true)
-                });
+                let result = self.chunked(
+                    engine,
+                    &endpoint,
+                    Scan::WaitingAfter(now_ms),
+                    |tx, id, stored| {
+                        let mut record = stored.record.clone();
+                        tx.unqueue(&record, id);
+                        record.not_before_ms = now_ms;
+                        tx.queue(&record, id, true);
+                        tx.put(id, record, stored.body.clone(), Some(&stored))?;
+                        Ok(true)
+                    },
+                );
                 Pending::Count(reply, result)
             }
             other => pending_of(other),
@@ -954,10 +1001,9 @@ impl Writer {
             let (space, start) = match scan {
                 Scan::Queued => (&engine.due, prefix.clone()),
                 Scan::Dead => (&engine.dead, prefix.clone()),
-                Scan::WaitingAfter(now_ms) => (
-                    &engine.due,
-                    due_key(&prefix, now_ms.saturating_add(1), 0),
-                ),
+                Scan::WaitingAfter(now_ms) => {
+                    (&engine.due, due_key(&prefix, now_ms.saturating_add(1), 0))
+                }
             };
             let start = after.clone().map_or(start, |mut a| {
                 a.push(0);
@@ -1034,7 +1080,8 @@ impl Writer {
                 let outage = self.outage.take();
                 self.shared.stop_failing();
                 if let Some(outage) = outage {
-                    let refused = self.shared.refused.load(Ordering::Relaxed) - outage.refused_before;
+                    let refused =
+                        self.shared.refused.load(Ordering::Relaxed) - outage.refused_before;
                     tracing::warn!(
                         down_ms = outage.started.elapsed().as_millis() as u64,
                         refused,

@@ -222,10 +222,7 @@ impl Ingest {
         }
         self.metrics.unparsed(provider, kept);
         match failure {
-            Some(e) => {
-                tracing::error!(error = %e, "store unavailable");
-                Err(Refusal::StoreUnavailable(e.to_string()))
-            }
+            Some(e) => Err(Refusal::of_store(&e)),
             None => Ok(()),
         }
     }
@@ -311,11 +308,7 @@ impl Fanout<'_> {
             self.dead_letter_removed(snapshot, events, &committed).await;
         }
         if let Some(e) = failure {
-            // A store refusing writes while it recovers logged its failure once.
-            if !matches!(e, StoreError::Recovering { .. }) {
-                tracing::error!(error = %e, "store unavailable");
-            }
-            return Err(Refusal::StoreUnavailable(e.to_string()));
+            return Err(Refusal::of_store(&e));
         }
         Ok(written)
     }

@@ -26,6 +26,9 @@ pub(crate) enum Refusal {
     ConfirmationFailed(String),
     /// The store could not make the callback durable (the provider retries).
     StoreUnavailable(String),
+    /// The store's byte budget (`store.max_bytes`) is used up until deliveries drain (the
+    /// provider retries).
+    StoreFull(String),
 }
 
 impl Refusal {
@@ -38,7 +41,9 @@ impl Refusal {
             Refusal::Unreadable(_) | Refusal::BadBody(_) => 400,
             Refusal::BadSignature(_) | Refusal::ReplayedToken => 401,
             Refusal::ConfirmationFailed(_) => 502,
-            Refusal::CertificateUnavailable { .. } | Refusal::StoreUnavailable(_) => 503,
+            Refusal::CertificateUnavailable { .. }
+            | Refusal::StoreUnavailable(_)
+            | Refusal::StoreFull(_) => 503,
         }
     }
 
@@ -55,6 +60,7 @@ impl Refusal {
             Refusal::CertificateUnavailable { .. } => "cert_unavailable",
             Refusal::ConfirmationFailed(_) => "confirm_failed",
             Refusal::StoreUnavailable(_) => "store_unavailable",
+            Refusal::StoreFull(_) => "store_full",
         }
     }
 }
@@ -83,11 +89,34 @@ impl fmt::Display for Refusal {
             }
             Refusal::ConfirmationFailed(e) => write!(f, "subscription not confirmed: {e}"),
             Refusal::StoreUnavailable(e) => write!(f, "store unavailable: {e}"),
+            Refusal::StoreFull(e) => write!(f, "{e}; retry later"),
         }
     }
 }
 
 impl Refusal {
+    /// A store write that failed with `e`, logged (once per cause as the log limits
+    /// allow): a full budget as such, a store recovering from a failed write not again (it
+    /// logged its failure once), anything else as an error.
+    pub(crate) fn of_store(e: &hookrelay_store::StoreError) -> Self {
+        use hookrelay_store::StoreError;
+        match e {
+            StoreError::Full { used, max } => {
+                tracing::warn!(
+                    used,
+                    max,
+                    "store full: callbacks answered 503 until deliveries drain"
+                );
+                Refusal::StoreFull(e.to_string())
+            }
+            StoreError::Recovering { .. } => Refusal::StoreUnavailable(e.to_string()),
+            _ => {
+                tracing::error!(error = %e, "store unavailable");
+                Refusal::StoreUnavailable(e.to_string())
+            }
+        }
+    }
+
     /// The body sent: `provider: reason`, on one line.
     pub(crate) fn body(&self, provider: &str) -> String {
         let mut line = format!("{provider}: {self}").replace(['\r', '\n'], " ");
