@@ -287,7 +287,7 @@ impl Sidecar {
         let child = command
             .args(["run", "-c"])
             .arg(&self.config)
-            .env("RUST_LOG", "info,pingora=warn")
+            .env("RUST_LOG", "info,pingora=warn,fjall=warn,lsm_tree=warn")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

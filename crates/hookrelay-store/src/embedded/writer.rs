@@ -1057,7 +1057,10 @@ impl Writer {
 
     /// Starts an outage with `error`.
     fn fail(&mut self, error: Arc<dyn StdError + Send + Sync>) {
-        tracing::error!(error = %error, "store write failed; refusing writes until it recovers");
+        tracing::error!(
+            error = %error,
+            "store write failed: writes are refused until a retry succeeds"
+        );
         self.shared.start_failing(error);
         self.unsynced_since = None;
         self.outage = Some(Outage {
@@ -1082,10 +1085,10 @@ impl Writer {
                 if let Some(outage) = outage {
                     let refused =
                         self.shared.refused.load(Ordering::Relaxed) - outage.refused_before;
-                    tracing::warn!(
-                        down_ms = outage.started.elapsed().as_millis() as u64,
+                    tracing::info!(
+                        down = ?outage.started.elapsed(),
                         refused,
-                        "store recovered; taking writes again"
+                        "store writes work again"
                     );
                 }
             }
