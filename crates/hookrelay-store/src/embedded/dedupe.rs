@@ -7,10 +7,10 @@
 //! window has ended, every key in it has expired and the whole keyspace is deleted: no
 //! key is removed one by one, and no compaction rewrites expired keys.
 //!
-//! A window is a sixteenth of the keys' time to live (at least a second, at most six
-//! hours), so there are about seventeen live windows per time to live in use (the dedupe
-//! window, the one-time tokens' lifetime), and a key outlives its expiry by a sixteenth
-//! at most on disk. Once writes move on to the next window, the previous one's write
+//! A window is a quarter of the keys' time to live (at least a second, at most six
+//! hours), so there are about five live windows per time to live in use (the dedupe
+//! window, the one-time tokens' lifetime), each a lookup (a miss, mostly, answered by
+//! its bloom filters), and a key outlives its expiry by a quarter at most on disk. Once writes move on to the next window, the previous one's write
 //! buffer is written out, so the memory of a window that is no longer written is freed.
 
 use super::engine::{key_options, read_error};
@@ -50,7 +50,7 @@ pub(crate) struct Keys {
 
 /// The window width for keys that live `ttl_ms`.
 fn width_of(ttl_ms: i64) -> i64 {
-    (ttl_ms / 16).clamp(MIN_WIDTH, MAX_WIDTH)
+    (ttl_ms / 4).clamp(MIN_WIDTH, MAX_WIDTH)
 }
 
 fn name_of(end: i64, width: i64) -> String {
@@ -213,8 +213,8 @@ mod tests {
     }
 
     #[test]
-    fn a_day_is_seventeen_windows_of_ninety_minutes() {
-        assert_eq!(width_of(86_400_000), 5_400_000);
+    fn a_day_is_five_windows_of_six_hours() {
+        assert_eq!(width_of(86_400_000), 21_600_000);
         assert_eq!(width_of(10), MIN_WIDTH);
         assert_eq!(width_of(30 * 86_400_000), MAX_WIDTH);
     }

@@ -38,7 +38,7 @@ const JOURNAL_BYTES: u64 = 64 << 20;
 const SEPARATE_BODIES_FROM: u32 = 4096;
 
 /// The write buffer (memtable) of each keyspace, before it is written out as a table.
-const DELIVERIES_MEMTABLE: u64 = 8 << 20;
+const DELIVERIES_MEMTABLE: u64 = 16 << 20;
 const INDEX_MEMTABLE: u64 = 4 << 20;
 
 /// The open database and its long-lived keyspaces.
@@ -101,6 +101,12 @@ impl Engine {
 
     /// The record of delivery `id`, if there is one.
     pub(crate) fn record(&self, id: u64) -> Result<Option<(Record, Bytes)>, StoreError> {
+        self.stored(id)
+            .map(|found| found.map(|(record, body, _)| (record, body)))
+    }
+
+    /// The record of delivery `id` with its body and the length of its stored value.
+    pub(crate) fn stored(&self, id: u64) -> Result<Option<(Record, Bytes, u64)>, StoreError> {
         let value = match self.deliveries.get(id.to_be_bytes()) {
             Ok(Some(value)) => value,
             Ok(None) => return Ok(None),
@@ -114,7 +120,8 @@ impl Engine {
             }
             Err(e) => return Err(read_error(e)),
         };
-        Record::decode(id, &value).map(Some)
+        let size = value.len() as u64;
+        Record::decode(id, Bytes::from(value)).map(|(record, body)| Some((record, body, size)))
     }
 
     /// A counter of `meta`, 0 when absent.
@@ -240,7 +247,7 @@ impl Record {
     }
 
     /// Record `id` and its body, from the stored value.
-    pub(crate) fn decode(id: u64, value: &[u8]) -> Result<(Record, Bytes), StoreError> {
+    pub(crate) fn decode(id: u64, value: Bytes) -> Result<(Record, Bytes), StoreError> {
         let corrupt = |source: Arc<dyn std::error::Error + Send + Sync>| StoreError::Corrupt {
             table: "deliveries",
             key: id,
@@ -254,7 +261,7 @@ impl Record {
             .ok_or_else(|| corrupt(Arc::new(std::io::Error::other("record cut short"))))?;
         let record: Record =
             postcard::from_bytes(&value[4..4 + head_len]).map_err(|e| corrupt(Arc::new(e)))?;
-        Ok((record, Bytes::copy_from_slice(&value[4 + head_len..])))
+        Ok((record, value.slice(4 + head_len..)))
     }
 }
 
@@ -286,10 +293,11 @@ mod tests {
             grave: None,
         };
         let value = record.encode(7, b"{}")?;
-        let (back, body) = Record::decode(7, &value)?;
+        let value = Bytes::from(value);
+        let (back, body) = Record::decode(7, value.clone())?;
         assert_eq!(back, record);
         assert_eq!(&body[..], b"{}");
-        assert!(Record::decode(7, &value[..3]).is_err());
+        assert!(Record::decode(7, value.slice(..3)).is_err());
         Ok(())
     }
 }

@@ -370,8 +370,16 @@ impl EmbeddedStore {
                 self.inner.shared.core().queue.release(id);
                 continue;
             }
-            match engine.record(id) {
-                Ok(Some((record, body))) if record.grave.is_none() => {
+            match engine.stored(id) {
+                Ok(Some((record, body, size))) if record.grave.is_none() => {
+                    self.inner.shared.core().queue.know(
+                        id,
+                        queue::Known {
+                            endpoint: Arc::clone(&record.endpoint),
+                            not_before_ms: record.not_before_ms,
+                            size,
+                        },
+                    );
                     deliveries.push(delivery_of(id, record, body));
                 }
                 Ok(_) => {

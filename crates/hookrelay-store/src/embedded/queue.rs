@@ -66,10 +66,21 @@ impl Changes {
     }
 }
 
+/// What a lease knows of its delivery once its record was read: enough to complete it
+/// without reading the record again.
+#[derive(Clone, Debug)]
+pub(crate) struct Known {
+    pub(crate) endpoint: Arc<str>,
+    pub(crate) not_before_ms: i64,
+    /// Length of the stored record.
+    pub(crate) size: u64,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Queue {
     lanes: HashMap<Arc<str>, Lane>,
-    leases: HashMap<u64, Arc<str>>,
+    /// Leased ids, with their record once read.
+    leases: HashMap<u64, Option<Known>>,
     wakers: HashMap<String, Arc<Notify>>,
 }
 
@@ -117,13 +128,12 @@ impl Queue {
         now_ms: i64,
         max: usize,
     ) -> Result<Vec<u64>, StoreError> {
-        let Some((name, lane)) = self.lanes.get_key_value(endpoint) else {
+        let Some(lane) = self.lanes.get(endpoint) else {
             return Ok(Vec::new());
         };
         if lane.depth == 0 || max == 0 {
             return Ok(Vec::new());
         }
-        let name = Arc::clone(name);
         let prefix = super::engine::lane(endpoint);
         let start = lane.cursor.clone().unwrap_or_else(|| prefix.clone());
         let end = due_key(&prefix, now_ms, u64::MAX);
@@ -141,7 +151,7 @@ impl Queue {
                 if self.leases.contains_key(&id) {
                     continue;
                 }
-                self.leases.insert(id, Arc::clone(&name));
+                self.leases.insert(id, None);
                 ids.push(id);
                 if ids.len() >= max {
                     break;
@@ -204,6 +214,18 @@ impl Queue {
     /// Is `id` leased?
     pub(crate) fn is_leased(&self, id: u64) -> bool {
         self.leases.contains_key(&id)
+    }
+
+    /// Notes what lease `id` knows of its record (if it is still leased).
+    pub(crate) fn know(&mut self, id: u64, known: Known) {
+        if let Some(slot) = self.leases.get_mut(&id) {
+            *slot = Some(known);
+        }
+    }
+
+    /// What lease `id` knows of its record, if it is leased and the record was read.
+    pub(crate) fn known(&self, id: u64) -> Option<Known> {
+        self.leases.get(&id).cloned().flatten()
     }
 
     /// Ends the lease of `id`; false when it had none.

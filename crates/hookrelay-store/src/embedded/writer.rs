@@ -25,7 +25,7 @@ use super::engine::{
     BYTES, CURSOR, DEAD, DEPTH, Engine, Grave, MAX_ENDPOINT, NEXT_ID, Record, dead_key, due_key,
     lane, meta_key, parse_dead, parse_due, read_error,
 };
-use super::queue::{Changes, Queue};
+use super::queue::{Changes, Known, Queue};
 use super::relay::{self, Relay};
 use crate::types::truncate;
 use crate::{DeliveryId, EnqueueOutcome, MAX_RESPONSE_BYTES, NewDelivery, StoreError};
@@ -276,12 +276,14 @@ impl Pending {
     }
 }
 
-/// A record as the batch sees it, with the length of its stored value.
+/// A record as the batch sees it, with the length of its stored value (and the value
+/// itself once the batch has encoded it).
 #[derive(Clone)]
 struct Stored {
     record: Record,
     body: Bytes,
     size: u64,
+    value: Option<Arc<Vec<u8>>>,
 }
 
 /// One batch being decided: what it writes (the last write of a key wins), and what it
@@ -320,18 +322,11 @@ impl Tx {
         if let Some(stored) = self.records.get(&id) {
             return Ok(stored.clone());
         }
-        let Some(value) = engine
-            .deliveries
-            .get(id.to_be_bytes())
-            .map_err(read_error)?
-        else {
-            return Ok(None);
-        };
-        let (record, body) = Record::decode(id, &value)?;
-        Ok(Some(Stored {
+        Ok(engine.stored(id)?.map(|(record, body, size)| Stored {
             record,
             body,
-            size: value.len() as u64,
+            size,
+            value: None,
         }))
     }
 
@@ -351,9 +346,19 @@ impl Tx {
         body: Bytes,
         old: Option<&Stored>,
     ) -> Result<(), StoreError> {
-        let size = (record.encode(id, &body)?.len()) as u64;
+        let value = record.encode(id, &body)?;
+        let size = value.len() as u64;
         self.bytes += size as i64 - old.map_or(0, |o| o.size as i64);
-        self.records.insert(id, Some(Stored { record, body, size }));
+        let value = Some(Arc::new(value));
+        self.records.insert(
+            id,
+            Some(Stored {
+                record,
+                body,
+                size,
+                value,
+            }),
+        );
         Ok(())
     }
 
@@ -630,11 +635,11 @@ impl Writer {
         } = tx;
         let mut batch = engine.db.batch();
         for (id, stored) in records {
-            match stored {
-                Some(stored) => match stored.record.encode(id, &stored.body) {
-                    Ok(value) => batch.insert(&engine.deliveries, id.to_be_bytes(), value),
-                    Err(e) => return Err(Arc::new(e)),
-                },
+            match stored.and_then(|s| s.value) {
+                Some(value) => {
+                    let value = Arc::try_unwrap(value).unwrap_or_else(|shared| (*shared).clone());
+                    batch.insert(&engine.deliveries, id.to_be_bytes(), value);
+                }
                 None => batch.remove(&engine.deliveries, id.to_be_bytes()),
             }
         }
@@ -782,7 +787,10 @@ impl Writer {
                 reply,
                 self.enqueue_dead_letter(engine, tx, dedupe, delivery, reason, now_ms),
             ),
-            Op::Complete { id, reply } => Pending::Unit(reply, complete(engine, tx, id)),
+            Op::Complete { id, reply } => {
+                let known = self.shared.core().queue.known(id);
+                Pending::Unit(reply, complete(engine, tx, id, known))
+            }
             Op::Reschedule {
                 id,
                 not_before_ms,
@@ -1159,12 +1167,28 @@ enum Scan {
     WaitingAfter(i64),
 }
 
-fn complete(engine: &Engine, tx: &mut Tx, id: u64) -> Result<(), StoreError> {
-    let stored = tx.queued(engine, id)?;
-    tx.unqueue(&stored.record, id);
-    tx.changes.lane(&stored.record.endpoint).depth -= 1;
+/// Completes `id`; `known` is what its lease read of its record, which spares reading it
+/// again unless the batch itself changed it.
+fn complete(engine: &Engine, tx: &mut Tx, id: u64, known: Option<Known>) -> Result<(), StoreError> {
+    let (endpoint, not_before_ms, size) = match known {
+        Some(known) if !tx.records.contains_key(&id) => {
+            (known.endpoint, known.not_before_ms, known.size)
+        }
+        _ => {
+            let stored = tx.queued(engine, id)?;
+            (
+                stored.record.endpoint,
+                stored.record.not_before_ms,
+                stored.size,
+            )
+        }
+    };
+    tx.due
+        .insert(due_key(&lane(&endpoint), not_before_ms, id), false);
+    tx.changes.lane(&endpoint).depth -= 1;
     tx.changes.ended.push(id);
-    tx.remove(id, &stored);
+    tx.bytes -= size as i64;
+    tx.records.insert(id, None);
     Ok(())
 }
 
