@@ -67,7 +67,7 @@ pub enum StoreError {
         /// The id asked for.
         id: DeliveryId,
     },
-    /// The embedded store refuses writes: a write or sync of its log failed (a full disk, an
+    /// The embedded store refuses writes: a write or sync of its database failed (a full disk, an
     /// I/O error) and it has not recovered yet. Nothing was written for this call. The store
     /// retries by itself, with backoff, and takes writes again as soon as one succeeds; a
     /// caller answers "try again later" (the sidecar: `503`, so the provider retries).

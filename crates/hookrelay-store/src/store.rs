@@ -97,7 +97,7 @@ impl fmt::Debug for StoreConfig {
 /// Redis's clock, leases taken over, a poll interval).
 #[derive(Clone, Debug)]
 pub enum Store {
-    /// One process, one log directory.
+    /// One process, one database directory.
     Embedded(EmbeddedStore),
     /// Several processes sharing one Redis.
     Redis(RedisStore),
@@ -128,8 +128,8 @@ macro_rules! both {
 impl Store {
     /// Opens the backend `config` names, with its options: the one way to open either.
     ///
-    /// An embedded store's directory is created if needed and its log read back before this
-    /// returns (see [`EmbeddedStore::open_with`]); that happens on the calling thread, so
+    /// An embedded store's directory is created if needed and its database opened before
+    /// this returns (see [`EmbeddedStore::open_with`]); that happens on the calling thread, so
     /// open the store before serving. A Redis store is connected and answered a `PING`
     /// (see [`RedisStore::open_with`]); that must run within a Tokio runtime with I/O and
     /// timers enabled, which renews its leases for as long as the store lives.
@@ -189,8 +189,8 @@ impl Store {
     /// recorded less than its window ago, nothing is written and the outcome is
     /// [`EnqueueOutcome::Duplicate`]; otherwise the key is recorded for its window (also for
     /// an empty batch), every delivery is queued, due no later than `now_ms`, and the
-    /// endpoints' subscribers are woken. Returns once the write is durable: synced to the log
-    /// ([`EmbeddedStore::enqueue`]), or answered by Redis ([`RedisStore::enqueue`]).
+    /// endpoints' subscribers are woken. Returns once the write is durable: synced to the
+    /// journal ([`EmbeddedStore::enqueue`]), or answered by Redis ([`RedisStore::enqueue`]).
     pub async fn enqueue(
         &self,
         dedupe: Option<(String, Duration)>,

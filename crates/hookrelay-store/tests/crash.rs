@@ -1,9 +1,13 @@
 //! `kill -9` in the middle of enqueueing: every acknowledged delivery is there after reopen.
+//! And `kill -9` while a large backlog drains: nothing acknowledged is lost, and nothing
+//! recorded done before the last sync the child saw is queued again.
 //!
-//! The test binary runs itself as the child (`crash_child`, a no-op unless the environment
-//! variable is set). The child prints `ACK <id>` after each `enqueue` returned `Ok`; the
-//! parent reads those lines, kills the child with SIGKILL after enough of them, reads what
-//! was already printed, and checks the reopened store.
+//! The test binary runs itself as the child (`crash_child` and `backlog_child`, no-ops
+//! unless their environment variable is set). The child prints `ACK <id>` after each
+//! `enqueue` returned `Ok` (`TRY <id>` before completing a delivery, and `DONE <id>` once a
+//! later durable write synced its completion);
+//! the parent reads those lines, kills the child with SIGKILL after enough of them, reads
+//! what was already printed, and checks the reopened store.
 
 use bytes::Bytes;
 use hookrelay_store::{EmbeddedStore, EnqueueOutcome, NewDelivery};
@@ -13,6 +17,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CHILD_ENV: &str = "HOOKRELAY_STORE_CRASH_CHILD";
+const BACKLOG_ENV: &str = "HOOKRELAY_STORE_BACKLOG_CHILD";
+/// Deliveries queued before the backlog child starts draining.
+const BACKLOG: u64 = 50_000;
+/// The backlog child is killed after this many synced completions.
+const KILL_AFTER_DONE: usize = 5_000;
 const KILL_AFTER_ACKS: usize = 2_000;
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -61,6 +70,169 @@ fn crash_child() -> TestResult {
         }
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
     })?;
+    Ok(())
+}
+
+/// A delivery of the backlog child.
+fn delivery(webhook_id: String) -> NewDelivery {
+    NewDelivery {
+        endpoint: "crm".into(),
+        webhook_id,
+        body: Bytes::from(vec![b'x'; 512]),
+        created_at_ms: 0,
+    }
+}
+
+/// Prints `tag id` lines, flushed at once.
+fn print(tag: &str, ids: impl IntoIterator<Item = u64>) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for id in ids {
+        writeln!(out, "{tag} {id}")?;
+    }
+    out.flush()
+}
+
+#[test]
+fn backlog_child() -> TestResult {
+    let Some(dir) = std::env::var_os(BACKLOG_ENV) else {
+        return Ok(());
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()?;
+    runtime.block_on(async move {
+        let store = EmbeddedStore::open(&dir)?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for chunk in 0..BACKLOG / 500 {
+            let batch = (0..500)
+                .map(|i| delivery(format!("old-{}", chunk * 500 + i)))
+                .collect();
+            if let EnqueueOutcome::Enqueued(ids) = store.enqueue(None, batch, 0).await? {
+                print("ACK", ids.into_iter().map(|id| id.0))?;
+            }
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        // New callbacks keep arriving while the backlog drains.
+        let producer = store.clone();
+        tasks.spawn(async move {
+            for i in 0.. {
+                if Instant::now() > deadline {
+                    break;
+                }
+                let key = Some((format!("new-{i}"), Duration::from_secs(3600)));
+                let outcome = producer
+                    .enqueue(key, vec![delivery(format!("new-{i}"))], 0)
+                    .await?;
+                if let EnqueueOutcome::Enqueued(ids) = outcome {
+                    print("ACK", ids.into_iter().map(|id| id.0))?;
+                }
+            }
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        });
+        // Two workers: lease, complete, then a durable write (an enqueue of a dedupe key
+        // alone), which syncs the completions before it: only then are they `DONE`.
+        for worker in 0..2 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                for round in 0.. {
+                    if Instant::now() > deadline {
+                        break;
+                    }
+                    let leased = store.lease("crm", 0, 100).await?;
+                    // Completed from here on, perhaps: present or not after the kill.
+                    print("TRY", leased.iter().map(|d| d.id.0))?;
+                    let mut done = Vec::with_capacity(leased.len());
+                    for d in leased {
+                        store.complete(d.id).await?;
+                        done.push(d.id.0);
+                    }
+                    let key = Some((format!("sync-{worker}-{round}"), Duration::from_secs(3600)));
+                    store.enqueue(key, Vec::new(), 0).await?;
+                    print("DONE", done)?;
+                }
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            joined??;
+        }
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+    })?;
+    Ok(())
+}
+
+#[test]
+fn a_kill_9_while_a_large_backlog_drains_loses_nothing_and_repeats_nothing_synced_done()
+-> TestResult {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .args([
+            "--exact",
+            "backlog_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(BACKLOG_ENV, dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("child has no stdout")?;
+    let mut lines = BufReader::new(stdout);
+    let (mut acked, mut tried, mut done) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    let mut killed = false;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if lines.read_line(&mut line)? == 0 {
+            break;
+        }
+        let Some(line) = line.strip_suffix('\n') else {
+            continue;
+        };
+        if let Some(id) = line.strip_prefix("ACK ") {
+            acked.insert(id.parse::<u64>()?);
+        } else if let Some(id) = line.strip_prefix("TRY ") {
+            tried.insert(id.parse::<u64>()?);
+        } else if let Some(id) = line.strip_prefix("DONE ") {
+            done.insert(id.parse::<u64>()?);
+        }
+        if !killed && done.len() >= KILL_AFTER_DONE {
+            child.kill()?;
+            killed = true;
+        }
+    }
+    let status = child.wait()?;
+    assert!(killed, "the child ended on its own ({status})");
+    assert!(acked.len() as u64 > BACKLOG, "the backlog was queued");
+
+    let store = EmbeddedStore::open(dir.path())?;
+    let present = lease_all(&store)?;
+    eprintln!(
+        "{} acknowledged, {} synced done before the kill; {} queued after reopen",
+        acked.len(),
+        done.len(),
+        present.len()
+    );
+    let lost: Vec<&u64> = acked
+        .iter()
+        .filter(|id| !tried.contains(id) && !present.contains(id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged, never completed, but lost: {lost:?}"
+    );
+    let repeated: Vec<&u64> = done.intersection(&present).collect();
+    assert!(
+        repeated.is_empty(),
+        "synced done but queued again: {repeated:?}"
+    );
+    assert_eq!(
+        store.queue_depth("crm"),
+        present.len() as u64,
+        "the depth counter agrees"
+    );
     Ok(())
 }
 
