@@ -38,8 +38,12 @@ const JOURNAL_BYTES: u64 = 64 << 20;
 const SEPARATE_BODIES_FROM: u32 = 4096;
 
 /// The write buffer (memtable) of each keyspace, before it is written out as a table.
-const DELIVERIES_MEMTABLE: u64 = 16 << 20;
-const INDEX_MEMTABLE: u64 = 4 << 20;
+/// fjall seals a full one and flushes it in the background; while flushes lag, up to
+/// four sealed ones wait per keyspace, so these bound the store's memory more than the
+/// cache does.
+const DELIVERIES_MEMTABLE: u64 = 8 << 20;
+const INDEX_MEMTABLE: u64 = 2 << 20;
+const KEYS_MEMTABLE: u64 = 4 << 20;
 
 /// The open database and its long-lived keyspaces.
 pub(crate) struct Engine {
@@ -63,7 +67,7 @@ impl std::fmt::Debug for Engine {
 pub(crate) fn key_options() -> KeyspaceCreateOptions {
     use fjall::config::PartitioningPolicy;
     KeyspaceCreateOptions::default()
-        .max_memtable_size(INDEX_MEMTABLE)
+        .max_memtable_size(KEYS_MEMTABLE)
         // Filters and indexes read a partition at a time through the cache, never a
         // whole table's at once.
         .filter_block_partitioning_policy(PartitioningPolicy::all(true))
