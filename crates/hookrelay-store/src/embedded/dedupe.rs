@@ -118,9 +118,9 @@ impl Keys {
             .div_euclid(width)
             .saturating_add(1)
             .saturating_mul(width);
-        if !self.windows.contains_key(&(end, width)) {
+        if let std::collections::btree_map::Entry::Vacant(slot) = self.windows.entry((end, width)) {
             let keys = db.keyspace(&name_of(end, width), key_options)?;
-            self.windows.insert((end, width), Window { keys, count: 0 });
+            slot.insert(Window { keys, count: 0 });
         }
         if let Some(previous) = self.writing.insert(width, end)
             && previous != end

@@ -661,7 +661,7 @@ impl Writer {
         if next_id != self.next_id {
             batch.insert(&engine.meta, NEXT_ID, next_id.to_be_bytes());
         }
-        let new_bytes = self.bytes.saturating_add_signed(bytes as i64);
+        let new_bytes = self.bytes.saturating_add_signed(bytes);
         if bytes != 0 {
             batch.insert(&engine.meta, BYTES, new_bytes.to_be_bytes());
         }
@@ -738,7 +738,7 @@ impl Writer {
         }
         let used = self
             .bytes
-            .saturating_add_signed(tx.bytes as i64)
+            .saturating_add_signed(tx.bytes)
             .saturating_add((self.keys.count() as i64 + tx.key_count).max(0) as u64 * KEY_BYTES);
         if used.saturating_add(incoming) > max {
             self.shared.full.fetch_add(1, Ordering::Relaxed);
