@@ -357,13 +357,13 @@ impl EmbeddedStore {
         max: usize,
     ) -> Result<Vec<Delivery>, StoreError> {
         let engine = self.inner.shared.engine()?;
-        let ids = self
-            .inner
-            .shared
-            .core()
-            .queue
-            .lease(&engine, endpoint, now_ms, max)?;
+        let (ids, epoch) = {
+            let mut core = self.inner.shared.core();
+            let epoch = core.queue.epoch();
+            (core.queue.lease(&engine, endpoint, now_ms, max)?, epoch)
+        };
         let mut deliveries = Vec::with_capacity(ids.len());
+        let mut known = Vec::with_capacity(ids.len());
         let mut failed = None;
         for id in ids {
             if failed.is_some() {
@@ -372,14 +372,14 @@ impl EmbeddedStore {
             }
             match engine.stored(id) {
                 Ok(Some((record, body, size))) if record.grave.is_none() => {
-                    self.inner.shared.core().queue.know(
+                    known.push((
                         id,
                         queue::Known {
                             endpoint: Arc::clone(&record.endpoint),
                             not_before_ms: record.not_before_ms,
                             size,
                         },
-                    );
+                    ));
                     deliveries.push(delivery_of(id, record, body));
                 }
                 Ok(_) => {
@@ -405,7 +405,13 @@ impl EmbeddedStore {
                 }
                 Err(error)
             }
-            None => Ok(deliveries),
+            None => {
+                let mut core = self.inner.shared.core();
+                for (id, known) in known {
+                    core.queue.know(id, known, epoch);
+                }
+                Ok(deliveries)
+            }
         }
     }
 

@@ -58,6 +58,8 @@ pub(crate) struct Changes {
     pub(crate) lanes: HashMap<Arc<str>, LaneChange>,
     /// Leases that end (completed, rescheduled, dead-lettered).
     pub(crate) ended: Vec<u64>,
+    /// Records an op on a whole endpoint changed: what their leases know is stale.
+    pub(crate) stale: Vec<u64>,
 }
 
 impl Changes {
@@ -81,6 +83,9 @@ pub(crate) struct Queue {
     lanes: HashMap<Arc<str>, Lane>,
     /// Leased ids, with their record once read.
     leases: HashMap<u64, Option<Known>>,
+    /// Counts the commits that made some lease's knowledge stale: a record read before
+    /// one is not remembered after it.
+    epoch: u64,
     wakers: HashMap<String, Arc<Notify>>,
 }
 
@@ -216,8 +221,17 @@ impl Queue {
         self.leases.contains_key(&id)
     }
 
-    /// Notes what lease `id` knows of its record (if it is still leased).
-    pub(crate) fn know(&mut self, id: u64, known: Known) {
+    /// The current epoch: read before reading the records of new leases.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Notes what lease `id` knows of its record (if it is still leased), read at `epoch`:
+    /// not when a commit since may have changed it.
+    pub(crate) fn know(&mut self, id: u64, known: Known, epoch: u64) {
+        if epoch != self.epoch {
+            return;
+        }
         if let Some(slot) = self.leases.get_mut(&id) {
             *slot = Some(known);
         }
@@ -313,6 +327,14 @@ impl Queue {
     pub(crate) fn apply(&mut self, changes: Changes) {
         for id in changes.ended {
             self.leases.remove(&id);
+        }
+        if !changes.stale.is_empty() {
+            self.epoch += 1;
+            for id in changes.stale {
+                if let Some(slot) = self.leases.get_mut(&id) {
+                    *slot = None;
+                }
+            }
         }
         for (name, change) in changes.lanes {
             let lane = self.lanes.entry(Arc::clone(&name)).or_default();

@@ -1051,6 +1051,7 @@ impl Writer {
                     _ => stored.record.grave.is_none(),
                 };
                 if wanted && each(&mut tx, *id, stored)? {
+                    tx.changes.stale.push(*id);
                     count += 1;
                 }
             }
