@@ -63,15 +63,23 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// Options of a dedupe keyspace: point lookups, mostly misses, in many tables.
-pub(crate) fn key_options() -> KeyspaceCreateOptions {
-    use fjall::config::PartitioningPolicy;
-    KeyspaceCreateOptions::default()
-        .max_memtable_size(KEYS_MEMTABLE)
-        // Filters and indexes read a partition at a time through the cache, never a
-        // whole table's at once.
+/// `options` with every table's index and filter in partitions: a table keeps only its
+/// top-level index in memory (one entry per 4 KiB partition), and lookups read the
+/// partitions they need through the block cache. Unpartitioned, a table's whole index
+/// stays in memory, and a queue written in id order makes a table per flush (compaction
+/// moves them down whole): memory would grow with the backlog.
+fn partitioned(options: KeyspaceCreateOptions) -> KeyspaceCreateOptions {
+    use fjall::config::{PartitioningPolicy, PinningPolicy};
+    options
         .filter_block_partitioning_policy(PartitioningPolicy::all(true))
         .index_block_partitioning_policy(PartitioningPolicy::all(true))
+        .index_block_pinning_policy(PinningPolicy::all(false))
+        .filter_block_pinning_policy(PinningPolicy::all(false))
+}
+
+/// Options of a dedupe keyspace: point lookups, mostly misses, in many tables.
+pub(crate) fn key_options() -> KeyspaceCreateOptions {
+    partitioned(KeyspaceCreateOptions::default()).max_memtable_size(KEYS_MEMTABLE)
 }
 
 impl Engine {
@@ -83,13 +91,14 @@ impl Engine {
             .max_journaling_size(JOURNAL_BYTES)
             .open()?;
         let deliveries = db.keyspace("deliveries", || {
-            KeyspaceCreateOptions::default()
+            partitioned(KeyspaceCreateOptions::default())
                 .max_memtable_size(DELIVERIES_MEMTABLE)
                 .with_kv_separation(Some(
                     KvSeparationOptions::default().separation_threshold(SEPARATE_BODIES_FROM),
                 ))
         })?;
-        let index = || KeyspaceCreateOptions::default().max_memtable_size(INDEX_MEMTABLE);
+        let index =
+            || partitioned(KeyspaceCreateOptions::default()).max_memtable_size(INDEX_MEMTABLE);
         let due = db.keyspace("due", index)?;
         let dead = db.keyspace("dead", index)?;
         let meta = db.keyspace("meta", index)?;
