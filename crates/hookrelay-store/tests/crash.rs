@@ -11,7 +11,7 @@
 
 use bytes::Bytes;
 use hookrelay_store::{EmbeddedStore, EnqueueOutcome, NewDelivery};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -166,45 +166,13 @@ fn backlog_child() -> TestResult {
 fn a_kill_9_while_a_large_backlog_drains_loses_nothing_and_repeats_nothing_synced_done()
 -> TestResult {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
-    let mut child = Command::new(std::env::current_exe()?)
-        .args([
-            "--exact",
-            "backlog_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(BACKLOG_ENV, dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let stdout = child.stdout.take().ok_or("child has no stdout")?;
-    let mut lines = BufReader::new(stdout);
-    let (mut acked, mut tried, mut done) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
-    let mut killed = false;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if lines.read_line(&mut line)? == 0 {
-            break;
-        }
-        let Some(line) = line.strip_suffix('\n') else {
-            continue;
-        };
-        if let Some(id) = line.strip_prefix("ACK ") {
-            acked.insert(id.parse::<u64>()?);
-        } else if let Some(id) = line.strip_prefix("TRY ") {
-            tried.insert(id.parse::<u64>()?);
-        } else if let Some(id) = line.strip_prefix("DONE ") {
-            done.insert(id.parse::<u64>()?);
-        }
-        if !killed && done.len() >= KILL_AFTER_DONE {
-            child.kill()?;
-            killed = true;
-        }
-    }
-    let status = child.wait()?;
-    assert!(killed, "the child ended on its own ({status})");
+    let mut seen = run_child("backlog_child", BACKLOG_ENV, dir.path(), |seen| {
+        seen.get("DONE")
+            .is_some_and(|done| done.len() >= KILL_AFTER_DONE)
+    })?;
+    let acked = seen.remove("ACK").unwrap_or_default();
+    let tried = seen.remove("TRY").unwrap_or_default();
+    let done = seen.remove("DONE").unwrap_or_default();
     assert!(acked.len() as u64 > BACKLOG, "the backlog was queued");
 
     let store = EmbeddedStore::open(dir.path())?;
@@ -236,19 +204,25 @@ fn a_kill_9_while_a_large_backlog_drains_loses_nothing_and_repeats_nothing_synce
     Ok(())
 }
 
-#[test]
-fn acknowledged_deliveries_survive_kill_9() -> TestResult {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, dir.path())
+/// Runs test `child` of this binary as a child process with `env` set to `dir`, reads
+/// the `TAG id` lines it prints (whole lines only: a line cut by the kill counts for
+/// nothing), kills it with SIGKILL once `enough` says so, and returns the ids by tag.
+fn run_child(
+    child: &str,
+    env: &str,
+    dir: &std::path::Path,
+    enough: impl Fn(&HashMap<String, BTreeSet<u64>>) -> bool,
+) -> Result<HashMap<String, BTreeSet<u64>>, Box<dyn std::error::Error + Send + Sync>> {
+    let mut process = Command::new(std::env::current_exe()?)
+        .args(["--exact", child, "--nocapture", "--test-threads=1"])
+        .env(env, dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;
-    let stdout = child.stdout.take().ok_or("child has no stdout")?;
+    let stdout = process.stdout.take().ok_or("child has no stdout")?;
     let mut lines = BufReader::new(stdout);
-    let mut acked = BTreeSet::new();
+    let mut seen: HashMap<String, BTreeSet<u64>> = HashMap::new();
     let mut killed = false;
     let mut line = String::new();
     loop {
@@ -257,21 +231,33 @@ fn acknowledged_deliveries_survive_kill_9() -> TestResult {
         if lines.read_line(&mut line)? == 0 {
             break;
         }
-        // Only complete lines count: a line cut by the kill acknowledges nothing.
-        if let Some(id) = line.strip_prefix("ACK ").and_then(|l| l.strip_suffix('\n')) {
-            acked.insert(id.parse::<u64>()?);
-        }
-        if !killed && acked.len() >= KILL_AFTER_ACKS {
-            child.kill()?; // SIGKILL
+        // The test harness prints lines of its own: only `TAG id` lines count.
+        let Some((tag, id)) = line
+            .strip_suffix('\n')
+            .and_then(|l| l.split_once(' '))
+            .filter(|(tag, _)| !tag.is_empty() && tag.bytes().all(|b| b.is_ascii_uppercase()))
+        else {
+            continue;
+        };
+        seen.entry(tag.to_owned()).or_default().insert(id.parse()?);
+        if !killed && enough(&seen) {
+            process.kill()?; // SIGKILL
             killed = true;
         }
     }
-    let status = child.wait()?;
-    assert!(
-        killed,
-        "the child ended on its own ({status}) after {} acks",
-        acked.len()
-    );
+    let status = process.wait()?;
+    assert!(killed, "the child ended on its own ({status})");
+    Ok(seen)
+}
+
+#[test]
+fn acknowledged_deliveries_survive_kill_9() -> TestResult {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
+    let mut seen = run_child("crash_child", CHILD_ENV, dir.path(), |seen| {
+        seen.get("ACK")
+            .is_some_and(|acked| acked.len() >= KILL_AFTER_ACKS)
+    })?;
+    let acked = seen.remove("ACK").unwrap_or_default();
 
     let store = EmbeddedStore::open(dir.path())?;
     let present: BTreeSet<u64> = lease_all(&store)?;
