@@ -3,7 +3,8 @@
 //! then answered 503 (the provider retries) with `/readyz` 503; once the ballast is
 //! removed, callbacks are acknowledged again and `/readyz` is 200 within seconds, with no
 //! restart, and every callback that was acknowledged is delivered. SIGTERM on a full disk
-//! is not held up by outcomes the store cannot write.
+//! is not held up by outcomes the store cannot write. A used-up `store.max_bytes` answers
+//! 503 with its reason until the queue drains.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -201,4 +202,82 @@ async fn sigterm_on_a_full_disk_does_not_wait_for_outcomes() {
     eprintln!("SIGTERM on a full disk: exited in {took:?}");
     assert!(exit.success());
     assert!(took < DEADLINE.min(Duration::from_secs(5)), "{took:?}");
+}
+
+/// `store.max_bytes` used up: callbacks are answered 503 with the reason, counted, and
+/// the store is up (this is not an outage); once the endpoint answers again and the
+/// queue drains, callbacks are acknowledged again, and every one acknowledged is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_used_up_store_budget_answers_503_until_deliveries_drain() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sink = Sink::start().await;
+    sink.set_status(503);
+    let yaml = config(&dir.path().join("data"), &sink).replace(
+        "store: { kind: embedded, path: ",
+        "store: { kind: embedded, max_bytes: 1MiB, path: ",
+    );
+    assert!(yaml.contains("max_bytes: 1MiB"), "{yaml}");
+    let mut s = Sidecar::start(&yaml).await;
+
+    let mut acknowledged = Vec::new();
+    let body = loop {
+        let wamid = format!("wamid.budget{}", acknowledged.len());
+        match post(&s, &wamid).await {
+            (200, _) => acknowledged.push(wamid),
+            (503, body) => break body,
+            (status, body) => panic!("{wamid}: {status} {body}"),
+        }
+        assert!(acknowledged.len() < 20_000, "the budget never bit");
+    };
+    assert!(body.contains("the store is full"), "{body}");
+    // About a thousand records of the payload's size fit in 1 MiB.
+    assert!(
+        acknowledged.len() > 500,
+        "{} acknowledged",
+        acknowledged.len()
+    );
+    let m = s.metrics().await;
+    assert!(metric(&m, "hookrelay_store_full_total") >= 1);
+    assert_eq!(metric(&m, "hookrelay_store_max_bytes"), 1 << 20);
+    assert_eq!(metric(&m, "hookrelay_store_up"), 1, "full is not an outage");
+    assert!(
+        m.contains("reason=\"store_full\""),
+        "the rejection is counted by its reason"
+    );
+    assert_eq!(ready(&s).await, 200);
+
+    // The endpoint answers again: the queue drains, and callbacks are taken again.
+    sink.set_status(200);
+    let mut again = 0;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let wamid = format!("wamid.after{again}");
+        again += 1;
+        match post(&s, &wamid).await.0 {
+            200 => {
+                acknowledged.push(wamid);
+                break;
+            }
+            503 => {}
+            status => panic!("{wamid}: {status}"),
+        }
+        assert!(Instant::now() < deadline, "still full after {DEADLINE:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let expected: HashSet<&str> = acknowledged.iter().map(String::as_str).collect();
+    eventually("every acknowledged callback delivered", || async {
+        let got: HashSet<String> = sink
+            .received()
+            .iter()
+            .map(|r| {
+                r.json()["reference"]["vendor_ack_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect();
+        expected.iter().all(|w| got.contains(*w)).then_some(())
+    })
+    .await;
+    assert!(s.terminate().success());
 }
