@@ -82,6 +82,46 @@ async fn post_until_full(s: &Sidecar, prefix: &str) -> Vec<String> {
     panic!("the store's disk never filled up");
 }
 
+/// Posts new callbacks (`wamid.after<n>`) every `pause` until one is acknowledged, failing
+/// after `within`; the acknowledged one and how many were posted.
+async fn post_until_taken(s: &Sidecar, within: Duration, pause: Duration) -> (String, usize) {
+    let start = Instant::now();
+    for again in 0.. {
+        let wamid = format!("wamid.after{again}");
+        match post(s, &wamid).await.0 {
+            200 => return (wamid, again + 1),
+            503 => {}
+            status => panic!("{wamid}: {status}"),
+        }
+        assert!(
+            start.elapsed() < within,
+            "callbacks still refused after {within:?}"
+        );
+        tokio::time::sleep(pause).await;
+    }
+    unreachable!("the loop returns or fails")
+}
+
+/// Waits until the sink has received every callback of `acknowledged`; the Meta message
+/// ids it received.
+async fn all_delivered(sink: &Sink, acknowledged: &[String]) -> HashSet<String> {
+    let expected: HashSet<&str> = acknowledged.iter().map(String::as_str).collect();
+    eventually("every acknowledged callback delivered", || async {
+        let got: HashSet<String> = sink
+            .received()
+            .iter()
+            .map(|r| {
+                r.json()["reference"]["vendor_ack_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect();
+        expected.iter().all(|w| got.contains(*w)).then_some(got)
+    })
+    .await
+}
+
 /// The value of the unlabelled metric `name`.
 fn metric(metrics: &str, name: &str) -> u64 {
     metrics
@@ -117,24 +157,8 @@ async fn a_full_disk_answers_503_until_space_is_freed_and_loses_nothing_acknowle
 
     std::fs::remove_file(&ballast).expect("remove the ballast");
     let freed = Instant::now();
-    let mut again = 0;
-    loop {
-        let wamid = format!("wamid.after{again}");
-        again += 1;
-        match post(&s, &wamid).await.0 {
-            200 => {
-                acknowledged.push(wamid);
-                break;
-            }
-            503 => {}
-            status => panic!("{wamid}: {status}"),
-        }
-        assert!(
-            freed.elapsed() < RECOVERS_WITHIN,
-            "callbacks still refused {RECOVERS_WITHIN:?} after the space was freed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (wamid, again) = post_until_taken(&s, RECOVERS_WITHIN, Duration::from_millis(20)).await;
+    acknowledged.push(wamid);
     let took = freed.elapsed();
     while ready(&s).await != 200 {
         assert!(freed.elapsed() < RECOVERS_WITHIN, "/readyz still 503");
@@ -148,21 +172,7 @@ async fn a_full_disk_answers_503_until_space_is_freed_and_loses_nothing_acknowle
 
     // The endpoint is back: everything acknowledged is delivered, once the retries come.
     sink.set_status(200);
-    let expected: HashSet<&str> = acknowledged.iter().map(String::as_str).collect();
-    let delivered = eventually("every acknowledged callback delivered", || async {
-        let got: HashSet<String> = sink
-            .received()
-            .iter()
-            .map(|r| {
-                r.json()["reference"]["vendor_ack_id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned()
-            })
-            .collect();
-        expected.iter().all(|w| got.contains(*w)).then_some(got)
-    })
-    .await;
+    let delivered = all_delivered(&sink, &acknowledged).await;
     assert!(
         !delivered.contains("wamid.refused"),
         "a refused callback was not written"
@@ -248,36 +258,8 @@ async fn a_used_up_store_budget_answers_503_until_deliveries_drain() {
 
     // The endpoint answers again: the queue drains, and callbacks are taken again.
     sink.set_status(200);
-    let mut again = 0;
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let wamid = format!("wamid.after{again}");
-        again += 1;
-        match post(&s, &wamid).await.0 {
-            200 => {
-                acknowledged.push(wamid);
-                break;
-            }
-            503 => {}
-            status => panic!("{wamid}: {status}"),
-        }
-        assert!(Instant::now() < deadline, "still full after {DEADLINE:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let expected: HashSet<&str> = acknowledged.iter().map(String::as_str).collect();
-    eventually("every acknowledged callback delivered", || async {
-        let got: HashSet<String> = sink
-            .received()
-            .iter()
-            .map(|r| {
-                r.json()["reference"]["vendor_ack_id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned()
-            })
-            .collect();
-        expected.iter().all(|w| got.contains(*w)).then_some(())
-    })
-    .await;
+    let (wamid, _) = post_until_taken(&s, DEADLINE, Duration::from_millis(50)).await;
+    acknowledged.push(wamid);
+    all_delivered(&sink, &acknowledged).await;
     assert!(s.terminate().success());
 }
