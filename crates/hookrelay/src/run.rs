@@ -140,12 +140,10 @@ impl ShutdownSignalWatch for Drain {
 fn init_tracing(args: &Args) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    use tracing_subscriber::{EnvFilter, Layer as _, filter::FilterExt as _, fmt};
-    let filter = EnvFilter::try_from_default_env()
+    use tracing_subscriber::{EnvFilter, Layer as _, fmt};
+    let directives = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,pingora=warn,fjall=warn,lsm_tree=warn"));
-    // The level filter first, then the per-call-site limit, so only lines that would be
-    // written are counted against it.
-    let filter = filter.and(logs::RateLimit::new(args.log_burst, args.log_per_second));
+    let filter = logs::filter(directives, args.log_burst, args.log_per_second);
     let registry = tracing_subscriber::registry();
     if args.log_format == "json" {
         let layer = fmt::layer().json().with_writer(std::io::stderr);
