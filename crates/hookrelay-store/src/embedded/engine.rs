@@ -45,6 +45,18 @@ const DELIVERIES_MEMTABLE: u64 = 8 << 20;
 const INDEX_MEMTABLE: u64 = 2 << 20;
 const KEYS_MEMTABLE: u64 = 4 << 20;
 
+/// A lease's ids are read with one range scan when they span at most this many ids
+/// apiece (else the scan would read mostly other endpoints' deliveries).
+const SCAN_SPREAD: u64 = 4;
+
+/// A record as read: the record, its body and its size on disk.
+pub(crate) type ReadRecord = (Record, Bytes, u64);
+
+/// The id of a `deliveries` key.
+fn id_of(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
+}
+
 /// The open database and its long-lived keyspaces.
 pub(crate) struct Engine {
     pub(crate) db: Database,
@@ -135,6 +147,55 @@ impl Engine {
         };
         let size = value.len() as u64;
         Record::decode(id, Bytes::from(value)).map(|(record, body)| Some((record, body, size)))
+    }
+
+    /// The records of `ids`, in their order (as [`Engine::stored`] each). Ids close
+    /// together, as a lease of one endpoint's fresh deliveries is, are read with one range
+    /// scan rather than one lookup each; the rest, and any after a failed scan, are looked
+    /// up one by one, so an error is classified as for a single read.
+    pub(crate) fn stored_many(&self, ids: &[u64]) -> Vec<Result<Option<ReadRecord>, StoreError>> {
+        let mut found: Vec<Option<Result<Option<ReadRecord>, StoreError>>> =
+            ids.iter().map(|_| None).collect();
+        if let (Some(&lo), Some(&hi)) = (ids.iter().min(), ids.iter().max())
+            && ids.len() > 1
+            && hi - lo < (ids.len() as u64).saturating_mul(SCAN_SPREAD)
+        {
+            let wanted: std::collections::HashMap<u64, usize> =
+                ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+            let mut seen = 0;
+            let mut scanned = true;
+            for guard in self.deliveries.range(lo.to_be_bytes()..=hi.to_be_bytes()) {
+                let Ok((key, value)) = guard
+                    .into_inner_if(|key| id_of(key).is_some_and(|id| wanted.contains_key(&id)))
+                else {
+                    scanned = false;
+                    break;
+                };
+                let (Some(value), Some(&i)) = (value, id_of(&key).and_then(|id| wanted.get(&id)))
+                else {
+                    continue;
+                };
+                let size = value.len() as u64;
+                found[i] = Some(
+                    Record::decode(ids[i], Bytes::from(value))
+                        .map(|(record, body)| Some((record, body, size))),
+                );
+                seen += 1;
+                if seen == ids.len() {
+                    break;
+                }
+            }
+            if scanned {
+                // Not met by a whole scan: not stored.
+                for slot in found.iter_mut().filter(|slot| slot.is_none()) {
+                    *slot = Some(Ok(None));
+                }
+            }
+        }
+        ids.iter()
+            .zip(found)
+            .map(|(&id, slot)| slot.unwrap_or_else(|| self.stored(id)))
+            .collect()
     }
 
     /// A counter of `meta`, 0 when absent.
@@ -311,6 +372,46 @@ mod tests {
         assert_eq!(back, record);
         assert_eq!(&body[..], b"{}");
         assert!(Record::decode(7, value.slice(..3)).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn many_records_read_by_scan_or_lookup_match_single_reads()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let engine = Engine::open(dir.path())?;
+        let record = |n: u64| Record {
+            endpoint: if n % 2 == 0 { "a".into() } else { "b".into() },
+            webhook_id: format!("msg_{n}"),
+            created_at_ms: 0,
+            not_before_ms: 0,
+            attempts: 0,
+            last_error: None,
+            grave: None,
+        };
+        // Ids 1..=40 stored but 7 and 8, and one far away.
+        for n in (1..=40_u64).chain([10_000]).filter(|n| *n != 7 && *n != 8) {
+            let body = format!("body {n}");
+            engine
+                .deliveries
+                .insert(n.to_be_bytes(), record(n).encode(n, body.as_bytes())?)?;
+        }
+        let cases: [&[u64]; 5] = [
+            &[5, 6, 7, 8, 9],      // close together: one scan, two not stored
+            &[12, 3, 40, 20],      // close enough, in any order
+            &[1, 10_000],          // far apart: lookups
+            &[2, 4, 6, 8, 10, 12], // every other id (one endpoint of two)
+            &[41, 42],             // none stored
+        ];
+        for ids in cases {
+            let many = engine.stored_many(ids);
+            assert_eq!(many.len(), ids.len());
+            for (&id, got) in ids.iter().zip(many) {
+                let got = got?.map(|(r, b, size)| (r, b.to_vec(), size));
+                let one = engine.stored(id)?.map(|(r, b, size)| (r, b.to_vec(), size));
+                assert_eq!(got, one, "id {id} of {ids:?}");
+            }
+        }
         Ok(())
     }
 }

@@ -365,12 +365,13 @@ impl EmbeddedStore {
         let mut deliveries = Vec::with_capacity(ids.len());
         let mut known = Vec::with_capacity(ids.len());
         let mut failed = None;
-        for id in ids {
+        let read = engine.stored_many(&ids);
+        for (id, read) in ids.into_iter().zip(read) {
             if failed.is_some() {
                 self.inner.shared.core().queue.release(id);
                 continue;
             }
-            match engine.stored(id) {
+            match read {
                 Ok(Some((record, body, size))) if record.grave.is_none() => {
                     known.push((
                         id,
