@@ -381,7 +381,11 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let engine = Engine::open(dir.path())?;
         let record = |n: u64| Record {
-            endpoint: if n.is_multiple_of(2) { "a".into() } else { "b".into() },
+            endpoint: if n.is_multiple_of(2) {
+                "a".into()
+            } else {
+                "b".into()
+            },
             webhook_id: format!("msg_{n}"),
             created_at_ms: 0,
             not_before_ms: 0,
