@@ -65,15 +65,20 @@ fn crash_child() -> TestResult {
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
             });
         }
-        while let Some(joined) = tasks.join_next().await {
-            joined??;
-        }
-        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        join_all(tasks).await
     })?;
     Ok(())
 }
 
 /// A delivery of the backlog child.
+/// Waits for every task; the first error (or panic) of any.
+async fn join_all(mut tasks: tokio::task::JoinSet<TestResult>) -> TestResult {
+    while let Some(joined) = tasks.join_next().await {
+        joined??;
+    }
+    Ok(())
+}
+
 fn delivery(webhook_id: String) -> NewDelivery {
     NewDelivery {
         endpoint: "crm".into(),
@@ -154,10 +159,7 @@ fn backlog_child() -> TestResult {
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
             });
         }
-        while let Some(joined) = tasks.join_next().await {
-            joined??;
-        }
-        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        join_all(tasks).await
     })?;
     Ok(())
 }

@@ -10,8 +10,9 @@
 //! A window is a quarter of the keys' time to live (at least a second, at most six
 //! hours), so there are about five live windows per time to live in use (the dedupe
 //! window, the one-time tokens' lifetime), each a lookup (a miss, mostly, answered by
-//! its bloom filters), and a key outlives its expiry by a quarter at most on disk. Once writes move on to the next window, the previous one's write
-//! buffer is written out, so the memory of a window that is no longer written is freed.
+//! its bloom filters), and a key outlives its expiry by a quarter at most on disk. Once
+//! writes move on to the next window, the previous one's write buffer is written out, so
+//! the memory of a window that is no longer written is freed.
 
 use super::engine::{key_options, read_error};
 use crate::StoreError;

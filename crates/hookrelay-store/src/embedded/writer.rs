@@ -362,8 +362,9 @@ impl Tx {
         Ok(())
     }
 
-    fn remove(&mut self, id: u64, old: &Stored) {
-        self.bytes -= old.size as i64;
+    /// Deletes record `id`, of stored length `size`.
+    fn remove(&mut self, id: u64, size: u64) {
+        self.bytes -= size as i64;
         self.records.insert(id, None);
     }
 
@@ -375,11 +376,9 @@ impl Tx {
         self.due.insert(key, true);
     }
 
-    fn unqueue(&mut self, record: &Record, id: u64) {
-        self.due.insert(
-            due_key(&lane(&record.endpoint), record.not_before_ms, id),
-            false,
-        );
+    fn unqueue(&mut self, endpoint: &str, not_before_ms: i64, id: u64) {
+        self.due
+            .insert(due_key(&lane(endpoint), not_before_ms, id), false);
     }
 }
 
@@ -977,7 +976,7 @@ impl Writer {
                     Scan::WaitingAfter(now_ms),
                     |tx, id, stored| {
                         let mut record = stored.record.clone();
-                        tx.unqueue(&record, id);
+                        tx.unqueue(&record.endpoint, record.not_before_ms, id);
                         record.not_before_ms = now_ms;
                         tx.queue(&record, id, true);
                         tx.put(id, record, stored.body.clone(), Some(&stored))?;
@@ -1184,12 +1183,10 @@ fn complete(engine: &Engine, tx: &mut Tx, id: u64, known: Option<Known>) -> Resu
             )
         }
     };
-    tx.due
-        .insert(due_key(&lane(&endpoint), not_before_ms, id), false);
+    tx.unqueue(&endpoint, not_before_ms, id);
     tx.changes.lane(&endpoint).depth -= 1;
     tx.changes.ended.push(id);
-    tx.bytes -= size as i64;
-    tx.records.insert(id, None);
+    tx.remove(id, size);
     Ok(())
 }
 
@@ -1203,7 +1200,7 @@ fn reschedule(
 ) -> Result<(), StoreError> {
     let stored = tx.queued(engine, id)?;
     let mut record = stored.record.clone();
-    tx.unqueue(&record, id);
+    tx.unqueue(&record.endpoint, record.not_before_ms, id);
     record.not_before_ms = not_before_ms;
     record.attempts = attempts;
     record.last_error = error;
@@ -1220,7 +1217,7 @@ fn bury(engine: &Engine, tx: &mut Tx, id: u64, grave: Grave) -> Result<(), Store
 
 fn bury_stored(tx: &mut Tx, id: u64, stored: Stored, grave: Grave) -> Result<bool, StoreError> {
     let mut record = stored.record.clone();
-    tx.unqueue(&record, id);
+    tx.unqueue(&record.endpoint, record.not_before_ms, id);
     let change = tx.changes.lane(&record.endpoint);
     change.depth -= 1;
     change.dead += 1;
@@ -1260,7 +1257,7 @@ fn discard(engine: &Engine, tx: &mut Tx, id: u64) -> Result<bool, StoreError> {
             tx.dead
                 .insert(dead_key(&lane(&stored.record.endpoint), id), false);
             tx.changes.lane(&stored.record.endpoint).dead -= 1;
-            tx.remove(id, &stored);
+            tx.remove(id, stored.size);
             Ok(true)
         }
         _ => Ok(false),
