@@ -1,11 +1,14 @@
 //! `kill -9` in the middle of enqueueing: every acknowledged delivery is there after reopen.
 //! And `kill -9` while a large backlog drains: nothing acknowledged is lost, and nothing
-//! recorded done before the last sync the child saw is queued again.
+//! recorded done before the last sync the child saw is queued again. And `kill -9` right
+//! after completions returned, before their lazy sync: they are not queued again (an
+//! outcome is handed to the OS at once).
 //!
 //! The test binary runs itself as the child (`crash_child` and `backlog_child`, no-ops
 //! unless their environment variable is set). The child prints `ACK <id>` after each
 //! `enqueue` returned `Ok` (`TRY <id>` before completing a delivery, and `DONE <id>` once a
-//! later durable write synced its completion);
+//! later durable write synced its completion, `WRITTEN <id>` once `complete` returned
+//! without a sync);
 //! the parent reads those lines, kills the child with SIGKILL after enough of them, reads
 //! what was already printed, and checks the reopened store.
 
@@ -18,6 +21,9 @@ use std::time::{Duration, Instant};
 
 const CHILD_ENV: &str = "HOOKRELAY_STORE_CRASH_CHILD";
 const BACKLOG_ENV: &str = "HOOKRELAY_STORE_BACKLOG_CHILD";
+const WRITTEN_ENV: &str = "HOOKRELAY_STORE_WRITTEN_CHILD";
+/// Deliveries the written child completes before it waits to be killed.
+const WRITTEN: u64 = 300;
 /// Deliveries queued before the backlog child starts draining.
 const BACKLOG: u64 = 50_000;
 /// The backlog child is killed after this many synced completions.
@@ -250,6 +256,55 @@ fn run_child(
     let status = process.wait()?;
     assert!(killed, "the child ended on its own ({status})");
     Ok(seen)
+}
+
+#[test]
+fn written_child() -> TestResult {
+    let Some(dir) = std::env::var_os(WRITTEN_ENV) else {
+        return Ok(());
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    runtime.block_on(async move {
+        let store = EmbeddedStore::open(&dir)?;
+        let batch = (0..WRITTEN).map(|i| delivery(format!("w-{i}"))).collect();
+        store.enqueue(None, batch, 0).await?;
+        let leased = store.lease("crm", 0, WRITTEN as usize).await?;
+        let mut written = Vec::with_capacity(leased.len());
+        for d in leased {
+            store.complete(d.id).await?;
+            written.push(d.id.0);
+        }
+        // A line of its own: the harness's `test written_child ... ` has no newline.
+        println!();
+        print("WRITTEN", written)?;
+        // The parent kills it now, well within the 100 ms before the lazy sync; bounded
+        // if it never does.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+    })
+}
+
+#[test]
+fn completions_returned_before_a_kill_9_are_not_queued_again() -> TestResult {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
+    let mut seen = run_child("written_child", WRITTEN_ENV, dir.path(), |seen| {
+        seen.get("WRITTEN")
+            .is_some_and(|written| written.len() as u64 >= WRITTEN)
+    })?;
+    let written = seen.remove("WRITTEN").unwrap_or_default();
+    let store = EmbeddedStore::open(dir.path())?;
+    let present = lease_all(&store)?;
+    let repeated: Vec<&u64> = written.intersection(&present).collect();
+    assert!(
+        repeated.is_empty(),
+        "{} of {} completions queued again after the kill: {repeated:?}",
+        repeated.len(),
+        written.len()
+    );
+    assert_eq!(store.queue_depth("crm"), 0);
+    Ok(())
 }
 
 #[test]

@@ -691,11 +691,14 @@ impl Writer {
                 batch.insert(&engine.meta, meta_key(CURSOR, &lane_bytes), cursor);
             }
         }
-        let batch = if sync {
-            batch.durability(Some(PersistMode::SyncData))
+        // Without a sync, the batch is still handed to the OS at once (`Buffer`): fjall
+        // otherwise keeps up to 8 KiB of its journal in its own buffer, which a `kill -9`
+        // loses (a delivered delivery would be delivered again after the restart).
+        let batch = batch.durability(Some(if sync {
+            PersistMode::SyncData
         } else {
-            batch
-        };
+            PersistMode::Buffer
+        }));
         batch
             .commit()
             .map_err(|e| Arc::new(e) as Arc<dyn StdError + Send + Sync>)?;
