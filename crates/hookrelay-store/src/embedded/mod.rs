@@ -7,6 +7,8 @@
 //! - `dedupe`: dedupe keys and one-time tokens in windows of expiry times, dropped whole;
 //! - `writer`: the writer thread (group commit, lazy sync of outcomes, ops on a whole
 //!   endpoint in chunks, reopening after a failed write);
+//! - `syncer`: the thread that syncs the journal while the writer goes on, and answers
+//!   what waited for the sync;
 //! - `relay`: how the writer answers callers on current-thread runtimes, once per batch;
 //! - this module: the public [`EmbeddedStore`].
 //!
@@ -16,6 +18,7 @@ mod dedupe;
 mod engine;
 mod queue;
 mod relay;
+mod syncer;
 mod writer;
 
 use crate::{

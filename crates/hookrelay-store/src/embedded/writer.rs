@@ -3,9 +3,11 @@
 //! Callers send an [`Op`] with a oneshot reply. The thread takes the first op, drains
 //! whatever else is already waiting (up to `max_batch`), decides each op against the
 //! database and what the ops before it in the batch wrote ([`Tx`]), and commits the
-//! batch's writes as one fjall write batch: atomic, and made durable with one
-//! `fdatasync` of fjall's journal when any op of the batch needs it. Then it updates the
-//! in-memory queue (counters, cursors, leases), wakes workers and answers every caller.
+//! batch's writes as one fjall write batch: atomic, and handed to the OS at once. Then it
+//! updates the in-memory queue (counters, cursors, leases) and wakes workers. When any op
+//! of the batch needs the batch durable, its answers go to the syncer thread (`syncer`),
+//! which answers them after one `fdatasync` of the journal covering every batch written
+//! so far, while the writer goes on with the next batches; otherwise it answers at once.
 //!
 //! A delivery's outcome (complete, reschedule, dead letter) is written at once without a
 //! sync: the journal is handed to the OS, so a crash of the process keeps it. It is
@@ -27,6 +29,7 @@ use super::engine::{
 };
 use super::queue::{Changes, Known, Queue};
 use super::relay::{self, Relay};
+use super::syncer::{Job, Syncer};
 use crate::types::truncate;
 use crate::{DeliveryId, EnqueueOutcome, MAX_RESPONSE_BYTES, NewDelivery, StoreError};
 use bytes::Bytes;
@@ -35,8 +38,9 @@ use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use xxhash_rust::xxh3::{xxh3_128, xxh3_128_with_seed};
@@ -188,6 +192,9 @@ pub(crate) struct Shared {
     failing: AtomicBool,
     /// The error that started the failure, while failing.
     failure: Mutex<Option<Arc<dyn StdError + Send + Sync>>>,
+    /// A sync that failed in the syncer thread (with the writer's epoch it failed in),
+    /// until the writer takes it.
+    sync_failure: Mutex<Option<(u64, Arc<dyn StdError + Send + Sync>)>>,
 }
 
 impl Shared {
@@ -237,6 +244,22 @@ impl Shared {
         self.outages.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Records a failed sync for the writer to act on.
+    pub(crate) fn set_sync_failure(&self, epoch: u64, error: Arc<dyn StdError + Send + Sync>) {
+        *self
+            .sync_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((epoch, error));
+    }
+
+    /// The failed sync not yet acted on, if any, with its epoch.
+    fn take_sync_failure(&self) -> Option<(u64, Arc<dyn StdError + Send + Sync>)> {
+        self.sync_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
     fn stop_failing(&self) {
         self.failing.store(false, Ordering::Release);
         *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = None;
@@ -265,7 +288,7 @@ impl Pending {
     }
 
     /// The same reply, failed with `error` unless it already failed on its own.
-    fn failed(self, error: &dyn Fn() -> StoreError) -> Self {
+    pub(crate) fn failed(self, error: &dyn Fn() -> StoreError) -> Self {
         match self {
             Pending::Enqueue(reply, Ok(_)) => Pending::Enqueue(reply, Err(error())),
             Pending::Unit(reply, Ok(())) => Pending::Unit(reply, Err(error())),
@@ -409,6 +432,19 @@ pub(crate) struct Writer {
     unsynced_since: Option<Instant>,
     lazy_sync: Duration,
     outage: Option<Outage>,
+    /// The syncer thread; `None` when every batch is synced by the writer itself
+    /// (`max_batch` 1, the baseline).
+    syncer: Option<SyncerThread>,
+    /// Reopens of the database so far.
+    epoch: u64,
+    /// Batches handed to the OS so far.
+    written: u64,
+}
+
+/// The syncer thread and its job channel.
+struct SyncerThread {
+    jobs: Sender<Job>,
+    thread: JoinHandle<()>,
 }
 
 impl Writer {
@@ -422,6 +458,17 @@ impl Writer {
         let keys = Keys::open(&engine.db).map_err(|e| StoreError::backend("open", e))?;
         let next_id = engine.counter(NEXT_ID)?;
         let bytes = engine.counter(BYTES)?;
+        let syncer = if options.max_batch > 1 {
+            let (jobs, receiver) = mpsc::channel();
+            let syncer = Syncer::new(engine.path.clone(), Arc::clone(&shared));
+            let thread = std::thread::Builder::new()
+                .name("hookrelay-store-syncer".into())
+                .spawn(move || syncer.run(receiver))
+                .map_err(|source| StoreError::Spawn { source })?;
+            Some(SyncerThread { jobs, thread })
+        } else {
+            None
+        };
         let writer = Writer {
             dir,
             shared,
@@ -433,6 +480,9 @@ impl Writer {
             unsynced_since: None,
             lazy_sync: options.outcome_sync,
             outage: None,
+            syncer,
+            epoch: 0,
+            written: 0,
         };
         writer.publish_usage();
         Ok(writer)
@@ -484,6 +534,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            self.check_syncer();
             if self.outage.is_some() {
                 self.refuse(batch);
                 continue;
@@ -492,6 +543,52 @@ impl Writer {
         }
         if self.outage.is_none() {
             self.sync_lazy();
+        }
+        // The syncer answers what it holds and ends once its channel closes.
+        if let Some(SyncerThread { jobs, thread }) = self.syncer.take() {
+            drop(jobs);
+            if thread.join().is_err() {
+                tracing::error!("store syncer thread panicked");
+            }
+        }
+    }
+
+    /// Starts an outage if the syncer failed a sync of the database as it is open now.
+    fn check_syncer(&mut self) {
+        if let Some((epoch, error)) = self.shared.take_sync_failure()
+            && epoch == self.epoch
+            && self.outage.is_none()
+        {
+            self.fail(error);
+        }
+    }
+
+    /// Answers `answers` once every batch written so far is durable: through the syncer,
+    /// or at once when the writer synced the batch itself.
+    fn when_synced(&mut self, answers: Vec<(Pending, Option<Arc<Relay>>)>) {
+        let Some(syncer) = &self.syncer else {
+            relay::answer(answers);
+            return;
+        };
+        let job = Job {
+            epoch: self.epoch,
+            written: self.written,
+            answers,
+        };
+        if let Err(mpsc::SendError(job)) = syncer.jobs.send(job) {
+            // The syncer is gone (it panicked): fail rather than answer unsynced.
+            let error: Arc<dyn StdError + Send + Sync> =
+                Arc::new(std::io::Error::other("the store's syncer thread stopped"));
+            let make = || StoreError::Backend {
+                op: "sync",
+                source: Arc::clone(&error),
+            };
+            relay::answer(
+                job.answers
+                    .into_iter()
+                    .map(|(pending, relay)| (pending.failed(&make), relay)),
+            );
+            self.fail(error);
         }
     }
 
@@ -511,6 +608,10 @@ impl Writer {
     /// Syncs outcomes written without a sync.
     fn sync_lazy(&mut self) {
         if self.unsynced_since.take().is_none() {
+            return;
+        }
+        if self.syncer.is_some() {
+            self.when_synced(Vec::new());
             return;
         }
         let Some(engine) = self.engine.clone() else {
@@ -588,16 +689,23 @@ impl Writer {
         match result {
             Ok(changes) => {
                 if !empty {
-                    if sync {
-                        self.unsynced_since = None;
-                        self.shared.commits.fetch_add(1, Ordering::Relaxed);
-                    } else {
+                    self.written += 1;
+                    if !sync {
                         self.unsynced_since.get_or_insert_with(Instant::now);
+                    } else if self.syncer.is_none() {
+                        self.shared.commits.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 self.shared.core().queue.apply(changes);
                 self.publish_usage();
-                relay::answer(pending);
+                if sync {
+                    // Even a batch that wrote nothing (a duplicate) waits: what it
+                    // answered from may be a batch still being synced.
+                    self.unsynced_since = None;
+                    self.when_synced(pending);
+                } else {
+                    relay::answer(pending);
+                }
                 true
             }
             Err(error) => {
@@ -694,7 +802,7 @@ impl Writer {
         // Without a sync, the batch is still handed to the OS at once (`Buffer`): fjall
         // otherwise keeps up to 8 KiB of its journal in its own buffer, which a `kill -9`
         // loses (a delivered delivery would be delivered again after the restart).
-        let batch = batch.durability(Some(if sync {
+        let batch = batch.durability(Some(if sync && self.syncer.is_none() {
             PersistMode::SyncData
         } else {
             PersistMode::Buffer
@@ -1154,6 +1262,7 @@ impl Writer {
             core.engine = Some(Arc::clone(&engine));
         }
         self.engine = Some(engine);
+        self.epoch += 1;
         self.publish_usage();
         Ok(())
     }
