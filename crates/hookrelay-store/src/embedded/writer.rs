@@ -701,7 +701,9 @@ impl Writer {
                 if sync {
                     // Even a batch that wrote nothing (a duplicate) waits: what it
                     // answered from may be a batch still being synced.
-                    self.unsynced_since = None;
+                    if !empty || self.syncer.is_some() {
+                        self.unsynced_since = None;
+                    }
                     self.when_synced(pending);
                 } else {
                     relay::answer(pending);
