@@ -33,14 +33,6 @@ const CACHE_BYTES: u64 = 8 << 20;
 /// what an open replays is bounded by it, whatever the backlog.
 const JOURNAL_BYTES: u64 = 64 << 20;
 
-/// fjall's background threads, which flush write buffers and compact tables. With more
-/// than one, fjall's first worker hands compaction requests on to the others in a busy
-/// loop while they are busy (fjall 3.1): under load that loop took 7 to 10 % of the
-/// process's CPU. One worker flushes and compacts in turn; side by side in `scripts/load`
-/// it acknowledged 7 to 14 % more callbacks per second than two, with 12 % less CPU per
-/// callback, and the same peak RSS.
-const WORKERS: usize = 1;
-
 /// Bodies at least this long are kept apart from the keys (fjall's blob files), so that
 /// compactions move a pointer rather than the body.
 const SEPARATE_BODIES_FROM: u32 = 4096;
@@ -109,7 +101,6 @@ impl Engine {
         let db = Database::builder(&path)
             .cache_size(CACHE_BYTES)
             .max_journaling_size(JOURNAL_BYTES)
-            .worker_threads(WORKERS)
             .open()?;
         let deliveries = db.keyspace("deliveries", || {
             partitioned(KeyspaceCreateOptions::default())

@@ -701,9 +701,7 @@ impl Writer {
                 if sync {
                     // Even a batch that wrote nothing (a duplicate) waits: what it
                     // answered from may be a batch still being synced.
-                    if !empty || self.syncer.is_some() {
-                        self.unsynced_since = None;
-                    }
+                    self.unsynced_since = None;
                     self.when_synced(pending);
                 } else {
                     relay::answer(pending);
