@@ -20,10 +20,10 @@ pub(crate) struct RawConfig {
     /// reloadable: a change is refused until restart.
     #[serde(default)]
     pub(crate) listen: Option<Scalar>,
-    /// Admin listener: health, metrics, reload, dead letters, `IP:PORT` (default
-    /// `127.0.0.1:9090`). Not reloadable.
+    /// Admin listener: health, metrics, reload, dead letters. `IP:PORT` (default
+    /// `127.0.0.1:9090`), or `{listen, token}`. The address is not reloadable.
     #[serde(default)]
-    pub(crate) admin: Option<Scalar>,
+    pub(crate) admin: Option<RawAdmin>,
     /// The notification service: non-callback traffic is proxied here, `HOST:PORT` or an
     /// `http(s)://` URL.
     pub(crate) upstream: Scalar,
@@ -62,10 +62,10 @@ pub(crate) struct SchemaConfig {
     /// reloadable: a change is refused until restart.
     #[serde(default)]
     listen: Option<String>,
-    /// Admin listener: health, metrics, reload, dead letters, `IP:PORT` (default
-    /// `127.0.0.1:9090`). Not reloadable.
+    /// Admin listener: health, metrics, reload, dead letters. `IP:PORT` (default
+    /// `127.0.0.1:9090`), or `{listen, token}`. The address is not reloadable.
     #[serde(default)]
-    admin: Option<String>,
+    admin: Option<RawAdmin>,
     /// The notification service: non-callback traffic is proxied here, `HOST:PORT` or an
     /// `http(s)://` URL.
     upstream: String,
@@ -431,6 +431,63 @@ pub(crate) struct RawRetry {
     /// repeats. Jitter is added; a `Retry-After` answer is honoured.
     #[serde(default)]
     pub(crate) backoff: Option<Vec<Scalar>>,
+}
+
+/// The admin listener: its address alone, or its settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub(crate) enum RawAdmin {
+    /// `IP:PORT`: no token, so only a loopback address is allowed.
+    Address(Scalar),
+    /// The address and the token.
+    Settings(RawAdminSettings),
+}
+
+/// The admin listener's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdminSettings {
+    /// `IP:PORT` (default `127.0.0.1:9090`). Not reloadable.
+    #[serde(default)]
+    pub(crate) listen: Option<Scalar>,
+    /// Bearer token (`Authorization: Bearer <token>`) every admin path needs except
+    /// `/healthz`, `/readyz` and `/metrics`; at least 16 characters. Use `${VAR}` or
+    /// `${file:/path}`. Required when `listen` is not a loopback address. Reloadable.
+    #[serde(default)]
+    pub(crate) token: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for RawAdmin {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Object(map) => serde_json::from_value(Value::Object(map))
+                .map(RawAdmin::Settings)
+                .map_err(de::Error::custom),
+            other => Scalar::from_value(other)
+                .map(RawAdmin::Address)
+                .map_err(|why| {
+                    de::Error::custom(format!("{why}: expected IP:PORT or {{listen, token}}"))
+                }),
+        }
+    }
+}
+
+impl RawAdmin {
+    /// The address as written, if any.
+    pub(crate) fn listen(&self) -> Option<&Scalar> {
+        match self {
+            RawAdmin::Address(address) => Some(address),
+            RawAdmin::Settings(settings) => settings.listen.as_ref(),
+        }
+    }
+
+    /// The token as written (after `${…}`), if any.
+    pub(crate) fn token(&self) -> Option<&str> {
+        match self {
+            RawAdmin::Address(_) => None,
+            RawAdmin::Settings(settings) => settings.token.as_deref(),
+        }
+    }
 }
 
 /// A plain value read as text: strings, and numbers or booleans as written.

@@ -32,6 +32,9 @@ pub struct Snapshot {
     pub listen: SocketAddr,
     /// Admin listener (not reloadable).
     pub admin: SocketAddr,
+    /// The bearer token of the admin API (`admin.token`), if set: needed by every admin
+    /// path except `/healthz`, `/readyz` and `/metrics` (reloadable).
+    pub admin_token: Option<Secret>,
     /// The notification service, for non-callback traffic.
     pub upstream: Upstream,
     /// Durable store (not reloadable).

@@ -690,3 +690,43 @@ fn listener_limits_have_defaults_and_bounds() {
         "{found:?}"
     );
 }
+
+#[test]
+fn an_admin_api_beyond_loopback_needs_a_token() {
+    let base = "upstream: 127.0.0.1:3000\n";
+    // The address alone, on loopback: no token needed.
+    let s = compile(&format!("{base}admin: 127.0.0.1:9191\n")).expect("loopback");
+    assert_eq!(s.admin.to_string(), "127.0.0.1:9191");
+    assert!(s.admin_token.is_none());
+    // Beyond loopback without a token: refused, with what to do.
+    for admin in ["0.0.0.0:9090", "{listen: \"0.0.0.0:9090\"}"] {
+        let errors = compile(&format!("{base}admin: {admin}\n")).expect_err(admin);
+        let text = errors.to_string();
+        assert!(
+            text.contains("admin") && text.contains("admin.token"),
+            "{text}"
+        );
+    }
+    // With a token from the environment: taken.
+    let s = compile(&format!(
+        "{base}admin: {{listen: \"0.0.0.0:9090\", token: \"${{ADMIN_TOKEN}}\"}}\n"
+    ))
+    .expect("with a token");
+    assert_eq!(s.admin.to_string(), "0.0.0.0:9090");
+    assert_eq!(
+        s.admin_token.as_ref().map(|t| t.expose().to_owned()),
+        Some("test-admin_token".to_owned())
+    );
+    // The settings form without `listen` keeps the default address.
+    let s = compile(&format!("{base}admin: {{token: abcdefghijklmnop}}\n")).expect("default");
+    assert_eq!(s.admin.to_string(), "127.0.0.1:9090");
+    // A short token, a token with a space and an unknown key are errors.
+    for (admin, says) in [
+        ("{token: short}", "at least 16"),
+        ("{token: \"abcdefgh ijklmnopq\"}", "printable"),
+        ("{listen: \"127.0.0.1:1\", tokn: abcdefghijklmnop}", "tokn"),
+    ] {
+        let errors = compile(&format!("{base}admin: {admin}\n")).expect_err(admin);
+        assert!(errors.to_string().contains(says), "{admin}: {errors}");
+    }
+}

@@ -11,24 +11,30 @@
 //! | POST | `/dead-letters/replay?endpoint=` | puts every dead letter of an endpoint back; for `:unparsed`, reruns each unparsed event as above |
 //! | POST | `/endpoints/{name}/resume` | resumes an endpoint paused by `410 Gone` |
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::middleware::{self, Next};
+use axum::routing::{delete, get, post};
 use bytes::Bytes;
 use hookrelay_config::ReloadOutcome;
+use hookrelay_core::secret::ct_eq;
 use hookrelay_store::{DeadLetter, DeliveryId};
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::clock::now_ms;
 use crate::deliver::Lanes;
 use crate::ingest::accept::{Fanout, NotReplayed, UNPARSED_ENDPOINT, replay_unparsed};
+use crate::logs::with_causes;
 use crate::metrics::{Metrics, StoreState};
 use hookrelay_config::Live;
 use hookrelay_store::Store;
@@ -39,6 +45,7 @@ pub(crate) struct Admin {
     pub(crate) store: Store,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) lanes: Arc<Lanes>,
+    pub(crate) readiness: Arc<Readiness>,
 }
 
 impl Admin {
@@ -123,18 +130,6 @@ pub(crate) fn dead_letter_json(d: &DeadLetter) -> Value {
     })
 }
 
-/// `error` and its causes, `: `-separated (a full disk says so).
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// How many unparsed events one `POST /dead-letters/replay?endpoint=:unparsed` takes up,
 /// the oldest first (their bodies are in memory together): call it again for more.
 const RERUN_AT_MOST: usize = 100;
@@ -211,117 +206,290 @@ async fn rerun_all(app: &Admin) -> Resp {
     )
 }
 
-fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
-    req.uri().query().and_then(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
-    })
+/// Liveness facts `/readyz` reports besides the store.
+#[derive(Debug, Default)]
+pub(crate) struct Readiness {
+    /// The public listener answers connections.
+    listening: AtomicBool,
+    /// SIGTERM was received: deliveries in flight are finishing.
+    draining: AtomicBool,
 }
 
-async fn route(app: Arc<Admin>, req: Request<Incoming>) -> Resp {
-    let path = req.uri().path().to_owned();
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match (req.method(), segments.as_slice()) {
-        (&Method::GET, ["healthz"]) => reply(StatusCode::OK, "text/plain", "ok\n"),
-        (&Method::GET, ["readyz"]) => match app.store.health().await {
-            Ok(()) => reply(StatusCode::OK, "text/plain", "ready\n"),
-            Err(e) => reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                format!("store unavailable: {}\n", with_causes(&e)),
-            ),
-        },
-        (&Method::GET, ["metrics"]) => reply(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            app.render_metrics().await,
-        ),
-        (&Method::POST, ["-", "reload"]) => {
-            let live = app.live.clone();
-            let (status, v) =
-                reload_reply(tokio::task::spawn_blocking(move || live.reload_now()).await);
-            json_reply(status, &v)
+impl Readiness {
+    /// The public listener is bound and answers.
+    pub(crate) fn set_listening(&self) {
+        self.listening.store(true, Ordering::Release);
+    }
+
+    /// The sidecar is stopping.
+    pub(crate) fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Why it is not ready, if it is not (the store aside).
+    fn not_ready(&self) -> Option<&'static str> {
+        if self.draining.load(Ordering::Acquire) {
+            Some("draining: stopping after SIGTERM")
+        } else if !self.listening.load(Ordering::Acquire) {
+            Some("the public listener is not bound yet")
+        } else {
+            None
         }
-        (&Method::GET, ["dead-letters"]) => {
-            let endpoint = query_param(&req, "endpoint");
-            let limit = query_param(&req, "limit")
-                .and_then(|l| l.parse().ok())
-                .unwrap_or(100);
-            match app.store.dead_letters(endpoint.as_deref(), limit).await {
-                Ok(list) => json_reply(
-                    StatusCode::OK,
-                    &Value::Array(list.iter().map(dead_letter_json).collect()),
-                ),
-                Err(e) => json_reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &json!({"error": e.to_string()}),
-                ),
-            }
+    }
+}
+
+/// Largest request body the admin API reads (its requests carry none of note).
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+type Shared = State<Arc<Admin>>;
+
+fn error_reply(status: StatusCode, error: impl std::fmt::Display) -> Resp {
+    json_reply(status, &json!({"error": error.to_string()}))
+}
+
+fn unavailable(e: &hookrelay_store::StoreError) -> Resp {
+    error_reply(StatusCode::SERVICE_UNAVAILABLE, with_causes(e))
+}
+
+/// The admin API's routes: `/healthz`, `/readyz` and `/metrics` open to all (probes,
+/// scrapes); everything else behind the token when one is configured.
+pub(crate) fn router(app: Arc<Admin>) -> Router {
+    let guarded = Router::new()
+        .route("/-/reload", post(reload))
+        .route("/dead-letters", get(list_dead_letters))
+        .route("/dead-letters/replay", post(replay_endpoint))
+        .route("/dead-letters/{id}", delete(delete_dead_letter))
+        .route("/dead-letters/{id}/replay", post(replay_one))
+        .route("/endpoints", get(endpoints))
+        .route("/endpoints/{name}/resume", post(resume))
+        .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { reply(StatusCode::OK, "text/plain", "ok\n") }),
+        )
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(guarded)
+        .fallback(|| async { error_reply(StatusCode::NOT_FOUND, "no such path") })
+        .layer(RequestBodyLimitLayer::new(MAX_ADMIN_BODY))
+        .with_state(app)
+}
+
+/// Lets a request through when no token is configured or it carries the token.
+async fn require_token(State(app): Shared, req: Request<Body>, next: Next) -> Response<Body> {
+    let snapshot = app.live.snapshot();
+    let Some(token) = &snapshot.admin_token else {
+        return next.run(req).await;
+    };
+    let offered = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match offered {
+        Some(offered) if ct_eq(offered.as_bytes(), token.expose().as_bytes()) => {
+            next.run(req).await
         }
-        (&Method::POST, ["dead-letters", "replay"]) => {
-            let Some(endpoint) = query_param(&req, "endpoint") else {
-                return json_reply(
-                    StatusCode::BAD_REQUEST,
-                    &json!({"error": "endpoint query parameter required"}),
-                );
-            };
-            if endpoint == UNPARSED_ENDPOINT {
-                return rerun_all(&app).await;
-            }
-            match app.store.replay_endpoint(&endpoint, now_ms()).await {
-                Ok(n) => json_reply(StatusCode::OK, &json!({"replayed": n})),
-                Err(e) => json_reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &json!({"error": e.to_string()}),
-                ),
-            }
-        }
-        (&Method::POST, ["dead-letters", id, "replay"]) => {
-            let Ok(id) = id.parse::<u64>() else {
-                return json_reply(
-                    StatusCode::BAD_REQUEST,
-                    &json!({"error": "id must be a number"}),
-                );
-            };
-            let unavailable = |e: hookrelay_store::StoreError| {
-                json_reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &json!({"error": e.to_string()}),
-                )
-            };
-            let not_found = || {
-                json_reply(
-                    StatusCode::NOT_FOUND,
-                    &json!({"error": "no such dead letter"}),
-                )
-            };
-            match app.store.find_dead_letter(DeliveryId(id)).await {
-                Ok(None) => return not_found(),
-                Ok(Some(letter)) if letter.delivery.endpoint == UNPARSED_ENDPOINT => {
-                    return rerun_one(&app, &letter).await;
-                }
-                Ok(Some(_)) => {}
-                Err(e) => return unavailable(e),
-            }
-            match app.store.replay(DeliveryId(id), now_ms()).await {
-                Ok(true) => json_reply(StatusCode::OK, &json!({"replayed": 1})),
-                // Replayed by someone else since it was found.
-                Ok(false) => not_found(),
-                Err(e) => unavailable(e),
-            }
-        }
-        (&Method::POST, ["endpoints", name, "resume"]) => {
-            if app.lanes.resume(name) {
-                json_reply(StatusCode::OK, &json!({"resumed": name}))
+        offered => {
+            app.metrics.admin_unauthorized();
+            let why = if offered.is_some() {
+                "wrong token"
             } else {
-                json_reply(
-                    StatusCode::NOT_FOUND,
-                    &json!({"error": "endpoint not paused"}),
-                )
+                "this path needs the admin token: Authorization: Bearer <admin.token>"
+            };
+            let mut resp = error_reply(StatusCode::UNAUTHORIZED, why).map(Body::new);
+            resp.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            resp
+        }
+    }
+}
+
+async fn readyz(State(app): Shared) -> Resp {
+    if let Some(why) = app.readiness.not_ready() {
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!("{why}\n"),
+        );
+    }
+    match app.store.health().await {
+        Ok(()) => reply(StatusCode::OK, "text/plain", "ready\n"),
+        Err(e) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!("store unavailable: {}\n", with_causes(&e)),
+        ),
+    }
+}
+
+async fn metrics(State(app): Shared) -> Resp {
+    reply(
+        StatusCode::OK,
+        "text/plain; version=0.0.4",
+        app.render_metrics().await,
+    )
+}
+
+async fn reload(State(app): Shared) -> Resp {
+    let live = app.live.clone();
+    let (status, v) = reload_reply(tokio::task::spawn_blocking(move || live.reload_now()).await);
+    json_reply(status, &v)
+}
+
+/// `?endpoint=&limit=` of the dead-letter paths.
+#[derive(Debug, Deserialize)]
+struct LetterQuery {
+    endpoint: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Most dead letters one list returns.
+const MAX_LIST: usize = 1000;
+
+async fn list_dead_letters(State(app): Shared, Query(q): Query<LetterQuery>) -> Resp {
+    let limit = q.limit.unwrap_or(100).min(MAX_LIST);
+    match app.store.dead_letters(q.endpoint.as_deref(), limit).await {
+        Ok(list) => json_reply(
+            StatusCode::OK,
+            &Value::Array(list.iter().map(dead_letter_json).collect()),
+        ),
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// Why a dead letter of `endpoint` cannot be replayed now, if it cannot: its endpoint is
+/// no longer configured, so it would sit in a queue nothing delivers.
+fn not_configured(app: &Admin, endpoint: &str) -> Option<Resp> {
+    if endpoint == UNPARSED_ENDPOINT || app.live.snapshot().endpoint(endpoint).is_some() {
+        return None;
+    }
+    Some(error_reply(
+        StatusCode::CONFLICT,
+        format!(
+            "endpoint {endpoint:?} is no longer configured: add it back to replay its dead \
+             letters, or delete them"
+        ),
+    ))
+}
+
+async fn replay_endpoint(State(app): Shared, Query(q): Query<LetterQuery>) -> Resp {
+    let Some(endpoint) = q.endpoint else {
+        return error_reply(StatusCode::BAD_REQUEST, "endpoint query parameter required");
+    };
+    if endpoint == UNPARSED_ENDPOINT {
+        return rerun_all(&app).await;
+    }
+    if let Some(refused) = not_configured(&app, &endpoint) {
+        return refused;
+    }
+    match app.store.replay_endpoint(&endpoint, now_ms()).await {
+        Ok(n) => json_reply(StatusCode::OK, &json!({"replayed": n})),
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// A dead letter's id from its path segment.
+fn parse_id(id: &str) -> Option<DeliveryId> {
+    id.parse::<u64>().ok().map(DeliveryId)
+}
+
+fn bad_id() -> Resp {
+    error_reply(StatusCode::BAD_REQUEST, "id must be a number")
+}
+
+fn no_such_letter() -> Resp {
+    error_reply(StatusCode::NOT_FOUND, "no such dead letter")
+}
+
+async fn replay_one(State(app): Shared, Path(id): Path<String>) -> Resp {
+    let Some(id) = parse_id(&id) else {
+        return bad_id();
+    };
+    match app.store.find_dead_letter(id).await {
+        Ok(None) => return no_such_letter(),
+        Ok(Some(letter)) if letter.delivery.endpoint == UNPARSED_ENDPOINT => {
+            return rerun_one(&app, &letter).await;
+        }
+        Ok(Some(letter)) => {
+            if let Some(refused) = not_configured(&app, &letter.delivery.endpoint) {
+                return refused;
             }
         }
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+        Err(e) => return unavailable(&e),
+    }
+    match app.store.replay(id, now_ms()).await {
+        Ok(true) => json_reply(StatusCode::OK, &json!({"replayed": 1})),
+        // Replayed or deleted by someone else since it was found.
+        Ok(false) => no_such_letter(),
+        Err(e) => unavailable(&e),
+    }
+}
+
+async fn delete_dead_letter(State(app): Shared, Path(id): Path<String>) -> Resp {
+    let Some(id) = parse_id(&id) else {
+        return bad_id();
+    };
+    match app.store.delete_dead_letter(id).await {
+        Ok(true) => json_reply(StatusCode::OK, &json!({"deleted": 1})),
+        Ok(false) => no_such_letter(),
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// `GET /endpoints`: each configured endpoint with its queue and state.
+async fn endpoints(State(app): Shared) -> Resp {
+    let snapshot = app.live.snapshot();
+    let mut list = Vec::with_capacity(snapshot.endpoints.len());
+    for ep in &snapshot.endpoints {
+        let depth = app.store.queue_depth(&ep.name).await.ok();
+        let (paused, last) = app.lanes.state(&ep.name).unwrap_or_default();
+        let events = ep.events.as_ref().map(|events| {
+            let mut by_channel: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+            for (channel, types) in events {
+                let mut types: Vec<Value> = types.iter().map(|t| json!(t)).collect();
+                types.sort_by_key(Value::to_string);
+                by_channel.insert(
+                    json!(channel).as_str().unwrap_or_default().to_owned(),
+                    types,
+                );
+            }
+            by_channel
+        });
+        let statuses = ep.statuses.as_ref().map(|statuses| {
+            let mut statuses: Vec<Value> = statuses.iter().map(|s| json!(s)).collect();
+            statuses.sort_by_key(Value::to_string);
+            statuses
+        });
+        list.push(json!({
+            "name": ep.name,
+            "url": ep.url.as_str(),
+            "description": ep.description,
+            "events": events,
+            "statuses": statuses,
+            "rate_limit": ep.rate_limit.map(|g| json!({
+                "per_second": g.per_second().get(),
+                "burst": g.burst().get(),
+            })),
+            "paused": paused,
+            "queue_depth": depth,
+            "last_success_ms": last.success_ms,
+            "last_error": last.error.as_ref().map(|(_, e)| e),
+            "last_error_ms": last.error.as_ref().map(|(at, _)| at),
+        }));
+    }
+    json_reply(StatusCode::OK, &Value::Array(list))
+}
+
+async fn resume(State(app): Shared, Path(name): Path<String>) -> Resp {
+    if app.lanes.resume(&name) {
+        json_reply(StatusCode::OK, &json!({"resumed": name}))
+    } else {
+        error_reply(StatusCode::NOT_FOUND, "endpoint not paused")
     }
 }
 
@@ -331,28 +499,14 @@ pub(crate) async fn serve(
     listener: TcpListener,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.changed() => return,
-        };
-        let (stream, _peer): (_, SocketAddr) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "admin accept failed");
-                continue;
-            }
-        };
-        let app = app.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let app = app.clone();
-                async move { Ok::<_, Infallible>(route(app, req).await) }
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
+    let stop = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    if let Err(e) = axum::serve(listener, router(app))
+        .with_graceful_shutdown(stop)
+        .await
+    {
+        tracing::error!(error = %e, "the admin API stopped");
     }
 }
 

@@ -167,6 +167,16 @@ impl Metrics {
         );
     }
 
+    /// An admin request refused for a missing or wrong token.
+    pub(crate) fn admin_unauthorized(&self) {
+        self.add(
+            "hookrelay_admin_unauthorized_total",
+            "Admin API requests refused for a missing or wrong token.",
+            &[],
+            1,
+        );
+    }
+
     /// Sets the generation of the live configuration.
     pub(crate) fn set_generation(&self, generation: u64) {
         self.generation.store(generation, Ordering::Relaxed);

@@ -20,7 +20,7 @@ use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, Shut
 use pingora::services::background::{BackgroundService, background_service};
 
 use crate::EXIT_USAGE;
-use crate::admin::{self, Admin};
+use crate::admin::{self, Admin, Readiness};
 use crate::deliver::{DeliverCtx, Lanes};
 use crate::ingest::budget::Budget;
 use crate::ingest::certs::Certificates;
@@ -71,6 +71,43 @@ struct Background {
     controller: Controller,
     admin: Arc<Admin>,
     admin_listener: Mutex<Option<std::net::TcpListener>>,
+    /// The public listener's address, probed until it answers.
+    listen: std::net::SocketAddr,
+}
+
+/// How long the public listener may take to be bound before `run` gives up.
+const BIND_LIMIT: Duration = Duration::from_secs(10);
+
+/// Connects to the public listener until it answers, then marks the sidecar ready; exits
+/// the process with the reason when it does not within [`BIND_LIMIT`] (Pingora itself
+/// would retry the bind forever).
+async fn await_listener(listen: std::net::SocketAddr, readiness: Arc<Readiness>) {
+    let target = match listen.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, listen.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, listen.port()))
+        }
+        _ => listen,
+    };
+    let started = tokio::time::Instant::now();
+    let mut last_error = None;
+    while started.elapsed() < BIND_LIMIT {
+        match tokio::net::TcpStream::connect(target).await {
+            Ok(_) => {
+                readiness.set_listening();
+                tracing::info!(listen = %listen, "public listener answering");
+                return;
+            }
+            Err(e) => last_error = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let why = last_error.map_or_else(|| "no answer".to_owned(), |e| e.to_string());
+    tracing::error!(listen = %listen, error = %why, "the public listener was not bound within 10 s");
+    eprintln!("hookrelay run: cannot listen on {listen}: not bound within 10 s ({why})");
+    std::process::exit(1);
 }
 
 #[async_trait]
@@ -84,6 +121,7 @@ impl BackgroundService for Background {
                 logs::summarize();
             }
         });
+        tokio::spawn(await_listener(self.listen, self.admin.readiness.clone()));
         let (admin_stop, admin_rx) = tokio::sync::watch::channel(false);
         let listener = self
             .admin_listener
@@ -111,6 +149,7 @@ impl BackgroundService for Background {
 /// once (whatever was in flight is attempted again after the restart).
 struct Drain {
     lanes: Arc<Lanes>,
+    readiness: Arc<Readiness>,
 }
 
 #[async_trait]
@@ -127,6 +166,7 @@ impl ShutdownSignalWatch for Drain {
         tokio::select! {
             _ = term.recv() => {
                 tracing::info!("SIGTERM: finishing deliveries in flight");
+                self.readiness.set_draining();
                 self.lanes.stop_all();
                 self.lanes.join(DRAIN_LIMIT).await;
                 tracing::info!("deliveries drained, stopping");
@@ -224,8 +264,12 @@ fn open_store(
             RedisOptions::default().visibility_timeout(*visibility_timeout),
         ),
     };
-    rt.block_on(Store::open(config))
-        .map_err(|e| fail(format!("cannot open the store{at}: {e}")))
+    rt.block_on(Store::open(config)).map_err(|e| {
+        fail(format!(
+            "cannot open the store{at}: {}",
+            logs::with_causes(&e)
+        ))
+    })
 }
 
 /// The one Redis connection every endpoint's rate limit shares (store `redis` only).
@@ -308,8 +352,16 @@ fn start(args: &Args) -> Result<(), Fail> {
     let admin_listener = std::net::TcpListener::bind(snapshot.admin)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|e| fail(format!("cannot listen on admin {}: {e}", snapshot.admin)))?;
+    // The public port is tried at once, so that a port another process holds is a clear
+    // error now (Pingora binds it later and retries forever); the probe in the background
+    // service covers a port taken in between.
+    drop(
+        std::net::TcpListener::bind(snapshot.listen)
+            .map_err(|e| fail(format!("cannot listen on {}: {e}", snapshot.listen)))?,
+    );
 
     let metrics = Arc::new(Metrics::default());
+    let readiness = Arc::new(Readiness::default());
     let upstream = Arc::new(Upstreams::default());
     let lanes = Arc::new(Lanes::new(DeliverCtx {
         store: store.clone(),
@@ -344,8 +396,10 @@ fn start(args: &Args) -> Result<(), Fail> {
             store,
             metrics,
             lanes: lanes.clone(),
+            readiness: readiness.clone(),
         }),
         admin_listener: Mutex::new(Some(admin_listener)),
+        listen: snapshot.listen,
     };
 
     let conf = ServerConf {
@@ -380,7 +434,7 @@ fn start(args: &Args) -> Result<(), Fail> {
     server.add_service(background_service("hookrelay", background));
     tracing::info!(listen = %snapshot.listen, admin = %snapshot.admin, "hookrelay running");
     server.run(RunArgs {
-        shutdown_signal: Box::new(Drain { lanes }),
+        shutdown_signal: Box::new(Drain { lanes, readiness }),
     });
     delivery_rt.shutdown_timeout(Duration::from_secs(1));
     store_rt.shutdown_timeout(Duration::from_secs(1));

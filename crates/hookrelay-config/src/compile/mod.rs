@@ -31,7 +31,8 @@ use url::Url;
 use crate::error::{ConfigError, ConfigErrors};
 use crate::interp::{self, EnvLookup};
 use crate::raw::{
-    Mode, OneOrMany, RawCallback, RawConfig, RawEndpoint, RawFormat, RawStore, Scalar, Verify,
+    Mode, OneOrMany, RawAdmin, RawCallback, RawConfig, RawEndpoint, RawFormat, RawStore, Scalar,
+    Verify,
 };
 use crate::snapshot::{Endpoint, Retry, Route, Snapshot, Store};
 use crate::tree::{self, Index, Located, Node};
@@ -239,19 +240,25 @@ impl Compiler {
         let top = top?;
 
         let listen = self.socket_addr("listen", top.listen.as_ref(), DEFAULT_LISTEN);
-        let admin = self.socket_addr("admin", top.admin.as_ref(), DEFAULT_ADMIN);
+        let admin = self.socket_addr(
+            "admin",
+            top.admin.as_ref().and_then(RawAdmin::listen),
+            DEFAULT_ADMIN,
+        );
+        let admin_token = self.admin_token(top.admin.as_ref().and_then(RawAdmin::token));
         if let (Some(l), Some(a)) = (listen, admin) {
             if l.port() == a.port()
                 && (l.ip() == a.ip() || l.ip().is_unspecified() || a.ip().is_unspecified())
             {
                 self.error("admin", format!("{a} is the same as listen ({l})"));
             }
-            if !a.ip().is_loopback() {
-                self.warn(
+            if !a.ip().is_loopback() && matches!(admin_token, Some(None)) {
+                self.error(
                     "admin",
                     format!(
-                        "the admin API ({a}) is reachable beyond this host and has no \
-                         authentication"
+                        "the admin API ({a}) would be reachable beyond this host without \
+                         authentication: set admin.token (e.g. token: \"${{ADMIN_TOKEN}}\") \
+                         or listen on a loopback address"
                     ),
                 );
             }
@@ -282,6 +289,7 @@ impl Compiler {
             hash: source.hash(),
             listen: listen?,
             admin: admin?,
+            admin_token: admin_token?,
             upstream: upstream?,
             store: store?,
             dedupe_window: dedupe_window?,

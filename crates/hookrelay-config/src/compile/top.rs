@@ -10,6 +10,9 @@ use rustls_pki_types::pem::PemObject;
 
 use super::values::{MAX_TIMEOUT, MAX_VISIBILITY_TIMEOUT};
 
+/// Shortest admin token taken.
+const MIN_ADMIN_TOKEN: usize = 16;
+
 impl Compiler {
     pub(super) fn socket_addr(
         &mut self,
@@ -35,6 +38,32 @@ impl Compiler {
                 None
             }
         }
+    }
+
+    /// `admin.token`: `Some(None)` when there is none, `None` when it is invalid.
+    pub(super) fn admin_token(&mut self, v: Option<&str>) -> Option<Option<Secret>> {
+        let Some(token) = v else {
+            return Some(None);
+        };
+        let token = token.trim();
+        if token.chars().count() < MIN_ADMIN_TOKEN {
+            self.error(
+                "admin.token",
+                format!(
+                    "must be at least {MIN_ADMIN_TOKEN} characters (it is {})",
+                    token.chars().count()
+                ),
+            );
+            return None;
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            self.error(
+                "admin.token",
+                "must be printable ASCII without spaces (it is sent in an HTTP header)",
+            );
+            return None;
+        }
+        Some(Some(Secret::new(token)))
     }
 
     pub(super) fn upstream(&mut self, v: &Scalar) -> Option<Upstream> {

@@ -1,5 +1,5 @@
-//! `hookrelay dead-letters list|replay`: the dead-letter store of a running sidecar,
-//! through its admin API.
+//! `hookrelay dead-letters list|replay|delete`: the dead-letter store of a running
+//! sidecar, through its admin API.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,9 +18,14 @@ pub(crate) struct Args {
     /// The sidecar's configuration file (its `admin` address is used).
     #[arg(short = 'c', long = "config", global = true)]
     config: Option<PathBuf>,
-    /// The admin address, instead of reading it from the configuration.
+    /// The admin address, instead of reading it from the configuration (default: the
+    /// configuration's, else 127.0.0.1:9090).
     #[arg(long, global = true)]
     admin: Option<SocketAddr>,
+    /// The admin token (default: `HOOKRELAY_ADMIN_TOKEN`, else the configuration's
+    /// `admin.token`).
+    #[arg(long, global = true)]
+    token: Option<String>,
     #[command(subcommand)]
     action: Action,
 }
@@ -46,20 +51,84 @@ enum Action {
         #[arg(long, conflicts_with = "id")]
         endpoint: Option<String>,
     },
+    /// Delete a dead letter by id.
+    Delete {
+        /// Dead letter id.
+        id: u64,
+    },
 }
 
-fn admin_addr(args: &Args) -> Result<SocketAddr, String> {
-    if let Some(a) = args.admin {
-        return Ok(a);
-    }
-    let path = args.config.as_ref().ok_or("give -c FILE or --admin ADDR")?;
-    let snapshot = hookrelay_config::load(path).map_err(|e| e.to_string())?;
-    Ok(snapshot.admin)
+/// The admin API's default address, when neither `--admin` nor `-c` gives one.
+const DEFAULT_ADMIN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9090);
+
+/// Where the admin API is and its token: from the arguments, the environment, the
+/// configuration file, or the defaults, in that order.
+pub(crate) fn admin_target(
+    config: Option<&PathBuf>,
+    admin: Option<SocketAddr>,
+    token: Option<&str>,
+) -> Result<(SocketAddr, Option<String>), String> {
+    let token = token
+        .map(str::to_owned)
+        .or_else(|| std::env::var("HOOKRELAY_ADMIN_TOKEN").ok());
+    let snapshot = match config {
+        Some(path) => Some(hookrelay_config::load(path).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let addr = admin
+        .or(snapshot.as_ref().map(|s| s.admin))
+        .unwrap_or(DEFAULT_ADMIN);
+    let token = token.or_else(|| {
+        snapshot
+            .as_ref()
+            .and_then(|s| s.admin_token.as_ref())
+            .map(|t| t.expose().to_owned())
+    });
+    Ok((addr, token))
+}
+
+/// Sends one request to the admin API: its status and body.
+pub(crate) fn call(
+    addr: SocketAddr,
+    token: Option<&str>,
+    method: http::Method,
+    path: &str,
+) -> Result<(http::StatusCode, Bytes), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"));
+        if let Some(token) = token {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| format!("admin API at {addr}: {}", crate::logs::with_causes(&e)))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| crate::logs::with_causes(&e))?
+            .to_bytes();
+        Ok((status, body))
+    })
 }
 
 /// Runs the command.
 pub(crate) fn run(args: &Args) -> ExitCode {
-    let addr = match admin_addr(args) {
+    let (addr, token) = match admin_target(args.config.as_ref(), args.admin, args.token.as_deref())
+    {
         Ok(a) => a,
         Err(e) => {
             eprintln!("hookrelay dead-letters: {e}");
@@ -90,37 +159,9 @@ pub(crate) fn run(args: &Args) -> ExitCode {
             eprintln!("hookrelay dead-letters replay: give an id or --endpoint");
             return ExitCode::from(EXIT_USAGE);
         }
+        Action::Delete { id } => (http::Method::DELETE, format!("/dead-letters/{id}")),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("hookrelay dead-letters: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let result = runtime.block_on(async {
-        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-        let req = http::Request::builder()
-            .method(method)
-            .uri(format!("http://{addr}{path}"))
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| e.to_string())?;
-        let resp = client
-            .request(req)
-            .await
-            .map_err(|e| format!("admin {addr}: {e}"))?;
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok::<_, String>((status, body))
-    });
+    let result = call(addr, token.as_deref(), method, &path);
     match result {
         Ok((status, body)) => {
             let text = String::from_utf8_lossy(&body);

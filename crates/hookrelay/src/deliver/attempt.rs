@@ -152,6 +152,7 @@ pub(crate) async fn attempt(ctx: &DeliverCtx, lane: &Lane, d: Delivery) {
     let record = match outcome {
         Outcome::Delivered => {
             ctx.metrics.attempt(&lane.name, "delivered", None);
+            lane.succeeded(now);
             if lane.failing.swap(false, Ordering::SeqCst) {
                 recovered(ctx, lane, now).await;
             }
@@ -174,6 +175,7 @@ pub(crate) async fn attempt(ctx: &DeliverCtx, lane: &Lane, d: Delivery) {
         Outcome::Gone => {
             tracing::warn!(endpoint = %lane.name, "410 Gone: endpoint paused until a reload or resume");
             lane.paused.store(true, Ordering::SeqCst);
+            lane.failed(now, "410 Gone: paused");
             ctx.metrics.attempt(&lane.name, "paused", None);
             Record::Release
         }
@@ -183,6 +185,7 @@ pub(crate) async fn attempt(ctx: &DeliverCtx, lane: &Lane, d: Delivery) {
             response,
         } => {
             ctx.metrics.attempt(&lane.name, "dead_lettered", None);
+            lane.failed(now, &reason);
             tracing::warn!(endpoint = %lane.name, webhook_id = %d.webhook_id, reason = %reason, "dead letter");
             Record::DeadLetter {
                 reason,
@@ -196,6 +199,7 @@ pub(crate) async fn attempt(ctx: &DeliverCtx, lane: &Lane, d: Delivery) {
             status,
             response,
         } => {
+            lane.failed(now, &error);
             if outcome::exhausted(&target.retry, attempts, d.created_at_ms, now) {
                 ctx.metrics.attempt(&lane.name, "dead_lettered", None);
                 let reason = format!("retries exhausted after {attempts} attempts: {error}");

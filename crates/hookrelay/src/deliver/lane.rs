@@ -1,8 +1,8 @@
 //! One endpoint's lane: its built stack, its settings, and the worker that leases its
 //! queue and runs attempts, at most `concurrency` at once.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -35,6 +35,17 @@ pub(crate) struct Lane {
     pub(crate) failing: AtomicBool,
     pub(crate) wake: Arc<Notify>,
     stop: watch::Sender<bool>,
+    /// The last success and the last failure, for the admin API.
+    last: Mutex<Last>,
+}
+
+/// When the lane last delivered, and its last failure.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Last {
+    /// Time of the last delivered attempt (ms since the epoch).
+    pub(crate) success_ms: Option<i64>,
+    /// Time and text of the last failed attempt.
+    pub(crate) error: Option<(i64, String)>,
 }
 
 fn concurrency(ep: &Endpoint) -> usize {
@@ -59,6 +70,7 @@ impl Lane {
             failing: AtomicBool::new(false),
             wake,
             stop,
+            last: Mutex::new(Last::default()),
         })
     }
 
@@ -89,6 +101,32 @@ impl Lane {
         }
         self.wake.notify_one();
         was
+    }
+
+    /// Records a delivered attempt at `now_ms`.
+    pub(crate) fn succeeded(&self, now_ms: i64) {
+        self.last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .success_ms = Some(now_ms);
+    }
+
+    /// Records a failed attempt at `now_ms`.
+    pub(crate) fn failed(&self, now_ms: i64, error: &str) {
+        // A response's text is bounded where it is read; the error line is kept short.
+        let error: String = error.chars().take(512).collect();
+        self.last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .error = Some((now_ms, error));
+    }
+
+    /// The last success and failure.
+    pub(crate) fn last(&self) -> Last {
+        self.last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Asks the worker to stop taking new work.

@@ -133,6 +133,17 @@ impl Lanes {
         }
     }
 
+    /// Whether an endpoint's lane is paused, and its last success and failure; `None`
+    /// when it has no lane.
+    pub(crate) fn state(&self, name: &str) -> Option<(bool, lane::Last)> {
+        self.get(name).map(|lane| {
+            (
+                lane.paused.load(std::sync::atomic::Ordering::SeqCst),
+                lane.last(),
+            )
+        })
+    }
+
     /// Resumes an endpoint paused by `410 Gone`; false when it was not paused.
     pub(crate) fn resume(&self, name: &str) -> bool {
         self.get(name).is_some_and(|lane| lane.resume())

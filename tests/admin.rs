@@ -1,0 +1,318 @@
+//! The admin API as operators and Kubernetes use it: the token, readiness that tells the
+//! truth, dead letters replayed, refused and deleted, the CLI against it.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hookrelay_tests::{Sidecar, Sink, binary, eventually, free_port, meta_status, send};
+use http::{Request, StatusCode};
+use http_body_util::Full;
+
+const META_SECRET: &str = "meta-app-secret";
+const TOKEN: &str = "admin-token-0123456789";
+
+fn config(sink: &Sink, endpoints: bool) -> String {
+    let endpoints = if endpoints {
+        format!(
+            "endpoints:\n  - name: crm\n    url: {}\n    description: the CRM\n    \
+             statuses: [delivered, seen]\n    rate_limit: {{ per_second: 50 }}\n",
+            sink.url("/crm")
+        )
+    } else {
+        "endpoints: []\n".to_owned()
+    };
+    format!(
+        r#"
+listen: "{{LISTEN}}"
+admin: {{ listen: "{{ADMIN}}", token: "{TOKEN}" }}
+upstream: http://127.0.0.1:9
+store: {{ kind: embedded, path: "{{DATA}}" }}
+callbacks:
+  - path: /cb/meta
+    provider: meta_whatsapp
+    verify: {{ app_secret: {META_SECRET}, verify_token: vt }}
+{endpoints}"#
+    )
+}
+
+/// One admin request with an optional bearer token: status, `www-authenticate`, JSON body.
+async fn admin(
+    sidecar: &Sidecar,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (StatusCode, Option<String>, serde_json::Value) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", sidecar.admin));
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    let (status, headers, body) = send(req.body(Full::new(Bytes::new())).expect("request")).await;
+    let challenge = headers
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()));
+    (status, challenge, body)
+}
+
+/// Runs the CLI with `args`: exit code, stdout, stderr.
+fn cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(binary())
+        .args(args)
+        .env_remove("HOOKRELAY_ADMIN_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the CLI");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn dead_letter(sidecar: &Sidecar, sink: &Sink) -> u64 {
+    // The sink refuses with 400: a dead letter at the first attempt.
+    sink.set_status(400);
+    let body = meta_status("wamid.ADMIN1", "delivered", "15550001111");
+    let (status, _) = sidecar
+        .post_meta_signed("/cb/meta", META_SECRET, body)
+        .await;
+    assert_eq!(status, 200);
+    eventually("the dead letter", || async {
+        let (status, _, list) = admin(sidecar, "GET", "/dead-letters", Some(TOKEN)).await;
+        assert_eq!(status, 200);
+        list.as_array()?.first()?["id"].as_u64()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_token_guards_everything_but_probes_and_metrics() {
+    let sink = Sink::start().await;
+    let sidecar = Sidecar::start(&config(&sink, true)).await;
+
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let (status, _, _) = admin(&sidecar, "GET", path, None).await;
+        assert_eq!(status, 200, "{path} without a token");
+    }
+    for (method, path) in [
+        ("GET", "/dead-letters"),
+        ("GET", "/endpoints"),
+        ("POST", "/-/reload"),
+        ("POST", "/dead-letters/1/replay"),
+        ("DELETE", "/dead-letters/1"),
+        ("POST", "/endpoints/crm/resume"),
+    ] {
+        let (status, challenge, body) = admin(&sidecar, method, path, None).await;
+        assert_eq!(status, 401, "{method} {path} without a token: {body}");
+        assert_eq!(challenge.as_deref(), Some("Bearer"));
+        let (status, _, _) = admin(&sidecar, method, path, Some("wrong-token-0123456789")).await;
+        assert_eq!(status, 401, "{method} {path} with a wrong token");
+    }
+    let (status, _, list) = admin(&sidecar, "GET", "/dead-letters", Some(TOKEN)).await;
+    assert_eq!((status, list), (StatusCode::OK, serde_json::json!([])));
+    let (status, _, body) = admin(&sidecar, "POST", "/-/reload", Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Unknown paths and wrong methods say so.
+    let (status, _, _) = admin(&sidecar, "GET", "/no-such-path", Some(TOKEN)).await;
+    assert_eq!(status, 404);
+    let (status, _, _) = admin(&sidecar, "GET", "/-/reload", Some(TOKEN)).await;
+    assert_eq!(status, 405);
+    let (status, _, _) = admin(&sidecar, "DELETE", "/metrics", None).await;
+    assert_eq!(status, 405);
+
+    // Each refusal is counted.
+    assert!(
+        sidecar
+            .metrics()
+            .await
+            .contains("hookrelay_admin_unauthorized_total 12"),
+        "{}",
+        sidecar.metrics().await
+    );
+
+    // The endpoints with their settings and state.
+    let (status, _, list) = admin(&sidecar, "GET", "/endpoints", Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    let crm = &list[0];
+    assert_eq!(crm["name"], "crm");
+    assert_eq!(crm["url"], sink.url("/crm"));
+    assert_eq!(crm["description"], "the CRM");
+    assert_eq!(crm["statuses"], serde_json::json!(["delivered", "seen"]));
+    assert_eq!(crm["rate_limit"]["per_second"], 50);
+    assert_eq!(crm["paused"], false);
+    assert_eq!(crm["queue_depth"], 0);
+    assert!(crm["last_success_ms"].is_null());
+
+    // The CLI takes the token from the configuration, or from --token.
+    let config = sidecar.config.display().to_string();
+    let (code, out, err) = cli(&["dead-letters", "-c", &config, "list"]);
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    let (code, _, err) = cli(&[
+        "dead-letters",
+        "-c",
+        &config,
+        "--token",
+        "wrong-token-0123456789",
+        "list",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("401"), "{err}");
+}
+
+#[tokio::test]
+async fn a_dead_letter_of_a_removed_endpoint_is_not_replayed_and_can_be_deleted() {
+    let sink = Sink::start().await;
+    let sidecar = Sidecar::start(&config(&sink, true)).await;
+    let id = dead_letter(&sidecar, &sink).await;
+
+    // The endpoint's last error shows.
+    let (_, _, list) = admin(&sidecar, "GET", "/endpoints", Some(TOKEN)).await;
+    assert!(
+        list[0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("400")),
+        "{list}"
+    );
+
+    // The endpoint is removed from the file: its dead letters stay, but replaying them
+    // would queue them where nothing delivers.
+    sidecar.rewrite(&config(&sink, false));
+    eventually("the reload without crm", || async {
+        let (_, _, list) = admin(&sidecar, "GET", "/endpoints", Some(TOKEN)).await;
+        (list == serde_json::json!([])).then_some(())
+    })
+    .await;
+    let (status, _, body) = admin(
+        &sidecar,
+        "POST",
+        &format!("/dead-letters/{id}/replay"),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no longer configured")),
+        "{body}"
+    );
+    let (status, _, body) = admin(
+        &sidecar,
+        "POST",
+        "/dead-letters/replay?endpoint=crm",
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    let (_, _, list) = admin(&sidecar, "GET", "/dead-letters", Some(TOKEN)).await;
+    assert_eq!(
+        list.as_array().map(Vec::len),
+        Some(1),
+        "still a dead letter"
+    );
+
+    // Deleted through the CLI, then gone.
+    let config = sidecar.config.display().to_string();
+    let (code, out, err) = cli(&["dead-letters", "-c", &config, "delete", &id.to_string()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"deleted\":1"), "{out}");
+    let (status, _, _) = admin(
+        &sidecar,
+        "DELETE",
+        &format!("/dead-letters/{id}"),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (_, _, list) = admin(&sidecar, "GET", "/dead-letters", Some(TOKEN)).await;
+    assert_eq!(list, serde_json::json!([]));
+    let (status, _, _) = admin(&sidecar, "DELETE", "/dead-letters/x", Some(TOKEN)).await;
+    assert_eq!(status, 400);
+}
+
+// Multi-threaded: the sink answers while the test waits for the process to exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_while_draining_after_sigterm() {
+    let sink = Sink::start().await;
+    // The delivery in flight holds the drain open for two seconds.
+    sink.set_delay_ms(2_000);
+    let mut sidecar = Sidecar::start(&config(&sink, true)).await;
+    let body = meta_status("wamid.DRAIN1", "delivered", "15550001111");
+    let (status, _) = sidecar
+        .post_meta_signed("/cb/meta", META_SECRET, body)
+        .await;
+    assert_eq!(status, 200);
+    eventually("the attempt in flight", || async {
+        sidecar
+            .metrics()
+            .await
+            .contains("hookrelay_deliveries_in_flight 1")
+            .then_some(())
+    })
+    .await;
+    let child = sidecar.child.as_ref().expect("running");
+    let pid = child.id().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    eventually("readyz 503", || async {
+        let (status, _, body) = admin(&sidecar, "GET", "/readyz", None).await;
+        (status == 503 && body.as_str().is_some_and(|b| b.contains("draining"))).then_some(())
+    })
+    .await;
+    let status = sidecar.child.take().expect("running").wait().expect("wait");
+    assert!(status.success(), "{status}");
+    assert_eq!(sink.received().len(), 1, "the attempt in flight finished");
+}
+
+#[tokio::test]
+async fn a_taken_public_port_stops_run_with_the_reason() {
+    let taken = std::net::TcpListener::bind(("127.0.0.1", free_port())).expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("hookrelay.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\nadmin: 127.0.0.1:{}\nupstream: http://127.0.0.1:9\n\
+             store: {{ kind: embedded, path: \"{}\" }}\n",
+            free_port(),
+            dir.path().join("data").display()
+        ),
+    )
+    .expect("write");
+    let started = Instant::now();
+    let mut child = Command::new(binary())
+        .args(["run", "-c"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "run did not exit while its port was taken"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("read");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")) && err.contains("in use"),
+        "{err}"
+    );
+    drop(taken);
+}
