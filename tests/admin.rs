@@ -316,3 +316,103 @@ async fn a_taken_public_port_stops_run_with_the_reason() {
     );
     drop(taken);
 }
+
+/// The value of the sample `name` (labels as rendered) in `metrics`.
+fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_pass_promtool_and_count_one_delivery_once() {
+    let sink = Sink::start().await;
+    let sidecar = Sidecar::start(&config(&sink, true)).await;
+    let crm = |outcome: &str| {
+        format!("hookrelay_deliveries_total{{endpoint=\"crm\",outcome=\"{outcome}\"}}")
+    };
+
+    // Every configured endpoint and provider has its series before its first event.
+    let before = sidecar.metrics().await;
+    for outcome in ["delivered", "retried", "dead_lettered", "paused"] {
+        assert_eq!(
+            sample(&before, &crm(outcome)),
+            Some(0.0),
+            "{outcome}: {before}"
+        );
+    }
+    assert_eq!(
+        sample(
+            &before,
+            "hookrelay_callbacks_received_total{provider=\"meta_whatsapp\"}"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(sample(&before, "hookrelay_config_file_matches"), Some(1.0));
+
+    let body = meta_status("wamid.METRICS1", "delivered", "15550001111");
+    let (status, _) = sidecar
+        .post_meta_signed("/cb/meta", META_SECRET, body)
+        .await;
+    assert_eq!(status, 200);
+    sink.wait_for(1).await;
+    let after = eventually("the outcome counted", || async {
+        let m = sidecar.metrics().await;
+        (sample(&m, &crm("delivered")) == Some(1.0)).then_some(m)
+    })
+    .await;
+    // One attempt, one outcome: not also counted as another outcome.
+    assert_eq!(
+        sample(
+            &after,
+            "hookrelay_delivery_attempts_total{endpoint=\"crm\",result=\"2xx\"}"
+        ),
+        Some(1.0)
+    );
+    for outcome in ["retried", "dead_lettered", "paused", "deferred"] {
+        assert_eq!(sample(&after, &crm(outcome)), Some(0.0), "{outcome}");
+    }
+    for histogram in [
+        "hookrelay_callback_ack_duration_seconds_count{provider=\"meta_whatsapp\"}",
+        "hookrelay_delivery_end_to_end_seconds_count{endpoint=\"crm\"}",
+        "hookrelay_delivery_attempt_duration_seconds_count{endpoint=\"crm\"}",
+    ] {
+        assert_eq!(sample(&after, histogram), Some(1.0), "{histogram}: {after}");
+    }
+    assert_eq!(
+        sample(&after, "hookrelay_queue_depth{endpoint=\"crm\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&after, "hookrelay_endpoint_paused{endpoint=\"crm\"}"),
+        Some(0.0)
+    );
+    assert!(sample(&after, "process_resident_memory_bytes").is_some_and(|v| v > 0.0));
+    assert!(after.contains("hookrelay_build_info{version=\""), "{after}");
+
+    // Prometheus's own linter takes the whole output.
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package; scripts/test installs it)");
+    std::io::Write::write_all(&mut promtool.stdin.take().expect("stdin"), after.as_bytes())
+        .expect("write");
+    let out = promtool.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A file that differs from the running config (refused here) shows.
+    std::fs::write(&sidecar.config, "upstream: [").expect("write");
+    eventually("the file no longer matching", || async {
+        let m = sidecar.metrics().await;
+        (sample(&m, "hookrelay_config_file_matches") == Some(0.0)).then_some(())
+    })
+    .await;
+}

@@ -378,6 +378,23 @@ impl Store {
         }
     }
 
+    /// Dead letters held for `endpoint`.
+    pub async fn dead_letter_count(&self, endpoint: &str) -> Result<u64, StoreError> {
+        match self {
+            Store::Embedded(s) => Ok(s.dead_letter_count(endpoint)),
+            Store::Redis(s) => s.dead_letter_count(endpoint).await,
+        }
+    }
+
+    /// Bytes the store's files take on disk (embedded; `None` on Redis, whose memory is
+    /// its own).
+    pub fn disk_bytes(&self) -> Option<u64> {
+        match self {
+            Store::Embedded(s) => Some(s.disk_bytes()),
+            Store::Redis(_) => None,
+        }
+    }
+
     /// Endpoints that have queued deliveries, sorted.
     pub async fn endpoints(&self) -> Result<Vec<String>, StoreError> {
         match self {

@@ -35,7 +35,7 @@ use crate::clock::now_ms;
 use crate::deliver::Lanes;
 use crate::ingest::accept::{Fanout, NotReplayed, UNPARSED_ENDPOINT, replay_unparsed};
 use crate::logs::with_causes;
-use crate::metrics::{Metrics, StoreState};
+use crate::metrics::{EndpointScrape, Metrics, Scrape};
 use hookrelay_config::Live;
 use hookrelay_store::Store;
 
@@ -49,22 +49,45 @@ pub(crate) struct Admin {
 }
 
 impl Admin {
-    /// Prometheus text of every metric.
+    /// Prometheus text of every metric, with the figures read now.
     async fn render_metrics(&self) -> String {
         let snapshot = self.live.snapshot();
-        let mut depth = Vec::with_capacity(snapshot.endpoints.len());
+        let now = now_ms();
+        let mut endpoints = Vec::with_capacity(snapshot.endpoints.len());
         for ep in &snapshot.endpoints {
-            depth.push((
-                ep.name.clone(),
-                self.store.queue_depth(&ep.name).await.unwrap_or(0),
-            ));
+            let depth = self.store.queue_depth(&ep.name).await.unwrap_or(0);
+            let due = if depth > 0 {
+                self.store.next_due(&ep.name).await.ok().flatten()
+            } else {
+                None
+            };
+            #[allow(clippy::cast_precision_loss)] // ms to s, far below 2^53
+            let overdue_seconds = due.map_or(0.0, |due| (now - due).max(0) as f64 / 1000.0);
+            endpoints.push(EndpointScrape {
+                name: ep.name.clone(),
+                depth,
+                overdue_seconds,
+                dead: self.store.dead_letter_count(&ep.name).await.unwrap_or(0),
+                paused: self.lanes.state(&ep.name).is_some_and(|(paused, _)| paused),
+            });
         }
-        let store = StoreState {
-            up: self.store.health().await.is_ok(),
-            stats: self.store.stats(),
+        let path = self.live.path().to_path_buf();
+        let on_disk = tokio::task::spawn_blocking(move || std::fs::read(path))
+            .await
+            .ok()
+            .and_then(Result::ok);
+        let scrape = Scrape {
+            endpoints,
+            store_up: self.store.health().await.is_ok(),
+            store: self.store.stats(),
+            config_current: on_disk.map(|bytes| {
+                hookrelay_config::Source::new("config", bytes).hash() == snapshot.hash
+            }),
+            store_kind: self.store.kind(),
+            store_disk_bytes: self.store.disk_bytes(),
         };
         self.metrics.set_generation(snapshot.generation);
-        self.metrics.render(&depth, &store)
+        self.metrics.render(scrape)
     }
 }
 

@@ -80,8 +80,10 @@ impl Controller {
             ReloadOutcome::Applied { generation, hash } => {
                 self.metrics.reload("applied");
                 self.metrics.set_generation(*generation);
+                self.metrics.applied_at(crate::clock::now_ms());
                 tracing::info!(generation, hash = %hash, "config applied");
                 let snapshot = self.live.snapshot();
+                self.metrics.prepare(&snapshot);
                 if let hookrelay_config::Store::Embedded { path } = &snapshot.store {
                     self.store
                         .set_max_bytes(crate::run::store_budget(path, snapshot.store_max_bytes));

@@ -362,6 +362,8 @@ fn start(args: &Args) -> Result<(), Fail> {
 
     let metrics = Arc::new(Metrics::default());
     let readiness = Arc::new(Readiness::default());
+    metrics.prepare(&snapshot);
+    metrics.applied_at(crate::clock::now_ms());
     let upstream = Arc::new(Upstreams::default());
     let lanes = Arc::new(Lanes::new(DeliverCtx {
         store: store.clone(),

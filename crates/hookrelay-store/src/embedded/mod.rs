@@ -625,6 +625,11 @@ impl EmbeddedStore {
         self.inner.shared.core().queue.depth(endpoint)
     }
 
+    /// [`Store::dead_letter_count`](crate::Store::dead_letter_count), from memory.
+    pub fn dead_letter_count(&self, endpoint: &str) -> u64 {
+        self.inner.shared.core().queue.dead(endpoint)
+    }
+
     /// [`Store::endpoints`](crate::Store::endpoints), from memory (no I/O, no `async`).
     pub fn endpoints(&self) -> Vec<String> {
         self.inner.shared.core().queue.endpoints()

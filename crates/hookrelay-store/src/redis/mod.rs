@@ -626,6 +626,20 @@ impl RedisStore {
             .map(drop)
     }
 
+    /// [`Store::dead_letter_count`](crate::Store::dead_letter_count), of every replica.
+    pub async fn dead_letter_count(&self, endpoint: &str) -> Result<u64, StoreError> {
+        let inner = &self.inner;
+        let key = format!("{}:dead:{endpoint}", inner.options.prefix);
+        inner
+            .timed(
+                "dead letter count",
+                ::redis::cmd("ZCARD")
+                    .arg(key)
+                    .query_async(&mut inner.conn.clone()),
+            )
+            .await
+    }
+
     /// [`Store::queue_depth`](crate::Store::queue_depth), leased ones by any replica
     /// included.
     pub async fn queue_depth(&self, endpoint: &str) -> Result<u64, StoreError> {

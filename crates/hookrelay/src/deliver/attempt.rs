@@ -75,10 +75,18 @@ async fn send(
             } else {
                 Some(read_prefix(resp.into_body(), RESPONSE_KEEP, target.timeout).await)
             };
-            ctx.metrics.attempt(&lane.name, "sent", Some(latency));
+            ctx.metrics
+                .attempt(&lane.name, Some(status.as_u16()), Some(latency));
             outcome::classify(status, ra, body)
         }
-        Err(e) => outcome::classify_error(e.as_ref()),
+        Err(e) => {
+            let outcome = outcome::classify_error(e.as_ref());
+            // A deferral (throttle unavailable) sent nothing.
+            if !matches!(outcome, Outcome::Defer { .. }) {
+                ctx.metrics.attempt(&lane.name, None, None);
+            }
+            outcome
+        }
     }
 }
 
@@ -151,7 +159,11 @@ pub(crate) async fn attempt(ctx: &DeliverCtx, lane: &Lane, d: Delivery) {
     let attempts = d.attempts.saturating_add(1);
     let record = match outcome {
         Outcome::Delivered => {
-            ctx.metrics.attempt(&lane.name, "delivered", None);
+            ctx.metrics.outcome(&lane.name, "delivered");
+            ctx.metrics.delivered_after(
+                &lane.name,
+                Duration::from_millis(u64::try_from(now - d.created_at_ms).unwrap_or(0)),
+            );
             lane.succeeded(now);
             if lane.failing.swap(false, Ordering::SeqCst) {
                 recovered(ctx, lane, now).await;
@@ -160,6 +172,7 @@ pub(crate) async fn attempt(ctx: &DeliverCtx, lane: &Lane, d: Delivery) {
         }
         Outcome::Defer { after, reason } => {
             tracing::debug!(endpoint = %lane.name, reason = %reason, "attempt deferred");
+            ctx.metrics.outcome(&lane.name, "deferred");
             Record::Reschedule {
                 at: outcome::due_at(now, after),
                 attempts: d.attempts,
@@ -176,7 +189,7 @@ pub(crate) async fn attempt(ctx: &DeliverCtx, lane: &Lane, d: Delivery) {
             tracing::warn!(endpoint = %lane.name, "410 Gone: endpoint paused until a reload or resume");
             lane.paused.store(true, Ordering::SeqCst);
             lane.failed(now, "410 Gone: paused");
-            ctx.metrics.attempt(&lane.name, "paused", None);
+            ctx.metrics.outcome(&lane.name, "paused");
             Record::Release
         }
         Outcome::Dead {
@@ -184,7 +197,7 @@ pub(crate) async fn attempt(ctx: &DeliverCtx, lane: &Lane, d: Delivery) {
             status,
             response,
         } => {
-            ctx.metrics.attempt(&lane.name, "dead_lettered", None);
+            ctx.metrics.outcome(&lane.name, "dead_lettered");
             lane.failed(now, &reason);
             tracing::warn!(endpoint = %lane.name, webhook_id = %d.webhook_id, reason = %reason, "dead letter");
             Record::DeadLetter {
@@ -201,7 +214,7 @@ pub(crate) async fn attempt(ctx: &DeliverCtx, lane: &Lane, d: Delivery) {
         } => {
             lane.failed(now, &error);
             if outcome::exhausted(&target.retry, attempts, d.created_at_ms, now) {
-                ctx.metrics.attempt(&lane.name, "dead_lettered", None);
+                ctx.metrics.outcome(&lane.name, "dead_lettered");
                 let reason = format!("retries exhausted after {attempts} attempts: {error}");
                 tracing::warn!(endpoint = %lane.name, webhook_id = %d.webhook_id, reason = %reason, "dead letter");
                 Record::DeadLetter {
@@ -214,7 +227,7 @@ pub(crate) async fn attempt(ctx: &DeliverCtx, lane: &Lane, d: Delivery) {
                 let jitter = 0.8 + 0.4 * fastrand::f64();
                 let delay = outcome::backoff(&target.retry, attempts.saturating_add(1), jitter)
                     .max(after.unwrap_or(Duration::ZERO));
-                ctx.metrics.attempt(&lane.name, "retried", None);
+                ctx.metrics.outcome(&lane.name, "retried");
                 lane.failing.store(true, Ordering::SeqCst);
                 tracing::info!(endpoint = %lane.name, webhook_id = %d.webhook_id, error = %error, retry_in = ?delay, "retry");
                 Record::Reschedule {

@@ -90,6 +90,7 @@ impl ProxyHttp for Ingest {
             return Ok(false);
         };
         let provider = route.provider.id();
+        let arrived = std::time::Instant::now();
         self.metrics.received(provider);
         if route.mode == Mode::Tap {
             ctx.snapshot = Some(snapshot.clone());
@@ -135,7 +136,11 @@ impl ProxyHttp for Ingest {
         match result {
             Ok(_) if route.mode == Mode::Tap => Ok(false), // enqueued: now proxy the original
             Ok(answer) => {
-                respond(session, answer.status, answer.content_type, answer.body).await?;
+                let status = answer.status;
+                respond(session, status, answer.content_type, answer.body).await?;
+                if (200..300).contains(&status) {
+                    self.metrics.acknowledged(provider, arrived.elapsed());
+                }
                 Ok(true)
             }
             Err(refusal) => {
