@@ -237,6 +237,8 @@ pub struct Sidecar {
     pub config: PathBuf,
     /// A command the sidecar is started under (`prlimit …`), if any.
     pub wrapper: Vec<String>,
+    /// Arguments after `run -c FILE` (`--log-format json`, …).
+    pub args: Vec<String>,
 }
 
 impl Sidecar {
@@ -247,6 +249,11 @@ impl Sidecar {
 
     /// [`Sidecar::start`], the process started under `wrapper` (e.g. `prlimit --nofile=…`).
     pub async fn start_under(wrapper: &[&str], yaml: &str) -> Sidecar {
+        Self::start_with(wrapper, &[], yaml).await
+    }
+
+    /// [`Sidecar::start_under`], with `args` after `run -c FILE`.
+    pub async fn start_with(wrapper: &[&str], args: &[&str], yaml: &str) -> Sidecar {
         let dir = tempfile::tempdir().expect("tempdir");
         let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
@@ -264,6 +271,7 @@ impl Sidecar {
             admin,
             config,
             wrapper: wrapper.iter().map(|w| (*w).to_owned()).collect(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
         };
         s.spawn().await;
         s
@@ -287,6 +295,7 @@ impl Sidecar {
         let child = command
             .args(["run", "-c"])
             .arg(&self.config)
+            .args(&self.args)
             .env("RUST_LOG", "info,pingora=warn,fjall=warn,lsm_tree=warn")
             .stdout(Stdio::null())
             .stderr(log)

@@ -100,12 +100,36 @@ impl<S> Filter<S> for RateLimit {
     }
 
     fn event_enabled(&self, event: &Event<'_>, _cx: &Context<'_, S>) -> bool {
-        // The summary line itself is never dropped (it is written once per interval).
-        if event.metadata().target() == SUMMARY_TARGET {
+        // The summary line itself is never dropped (it is written once per interval), nor
+        // the per-event lines, which have their own sampling (`--event-logs`).
+        let target = event.metadata().target();
+        if target == SUMMARY_TARGET || target == EVENTS_TARGET {
             return true;
         }
         self.allow(event.metadata().callsite(), Instant::now())
     }
+}
+
+/// The target of the lines written per accepted callback and per delivered delivery.
+pub(crate) const EVENTS_TARGET: &str = "hookrelay::events";
+
+/// The fraction of per-event lines written, as `f64` bits (1: all).
+static EVENT_SAMPLE: AtomicU64 = AtomicU64::new(0x3FF0_0000_0000_0000);
+
+/// Writes `ratio` (0 to 1) of the per-event lines: 1 writes all, 0 none.
+pub(crate) fn set_event_sample(ratio: f64) {
+    let ratio = if ratio.is_nan() {
+        1.0
+    } else {
+        ratio.clamp(0.0, 1.0)
+    };
+    EVENT_SAMPLE.store(ratio.to_bits(), Ordering::Relaxed);
+}
+
+/// Whether this event's line is written.
+pub(crate) fn sample_event() -> bool {
+    let ratio = f64::from_bits(EVENT_SAMPLE.load(Ordering::Relaxed));
+    ratio >= 1.0 || (ratio > 0.0 && fastrand::f64() < ratio)
 }
 
 /// The target of the summary line.

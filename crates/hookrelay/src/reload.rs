@@ -84,6 +84,9 @@ impl Controller {
                 tracing::info!(generation, hash = %hash, "config applied");
                 let snapshot = self.live.snapshot();
                 self.metrics.prepare(&snapshot);
+                for warning in &snapshot.warnings {
+                    tracing::warn!("{warning}");
+                }
                 if let hookrelay_config::Store::Embedded { path } = &snapshot.store {
                     self.store
                         .set_max_bytes(crate::run::store_budget(path, snapshot.store_max_bytes));

@@ -48,6 +48,10 @@ pub(crate) struct Args {
     /// Log lines per second each call site may write on average once its burst is spent.
     #[arg(long, default_value_t = 1.0)]
     log_per_second: f64,
+    /// The fraction of accepted callbacks and delivered deliveries that get an INFO line
+    /// (target `hookrelay::events`): 1 all, 0.01 one in a hundred, 0 none.
+    #[arg(long, default_value_t = 1.0)]
+    event_logs: f64,
 }
 
 /// Longest wait for delivery attempts in flight at SIGTERM.
@@ -184,12 +188,20 @@ fn init_tracing(args: &Args) {
     let directives = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,pingora=warn,fjall=warn,lsm_tree=warn"));
     let filter = logs::filter(directives, args.log_burst, args.log_per_second);
+    logs::set_event_sample(args.event_logs);
     let registry = tracing_subscriber::registry();
     if args.log_format == "json" {
-        let layer = fmt::layer().json().with_writer(std::io::stderr);
+        // One flat object a line: the fields next to `message`, not nested.
+        let layer = fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr);
         let _ = registry.with(layer.with_filter(filter)).try_init();
     } else {
-        let layer = fmt::layer().with_writer(std::io::stderr);
+        // Colour codes only for a person at a terminal, not in a collected log.
+        let layer = fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr);
         let _ = registry.with(layer.with_filter(filter)).try_init();
     }
 }
@@ -298,7 +310,11 @@ pub(crate) fn run(args: &Args) -> ExitCode {
     match start(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail(message, code)) => {
-            eprintln!("{message}");
+            if args.log_format == "json" {
+                tracing::error!(exit_code = code, "{message}");
+            } else {
+                eprintln!("{message}");
+            }
             ExitCode::from(code)
         }
     }
@@ -330,6 +346,10 @@ fn start(args: &Args) -> Result<(), Fail> {
     let auto_max = open_files.map_or(16_384, conn::auto_max_connections);
     let live = Live::load(&args.config).map_err(|errors| Fail(errors.to_string(), EXIT_USAGE))?;
     let snapshot = live.snapshot();
+    // What `validate` warns about, said at run time too.
+    for warning in &snapshot.warnings {
+        tracing::warn!(config = %args.config.display(), "{warning}");
+    }
     let threads = std::thread::available_parallelism().map_or(2, usize::from);
     // The store's connections and background tasks live on a runtime of their own, for
     // the life of the process (Pingora's services each run their own runtimes).

@@ -35,12 +35,20 @@ enum Record {
     Release,
 }
 
+/// What an attempt saw of its response, for its log line.
+#[derive(Debug, Default)]
+struct Seen {
+    status: Option<u16>,
+    latency: Option<Duration>,
+}
+
 /// Sends `d` through the lane's stack and classifies what came back.
 async fn send(
     ctx: &DeliverCtx,
     lane: &Lane,
     target: &std::sync::Arc<stack::Target>,
     d: &Delivery,
+    seen: &mut Seen,
 ) -> Outcome {
     if let Err(refused) = crate::net::ssrf::check_literal(&target.url, target.allow_link_local) {
         return Outcome::Dead {
@@ -77,6 +85,8 @@ async fn send(
             };
             ctx.metrics
                 .attempt(&lane.name, Some(status.as_u16()), Some(latency));
+            seen.status = Some(status.as_u16());
+            seen.latency = Some(latency);
             outcome::classify(status, ra, body)
         }
         Err(e) => {
@@ -154,7 +164,8 @@ async fn recovered(ctx: &DeliverCtx, lane: &Lane, now: i64) {
 pub(crate) async fn attempt(ctx: &DeliverCtx, lane: &Lane, d: Delivery) {
     let target = lane.target();
     let resumes = lane.resumes.load(Ordering::SeqCst);
-    let outcome = send(ctx, lane, &target, &d).await;
+    let mut seen = Seen::default();
+    let outcome = send(ctx, lane, &target, &d, &mut seen).await;
     let now = now_ms();
     let attempts = d.attempts.saturating_add(1);
     let record = match outcome {
@@ -165,6 +176,17 @@ pub(crate) async fn attempt(ctx: &DeliverCtx, lane: &Lane, d: Delivery) {
                 Duration::from_millis(u64::try_from(now - d.created_at_ms).unwrap_or(0)),
             );
             lane.succeeded(now);
+            if crate::logs::sample_event() {
+                tracing::info!(
+                    target: crate::logs::EVENTS_TARGET,
+                    endpoint = %lane.name,
+                    webhook_id = %d.webhook_id,
+                    status = seen.status,
+                    attempts,
+                    latency_ms = seen.latency.map(|l| l.as_secs_f64() * 1000.0),
+                    "delivered"
+                );
+            }
             if lane.failing.swap(false, Ordering::SeqCst) {
                 recovered(ctx, lane, now).await;
             }

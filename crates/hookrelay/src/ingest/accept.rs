@@ -167,6 +167,17 @@ impl Ingest {
             .and_then(|v| v.to_str().ok());
         self.keep_unparsed(route, snapshot, &out.unparsed, received_at_ms, content_type)
             .await?;
+        if crate::logs::sample_event() {
+            tracing::info!(
+                target: crate::logs::EVENTS_TARGET,
+                route = %route.path,
+                provider,
+                events = out.events.len(),
+                deliveries = enqueued,
+                unparsed = out.unparsed.len(),
+                "callback accepted"
+            );
+        }
         let ack = route.provider.acknowledgement(out.events.len(), enqueued);
         Ok(Answer {
             status: 200,
