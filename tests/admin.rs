@@ -416,3 +416,79 @@ async fn metrics_pass_promtool_and_count_one_delivery_once() {
     })
     .await;
 }
+
+/// Whether `r` is signed with `secret` (Standard Webhooks).
+fn signed_with(r: &hookrelay_tests::Received, secret: &str) -> bool {
+    use hookrelay_core::signing::{SigningSecret, verify};
+    let secret: SigningSecret = secret.parse().expect("secret");
+    verify(
+        &[secret],
+        &r.header("webhook-id"),
+        &r.header("webhook-timestamp"),
+        &r.header("webhook-signature"),
+        &r.body,
+        None,
+    )
+    .is_ok()
+}
+
+#[tokio::test]
+async fn a_rotated_file_secret_applies_without_a_signal_and_reloads_say_what_changed() {
+    const OLD: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const NEW: &str = "whsec_QmFzZTY0RW5jb2RlZFNlY3JldEtleTEyMzQ=";
+    let sink = Sink::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("signing-secret");
+    std::fs::write(&secret, format!("{OLD}\n")).expect("write");
+    let yaml = format!(
+        "{}    signing_secret: \"${{file:{}}}\"\n",
+        config(&sink, true),
+        secret.display()
+    );
+    let sidecar = Sidecar::start(&yaml).await;
+    // The check at start is not a reload anyone asked for.
+    let m = sidecar.metrics().await;
+    assert_eq!(
+        sample(&m, "hookrelay_config_reloads_total{outcome=\"unchanged\"}"),
+        Some(0.0),
+        "{m}"
+    );
+    // A forced reload of the same configuration changes nothing.
+    let (status, _, body) = admin(&sidecar, "POST", "/-/reload", Some(TOKEN)).await;
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (StatusCode::OK, Some("unchanged"))
+    );
+
+    let body = meta_status("wamid.ROT1", "delivered", "15550001111");
+    sidecar
+        .post_meta_signed("/cb/meta", META_SECRET, body)
+        .await;
+    let first = sink.wait_for(1).await;
+    assert!(signed_with(&first[0], OLD));
+
+    // The secret's file is rotated (as kubelet does with a Secret): applied, no signal.
+    std::fs::write(&secret, format!("{NEW}\n")).expect("write");
+    eventually("generation 2", || async {
+        let m = sidecar.metrics().await;
+        (sample(&m, "hookrelay_config_generation") == Some(2.0)).then_some(())
+    })
+    .await;
+    let body = meta_status("wamid.ROT2", "delivered", "15550001111");
+    sidecar
+        .post_meta_signed("/cb/meta", META_SECRET, body)
+        .await;
+    let both = sink.wait_for(2).await;
+    assert!(signed_with(&both[1], NEW) && !signed_with(&both[1], OLD));
+    // The log says what changed, by name, never the secret.
+    let log = sidecar.log();
+    let applied = log
+        .lines()
+        .find(|l| l.contains("config applied"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        applied.contains("endpoint crm: signing_secret changed"),
+        "{applied}"
+    );
+    assert!(!log.contains(NEW), "{log}");
+}

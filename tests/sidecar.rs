@@ -604,7 +604,7 @@ async fn gone_pauses_the_endpoint_and_keeps_its_queue_and_sighup_reloads() {
     eventually("the endpoint to pause", || async {
         s.metrics()
             .await
-            .contains("outcome=\"paused\"")
+            .contains("hookrelay_endpoint_paused{endpoint=\"whatsapp\"} 1")
             .then_some(())
     })
     .await;
@@ -618,7 +618,7 @@ async fn gone_pauses_the_endpoint_and_keeps_its_queue_and_sighup_reloads() {
     assert_eq!(st, 200);
     sinks.wa.wait_for(2).await;
 
-    // SIGHUP reloads (a forced reload takes a new generation).
+    // SIGHUP reloads (the file is the running configuration: unchanged, counted).
     let pid = s.child.as_ref().expect("running").id().to_string();
     let status = std::process::Command::new("kill")
         .args(["-HUP", &pid])
@@ -628,10 +628,11 @@ async fn gone_pauses_the_endpoint_and_keeps_its_queue_and_sighup_reloads() {
     eventually("SIGHUP to reload", || async {
         s.metrics()
             .await
-            .contains("hookrelay_config_generation 2")
+            .contains("hookrelay_config_reloads_total{outcome=\"unchanged\"} 1")
             .then_some(())
     })
     .await;
+    assert!(s.metrics().await.contains("hookrelay_config_generation 1"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,6 +43,27 @@ pub(crate) fn resolve(
     Ok(Some(out))
 }
 
+/// The files `text`'s `${file:…}` references read, resolved against `base_dir`.
+pub(crate) fn file_references(text: &str, base_dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("${") {
+        let escaped = i > 0 && rest.as_bytes()[i - 1] == b'$';
+        let after = &rest[i + 2..];
+        let Some(end) = after.find('}') else {
+            break;
+        };
+        if !escaped && let Some(path) = after[..end].strip_prefix("file:") {
+            let path = path.trim();
+            if !path.is_empty() {
+                out.push(base_dir.join(path));
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out
+}
+
 fn lookup(reference: &str, env: &EnvLookup, base_dir: &Path) -> Result<String, String> {
     if let Some(path) = reference.strip_prefix("file:") {
         let path = path.trim();

@@ -58,9 +58,90 @@ pub struct Snapshot {
     pub warnings: Vec<ConfigError>,
     pub(crate) by_name: HashMap<String, usize>,
     pub(crate) key_pos: BTreeMap<&'static str, Pos>,
+    /// The files `${file:…}` read, with the SHA-256 (hex) of what they held: a change
+    /// of one is a change of the configuration.
+    pub files: Vec<(PathBuf, String)>,
+    /// SHA-256 (hex) of the file's bytes (the resolved configuration is [`Self::hash`]).
+    pub file_hash: String,
+    /// The resolved top-level keys, routes by path and endpoints by name, to tell what a
+    /// reload changes (by key name: values may be secrets and are never shown).
+    pub(crate) resolved: Resolved,
+}
+
+/// The resolved configuration, in parts. Its values may be secrets: `Debug` shows the
+/// names only.
+#[derive(Default)]
+pub(crate) struct Resolved {
+    pub(crate) top: serde_json::Map<String, serde_json::Value>,
+    pub(crate) routes: BTreeMap<String, serde_json::Value>,
+    pub(crate) endpoints: BTreeMap<String, serde_json::Value>,
+}
+
+impl std::fmt::Debug for Resolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolved")
+            .field("top", &self.top.keys().collect::<Vec<_>>())
+            .field("routes", &self.routes.keys().collect::<Vec<_>>())
+            .field("endpoints", &self.endpoints.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// The keys whose values differ between `a` and `b` (objects), sorted.
+fn changed_keys(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String> {
+    let empty = serde_json::Map::new();
+    let a = a.as_object().unwrap_or(&empty);
+    let b = b.as_object().unwrap_or(&empty);
+    let mut keys: Vec<String> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 impl Snapshot {
+    /// What `next` changes of this configuration, one line each: routes and endpoints
+    /// added and removed, the keys changed in each, the top-level keys changed. Names of
+    /// keys only, never their values (they may be secrets).
+    #[must_use]
+    pub fn changes_to(&self, next: &Snapshot) -> Vec<String> {
+        let mut out = Vec::new();
+        let (a, b) = (&self.resolved, &next.resolved);
+        let top = changed_keys(
+            &serde_json::Value::Object(a.top.clone()),
+            &serde_json::Value::Object(b.top.clone()),
+        );
+        if !top.is_empty() {
+            out.push(format!("changed: {}", top.join(", ")));
+        }
+        for (what, old, new) in [
+            ("route", &a.routes, &b.routes),
+            ("endpoint", &a.endpoints, &b.endpoints),
+        ] {
+            for (name, value) in new {
+                match old.get(name) {
+                    None => out.push(format!("{what} {name} added")),
+                    Some(before) if before != value => out.push(format!(
+                        "{what} {name}: {} changed",
+                        changed_keys(before, value).join(", ")
+                    )),
+                    Some(_) => {}
+                }
+            }
+            for name in old.keys().filter(|n| !new.contains_key(*n)) {
+                out.push(format!("{what} {name} removed"));
+            }
+        }
+        if out.is_empty() && self.files != next.files {
+            out.push("a ${file:} value changed".to_owned());
+        }
+        out
+    }
+
     /// The route of a request path.
     #[must_use]
     pub fn route(&self, path: &str) -> Option<&Route> {

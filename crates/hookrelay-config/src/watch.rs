@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
+use sha2::{Digest, Sha256};
 
 use crate::error::{ConfigError, ConfigErrors};
 use crate::interp::EnvLookup;
@@ -30,15 +31,18 @@ pub enum ReloadOutcome {
     Applied {
         /// Its generation.
         generation: u64,
-        /// SHA-256 (hex) of the file applied.
+        /// SHA-256 (hex) of the resolved configuration applied ([`Snapshot::hash`]).
         hash: String,
+        /// What changed, one line each ([`Snapshot::changes_to`]).
+        changes: Vec<String>,
     },
     /// The file was refused whole; the running snapshot stays.
     Rejected {
         /// Why.
         errors: ConfigErrors,
     },
-    /// The file's content is the one already running.
+    /// The file, with its `${VAR}` and `${file:}` values, is the configuration already
+    /// running.
     Unchanged,
 }
 
@@ -53,6 +57,9 @@ pub struct Live {
     path: PathBuf,
     env: Arc<EnvLookup>,
     current: ArcSwap<Snapshot>,
+    /// SHA-256 of the file's bytes last applied or found to resolve to the running
+    /// configuration: the file watcher skips a file still holding these bytes.
+    file_hash: Mutex<String>,
     reload_lock: Mutex<()>,
     listeners: Mutex<Vec<Listener>>,
 }
@@ -86,6 +93,7 @@ impl Live {
         Ok(Arc::new(Live {
             path,
             env,
+            file_hash: Mutex::new(snapshot.file_hash.clone()),
             current: ArcSwap::from_pointee(snapshot),
             reload_lock: Mutex::new(()),
             listeners: Mutex::new(Vec::new()),
@@ -161,20 +169,50 @@ impl Live {
         outcome
     }
 
+    /// SHA-256 (hex) of the file's bytes last applied, or last found to resolve to the
+    /// running configuration (a comment edited).
+    #[must_use]
+    pub fn file_hash(&self) -> String {
+        self.file_hash
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether a file a `${file:}` of the running configuration reads now holds something
+    /// else (or cannot be read): a rotated secret, to be applied with [`Live::reload_now`].
+    #[must_use]
+    pub fn files_changed(&self) -> bool {
+        self.current.load().files.iter().any(|(path, hash)| {
+            let now = std::fs::read(path)
+                .map(|bytes| hex::encode(Sha256::digest(&bytes)))
+                .unwrap_or_default();
+            &now != hash
+        })
+    }
+
     fn try_reload(&self, force: bool) -> ReloadOutcome {
         let source = match Source::read(&self.path) {
             Ok(s) => s.with_env(self.env.clone()),
             Err(errors) => return ReloadOutcome::Rejected { errors },
         };
         let current = self.current.load();
-        let hash = source.hash();
-        if !force && hash == current.hash {
+        let file_hash = source.hash();
+        if !force && file_hash == self.file_hash() {
             return ReloadOutcome::Unchanged;
         }
         let mut next = match Snapshot::try_from(&source) {
             Ok(s) => s,
             Err(errors) => return ReloadOutcome::Rejected { errors },
         };
+        if next.hash == current.hash {
+            // Comments or layout only, or values read again that did not change.
+            *self
+                .file_hash
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = file_hash;
+            return ReloadOutcome::Unchanged;
+        }
         let refused = not_reloadable(&current, &next);
         if !refused.is_empty() {
             return ReloadOutcome::Rejected {
@@ -186,8 +224,18 @@ impl Live {
         }
         next.generation = current.generation + 1;
         let generation = next.generation;
+        let hash = next.hash.clone();
+        let changes = current.changes_to(&next);
         self.current.store(Arc::new(next));
-        ReloadOutcome::Applied { generation, hash }
+        *self
+            .file_hash
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = file_hash;
+        ReloadOutcome::Applied {
+            generation,
+            hash,
+            changes,
+        }
     }
 
     /// Starts watching the file's directory with a 100 ms debounce.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use hookrelay_config::{EnvLookup, Live, ReloadOutcome};
+use hookrelay_config::{EnvLookup, Live, ReloadOutcome, Snapshot, Source};
 use sha2::{Digest, Sha256};
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -21,7 +21,15 @@ fn no_env() -> Arc<EnvLookup> {
     Arc::new(|_: &str| None)
 }
 
+/// The hash of `text` as configuration: of its resolved values.
 fn hash(text: &str) -> String {
+    Snapshot::try_from(&Source::new("t.yaml", text.as_bytes().to_vec()).with_env(no_env()))
+        .expect("valid")
+        .hash
+}
+
+/// The hash of `text`'s bytes.
+fn file_hash(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
@@ -101,11 +109,16 @@ fn a_valid_write_is_applied() {
         o,
         ReloadOutcome::Applied {
             generation: 2,
-            hash: hash(&text)
+            hash: hash(&text),
+            changes: vec![
+                "endpoint second added".to_owned(),
+                "endpoint first removed".to_owned()
+            ],
         }
     );
     assert_eq!(endpoint_names(&s.live), ["second"]);
     assert_eq!(s.live.snapshot().hash, hash(&text));
+    assert_eq!(s.live.file_hash(), file_hash(&text));
 }
 
 #[test]
@@ -173,7 +186,11 @@ fn a_configmap_symlink_swap_is_picked_up() {
         o,
         ReloadOutcome::Applied {
             generation: 2,
-            hash: hash(&config("v2"))
+            hash: hash(&config("v2")),
+            changes: vec![
+                "endpoint v2 added".to_owned(),
+                "endpoint v1 removed".to_owned()
+            ],
         }
     );
     assert_eq!(endpoint_names(&s.live), ["v2"]);
@@ -257,6 +274,9 @@ fn editor_backup_files_are_ignored() {
 #[test]
 fn reload_now_runs_the_same_path() {
     let s = setup();
+    // Nothing changed: a forced reload says so rather than making a new generation.
+    assert_eq!(s.live.reload_now(), ReloadOutcome::Unchanged);
+    std::fs::write(&s.file, config("second")).expect("write");
     assert!(matches!(
         s.live.reload_now(),
         ReloadOutcome::Applied { generation: 2, .. }
@@ -285,4 +305,57 @@ fn the_watch_is_re_armed_after_its_directory_disappears() {
     std::fs::write(&file, config("back")).expect("write");
     wait_for(&s.rx, applied);
     assert_eq!(endpoint_names(&s.live), ["back"]);
+}
+
+#[test]
+fn a_comment_or_a_forced_reload_of_the_same_content_is_unchanged() {
+    let s = setup();
+    // Comments and layout are not configuration.
+    let text = format!("# reviewed\n{}", config("first"));
+    std::fs::write(&s.file, &text).expect("write");
+    wait_for(&s.rx, |o| *o == ReloadOutcome::Unchanged);
+    assert_eq!(s.live.snapshot().generation, 1);
+    assert_eq!(s.live.file_hash(), file_hash(&text));
+    // SIGHUP or POST /-/reload on the same content: unchanged, no new generation.
+    assert_eq!(s.live.reload_now(), ReloadOutcome::Unchanged);
+    assert_eq!(s.live.snapshot().generation, 1);
+}
+
+#[test]
+fn a_rotated_file_secret_is_seen_and_applied_without_showing_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    std::fs::write(
+        dir.join("secret"),
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n",
+    )
+    .expect("write");
+    let file = dir.join("hookrelay.yaml");
+    std::fs::write(
+        &file,
+        "upstream: 127.0.0.1:3000\nendpoints:\n  - name: crm\n    url: https://crm.example.com/\n    \
+         signing_secret: ${file:secret}\n",
+    )
+    .expect("write");
+    let live = Live::load_with_env(&file, no_env()).expect("valid");
+    assert_eq!(live.snapshot().files.len(), 1);
+    assert!(!live.files_changed());
+    std::fs::write(
+        dir.join("secret"),
+        "whsec_QmFzZTY0RW5jb2RlZFNlY3JldEtleTEyMzQ=\n",
+    )
+    .expect("write");
+    assert!(live.files_changed());
+    let ReloadOutcome::Applied {
+        generation,
+        changes,
+        ..
+    } = live.reload_now()
+    else {
+        panic!("not applied");
+    };
+    assert_eq!(generation, 2);
+    assert_eq!(changes, ["endpoint crm: signing_secret changed"]);
+    assert!(!changes.join(" ").contains("whsec"), "{changes:?}");
+    assert!(!live.files_changed());
 }

@@ -81,7 +81,7 @@ impl Admin {
             store_up: self.store.health().await.is_ok(),
             store: self.store.stats(),
             config_current: on_disk.map(|bytes| {
-                hookrelay_config::Source::new("config", bytes).hash() == snapshot.hash
+                hookrelay_config::Source::new("config", bytes).hash() == self.live.file_hash()
             }),
             store_kind: self.store.kind(),
             store_disk_bytes: self.store.disk_bytes(),
@@ -108,9 +108,13 @@ fn json_reply(status: StatusCode, v: &Value) -> Resp {
 /// The outcome of a reload as JSON, and its status code.
 pub(crate) fn outcome_json(o: &ReloadOutcome) -> (StatusCode, Value) {
     match o {
-        ReloadOutcome::Applied { generation, hash } => (
+        ReloadOutcome::Applied {
+            generation,
+            hash,
+            changes,
+        } => (
             StatusCode::OK,
-            json!({"outcome": "applied", "generation": generation, "hash": hash}),
+            json!({"outcome": "applied", "generation": generation, "hash": hash, "changes": changes}),
         ),
         ReloadOutcome::Rejected { errors } => (
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -6,6 +6,7 @@
 //! snapshot stays.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use hookrelay_config::{Live, ReloadOutcome, Watcher};
 use pingora::server::ShutdownWatch;
@@ -23,7 +24,12 @@ pub(crate) struct Controller {
     pub(crate) upstream: Arc<Upstreams>,
     /// Takes the store's budget (`store.max_bytes`) of each applied snapshot.
     pub(crate) store: hookrelay_store::Store,
+    /// True until the first outcome after start.
+    pub(crate) first_check: AtomicBool,
 }
+
+/// How often the files `${file:}` reads are checked for a change.
+const FILES_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Outcomes, subscribed before anything can reload.
 pub(crate) struct Outcomes {
@@ -58,6 +64,11 @@ impl Controller {
         self.reload_blocking(false).await;
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut refresh = tokio::time::interval(REFRESH);
+        // `${file:}` values (a Kubernetes Secret mounted as files) are read again when
+        // their files change, without a signal.
+        let mut files = tokio::time::interval(FILES_EVERY);
+        files.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut files_failing = false;
         refresh.tick().await;
         loop {
             tokio::select! {
@@ -70,18 +81,24 @@ impl Controller {
                     // A host-name upstream follows its DNS answers.
                     self.upstream.resolve(&self.live.snapshot().upstream).await;
                 }
+                _ = files.tick() => self.check_files(&mut files_failing).await,
             }
         }
         drop(outcomes.watcher);
     }
 
     async fn apply(&self, outcome: &ReloadOutcome) {
+        let first = self.first_check.swap(false, Ordering::Relaxed);
         match outcome {
-            ReloadOutcome::Applied { generation, hash } => {
+            ReloadOutcome::Applied {
+                generation,
+                hash,
+                changes,
+            } => {
                 self.metrics.reload("applied");
                 self.metrics.set_generation(*generation);
                 self.metrics.applied_at(crate::clock::now_ms());
-                tracing::info!(generation, hash = %hash, "config applied");
+                tracing::info!(generation, hash = %hash, changes = %changes.join("; "), "config applied");
                 let snapshot = self.live.snapshot();
                 self.metrics.prepare(&snapshot);
                 for warning in &snapshot.warnings {
@@ -98,7 +115,26 @@ impl Controller {
                 self.metrics.reload("rejected");
                 tracing::error!(errors = %errors, "config rejected; the running config stays");
             }
+            // The check at start finds the file it just loaded: not a reload anyone asked
+            // for, so not counted.
+            ReloadOutcome::Unchanged if first => {}
             ReloadOutcome::Unchanged => self.metrics.reload("unchanged"),
+        }
+    }
+
+    /// Reloads when a file a `${file:}` reads has changed. A change that fails the reload
+    /// (a file half-written, or removed) is tried again at the next check, but reported
+    /// once until it is fixed.
+    async fn check_files(&self, failing: &mut bool) {
+        let live = self.live.clone();
+        let changed =
+            tokio::task::spawn_blocking(move || live.files_changed().then(|| live.reload_now()))
+                .await;
+        match changed {
+            Ok(Some(ReloadOutcome::Rejected { .. })) if *failing => {}
+            Ok(Some(ReloadOutcome::Rejected { .. })) => *failing = true,
+            Ok(_) => *failing = false,
+            Err(e) => tracing::error!(error = %e, "the ${{file:}} check did not finish"),
         }
     }
 

@@ -412,6 +412,7 @@ fn start(args: &Args) -> Result<(), Fail> {
             metrics: metrics.clone(),
             upstream,
             store: store.clone(),
+            first_check: std::sync::atomic::AtomicBool::new(true),
         },
         admin: Arc::new(Admin {
             live,

@@ -34,7 +34,7 @@ use crate::raw::{
     Mode, OneOrMany, RawAdmin, RawCallback, RawConfig, RawEndpoint, RawFormat, RawStore, Scalar,
     Verify,
 };
-use crate::snapshot::{Endpoint, Retry, Route, Snapshot, Store};
+use crate::snapshot::{Endpoint, Resolved, Retry, Route, Snapshot, Store};
 use crate::tree::{self, Index, Located, Node};
 
 /// Default public listener.
@@ -149,6 +149,7 @@ impl TryFrom<&Source> for Snapshot {
             errors: Vec::new(),
             warnings: Vec::new(),
             base_dir: source.base_dir.clone(),
+            files: Vec::new(),
         };
         let snapshot = c.run(source);
         if c.errors.is_empty()
@@ -176,6 +177,8 @@ pub(super) struct Compiler {
     errors: Vec<ConfigError>,
     warnings: Vec<ConfigError>,
     base_dir: PathBuf,
+    /// The files `${file:}` read, with the hash of their content.
+    files: Vec<(PathBuf, String)>,
 }
 
 impl Compiler {
@@ -220,8 +223,16 @@ impl Compiler {
         self.resolve_references(&mut root, &source.env);
 
         let mut json = root.to_json();
+        // The hash of the resolved configuration: what runs, whatever the file's comments
+        // and layout, and changed by a `${VAR}` or `${file:}` value as by an edit.
+        let resolved_hash = hex::encode(Sha256::digest(json.to_string().as_bytes()));
         let callbacks = take_list(&mut json, "callbacks");
         let endpoints = take_list(&mut json, "endpoints");
+        let resolved = Resolved {
+            top: json.as_object().cloned().unwrap_or_default(),
+            routes: keyed(&callbacks, "path"),
+            endpoints: keyed(&endpoints, "name"),
+        };
         let top: Option<RawConfig> = self.deserialize("", json);
 
         let callbacks: Vec<(usize, RawCallback)> = callbacks
@@ -286,7 +297,10 @@ impl Compiler {
             .collect();
         Some(Snapshot {
             generation: 1,
-            hash: source.hash(),
+            hash: resolved_hash,
+            file_hash: source.hash(),
+            files: std::mem::take(&mut self.files),
+            resolved,
             listen: listen?,
             admin: admin?,
             admin_token: admin_token?,
@@ -307,17 +321,29 @@ impl Compiler {
     fn resolve_references(&mut self, root: &mut Located, env: &Arc<EnvLookup>) {
         let base = self.base_dir.clone();
         let mut problems = Vec::new();
-        root.map_strings(
-            "",
-            &mut |path, s, pos| match interp::resolve(s, env.as_ref(), &base) {
+        let mut files = Vec::new();
+        root.map_strings("", &mut |path, s, pos| {
+            files.extend(interp::file_references(s, &base));
+            match interp::resolve(s, env.as_ref(), &base) {
                 Ok(v) => v,
                 Err(why) => {
                     problems.push(ConfigError::new(path, why).at(Some(pos)));
                     None
                 }
-            },
-        );
+            }
+        });
         self.errors.extend(problems);
+        files.sort();
+        files.dedup();
+        self.files = files
+            .into_iter()
+            .map(|f| {
+                let hash = std::fs::read(&f)
+                    .map(|bytes| hex::encode(Sha256::digest(&bytes)))
+                    .unwrap_or_default();
+                (f, hash)
+            })
+            .collect();
     }
 
     /// Reads a raw value, reporting a type or key problem at its exact path.
@@ -383,6 +409,15 @@ impl Compiler {
 
 /// Moves the list at `key` out of the root object (for item-by-item reading); a value
 /// that is not a list stays, so the raw model reports its type.
+/// The items of a resolved list by the string at `key` (routes by path, endpoints by
+/// name); items without one are left out (they fail compilation anyway).
+fn keyed(items: &[Value], key: &str) -> BTreeMap<String, Value> {
+    items
+        .iter()
+        .filter_map(|item| Some((item.get(key)?.as_str()?.to_owned(), item.clone())))
+        .collect()
+}
+
 fn take_list(root: &mut Value, key: &str) -> Vec<Value> {
     match root.get_mut(key) {
         Some(Value::Array(items)) => std::mem::take(items),
