@@ -492,3 +492,101 @@ async fn a_rotated_file_secret_applies_without_a_signal_and_reloads_say_what_cha
     );
     assert!(!log.contains(NEW), "{log}");
 }
+
+#[tokio::test]
+async fn dead_letters_are_deleted_by_endpoint_and_age_and_expire_after_their_retention() {
+    let sink = Sink::start().await;
+    // A dead letter written two days ago, into the store before the sidecar opens it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    {
+        let store = hookrelay_store::Store::open_embedded(&data).expect("open");
+        let two_days_ago = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as i64
+            - 2 * 86_400_000;
+        store
+            .enqueue_dead_letter(
+                None,
+                hookrelay_store::NewDelivery {
+                    endpoint: "crm".into(),
+                    webhook_id: "evt_old".into(),
+                    body: bytes::Bytes::from_static(b"{}"),
+                    created_at_ms: two_days_ago,
+                },
+                "an old one",
+                two_days_ago,
+            )
+            .await
+            .expect("write");
+    }
+    let yaml = config(&sink, true)
+        .replace("{DATA}", &data.display().to_string())
+        .replace("callbacks:", "dead_letters: { retention: 1d }\ncallbacks:");
+    let sidecar = Sidecar::start(&yaml).await;
+    // The retention runs at start: the two-day-old dead letter goes.
+    eventually("the old dead letter to expire", || async {
+        let m = sidecar.metrics().await;
+        (sample(&m, "hookrelay_dead_letters_expired_total") == Some(1.0)).then_some(())
+    })
+    .await;
+    let (_, _, list) = admin(&sidecar, "GET", "/dead-letters", Some(TOKEN)).await;
+    assert_eq!(list, serde_json::json!([]));
+
+    // Two new dead letters.
+    sink.set_status(400);
+    for wamid in ["wamid.DEL1", "wamid.DEL2"] {
+        let body = meta_status(wamid, "delivered", "15550001111");
+        sidecar
+            .post_meta_signed("/cb/meta", META_SECRET, body)
+            .await;
+    }
+    eventually("two dead letters", || async {
+        let (_, _, list) = admin(&sidecar, "GET", "/dead-letters", Some(TOKEN)).await;
+        (list.as_array().map(Vec::len) == Some(2)).then_some(())
+    })
+    .await;
+    // Nothing says which: refused. A bad duration: refused.
+    let (status, _, _) = admin(&sidecar, "DELETE", "/dead-letters", Some(TOKEN)).await;
+    assert_eq!(status, 400);
+    let (status, _, _) = admin(
+        &sidecar,
+        "DELETE",
+        "/dead-letters?older_than=soon",
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 400);
+    // Not old enough: none deleted.
+    let config = sidecar.config.display().to_string();
+    let (code, out, err) = cli(&[
+        "dead-letters",
+        "-c",
+        &config,
+        "delete",
+        "--endpoint",
+        "crm",
+        "--older-than",
+        "1h",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"deleted\":0"), "{out}");
+    // The endpoint's: both.
+    let (status, _, body) = admin(
+        &sidecar,
+        "DELETE",
+        "/dead-letters?endpoint=crm",
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, serde_json::json!({"deleted": 2}))
+    );
+    let m = sidecar.metrics().await;
+    assert_eq!(
+        sample(&m, "hookrelay_dead_letters{endpoint=\"crm\"}"),
+        Some(0.0)
+    );
+}

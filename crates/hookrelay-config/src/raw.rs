@@ -38,6 +38,9 @@ pub(crate) struct RawConfig {
     /// Bounds of the public listener, which faces the internet.
     #[serde(default)]
     pub(crate) limits: Option<RawLimits>,
+    /// Dead letters: how long they are kept.
+    #[serde(default)]
+    pub(crate) dead_letters: Option<RawDeadLetters>,
     /// Callback routes (type-checked here, read item by item by the compiler).
     #[serde(default)]
     #[allow(dead_code)]
@@ -80,6 +83,9 @@ pub(crate) struct SchemaConfig {
     /// Bounds of the public listener, which faces the internet.
     #[serde(default)]
     limits: Option<RawLimits>,
+    /// Dead letters: how long they are kept.
+    #[serde(default)]
+    dead_letters: Option<RawDeadLetters>,
     /// Callback routes: the paths providers call.
     #[serde(default)]
     callbacks: Vec<RawCallback>,
@@ -431,6 +437,16 @@ pub(crate) struct RawRetry {
     /// repeats. Jitter is added; a `Retry-After` answer is honoured.
     #[serde(default)]
     pub(crate) backoff: Option<Vec<Scalar>>,
+}
+
+/// What is kept of dead letters.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDeadLetters {
+    /// Dead letters older than this (since they became dead letters) are deleted, checked
+    /// every minute (default `30d`; at least `1h`). Reloadable.
+    #[serde(default)]
+    pub(crate) retention: Option<Scalar>,
 }
 
 /// The admin listener: its address alone, or its settings.

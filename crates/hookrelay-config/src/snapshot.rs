@@ -49,6 +49,8 @@ pub struct Snapshot {
     pub tls: Tls,
     /// Bounds of the public listener (read per request: a reload applies them).
     pub limits: Limits,
+    /// Dead letters older than this are deleted (`dead_letters.retention`).
+    pub dead_letter_retention: Duration,
     /// Callback routes by request path.
     pub routes: BTreeMap<String, Route>,
     /// Endpoints, in file order.

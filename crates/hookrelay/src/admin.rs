@@ -283,7 +283,10 @@ fn unavailable(e: &hookrelay_store::StoreError) -> Resp {
 pub(crate) fn router(app: Arc<Admin>) -> Router {
     let guarded = Router::new()
         .route("/-/reload", post(reload))
-        .route("/dead-letters", get(list_dead_letters))
+        .route(
+            "/dead-letters",
+            get(list_dead_letters).delete(delete_dead_letters),
+        )
         .route("/dead-letters/replay", post(replay_endpoint))
         .route("/dead-letters/{id}", delete(delete_dead_letter))
         .route("/dead-letters/{id}/replay", post(replay_one))
@@ -368,11 +371,40 @@ async fn reload(State(app): Shared) -> Resp {
     json_reply(status, &v)
 }
 
-/// `?endpoint=&limit=` of the dead-letter paths.
+/// `?endpoint=&limit=&older_than=` of the dead-letter paths.
 #[derive(Debug, Deserialize)]
 struct LetterQuery {
     endpoint: Option<String>,
     limit: Option<usize>,
+    older_than: Option<String>,
+}
+
+/// `DELETE /dead-letters?endpoint=&older_than=`: an endpoint's dead letters, those older
+/// than a duration (since they became dead letters), or both; one at least.
+async fn delete_dead_letters(State(app): Shared, Query(q): Query<LetterQuery>) -> Resp {
+    let older_than = match q.older_than.as_deref().map(humantime::parse_duration) {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            return error_reply(
+                StatusCode::BAD_REQUEST,
+                format!("older_than: {e} (e.g. 7d, 12h)"),
+            );
+        }
+    };
+    if q.endpoint.is_none() && older_than.is_none() {
+        return error_reply(
+            StatusCode::BAD_REQUEST,
+            "give endpoint, older_than or both (every dead letter is not deleted by accident)",
+        );
+    }
+    let cutoff = older_than.map_or(i64::MAX, |d| {
+        now_ms().saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    });
+    match Lanes::delete_dead_letters(&app.store, q.endpoint.as_deref(), cutoff).await {
+        Ok(n) => json_reply(StatusCode::OK, &json!({"deleted": n})),
+        Err(e) => unavailable(&e),
+    }
 }
 
 /// Most dead letters one list returns.

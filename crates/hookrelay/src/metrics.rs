@@ -149,6 +149,7 @@ pub(crate) struct Metrics {
     throttle_wait: Family<EndpointLabels, Counter<f64, AtomicU64>>,
     reloads: Family<OutcomeOnly, Counter>,
     admin_unauthorized: Counter,
+    dead_letters_expired: Counter,
     dropped: Family<LimitLabels, Counter>,
     state: Arc<State>,
     rendering: Mutex<()>,
@@ -247,6 +248,12 @@ impl Default for Metrics {
             "Admin API requests refused for a missing or wrong token",
             admin_unauthorized.clone(),
         );
+        let dead_letters_expired = Counter::default();
+        registry.register(
+            "hookrelay_dead_letters_expired",
+            "Dead letters deleted because they were older than dead_letters.retention",
+            dead_letters_expired.clone(),
+        );
         let dropped = Family::<LimitLabels, Counter>::default();
         registry.register(
             "hookrelay_connections_dropped",
@@ -269,6 +276,7 @@ impl Default for Metrics {
             throttle_wait,
             reloads,
             admin_unauthorized,
+            dead_letters_expired,
             dropped,
             state,
             rendering: Mutex::new(()),
@@ -414,6 +422,11 @@ impl Metrics {
     /// The configuration running now was applied at `at_ms` (Unix ms).
     pub(crate) fn applied_at(&self, at_ms: i64) {
         self.state.last_reload_ms.store(at_ms, Ordering::Relaxed);
+    }
+
+    /// Dead letters deleted past `dead_letters.retention`.
+    pub(crate) fn dead_letters_expired(&self, n: u64) {
+        self.dead_letters_expired.inc_by(n);
     }
 
     /// An admin request refused for a missing or wrong token.

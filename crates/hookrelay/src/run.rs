@@ -79,6 +79,28 @@ struct Background {
     listen: std::net::SocketAddr,
 }
 
+/// How often dead letters past `dead_letters.retention` are deleted.
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+
+/// Deletes dead letters past the configured retention, every [`RETENTION_EVERY`].
+async fn expire_dead_letters(admin: Arc<Admin>) {
+    let mut every = tokio::time::interval(RETENTION_EVERY);
+    loop {
+        every.tick().await;
+        let retention = admin.live.snapshot().dead_letter_retention;
+        let cutoff = crate::clock::now_ms()
+            .saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+        match Lanes::delete_dead_letters(&admin.store, None, cutoff).await {
+            Ok(0) => {}
+            Ok(n) => {
+                admin.metrics.dead_letters_expired(n);
+                tracing::info!(deleted = n, retention = ?retention, "dead letters past their retention deleted");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot delete dead letters past their retention"),
+        }
+    }
+}
+
 /// How long the public listener may take to be bound before `run` gives up.
 const BIND_LIMIT: Duration = Duration::from_secs(10);
 
@@ -126,6 +148,7 @@ impl BackgroundService for Background {
             }
         });
         tokio::spawn(await_listener(self.listen, self.admin.readiness.clone()));
+        let retention = tokio::spawn(expire_dead_letters(self.admin.clone()));
         let (admin_stop, admin_rx) = tokio::sync::watch::channel(false);
         let listener = self
             .admin_listener
@@ -144,6 +167,7 @@ impl BackgroundService for Background {
         self.controller.lanes.join(DRAIN_LIMIT).await;
         let _ = admin_stop.send(true);
         summaries.abort();
+        retention.abort();
         logs::summarize();
     }
 }

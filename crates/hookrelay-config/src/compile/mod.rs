@@ -280,6 +280,8 @@ impl Compiler {
         let store_max_bytes = self.store_max_bytes(top.store.as_ref());
         let tls = self.tls(top.tls.as_ref());
         let limits = self.limits(top.limits.as_ref());
+        let dead_letter_retention = self
+            .dead_letter_retention(top.dead_letters.as_ref().and_then(|d| d.retention.as_ref()));
         if endpoints.is_empty() && self.errors.is_empty() {
             self.warn(
                 "endpoints",
@@ -310,6 +312,7 @@ impl Compiler {
             store_max_bytes: store_max_bytes?,
             tls: tls?,
             limits: limits?,
+            dead_letter_retention: dead_letter_retention?,
             routes,
             endpoints,
             warnings: Vec::new(),

@@ -10,6 +10,10 @@ use rustls_pki_types::pem::PemObject;
 
 use super::values::{MAX_TIMEOUT, MAX_VISIBILITY_TIMEOUT};
 
+/// How long dead letters are kept unless `dead_letters.retention` says otherwise.
+pub(super) const DEFAULT_DEAD_LETTER_RETENTION: std::time::Duration =
+    std::time::Duration::from_secs(30 * 86_400);
+
 /// Shortest admin token taken.
 const MIN_ADMIN_TOKEN: usize = 16;
 
@@ -233,6 +237,26 @@ impl Compiler {
             return None;
         }
         Some(window)
+    }
+
+    /// `dead_letters.retention`: 30 days by default, at least an hour.
+    pub(super) fn dead_letter_retention(
+        &mut self,
+        v: Option<&Scalar>,
+    ) -> Option<std::time::Duration> {
+        let Some(raw) = v else {
+            return Some(DEFAULT_DEAD_LETTER_RETENTION);
+        };
+        let retention = self.duration(
+            "dead_letters.retention",
+            raw,
+            std::time::Duration::from_secs(10 * 365 * 86_400),
+        )?;
+        if retention < std::time::Duration::from_secs(3600) {
+            self.error("dead_letters.retention", "at least 1h");
+            return None;
+        }
+        Some(retention)
     }
 
     /// `store.max_bytes`: `auto` (`None`, the default) or a size of at least 1 MiB.

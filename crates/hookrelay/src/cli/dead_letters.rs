@@ -51,10 +51,16 @@ enum Action {
         #[arg(long, conflicts_with = "id")]
         endpoint: Option<String>,
     },
-    /// Delete a dead letter by id.
+    /// Delete a dead letter by id, or an endpoint's, or those older than a duration.
     Delete {
         /// Dead letter id.
-        id: u64,
+        id: Option<u64>,
+        /// Every dead letter of this endpoint (with --older-than: only the old ones).
+        #[arg(long, conflicts_with = "id")]
+        endpoint: Option<String>,
+        /// Only those that became dead letters longer ago than this (`7d`, `12h`).
+        #[arg(long, conflicts_with = "id")]
+        older_than: Option<String>,
     },
 }
 
@@ -159,7 +165,30 @@ pub(crate) fn run(args: &Args) -> ExitCode {
             eprintln!("hookrelay dead-letters replay: give an id or --endpoint");
             return ExitCode::from(EXIT_USAGE);
         }
-        Action::Delete { id } => (http::Method::DELETE, format!("/dead-letters/{id}")),
+        Action::Delete { id: Some(id), .. } => {
+            (http::Method::DELETE, format!("/dead-letters/{id}"))
+        }
+        Action::Delete {
+            endpoint,
+            older_than,
+            ..
+        } => {
+            if endpoint.is_none() && older_than.is_none() {
+                eprintln!("hookrelay dead-letters delete: give an id, --endpoint or --older-than");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            if let Some(e) = endpoint {
+                q.append_pair("endpoint", e);
+            }
+            if let Some(o) = older_than {
+                q.append_pair("older_than", o);
+            }
+            (
+                http::Method::DELETE,
+                format!("/dead-letters?{}", q.finish()),
+            )
+        }
     };
     let result = call(addr, token.as_deref(), method, &path);
     match result {

@@ -144,6 +144,32 @@ impl Lanes {
         })
     }
 
+    /// Deletes the dead letters that became dead letters before `cutoff_ms`, of `endpoint`
+    /// or of all: how many. Pages through the oldest first; a page in which nothing was
+    /// old enough ends it (dead letters are listed by delivery, so one replayed and dead
+    /// again later may hold its place at the head until it expires too).
+    pub(crate) async fn delete_dead_letters(
+        store: &Store,
+        endpoint: Option<&str>,
+        cutoff_ms: i64,
+    ) -> Result<u64, hookrelay_store::StoreError> {
+        const PAGE: usize = 500;
+        let mut deleted = 0;
+        loop {
+            let page = store.dead_letters(endpoint, PAGE).await?;
+            let mut now = 0;
+            for letter in page.iter().filter(|l| l.dead_at_ms < cutoff_ms) {
+                if store.delete_dead_letter(letter.delivery.id).await? {
+                    now += 1;
+                }
+            }
+            deleted += now;
+            if now == 0 || page.len() < PAGE {
+                return Ok(deleted);
+            }
+        }
+    }
+
     /// Resumes an endpoint paused by `410 Gone`; false when it was not paused.
     pub(crate) fn resume(&self, name: &str) -> bool {
         self.get(name).is_some_and(|lane| lane.resume())
