@@ -171,6 +171,9 @@ async fn a_dead_letter_of_a_removed_endpoint_is_not_replayed_and_can_be_deleted(
     let sidecar = Sidecar::start(&config(&sink, true)).await;
     let id = dead_letter(&sidecar, &sink).await;
 
+    // The one attempt made counts.
+    let (_, _, list) = admin(&sidecar, "GET", "/dead-letters", Some(TOKEN)).await;
+    assert_eq!(list[0]["attempts"], 1, "{list}");
     // The endpoint's last error shows.
     let (_, _, list) = admin(&sidecar, "GET", "/endpoints", Some(TOKEN)).await;
     assert!(

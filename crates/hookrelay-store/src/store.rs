@@ -269,8 +269,8 @@ impl Store {
         both!(self, s => s.reschedule(id, not_before_ms, attempts, error).await)
     }
 
-    /// Moves a delivery to the dead letters, dead at `now_ms`, with the reason and the last
-    /// response (its body cut to [`MAX_RESPONSE_BYTES`](crate::MAX_RESPONSE_BYTES) at a
+    /// Moves a delivery to the dead letters after an attempt that gave up (counted in its
+    /// `attempts`), dead at `now_ms`, with the reason and the last response (its body cut to [`MAX_RESPONSE_BYTES`](crate::MAX_RESPONSE_BYTES) at a
     /// character boundary). Fails with [`StoreError::UnknownDelivery`] when it is not
     /// queued.
     pub async fn dead_letter(

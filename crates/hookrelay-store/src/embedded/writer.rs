@@ -925,7 +925,7 @@ impl Writer {
                     response: response.map(|text| truncate(text, MAX_RESPONSE_BYTES)),
                     dead_at_ms: now_ms,
                 };
-                Pending::Unit(reply, bury(engine, tx, id, grave))
+                Pending::Unit(reply, bury_attempted(engine, tx, id, grave))
             }
             Op::Replay { id, now_ms, reply } => {
                 Pending::Found(reply, replay(engine, tx, id, now_ms))
@@ -1321,9 +1321,11 @@ fn reschedule(
     tx.put(id, record, stored.body.clone(), Some(&stored))
 }
 
-fn bury(engine: &Engine, tx: &mut Tx, id: u64, grave: Grave) -> Result<(), StoreError> {
-    let stored = tx.queued(engine, id)?;
+/// Dead-letters `id` after an attempt that gave up: that attempt counts in `attempts`.
+fn bury_attempted(engine: &Engine, tx: &mut Tx, id: u64, grave: Grave) -> Result<(), StoreError> {
+    let mut stored = tx.queued(engine, id)?;
     tx.changes.ended.push(id);
+    stored.record.attempts = stored.record.attempts.saturating_add(1);
     bury_stored(tx, id, stored, grave).map(drop)
 }
 

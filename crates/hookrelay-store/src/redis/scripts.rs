@@ -208,6 +208,8 @@ if not ep then return 0 end
 unqueue(id, ep)
 bury(id, ep, ARGV[3], ARGV[7])
 local l = lkey(id)
+-- The attempt that gave up counts.
+redis.call('HINCRBY', l, 'att', 1)
 if ARGV[4] ~= '' then redis.call('HSET', l, 'status', ARGV[4]) end
 if ARGV[5] == '1' then redis.call('HSET', l, 'resp', ARGV[6]) end
 tidy(ep)

@@ -188,7 +188,8 @@ pub(crate) async fn dead_letters_are_listed_and_replayed_with_their_ids(
     assert_eq!(dead.reason, "attempts exhausted");
     assert_eq!((dead.status, dead.dead_at_ms), (Some(500), 9_000));
     assert_eq!(dead.response.as_deref(), Some("upstream broke"));
-    assert_eq!((dead.delivery.id, dead.delivery.attempts), (a.id, 12));
+    // Twelve attempts before, and the one that gave up.
+    assert_eq!((dead.delivery.id, dead.delivery.attempts), (a.id, 13));
     assert_eq!(dead.delivery.webhook_id, "a");
     assert_eq!(dead.delivery.body, a.body);
     assert_eq!(dead.delivery.last_error.as_deref(), Some("timeout"));
