@@ -593,3 +593,31 @@ async fn dead_letters_are_deleted_by_endpoint_and_age_and_expire_after_their_ret
         Some(0.0)
     );
 }
+
+#[tokio::test]
+async fn a_start_up_error_names_its_cause() {
+    let sink = Sink::start().await;
+    let sidecar = Sidecar::start(&config(&sink, true)).await;
+    // A second sidecar on the same store: refused, and the message says why.
+    let yaml = std::fs::read_to_string(&sidecar.config)
+        .expect("read")
+        .replace(
+            &sidecar.listen.to_string(),
+            &format!("127.0.0.1:{}", free_port()),
+        )
+        .replace(
+            &sidecar.admin.to_string(),
+            &format!("127.0.0.1:{}", free_port()),
+        );
+    let second = sidecar.dir.path().join("second.yaml");
+    std::fs::write(&second, yaml).expect("write");
+    let out = Command::new(binary())
+        .args(["run", "-c"])
+        .arg(&second)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("another process has this store open"), "{err}");
+}

@@ -301,10 +301,13 @@ fn open_store(
         ),
     };
     rt.block_on(Store::open(config)).map_err(|e| {
-        fail(format!(
-            "cannot open the store{at}: {}",
-            logs::with_causes(&e)
-        ))
+        let causes = logs::with_causes(&e);
+        // The embedded store's own message names its directory already.
+        if causes.starts_with("cannot open the store") {
+            fail(causes)
+        } else {
+            fail(format!("cannot open the store{at}: {causes}"))
+        }
     })
 }
 
