@@ -183,12 +183,30 @@ impl Live {
     /// else (or cannot be read): a rotated secret, to be applied with [`Live::reload_now`].
     #[must_use]
     pub fn files_changed(&self) -> bool {
-        self.current.load().files.iter().any(|(path, hash)| {
-            let now = std::fs::read(path)
-                .map(|bytes| hex::encode(Sha256::digest(&bytes)))
-                .unwrap_or_default();
-            &now != hash
-        })
+        self.files_now().is_some()
+    }
+
+    /// What the files a `${file:}` of the running configuration reads hold now (SHA-256
+    /// hex each, empty when unreadable), when that differs from what they held when it
+    /// was applied; `None` when nothing changed.
+    #[must_use]
+    pub fn files_now(&self) -> Option<Vec<String>> {
+        let current = self.current.load();
+        let now: Vec<String> = current
+            .files
+            .iter()
+            .map(|(path, _)| {
+                std::fs::read(path)
+                    .map(|bytes| hex::encode(Sha256::digest(&bytes)))
+                    .unwrap_or_default()
+            })
+            .collect();
+        let changed = current
+            .files
+            .iter()
+            .zip(&now)
+            .any(|((_, then), now)| then != now);
+        changed.then_some(now)
     }
 
     fn try_reload(&self, force: bool) -> ReloadOutcome {

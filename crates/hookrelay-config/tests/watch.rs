@@ -359,3 +359,10 @@ fn a_rotated_file_secret_is_seen_and_applied_without_showing_it() {
     assert!(!changes.join(" ").contains("whsec"), "{changes:?}");
     assert!(!live.files_changed());
 }
+
+#[test]
+fn reordered_keys_are_the_same_configuration() {
+    let a = "upstream: 127.0.0.1:3000\nendpoints:\n  - name: a\n    url: https://a.example.com/\n";
+    let b = "endpoints:\n  - url: https://a.example.com/\n    name: a\nupstream: 127.0.0.1:3000\n";
+    assert_eq!(hash(a), hash(b));
+}

@@ -398,7 +398,8 @@ async fn delete_dead_letters(State(app): Shared, Query(q): Query<LetterQuery>) -
             "give endpoint, older_than or both (every dead letter is not deleted by accident)",
         );
     }
-    let cutoff = older_than.map_or(i64::MAX, |d| {
+    // Without an age, what is dead now: letters dying meanwhile do not keep it going.
+    let cutoff = older_than.map_or(now_ms().saturating_add(1), |d| {
         now_ms().saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
     });
     match Lanes::delete_dead_letters(&app.store, q.endpoint.as_deref(), cutoff).await {

@@ -68,7 +68,7 @@ impl Controller {
         // their files change, without a signal.
         let mut files = tokio::time::interval(FILES_EVERY);
         files.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut files_failing = false;
+        let mut files_tried = None;
         refresh.tick().await;
         loop {
             tokio::select! {
@@ -81,7 +81,7 @@ impl Controller {
                     // A host-name upstream follows its DNS answers.
                     self.upstream.resolve(&self.live.snapshot().upstream).await;
                 }
-                _ = files.tick() => self.check_files(&mut files_failing).await,
+                _ = files.tick() => self.check_files(&mut files_tried).await,
             }
         }
         drop(outcomes.watcher);
@@ -122,18 +122,22 @@ impl Controller {
         }
     }
 
-    /// Reloads when a file a `${file:}` reads has changed. A change that fails the reload
-    /// (a file half-written, or removed) is tried again at the next check, but reported
-    /// once until it is fixed.
-    async fn check_files(&self, failing: &mut bool) {
+    /// Reloads when a file a `${file:}` reads holds something new. Each content is
+    /// tried once: a file that fails the reload (half-written, removed) or resolves to the
+    /// running configuration is not reloaded again until it changes again.
+    async fn check_files(&self, tried: &mut Option<Vec<String>>) {
         let live = self.live.clone();
-        let changed =
-            tokio::task::spawn_blocking(move || live.files_changed().then(|| live.reload_now()))
-                .await;
-        match changed {
-            Ok(Some(ReloadOutcome::Rejected { .. })) if *failing => {}
-            Ok(Some(ReloadOutcome::Rejected { .. })) => *failing = true,
-            Ok(_) => *failing = false,
+        let seen = tried.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            let now = live.files_now()?;
+            if seen.as_ref() != Some(&now) {
+                live.reload_now();
+            }
+            Some(now)
+        })
+        .await;
+        match checked {
+            Ok(now) => *tried = now,
             Err(e) => tracing::error!(error = %e, "the ${{file:}} check did not finish"),
         }
     }

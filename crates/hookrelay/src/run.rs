@@ -108,25 +108,27 @@ const BIND_LIMIT: Duration = Duration::from_secs(10);
 /// the process with the reason when it does not within [`BIND_LIMIT`] (Pingora itself
 /// would retry the bind forever).
 async fn await_listener(listen: std::net::SocketAddr, readiness: Arc<Readiness>) {
-    let target = match listen.ip() {
-        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
-            std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, listen.port()))
-        }
-        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
-            std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, listen.port()))
-        }
-        _ => listen,
+    let v4 = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, listen.port()));
+    let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, listen.port()));
+    // An unspecified address answers on loopback; `[::]` on either family (IPv6 may be
+    // off on loopback while the dual-stack listener works).
+    let targets = match listen.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => vec![v4],
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => vec![v6, v4],
+        _ => vec![listen],
     };
     let started = tokio::time::Instant::now();
     let mut last_error = None;
     while started.elapsed() < BIND_LIMIT {
-        match tokio::net::TcpStream::connect(target).await {
-            Ok(_) => {
-                readiness.set_listening();
-                tracing::info!(listen = %listen, "public listener answering");
-                return;
+        for target in &targets {
+            match tokio::net::TcpStream::connect(target).await {
+                Ok(_) => {
+                    readiness.set_listening();
+                    tracing::info!(listen = %listen, "public listener answering");
+                    return;
+                }
+                Err(e) => last_error = Some(e),
             }
-            Err(e) => last_error = Some(e),
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

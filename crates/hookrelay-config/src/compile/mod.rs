@@ -223,9 +223,9 @@ impl Compiler {
         self.resolve_references(&mut root, &source.env);
 
         let mut json = root.to_json();
-        // The hash of the resolved configuration: what runs, whatever the file's comments
-        // and layout, and changed by a `${VAR}` or `${file:}` value as by an edit.
-        let resolved_hash = hex::encode(Sha256::digest(json.to_string().as_bytes()));
+        // The hash of the resolved configuration: what runs, whatever the file's comments,
+        // layout and key order, and changed by a `${VAR}` or `${file:}` value as by an edit.
+        let resolved_hash = hex::encode(Sha256::digest(sorted(&json).to_string().as_bytes()));
         let callbacks = take_list(&mut json, "callbacks");
         let endpoints = take_list(&mut json, "endpoints");
         let resolved = Resolved {
@@ -412,6 +412,23 @@ impl Compiler {
 
 /// Moves the list at `key` out of the root object (for item-by-item reading); a value
 /// that is not a list stays, so the raw model reports its type.
+/// `value` with every mapping's keys in sorted order (list order is meaning and stays).
+fn sorted(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), sorted(&map[k])))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}
+
 /// The items of a resolved list by the string at `key` (routes by path, endpoints by
 /// name); items without one are left out (they fail compilation anyway).
 fn keyed(items: &[Value], key: &str) -> BTreeMap<String, Value> {

@@ -89,9 +89,35 @@ impl Syncer {
         if let Some((_, error)) = &self.failed {
             fail(stale, &|| sync_error(error));
         }
-        let Some(epoch) = live.iter().map(|job| job.epoch).max() else {
+        // Jobs of an epoch before a reopen are synced through the journal handle of their
+        // epoch, before the handle of the next is opened (a handle opened after a failed
+        // write-back would not report it).
+        let mut live = live;
+        live.sort_by_key(|job| job.epoch);
+        while !live.is_empty() {
+            let epoch = live[0].epoch;
+            let split = live
+                .iter()
+                .position(|job| job.epoch != epoch)
+                .unwrap_or(live.len());
+            let rest = live.split_off(split);
+            self.serve_epoch(epoch, live);
+            live = rest;
+        }
+    }
+
+    /// Syncs once for `jobs`, all of `epoch`, and answers them.
+    fn serve_epoch(&mut self, epoch: u64, live: Vec<Job>) {
+        if self
+            .failed
+            .as_ref()
+            .is_some_and(|(failed, _)| epoch <= *failed)
+        {
+            if let Some((_, error)) = &self.failed {
+                fail(live, &|| sync_error(error));
+            }
             return;
-        };
+        }
         let written = live.iter().map(|job| job.written).max().unwrap_or(0);
         if epoch != self.epoch {
             // The database was reopened: its journal is found anew.

@@ -665,7 +665,8 @@ impl Writer {
         if self.write(&engine, tx, pending) {
             for Sent { op, relay } in wide {
                 let answer = self.wide(&engine, op);
-                relay::answer([(answer, relay)]);
+                // Its chunks were handed to the OS: answered once they are synced.
+                self.when_synced(vec![(answer, relay)]);
             }
         } else {
             self.refuse(wide);
