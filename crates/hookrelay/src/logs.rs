@@ -23,9 +23,22 @@ static SUPPRESSED_TOTAL: AtomicU64 = AtomicU64::new(0);
 /// Lines dropped since the last summary.
 static SUPPRESSED_SINCE: AtomicU64 = AtomicU64::new(0);
 
-/// Lines dropped since the process started.
+/// The log writer's count of lines it dropped because its queue was full.
+static WRITER_ERRORS: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> =
+    std::sync::OnceLock::new();
+
+/// Counts what the log writer drops along with the per-call-site limit's lines.
+pub(crate) fn set_writer_errors(counter: tracing_appender::non_blocking::ErrorCounter) {
+    let _ = WRITER_ERRORS.set(counter);
+}
+
+/// Lines dropped since the process started: over the per-call-site limit, or with the
+/// log writer's queue full.
 pub(crate) fn suppressed_total() -> u64 {
-    SUPPRESSED_TOTAL.load(Ordering::Relaxed)
+    let writer = WRITER_ERRORS
+        .get()
+        .map_or(0, |c| c.dropped_lines() as u64);
+    SUPPRESSED_TOTAL.load(Ordering::Relaxed) + writer
 }
 
 /// Lines dropped since the last call (for the periodic summary line).
