@@ -35,9 +35,7 @@ pub(crate) fn set_writer_errors(counter: tracing_appender::non_blocking::ErrorCo
 /// Lines dropped since the process started: over the per-call-site limit, or with the
 /// log writer's queue full.
 pub(crate) fn suppressed_total() -> u64 {
-    let writer = WRITER_ERRORS
-        .get()
-        .map_or(0, |c| c.dropped_lines() as u64);
+    let writer = WRITER_ERRORS.get().map_or(0, |c| c.dropped_lines() as u64);
     SUPPRESSED_TOTAL.load(Ordering::Relaxed) + writer
 }
 

@@ -6,7 +6,6 @@
 //! snapshot stays.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use hookrelay_config::{Live, ReloadOutcome, Watcher};
 use pingora::server::ShutdownWatch;
@@ -24,8 +23,6 @@ pub(crate) struct Controller {
     pub(crate) upstream: Arc<Upstreams>,
     /// Takes the store's budget (`store.max_bytes`) of each applied snapshot.
     pub(crate) store: hookrelay_store::Store,
-    /// True until the first outcome after start.
-    pub(crate) first_check: AtomicBool,
 }
 
 /// How often the files `${file:}` reads are checked for a change.
@@ -61,7 +58,12 @@ impl Controller {
         self.upstream.resolve(&snapshot.upstream).await;
         self.lanes.reconcile(&snapshot).await;
         // An edit between the first load and the watcher's start.
+        // Its outcome (and any that came before it) is applied now; finding the file just
+        // loaded is not a reload anyone asked for, so `unchanged` is not counted.
         self.reload_blocking(false).await;
+        while let Ok(o) = outcomes.rx.try_recv() {
+            self.apply(&o, false).await;
+        }
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut refresh = tokio::time::interval(REFRESH);
         // `${file:}` values (a Kubernetes Secret mounted as files) are read again when
@@ -73,7 +75,7 @@ impl Controller {
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
-                Some(o) = outcomes.rx.recv() => self.apply(&o).await,
+                Some(o) = outcomes.rx.recv() => self.apply(&o, true).await,
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                     self.reload_blocking(true).await;
                 }
@@ -87,8 +89,8 @@ impl Controller {
         drop(outcomes.watcher);
     }
 
-    async fn apply(&self, outcome: &ReloadOutcome) {
-        let first = self.first_check.swap(false, Ordering::Relaxed);
+    /// Applies `outcome`; `count_unchanged` is false for the check at start.
+    async fn apply(&self, outcome: &ReloadOutcome, count_unchanged: bool) {
         match outcome {
             ReloadOutcome::Applied {
                 generation,
@@ -115,9 +117,7 @@ impl Controller {
                 self.metrics.reload("rejected");
                 tracing::error!(errors = %errors, "config rejected; the running config stays");
             }
-            // The check at start finds the file it just loaded: not a reload anyone asked
-            // for, so not counted.
-            ReloadOutcome::Unchanged if first => {}
+            ReloadOutcome::Unchanged if !count_unchanged => {}
             ReloadOutcome::Unchanged => self.metrics.reload("unchanged"),
         }
     }

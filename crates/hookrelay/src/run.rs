@@ -232,10 +232,7 @@ fn init_tracing(args: &Args) -> tracing_appender::non_blocking::WorkerGuard {
     let registry = tracing_subscriber::registry();
     if args.log_format == "json" {
         // One flat object a line: the fields next to `message`, not nested.
-        let layer = fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_writer(stderr);
+        let layer = fmt::layer().json().flatten_event(true).with_writer(stderr);
         let _ = registry.with(layer.with_filter(filter)).try_init();
     } else {
         // Colour codes only for a person at a terminal, not in a collected log.
@@ -456,7 +453,6 @@ fn start(args: &Args) -> Result<(), Fail> {
             metrics: metrics.clone(),
             upstream,
             store: store.clone(),
-            first_check: std::sync::atomic::AtomicBool::new(true),
         },
         admin: Arc::new(Admin {
             live,
