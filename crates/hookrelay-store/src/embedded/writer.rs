@@ -56,6 +56,9 @@ pub(crate) const CHUNK: usize = 4096;
 /// say otherwise.
 pub(crate) const LAZY_SYNC: Duration = Duration::from_millis(100);
 
+/// How often an idle writer checks whether the syncer failed.
+const SYNCER_CHECK: Duration = Duration::from_secs(1);
+
 /// The wait before the second retry after a failure; it doubles after each failed one.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -506,11 +509,15 @@ impl Writer {
                 self.retry();
                 continue;
             }
+            self.check_syncer();
             let wait = match (&self.outage, self.unsynced_since) {
                 (Some(outage), _) => {
                     Some(outage.next_try.saturating_duration_since(Instant::now()))
                 }
                 (None, Some(since)) => Some(self.lazy_sync.saturating_sub(since.elapsed())),
+                // Idle, it still looks at the syncer now and then: a sync that failed
+                // while nothing else came starts the outage (and `/readyz` says so).
+                (None, None) if self.syncer.is_some() => Some(SYNCER_CHECK),
                 (None, None) => None,
             };
             let next = match wait {
