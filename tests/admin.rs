@@ -5,7 +5,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hookrelay_tests::{Sidecar, Sink, binary, eventually, free_port, meta_status, send};
+use hookrelay_tests::{
+    Sidecar, Sink, binary, eventually, free_port, meta_status, send, signed_with,
+};
 use http::{Request, StatusCode};
 use http_body_util::Full;
 
@@ -418,21 +420,6 @@ async fn metrics_pass_promtool_and_count_one_delivery_once() {
         (sample(&m, "hookrelay_config_file_matches") == Some(0.0)).then_some(())
     })
     .await;
-}
-
-/// Whether `r` is signed with `secret` (Standard Webhooks).
-fn signed_with(r: &hookrelay_tests::Received, secret: &str) -> bool {
-    use hookrelay_core::signing::{SigningSecret, verify};
-    let secret: SigningSecret = secret.parse().expect("secret");
-    verify(
-        &[secret],
-        &r.header("webhook-id"),
-        &r.header("webhook-timestamp"),
-        &r.header("webhook-signature"),
-        &r.body,
-        None,
-    )
-    .is_ok()
 }
 
 #[tokio::test]

@@ -419,6 +419,23 @@ impl Drop for Sidecar {
     }
 }
 
+/// Whether `r` carries a valid Standard Webhooks signature by `secret` (`whsec_…`).
+pub fn signed_with(r: &Received, secret: &str) -> bool {
+    use hookrelay_core::signing::{SigningSecret, verify};
+    let Ok(secret) = secret.parse::<SigningSecret>() else {
+        return false;
+    };
+    verify(
+        &[secret],
+        &r.header("webhook-id"),
+        &r.header("webhook-timestamp"),
+        &r.header("webhook-signature"),
+        &r.body,
+        None,
+    )
+    .is_ok()
+}
+
 /// `sha256=<hex HMAC-SHA256>` as Meta signs.
 pub fn meta_signature(secret: &str, body: &[u8]) -> String {
     use hmac::{Hmac, KeyInit, Mac};

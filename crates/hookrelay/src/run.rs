@@ -52,6 +52,10 @@ pub(crate) struct Args {
     /// (target `hookrelay::events`): 1 all, 0.01 one in a hundred, 0 none.
     #[arg(long, default_value_t = 1.0)]
     event_logs: f64,
+    /// Log lines waiting for the log thread at most; past it, lines are dropped and
+    /// counted (`hookrelay_log_lines_suppressed_total`) rather than slow the listener.
+    #[arg(long, default_value_t = 65_536)]
+    log_queue_lines: usize,
 }
 
 /// Longest wait for delivery attempts in flight at SIGTERM.
@@ -207,10 +211,6 @@ impl ShutdownSignalWatch for Drain {
     }
 }
 
-/// Log lines waiting for the log thread at most; past it, lines are dropped and counted
-/// (`hookrelay_log_lines_suppressed_total`) rather than slow the listener.
-const LOG_QUEUE_LINES: usize = 65_536;
-
 /// Starts the log: lines are formatted where they happen and written to stderr by a
 /// thread of their own, so a callback's answer never waits on a write (one `write` per
 /// line cost the listener about a quarter of its throughput in `scripts/load`). The
@@ -224,7 +224,7 @@ fn init_tracing(args: &Args) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = logs::filter(directives, args.log_burst, args.log_per_second);
     logs::set_event_sample(args.event_logs);
     let (stderr, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .buffered_lines_limit(args.log_queue_lines.max(1))
         .lossy(true)
         .thread_name("hookrelay-log")
         .finish(std::io::stderr());
