@@ -31,5 +31,7 @@ pub use error::StoreError;
 pub use redis::{RedisOptions, RedisStore};
 pub use store::{Store, StoreConfig};
 pub use types::{
-    DeadLetter, Delivery, DeliveryId, EnqueueOutcome, MAX_RESPONSE_BYTES, NewDelivery, StoreStats,
+    Attempt, AttemptOutcome, DeadLetter, DeadLetterInfo, Delivery, DeliveryId, DeliveryState,
+    EnqueueOutcome, HISTORY_SCAN_LIMIT, History, HistoryPage, HistoryQuery,
+    MAX_ATTEMPT_RESPONSE_BYTES, MAX_ATTEMPTS_KEPT, MAX_RESPONSE_BYTES, NewDelivery, StoreStats,
 };

@@ -1,8 +1,9 @@
 //! [`Store`]: one type over both backends, for code that runs with either.
 
 use crate::{
-    DeadLetter, Delivery, DeliveryId, EmbeddedOptions, EmbeddedStore, EnqueueOutcome, NewDelivery,
-    RedisOptions, RedisStore, StoreError, StoreStats,
+    Attempt, DeadLetter, Delivery, DeliveryId, EmbeddedOptions, EmbeddedStore, EnqueueOutcome,
+    History, HistoryPage, HistoryQuery, NewDelivery, RedisOptions, RedisStore, StoreError,
+    StoreStats,
 };
 use std::fmt;
 use std::path::PathBuf;
@@ -256,6 +257,13 @@ impl Store {
         both!(self, s => s.complete(id).await)
     }
 
+    /// [`Store::complete`] after `attempt`, which the delivery's history keeps: the
+    /// delivery stays readable through [`Store::history`] as `delivered` until
+    /// [`Store::sweep_history`] removes it.
+    pub async fn complete_with(&self, id: DeliveryId, attempt: Attempt) -> Result<(), StoreError> {
+        both!(self, s => s.complete_with(id, Some(attempt)).await)
+    }
+
     /// Puts a leased delivery back, due at `not_before_ms`, with its attempt count and the
     /// last attempt's error. Fails with [`StoreError::UnknownDelivery`] when it is not
     /// queued.
@@ -267,6 +275,18 @@ impl Store {
         error: Option<String>,
     ) -> Result<(), StoreError> {
         both!(self, s => s.reschedule(id, not_before_ms, attempts, error).await)
+    }
+
+    /// [`Store::reschedule`] after `attempt`, which the delivery's history keeps.
+    pub async fn reschedule_with(
+        &self,
+        id: DeliveryId,
+        not_before_ms: i64,
+        attempts: u32,
+        error: Option<String>,
+        attempt: Attempt,
+    ) -> Result<(), StoreError> {
+        both!(self, s => s.reschedule_with(id, not_before_ms, attempts, error, Some(attempt)).await)
     }
 
     /// Moves a delivery to the dead letters after an attempt that gave up (counted in its
@@ -283,6 +303,54 @@ impl Store {
     ) -> Result<(), StoreError> {
         let reason = reason.into();
         both!(self, s => s.dead_letter(id, reason, status, response, now_ms).await)
+    }
+
+    /// [`Store::dead_letter`] after `attempt`, which the delivery's history keeps.
+    pub async fn dead_letter_with(
+        &self,
+        id: DeliveryId,
+        reason: impl Into<String>,
+        status: Option<u16>,
+        response: Option<String>,
+        now_ms: i64,
+        attempt: Attempt,
+    ) -> Result<(), StoreError> {
+        let reason = reason.into();
+        both!(self, s => s.dead_letter_with(id, reason, status, response, now_ms, Some(attempt)).await)
+    }
+
+    /// Delivery `id` with its history: queued, in flight, delivered (until
+    /// [`Store::sweep_history`] removes it), dead or replayed; `None` when the store has no
+    /// such delivery (never enqueued, swept, or a dead letter deleted).
+    pub async fn history(&self, id: DeliveryId) -> Result<Option<History>, StoreError> {
+        both!(self, s => s.history(id).await)
+    }
+
+    /// Every delivery the store holds with `webhook-id` `webhook_id` (the deliveries of one
+    /// provider event to each of its endpoints, and of an unparsed event), newest first, at
+    /// most `limit`.
+    pub async fn history_of(
+        &self,
+        webhook_id: &str,
+        limit: usize,
+    ) -> Result<Vec<History>, StoreError> {
+        both!(self, s => s.history_of(webhook_id, limit).await)
+    }
+
+    /// A page of the deliveries the store holds that match `query`, newest first; at most
+    /// [`HISTORY_SCAN_LIMIT`](crate::HISTORY_SCAN_LIMIT) are looked at per call, so a page
+    /// may hold fewer than `limit` with a `next` to go on from.
+    pub async fn histories(&self, query: &HistoryQuery) -> Result<HistoryPage, StoreError> {
+        both!(self, s => s.histories(query).await)
+    }
+
+    /// Removes delivered deliveries from the history: those received before `cutoff_ms`,
+    /// then the oldest while the history holds more than `max_bytes` (0: no cap); returns
+    /// how many it removed. Queued deliveries and dead letters are never removed by it
+    /// (dead letters have their own retention). Run it now and then (the sidecar: every
+    /// minute).
+    pub async fn sweep_history(&self, cutoff_ms: i64, max_bytes: u64) -> Result<u64, StoreError> {
+        both!(self, s => s.sweep_history(cutoff_ms, max_bytes).await)
     }
 
     /// Gives a lease back unchanged (at shutdown, or when an endpoint is paused); the

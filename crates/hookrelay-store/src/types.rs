@@ -130,4 +130,158 @@ pub struct StoreStats {
     /// Dedupe keys and one-time tokens held (embedded, approximate after an open; 0 on
     /// Redis).
     pub keys: u64,
+    /// Bytes of the delivered deliveries the history keeps (embedded; 0 on Redis). Not
+    /// counted in `used_bytes`: the history has its own cap
+    /// ([`Store::sweep_history`](crate::Store::sweep_history)).
+    pub history_bytes: u64,
 }
+
+/// Longest response excerpt kept with an [`Attempt`] in the history, in bytes (cut at a
+/// character boundary).
+pub const MAX_ATTEMPT_RESPONSE_BYTES: usize = 512;
+
+/// Most entries a delivery's history keeps: the newest ones (a delivery retried for days
+/// keeps its last attempts, not a list without end).
+pub const MAX_ATTEMPTS_KEPT: usize = 32;
+
+/// How an [`Attempt`] ended, or `Replayed` for a replay from the dead letters (an entry of
+/// the history that is not an attempt).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// The endpoint took it (2xx).
+    Delivered,
+    /// It failed and is tried again later.
+    Retrying,
+    /// It failed and was given up on: the delivery is a dead letter.
+    Dead,
+    /// Queued again from the dead letters (no request was made).
+    Replayed,
+}
+
+/// One entry of a delivery's history: an attempt to deliver it, or a replay.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// When the attempt started (a replay: when it was replayed), epoch milliseconds.
+    pub at_ms: i64,
+    /// How it ended.
+    pub outcome: AttemptOutcome,
+    /// HTTP status of the response, if there was one.
+    pub status: Option<u16>,
+    /// How long the request took, in milliseconds (0 for a replay).
+    pub duration_ms: u32,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// Start of the response body, at most [`MAX_ATTEMPT_RESPONSE_BYTES`].
+    pub response: Option<String>,
+}
+
+impl Attempt {
+    /// The entry as stored: the response cut to [`MAX_ATTEMPT_RESPONSE_BYTES`].
+    pub(crate) fn bounded(mut self) -> Self {
+        self.response = self
+            .response
+            .map(|text| truncate(text, MAX_ATTEMPT_RESPONSE_BYTES));
+        self.error = self.error.map(|text| truncate(text, MAX_RESPONSE_BYTES));
+        self
+    }
+}
+
+/// Where a delivery is, as its history tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Waiting to be attempted (new, or waiting for a retry).
+    Queued,
+    /// Leased by a worker: an attempt is under way.
+    InFlight,
+    /// The endpoint took it.
+    Delivered,
+    /// Given up on: a dead letter.
+    Dead,
+    /// Queued again from the dead letters and not attempted since.
+    Replayed,
+}
+
+impl DeliveryState {
+    /// Its name in the API: `queued`, `in_flight`, `delivered`, `dead`, `replayed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Queued => "queued",
+            DeliveryState::InFlight => "in_flight",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Dead => "dead",
+            DeliveryState::Replayed => "replayed",
+        }
+    }
+
+    /// The state named `name` (as [`DeliveryState::as_str`] writes it).
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            DeliveryState::Queued,
+            DeliveryState::InFlight,
+            DeliveryState::Delivered,
+            DeliveryState::Dead,
+            DeliveryState::Replayed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
+}
+
+/// A delivery with its history: what [`Store::history`](crate::Store::history) answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct History {
+    /// The delivery: its payload, endpoint, `webhook-id`, attempts so far (reset by a
+    /// replay) and last error.
+    pub delivery: Delivery,
+    /// Where it is now.
+    pub state: DeliveryState,
+    /// Its attempts and replays, oldest first (the newest [`MAX_ATTEMPTS_KEPT`]).
+    pub attempts: Vec<Attempt>,
+    /// Why it was given up on, while it is a dead letter.
+    pub dead: Option<DeadLetterInfo>,
+}
+
+/// Why a delivery is a dead letter, as its [`History`] shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetterInfo {
+    /// `attempts exhausted`, `endpoint removed`, …
+    pub reason: String,
+    /// HTTP status of the last response, if there was one.
+    pub status: Option<u16>,
+    /// Start of the last response body, at most [`MAX_RESPONSE_BYTES`].
+    pub response: Option<String>,
+    /// When it was dead-lettered, epoch milliseconds.
+    pub dead_at_ms: i64,
+}
+
+/// Which histories [`Store::histories`](crate::Store::histories) lists: newest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Only this endpoint's deliveries.
+    pub endpoint: Option<String>,
+    /// Only deliveries in this state.
+    pub state: Option<DeliveryState>,
+    /// Only deliveries received (or replayed) at or after this time, epoch milliseconds.
+    pub since_ms: Option<i64>,
+    /// Only deliveries with a smaller id: the `next` of the page before.
+    pub before: Option<DeliveryId>,
+    /// Most deliveries in the page (at least 1).
+    pub limit: usize,
+}
+
+/// A page of [`Store::histories`](crate::Store::histories).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// The deliveries, newest (highest id) first.
+    pub deliveries: Vec<History>,
+    /// Where the next page starts (its [`HistoryQuery::before`]), or `None` when there is
+    /// nothing older to look at.
+    pub next: Option<DeliveryId>,
+}
+
+/// Most records one [`Store::histories`](crate::Store::histories) call looks at before it
+/// answers with what it found and a `next` to go on from: a filter that matches little
+/// does not make one request read the whole history.
+pub const HISTORY_SCAN_LIMIT: usize = 10_000;

@@ -6,7 +6,13 @@
 //! | `deliveries` | id (8 bytes, big-endian) | [`Record`]: the delivery's fields, its dead letter if it is one, then its body |
 //! | `due` | [lane](lane) of the endpoint, due time, id | empty: the queue, in due order per endpoint |
 //! | `dead` | lane of the endpoint, id | empty: the dead letters, oldest first per endpoint |
-//! | `meta` | `next_id`, `bytes`, `depth`/`dead`/`cursor` + lane | counters kept with the data, so an open reads no backlog |
+//! | `meta` | `next_id`, `bytes`, `history`, `depth`/`dead`/`cursor` + lane | counters kept with the data, so an open reads no backlog |
+//! | `hooks` | lane of the `webhook-id`, id | empty: which deliveries carry a `webhook-id` |
+//! | `attempts` | id, time (8 bytes), outcome (1 byte) | [`Attempt`](crate::Attempt): the delivery's history, oldest first |
+//!
+//! A delivered delivery keeps its record (neither in `due` nor in `dead`: that is how it
+//! is told apart) until the history sweep removes it with its `hooks` and `attempts`
+//! entries.
 //! | `keys_<end>_<width>` | 128-bit hash of a dedupe key or a one-time token | its expiry: one keyspace per window of expiries (`dedupe`) |
 //!
 //! Every change of a batch is one fjall write batch: atomic, and durable once committed
@@ -64,6 +70,8 @@ pub(crate) struct Engine {
     pub(crate) due: Keyspace,
     pub(crate) dead: Keyspace,
     pub(crate) meta: Keyspace,
+    pub(crate) hooks: Keyspace,
+    pub(crate) attempts: Keyspace,
     pub(crate) path: PathBuf,
 }
 
@@ -114,12 +122,16 @@ impl Engine {
         let due = db.keyspace("due", index)?;
         let dead = db.keyspace("dead", index)?;
         let meta = db.keyspace("meta", index)?;
+        let hooks = db.keyspace("hooks", index)?;
+        let attempts = db.keyspace("attempts", index)?;
         Ok(Engine {
             db,
             deliveries,
             due,
             dead,
             meta,
+            hooks,
+            attempts,
             path,
         })
     }
@@ -205,6 +217,60 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Whether `record` of `id` is in the queue (its `due` key is there).
+    pub(crate) fn is_queued(&self, id: u64, record: &Record) -> Result<bool, StoreError> {
+        let key = due_key(&lane(&record.endpoint), record.not_before_ms, id);
+        self.due.contains_key(key).map_err(read_error)
+    }
+
+    /// The history entries of delivery `id`, oldest first, with their keys.
+    pub(crate) fn attempts_of(
+        &self,
+        id: u64,
+    ) -> Result<Vec<(Vec<u8>, crate::Attempt)>, StoreError> {
+        let mut found = Vec::new();
+        for guard in self.attempts.prefix(id.to_be_bytes()) {
+            let (key, value) = guard.into_inner().map_err(read_error)?;
+            match postcard::from_bytes::<crate::Attempt>(&value) {
+                Ok(attempt) => found.push((key.to_vec(), attempt)),
+                Err(e) => tracing::error!(id, error = %e, "unreadable history entry left out"),
+            }
+        }
+        Ok(found)
+    }
+
+    /// The ids of the deliveries with `webhook-id` `webhook_id`.
+    pub(crate) fn hooked(&self, webhook_id: &str) -> Result<Vec<u64>, StoreError> {
+        let prefix = lane(webhook_id);
+        let mut ids = Vec::new();
+        for guard in self.hooks.prefix(&prefix) {
+            let key = guard.key().map_err(read_error)?;
+            // Another webhook-id's lane never starts with this one (lanes carry lengths).
+            if key.len() == prefix.len() + 8
+                && let Some(id) = parse_dead(&key)
+            {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+}
+
+/// The key of delivery `id` in `hooks`, under its `webhook-id`.
+pub(crate) fn hook_key(webhook_id: &str, id: u64) -> Vec<u8> {
+    dead_key(&lane(webhook_id), id)
+}
+
+/// The key of a history entry of delivery `id`.
+pub(crate) fn attempt_key(id: u64, attempt: &crate::Attempt) -> Vec<u8> {
+    let mut key = Vec::with_capacity(17);
+    key.extend_from_slice(&id.to_be_bytes());
+    key.extend_from_slice(&due_bytes(attempt.at_ms));
+    key.push(attempt.outcome as u8);
+    key
+}
+
 /// Whether `e` is an I/O error (rather than damaged data).
 fn is_io(e: &fjall::Error) -> bool {
     matches!(
@@ -279,6 +345,8 @@ pub(crate) fn meta_key(kind: &[u8], lane: &[u8]) -> Vec<u8> {
 pub(crate) const NEXT_ID: &[u8] = b"next_id";
 /// `meta`: bytes of every record (queued deliveries and dead letters).
 pub(crate) const BYTES: &[u8] = b"bytes";
+/// `meta`: bytes of the delivered records the history keeps.
+pub(crate) const HISTORY: &[u8] = b"history";
 /// `meta` kinds.
 pub(crate) const DEPTH: &[u8] = b"depth";
 pub(crate) const DEAD: &[u8] = b"dead";

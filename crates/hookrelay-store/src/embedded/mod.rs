@@ -22,7 +22,8 @@ mod syncer;
 mod writer;
 
 use crate::{
-    DeadLetter, Delivery, DeliveryId, EnqueueOutcome, NewDelivery, StoreError, StoreStats,
+    Attempt, AttemptOutcome, DeadLetter, DeadLetterInfo, Delivery, DeliveryId, DeliveryState,
+    EnqueueOutcome, History, HistoryPage, HistoryQuery, NewDelivery, StoreError, StoreStats,
 };
 use engine::{Engine, Record, lane, parse_dead};
 use std::fs::{File, OpenOptions, TryLockError};
@@ -433,7 +434,22 @@ impl EmbeddedStore {
 
     /// [`Store::complete`](crate::Store::complete); durable as outcomes are (see the type).
     pub async fn complete(&self, id: DeliveryId) -> Result<(), StoreError> {
-        self.call(|reply| Op::Complete { id: id.0, reply }).await
+        self.complete_with(id, None).await
+    }
+
+    /// [`Store::complete_with`](crate::Store::complete_with): the record stays, as the
+    /// history of a delivered delivery, with `attempt` in it.
+    pub async fn complete_with(
+        &self,
+        id: DeliveryId,
+        attempt: Option<Attempt>,
+    ) -> Result<(), StoreError> {
+        self.call(|reply| Op::Complete {
+            id: id.0,
+            attempt,
+            reply,
+        })
+        .await
     }
 
     /// [`Store::reschedule`](crate::Store::reschedule); durable as outcomes are (see the
@@ -445,11 +461,25 @@ impl EmbeddedStore {
         attempts: u32,
         error: Option<String>,
     ) -> Result<(), StoreError> {
+        self.reschedule_with(id, not_before_ms, attempts, error, None)
+            .await
+    }
+
+    /// [`Store::reschedule_with`](crate::Store::reschedule_with).
+    pub async fn reschedule_with(
+        &self,
+        id: DeliveryId,
+        not_before_ms: i64,
+        attempts: u32,
+        error: Option<String>,
+        attempt: Option<Attempt>,
+    ) -> Result<(), StoreError> {
         self.call(|reply| Op::Reschedule {
             id: id.0,
             not_before_ms,
             attempts,
             error,
+            attempt,
             reply,
         })
         .await
@@ -465,6 +495,20 @@ impl EmbeddedStore {
         response: Option<String>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        self.dead_letter_with(id, reason, status, response, now_ms, None)
+            .await
+    }
+
+    /// [`Store::dead_letter_with`](crate::Store::dead_letter_with).
+    pub async fn dead_letter_with(
+        &self,
+        id: DeliveryId,
+        reason: impl Into<String>,
+        status: Option<u16>,
+        response: Option<String>,
+        now_ms: i64,
+        attempt: Option<Attempt>,
+    ) -> Result<(), StoreError> {
         let reason = reason.into();
         self.call(|reply| Op::DeadLetter {
             id: id.0,
@@ -472,6 +516,152 @@ impl EmbeddedStore {
             status,
             response,
             now_ms,
+            attempt,
+            reply,
+        })
+        .await
+    }
+
+    /// [`Store::history`](crate::Store::history), read from disk.
+    pub async fn history(&self, id: DeliveryId) -> Result<Option<History>, StoreError> {
+        let engine = self.inner.shared.engine()?;
+        let Some((record, body)) = engine.record(id.0)? else {
+            return Ok(None);
+        };
+        self.history_from(&engine, id.0, record, body).map(Some)
+    }
+
+    /// The history of `id` from its record.
+    fn history_from(
+        &self,
+        engine: &Engine,
+        id: u64,
+        mut record: Record,
+        body: bytes::Bytes,
+    ) -> Result<History, StoreError> {
+        let attempts: Vec<Attempt> = engine
+            .attempts_of(id)?
+            .into_iter()
+            .map(|(_, attempt)| attempt)
+            .collect();
+        let grave = record.grave.take();
+        let state = if grave.is_some() {
+            DeliveryState::Dead
+        } else if engine.is_queued(id, &record)? {
+            if self.inner.shared.core().queue.is_leased(id) {
+                DeliveryState::InFlight
+            } else if attempts
+                .last()
+                .is_some_and(|a| a.outcome == AttemptOutcome::Replayed)
+            {
+                DeliveryState::Replayed
+            } else {
+                DeliveryState::Queued
+            }
+        } else {
+            DeliveryState::Delivered
+        };
+        Ok(History {
+            delivery: delivery_of(id, record, body),
+            state,
+            attempts,
+            dead: grave.map(|g| DeadLetterInfo {
+                reason: g.reason,
+                status: g.status,
+                response: g.response,
+                dead_at_ms: g.dead_at_ms,
+            }),
+        })
+    }
+
+    /// [`Store::history_of`](crate::Store::history_of), read from disk.
+    pub async fn history_of(
+        &self,
+        webhook_id: &str,
+        limit: usize,
+    ) -> Result<Vec<History>, StoreError> {
+        let engine = self.inner.shared.engine()?;
+        let mut ids = engine.hooked(webhook_id)?;
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        let mut found = Vec::new();
+        for id in ids {
+            if found.len() >= limit {
+                break;
+            }
+            match engine.record(id) {
+                Ok(Some((record, body))) if record.webhook_id == webhook_id => {
+                    found.push(self.history_from(&engine, id, record, body)?);
+                }
+                Ok(_) => {}
+                Err(error @ StoreError::Corrupt { .. }) => {
+                    tracing::error!(id, error = %error, "unreadable delivery left out");
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(found)
+    }
+
+    /// [`Store::histories`](crate::Store::histories): a scan of the records from the
+    /// newest down, read from disk.
+    pub async fn histories(&self, query: &HistoryQuery) -> Result<HistoryPage, StoreError> {
+        let engine = self.inner.shared.engine()?;
+        let limit = query.limit.max(1);
+        let end = query.before.map_or(u64::MAX, |b| b.0);
+        let mut page = HistoryPage::default();
+        let mut looked = 0usize;
+        for guard in engine.deliveries.range(..end.to_be_bytes()).rev() {
+            let (key, value) = guard.into_inner().map_err(engine::read_error)?;
+            let Some(id) = key.as_ref().try_into().ok().map(u64::from_be_bytes) else {
+                continue;
+            };
+            looked += 1;
+            let (record, body) = match Record::decode(id, bytes::Bytes::from(value)) {
+                Ok(found) => found,
+                Err(error) => {
+                    tracing::error!(id, error = %error, "unreadable delivery left out");
+                    continue;
+                }
+            };
+            if let Some(since) = query.since_ms
+                && record.created_at_ms < since
+                && record.grave.is_none()
+            {
+                // Received in id order: everything older was received before too (a
+                // replayed dead letter, queued again later, is the exception it misses).
+                if !engine.is_queued(id, &record)? {
+                    return Ok(page);
+                }
+                continue;
+            }
+            let endpoint_matches = query
+                .endpoint
+                .as_deref()
+                .is_none_or(|name| *record.endpoint == *name);
+            if endpoint_matches {
+                let history = self.history_from(&engine, id, record, body)?;
+                if query.state.is_none_or(|state| state == history.state) {
+                    page.deliveries.push(history);
+                    if page.deliveries.len() >= limit {
+                        page.next = Some(DeliveryId(id));
+                        return Ok(page);
+                    }
+                }
+            }
+            if looked >= crate::HISTORY_SCAN_LIMIT {
+                page.next = Some(DeliveryId(id));
+                return Ok(page);
+            }
+        }
+        Ok(page)
+    }
+
+    /// [`Store::sweep_history`](crate::Store::sweep_history), in commits of at most 4,096
+    /// records looked at, and at most 262,144 per call.
+    pub async fn sweep_history(&self, cutoff_ms: i64, max_bytes: u64) -> Result<u64, StoreError> {
+        self.call(|reply| Op::SweepHistory {
+            cutoff_ms,
+            max_bytes,
             reply,
         })
         .await
@@ -671,6 +861,7 @@ impl EmbeddedStore {
             used_bytes: shared.used.load(Ordering::Relaxed),
             max_bytes: shared.max_bytes.load(Ordering::Relaxed),
             keys: shared.keys.load(Ordering::Relaxed),
+            history_bytes: shared.history.load(Ordering::Relaxed),
         }
     }
 

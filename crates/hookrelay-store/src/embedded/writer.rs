@@ -24,14 +24,17 @@
 
 use super::dedupe::{KEY_BYTES, KeyWrites, Keys};
 use super::engine::{
-    BYTES, CURSOR, DEAD, DEPTH, Engine, Grave, MAX_ENDPOINT, NEXT_ID, Record, dead_key, due_key,
-    lane, meta_key, parse_dead, parse_due, read_error,
+    BYTES, CURSOR, DEAD, DEPTH, Engine, Grave, HISTORY, MAX_ENDPOINT, NEXT_ID, Record, attempt_key,
+    dead_key, due_key, hook_key, lane, meta_key, parse_dead, parse_due, read_error,
 };
 use super::queue::{Changes, Known, Queue};
 use super::relay::{self, Relay};
 use super::syncer::{Job, Syncer};
 use crate::types::truncate;
-use crate::{DeliveryId, EnqueueOutcome, MAX_RESPONSE_BYTES, NewDelivery, StoreError};
+use crate::{
+    Attempt, AttemptOutcome, DeliveryId, EnqueueOutcome, MAX_ATTEMPTS_KEPT, MAX_RESPONSE_BYTES,
+    NewDelivery, StoreError,
+};
 use bytes::Bytes;
 use fjall::PersistMode;
 use std::collections::HashMap;
@@ -51,6 +54,9 @@ const TOKEN_SEED: u64 = 0x0074_6f6b_656e;
 
 /// Most deliveries an op on a whole endpoint moves per commit.
 pub(crate) const CHUNK: usize = 4096;
+
+/// Most records one history sweep looks at.
+const SWEEP_LIMIT: usize = 256 * 1024;
 
 /// How long an outcome written without a sync waits for one at most, unless the options
 /// say otherwise.
@@ -90,6 +96,7 @@ pub(crate) enum Op {
     },
     Complete {
         id: u64,
+        attempt: Option<Attempt>,
         reply: Reply<()>,
     },
     Reschedule {
@@ -97,6 +104,7 @@ pub(crate) enum Op {
         not_before_ms: i64,
         attempts: u32,
         error: Option<String>,
+        attempt: Option<Attempt>,
         reply: Reply<()>,
     },
     DeadLetter {
@@ -105,7 +113,13 @@ pub(crate) enum Op {
         status: Option<u16>,
         response: Option<String>,
         now_ms: i64,
+        attempt: Option<Attempt>,
         reply: Reply<()>,
+    },
+    SweepHistory {
+        cutoff_ms: i64,
+        max_bytes: u64,
+        reply: Reply<u64>,
     },
     DeadLetterEndpoint {
         endpoint: String,
@@ -160,7 +174,10 @@ impl Op {
     fn is_wide(&self) -> bool {
         matches!(
             self,
-            Op::DeadLetterEndpoint { .. } | Op::ReplayEndpoint { .. } | Op::RetryNow { .. }
+            Op::DeadLetterEndpoint { .. }
+                | Op::ReplayEndpoint { .. }
+                | Op::RetryNow { .. }
+                | Op::SweepHistory { .. }
         )
     }
 }
@@ -189,6 +206,8 @@ pub(crate) struct Shared {
     pub(crate) used: AtomicU64,
     /// Dedupe keys and one-time tokens held.
     pub(crate) keys: AtomicU64,
+    /// Bytes of the delivered records the history keeps.
+    pub(crate) history: AtomicU64,
     /// The budget: enqueues are refused once `used` reaches it (0: none).
     pub(crate) max_bytes: AtomicU64,
     /// True from a failed write or sync until the store has recovered.
@@ -319,11 +338,16 @@ struct Tx {
     records: HashMap<u64, Option<Stored>>,
     due: HashMap<Vec<u8>, bool>,
     dead: HashMap<Vec<u8>, bool>,
+    hooks: HashMap<Vec<u8>, bool>,
+    /// History entries written (`Some`) or deleted (`None`).
+    attempts: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     keys: KeyWrites,
     /// Keys recorded by this batch, so its later ops see them.
     new_keys: HashMap<u128, i64>,
     changes: Changes,
     bytes: i64,
+    /// Change of the history's bytes.
+    history: i64,
     key_count: i64,
     next_id: u64,
     sync: bool,
@@ -341,7 +365,44 @@ impl Tx {
         self.records.is_empty()
             && self.due.is_empty()
             && self.dead.is_empty()
+            && self.hooks.is_empty()
+            && self.attempts.is_empty()
             && self.keys.is_empty()
+    }
+
+    /// Adds `attempt` to the history of `id`.
+    fn attempt(&mut self, id: u64, attempt: Attempt) -> Result<(), StoreError> {
+        let attempt = attempt.bounded();
+        let value = postcard::to_allocvec(&attempt).map_err(|e| StoreError::Corrupt {
+            table: "attempts",
+            key: id,
+            source: Arc::new(e),
+        })?;
+        self.attempts.push((attempt_key(id, &attempt), Some(value)));
+        Ok(())
+    }
+
+    /// Deletes the oldest history entries of `id` so that `keep` are left (with those the
+    /// batch adds after this).
+    fn trim_attempts(&mut self, engine: &Engine, id: u64, keep: usize) -> Result<(), StoreError> {
+        let entries = engine.attempts_of(id)?;
+        let excess = entries.len().saturating_sub(keep);
+        for (key, _) in entries.into_iter().take(excess) {
+            self.attempts.push((key, None));
+        }
+        Ok(())
+    }
+
+    /// Deletes every history entry and the `hooks` key of `id` (whose record goes).
+    fn forget_history(
+        &mut self,
+        engine: &Engine,
+        id: u64,
+        record: &Record,
+    ) -> Result<(), StoreError> {
+        self.trim_attempts(engine, id, 0)?;
+        self.hooks.insert(hook_key(&record.webhook_id, id), false);
+        Ok(())
     }
 
     fn get(&self, engine: &Engine, id: u64) -> Result<Option<Stored>, StoreError> {
@@ -356,12 +417,28 @@ impl Tx {
         }))
     }
 
-    /// A queued (not dead-lettered) delivery, or `UnknownDelivery`.
-    fn queued(&self, engine: &Engine, id: u64) -> Result<Stored, StoreError> {
-        match self.get(engine, id)? {
-            Some(stored) if stored.record.grave.is_none() => Ok(stored),
-            _ => Err(StoreError::UnknownDelivery { id: DeliveryId(id) }),
+    /// A queued delivery (neither dead-lettered nor delivered), or `UnknownDelivery`.
+    /// `leased`: whether it is leased, which means queued (a delivered record is only told
+    /// apart from a queued one by its `due` key, looked up otherwise).
+    fn queued(&self, engine: &Engine, id: u64, leased: bool) -> Result<Stored, StoreError> {
+        let unknown = || StoreError::UnknownDelivery { id: DeliveryId(id) };
+        let stored = match self.get(engine, id)? {
+            Some(stored) if stored.record.grave.is_none() => stored,
+            _ => return Err(unknown()),
+        };
+        if leased {
+            return Ok(stored);
         }
+        let key = due_key(
+            &lane(&stored.record.endpoint),
+            stored.record.not_before_ms,
+            id,
+        );
+        let queued = match self.due.get(&key) {
+            Some(&present) => present,
+            None => engine.due.contains_key(&key).map_err(read_error)?,
+        };
+        if queued { Ok(stored) } else { Err(unknown()) }
     }
 
     /// Writes record `id` (replacing `old`, if it had one).
@@ -430,6 +507,8 @@ pub(crate) struct Writer {
     next_id: u64,
     /// Bytes of the records held.
     bytes: u64,
+    /// Bytes of the delivered records the history keeps.
+    history: u64,
     max_batch: usize,
     /// Since when written outcomes wait for a sync, if any do.
     unsynced_since: Option<Instant>,
@@ -461,6 +540,7 @@ impl Writer {
         let keys = Keys::open(&engine.db).map_err(|e| StoreError::backend("open", e))?;
         let next_id = engine.counter(NEXT_ID)?;
         let bytes = engine.counter(BYTES)?;
+        let history = engine.counter(HISTORY)?;
         let syncer = if options.max_batch > 1 {
             let (jobs, receiver) = mpsc::channel();
             let syncer = Syncer::new(engine.path.clone(), Arc::clone(&shared));
@@ -479,6 +559,7 @@ impl Writer {
             keys,
             next_id,
             bytes,
+            history,
             max_batch: options.max_batch,
             unsynced_since: None,
             lazy_sync: options.outcome_sync,
@@ -494,6 +575,7 @@ impl Writer {
     fn publish_usage(&self) {
         let keys = self.keys.count();
         self.shared.keys.store(keys, Ordering::Relaxed);
+        self.shared.history.store(self.history, Ordering::Relaxed);
         self.shared
             .used
             .store(self.bytes + keys * KEY_BYTES, Ordering::Relaxed);
@@ -741,9 +823,12 @@ impl Writer {
             records,
             due,
             dead,
+            hooks,
+            attempts,
             keys,
             changes,
             bytes,
+            history,
             next_id,
             sync,
             ..
@@ -772,6 +857,19 @@ impl Writer {
                 batch.remove(&engine.dead, key);
             }
         }
+        for (key, present) in hooks {
+            if present {
+                batch.insert(&engine.hooks, key, []);
+            } else {
+                batch.remove(&engine.hooks, key);
+            }
+        }
+        for (key, value) in attempts {
+            match value {
+                Some(value) => batch.insert(&engine.attempts, key, value),
+                None => batch.remove(&engine.attempts, key),
+            }
+        }
         self.keys.stage(&mut batch, keys);
         if next_id != self.next_id {
             batch.insert(&engine.meta, NEXT_ID, next_id.to_be_bytes());
@@ -779,6 +877,10 @@ impl Writer {
         let new_bytes = self.bytes.saturating_add_signed(bytes);
         if bytes != 0 {
             batch.insert(&engine.meta, BYTES, new_bytes.to_be_bytes());
+        }
+        let new_history = self.history.saturating_add_signed(history);
+        if history != 0 {
+            batch.insert(&engine.meta, HISTORY, new_history.to_be_bytes());
         }
         {
             let mut core = self.shared.core();
@@ -820,6 +922,7 @@ impl Writer {
             .map_err(|e| Arc::new(e) as Arc<dyn StdError + Send + Sync>)?;
         self.next_id = next_id;
         self.bytes = new_bytes;
+        self.history = new_history;
         Ok(changes)
     }
 
@@ -905,35 +1008,53 @@ impl Writer {
                 reply,
                 self.enqueue_dead_letter(engine, tx, dedupe, delivery, reason, now_ms),
             ),
-            Op::Complete { id, reply } => {
+            Op::Complete { id, attempt, reply } => {
                 let known = self.shared.core().queue.known(id);
-                Pending::Unit(reply, complete(engine, tx, id, known))
+                Pending::Unit(reply, complete(engine, tx, id, known, attempt))
             }
             Op::Reschedule {
                 id,
                 not_before_ms,
                 attempts,
                 error,
+                attempt,
                 reply,
-            } => Pending::Unit(
-                reply,
-                reschedule(engine, tx, id, not_before_ms, attempts, error),
-            ),
+            } => {
+                let leased = self.shared.core().queue.is_leased(id);
+                Pending::Unit(
+                    reply,
+                    reschedule(
+                        engine,
+                        tx,
+                        id,
+                        leased,
+                        not_before_ms,
+                        attempts,
+                        error,
+                        attempt,
+                    ),
+                )
+            }
             Op::DeadLetter {
                 id,
                 reason,
                 status,
                 response,
                 now_ms,
+                attempt,
                 reply,
             } => {
+                let leased = self.shared.core().queue.is_leased(id);
                 let grave = Grave {
                     reason,
                     status,
                     response: response.map(|text| truncate(text, MAX_RESPONSE_BYTES)),
                     dead_at_ms: now_ms,
                 };
-                Pending::Unit(reply, bury_attempted(engine, tx, id, grave))
+                Pending::Unit(
+                    reply,
+                    bury_attempted(engine, tx, id, leased, grave, attempt),
+                )
             }
             Op::Replay { id, now_ms, reply } => {
                 Pending::Found(reply, replay(engine, tx, id, now_ms))
@@ -1003,6 +1124,7 @@ impl Writer {
             };
             tx.queue(&record, id, true);
             tx.changes.lane(&record.endpoint).depth += 1;
+            tx.hooks.insert(hook_key(&record.webhook_id, id), true);
             tx.put(id, record, new.body, None)?;
             ids.push(DeliveryId(id));
         }
@@ -1046,6 +1168,7 @@ impl Writer {
         };
         tx.dead.insert(dead_key(&lane(&record.endpoint), id), true);
         tx.changes.lane(&record.endpoint).dead += 1;
+        tx.hooks.insert(hook_key(&record.webhook_id, id), true);
         tx.put(id, record, new.body, None)?;
         if let Some((hash, window)) = key {
             self.record_key(engine, tx, hash, window, now_ms)?;
@@ -1080,7 +1203,7 @@ impl Writer {
                 reply,
             } => {
                 let result = self.chunked(engine, &endpoint, Scan::Dead, |tx, id, stored| {
-                    replay_stored(tx, id, stored, now_ms)
+                    replay_stored(engine, tx, id, stored, now_ms)
                 });
                 Pending::Count(reply, result)
             }
@@ -1104,7 +1227,74 @@ impl Writer {
                 );
                 Pending::Count(reply, result)
             }
+            Op::SweepHistory {
+                cutoff_ms,
+                max_bytes,
+                reply,
+            } => Pending::Count(reply, self.sweep_history(engine, cutoff_ms, max_bytes)),
             other => pending_of(other),
+        }
+    }
+
+    /// Removes delivered records received before `cutoff_ms`, then the oldest while the
+    /// history holds more than `max_bytes` (0: no cap), in commits of at most [`CHUNK`]
+    /// records looked at. Goes through the records in id order (the order they were
+    /// received in) and stops at the first one, queued or not, received at or after the
+    /// cutoff once the history is within its cap; looks at most [`SWEEP_LIMIT`] records per
+    /// call, so a large backlog at the front is not read whole every time.
+    fn sweep_history(
+        &mut self,
+        engine: &Engine,
+        cutoff_ms: i64,
+        max_bytes: u64,
+    ) -> Result<u64, StoreError> {
+        let mut from = 0u64;
+        let mut removed = 0u64;
+        let mut looked = 0usize;
+        loop {
+            let mut tx = Tx::new(self.next_id);
+            let mut seen = 0usize;
+            let mut done = false;
+            let mut records = Vec::new();
+            for guard in engine.deliveries.range(from.to_be_bytes()..) {
+                let (key, value) = guard.into_inner().map_err(read_error)?;
+                let Some(id) = key.as_ref().try_into().ok().map(u64::from_be_bytes) else {
+                    continue;
+                };
+                from = id.saturating_add(1);
+                seen += 1;
+                let size = value.len() as u64;
+                match Record::decode(id, bytes::Bytes::from(value)) {
+                    Ok((record, _)) => records.push((id, record, size)),
+                    Err(error) => tracing::error!(id, error = %error, "unreadable record skipped"),
+                }
+                if seen >= CHUNK {
+                    break;
+                }
+            }
+            let ended = seen < CHUNK;
+            for (id, record, size) in records {
+                let over =
+                    max_bytes > 0 && self.history.saturating_add_signed(tx.history) > max_bytes;
+                if record.created_at_ms >= cutoff_ms && !over {
+                    done = true;
+                    break;
+                }
+                if record.grave.is_some() || engine.is_queued(id, &record)? {
+                    continue;
+                }
+                tx.forget_history(engine, id, &record)?;
+                tx.records.insert(id, None);
+                tx.history -= size as i64;
+                removed += 1;
+            }
+            looked += seen;
+            if !self.write(engine, tx, Vec::new()) {
+                return Err(self.shared.refusal().unwrap_or(StoreError::WriterStopped));
+            }
+            if done || ended || looked >= SWEEP_LIMIT {
+                return Ok(removed);
+            }
         }
     }
 
@@ -1263,6 +1453,7 @@ impl Writer {
         self.keys = Keys::open(&engine.db).map_err(|e| StoreError::backend("reopen", e))?;
         self.next_id = engine.counter(NEXT_ID)?;
         self.bytes = engine.counter(BYTES)?;
+        self.history = engine.counter(HISTORY)?;
         let engine = Arc::new(engine);
         {
             let mut core = self.shared.core();
@@ -1289,13 +1480,22 @@ enum Scan {
 
 /// Completes `id`; `known` is what its lease read of its record, which spares reading it
 /// again unless the batch itself changed it.
-fn complete(engine: &Engine, tx: &mut Tx, id: u64, known: Option<Known>) -> Result<(), StoreError> {
+///
+/// The record stays, out of the queue, as the history of a delivered delivery: its bytes
+/// move from the budget's count to the history's, until the history sweep removes it.
+fn complete(
+    engine: &Engine,
+    tx: &mut Tx,
+    id: u64,
+    known: Option<Known>,
+    attempt: Option<Attempt>,
+) -> Result<(), StoreError> {
     let (endpoint, not_before_ms, size) = match known {
         Some(known) if !tx.records.contains_key(&id) => {
             (known.endpoint, known.not_before_ms, known.size)
         }
-        _ => {
-            let stored = tx.queued(engine, id)?;
+        known => {
+            let stored = tx.queued(engine, id, known.is_some())?;
             (
                 stored.record.endpoint,
                 stored.record.not_before_ms,
@@ -1306,19 +1506,32 @@ fn complete(engine: &Engine, tx: &mut Tx, id: u64, known: Option<Known>) -> Resu
     tx.unqueue(&endpoint, not_before_ms, id);
     tx.changes.lane(&endpoint).depth -= 1;
     tx.changes.ended.push(id);
-    tx.remove(id, size);
+    tx.bytes -= size as i64;
+    tx.history += size as i64;
+    if let Some(attempt) = attempt {
+        tx.attempt(id, attempt)?;
+    }
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn reschedule(
     engine: &Engine,
     tx: &mut Tx,
     id: u64,
+    leased: bool,
     not_before_ms: i64,
     attempts: u32,
     error: Option<String>,
+    attempt: Option<Attempt>,
 ) -> Result<(), StoreError> {
-    let stored = tx.queued(engine, id)?;
+    let stored = tx.queued(engine, id, leased)?;
+    if let Some(attempt) = attempt {
+        if attempts as usize >= MAX_ATTEMPTS_KEPT {
+            tx.trim_attempts(engine, id, MAX_ATTEMPTS_KEPT - 1)?;
+        }
+        tx.attempt(id, attempt)?;
+    }
     let mut record = stored.record.clone();
     tx.unqueue(&record.endpoint, record.not_before_ms, id);
     record.not_before_ms = not_before_ms;
@@ -1330,8 +1543,18 @@ fn reschedule(
 }
 
 /// Dead-letters `id` after an attempt that gave up: that attempt counts in `attempts`.
-fn bury_attempted(engine: &Engine, tx: &mut Tx, id: u64, grave: Grave) -> Result<(), StoreError> {
-    let mut stored = tx.queued(engine, id)?;
+fn bury_attempted(
+    engine: &Engine,
+    tx: &mut Tx,
+    id: u64,
+    leased: bool,
+    grave: Grave,
+    attempt: Option<Attempt>,
+) -> Result<(), StoreError> {
+    let mut stored = tx.queued(engine, id, leased)?;
+    if let Some(attempt) = attempt {
+        tx.attempt(id, attempt)?;
+    }
     tx.changes.ended.push(id);
     stored.record.attempts = stored.record.attempts.saturating_add(1);
     bury_stored(tx, id, stored, grave).map(drop)
@@ -1351,12 +1574,32 @@ fn bury_stored(tx: &mut Tx, id: u64, stored: Stored, grave: Grave) -> Result<boo
 
 fn replay(engine: &Engine, tx: &mut Tx, id: u64, now_ms: i64) -> Result<bool, StoreError> {
     match tx.get(engine, id)? {
-        Some(stored) if stored.record.grave.is_some() => replay_stored(tx, id, stored, now_ms),
+        Some(stored) if stored.record.grave.is_some() => {
+            replay_stored(engine, tx, id, stored, now_ms)
+        }
         _ => Ok(false),
     }
 }
 
-fn replay_stored(tx: &mut Tx, id: u64, stored: Stored, now_ms: i64) -> Result<bool, StoreError> {
+fn replay_stored(
+    engine: &Engine,
+    tx: &mut Tx,
+    id: u64,
+    stored: Stored,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    tx.trim_attempts(engine, id, MAX_ATTEMPTS_KEPT - 1)?;
+    tx.attempt(
+        id,
+        Attempt {
+            at_ms: now_ms,
+            outcome: AttemptOutcome::Replayed,
+            status: None,
+            duration_ms: 0,
+            error: None,
+            response: None,
+        },
+    )?;
     let mut record = stored.record.clone();
     tx.dead.insert(dead_key(&lane(&record.endpoint), id), false);
     record.grave = None;
@@ -1379,6 +1622,7 @@ fn discard(engine: &Engine, tx: &mut Tx, id: u64) -> Result<bool, StoreError> {
             tx.dead
                 .insert(dead_key(&lane(&stored.record.endpoint), id), false);
             tx.changes.lane(&stored.record.endpoint).dead -= 1;
+            tx.forget_history(engine, id, &stored.record)?;
             tx.remove(id, stored.size);
             Ok(true)
         }
@@ -1398,7 +1642,8 @@ fn pending_of(op: Op) -> Pending {
         | Op::ForgetUse { reply, .. } => Pending::Unit(reply, Ok(())),
         Op::DeadLetterEndpoint { reply, .. }
         | Op::ReplayEndpoint { reply, .. }
-        | Op::RetryNow { reply, .. } => Pending::Count(reply, Ok(0)),
+        | Op::RetryNow { reply, .. }
+        | Op::SweepHistory { reply, .. } => Pending::Count(reply, Ok(0)),
         Op::Replay { reply, .. }
         | Op::DeleteDeadLetter { reply, .. }
         | Op::FirstUse { reply, .. } => Pending::Found(reply, Ok(false)),

@@ -28,7 +28,8 @@ mod scripts;
 
 use crate::types::truncate;
 use crate::{
-    DeadLetter, Delivery, DeliveryId, EnqueueOutcome, MAX_RESPONSE_BYTES, NewDelivery, StoreError,
+    Attempt, DeadLetter, Delivery, DeliveryId, EnqueueOutcome, History, HistoryPage, HistoryQuery,
+    MAX_RESPONSE_BYTES, NewDelivery, StoreError,
 };
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, RedisResult};
@@ -456,6 +457,73 @@ impl RedisStore {
             .arg(response.map_or_else(String::new, |r| truncate(r, MAX_RESPONSE_BYTES)))
             .arg(now_ms);
         inner.record_outcome("dead letter", id, call).await
+    }
+
+    /// [`Store::complete_with`](crate::Store::complete_with).
+    pub async fn complete_with(
+        &self,
+        id: DeliveryId,
+        _attempt: Option<Attempt>,
+    ) -> Result<(), StoreError> {
+        self.complete(id).await
+    }
+
+    /// [`Store::reschedule_with`](crate::Store::reschedule_with).
+    pub async fn reschedule_with(
+        &self,
+        id: DeliveryId,
+        not_before_ms: i64,
+        attempts: u32,
+        error: Option<String>,
+        _attempt: Option<Attempt>,
+    ) -> Result<(), StoreError> {
+        self.reschedule(id, not_before_ms, attempts, error).await
+    }
+
+    /// [`Store::dead_letter_with`](crate::Store::dead_letter_with).
+    pub async fn dead_letter_with(
+        &self,
+        id: DeliveryId,
+        reason: impl Into<String>,
+        status: Option<u16>,
+        response: Option<String>,
+        now_ms: i64,
+        _attempt: Option<Attempt>,
+    ) -> Result<(), StoreError> {
+        self.dead_letter(id, reason, status, response, now_ms).await
+    }
+
+    /// [`Store::history`](crate::Store::history) (PENDING: not yet kept on Redis).
+    pub async fn history(&self, _id: DeliveryId) -> Result<Option<History>, StoreError> {
+        Err(StoreError::backend(
+            "history",
+            std::io::Error::other("PENDING"),
+        ))
+    }
+
+    /// [`Store::history_of`](crate::Store::history_of) (PENDING).
+    pub async fn history_of(
+        &self,
+        _webhook_id: &str,
+        _limit: usize,
+    ) -> Result<Vec<History>, StoreError> {
+        Err(StoreError::backend(
+            "history",
+            std::io::Error::other("PENDING"),
+        ))
+    }
+
+    /// [`Store::histories`](crate::Store::histories) (PENDING).
+    pub async fn histories(&self, _query: &HistoryQuery) -> Result<HistoryPage, StoreError> {
+        Err(StoreError::backend(
+            "history",
+            std::io::Error::other("PENDING"),
+        ))
+    }
+
+    /// [`Store::sweep_history`](crate::Store::sweep_history) (PENDING).
+    pub async fn sweep_history(&self, _cutoff_ms: i64, _max_bytes: u64) -> Result<u64, StoreError> {
+        Ok(0)
     }
 
     /// [`Store::release`](crate::Store::release): any replica can lease it again at once.

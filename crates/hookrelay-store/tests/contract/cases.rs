@@ -8,7 +8,10 @@
 //! from the wall clock.
 
 use bytes::Bytes;
-use hookrelay_store::{DeliveryId, EnqueueOutcome, MAX_RESPONSE_BYTES, Store, StoreError};
+use hookrelay_store::{
+    Attempt, AttemptOutcome, DeliveryId, DeliveryState, EnqueueOutcome, HistoryQuery,
+    MAX_ATTEMPT_RESPONSE_BYTES, MAX_RESPONSE_BYTES, Store, StoreError,
+};
 use std::time::Duration;
 
 use crate::deliveries::{ids, new, now_ms};
@@ -618,5 +621,233 @@ pub(crate) async fn first_use_of_a_one_time_token(store: &Store) -> TestResult {
         );
         assert!(x? ^ y?, "round {round}");
     }
+    Ok(())
+}
+
+/// An attempt that ended in `outcome` with `status`, at `at_ms`.
+fn attempt(at_ms: i64, outcome: AttemptOutcome, status: u16) -> Attempt {
+    Attempt {
+        at_ms,
+        outcome,
+        status: Some(status),
+        duration_ms: 12,
+        error: (status >= 300).then(|| format!("HTTP {status}")),
+        response: Some("x".repeat(MAX_ATTEMPT_RESPONSE_BYTES + 10)),
+    }
+}
+
+/// A delivery as [`new`] makes it, received at `at_ms`.
+fn received(endpoint: &str, webhook_id: &str, at_ms: i64) -> hookrelay_store::NewDelivery {
+    let mut delivery = new(endpoint, webhook_id);
+    delivery.created_at_ms = at_ms;
+    delivery
+}
+
+/// The state of delivery `id`'s history, `None` when the store has none.
+async fn state(store: &Store, id: DeliveryId) -> Result<Option<DeliveryState>, StoreError> {
+    Ok(store.history(id).await?.map(|h| h.state))
+}
+
+pub(crate) async fn history_follows_a_delivery_through_every_state(store: &Store) -> TestResult {
+    let now = now_ms();
+    // One event for two endpoints (one webhook-id), and another event.
+    let enqueued = ids(store
+        .enqueue(
+            None,
+            vec![
+                received("crm", "evt-a", now),
+                received("ops", "evt-a", now),
+                received("crm", "evt-b", now),
+            ],
+            now,
+        )
+        .await?);
+    let (crm_a, ops_a, crm_b) = (enqueued[0], enqueued[1], enqueued[2]);
+    let history = store.history(crm_a).await?.ok_or("no history")?;
+    assert_eq!(history.state, DeliveryState::Queued);
+    assert_eq!(history.delivery.webhook_id, "evt-a");
+    assert_eq!(history.delivery.endpoint, "crm");
+    assert_eq!(
+        history.delivery.body,
+        Bytes::from_static(b"{\"id\":\"evt-a\"}")
+    );
+    assert!(history.attempts.is_empty() && history.dead.is_none());
+    assert_eq!(store.history(DeliveryId(9_999)).await?, None);
+
+    // In flight while leased; queued again, with the attempt, after a retry.
+    let leased = store.lease("crm", now, 1).await?;
+    assert_eq!(leased[0].id, crm_a);
+    assert_eq!(state(store, crm_a).await?, Some(DeliveryState::InFlight));
+    let failed = attempt(now, AttemptOutcome::Retrying, 503);
+    store
+        .reschedule_with(crm_a, now_ms(), 1, Some("HTTP 503".into()), failed.clone())
+        .await?;
+    let history = store.history(crm_a).await?.ok_or("no history")?;
+    assert_eq!(history.state, DeliveryState::Queued);
+    assert_eq!(history.delivery.attempts, 1);
+    assert_eq!(history.attempts.len(), 1);
+    let kept = &history.attempts[0];
+    assert_eq!(
+        (kept.at_ms, kept.outcome, kept.status, kept.duration_ms),
+        (now, AttemptOutcome::Retrying, Some(503), 12)
+    );
+    assert_eq!(kept.error.as_deref(), Some("HTTP 503"));
+    assert_eq!(
+        kept.response.as_ref().map(String::len),
+        Some(MAX_ATTEMPT_RESPONSE_BYTES),
+        "the response is cut"
+    );
+
+    // Delivered: the record stays, with both attempts in order.
+    let leased = store.lease("crm", now_ms(), 10).await?;
+    assert!(leased.iter().any(|d| d.id == crm_a), "{leased:?}");
+    store
+        .complete_with(crm_a, attempt(now + 1, AttemptOutcome::Delivered, 200))
+        .await?;
+    let history = store.history(crm_a).await?.ok_or("no history")?;
+    assert_eq!(history.state, DeliveryState::Delivered);
+    let outcomes: Vec<AttemptOutcome> = history.attempts.iter().map(|a| a.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [AttemptOutcome::Retrying, AttemptOutcome::Delivered]
+    );
+    assert_eq!(
+        history.delivery.body,
+        Bytes::from_static(b"{\"id\":\"evt-a\"}")
+    );
+    // Completing it again fails: it is no longer queued.
+    assert!(matches!(
+        store.complete(crm_a).await,
+        Err(StoreError::UnknownDelivery { .. })
+    ));
+    assert_eq!(store.queue_depth("crm").await?, 1);
+
+    // Dead, then replayed.
+    store.lease("ops", now_ms(), 10).await?;
+    store
+        .dead_letter_with(
+            ops_a,
+            "rejected",
+            Some(400),
+            Some("bad".into()),
+            now + 2,
+            attempt(now + 2, AttemptOutcome::Dead, 400),
+        )
+        .await?;
+    let history = store.history(ops_a).await?.ok_or("no history")?;
+    assert_eq!(history.state, DeliveryState::Dead);
+    let dead = history.dead.ok_or("no dead letter")?;
+    assert_eq!((dead.reason.as_str(), dead.status), ("rejected", Some(400)));
+    assert_eq!(history.delivery.attempts, 1);
+    assert!(store.replay(ops_a, now + 3).await?);
+    let history = store.history(ops_a).await?.ok_or("no history")?;
+    assert_eq!(history.state, DeliveryState::Replayed);
+    let outcomes: Vec<AttemptOutcome> = history.attempts.iter().map(|a| a.outcome).collect();
+    assert_eq!(outcomes, [AttemptOutcome::Dead, AttemptOutcome::Replayed]);
+
+    // Every delivery of one webhook-id, newest first.
+    let of_a: Vec<DeliveryId> = store
+        .history_of("evt-a", 10)
+        .await?
+        .iter()
+        .map(|h| h.delivery.id)
+        .collect();
+    assert_eq!(of_a, [ops_a, crm_a]);
+    assert!(store.history_of("evt-none", 10).await?.is_empty());
+
+    // Lists, newest first, filtered and paged.
+    let list = |query: HistoryQuery| async move { store.histories(&query).await };
+    let all = list(HistoryQuery {
+        limit: 10,
+        ..HistoryQuery::default()
+    })
+    .await?;
+    let listed: Vec<DeliveryId> = all.deliveries.iter().map(|h| h.delivery.id).collect();
+    assert_eq!(listed, [crm_b, ops_a, crm_a]);
+    assert_eq!(all.next, None);
+    let crm = list(HistoryQuery {
+        endpoint: Some("crm".into()),
+        limit: 10,
+        ..HistoryQuery::default()
+    })
+    .await?;
+    let listed: Vec<DeliveryId> = crm.deliveries.iter().map(|h| h.delivery.id).collect();
+    assert_eq!(listed, [crm_b, crm_a]);
+    let delivered = list(HistoryQuery {
+        state: Some(DeliveryState::Delivered),
+        limit: 10,
+        ..HistoryQuery::default()
+    })
+    .await?;
+    let listed: Vec<DeliveryId> = delivered.deliveries.iter().map(|h| h.delivery.id).collect();
+    assert_eq!(listed, [crm_a]);
+    let first = list(HistoryQuery {
+        limit: 2,
+        ..HistoryQuery::default()
+    })
+    .await?;
+    assert_eq!(first.deliveries.len(), 2);
+    let second = list(HistoryQuery {
+        before: first.next,
+        limit: 2,
+        ..HistoryQuery::default()
+    })
+    .await?;
+    let listed: Vec<DeliveryId> = second.deliveries.iter().map(|h| h.delivery.id).collect();
+    assert_eq!(listed, [crm_a]);
+
+    // The sweep removes delivered deliveries received before the cutoff, nothing else.
+    store.lease("crm", now_ms(), 10).await?;
+    store.complete(crm_b).await?;
+    assert_eq!(state(store, crm_b).await?, Some(DeliveryState::Delivered));
+    assert_eq!(store.sweep_history(now - 60_000, 0).await?, 0);
+    assert_eq!(store.sweep_history(now + 60_000, 0).await?, 2);
+    assert_eq!(state(store, crm_a).await?, None);
+    assert_eq!(state(store, crm_b).await?, None);
+    assert_eq!(state(store, ops_a).await?, Some(DeliveryState::Replayed));
+    let of_a: Vec<DeliveryId> = store
+        .history_of("evt-a", 10)
+        .await?
+        .iter()
+        .map(|h| h.delivery.id)
+        .collect();
+    assert_eq!(of_a, [ops_a]);
+    assert_eq!(store.queue_depth("ops").await?, 1);
+
+    // A dead letter deleted is gone from the history too.
+    store.lease("ops", now_ms(), 10).await?;
+    store
+        .dead_letter(ops_a, "rejected", None, None, now_ms())
+        .await?;
+    assert!(store.delete_dead_letter(ops_a).await?);
+    assert_eq!(state(store, ops_a).await?, None);
+    assert!(store.history_of("evt-a", 10).await?.is_empty());
+    Ok(())
+}
+
+pub(crate) async fn the_history_sweep_keeps_the_history_within_its_size(
+    store: &Store,
+) -> TestResult {
+    let now = now_ms();
+    let mut batch = Vec::new();
+    for n in 0..6 {
+        batch.push(received("crm", &format!("evt-{n}"), now));
+    }
+    let enqueued = ids(store.enqueue(None, batch, now).await?);
+    store.lease("crm", now_ms(), 10).await?;
+    for id in &enqueued[..4] {
+        store
+            .complete_with(*id, attempt(now, AttemptOutcome::Delivered, 204))
+            .await?;
+    }
+    // Within the retention: only the size cap removes, oldest first, delivered only.
+    assert_eq!(store.sweep_history(now - 60_000, 1).await?, 4);
+    for id in &enqueued[..4] {
+        assert_eq!(state(store, *id).await?, None);
+    }
+    for id in &enqueued[4..] {
+        assert_eq!(state(store, *id).await?, Some(DeliveryState::InFlight));
+    }
+    assert_eq!(store.sweep_history(now - 60_000, 1).await?, 0);
     Ok(())
 }

@@ -93,4 +93,6 @@ contract![
     enqueue_wakes_a_subscribed_worker,
     retry_now_makes_an_endpoints_waiting_retries_due,
     first_use_of_a_one_time_token,
+    history_follows_a_delivery_through_every_state,
+    the_history_sweep_keeps_the_history_within_its_size,
 ];
