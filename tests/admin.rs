@@ -608,3 +608,188 @@ async fn a_start_up_error_names_its_cause() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("another process has this store open"), "{err}");
 }
+
+/// The JSON lines a CLI command printed.
+fn lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+#[tokio::test]
+async fn where_did_my_event_go_delivered_retried_and_dead_through_the_api_and_the_cli() {
+    let crm_sink = Sink::start().await;
+    let ops_sink = Sink::start().await;
+    let yaml = format!(
+        r#"
+listen: "{{LISTEN}}"
+admin: {{ listen: "{{ADMIN}}", token: "{TOKEN}" }}
+upstream: http://127.0.0.1:9
+store: {{ kind: embedded, path: "{{DATA}}" }}
+callbacks:
+  - path: /cb/meta
+    provider: meta_whatsapp
+    verify: {{ app_secret: {META_SECRET}, verify_token: vt }}
+endpoints:
+  - name: crm
+    url: {}
+  - name: ops
+    url: {}
+    retry: {{ max_attempts: 5, backoff: [300ms] }}
+"#,
+        crm_sink.url("/crm"),
+        ops_sink.url("/ops")
+    );
+    let sidecar = Sidecar::start(&yaml).await;
+    let get = |path: String| {
+        let sidecar = &sidecar;
+        async move { admin(sidecar, "GET", &path, Some(TOKEN)).await }
+    };
+
+    // Event 1: crm takes it at once; ops answers 503 until it has been tried, then 200.
+    ops_sink.set_status(503);
+    let (status, _) = sidecar
+        .post_meta_signed(
+            "/cb/meta",
+            META_SECRET,
+            meta_status("wamid.HIST1", "delivered", "15550001111"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let first = crm_sink.wait_for(1).await;
+    let hook1 = first[0].header("webhook-id");
+    eventually("a failed attempt in the history", || async {
+        let (status, _, body) = get(format!("/deliveries/{hook1}?endpoint=ops")).await;
+        (status == 200 && body["deliveries"][0]["history"][0]["outcome"] == "retrying")
+            .then_some(())
+    })
+    .await;
+    ops_sink.set_status(200);
+    ops_sink.wait_for(1).await;
+
+    // Event 2: ops refuses it with 400: a dead letter at once.
+    ops_sink.set_status(400);
+    let (status, _) = sidecar
+        .post_meta_signed(
+            "/cb/meta",
+            META_SECRET,
+            meta_status("wamid.HIST2", "delivered", "15550001111"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let second = crm_sink.wait_for(2).await;
+    let hook2 = second[1].header("webhook-id");
+    assert_ne!(hook1, hook2);
+
+    // The retried delivery: every attempt, in order, then delivered, with its payload.
+    let (status, _, one) = eventually("the retried delivery delivered", || async {
+        let answer = get(format!("/deliveries/{hook1}?endpoint=ops")).await;
+        (answer.2["deliveries"][0]["state"] == "delivered").then_some(answer)
+    })
+    .await;
+    assert_eq!(status, 200);
+    let ops1 = &one["deliveries"][0];
+    assert_eq!(ops1["endpoint"], "ops");
+    assert_eq!(ops1["webhook_id"], hook1.as_str());
+    let history = ops1["history"].as_array().expect("history");
+    let (last, failed) = history.split_last().expect("attempts");
+    assert!(!failed.is_empty(), "{ops1}");
+    for attempt in failed {
+        assert_eq!(attempt["outcome"], "retrying", "{ops1}");
+        assert_eq!(attempt["status"], 503, "{ops1}");
+        assert_eq!(attempt["response"], "sink says no", "{ops1}");
+        assert!(attempt["at_ms"].as_i64().is_some_and(|t| t > 0));
+    }
+    assert_eq!(last["outcome"], "delivered");
+    assert_eq!(last["status"], 200);
+    assert_eq!(ops1["attempts"].as_u64(), Some(history.len() as u64));
+    assert_eq!(
+        ops1["payload"]["reference"]["idempotency_key"].as_str(),
+        Some(hook1.as_str()),
+        "{ops1}"
+    );
+
+    // One event, every endpoint: crm delivered at the first attempt.
+    let (status, _, event) = get(format!("/events/{hook1}")).await;
+    assert_eq!(status, 200);
+    let mut endpoints: Vec<&str> = event["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .map(|d| d["endpoint"].as_str().expect("endpoint"))
+        .collect();
+    endpoints.sort_unstable();
+    assert_eq!(endpoints, ["crm", "ops"]);
+    let crm1 = event["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .find(|d| d["endpoint"] == "crm")
+        .expect("crm");
+    assert_eq!(crm1["state"], "delivered");
+    assert_eq!(crm1["history"].as_array().map(Vec::len), Some(1));
+
+    // The dead letter, found by state and by endpoint; lists carry no payloads.
+    let (_, _, dead) = eventually("the dead letter in the history", || async {
+        let answer = get("/deliveries?state=dead".into()).await;
+        (answer.2["deliveries"].as_array()?.len() == 1).then_some(answer)
+    })
+    .await;
+    let ops2 = &dead["deliveries"][0];
+    assert_eq!(ops2["webhook_id"], hook2.as_str());
+    assert_eq!(ops2["dead"]["status"], 400);
+    assert_eq!(ops2["history"][0]["outcome"], "dead");
+    assert_eq!(ops2["attempts"], 1);
+    assert!(ops2.get("payload").is_none());
+    let (_, _, of_ops) = get("/deliveries?endpoint=ops".into()).await;
+    let states: Vec<&str> = of_ops["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .map(|d| d["state"].as_str().expect("state"))
+        .collect();
+    assert_eq!(states, ["dead", "delivered"], "newest first");
+    let (_, _, paged) = get("/deliveries?limit=1".into()).await;
+    assert_eq!(paged["deliveries"].as_array().map(Vec::len), Some(1));
+    let next = paged["next"].as_u64().expect("a next page");
+    let (_, _, rest) = get(format!("/deliveries?limit=10&before={next}")).await;
+    assert_eq!(rest["deliveries"].as_array().map(Vec::len), Some(3));
+
+    // Bad requests and strangers.
+    let (status, _, body) = get("/deliveries?state=lost".into()).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _, _) = get("/deliveries/never-seen".into()).await;
+    assert_eq!(status, 404);
+    let (status, _, _) = admin(&sidecar, "GET", "/deliveries", None).await;
+    assert_eq!(status, 401);
+    let (status, _, _) = admin(&sidecar, "GET", &format!("/events/{hook1}"), None).await;
+    assert_eq!(status, 401);
+
+    // The same from the CLI.
+    let addr = sidecar.admin.to_string();
+    let base = ["deliveries", "--admin", &addr, "--token", TOKEN];
+    let run = |extra: &[&str]| cli(&[&base[..], extra].concat());
+    let (code, out, err) = run(&["show", &hook1, "--endpoint", "ops"]);
+    assert_eq!(code, 0, "{err}");
+    let shown = lines(&out);
+    assert_eq!(shown.len(), 1);
+    assert_eq!(shown[0]["state"], "delivered");
+    assert_eq!(shown[0]["history"], ops1["history"]);
+    let (code, out, err) = run(&["list", "--state", "dead"]);
+    assert_eq!(code, 0, "{err}");
+    let listed = lines(&out);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["webhook_id"], hook2.as_str());
+    let (code, out, err) = run(&["event", &hook2]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(lines(&out).len(), 2);
+    let (code, out, err) = run(&["list", "--limit", "1"]);
+    assert_eq!((code, lines(&out).len()), (0, 1), "{err}");
+    assert!(err.contains("--before"), "{err}");
+    let (code, _, err) = run(&["show", "never-seen"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("404"), "{err}");
+    let (code, _, err) = cli(&["deliveries", "--admin", &addr, "list"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("401"), "{err}");
+}

@@ -41,6 +41,9 @@ pub(crate) struct RawConfig {
     /// Dead letters: how long they are kept.
     #[serde(default)]
     pub(crate) dead_letters: Option<RawDeadLetters>,
+    /// Delivery history: how long and how much of it is kept.
+    #[serde(default)]
+    pub(crate) history: Option<RawHistory>,
     /// Callback routes (type-checked here, read item by item by the compiler).
     #[serde(default)]
     #[allow(dead_code)]
@@ -86,6 +89,9 @@ pub(crate) struct SchemaConfig {
     /// Dead letters: how long they are kept.
     #[serde(default)]
     dead_letters: Option<RawDeadLetters>,
+    /// Delivery history: how long and how much of it is kept.
+    #[serde(default)]
+    history: Option<RawHistory>,
     /// Callback routes: the paths providers call.
     #[serde(default)]
     callbacks: Vec<RawCallback>,
@@ -447,6 +453,21 @@ pub(crate) struct RawDeadLetters {
     /// every minute (default `30d`; at least `1h`). Reloadable.
     #[serde(default)]
     pub(crate) retention: Option<Scalar>,
+}
+
+/// What is kept of delivered deliveries (queued ones and dead letters are always kept).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHistory {
+    /// Delivered deliveries received longer ago than this are deleted with their attempts,
+    /// checked every minute (default `7d`; at least `1m`). Reloadable.
+    #[serde(default)]
+    pub(crate) retention: Option<Scalar>,
+    /// The most the delivered deliveries kept may take, a size such as `512MiB` (default
+    /// `1GiB`; at least `1MiB`): past it the oldest go first, whatever their age.
+    /// Reloadable.
+    #[serde(default)]
+    pub(crate) max_bytes: Option<Scalar>,
 }
 
 /// The admin listener: its address alone, or its settings.

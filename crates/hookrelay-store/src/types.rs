@@ -233,7 +233,8 @@ impl DeliveryState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct History {
     /// The delivery: its payload, endpoint, `webhook-id`, attempts so far (reset by a
-    /// replay) and last error.
+    /// replay; a delivered delivery's count includes the attempt that delivered it) and
+    /// last error.
     pub delivery: Delivery,
     /// Where it is now.
     pub state: DeliveryState,

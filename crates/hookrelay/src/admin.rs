@@ -10,6 +10,9 @@
 //! | POST | `/dead-letters/{id}/replay` | puts one dead letter back in its queue; an unparsed event is run through its route's current normalizer and delivered (`409` with the reason when it still cannot be) |
 //! | POST | `/dead-letters/replay?endpoint=` | puts every dead letter of an endpoint back; for `:unparsed`, reruns each unparsed event as above |
 //! | POST | `/endpoints/{name}/resume` | resumes an endpoint paused by `410 Gone` |
+//! | GET | `/deliveries?endpoint=&state=&since=&before=&limit=` | the delivery history, newest first, a page at a time (`next`) |
+//! | GET | `/deliveries/{webhook-id}?endpoint=` | the deliveries with this `webhook-id` (one per endpoint), with payload and attempts; 404 when none |
+//! | GET | `/events/{idempotency_key}` | every delivery of one provider event, across endpoints; 404 when none |
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,7 +26,7 @@ use axum::routing::{delete, get, post};
 use bytes::Bytes;
 use hookrelay_config::ReloadOutcome;
 use hookrelay_core::secret::ct_eq;
-use hookrelay_store::{DeadLetter, DeliveryId};
+use hookrelay_store::{DeadLetter, DeliveryId, DeliveryState, History, HistoryQuery};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use serde::Deserialize;
@@ -155,6 +158,41 @@ pub(crate) fn dead_letter_json(d: &DeadLetter) -> Value {
         "last_error": d.delivery.last_error,
         "payload": body,
     })
+}
+
+/// A delivery's history as the admin API shows it; with its payload unless `brief` (the
+/// lists).
+pub(crate) fn history_json(h: &History, brief: bool) -> Value {
+    let d = &h.delivery;
+    let mut value = json!({
+        "id": d.id.0,
+        "endpoint": d.endpoint,
+        "webhook_id": d.webhook_id,
+        "state": h.state.as_str(),
+        "created_at_ms": d.created_at_ms,
+        "attempts": d.attempts,
+        "last_error": d.last_error,
+        "history": h.attempts.iter().map(|a| json!({
+            "at_ms": a.at_ms,
+            "outcome": a.outcome,
+            "status": a.status,
+            "duration_ms": a.duration_ms,
+            "error": a.error,
+            "response": a.response,
+        })).collect::<Vec<_>>(),
+        "dead": h.dead.as_ref().map(|g| json!({
+            "reason": g.reason,
+            "status": g.status,
+            "response": g.response,
+            "dead_at_ms": g.dead_at_ms,
+        })),
+    });
+    if !brief && let Value::Object(fields) = &mut value {
+        let payload: Value = serde_json::from_slice(&d.body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&d.body).into_owned()));
+        fields.insert("payload".into(), payload);
+    }
+    value
 }
 
 /// How many unparsed events one `POST /dead-letters/replay?endpoint=:unparsed` takes up,
@@ -292,6 +330,9 @@ pub(crate) fn router(app: Arc<Admin>) -> Router {
         .route("/dead-letters/{id}/replay", post(replay_one))
         .route("/endpoints", get(endpoints))
         .route("/endpoints/{name}/resume", post(resume))
+        .route("/deliveries", get(list_deliveries))
+        .route("/deliveries/{webhook_id}", get(deliveries_of))
+        .route("/events/{key}", get(event_deliveries))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
     Router::new()
         .route(
@@ -543,6 +584,125 @@ async fn endpoints(State(app): Shared) -> Resp {
         }));
     }
     json_reply(StatusCode::OK, &Value::Array(list))
+}
+
+/// Most deliveries one history request returns.
+const MAX_DELIVERIES: usize = 1000;
+
+#[derive(Deserialize)]
+struct DeliveryQuery {
+    endpoint: Option<String>,
+    state: Option<String>,
+    since: Option<String>,
+    before: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// A point in time given as epoch milliseconds, an RFC 3339 timestamp, or a duration ago
+/// (`15m`, `2h`).
+fn parse_since(text: &str, now: i64) -> Result<i64, String> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    if let Ok(at) = humantime::parse_rfc3339_weak(text) {
+        let ms = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        return Ok(ms);
+    }
+    match humantime::parse_duration(text) {
+        Ok(ago) => Ok(now.saturating_sub(i64::try_from(ago.as_millis()).unwrap_or(i64::MAX))),
+        Err(_) => Err(format!(
+            "since: {text:?} is neither a duration (15m, 2h), an RFC 3339 time nor epoch milliseconds"
+        )),
+    }
+}
+
+/// `GET /deliveries?endpoint=&state=&since=&before=&limit=`: the history, newest first, a
+/// page at a time (`next` is the `before` of the next page).
+async fn list_deliveries(State(app): Shared, Query(q): Query<DeliveryQuery>) -> Resp {
+    let state = match q.state.as_deref().map(|s| (s, DeliveryState::parse(s))) {
+        None => None,
+        Some((_, Some(state))) => Some(state),
+        Some((name, None)) => {
+            return error_reply(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "state: {name:?} is not one of queued, in_flight, delivered, dead, replayed"
+                ),
+            );
+        }
+    };
+    let since_ms = match q.since.as_deref().map(|s| parse_since(s, now_ms())) {
+        None => None,
+        Some(Ok(ms)) => Some(ms),
+        Some(Err(e)) => return error_reply(StatusCode::BAD_REQUEST, e),
+    };
+    let query = HistoryQuery {
+        endpoint: q.endpoint,
+        state,
+        since_ms,
+        before: q.before.map(DeliveryId),
+        limit: q.limit.unwrap_or(100).clamp(1, MAX_DELIVERIES),
+    };
+    match app.store.histories(&query).await {
+        Ok(page) => json_reply(
+            StatusCode::OK,
+            &json!({
+                "deliveries": page.deliveries.iter().map(|h| history_json(h, true)).collect::<Vec<_>>(),
+                "next": page.next.map(|id| id.0),
+            }),
+        ),
+        Err(e) => unavailable(&e),
+    }
+}
+
+#[derive(Deserialize)]
+struct OneQuery {
+    endpoint: Option<String>,
+}
+
+/// The deliveries carrying `webhook_id`, of one endpoint if `endpoint` says so: 404 when
+/// there are none.
+async fn carrying(app: &Admin, webhook_id: &str, endpoint: Option<&str>, key: &str) -> Resp {
+    match app.store.history_of(webhook_id, MAX_DELIVERIES).await {
+        Ok(found) => {
+            let found: Vec<Value> = found
+                .iter()
+                .filter(|h| endpoint.is_none_or(|e| h.delivery.endpoint == e))
+                .map(|h| history_json(h, false))
+                .collect();
+            if found.is_empty() {
+                return error_reply(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "no delivery with {key} {webhook_id:?} (never received, or past history.retention)"
+                    ),
+                );
+            }
+            json_reply(
+                StatusCode::OK,
+                &json!({ key: webhook_id, "deliveries": found }),
+            )
+        }
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// `GET /deliveries/{webhook-id}?endpoint=`: the delivery with this `webhook-id` to each
+/// endpoint (one provider event shares one), with payload and every attempt.
+async fn deliveries_of(
+    State(app): Shared,
+    Path(webhook_id): Path<String>,
+    Query(q): Query<OneQuery>,
+) -> Resp {
+    carrying(&app, &webhook_id, q.endpoint.as_deref(), "webhook_id").await
+}
+
+/// `GET /events/{idempotency_key}`: every delivery of one provider event, across
+/// endpoints (the payload's `idempotency_key` is the deliveries' `webhook-id`).
+async fn event_deliveries(State(app): Shared, Path(key): Path<String>) -> Resp {
+    carrying(&app, &key, None, "idempotency_key").await
 }
 
 async fn resume(State(app): Shared, Path(name): Path<String>) -> Resp {

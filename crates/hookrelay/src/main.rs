@@ -21,7 +21,7 @@ mod net;
 mod reload;
 mod run;
 
-use cli::{dead_letters, normalize, validate};
+use cli::{dead_letters, deliveries, normalize, validate};
 
 /// Verify, normalize and deliver provider callbacks.
 #[derive(Debug, Parser)]
@@ -45,6 +45,9 @@ enum Command {
     /// List or replay the dead letters of a running sidecar.
     #[command(subcommand_required = true)]
     DeadLetters(dead_letters::Args),
+    /// Show where events went: the delivery history of a running sidecar.
+    #[command(subcommand_required = true)]
+    Deliveries(deliveries::Args),
 }
 
 // glibc's allocator spent a fifth of the sidecar's CPU under load (arena contention between
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run::run(&args),
         Command::DeadLetters(args) => dead_letters::run(&args),
+        Command::Deliveries(args) => deliveries::run(&args),
         Command::Normalize(args) => normalize::run(&args),
         Command::Validate(args) => validate::run(&args),
         Command::Schema => validate::schema(),

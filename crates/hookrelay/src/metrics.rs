@@ -150,6 +150,7 @@ pub(crate) struct Metrics {
     reloads: Family<OutcomeOnly, Counter>,
     admin_unauthorized: Counter,
     dead_letters_expired: Counter,
+    history_swept: Counter,
     dropped: Family<LimitLabels, Counter>,
     state: Arc<State>,
     rendering: Mutex<()>,
@@ -254,6 +255,12 @@ impl Default for Metrics {
             "Dead letters deleted because they were older than dead_letters.retention",
             dead_letters_expired.clone(),
         );
+        let history_swept = Counter::default();
+        registry.register(
+            "hookrelay_history_removed",
+            "Delivered deliveries removed from the history past history.retention or history.max_bytes",
+            history_swept.clone(),
+        );
         let dropped = Family::<LimitLabels, Counter>::default();
         registry.register(
             "hookrelay_connections_dropped",
@@ -277,6 +284,7 @@ impl Default for Metrics {
             reloads,
             admin_unauthorized,
             dead_letters_expired,
+            history_swept,
             dropped,
             state,
             rendering: Mutex::new(()),
@@ -422,6 +430,11 @@ impl Metrics {
     /// The configuration running now was applied at `at_ms` (Unix ms).
     pub(crate) fn applied_at(&self, at_ms: i64) {
         self.state.last_reload_ms.store(at_ms, Ordering::Relaxed);
+    }
+
+    /// Delivered deliveries removed from the history by its sweep.
+    pub(crate) fn history_swept(&self, n: u64) {
+        self.history_swept.inc_by(n);
     }
 
     /// Dead letters deleted past `dead_letters.retention`.
@@ -682,6 +695,13 @@ impl Collector for Scraped {
                 disk,
             )?;
         }
+        gauge(
+            e,
+            "hookrelay_history",
+            "Bytes of the delivered deliveries the embedded store keeps as history (bounded by history.max_bytes)",
+            Some(&Unit::Bytes),
+            store.history_bytes,
+        )?;
         gauge(
             e,
             "hookrelay_store_dedupe_keys",

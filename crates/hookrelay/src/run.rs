@@ -86,7 +86,8 @@ struct Background {
 /// How often dead letters past `dead_letters.retention` are deleted.
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
-/// Deletes dead letters past the configured retention, every [`RETENTION_EVERY`].
+/// Deletes dead letters past the configured retention, and delivered deliveries past the
+/// history's retention or size, every [`RETENTION_EVERY`].
 async fn expire_dead_letters(admin: Arc<Admin>) {
     let mut every = tokio::time::interval(RETENTION_EVERY);
     loop {
@@ -101,6 +102,25 @@ async fn expire_dead_letters(admin: Arc<Admin>) {
                 tracing::info!(deleted = n, retention = ?retention, "dead letters past their retention deleted");
             }
             Err(e) => tracing::warn!(error = %e, "cannot delete dead letters past their retention"),
+        }
+        let snapshot = admin.live.snapshot();
+        let cutoff = crate::clock::now_ms().saturating_sub(
+            i64::try_from(snapshot.history_retention.as_millis()).unwrap_or(i64::MAX),
+        );
+        match admin
+            .store
+            .sweep_history(cutoff, snapshot.history_max_bytes)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => {
+                admin.metrics.history_swept(n);
+                tracing::debug!(
+                    removed = n,
+                    "delivered deliveries past the history's retention or size removed"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot remove old deliveries from the history"),
         }
     }
 }

@@ -282,6 +282,7 @@ impl Compiler {
         let limits = self.limits(top.limits.as_ref());
         let dead_letter_retention = self
             .dead_letter_retention(top.dead_letters.as_ref().and_then(|d| d.retention.as_ref()));
+        let history = self.history(top.history.as_ref());
         if endpoints.is_empty() && self.errors.is_empty() {
             self.warn(
                 "endpoints",
@@ -313,6 +314,8 @@ impl Compiler {
             tls: tls?,
             limits: limits?,
             dead_letter_retention: dead_letter_retention?,
+            history_retention: history?.0,
+            history_max_bytes: history?.1,
             routes,
             endpoints,
             warnings: Vec::new(),

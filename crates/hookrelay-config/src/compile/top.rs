@@ -2,7 +2,7 @@
 
 use super::routes::parse_size;
 use super::*;
-use crate::raw::{RawLimits, RawTls};
+use crate::raw::{RawHistory, RawLimits, RawTls};
 use crate::snapshot::Limits;
 use crate::snapshot::{Tls, Upstream};
 use rustls_pki_types::CertificateDer;
@@ -13,6 +13,13 @@ use super::values::{MAX_TIMEOUT, MAX_VISIBILITY_TIMEOUT};
 /// How long dead letters are kept unless `dead_letters.retention` says otherwise.
 pub(super) const DEFAULT_DEAD_LETTER_RETENTION: std::time::Duration =
     std::time::Duration::from_secs(30 * 86_400);
+
+/// How long delivered deliveries are kept unless `history.retention` says otherwise.
+pub(super) const DEFAULT_HISTORY_RETENTION: std::time::Duration =
+    std::time::Duration::from_secs(7 * 86_400);
+
+/// How much of them is kept unless `history.max_bytes` says otherwise.
+pub(super) const DEFAULT_HISTORY_MAX_BYTES: u64 = 1 << 30;
 
 /// Shortest admin token taken.
 const MIN_ADMIN_TOKEN: usize = 16;
@@ -257,6 +264,46 @@ impl Compiler {
             return None;
         }
         Some(retention)
+    }
+
+    /// `history`: its retention (7 days by default, at least a minute) and size (1 GiB by
+    /// default, at least 1 MiB).
+    pub(super) fn history(&mut self, v: Option<&RawHistory>) -> Option<(std::time::Duration, u64)> {
+        let retention = match v.and_then(|h| h.retention.as_ref()) {
+            None => Some(DEFAULT_HISTORY_RETENTION),
+            Some(raw) => self
+                .duration(
+                    "history.retention",
+                    raw,
+                    std::time::Duration::from_secs(10 * 365 * 86_400),
+                )
+                .and_then(|retention| {
+                    if retention < std::time::Duration::from_secs(60) {
+                        self.error("history.retention", "at least 1m");
+                        None
+                    } else {
+                        Some(retention)
+                    }
+                }),
+        };
+        let max_bytes = match v.and_then(|h| h.max_bytes.as_ref()) {
+            None => Some(DEFAULT_HISTORY_MAX_BYTES),
+            Some(raw) => match super::routes::parse_size(&raw.0) {
+                Some(n) if n >= 1 << 20 => Some(n),
+                Some(_) => {
+                    self.error("history.max_bytes", "at least 1MiB");
+                    None
+                }
+                None => {
+                    self.error(
+                        "history.max_bytes",
+                        format!("{:?}: expected a size such as 512MiB", raw.0),
+                    );
+                    None
+                }
+            },
+        };
+        Some((retention?, max_bytes?))
     }
 
     /// `store.max_bytes`: `auto` (`None`, the default) or a size of at least 1 MiB.

@@ -561,8 +561,13 @@ impl EmbeddedStore {
         } else {
             DeliveryState::Delivered
         };
+        let mut delivery = delivery_of(id, record, body);
+        if state == DeliveryState::Delivered {
+            // The attempt that delivered it is not counted in the record.
+            delivery.attempts = delivery.attempts.saturating_add(1);
+        }
         Ok(History {
-            delivery: delivery_of(id, record, body),
+            delivery,
             state,
             attempts,
             dead: grave.map(|g| DeadLetterInfo {

@@ -712,6 +712,10 @@ pub(crate) async fn history_follows_a_delivery_through_every_state(store: &Store
         [AttemptOutcome::Retrying, AttemptOutcome::Delivered]
     );
     assert_eq!(
+        history.delivery.attempts, 2,
+        "the delivering attempt counts"
+    );
+    assert_eq!(
         history.delivery.body,
         Bytes::from_static(b"{\"id\":\"evt-a\"}")
     );

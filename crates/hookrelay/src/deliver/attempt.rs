@@ -3,7 +3,9 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use hookrelay_store::{Delivery, DeliveryId, StoreError};
+use hookrelay_store::{
+    Attempt, AttemptOutcome, Delivery, DeliveryId, MAX_ATTEMPT_RESPONSE_BYTES, StoreError,
+};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
@@ -21,25 +23,48 @@ const RECORD_PATIENCE: Duration = Duration::from_secs(600);
 
 /// What the store is told about an attempt.
 enum Record {
-    Complete,
+    Complete(Option<Attempt>),
     Reschedule {
         at: i64,
         attempts: u32,
         error: String,
+        entry: Option<Attempt>,
     },
     DeadLetter {
         reason: String,
         status: Option<u16>,
         response: Option<String>,
+        entry: Option<Attempt>,
     },
     Release,
 }
 
-/// What an attempt saw of its response, for its log line.
+/// What an attempt saw of its response, for its log line and the delivery's history.
 #[derive(Debug, Default)]
 struct Seen {
+    /// When the request was made (none when nothing was sent), epoch milliseconds.
+    at_ms: Option<i64>,
     status: Option<u16>,
     latency: Option<Duration>,
+    /// The first bytes of the response body.
+    response: Option<String>,
+}
+
+impl Seen {
+    /// The history entry of this attempt, ended by `outcome` with `error`; `None` when
+    /// nothing was sent (a deferral).
+    fn entry(&self, outcome: AttemptOutcome, error: Option<String>) -> Option<Attempt> {
+        Some(Attempt {
+            at_ms: self.at_ms?,
+            outcome,
+            status: self.status,
+            duration_ms: self
+                .latency
+                .map_or(0, |l| u32::try_from(l.as_millis()).unwrap_or(u32::MAX)),
+            error,
+            response: self.response.clone(),
+        })
+    }
 }
 
 /// Sends `d` through the lane's stack and classifies what came back.
@@ -50,6 +75,7 @@ async fn send(
     d: &Delivery,
     seen: &mut Seen,
 ) -> Outcome {
+    seen.at_ms = Some(now_ms());
     if let Err(refused) = crate::net::ssrf::check_literal(&target.url, target.allow_link_local) {
         return Outcome::Dead {
             reason: format!("refused: {refused}"),
@@ -76,24 +102,29 @@ async fn send(
                 .throttle_wait(&lane.name, sent_at.saturating_duration_since(started));
             let latency = sent_at.elapsed();
             let ra = outcome::retry_after(resp.headers(), SystemTime::now());
-            // The response body matters only for a dead letter: its first bytes, read
+            // The first bytes of the response, for the history and a dead letter, read
             // within the attempt's timeout (a stalled body never holds the lane).
-            let body = if status.is_success() {
-                None
+            let keep = if status.is_success() {
+                MAX_ATTEMPT_RESPONSE_BYTES
             } else {
-                Some(read_prefix(resp.into_body(), RESPONSE_KEEP, target.timeout).await)
+                RESPONSE_KEEP
             };
+            let text = read_prefix(resp.into_body(), keep, target.timeout).await;
             ctx.metrics
                 .attempt(&lane.name, Some(status.as_u16()), Some(latency));
             seen.status = Some(status.as_u16());
             seen.latency = Some(latency);
-            outcome::classify(status, ra, body)
+            seen.response = (!text.is_empty()).then(|| text.clone());
+            outcome::classify(status, ra, (!status.is_success()).then_some(text))
         }
         Err(e) => {
             let outcome = outcome::classify_error(e.as_ref());
             // A deferral (throttle unavailable) sent nothing.
-            if !matches!(outcome, Outcome::Defer { .. }) {
+            if matches!(outcome, Outcome::Defer { .. }) {
+                seen.at_ms = None;
+            } else {
                 ctx.metrics.attempt(&lane.name, None, None);
+                seen.latency = Some(started.elapsed());
             }
             outcome
         }
@@ -122,23 +153,53 @@ async fn read_prefix(mut body: hyper::body::Incoming, limit: usize, deadline: Du
 
 async fn apply(ctx: &DeliverCtx, id: DeliveryId, r: &Record, now: i64) -> Result<(), StoreError> {
     match r {
-        Record::Complete => ctx.store.complete(id).await,
+        Record::Complete(None) => ctx.store.complete(id).await,
+        Record::Complete(Some(entry)) => ctx.store.complete_with(id, entry.clone()).await,
         Record::Reschedule {
             at,
             attempts,
             error,
+            entry: None,
         } => {
             ctx.store
                 .reschedule(id, *at, *attempts, Some(error.clone()))
+                .await
+        }
+        Record::Reschedule {
+            at,
+            attempts,
+            error,
+            entry: Some(entry),
+        } => {
+            ctx.store
+                .reschedule_with(id, *at, *attempts, Some(error.clone()), entry.clone())
                 .await
         }
         Record::DeadLetter {
             reason,
             status,
             response,
+            entry: None,
         } => {
             ctx.store
                 .dead_letter(id, reason.clone(), *status, response.clone(), now)
+                .await
+        }
+        Record::DeadLetter {
+            reason,
+            status,
+            response,
+            entry: Some(entry),
+        } => {
+            ctx.store
+                .dead_letter_with(
+                    id,
+                    reason.clone(),
+                    *status,
+                    response.clone(),
+                    now,
+                    entry.clone(),
+                )
                 .await
         }
         Record::Release => ctx.store.release(id).await,
@@ -190,7 +251,7 @@ pub(crate) async fn attempt(ctx: &DeliverCtx, lane: &Lane, d: Delivery) {
             if lane.failing.swap(false, Ordering::SeqCst) {
                 recovered(ctx, lane, now).await;
             }
-            Record::Complete
+            Record::Complete(seen.entry(AttemptOutcome::Delivered, None))
         }
         Outcome::Defer { after, reason } => {
             tracing::debug!(endpoint = %lane.name, reason = %reason, "attempt deferred");
@@ -199,6 +260,7 @@ pub(crate) async fn attempt(ctx: &DeliverCtx, lane: &Lane, d: Delivery) {
                 at: outcome::due_at(now, after),
                 attempts: d.attempts,
                 error: reason,
+                entry: None,
             }
         }
         Outcome::Gone if lane.resumes.load(Ordering::SeqCst) != resumes => {
@@ -223,6 +285,7 @@ pub(crate) async fn attempt(ctx: &DeliverCtx, lane: &Lane, d: Delivery) {
             lane.failed(now, &reason);
             tracing::warn!(endpoint = %lane.name, webhook_id = %d.webhook_id, reason = %reason, "dead letter");
             Record::DeadLetter {
+                entry: seen.entry(AttemptOutcome::Dead, Some(reason.clone())),
                 reason,
                 status,
                 response,
@@ -240,6 +303,7 @@ pub(crate) async fn attempt(ctx: &DeliverCtx, lane: &Lane, d: Delivery) {
                 let reason = format!("retries exhausted after {attempts} attempts: {error}");
                 tracing::warn!(endpoint = %lane.name, webhook_id = %d.webhook_id, reason = %reason, "dead letter");
                 Record::DeadLetter {
+                    entry: seen.entry(AttemptOutcome::Dead, Some(error)),
                     reason,
                     status,
                     response,
@@ -255,6 +319,7 @@ pub(crate) async fn attempt(ctx: &DeliverCtx, lane: &Lane, d: Delivery) {
                 Record::Reschedule {
                     at: outcome::due_at(now, delay),
                     attempts,
+                    entry: seen.entry(AttemptOutcome::Retrying, Some(error.clone())),
                     error,
                 }
             }
