@@ -10,7 +10,8 @@ mod support {
 }
 
 use hookrelay_store::{
-    DeliveryId, EnqueueOutcome, RedisOptions, RedisStore, Store, StoreConfig, StoreError,
+    Attempt, AttemptOutcome, DeliveryId, DeliveryState, EnqueueOutcome, MAX_ATTEMPTS_KEPT,
+    RedisOptions, RedisStore, Store, StoreConfig, StoreError,
 };
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -361,5 +362,104 @@ async fn store_open_passes_the_redis_options() -> TestResult {
     assert_eq!(default.queue_depth("crm").await?, 1);
     assert_eq!(other.queue_depth("crm").await?, 0);
     assert!(other.endpoints().await?.is_empty());
+    Ok(())
+}
+
+/// The state of delivery `id` as `store` tells it.
+async fn state_at(store: &RedisStore, id: DeliveryId) -> Result<Option<DeliveryState>, StoreError> {
+    Ok(store.history(id).await?.map(|h| h.state))
+}
+
+/// The history on Redis: a lease held by another replica is `in_flight` for every replica
+/// until it is released or abandoned, a delivery keeps its newest attempts only, and the
+/// sweep leaves no key behind (every key under a Cluster hash-tag prefix).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_is_shared_by_replicas_and_swept_clean() -> TestResult {
+    let server = RedisServer::start()?;
+    let visibility = Duration::from_secs(1);
+    let opts = || options().prefix("{hr}").visibility_timeout(visibility);
+    let (a, b) = (open(&server, opts()).await?, open(&server, opts()).await?);
+    let now = now_ms();
+    let enqueued = ids(a
+        .enqueue(None, vec![new("crm", "x"), new("crm", "y")], now)
+        .await?);
+    let (x, y) = (enqueued[0], enqueued[1]);
+
+    // Leased by the other replica: in flight; released: queued again.
+    assert_eq!(b.lease("crm", now_ms(), 1).await?[0].id, x);
+    assert_eq!(state_at(&a, x).await?, Some(DeliveryState::InFlight));
+    b.release(x).await?;
+    assert_eq!(state_at(&a, x).await?, Some(DeliveryState::Queued));
+    // Leased by a replica that is gone: queued once its lease has expired.
+    assert_eq!(b.lease("crm", now_ms(), 1).await?[0].id, x);
+    drop(b);
+    assert_eq!(state_at(&a, x).await?, Some(DeliveryState::InFlight));
+    tokio::time::sleep(visibility * 2).await;
+    assert_eq!(state_at(&a, x).await?, Some(DeliveryState::Queued));
+
+    // Only the newest attempts are kept, oldest first.
+    let keep = i64::try_from(MAX_ATTEMPTS_KEPT)?;
+    let tries = keep + 8;
+    for n in 1..=tries {
+        let attempt = Attempt {
+            at_ms: n,
+            outcome: AttemptOutcome::Retrying,
+            status: Some(503),
+            duration_ms: 5,
+            error: None,
+            response: None,
+        };
+        a.reschedule_with(x, now, u32::try_from(n)?, None, Some(attempt))
+            .await?;
+    }
+    let history = a.history(x).await?.ok_or("no history")?;
+    let kept: Vec<i64> = history.attempts.iter().map(|e| e.at_ms).collect();
+    assert_eq!(kept, (tries - keep + 1..=tries).collect::<Vec<_>>());
+
+    // Delivered and counted, then swept with every key it had.
+    a.complete(x).await?;
+    assert_eq!(state_at(&a, x).await?, Some(DeliveryState::Delivered));
+    let client = ::redis::Client::open(server.url())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let counted: u64 = ::redis::cmd("GET")
+        .arg("{hr}:hbytes")
+        .query_async(&mut conn)
+        .await?;
+    // The kept entries (8 bytes each, postcard), the body and the fields with their names.
+    let known = keep.unsigned_abs() * 8 + history.delivery.body.len() as u64;
+    assert!(
+        (known + 30..known + 100).contains(&counted),
+        "the body, the fields and {keep} entries: {counted}"
+    );
+    let keys: Vec<String> = ::redis::cmd("KEYS").arg("*").query_async(&mut conn).await?;
+    assert!(keys.iter().all(|k| k.starts_with("{hr}:")), "{keys:?}");
+    for key in [
+        format!("{{hr}}:h:{x}"),
+        format!("{{hr}}:a:{x}"),
+        "{hr}:w:x".into(),
+    ] {
+        assert!(keys.contains(&key), "{key} in {keys:?}");
+    }
+
+    assert_eq!(a.sweep_history(now + 60_000, 0).await?, 1);
+    let keys: Vec<String> = ::redis::cmd("KEYS").arg("*").query_async(&mut conn).await?;
+    for gone in [
+        format!("{{hr}}:h:{x}"),
+        format!("{{hr}}:a:{x}"),
+        format!("{{hr}}:d:{x}"),
+        "{hr}:w:x".into(),
+        "{hr}:done".into(),
+        "{hr}:hbytes".into(),
+    ] {
+        assert!(!keys.contains(&gone), "{gone} in {keys:?}");
+    }
+    let all: Vec<u64> = ::redis::cmd("ZRANGE")
+        .arg("{hr}:all")
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await?;
+    assert_eq!(all, [y.0]);
+    assert_eq!(state_at(&a, y).await?, Some(DeliveryState::Queued));
     Ok(())
 }

@@ -14,6 +14,20 @@
 //! warns when `appendonly` is off. Replication is asynchronous: a failover can lose the last
 //! writes unless the replica setup says otherwise.
 //!
+//! The history: a completed delivery is not deleted but renamed (`<prefix>:h:<id>`) and kept,
+//! with a list of its attempts and replays (`<prefix>:a:<id>`, the newest 32), until
+//! [`RedisStore::sweep_history`] removes it; every delivery is also listed by id
+//! (`<prefix>:all`) and by `webhook-id` (`<prefix>:w:<webhook id>`), so that lists and
+//! lookups read their records in one script each. What a kept delivered delivery costs in
+//! Redis (redis-server 7.0, jemalloc, `INFO memory` over 10,000 of them): about 1.7 KB for
+//! a 504-byte payload with one short attempt, i.e. its hash (about 1.2 KB with
+//! `MEMORY USAGE`: the payload and a few small fields), its attempts list (about 200 bytes
+//! for one entry, and each entry's length on top: an attempt with a long error and response
+//! excerpt takes up to 4.7 KB) and its three index entries (`all`, `done`, its webhook-id's
+//! set: about 100 bytes each). The history's size as the sweep's `max_bytes` counts it
+//! (`<prefix>:hbytes`) is the payload, the fields and the entries, without Redis's
+//! overhead: about 1.1 KB less per delivery than the memory it takes.
+//!
 //! One file, though long, on purpose: it is the public [`RedisStore`], one method per store
 //! operation (each little more than the arguments of its script and the decoding of the
 //! reply), and the helpers they share (the operation timeout, recording a lease's outcome,
@@ -28,13 +42,13 @@ mod scripts;
 
 use crate::types::truncate;
 use crate::{
-    Attempt, DeadLetter, Delivery, DeliveryId, EnqueueOutcome, History, HistoryPage, HistoryQuery,
-    MAX_RESPONSE_BYTES, NewDelivery, StoreError,
+    Attempt, AttemptOutcome, DeadLetter, Delivery, DeliveryId, EnqueueOutcome, HISTORY_SCAN_LIMIT,
+    History, HistoryPage, HistoryQuery, MAX_RESPONSE_BYTES, NewDelivery, StoreError,
 };
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, RedisResult};
 use leases::Leases;
-use record::Record;
+use record::{RawHistory, Record};
 use scripts::Scripts;
 use std::collections::HashMap;
 use std::fmt;
@@ -51,6 +65,12 @@ const RELEASED_IDLE_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
 
 /// Pending entries looked at by [`RedisStore::next_due`].
 const NEXT_DUE_PENDING: usize = 256;
+
+/// Delivered deliveries one history sweep script looks at (Redis is busy with it meanwhile).
+const SWEEP_BATCH: usize = 1024;
+
+/// Most delivered deliveries one [`RedisStore::sweep_history`] looks at.
+const SWEEP_LIMIT: usize = 256 * 1024;
 
 /// Tuning of a [`RedisStore`].
 #[derive(Clone, Debug)]
@@ -134,6 +154,10 @@ impl RedisOptions {
 /// - Every call can fail when Redis is unreachable; it fails within the operation timeout,
 ///   and calls work again once Redis is back (the connection is re-established in the
 ///   background with backoff).
+/// - A delivery's history says `in_flight` while any replica holds its lease (within the
+///   visibility timeout); the history's size for [`RedisStore::sweep_history`] leaves
+///   Redis's own overhead out (see *The history* in the crate docs), and
+///   [`Store::stats`](crate::Store::stats) does not report it.
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
@@ -411,11 +435,26 @@ impl RedisStore {
         Ok(Some(due))
     }
 
-    /// [`Store::complete`](crate::Store::complete), whichever replica leased it.
+    /// [`Store::complete`](crate::Store::complete), whichever replica leased it: the
+    /// delivery is kept as history (see [`RedisStore::complete_with`]).
     pub async fn complete(&self, id: DeliveryId) -> Result<(), StoreError> {
+        self.complete_with(id, None).await
+    }
+
+    /// [`Store::complete_with`](crate::Store::complete_with), whichever replica leased it,
+    /// in one script: the delivery leaves its stream (or retry set) and its hash is renamed
+    /// `<prefix>:h:<id>`, kept with its history entries until
+    /// [`RedisStore::sweep_history`] removes it.
+    pub async fn complete_with(
+        &self,
+        id: DeliveryId,
+        attempt: Option<Attempt>,
+    ) -> Result<(), StoreError> {
         let inner = &self.inner;
+        let entry = attempt.map(|a| record::entry(id, a)).transpose()?;
         let mut call = inner.scripts.complete.prepare_invoke();
         call.arg(&inner.options.prefix).arg(id.0);
+        with_entry(&mut call, entry.as_deref());
         inner.record_outcome("complete", id, call).await
     }
 
@@ -427,7 +466,22 @@ impl RedisStore {
         attempts: u32,
         error: Option<String>,
     ) -> Result<(), StoreError> {
+        self.reschedule_with(id, not_before_ms, attempts, error, None)
+            .await
+    }
+
+    /// [`Store::reschedule_with`](crate::Store::reschedule_with), whichever replica leased
+    /// it, in one script.
+    pub async fn reschedule_with(
+        &self,
+        id: DeliveryId,
+        not_before_ms: i64,
+        attempts: u32,
+        error: Option<String>,
+        attempt: Option<Attempt>,
+    ) -> Result<(), StoreError> {
         let inner = &self.inner;
+        let entry = attempt.map(|a| record::entry(id, a)).transpose()?;
         let mut call = inner.scripts.reschedule.prepare_invoke();
         call.arg(&inner.options.prefix)
             .arg(id.0)
@@ -435,6 +489,7 @@ impl RedisStore {
             .arg(attempts)
             .arg(if error.is_some() { "1" } else { "0" })
             .arg(error.unwrap_or_default());
+        with_entry(&mut call, entry.as_deref());
         inner.record_outcome("reschedule", id, call).await
     }
 
@@ -447,7 +502,23 @@ impl RedisStore {
         response: Option<String>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        self.dead_letter_with(id, reason, status, response, now_ms, None)
+            .await
+    }
+
+    /// [`Store::dead_letter_with`](crate::Store::dead_letter_with), whichever replica
+    /// leased it, in one script.
+    pub async fn dead_letter_with(
+        &self,
+        id: DeliveryId,
+        reason: impl Into<String>,
+        status: Option<u16>,
+        response: Option<String>,
+        now_ms: i64,
+        attempt: Option<Attempt>,
+    ) -> Result<(), StoreError> {
         let inner = &self.inner;
+        let entry = attempt.map(|a| record::entry(id, a)).transpose()?;
         let mut call = inner.scripts.dead_letter.prepare_invoke();
         call.arg(&inner.options.prefix)
             .arg(id.0)
@@ -456,74 +527,104 @@ impl RedisStore {
             .arg(if response.is_some() { "1" } else { "0" })
             .arg(response.map_or_else(String::new, |r| truncate(r, MAX_RESPONSE_BYTES)))
             .arg(now_ms);
+        with_entry(&mut call, entry.as_deref());
         inner.record_outcome("dead letter", id, call).await
     }
 
-    /// [`Store::complete_with`](crate::Store::complete_with).
-    pub async fn complete_with(
-        &self,
-        id: DeliveryId,
-        _attempt: Option<Attempt>,
-    ) -> Result<(), StoreError> {
-        self.complete(id).await
+    /// [`Store::history`](crate::Store::history), in one script. A queued delivery is
+    /// `in_flight` while a replica holds its lease: its stream entry is pending in the
+    /// consumer group and was renewed within the visibility timeout (a released lease, or
+    /// one a dead replica left, is `queued` again).
+    pub async fn history(&self, id: DeliveryId) -> Result<Option<History>, StoreError> {
+        let inner = &self.inner;
+        let mut call = inner.scripts.history.prepare_invoke();
+        call.arg(&inner.options.prefix)
+            .arg(millis(inner.options.visibility_timeout))
+            .arg(id.0);
+        let raw: Vec<RawHistory> = inner
+            .timed("history", call.invoke_async(&mut inner.conn.clone()))
+            .await?;
+        raw.into_iter().next().map(record::history).transpose()
     }
 
-    /// [`Store::reschedule_with`](crate::Store::reschedule_with).
-    pub async fn reschedule_with(
-        &self,
-        id: DeliveryId,
-        not_before_ms: i64,
-        attempts: u32,
-        error: Option<String>,
-        _attempt: Option<Attempt>,
-    ) -> Result<(), StoreError> {
-        self.reschedule(id, not_before_ms, attempts, error).await
-    }
-
-    /// [`Store::dead_letter_with`](crate::Store::dead_letter_with).
-    pub async fn dead_letter_with(
-        &self,
-        id: DeliveryId,
-        reason: impl Into<String>,
-        status: Option<u16>,
-        response: Option<String>,
-        now_ms: i64,
-        _attempt: Option<Attempt>,
-    ) -> Result<(), StoreError> {
-        self.dead_letter(id, reason, status, response, now_ms).await
-    }
-
-    /// [`Store::history`](crate::Store::history) (PENDING: not yet kept on Redis).
-    pub async fn history(&self, _id: DeliveryId) -> Result<Option<History>, StoreError> {
-        Err(StoreError::backend(
-            "history",
-            std::io::Error::other("PENDING"),
-        ))
-    }
-
-    /// [`Store::history_of`](crate::Store::history_of) (PENDING).
+    /// [`Store::history_of`](crate::Store::history_of), in one script (from the sorted set
+    /// `<prefix>:w:<webhook id>`). Undecodable records are left out (and logged).
     pub async fn history_of(
         &self,
-        _webhook_id: &str,
-        _limit: usize,
+        webhook_id: &str,
+        limit: usize,
     ) -> Result<Vec<History>, StoreError> {
-        Err(StoreError::backend(
-            "history",
-            std::io::Error::other("PENDING"),
-        ))
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let inner = &self.inner;
+        let last = u64::try_from(limit - 1)
+            .unwrap_or(u64::MAX)
+            .min(i64::MAX as u64);
+        let mut call = inner.scripts.history_of.prepare_invoke();
+        call.arg(&inner.options.prefix)
+            .arg(millis(inner.options.visibility_timeout))
+            .arg(webhook_id)
+            .arg(last);
+        let raw: Vec<RawHistory> = inner
+            .timed("history of", call.invoke_async(&mut inner.conn.clone()))
+            .await?;
+        Ok(decoded(raw))
     }
 
-    /// [`Store::histories`](crate::Store::histories) (PENDING).
-    pub async fn histories(&self, _query: &HistoryQuery) -> Result<HistoryPage, StoreError> {
-        Err(StoreError::backend(
-            "history",
-            std::io::Error::other("PENDING"),
-        ))
+    /// [`Store::histories`](crate::Store::histories), in one script that walks the sorted
+    /// set of every delivery (`<prefix>:all`) from the newest down and answers the matching
+    /// records with their history entries. Undecodable records are left out (and logged).
+    pub async fn histories(&self, query: &HistoryQuery) -> Result<HistoryPage, StoreError> {
+        let inner = &self.inner;
+        let limit = u64::try_from(query.limit.max(1)).unwrap_or(u64::MAX);
+        let highest = query
+            .before
+            .map_or_else(|| "+inf".to_owned(), |before| format!("({}", before.0));
+        let mut call = inner.scripts.histories.prepare_invoke();
+        call.arg(&inner.options.prefix)
+            .arg(millis(inner.options.visibility_timeout))
+            .arg(highest)
+            .arg(if query.endpoint.is_some() { "1" } else { "0" })
+            .arg(query.endpoint.as_deref().unwrap_or_default())
+            .arg(query.state.map_or("", |state| state.as_str()))
+            .arg(if query.since_ms.is_some() { "1" } else { "0" })
+            .arg(query.since_ms.unwrap_or_default())
+            .arg(limit)
+            .arg(HISTORY_SCAN_LIMIT);
+        let (next, raw): (Option<u64>, Vec<RawHistory>) = inner
+            .timed("histories", call.invoke_async(&mut inner.conn.clone()))
+            .await?;
+        Ok(HistoryPage {
+            deliveries: decoded(raw),
+            next: next.map(DeliveryId),
+        })
     }
 
-    /// [`Store::sweep_history`](crate::Store::sweep_history) (PENDING).
-    pub async fn sweep_history(&self, _cutoff_ms: i64, _max_bytes: u64) -> Result<u64, StoreError> {
-        Ok(0)
+    /// [`Store::sweep_history`](crate::Store::sweep_history), in scripts of at most 1,024
+    /// delivered deliveries looked at each (oldest first, from `<prefix>:done`), and at
+    /// most 262,144 per call. The history's size is `<prefix>:hbytes`: for each delivered
+    /// delivery kept, the length of its hash's field names and values (the body, the
+    /// `webhook-id`, …) and of its history entries, counted when it is completed.
+    pub async fn sweep_history(&self, cutoff_ms: i64, max_bytes: u64) -> Result<u64, StoreError> {
+        let inner = &self.inner;
+        let mut removed = 0u64;
+        let mut looked = 0usize;
+        loop {
+            let mut call = inner.scripts.sweep_history.prepare_invoke();
+            call.arg(&inner.options.prefix)
+                .arg(cutoff_ms)
+                .arg(max_bytes)
+                .arg(SWEEP_BATCH);
+            let (swept, more): (u64, u8) = inner
+                .timed("sweep history", call.invoke_async(&mut inner.conn.clone()))
+                .await?;
+            removed += swept;
+            looked += SWEEP_BATCH;
+            if more == 0 || looked >= SWEEP_LIMIT {
+                return Ok(removed);
+            }
+        }
     }
 
     /// [`Store::release`](crate::Store::release): any replica can lease it again at once.
@@ -613,8 +714,12 @@ impl RedisStore {
     /// this instance's subscribers only.
     pub async fn replay(&self, id: DeliveryId, now_ms: i64) -> Result<bool, StoreError> {
         let inner = &self.inner;
+        let entry = record::entry(id, replay_entry(now_ms))?;
         let mut call = inner.scripts.replay.prepare_invoke();
-        call.arg(&inner.options.prefix).arg(id.0).arg(now_ms);
+        call.arg(&inner.options.prefix)
+            .arg(id.0)
+            .arg(now_ms)
+            .arg(entry);
         let endpoint: Option<String> = inner
             .timed("replay", call.invoke_async(&mut inner.conn.clone()))
             .await?;
@@ -627,8 +732,12 @@ impl RedisStore {
     /// [`Store::replay_endpoint`](crate::Store::replay_endpoint), in one script.
     pub async fn replay_endpoint(&self, endpoint: &str, now_ms: i64) -> Result<u64, StoreError> {
         let inner = &self.inner;
+        let entry = record::entry(DeliveryId(0), replay_entry(now_ms))?;
         let mut call = inner.scripts.replay_endpoint.prepare_invoke();
-        call.arg(&inner.options.prefix).arg(endpoint).arg(now_ms);
+        call.arg(&inner.options.prefix)
+            .arg(endpoint)
+            .arg(now_ms)
+            .arg(entry);
         let replayed: u64 = inner
             .timed(
                 "replay endpoint",
@@ -902,6 +1011,39 @@ async fn warn_unless_durable(conn: &mut ConnectionManager, target: &str) {
             "redis does not fsync every write: a crash can lose the last second of deliveries"
         );
     }
+}
+
+/// Adds a history entry's arguments to `call`: has entry ('1'/'0'), the entry.
+fn with_entry(call: &mut ::redis::ScriptInvocation<'_>, entry: Option<&[u8]>) {
+    match entry {
+        Some(entry) => call.arg("1").arg(entry),
+        None => call.arg("0").arg(""),
+    };
+}
+
+/// The history entry of a replay at `now_ms`.
+fn replay_entry(now_ms: i64) -> Attempt {
+    Attempt {
+        at_ms: now_ms,
+        outcome: AttemptOutcome::Replayed,
+        status: None,
+        duration_ms: 0,
+        error: None,
+        response: None,
+    }
+}
+
+/// The deliveries a history script answered, those that cannot be decoded left out.
+fn decoded(raw: Vec<RawHistory>) -> Vec<History> {
+    raw.into_iter()
+        .filter_map(|item| match record::history(item) {
+            Ok(history) => Some(history),
+            Err(error) => {
+                tracing::error!(error = %error, "unreadable delivery left out");
+                None
+            }
+        })
+        .collect()
 }
 
 fn known(found: i64, id: DeliveryId) -> Result<(), StoreError> {

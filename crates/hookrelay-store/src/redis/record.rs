@@ -1,6 +1,8 @@
 //! Decoding the hashes the scripts return (`id, field, value, …`) into the crate's types.
 
-use crate::{DeadLetter, Delivery, DeliveryId, StoreError};
+use crate::{
+    Attempt, DeadLetter, DeadLetterInfo, Delivery, DeliveryId, DeliveryState, History, StoreError,
+};
 use bytes::Bytes;
 use std::sync::Arc;
 
@@ -13,6 +15,65 @@ enum BadRecord {
     Missing(&'static str),
     #[error("field `{0}` is not valid")]
     Invalid(&'static str),
+    #[error("unknown state `{0}`")]
+    State(String),
+}
+
+/// One delivery as the history scripts answer it: the name of its state, its hash as a
+/// flat array (`id, field, value, …`) and its history entries, oldest first.
+pub(super) type RawHistory = (String, Vec<Vec<u8>>, Vec<Vec<u8>>);
+
+/// `attempt` as a history entry is stored (`P:a:<id>`): cut to its bounds, postcard-encoded.
+pub(super) fn entry(id: DeliveryId, attempt: Attempt) -> Result<Vec<u8>, StoreError> {
+    postcard::to_allocvec(&attempt.bounded()).map_err(|e| StoreError::Corrupt {
+        table: "attempts",
+        key: id.0,
+        source: Arc::new(e),
+    })
+}
+
+/// Decodes a delivery a history script answered. Undecodable history entries are left out
+/// (and logged); an undecodable record is [`StoreError::Corrupt`].
+pub(super) fn history((state, flat, entries): RawHistory) -> Result<History, StoreError> {
+    let parsed = DeliveryState::parse(&state);
+    let table = match parsed {
+        Some(DeliveryState::Dead) => "dead_letters",
+        Some(DeliveryState::Delivered) => "history",
+        _ => "deliveries",
+    };
+    let record = Record::parse(table, flat)?;
+    let Some(state) = parsed else {
+        return Err(record.bad(BadRecord::State(state)));
+    };
+    let (delivery, dead) = if state == DeliveryState::Dead {
+        let letter = record.into_dead_letter()?;
+        let info = DeadLetterInfo {
+            reason: letter.reason,
+            status: letter.status,
+            response: letter.response,
+            dead_at_ms: letter.dead_at_ms,
+        };
+        (letter.delivery, Some(info))
+    } else {
+        (record.into_delivery()?, None)
+    };
+    let id = delivery.id.0;
+    let attempts = entries
+        .iter()
+        .filter_map(|raw| match postcard::from_bytes::<Attempt>(raw) {
+            Ok(attempt) => Some(attempt),
+            Err(error) => {
+                tracing::error!(id, error = %error, "unreadable history entry left out");
+                None
+            }
+        })
+        .collect();
+    Ok(History {
+        delivery,
+        state,
+        attempts,
+        dead,
+    })
 }
 
 /// One stored hash, fields by name.
@@ -165,6 +226,53 @@ mod tests {
         let letter = Record::parse("dead_letters", flat(&dead))?.into_dead_letter()?;
         assert_eq!((letter.status, letter.dead_at_ms), (Some(410), 9));
         assert_eq!((letter.response, letter.delivery.last_error), (None, None));
+        Ok(())
+    }
+
+    #[test]
+    fn histories_decode() -> Result<(), StoreError> {
+        use crate::AttemptOutcome;
+        let attempt = Attempt {
+            at_ms: 1_700_000_000_000,
+            outcome: AttemptOutcome::Retrying,
+            status: Some(503),
+            duration_ms: 40,
+            error: Some("HTTP 503".into()),
+            // 'é' is two bytes: the cut falls inside one and drops it.
+            response: Some(format!(
+                "a{}",
+                "é".repeat(crate::MAX_ATTEMPT_RESPONSE_BYTES)
+            )),
+        };
+        let stored = entry(DeliveryId(7), attempt.clone())?;
+        let queued = flat(&[
+            "7", "ep", "crm", "wid", "msg_1", "body", "{}", "ca", "5", "att", "1", "nb", "6",
+        ]);
+        let h = history((
+            "replayed".into(),
+            queued.clone(),
+            vec![stored, b"\xff".to_vec()],
+        ))?;
+        assert_eq!((h.state, h.dead), (DeliveryState::Replayed, None));
+        assert_eq!(h.attempts.len(), 1, "the bad entry is left out");
+        let kept = &h.attempts[0];
+        assert_eq!((kept.at_ms, kept.status), (attempt.at_ms, Some(503)));
+        let cut = kept.response.as_ref().map_or(0, String::len);
+        assert_eq!(
+            cut,
+            crate::MAX_ATTEMPT_RESPONSE_BYTES - 1,
+            "cut at a char boundary"
+        );
+
+        let mut dead = queued.clone();
+        dead.extend(flat(&["reason", "gone", "dead", "9"]));
+        let h = history(("dead".into(), dead, Vec::new()))?;
+        let info = h
+            .dead
+            .ok_or(StoreError::UnknownDelivery { id: DeliveryId(7) })?;
+        assert_eq!((info.reason.as_str(), info.dead_at_ms), ("gone", 9));
+        let bad = history(("lost".into(), queued, Vec::new()));
+        assert!(matches!(bad, Err(StoreError::Corrupt { key: 7, .. })));
         Ok(())
     }
 

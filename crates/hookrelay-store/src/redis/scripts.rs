@@ -11,15 +11,32 @@
 //! | `P:endpoints` | set | endpoints with queued deliveries |
 //! | `P:q:<endpoint>` | stream, group `lanes` | due deliveries: entries `id`, `nb` (not before) |
 //! | `P:z:<endpoint>` | sorted set | rescheduled deliveries, scored by not-before (ms) |
-//! | `P:d:<id>` | hash | a queued delivery: `ep wid body ca att nb [err] [sid]` |
+//! | `P:d:<id>` | hash | a queued delivery: `ep wid body ca att nb [err] [sid] [rp]` |
 //! | `P:dl:<id>` | hash | a dead letter: the delivery's fields and `reason dead [status] [resp]` |
 //! | `P:dead` | sorted set | every dead letter id, scored by id |
 //! | `P:dead:<endpoint>` | sorted set | the endpoint's dead letter ids, scored by id |
+//! | `P:h:<id>` | hash | a delivered delivery (history): its queued fields but `sid`, and `sz` |
+//! | `P:a:<id>` | list | history entries, oldest first: postcard `Attempt`s, the newest `KEEP` |
+//! | `P:all` | sorted set | every delivery held (queued, delivered or dead), scored by id |
+//! | `P:w:<webhook id>` | sorted set | ids of the deliveries with that `webhook-id`, scored by id |
+//! | `P:done` | sorted set | the delivered ids (`P:h:<id>`), scored by id: the sweep's order |
+//! | `P:hbytes` | string | the history's size: the sum of the delivered deliveries' `sz` |
 //!
 //! `sid` is the delivery's stream entry id while it is in the stream; a rescheduled delivery
-//! has none and sits in `P:z:<endpoint>` until a lease moves it back. Every script takes the
-//! prefix as `ARGV[1]`.
+//! has none and sits in `P:z:<endpoint>` until a lease moves it back. `rp` is set while the
+//! newest history entry is a replay (set by a replay, removed by the next attempt kept).
+//! `KEEP` is [`MAX_ATTEMPTS_KEPT`]. Every script takes the prefix as `ARGV[1]`.
+//!
+//! A delivery is in exactly one of `P:d:<id>` (queued, leased or not), `P:dl:<id>` (a dead
+//! letter) and `P:h:<id>` (delivered), so "`P:d:<id>` exists" still means queued. Completing
+//! renames `P:d:<id>` to `P:h:<id>` and records its size `sz`: the length of every field
+//! name and value of the hash (the body, the webhook-id, …) plus the length of every entry
+//! of `P:a:<id>`, added to `P:hbytes` then and taken off when the sweep removes it. The
+//! index entries (`P:all`, `P:w:<webhook id>`, `P:done`) and Redis's own overhead per key are
+//! not counted. A delivery leaves `P:all`, `P:w:<webhook id>` and `P:a:<id>` with its record
+//! (history sweep, dead letter deleted); the other paths keep them.
 
+use crate::MAX_ATTEMPTS_KEPT;
 use ::redis::Script;
 
 /// Helpers shared by every script.
@@ -33,6 +50,32 @@ local function zkey(ep) return P .. ':z:' .. ep end
 local function dkey(id) return P .. ':d:' .. id end
 local function lkey(id) return P .. ':dl:' .. id end
 local function deadkey(ep) return P .. ':dead:' .. ep end
+local ALL = P .. ':all'
+local DONE = P .. ':done'
+local HBYTES = P .. ':hbytes'
+local function hkey(id) return P .. ':h:' .. id end
+local function akey(id) return P .. ':a:' .. id end
+local function wkey(wid) return P .. ':w:' .. wid end
+-- Lists new delivery `id` with webhook id `wid` in the history's indexes.
+local function index(id, wid)
+  redis.call('ZADD', ALL, id, id)
+  redis.call('ZADD', wkey(wid), id, id)
+end
+-- Appends `entry` to the history of delivery `id`, whose record is the hash `rec`, and keeps
+-- the newest KEEP entries; `replay`: whether the entry is a replay.
+local function note(rec, id, entry, replay)
+  local a = akey(id)
+  redis.call('RPUSH', a, entry)
+  redis.call('LTRIM', a, -KEEP, -1)
+  if replay then redis.call('HSET', rec, 'rp', 1) else redis.call('HDEL', rec, 'rp') end
+end
+-- Removes delivery `id`, whose record is the hash `rec`, with its history and index entries.
+local function forget(rec, id)
+  local wid = redis.call('HGET', rec, 'wid')
+  redis.call('DEL', rec, akey(id))
+  redis.call('ZREM', ALL, id)
+  if wid then redis.call('ZREM', wkey(wid), id) end
+end
 local function ensure(q)
   if redis.call('EXISTS', q) == 0 then
     redis.call('XGROUP', 'CREATE', q, G, '0', 'MKSTREAM')
@@ -79,8 +122,9 @@ local function bury(id, ep, reason, now)
   redis.call('ZADD', DEAD, id, id)
   redis.call('ZADD', deadkey(ep), id, id)
 end
--- Queues dead letter `id` again: attempts reset, same webhook id, due at once.
-local function revive(id, now)
+-- Queues dead letter `id` again: attempts reset, same webhook id, due at once, with history
+-- entry `entry` (the replay).
+local function revive(id, now, entry)
   local l = lkey(id)
   local ep = redis.call('HGET', l, 'ep')
   if not ep then return false end
@@ -88,6 +132,7 @@ local function revive(id, now)
   redis.call('RENAME', l, d)
   redis.call('HDEL', d, 'reason', 'dead', 'status', 'resp', 'err')
   redis.call('HSET', d, 'att', 0, 'ca', now)
+  note(d, id, entry, true)
   push(ep, id, 0)
   redis.call('ZREM', DEAD, id)
   redis.call('ZREM', deadkey(ep), id)
@@ -113,6 +158,7 @@ for i = 0, tonumber(ARGV[6]) - 1 do
   local id = redis.call('INCR', P .. ':next_id')
   redis.call('HSET', dkey(id), 'ep', ep, 'wid', ARGV[b + 1], 'body', ARGV[b + 2],
     'ca', ARGV[b + 3], 'att', 0)
+  index(id, ARGV[b + 1])
   push(ep, id, now)
   redis.call('SADD', ENDPOINTS, ep)
   ids[#ids + 1] = id
@@ -135,6 +181,7 @@ redis.call('HSET', lkey(id), 'ep', ep, 'wid', ARGV[7], 'body', ARGV[8], 'ca', AR
   'att', 0, 'nb', now, 'reason', ARGV[10], 'dead', now)
 redis.call('ZADD', DEAD, id, id)
 redis.call('ZADD', deadkey(ep), id, id)
+index(id, ARGV[7])
 return id
 "#;
 
@@ -175,37 +222,54 @@ end
 return out
 "#;
 
-/// ARGV: P, id. Returns 1, or 0 when the delivery is not queued.
+/// ARGV: P, id, has attempt ('1'/'0'), history entry. Moves the delivery out of the queue
+/// into the history (`P:h:<id>`, sized and counted in `P:hbytes`). Returns 1, or 0 when the
+/// delivery is not queued.
 const COMPLETE: &str = r#"
 local id = ARGV[2]
-local ep = redis.call('HGET', dkey(id), 'ep')
+local d = dkey(id)
+local ep = redis.call('HGET', d, 'ep')
 if not ep then return 0 end
 unqueue(id, ep)
-redis.call('DEL', dkey(id))
+if ARGV[3] == '1' then note(d, id, ARGV[4], false) end
+local h = hkey(id)
+redis.call('RENAME', d, h)
+redis.call('HDEL', h, 'sid', 'rp')
+local size = 0
+for _, name in ipairs(redis.call('HKEYS', h)) do
+  size = size + #name + redis.call('HSTRLEN', h, name)
+end
+for _, e in ipairs(redis.call('LRANGE', akey(id), 0, -1)) do size = size + #e end
+redis.call('HSET', h, 'sz', size)
+redis.call('INCRBY', HBYTES, size)
+redis.call('ZADD', DONE, id, id)
 tidy(ep)
 return 1
 "#;
 
-/// ARGV: P, id, not before ms, attempts, has error ('1'/'0'), error. Returns 1 or 0.
+/// ARGV: P, id, not before ms, attempts, has error ('1'/'0'), error, has attempt ('1'/'0'),
+/// history entry. Returns 1 or 0.
 const RESCHEDULE: &str = r#"
 local id = ARGV[2]
 local d = dkey(id)
 local ep = redis.call('HGET', d, 'ep')
 if not ep then return 0 end
 unqueue(id, ep)
+if ARGV[7] == '1' then note(d, id, ARGV[8], false) end
 redis.call('HSET', d, 'nb', ARGV[3], 'att', ARGV[4])
 if ARGV[5] == '1' then redis.call('HSET', d, 'err', ARGV[6]) else redis.call('HDEL', d, 'err') end
 redis.call('ZADD', zkey(ep), ARGV[3], id)
 return 1
 "#;
 
-/// ARGV: P, id, reason, status ('' for none), has response ('1'/'0'), response, now ms.
-/// Returns 1 or 0.
+/// ARGV: P, id, reason, status ('' for none), has response ('1'/'0'), response, now ms, has
+/// attempt ('1'/'0'), history entry. Returns 1 or 0.
 const DEAD_LETTER: &str = r#"
 local id = ARGV[2]
 local ep = redis.call('HGET', dkey(id), 'ep')
 if not ep then return 0 end
 unqueue(id, ep)
+if ARGV[8] == '1' then note(dkey(id), id, ARGV[9], false) end
 bury(id, ep, ARGV[3], ARGV[7])
 local l = lkey(id)
 -- The attempt that gave up counts.
@@ -237,29 +301,31 @@ redis.call('SREM', ENDPOINTS, ep)
 return n
 "#;
 
-/// ARGV: P, id, now ms. Returns the endpoint, or nil when there is no such dead letter.
+/// ARGV: P, id, now ms, history entry (the replay). Returns the endpoint, or nil when there
+/// is no such dead letter.
 const REPLAY: &str = r#"
-return revive(ARGV[2], ARGV[3])
+return revive(ARGV[2], ARGV[3], ARGV[4])
 "#;
 
-/// ARGV: P, id. Removes dead letter `id` for good. Returns its endpoint, or nil when there
-/// is no such dead letter.
+/// ARGV: P, id. Removes dead letter `id` for good, with its history. Returns its endpoint,
+/// or nil when there is no such dead letter.
 const DELETE_DEAD_LETTER: &str = r#"
 local id = ARGV[2]
 local l = lkey(id)
 local ep = redis.call('HGET', l, 'ep')
 if not ep then return false end
-redis.call('DEL', l)
+forget(l, id)
 redis.call('ZREM', DEAD, id)
 redis.call('ZREM', deadkey(ep), id)
 return ep
 "#;
 
-/// ARGV: P, endpoint, now ms. Returns how many dead letters were queued again.
+/// ARGV: P, endpoint, now ms, history entry (the replay). Returns how many dead letters were
+/// queued again.
 const REPLAY_ENDPOINT: &str = r#"
 local n = 0
 for _, id in ipairs(redis.call('ZRANGE', deadkey(ARGV[2]), 0, -1)) do
-  if revive(id, ARGV[3]) then n = n + 1 end
+  if revive(id, ARGV[3], ARGV[4]) then n = n + 1 end
 end
 return n
 "#;
@@ -353,6 +419,134 @@ end
 return {delayed, unread, pending}
 "#;
 
+/// ARGV: P, cutoff ms, max bytes (0: no cap), batch. Goes through up to `batch` delivered
+/// deliveries, oldest (lowest id) first, and removes each received before the cutoff, or
+/// any while `P:hbytes` is over the cap, with its history and index entries; stops at the
+/// first one received at or after the cutoff once within the cap. Returns how many it
+/// removed and 1 when there may be more to look at (a whole batch went), else 0.
+const SWEEP_HISTORY: &str = r#"
+local cutoff, cap, batch = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local removed = 0
+local ids = redis.call('ZRANGE', DONE, 0, batch - 1)
+for _, id in ipairs(ids) do
+  local h = hkey(id)
+  local f = redis.call('HMGET', h, 'ca', 'sz')
+  local over = cap > 0 and (tonumber(redis.call('GET', HBYTES)) or 0) > cap
+  local ca = tonumber(f[1])
+  if ca and ca >= cutoff and not over then return {removed, 0} end
+  redis.call('ZREM', DONE, id)
+  if redis.call('EXISTS', h) == 1 then
+    forget(h, id)
+    if redis.call('DECRBY', HBYTES, tonumber(f[2]) or 0) <= 0 then
+      redis.call('DEL', HBYTES)
+    end
+    removed = removed + 1
+  end
+end
+if #ids < batch then return {removed, 0} end
+return {removed, 1}
+"#;
+
+/// Helpers of the scripts that read the history (after [`PRELUDE`]). A delivery is
+/// answered as `{state, {id, field, value, …}, {entry, …}}`: its state's name
+/// ([`DeliveryState::as_str`](crate::DeliveryState::as_str)), its hash and its history
+/// entries, oldest first.
+const HISTORY_PRELUDE: &str = r#"
+-- Whether stream entry `sid` of endpoint `ep` is leased by a replica: pending in the group
+-- and renewed within the visibility timeout `vis` (a released or abandoned lease is not).
+local function leased(ep, sid, vis)
+  local q = qkey(ep)
+  if redis.call('EXISTS', q) == 0 then return false end
+  local p = redis.call('XPENDING', q, G, sid, sid, 1)
+  return #p == 1 and tonumber(p[1][3]) < vis
+end
+-- The key of delivery `id`'s record and what it is ('dead', 'queued' or 'delivered'), or
+-- nil when the store has no such delivery.
+local function locate(id)
+  local k = lkey(id)
+  if redis.call('EXISTS', k) == 1 then return k, 'dead' end
+  k = dkey(id)
+  if redis.call('EXISTS', k) == 1 then return k, 'queued' end
+  k = hkey(id)
+  if redis.call('EXISTS', k) == 1 then return k, 'delivered' end
+  return nil
+end
+-- The state of the delivery whose record is `key`, of kind `kind`.
+local function state(key, kind, vis)
+  if kind ~= 'queued' then return kind end
+  local f = redis.call('HMGET', key, 'ep', 'sid', 'rp')
+  if f[1] and f[2] and leased(f[1], f[2], vis) then return 'in_flight' end
+  if f[3] then return 'replayed' end
+  return 'queued'
+end
+local function describe(id, key, st)
+  local rec = redis.call('HGETALL', key)
+  table.insert(rec, 1, id)
+  return {st, rec, redis.call('LRANGE', akey(id), 0, -1)}
+end
+"#;
+
+/// ARGV: P, visibility ms, id. Returns `{delivery}`, or `{}` when the store has none.
+const HISTORY: &str = r#"
+local id = ARGV[3]
+local key, kind = locate(id)
+if not key then return {} end
+return {describe(id, key, state(key, kind, tonumber(ARGV[2])))}
+"#;
+
+/// ARGV: P, visibility ms, webhook id, last index (limit - 1). Returns the deliveries with
+/// that webhook id, newest first.
+const HISTORY_OF: &str = r#"
+local vis, out = tonumber(ARGV[2]), {}
+for _, id in ipairs(redis.call('ZREVRANGE', wkey(ARGV[3]), 0, ARGV[4])) do
+  local key, kind = locate(id)
+  if key then out[#out + 1] = describe(id, key, state(key, kind, vis)) end
+end
+return out
+"#;
+
+/// ARGV: P, visibility ms, highest score (`+inf` or `(<before>`), one endpoint ('1'/'0'),
+/// endpoint, state ('' for any), has since ('1'/'0'), since ms, limit, scan limit. Walks
+/// `P:all` from the newest down, at most `scan limit` ids. Returns `{next, deliveries}`:
+/// `next` is the last id looked at when the page is full or the scan limit is reached,
+/// else nil.
+const HISTORIES: &str = r#"
+local vis, max = tonumber(ARGV[2]), ARGV[3]
+local ep = ARGV[4] == '1' and ARGV[5]
+local want = ARGV[6]
+local since = ARGV[7] == '1' and tonumber(ARGV[8])
+local limit, budget = tonumber(ARGV[9]), tonumber(ARGV[10])
+local out, looked = {}, 0
+while looked < budget do
+  local ids = redis.call('ZREVRANGEBYSCORE', ALL, max, '-inf', 'LIMIT', 0,
+    math.min(256, budget - looked))
+  if #ids == 0 then break end
+  for _, id in ipairs(ids) do
+    looked = looked + 1
+    max = '(' .. id
+    local key, kind = locate(id)
+    if key then
+      local f = redis.call('HMGET', key, 'ep', 'ca')
+      local old = since and (tonumber(f[2]) or 0) < since
+      if old and kind == 'delivered' then
+        -- Received in id order: every older delivery was received before too (a replayed
+        -- dead letter, queued again later, is the exception this misses).
+        return {false, out}
+      end
+      if not old and (not ep or f[1] == ep) then
+        local st = state(key, kind, vis)
+        if want == '' or st == want then
+          out[#out + 1] = describe(id, key, st)
+          if #out >= limit then return {id, out} end
+        end
+      end
+    end
+    if looked >= budget then return {id, out} end
+  end
+end
+return {false, out}
+"#;
+
 /// The loaded scripts (each sent by hash, loaded on `NOSCRIPT`).
 #[derive(Debug)]
 pub(super) struct Scripts {
@@ -371,11 +565,20 @@ pub(super) struct Scripts {
     pub(super) dead_letter_by_id: Script,
     pub(super) touch: Script,
     pub(super) next_due: Script,
+    pub(super) sweep_history: Script,
+    pub(super) history: Script,
+    pub(super) history_of: Script,
+    pub(super) histories: Script,
 }
 
 impl Scripts {
     pub(super) fn new() -> Self {
-        let script = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
+        let script = |body: &str| {
+            Script::new(&format!(
+                "local KEEP = {MAX_ATTEMPTS_KEPT}\n{PRELUDE}{body}"
+            ))
+        };
+        let reader = |body: &str| script(&format!("{HISTORY_PRELUDE}{body}"));
         Scripts {
             enqueue: script(ENQUEUE),
             enqueue_dead_letter: script(ENQUEUE_DEAD_LETTER),
@@ -392,6 +595,10 @@ impl Scripts {
             dead_letter_by_id: script(DEAD_LETTER_BY_ID),
             touch: script(TOUCH),
             next_due: script(NEXT_DUE),
+            sweep_history: script(SWEEP_HISTORY),
+            history: reader(HISTORY),
+            history_of: reader(HISTORY_OF),
+            histories: reader(HISTORIES),
         }
     }
 }
