@@ -504,6 +504,7 @@ async fn dead_letters_are_deleted_by_endpoint_and_age_and_expire_after_their_ret
                     webhook_id: "evt_old".into(),
                     body: bytes::Bytes::from_static(b"{}"),
                     created_at_ms: two_days_ago,
+                    trace: None,
                 },
                 "an old one",
                 two_days_ago,

@@ -31,7 +31,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub use hookrelay_tower::gcra::Gcra;
 pub use interp::EnvLookup;
 pub use raw::{Informational, Mode};
-pub use snapshot::{Endpoint, Limits, Retry, Route, Snapshot, Store, Tls, Upstream};
+pub use snapshot::{Endpoint, Limits, Retry, Route, Snapshot, Store, Telemetry, Tls, Upstream};
 pub use watch::{Live, ReloadOutcome, Watcher};
 
 /// The JSON Schema (2020-12) of the configuration file, for editors

@@ -44,6 +44,10 @@ pub(crate) struct RawConfig {
     /// Delivery history: how long and how much of it is kept.
     #[serde(default)]
     pub(crate) history: Option<RawHistory>,
+    /// OpenTelemetry traces (off unless an OTLP endpoint is set here or in
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`). Not reloadable.
+    #[serde(default)]
+    pub(crate) telemetry: Option<RawTelemetry>,
     /// Callback routes (type-checked here, read item by item by the compiler).
     #[serde(default)]
     #[allow(dead_code)]
@@ -92,6 +96,10 @@ pub(crate) struct SchemaConfig {
     /// Delivery history: how long and how much of it is kept.
     #[serde(default)]
     history: Option<RawHistory>,
+    /// OpenTelemetry traces (off unless an OTLP endpoint is set here or in
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`). Not reloadable.
+    #[serde(default)]
+    telemetry: Option<RawTelemetry>,
     /// Callback routes: the paths providers call.
     #[serde(default)]
     callbacks: Vec<RawCallback>,
@@ -468,6 +476,25 @@ pub(crate) struct RawHistory {
     /// Reloadable.
     #[serde(default)]
     pub(crate) max_bytes: Option<Scalar>,
+}
+
+/// OpenTelemetry traces: a span per callback and per delivery attempt, sent over OTLP
+/// (HTTP, protobuf).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTelemetry {
+    /// Where spans are sent, the full URL of the collector's traces path (e.g.
+    /// `http://otel-collector:4318/v1/traces`). Without it, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`
+    /// or `OTEL_EXPORTER_OTLP_ENDPOINT` (to which `/v1/traces` is added); without any,
+    /// tracing is off.
+    #[serde(default)]
+    pub(crate) otlp_endpoint: Option<String>,
+    /// The `service.name` of the spans (default `OTEL_SERVICE_NAME`, else `hookrelay`).
+    #[serde(default)]
+    pub(crate) service_name: Option<String>,
+    /// The share of new traces kept, 0 to 1 (default `OTEL_TRACES_SAMPLER_ARG`, else 1).
+    #[serde(default)]
+    pub(crate) sample_ratio: Option<Scalar>,
 }
 
 /// The admin listener: its address alone, or its settings.

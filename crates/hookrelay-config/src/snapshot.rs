@@ -56,6 +56,8 @@ pub struct Snapshot {
     pub history_retention: Duration,
     /// The most bytes the history of delivered deliveries keeps (`history.max_bytes`).
     pub history_max_bytes: u64,
+    /// OpenTelemetry traces (`telemetry`; not reloadable).
+    pub telemetry: Telemetry,
     /// Callback routes by request path.
     pub routes: BTreeMap<String, Route>,
     /// Endpoints, in file order.
@@ -205,6 +207,19 @@ pub struct Tls {
     /// Its certificates, read and parsed when the file was loaded (never empty when
     /// `ca_file` is set).
     pub ca_certs: Vec<CertificateDer<'static>>,
+}
+
+/// OpenTelemetry settings as the file gives them (`telemetry`); what is not given falls
+/// back to the standard `OTEL_*` variables when tracing starts.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Telemetry {
+    /// `telemetry.otlp_endpoint`: the collector's traces URL.
+    pub otlp_endpoint: Option<String>,
+    /// `telemetry.service_name`.
+    pub service_name: Option<String>,
+    /// `telemetry.sample_ratio`, 0 to 1.
+    pub sample_ratio: Option<f64>,
 }
 
 /// Bounds of the public listener, which faces the internet.

@@ -321,6 +321,9 @@ fn not_reloadable(current: &Snapshot, next: &Snapshot) -> Vec<ConfigError> {
     if current.tls != next.tls {
         refuse("tls", "changed".to_owned());
     }
+    if current.telemetry != next.telemetry {
+        refuse("telemetry", "changed".to_owned());
+    }
     out
 }
 

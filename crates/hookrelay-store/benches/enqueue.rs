@@ -102,6 +102,7 @@ async fn run(
                     webhook_id: format!("msg{n}"),
                     body: body.clone(),
                     created_at_ms: 0,
+                    trace: None,
                 };
                 if let Err(e) = store.enqueue(key, vec![delivery], 0).await {
                     panic!("enqueue: {e}");

@@ -101,6 +101,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             webhook_id: format!("msg_{n:012}"),
                             body: body(n, body_len),
                             created_at_ms: at,
+                            trace: None,
                         }]
                     } else {
                         Vec::new()

@@ -33,7 +33,14 @@ pub struct NewDelivery {
     pub body: Bytes,
     /// When the event was received, epoch milliseconds.
     pub created_at_ms: i64,
+    /// The trace context of the callback that made it (W3C `traceparent`), for its
+    /// attempts to join that trace; `None` when traces are off. At most
+    /// [`MAX_TRACE_BYTES`]; a longer one is not kept.
+    pub trace: Option<String>,
 }
+
+/// Longest trace context kept with a delivery (a `traceparent` is 55 bytes).
+pub const MAX_TRACE_BYTES: usize = 255;
 
 /// A queued delivery, as stored and as leased by a worker.
 // Field order is the storage order: the open path decodes only the leading
@@ -57,6 +64,8 @@ pub struct Delivery {
     pub last_error: Option<String>,
     /// The rendered payload.
     pub body: Bytes,
+    /// The trace context it was enqueued with ([`NewDelivery::trace`]).
+    pub trace: Option<String>,
 }
 
 /// A delivery given up on, kept with the reason until it is replayed.

@@ -58,6 +58,7 @@ fn crash_child() -> TestResult {
                         webhook_id: format!("msg-{task}-{i}"),
                         body: Bytes::from(vec![b'x'; 512]),
                         created_at_ms: 0,
+                        trace: None,
                     };
                     let outcome = store.enqueue(key, vec![delivery], 0).await?;
                     if let EnqueueOutcome::Enqueued(ids) = outcome {
@@ -91,6 +92,7 @@ fn delivery(webhook_id: String) -> NewDelivery {
         webhook_id,
         body: Bytes::from(vec![b'x'; 512]),
         created_at_ms: 0,
+        trace: None,
     }
 }
 

@@ -702,6 +702,7 @@ async fn a_full_budget_refuses_enqueues_until_deliveries_drain() -> TestResult {
         webhook_id: format!("msg_{n}"),
         body: body.clone(),
         created_at_ms: 0,
+        trace: None,
     };
     let mut accepted = 0;
     let refusal = loop {

@@ -31,6 +31,7 @@ fn new(webhook_id: &str, len: usize) -> NewDelivery {
         webhook_id: webhook_id.into(),
         body: Bytes::from(vec![b'x'; len]),
         created_at_ms: 0,
+        trace: None,
     }
 }
 

@@ -20,6 +20,7 @@ mod metrics;
 mod net;
 mod reload;
 mod run;
+mod telemetry;
 
 use cli::{dead_letters, deliveries, normalize, validate};
 

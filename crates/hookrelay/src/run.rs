@@ -235,12 +235,36 @@ impl ShutdownSignalWatch for Drain {
 /// thread of their own, so a callback's answer never waits on a write (one `write` per
 /// line cost the listener about a quarter of its throughput in `scripts/load`). The
 /// guard flushes what is queued when dropped.
-fn init_tracing(args: &Args) -> tracing_appender::non_blocking::WorkerGuard {
+///
+/// With traces on (see [`crate::telemetry`]), the OpenTelemetry layer sees only the spans
+/// made for it, and the log leaves them out.
+fn init_tracing(
+    args: &Args,
+    telemetry: &hookrelay_config::Telemetry,
+) -> (
+    tracing_appender::non_blocking::WorkerGuard,
+    Option<crate::telemetry::Tracing>,
+) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::{EnvFilter, Layer as _, fmt};
-    let directives = EnvFilter::try_from_default_env()
+    let mut directives = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,pingora=warn,fjall=warn,lsm_tree=warn"));
+    if let Ok(off) = format!("{}=off", crate::telemetry::TARGET).parse() {
+        directives = directives.add_directive(off);
+    }
+    // Started before the subscriber, so a failure is said once the log is up.
+    let (otel, tracing, otel_error) = match crate::telemetry::start(telemetry) {
+        Ok(Some((layer, tracing))) => (Some(layer), Some(tracing), None),
+        Ok(None) => (None, None, None),
+        Err(e) => (None, None, Some(e)),
+    };
+    let otel = otel.map(|layer| {
+        layer.with_filter(
+            tracing_subscriber::filter::Targets::new()
+                .with_target(crate::telemetry::TARGET, tracing::Level::INFO),
+        )
+    });
     let filter = logs::filter(directives, args.log_burst, args.log_per_second);
     logs::set_event_sample(args.event_logs);
     let (stderr, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
@@ -249,7 +273,7 @@ fn init_tracing(args: &Args) -> tracing_appender::non_blocking::WorkerGuard {
         .thread_name("hookrelay-log")
         .finish(std::io::stderr());
     logs::set_writer_errors(stderr.error_counter());
-    let registry = tracing_subscriber::registry();
+    let registry = tracing_subscriber::registry().with(otel);
     if args.log_format == "json" {
         // One flat object a line: the fields next to `message`, not nested.
         let layer = fmt::layer().json().flatten_event(true).with_writer(stderr);
@@ -261,7 +285,12 @@ fn init_tracing(args: &Args) -> tracing_appender::non_blocking::WorkerGuard {
             .with_writer(stderr);
         let _ = registry.with(layer.with_filter(filter)).try_init();
     }
-    guard
+    if let Some(e) = otel_error {
+        tracing::error!("{e}: traces are off");
+    } else if tracing.is_some() {
+        tracing::info!("traces sent over OTLP");
+    }
+    (guard, tracing)
 }
 
 fn lower_priority() {
@@ -367,7 +396,12 @@ fn rate_connection(
 
 /// Runs the sidecar until SIGTERM (graceful) or SIGINT (fast).
 pub(crate) fn run(args: &Args) -> ExitCode {
-    let _flush_at_exit = init_tracing(args);
+    // Read once before the log starts, for its trace settings; `start` reads it again
+    // and reports what is wrong with it.
+    let telemetry = hookrelay_config::load(&args.config)
+        .map(|s| s.telemetry.clone())
+        .unwrap_or_default();
+    let (_flush_at_exit, _traces) = init_tracing(args, &telemetry);
     match start(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail(message, code)) => {

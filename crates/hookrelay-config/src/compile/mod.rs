@@ -283,13 +283,14 @@ impl Compiler {
         let dead_letter_retention = self
             .dead_letter_retention(top.dead_letters.as_ref().and_then(|d| d.retention.as_ref()));
         let history = self.history(top.history.as_ref());
+        let telemetry = self.telemetry(top.telemetry.as_ref());
         if endpoints.is_empty() && self.errors.is_empty() {
             self.warn(
                 "endpoints",
                 "no endpoints: callbacks are verified and answered but nothing is delivered",
             );
         }
-        let key_pos = ["listen", "admin", "store", "tls"]
+        let key_pos = ["listen", "admin", "store", "tls", "telemetry"]
             .into_iter()
             .filter_map(|k| Some((k, self.index.value(k)?)))
             .collect();
@@ -316,6 +317,7 @@ impl Compiler {
             dead_letter_retention: dead_letter_retention?,
             history_retention: history?.0,
             history_max_bytes: history?.1,
+            telemetry: telemetry?,
             routes,
             endpoints,
             warnings: Vec::new(),

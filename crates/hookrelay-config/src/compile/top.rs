@@ -2,9 +2,9 @@
 
 use super::routes::parse_size;
 use super::*;
-use crate::raw::{RawHistory, RawLimits, RawTls};
+use crate::raw::{RawHistory, RawLimits, RawTelemetry, RawTls};
 use crate::snapshot::Limits;
-use crate::snapshot::{Tls, Upstream};
+use crate::snapshot::{Telemetry, Tls, Upstream};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
@@ -304,6 +304,55 @@ impl Compiler {
             },
         };
         Some((retention?, max_bytes?))
+    }
+
+    /// `telemetry`: an `http(s)://` endpoint, a service name, a ratio from 0 to 1.
+    pub(super) fn telemetry(&mut self, v: Option<&RawTelemetry>) -> Option<Telemetry> {
+        let Some(v) = v else {
+            return Some(Telemetry::default());
+        };
+        let mut ok = true;
+        let endpoint = v
+            .otlp_endpoint
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| !e.is_empty());
+        if let Some(e) = endpoint {
+            match url::Url::parse(e) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => {
+                    self.error(
+                        "telemetry.otlp_endpoint",
+                        format!("{e:?}: expected an http:// or https:// URL such as http://otel-collector:4318/v1/traces"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        let ratio = match &v.sample_ratio {
+            None => None,
+            Some(raw) => match raw.0.trim().parse::<f64>() {
+                Ok(r) if (0.0..=1.0).contains(&r) => Some(r),
+                _ => {
+                    self.error(
+                        "telemetry.sample_ratio",
+                        format!("{:?}: expected a number from 0 to 1", raw.0),
+                    );
+                    ok = false;
+                    None
+                }
+            },
+        };
+        ok.then(|| Telemetry {
+            otlp_endpoint: endpoint.map(str::to_owned),
+            service_name: v
+                .service_name
+                .as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+            sample_ratio: ratio,
+        })
     }
 
     /// `store.max_bytes`: `auto` (`None`, the default) or a size of at least 1 MiB.

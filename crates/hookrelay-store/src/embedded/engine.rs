@@ -371,19 +371,36 @@ pub(crate) struct Record {
     pub(crate) attempts: u32,
     pub(crate) last_error: Option<String>,
     pub(crate) grave: Option<Grave>,
+    /// The trace context, stored after the head (not in it: records written before it
+    /// existed read the same).
+    #[serde(skip)]
+    pub(crate) trace: Option<String>,
 }
 
+/// The high bit of a stored head length: a trace context follows the head.
+const TRACED: u32 = 1 << 31;
+
 impl Record {
-    /// The value stored: the head's length (4 bytes), the head, the body.
+    /// The value stored: the head's length (4 bytes, the high bit set when a trace context
+    /// follows), the head, the trace context (its length in 1 byte, then it), the body.
     pub(crate) fn encode(&self, id: u64, body: &[u8]) -> Result<Vec<u8>, StoreError> {
         let head = postcard::to_allocvec(self).map_err(|e| StoreError::Corrupt {
             table: "deliveries",
             key: id,
             source: Arc::new(e),
         })?;
-        let mut value = Vec::with_capacity(4 + head.len() + body.len());
-        value.extend_from_slice(&(head.len() as u32).to_be_bytes());
+        let trace = self
+            .trace
+            .as_deref()
+            .filter(|t| t.len() <= usize::from(u8::MAX));
+        let mut value = Vec::with_capacity(5 + head.len() + trace.map_or(0, str::len) + body.len());
+        let flag = if trace.is_some() { TRACED } else { 0 };
+        value.extend_from_slice(&(head.len() as u32 | flag).to_be_bytes());
         value.extend_from_slice(&head);
+        if let Some(trace) = trace {
+            value.push(trace.len() as u8);
+            value.extend_from_slice(trace.as_bytes());
+        }
         value.extend_from_slice(body);
         Ok(value)
     }
@@ -395,15 +412,26 @@ impl Record {
             key: id,
             source,
         };
-        let head_len = value
+        let cut = || corrupt(Arc::new(std::io::Error::other("record cut short")));
+        let word = value
             .get(..4)
             .and_then(|b| b.try_into().ok())
-            .map(|b| u32::from_be_bytes(b) as usize)
-            .filter(|&len| 4 + len <= value.len())
-            .ok_or_else(|| corrupt(Arc::new(std::io::Error::other("record cut short"))))?;
-        let record: Record =
+            .map(u32::from_be_bytes)
+            .ok_or_else(cut)?;
+        let head_len = (word & !TRACED) as usize;
+        if 4 + head_len > value.len() {
+            return Err(cut());
+        }
+        let mut record: Record =
             postcard::from_bytes(&value[4..4 + head_len]).map_err(|e| corrupt(Arc::new(e)))?;
-        Ok((record, value.slice(4 + head_len..)))
+        let mut at = 4 + head_len;
+        if word & TRACED != 0 {
+            let len = usize::from(*value.get(at).ok_or_else(cut)?);
+            let text = value.get(at + 1..at + 1 + len).ok_or_else(cut)?;
+            record.trace = Some(String::from_utf8_lossy(text).into_owned());
+            at += 1 + len;
+        }
+        Ok((record, value.slice(at..)))
     }
 }
 
@@ -433,6 +461,7 @@ mod tests {
             attempts: 3,
             last_error: Some("503".into()),
             grave: None,
+            trace: None,
         };
         let value = record.encode(7, b"{}")?;
         let value = Bytes::from(value);
@@ -440,6 +469,16 @@ mod tests {
         assert_eq!(back, record);
         assert_eq!(&body[..], b"{}");
         assert!(Record::decode(7, value.slice(..3)).is_err());
+        // With a trace context: read back; a record without one reads as before.
+        let traced = Record {
+            trace: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            ..record.clone()
+        };
+        let value = Bytes::from(traced.encode(7, b"{\"a\":1}")?);
+        let (back, body) = Record::decode(7, value.clone())?;
+        assert_eq!(back, traced);
+        assert_eq!(&body[..], b"{\"a\":1}");
+        assert!(Record::decode(7, value.slice(..value.len() - 60)).is_err());
         Ok(())
     }
 
@@ -460,6 +499,7 @@ mod tests {
             attempts: 0,
             last_error: None,
             grave: None,
+            trace: None,
         };
         // Ids 1..=40 stored but 7 and 8, and one far away.
         for n in (1..=40_u64).chain([10_000]).filter(|n| *n != 7 && *n != 8) {

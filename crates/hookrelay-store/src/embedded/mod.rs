@@ -630,11 +630,12 @@ impl EmbeddedStore {
             };
             if let Some(since) = query.since_ms
                 && record.created_at_ms < since
-                && record.grave.is_none()
             {
-                // Received in id order: everything older was received before too (a
-                // replayed dead letter, queued again later, is the exception it misses).
-                if !engine.is_queued(id, &record)? {
+                // Received in id order: past a delivered one received before `since`,
+                // every older one was received before too. Queued and dead ones may be
+                // replayed dead letters (queued again later, under their old ids): passed
+                // over, not an end.
+                if record.grave.is_none() && !engine.is_queued(id, &record)? {
                     return Ok(page);
                 }
                 continue;
@@ -902,6 +903,7 @@ fn delivery_of(id: u64, record: Record, body: bytes::Bytes) -> Delivery {
         created_at_ms: record.created_at_ms,
         last_error: record.last_error,
         body,
+        trace: record.trace,
     }
 }
 

@@ -1121,6 +1121,7 @@ impl Writer {
                 attempts: 0,
                 last_error: None,
                 grave: None,
+                trace: new.trace,
             };
             tx.queue(&record, id, true);
             tx.changes.lane(&record.endpoint).depth += 1;
@@ -1165,6 +1166,7 @@ impl Writer {
                 response: None,
                 dead_at_ms: now_ms,
             }),
+            trace: new.trace,
         };
         tx.dead.insert(dead_key(&lane(&record.endpoint), id), true);
         tx.changes.lane(&record.endpoint).dead += 1;

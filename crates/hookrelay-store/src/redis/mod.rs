@@ -72,6 +72,14 @@ const SWEEP_BATCH: usize = 1024;
 /// Most delivered deliveries one [`RedisStore::sweep_history`] looks at.
 const SWEEP_LIMIT: usize = 256 * 1024;
 
+/// A delivery's trace context as a script argument: empty for none, or one too long to
+/// keep ([`MAX_TRACE_BYTES`](crate::MAX_TRACE_BYTES)).
+fn trace_arg(trace: Option<&str>) -> &str {
+    trace
+        .filter(|t| t.len() <= crate::MAX_TRACE_BYTES)
+        .unwrap_or("")
+}
+
 /// Tuning of a [`RedisStore`].
 #[derive(Clone, Debug)]
 pub struct RedisOptions {
@@ -286,7 +294,8 @@ impl RedisStore {
             call.arg(&d.endpoint)
                 .arg(&d.webhook_id)
                 .arg(d.body.as_ref())
-                .arg(d.created_at_ms);
+                .arg(d.created_at_ms)
+                .arg(trace_arg(d.trace.as_deref()));
         }
         let ids: Option<Vec<u64>> = self
             .inner
@@ -333,7 +342,8 @@ impl RedisStore {
             .arg(&delivery.webhook_id)
             .arg(delivery.body.as_ref())
             .arg(delivery.created_at_ms)
-            .arg(reason.into());
+            .arg(reason.into())
+            .arg(trace_arg(delivery.trace.as_deref()));
         let id: Option<u64> = self
             .inner
             .timed(

@@ -57,6 +57,11 @@ pub(super) fn history((state, flat, entries): RawHistory) -> Result<History, Sto
     } else {
         (record.into_delivery()?, None)
     };
+    let mut delivery = delivery;
+    if state == DeliveryState::Delivered {
+        // The attempt that delivered it is not counted in the record.
+        delivery.attempts = delivery.attempts.saturating_add(1);
+    }
     let id = delivery.id.0;
     let attempts = entries
         .iter()
@@ -155,6 +160,7 @@ impl Record {
             created_at_ms: self.required_number("ca")?,
             last_error: self.text("err")?,
             body: Bytes::from(self.take("body").unwrap_or_default()),
+            trace: self.text("tp")?,
         })
     }
 

@@ -11,7 +11,7 @@
 //! | `P:endpoints` | set | endpoints with queued deliveries |
 //! | `P:q:<endpoint>` | stream, group `lanes` | due deliveries: entries `id`, `nb` (not before) |
 //! | `P:z:<endpoint>` | sorted set | rescheduled deliveries, scored by not-before (ms) |
-//! | `P:d:<id>` | hash | a queued delivery: `ep wid body ca att nb [err] [sid] [rp]` |
+//! | `P:d:<id>` | hash | a queued delivery: `ep wid body ca att nb [err] [sid] [rp] [tp]` (`tp`: the trace context) |
 //! | `P:dl:<id>` | hash | a dead letter: the delivery's fields and `reason dead [status] [resp]` |
 //! | `P:dead` | sorted set | every dead letter id, scored by id |
 //! | `P:dead:<endpoint>` | sorted set | the endpoint's dead letter ids, scored by id |
@@ -142,7 +142,7 @@ end
 "#;
 
 /// ARGV: P, has dedupe key ('1'/'0'), dedupe key, window ms, now ms, n, then n × (endpoint,
-/// webhook id, body, created at). Returns the new ids, or nil for a duplicate (then nothing
+/// webhook id, body, created at, trace context ('' for none)). Returns the new ids, or nil for a duplicate (then nothing
 /// was written).
 const ENQUEUE: &str = r#"
 if ARGV[2] == '1' then
@@ -153,11 +153,12 @@ end
 local now = ARGV[5]
 local ids = {}
 for i = 0, tonumber(ARGV[6]) - 1 do
-  local b = 7 + i * 4
+  local b = 7 + i * 5
   local ep = ARGV[b]
   local id = redis.call('INCR', P .. ':next_id')
   redis.call('HSET', dkey(id), 'ep', ep, 'wid', ARGV[b + 1], 'body', ARGV[b + 2],
     'ca', ARGV[b + 3], 'att', 0)
+  if ARGV[b + 4] ~= '' then redis.call('HSET', dkey(id), 'tp', ARGV[b + 4]) end
   index(id, ARGV[b + 1])
   push(ep, id, now)
   redis.call('SADD', ENDPOINTS, ep)
@@ -167,7 +168,7 @@ return ids
 "#;
 
 /// ARGV: P, has dedupe key ('1'/'0'), dedupe key, window ms, now ms, endpoint, webhook id,
-/// body, created at, reason. Writes one delivery straight into the dead letters (never into
+/// body, created at, reason, trace context ('' for none). Writes one delivery straight into the dead letters (never into
 /// a stream). Returns its id, or nil for a duplicate (then nothing was written).
 const ENQUEUE_DEAD_LETTER: &str = r#"
 if ARGV[2] == '1' then
@@ -179,6 +180,7 @@ local now, ep = ARGV[5], ARGV[6]
 local id = redis.call('INCR', P .. ':next_id')
 redis.call('HSET', lkey(id), 'ep', ep, 'wid', ARGV[7], 'body', ARGV[8], 'ca', ARGV[9],
   'att', 0, 'nb', now, 'reason', ARGV[10], 'dead', now)
+if ARGV[11] ~= '' then redis.call('HSET', lkey(id), 'tp', ARGV[11]) end
 redis.call('ZADD', DEAD, id, id)
 redis.call('ZADD', deadkey(ep), id, id)
 index(id, ARGV[7])

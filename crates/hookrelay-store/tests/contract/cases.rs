@@ -855,3 +855,37 @@ pub(crate) async fn the_history_sweep_keeps_the_history_within_its_size(
     assert_eq!(store.sweep_history(now - 60_000, 1).await?, 0);
     Ok(())
 }
+
+pub(crate) async fn a_delivery_keeps_the_trace_context_it_was_enqueued_with(
+    store: &Store,
+) -> TestResult {
+    const TRACE: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let mut traced = new("crm", "evt-traced");
+    traced.trace = Some(TRACE.into());
+    let plain = new("crm", "evt-plain");
+    let enqueued = ids(store.enqueue(None, vec![traced, plain], now_ms()).await?);
+    let leased = store.lease("crm", now_ms(), 10).await?;
+    let traces: Vec<Option<&str>> = leased.iter().map(|d| d.trace.as_deref()).collect();
+    assert_eq!(traces, [Some(TRACE), None]);
+    assert_eq!(
+        leased[0].body,
+        Bytes::from_static(b"{\"id\":\"evt-traced\"}")
+    );
+    // Kept through a retry and in the history.
+    store
+        .reschedule(enqueued[0], now_ms(), 1, Some("HTTP 503".into()))
+        .await?;
+    let history = store.history(enqueued[0]).await?.ok_or("no history")?;
+    assert_eq!(history.delivery.trace.as_deref(), Some(TRACE));
+    let mut dead = new("crm", "evt-dead");
+    dead.trace = Some(TRACE.into());
+    let outcome = store
+        .enqueue_dead_letter(None, dead, "unparsed: test", now_ms())
+        .await?;
+    let letter = store
+        .find_dead_letter(ids(outcome)[0])
+        .await?
+        .ok_or("no dead letter")?;
+    assert_eq!(letter.delivery.trace.as_deref(), Some(TRACE));
+    Ok(())
+}

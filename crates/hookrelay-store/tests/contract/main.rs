@@ -95,4 +95,5 @@ contract![
     first_use_of_a_one_time_token,
     history_follows_a_delivery_through_every_state,
     the_history_sweep_keeps_the_history_within_its_size,
+    a_delivery_keeps_the_trace_context_it_was_enqueued_with,
 ];

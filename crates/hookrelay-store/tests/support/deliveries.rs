@@ -12,6 +12,7 @@ pub(crate) fn new(endpoint: &str, webhook_id: &str) -> NewDelivery {
         webhook_id: webhook_id.into(),
         body: Bytes::from(format!("{{\"id\":\"{webhook_id}\"}}")),
         created_at_ms: 1_000,
+        trace: None,
     }
 }
 

@@ -74,6 +74,7 @@ async fn send(
     target: &std::sync::Arc<stack::Target>,
     d: &Delivery,
     seen: &mut Seen,
+    span: &tracing::Span,
 ) -> Outcome {
     seen.at_ms = Some(now_ms());
     if let Err(refused) = crate::net::ssrf::check_literal(&target.url, target.allow_link_local) {
@@ -84,7 +85,10 @@ async fn send(
         };
     }
     let (req, reached) = match stack::request(target, &d.webhook_id, d.body.clone()) {
-        Ok(r) => r,
+        Ok((mut req, reached)) => {
+            crate::telemetry::inject(span, req.headers_mut());
+            (req, reached)
+        }
         Err(e) => {
             return Outcome::Dead {
                 reason: format!("cannot build request: {e}"),
@@ -226,9 +230,34 @@ pub(crate) async fn attempt(ctx: &DeliverCtx, lane: &Lane, d: Delivery) {
     let target = lane.target();
     let resumes = lane.resumes.load(Ordering::SeqCst);
     let mut seen = Seen::default();
-    let outcome = send(ctx, lane, &target, &d, &mut seen).await;
-    let now = now_ms();
     let attempts = d.attempts.saturating_add(1);
+    let span =
+        crate::telemetry::attempt_span(&lane.name, &d.webhook_id, attempts, d.trace.as_deref());
+    let outcome = if span.is_none() {
+        send(ctx, lane, &target, &d, &mut seen, &span).await
+    } else {
+        let outcome = tracing::Instrument::instrument(
+            send(ctx, lane, &target, &d, &mut seen, &span),
+            span.clone(),
+        )
+        .await;
+        if let Some(status) = seen.status {
+            span.record("http.response.status_code", status);
+        }
+        let (name, failed) = match &outcome {
+            Outcome::Delivered => ("delivered", false),
+            Outcome::Defer { .. } => ("deferred", false),
+            Outcome::Gone => ("gone", true),
+            Outcome::Dead { .. } => ("dead", true),
+            Outcome::Retry { .. } => ("retry", true),
+        };
+        span.record("outcome", name);
+        if failed {
+            span.record("otel.status_code", "ERROR");
+        }
+        outcome
+    };
+    let now = now_ms();
     let record = match outcome {
         Outcome::Delivered => {
             ctx.metrics.outcome(&lane.name, "delivered");

@@ -274,6 +274,7 @@ mod tests {
             webhook_id: id.into(),
             body: Bytes::from(format!("{{\"id\":\"{id}\"}}")),
             created_at_ms: 0,
+            trace: None,
         };
         store.enqueue(None, vec![new], 0).await.expect("enqueued");
     }

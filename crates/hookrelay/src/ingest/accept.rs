@@ -50,11 +50,42 @@ impl Ingest {
 
     /// Verify → (replay check) → accept; a token is forgotten again when the callback is
     /// not accepted, so the provider's retry can use it.
+    ///
+    /// With traces on, the callback has a span (route, provider, events, deliveries,
+    /// outcome), the parent of its deliveries' attempts.
     pub(crate) async fn handle(
         &self,
         route: &Route,
         snapshot: &Snapshot,
         req: CallbackRequest,
+    ) -> Result<Answer, Refusal> {
+        let span = crate::telemetry::callback_span(&route.path, route.provider.id());
+        if span.is_none() {
+            return self.handle_traced(route, snapshot, req, None).await;
+        }
+        let trace = crate::telemetry::traceparent(&span);
+        let result = tracing::Instrument::instrument(
+            self.handle_traced(route, snapshot, req, trace.as_deref()),
+            span.clone(),
+        )
+        .await;
+        match &result {
+            Ok(_) => span.record("outcome", "accepted"),
+            Err(refusal) => {
+                span.record("outcome", refusal.metric());
+                span.record("otel.status_code", "ERROR")
+            }
+        };
+        result
+    }
+
+    /// [`Ingest::handle`], with the trace context to store with the deliveries.
+    async fn handle_traced(
+        &self,
+        route: &Route,
+        snapshot: &Snapshot,
+        req: CallbackRequest,
+        trace: Option<&str>,
     ) -> Result<Answer, Refusal> {
         self.verify(route, &req).await?;
         let token = route
@@ -64,7 +95,7 @@ impl Ingest {
         if let Some(token) = &token {
             self.first_use(token).await?;
         }
-        let result = self.accept(route, snapshot, req).await;
+        let result = self.accept(route, snapshot, req, trace).await;
         if result.is_err()
             && let Some(token) = &token
         {
@@ -127,6 +158,7 @@ impl Ingest {
         route: &Route,
         snapshot: &Snapshot,
         req: CallbackRequest,
+        trace: Option<&str>,
     ) -> Result<Answer, Refusal> {
         let provider = route.provider.id();
         let received_at_ms = now_ms();
@@ -159,8 +191,13 @@ impl Ingest {
         }
         let enqueued = self
             .fanout()
-            .enqueue(route, snapshot, provider, &out.events)
+            .enqueue(route, snapshot, provider, &out.events, trace)
             .await?;
+        if trace.is_some() {
+            let span = tracing::Span::current();
+            span.record("events", out.events.len());
+            span.record("deliveries", enqueued);
+        }
         let content_type = req
             .headers
             .get(http::header::CONTENT_TYPE)
@@ -212,6 +249,7 @@ impl Ingest {
                 body: unparsed_body(provider, &route.path, received_at_ms, content_type, u),
                 webhook_id: key.clone(),
                 created_at_ms: received_at_ms,
+                trace: None,
             };
             let dedupe = Some((format!("{provider}:{key}"), snapshot.dedupe_window));
             self.store.enqueue_dead_letter(
@@ -249,14 +287,15 @@ pub(crate) struct Fanout<'a> {
 
 impl Fanout<'_> {
     /// Enqueues one delivery per matching endpoint of each event, every event under its
-    /// own dedupe key; returns the number of deliveries written. Fails (503) unless every
-    /// write is durable.
+    /// own dedupe key, with the callback's trace context; returns the number of deliveries
+    /// written. Fails (503) unless every write is durable.
     pub(crate) async fn enqueue(
         &self,
         route: &Route,
         snapshot: &Snapshot,
         provider: &str,
         events: &[Event],
+        trace: Option<&str>,
     ) -> Result<usize, Refusal> {
         let now = now_ms();
         let mut writes = Vec::with_capacity(events.len());
@@ -274,6 +313,7 @@ impl Fanout<'_> {
                     webhook_id: event.idempotency_key.clone(),
                     body: Bytes::from(to_bytes(event, endpoint.payload_options())),
                     created_at_ms: now,
+                    trace: trace.map(str::to_owned),
                 })
                 .collect();
             if batch.is_empty() {
@@ -473,7 +513,7 @@ pub(crate) async fn replay_unparsed(
         )));
     }
     let written = fanout
-        .enqueue(route, &snapshot, provider, &out.events)
+        .enqueue(route, &snapshot, provider, &out.events, None)
         .await
         .map_err(|e| NotReplayed::Store(e.to_string()))?;
     // Written (or found to be duplicates): the letter has done its work. Were this
