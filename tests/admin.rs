@@ -361,9 +361,13 @@ async fn metrics_pass_promtool_and_count_one_delivery_once() {
         .await;
     assert_eq!(status, 200);
     sink.wait_for(1).await;
-    let after = eventually("the outcome counted", || async {
+    // The acknowledgement's latency is recorded once the answer is written, which the
+    // delivery does not wait for.
+    let after = eventually("the outcome and the acknowledgement counted", || async {
         let m = sidecar.metrics().await;
-        (sample(&m, &crm("delivered")) == Some(1.0)).then_some(m)
+        let acked = "hookrelay_callback_ack_duration_seconds_count{provider=\"meta_whatsapp\"}";
+        (sample(&m, &crm("delivered")) == Some(1.0) && sample(&m, acked).is_some_and(|n| n > 0.0))
+            .then_some(m)
     })
     .await;
     // One attempt, one outcome: not also counted as another outcome.
