@@ -14,6 +14,7 @@
 //! - [`json_schema`] is the JSON Schema of the file, for editors.
 
 mod compile;
+mod dirwatch;
 mod error;
 mod interp;
 mod raw;

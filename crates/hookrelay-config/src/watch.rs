@@ -17,7 +17,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
+use notify::EventKind;
+
+use crate::dirwatch::DirWatch;
 use sha2::{Digest, Sha256};
 
 use crate::error::{ConfigError, ConfigErrors};
@@ -270,11 +272,8 @@ impl Live {
             .parent()
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         let (tx, rx) = mpsc::channel::<Msg>();
-        let fs_tx = tx.clone();
-        let mut watcher = notify::recommended_watcher(move |res| {
-            let _ = fs_tx.send(Msg::Fs(res));
-        })?;
-        watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+        let mut watcher = DirWatch::new(tx.clone())?;
+        watcher.watch(&dir)?;
         let live = Arc::clone(self);
         let thread = std::thread::Builder::new()
             .name("hookrelay-config-watch".into())
@@ -327,7 +326,8 @@ fn not_reloadable(current: &Snapshot, next: &Snapshot) -> Vec<ConfigError> {
     out
 }
 
-enum Msg {
+/// What the watcher's thread is sent: a file system event, or stop.
+pub(crate) enum Msg {
     Fs(notify::Result<notify::Event>),
     Stop,
 }
@@ -414,7 +414,7 @@ fn concerns(p: &Path, file: &Path) -> bool {
 
 fn run(
     live: &Live,
-    mut watcher: RecommendedWatcher,
+    mut watcher: DirWatch,
     dir: &Path,
     rx: &mpsc::Receiver<Msg>,
     debounce: Duration,
@@ -447,8 +447,8 @@ fn run(
             }
         }
         if batch.rearm || !armed {
-            let _ = watcher.unwatch(dir);
-            armed = watcher.watch(dir, RecursiveMode::NonRecursive).is_ok();
+            watcher.unwatch(dir);
+            armed = watcher.watch(dir).is_ok();
             // Whatever happened while the watch was down, look at the file now.
             batch.reload |= armed;
         }
