@@ -271,7 +271,9 @@ fn init_tracing(
         .buffered_lines_limit(args.log_queue_lines.max(1))
         .lossy(true)
         .thread_name("hookrelay-log")
-        .finish(std::io::stderr());
+        // The log thread writes what is queued, then flushes once the queue is empty:
+        // one write for a burst of lines, not one each.
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
     logs::set_writer_errors(stderr.error_counter());
     let registry = tracing_subscriber::registry().with(otel);
     if args.log_format == "json" {
