@@ -362,13 +362,19 @@ async fn metrics_pass_promtool_and_count_one_delivery_once() {
     assert_eq!(status, 200);
     sink.wait_for(1).await;
     // The acknowledgement's latency is recorded once the answer is written, which the
-    // delivery does not wait for.
-    let after = eventually("the outcome and the acknowledgement counted", || async {
-        let m = sidecar.metrics().await;
-        let acked = "hookrelay_callback_ack_duration_seconds_count{provider=\"meta_whatsapp\"}";
-        (sample(&m, &crm("delivered")) == Some(1.0) && sample(&m, acked).is_some_and(|n| n > 0.0))
+    // delivery does not wait for; the outcome is counted before the store records it.
+    let after = eventually(
+        "the outcome recorded and the acknowledgement counted",
+        || async {
+            let m = sidecar.metrics().await;
+            let acked = "hookrelay_callback_ack_duration_seconds_count{provider=\"meta_whatsapp\"}";
+            let depth = "hookrelay_queue_depth{endpoint=\"crm\"}";
+            (sample(&m, &crm("delivered")) == Some(1.0)
+                && sample(&m, acked).is_some_and(|n| n > 0.0)
+                && sample(&m, depth) == Some(0.0))
             .then_some(m)
-    })
+        },
+    )
     .await;
     // One attempt, one outcome: not also counted as another outcome.
     assert_eq!(
@@ -797,4 +803,52 @@ endpoints:
     let (code, _, err) = cli(&["deliveries", "--admin", &addr, "list"]);
     assert_eq!(code, 1);
     assert!(err.contains("401"), "{err}");
+}
+
+#[tokio::test]
+async fn the_admin_listener_holds_a_bounded_number_of_connections() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let sink = Sink::start().await;
+    let yaml = config(&sink, true).replace(
+        &format!("admin: {{ listen: \"{{ADMIN}}\", token: \"{TOKEN}\" }}"),
+        &format!("admin: {{ listen: \"{{ADMIN}}\", token: \"{TOKEN}\", max_connections: 2 }}"),
+    );
+    assert!(yaml.contains("max_connections: 2"), "{yaml}");
+    let sidecar = Sidecar::start(&yaml).await;
+    // Two idle connections take both places (accepted in the order they were made).
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(
+            tokio::net::TcpStream::connect(sidecar.admin)
+                .await
+                .expect("connect"),
+        );
+    }
+    // A third is closed at once, without an answer.
+    let mut third = tokio::net::TcpStream::connect(sidecar.admin)
+        .await
+        .expect("connect");
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
+        .await
+        .expect("closed well before the held ones time out");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // Once they are let go, requests are served again, and the refusal was counted.
+    drop(held);
+    let metrics = eventually("the admin API answering again", || async {
+        let mut stream = tokio::net::TcpStream::connect(sidecar.admin).await.ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await.ok()?;
+        text.starts_with("HTTP/1.1 200").then_some(text)
+    })
+    .await;
+    let dropped = metrics
+        .lines()
+        .find(|l| l.starts_with("hookrelay_connections_dropped_total{limit=\"admin_connections\"}"))
+        .expect("the refusal counted");
+    assert!(!dropped.ends_with(" 0"), "{dropped}");
 }

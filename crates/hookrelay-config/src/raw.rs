@@ -519,6 +519,11 @@ pub(crate) struct RawAdminSettings {
     /// `${file:/path}`. Required when `listen` is not a loopback address. Reloadable.
     #[serde(default)]
     pub(crate) token: Option<String>,
+    /// Connections the admin listener holds at once (default 64; over it a new one is
+    /// closed at once, counted as `hookrelay_connections_dropped_total{limit="admin_connections"}`);
+    /// each lives at most a minute. Read at start.
+    #[serde(default)]
+    pub(crate) max_connections: Option<Scalar>,
 }
 
 impl<'de> Deserialize<'de> for RawAdmin {
@@ -550,6 +555,13 @@ impl RawAdmin {
         match self {
             RawAdmin::Address(_) => None,
             RawAdmin::Settings(settings) => settings.token.as_deref(),
+        }
+    }
+
+    pub(crate) fn max_connections(&self) -> Option<&Scalar> {
+        match self {
+            RawAdmin::Address(_) => None,
+            RawAdmin::Settings(settings) => settings.max_connections.as_ref(),
         }
     }
 }

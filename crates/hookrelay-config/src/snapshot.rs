@@ -35,6 +35,9 @@ pub struct Snapshot {
     /// The bearer token of the admin API (`admin.token`), if set: needed by every admin
     /// path except `/healthz`, `/readyz` and `/metrics` (reloadable).
     pub admin_token: Option<Secret>,
+    /// Connections the admin listener holds at once (`admin.max_connections`; read at
+    /// start).
+    pub admin_max_connections: usize,
     /// The notification service, for non-callback traffic.
     pub upstream: Upstream,
     /// Durable store (not reloadable).

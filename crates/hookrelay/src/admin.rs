@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -714,19 +715,61 @@ async fn resume(State(app): Shared, Path(name): Path<String>) -> Resp {
 }
 
 /// Serves the admin API on `listener` until `shutdown` turns true.
+/// Longest a connection to the admin listener lives: probes, scrapes and the CLI make
+/// one request each, and a connection held open cannot keep a slot for long.
+const ADMIN_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// Longest wait for a request's headers on the admin listener.
+const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves the admin API on `listener` until `shutdown`: at most `max_connections` at once
+/// (a connection over it is closed at once and counted), each for at most
+/// [`ADMIN_CONNECTION_LIFETIME`], its request headers within [`ADMIN_HEADER_TIMEOUT`].
 pub(crate) async fn serve(
     app: Arc<Admin>,
     listener: TcpListener,
+    max_connections: usize,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let stop = async move {
-        let _ = shutdown.wait_for(|stop| *stop).await;
-    };
-    if let Err(e) = axum::serve(listener, router(app))
-        .with_graceful_shutdown(stop)
-        .await
-    {
-        tracing::error!(error = %e, "the admin API stopped");
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+    use hyper_util::service::TowerToHyperService;
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let service = router(app.clone());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(ADMIN_HEADER_TIMEOUT);
+    let builder = Arc::new(builder);
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, most likely: wait rather than spin.
+                tracing::warn!(error = %e, "admin listener cannot accept");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            app.metrics.connection_dropped("admin_connections");
+            drop(stream);
+            continue;
+        };
+        let (service, builder) = (
+            TowerToHyperService::new(service.clone()),
+            Arc::clone(&builder),
+        );
+        tokio::spawn(async move {
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(ADMIN_CONNECTION_LIFETIME, connection).await;
+            drop(permit);
+        });
     }
 }
 

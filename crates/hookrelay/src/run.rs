@@ -183,7 +183,8 @@ impl BackgroundService for Background {
             .take();
         match listener.map(tokio::net::TcpListener::from_std) {
             Some(Ok(l)) => {
-                tokio::spawn(admin::serve(self.admin.clone(), l, admin_rx));
+                let max = self.admin.live.snapshot().admin_max_connections;
+                tokio::spawn(admin::serve(self.admin.clone(), l, max, admin_rx));
             }
             Some(Err(e)) => tracing::error!(error = %e, "cannot serve the admin API"),
             None => {}
@@ -273,7 +274,10 @@ fn init_tracing(
         .thread_name("hookrelay-log")
         // The log thread writes what is queued, then flushes once the queue is empty:
         // one write for a burst of lines, not one each.
-        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     logs::set_writer_errors(stderr.error_counter());
     let registry = tracing_subscriber::registry().with(otel);
     if args.log_format == "json" {

@@ -257,6 +257,8 @@ impl Compiler {
             DEFAULT_ADMIN,
         );
         let admin_token = self.admin_token(top.admin.as_ref().and_then(RawAdmin::token));
+        let admin_max_connections =
+            self.admin_max_connections(top.admin.as_ref().and_then(RawAdmin::max_connections));
         if let (Some(l), Some(a)) = (listen, admin) {
             if l.port() == a.port()
                 && (l.ip() == a.ip() || l.ip().is_unspecified() || a.ip().is_unspecified())
@@ -308,6 +310,7 @@ impl Compiler {
             listen: listen?,
             admin: admin?,
             admin_token: admin_token?,
+            admin_max_connections: admin_max_connections?,
             upstream: upstream?,
             store: store?,
             dedupe_window: dedupe_window?,

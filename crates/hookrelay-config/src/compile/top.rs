@@ -266,6 +266,26 @@ impl Compiler {
         Some(retention)
     }
 
+    /// `admin.max_connections`: 64 by default, 1 to 65,536.
+    pub(super) fn admin_max_connections(
+        &mut self,
+        v: Option<&crate::raw::Scalar>,
+    ) -> Option<usize> {
+        let Some(raw) = v else {
+            return Some(64);
+        };
+        match raw.0.trim().parse::<usize>() {
+            Ok(n) if (1..=65_536).contains(&n) => Some(n),
+            _ => {
+                self.error(
+                    "admin.max_connections",
+                    format!("{:?}: expected a number from 1 to 65536", raw.0),
+                );
+                None
+            }
+        }
+    }
+
     /// `history`: its retention (7 days by default, at least a minute) and size (1 GiB by
     /// default, at least 1 MiB).
     pub(super) fn history(&mut self, v: Option<&RawHistory>) -> Option<(std::time::Duration, u64)> {
