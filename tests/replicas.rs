@@ -199,6 +199,15 @@ async fn a_redis_restart_loses_nothing_acknowledged() {
     redis.kill().expect("kill redis");
     // Without Redis nothing is acknowledged: the provider is told to retry.
     assert_eq!(post(&rs[0], &statuses(1000, 1)).await, 503);
+    // The metrics say the store is down and show no made-up queue figures.
+    let down = rs[0].metrics().await;
+    assert!(down.contains("hookrelay_store_up 0"), "{down}");
+    for family in ["hookrelay_queue_depth{", "hookrelay_dead_letters{"] {
+        assert!(
+            !down.contains(family),
+            "{family} shown while Redis is down: {down}"
+        );
+    }
     redis.restart().expect("restart redis");
     sink.set_status(200);
 

@@ -59,19 +59,22 @@ impl Admin {
         let now = now_ms();
         let mut endpoints = Vec::with_capacity(snapshot.endpoints.len());
         for ep in &snapshot.endpoints {
-            let depth = self.store.queue_depth(&ep.name).await.unwrap_or(0);
-            let due = if depth > 0 {
-                self.store.next_due(&ep.name).await.ok().flatten()
-            } else {
-                None
+            // A figure the store cannot give now is left out, not shown as 0.
+            let depth = self.store.queue_depth(&ep.name).await.ok();
+            let overdue_seconds = match depth {
+                None => None,
+                Some(0) => Some(0.0),
+                Some(_) => match self.store.next_due(&ep.name).await {
+                    #[allow(clippy::cast_precision_loss)] // ms to s, far below 2^53
+                    Ok(due) => Some(due.map_or(0.0, |due| (now - due).max(0) as f64 / 1000.0)),
+                    Err(_) => None,
+                },
             };
-            #[allow(clippy::cast_precision_loss)] // ms to s, far below 2^53
-            let overdue_seconds = due.map_or(0.0, |due| (now - due).max(0) as f64 / 1000.0);
             endpoints.push(EndpointScrape {
                 name: ep.name.clone(),
                 depth,
                 overdue_seconds,
-                dead: self.store.dead_letter_count(&ep.name).await.unwrap_or(0),
+                dead: self.store.dead_letter_count(&ep.name).await.ok(),
                 paused: self.lanes.state(&ep.name).is_some_and(|(paused, _)| paused),
             });
         }

@@ -126,11 +126,14 @@ pub(crate) struct Scrape {
 
 /// One endpoint's figures at a scrape.
 #[derive(Debug, Default)]
+///
+/// A figure the store could not give (Redis unreachable) is `None`: its series is left out
+/// of that scrape rather than shown as 0 (`hookrelay_store_up` says why).
 pub(crate) struct EndpointScrape {
     pub(crate) name: String,
-    pub(crate) depth: u64,
-    pub(crate) overdue_seconds: f64,
-    pub(crate) dead: u64,
+    pub(crate) depth: Option<u64>,
+    pub(crate) overdue_seconds: Option<f64>,
+    pub(crate) dead: Option<u64>,
     pub(crate) paused: bool,
 }
 
@@ -540,13 +543,14 @@ fn per_endpoint<N: EncodeGaugeValue>(
     help: &str,
     unit: Option<&Unit>,
     rows: &[EndpointScrape],
-    value: impl Fn(&EndpointScrape) -> N,
+    value: impl Fn(&EndpointScrape) -> Option<N>,
 ) -> Result<(), std::fmt::Error> {
     let mut family =
         encoder.encode_descriptor(name, help, unit, ConstGauge::new(0i64).metric_type())?;
     for row in rows {
+        let Some(value) = value(row) else { continue };
         let labels = endpoint(&row.name);
-        ConstGauge::new(value(row)).encode(family.encode_family(&labels)?)?;
+        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
     }
     Ok(())
 }
@@ -620,7 +624,7 @@ impl Collector for Scraped {
             "1 while an endpoint is paused by a 410 Gone (until a reload or resume)",
             None,
             &scrape.endpoints,
-            |r| u32::from(r.paused),
+            |r| Some(u32::from(r.paused)),
         )?;
         gauge(
             e,
