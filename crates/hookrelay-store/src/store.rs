@@ -381,6 +381,17 @@ impl Store {
         both!(self, s => s.dead_letters(endpoint, limit).await)
     }
 
+    /// [`Store::dead_letters`] with an id greater than `after`: the next page of a walk
+    /// through them all, which goes on from the last id of the page before.
+    pub async fn dead_letters_after(
+        &self,
+        endpoint: Option<&str>,
+        after: Option<DeliveryId>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        both!(self, s => s.dead_letters_after(endpoint, after, limit).await)
+    }
+
     /// The dead letter `id`, or `None` when there is none (never dead-lettered, replayed, or
     /// not yet durable).
     pub async fn find_dead_letter(&self, id: DeliveryId) -> Result<Option<DeadLetter>, StoreError> {

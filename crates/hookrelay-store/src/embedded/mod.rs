@@ -706,6 +706,17 @@ impl EmbeddedStore {
         endpoint: Option<&str>,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, StoreError> {
+        self.dead_letters_after(endpoint, None, limit).await
+    }
+
+    /// [`Store::dead_letters_after`](crate::Store::dead_letters_after), read from disk as
+    /// [`dead_letters`](EmbeddedStore::dead_letters) is.
+    pub async fn dead_letters_after(
+        &self,
+        endpoint: Option<&str>,
+        after: Option<DeliveryId>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
         let engine = self.inner.shared.engine()?;
         let endpoints: Vec<Arc<str>> = match endpoint {
             Some(name) => vec![Arc::from(name)],
@@ -714,10 +725,19 @@ impl EmbeddedStore {
         let mut ids = Vec::new();
         for name in endpoints {
             let prefix = lane(&name);
-            for guard in engine.dead.prefix(&prefix).take(limit) {
+            let start = match after {
+                Some(after) => engine::dead_key(&prefix, after.0.saturating_add(1)),
+                None => prefix.clone(),
+            };
+            let mut taken = 0;
+            for guard in engine.dead.range(start..) {
                 let key = guard.key().map_err(engine::read_error)?;
+                if !key.starts_with(&prefix) || taken >= limit {
+                    break;
+                }
                 if let Some(id) = parse_dead(&key) {
                     ids.push(id);
+                    taken += 1;
                 }
             }
         }

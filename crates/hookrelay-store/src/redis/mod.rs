@@ -680,12 +680,23 @@ impl RedisStore {
         endpoint: Option<&str>,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, StoreError> {
+        self.dead_letters_after(endpoint, None, limit).await
+    }
+
+    /// [`Store::dead_letters_after`](crate::Store::dead_letters_after).
+    pub async fn dead_letters_after(
+        &self,
+        endpoint: Option<&str>,
+        after: Option<DeliveryId>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
         let inner = &self.inner;
         let mut call = inner.scripts.dead_letters.prepare_invoke();
         call.arg(&inner.options.prefix)
             .arg(if endpoint.is_some() { "1" } else { "0" })
             .arg(endpoint.unwrap_or_default())
-            .arg(limit);
+            .arg(limit)
+            .arg(after.map(|a| a.0.to_string()).unwrap_or_default());
         let raw: Vec<Vec<Vec<u8>>> = inner
             .timed("dead letters", call.invoke_async(&mut inner.conn.clone()))
             .await?;

@@ -352,15 +352,17 @@ end
 return n
 "#;
 
-/// ARGV: P, one endpoint ('1'/'0'), endpoint, limit. Returns dead letters as flat arrays
-/// `id, field, value, …`, oldest delivery first.
+/// ARGV: P, one endpoint ('1'/'0'), endpoint, limit, after id ('' for none). Returns dead
+/// letters with a greater id as flat arrays `id, field, value, …`, oldest delivery first.
 const DEAD_LETTERS: &str = r#"
 local limit = tonumber(ARGV[4])
 if limit <= 0 then return {} end
 local index = DEAD
 if ARGV[2] == '1' then index = deadkey(ARGV[3]) end
+local from = '-inf'
+if ARGV[5] ~= '' then from = '(' .. ARGV[5] end
 local out = {}
-for _, id in ipairs(redis.call('ZRANGE', index, 0, limit - 1)) do
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', index, from, '+inf', 'LIMIT', 0, limit)) do
   local rec = redis.call('HGETALL', lkey(id))
   if #rec > 0 then
     table.insert(rec, 1, id)

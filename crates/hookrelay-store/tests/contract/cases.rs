@@ -889,3 +889,29 @@ pub(crate) async fn a_delivery_keeps_the_trace_context_it_was_enqueued_with(
     assert_eq!(letter.delivery.trace.as_deref(), Some(TRACE));
     Ok(())
 }
+
+pub(crate) async fn dead_letters_are_paged_by_id(store: &Store) -> TestResult {
+    let mut ids_written = Vec::new();
+    for n in 0..5 {
+        let endpoint = if n % 2 == 0 { "crm" } else { "ops" };
+        let outcome = store
+            .enqueue_dead_letter(None, new(endpoint, &format!("evt-{n}")), "test", now_ms())
+            .await?;
+        ids_written.extend(ids(outcome));
+    }
+    let page = |endpoint: Option<&'static str>, after: Option<DeliveryId>| async move {
+        let letters = store.dead_letters_after(endpoint, after, 2).await?;
+        Ok::<_, StoreError>(letters.iter().map(|l| l.delivery.id).collect::<Vec<_>>())
+    };
+    assert_eq!(page(None, None).await?, ids_written[..2]);
+    assert_eq!(page(None, Some(ids_written[1])).await?, ids_written[2..4]);
+    assert_eq!(page(None, Some(ids_written[3])).await?, ids_written[4..]);
+    assert!(page(None, Some(ids_written[4])).await?.is_empty());
+    // One endpoint's: crm has the even ones.
+    assert_eq!(
+        page(Some("crm"), Some(ids_written[0])).await?,
+        [ids_written[2], ids_written[4]]
+    );
+    assert!(page(Some("ops"), Some(ids_written[3])).await?.is_empty());
+    Ok(())
+}

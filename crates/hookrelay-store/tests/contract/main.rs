@@ -96,4 +96,5 @@ contract![
     history_follows_a_delivery_through_every_state,
     the_history_sweep_keeps_the_history_within_its_size,
     a_delivery_keeps_the_trace_context_it_was_enqueued_with,
+    dead_letters_are_paged_by_id,
 ];

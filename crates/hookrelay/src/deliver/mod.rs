@@ -155,17 +155,18 @@ impl Lanes {
     ) -> Result<u64, hookrelay_store::StoreError> {
         const PAGE: usize = 500;
         let mut deleted = 0;
+        let mut after = None;
         loop {
-            let page = store.dead_letters(endpoint, PAGE).await?;
-            let mut now = 0;
+            let page = store.dead_letters_after(endpoint, after, PAGE).await?;
             for letter in page.iter().filter(|l| l.dead_at_ms < cutoff_ms) {
                 if store.delete_dead_letter(letter.delivery.id).await? {
-                    now += 1;
+                    deleted += 1;
                 }
             }
-            deleted += now;
-            if now == 0 || page.len() < PAGE {
-                return Ok(deleted);
+            // Pages go on by id, past letters too young to delete, to the end.
+            match page.last() {
+                Some(last) if page.len() == PAGE => after = Some(last.delivery.id),
+                _ => return Ok(deleted),
             }
         }
     }
