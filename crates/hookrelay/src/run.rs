@@ -68,6 +68,10 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// to spare it changes nothing (8 and 32 connections measured the same).
 const STORE_WRITER_NICENESS: i32 = 5;
 
+/// How much nicer the store's background threads (fjall's flushes and compactions) run
+/// than the listener: with the CPU short, answering providers comes first.
+const STORE_BACKGROUND_NICENESS: i32 = 10;
+
 /// Nice value of the delivery threads: under CPU contention the listener, which must
 /// answer providers within their timeouts, runs first; what it acknowledged is durable and
 /// is delivered as soon as there is CPU to spare. Without contention it makes no difference.
@@ -359,6 +363,7 @@ fn open_store(
             path,
             EmbeddedOptions::default()
                 .writer_niceness(STORE_WRITER_NICENESS)
+                .background_niceness(STORE_BACKGROUND_NICENESS)
                 .max_bytes(store_budget(path, max_bytes)),
         ),
         hookrelay_config::Store::Redis {

@@ -26,6 +26,9 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// The name fjall gives its background threads (flushes and compactions).
+pub(crate) const WORKER_THREADS: &str = "fjall:worker";
+
 /// The fjall database's directory inside the store directory.
 pub(crate) const DATA_DIR: &str = "data";
 

@@ -48,6 +48,7 @@ pub struct EmbeddedOptions {
     max_batch: usize,
     outcome_sync: Duration,
     writer_niceness: i32,
+    background_niceness: i32,
     max_bytes: u64,
 }
 
@@ -57,6 +58,7 @@ impl Default for EmbeddedOptions {
             max_batch: 1024,
             outcome_sync: writer::LAZY_SYNC,
             writer_niceness: 0,
+            background_niceness: 0,
             max_bytes: 0,
         }
     }
@@ -92,6 +94,17 @@ impl EmbeddedOptions {
     #[must_use]
     pub fn writer_niceness(mut self, niceness: i32) -> Self {
         self.writer_niceness = niceness.clamp(0, 19);
+        self
+    }
+
+    /// How much nicer than the rest of the process fjall's background threads run, which
+    /// flush write buffers to tables and compact them (default 0, at most 19): with the
+    /// CPU short, they yield to the callers and catch up once it is free, as the writer
+    /// does ([`EmbeddedOptions::writer_niceness`]). fjall slows writes down by itself if
+    /// its tables pile up.
+    #[must_use]
+    pub fn background_niceness(mut self, niceness: i32) -> Self {
+        self.background_niceness = niceness.clamp(0, 19);
         self
     }
 
@@ -246,6 +259,13 @@ impl EmbeddedStore {
             Err(TryLockError::Error(e)) => return Err(io_error(e)),
         }
         let engine = Arc::new(Engine::open(dir).map_err(|e| open_error(Arc::new(e)))?);
+        // fjall's workers are started by the open, at this thread's priority.
+        let background_nice = rustix::process::getpriority_process(None)
+            .unwrap_or(0)
+            .saturating_add(options.background_niceness);
+        if options.background_niceness > 0 {
+            writer::renice_threads(engine::WORKER_THREADS, background_nice);
+        }
         let queue = queue::Queue::load(&engine)?;
         let (queued, dead) = queue.totals();
         let core = Core {
@@ -253,7 +273,13 @@ impl EmbeddedStore {
             queue,
         };
         let shared = Arc::new(Shared::new(core, options.max_bytes));
-        let writer = Writer::new(dir.to_owned(), Arc::clone(&shared), engine, &options)?;
+        let writer = Writer::new(
+            dir.to_owned(),
+            Arc::clone(&shared),
+            engine,
+            &options,
+            background_nice,
+        )?;
         tracing::info!(
             queued,
             dead,

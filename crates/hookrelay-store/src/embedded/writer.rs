@@ -521,6 +521,8 @@ pub(crate) struct Writer {
     epoch: u64,
     /// Batches handed to the OS so far.
     written: u64,
+    /// The nice value of fjall's background threads, when it is above the process's.
+    background_nice: Option<i32>,
 }
 
 /// The syncer thread and its job channel.
@@ -536,6 +538,7 @@ impl Writer {
         shared: Arc<Shared>,
         engine: Arc<Engine>,
         options: &super::EmbeddedOptions,
+        background_nice: i32,
     ) -> Result<Self, StoreError> {
         let keys = Keys::open(&engine.db).map_err(|e| StoreError::backend("open", e))?;
         let next_id = engine.counter(NEXT_ID)?;
@@ -567,6 +570,7 @@ impl Writer {
             syncer,
             epoch: 0,
             written: 0,
+            background_nice: (options.background_niceness > 0).then_some(background_nice),
         };
         writer.publish_usage();
         Ok(writer)
@@ -1446,6 +1450,9 @@ impl Writer {
             }
         }
         let engine = Engine::open(&self.dir).map_err(|e| StoreError::backend("reopen", e))?;
+        if let Some(nice) = self.background_nice {
+            renice_threads(super::engine::WORKER_THREADS, nice);
+        }
         engine
             .meta
             .insert(b"probe", [])
@@ -1649,6 +1656,41 @@ fn pending_of(op: Op) -> Pending {
         Op::Replay { reply, .. }
         | Op::DeleteDeadLetter { reply, .. }
         | Op::FirstUse { reply, .. } => Pending::Found(reply, Ok(false)),
+    }
+}
+
+/// Sets the nice value of this process's threads whose name starts with `prefix` to
+/// `nice`, those that are less nice (Linux keeps a nice value per thread). For fjall's
+/// workers, which flush and compact in the background: they yield to the callers the way
+/// the writer does, and catch up when the CPU is free.
+pub(crate) fn renice_threads(prefix: &str, nice: i32) {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return;
+    };
+    for task in tasks.flatten() {
+        let Some(tid) = task
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<i32>().ok())
+            .and_then(rustix::process::Pid::from_raw)
+        else {
+            continue;
+        };
+        let named = std::fs::read_to_string(task.path().join("comm"))
+            .is_ok_and(|comm| comm.starts_with(prefix));
+        if !named {
+            continue;
+        }
+        let result = rustix::process::getpriority_process(Some(tid)).and_then(|now| {
+            if now < nice {
+                rustix::process::setpriority_process(Some(tid), nice.min(19))
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "cannot lower the priority of the store's background threads");
+        }
     }
 }
 
