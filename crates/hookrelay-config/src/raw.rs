@@ -467,7 +467,7 @@ pub(crate) struct RawDeadLetters {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHistory {
-    /// Delivered deliveries received longer ago than this are deleted with their attempts,
+    /// Deliveries delivered longer ago than this are deleted with their attempts,
     /// checked every minute (default `7d`; at least `1m`). Reloadable.
     #[serde(default)]
     pub(crate) retention: Option<Scalar>,

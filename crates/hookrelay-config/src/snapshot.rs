@@ -54,7 +54,7 @@ pub struct Snapshot {
     pub limits: Limits,
     /// Dead letters older than this are deleted (`dead_letters.retention`).
     pub dead_letter_retention: Duration,
-    /// Delivered deliveries received longer ago than this leave the history
+    /// Deliveries delivered longer ago than this leave the history
     /// (`history.retention`).
     pub history_retention: Duration,
     /// The most bytes the history of delivered deliveries keeps (`history.max_bytes`).

@@ -323,6 +323,15 @@ fn not_reloadable(current: &Snapshot, next: &Snapshot) -> Vec<ConfigError> {
     if current.telemetry != next.telemetry {
         refuse("telemetry", "changed".to_owned());
     }
+    if current.admin_max_connections != next.admin_max_connections {
+        refuse(
+            "admin",
+            format!(
+                "max_connections changed from {} to {}",
+                current.admin_max_connections, next.admin_max_connections
+            ),
+        );
+    }
     out
 }
 

@@ -344,9 +344,10 @@ impl Store {
         both!(self, s => s.histories(query).await)
     }
 
-    /// Removes delivered deliveries from the history: those received before `cutoff_ms`,
-    /// then the oldest while the history holds more than `max_bytes` (0: no cap); returns
-    /// how many it removed. Queued deliveries and dead letters are never removed by it
+    /// Removes delivered deliveries from the history: those delivered before `cutoff_ms`,
+    /// then the first delivered while the history holds more than `max_bytes` (0: no cap);
+    /// returns how many it removed. Times are the store's clock (the writer's on the
+    /// embedded store, Redis's on Redis). Queued deliveries and dead letters are never removed by it
     /// (dead letters have their own retention). Run it now and then (the sidecar: every
     /// minute).
     pub async fn sweep_history(&self, cutoff_ms: i64, max_bytes: u64) -> Result<u64, StoreError> {

@@ -718,16 +718,19 @@ async fn resume(State(app): Shared, Path(name): Path<String>) -> Resp {
 }
 
 /// Serves the admin API on `listener` until `shutdown` turns true.
-/// Longest a connection to the admin listener lives: probes, scrapes and the CLI make
-/// one request each, and a connection held open cannot keep a slot for long.
+/// How long a connection to the admin listener is kept: then it is closed once its request
+/// in progress, if any, has been answered. Probes, scrapes and the CLI make one request
+/// each, and a connection held open cannot keep a place for long.
 const ADMIN_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Longest wait for a request's headers on the admin listener.
 const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves the admin API on `listener` until `shutdown`: at most `max_connections` at once
-/// (a connection over it is closed at once and counted), each for at most
-/// [`ADMIN_CONNECTION_LIFETIME`], its request headers within [`ADMIN_HEADER_TIMEOUT`].
+/// (a connection over it is closed at once and counted), each kept for
+/// [`ADMIN_CONNECTION_LIFETIME`], its request headers within [`ADMIN_HEADER_TIMEOUT`]. At
+/// the end of its lifetime, and at shutdown, a connection answers the request in progress
+/// and then closes.
 pub(crate) async fn serve(
     app: Arc<Admin>,
     listener: TcpListener,
@@ -768,9 +771,26 @@ pub(crate) async fn serve(
             TowerToHyperService::new(service.clone()),
             Arc::clone(&builder),
         );
+        let mut stop = shutdown.clone();
         tokio::spawn(async move {
             let connection = builder.serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(ADMIN_CONNECTION_LIFETIME, connection).await;
+            tokio::pin!(connection);
+            let lifetime = tokio::time::sleep(ADMIN_CONNECTION_LIFETIME);
+            tokio::pin!(lifetime);
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    _ = connection.as_mut() => break,
+                    () = &mut lifetime, if !closing => {
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    _ = stop.wait_for(|stop| *stop), if !closing => {
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                }
+            }
             drop(permit);
         });
     }

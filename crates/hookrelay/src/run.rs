@@ -111,11 +111,14 @@ async fn expire_dead_letters(admin: Arc<Admin>) {
         let cutoff = crate::clock::now_ms().saturating_sub(
             i64::try_from(snapshot.history_retention.as_millis()).unwrap_or(i64::MAX),
         );
-        match admin
-            .store
-            .sweep_history(cutoff, snapshot.history_max_bytes)
-            .await
-        {
+        // On a store with a budget, the history takes at most half as much again, so that
+        // the two together stay within the room the budget was sized for.
+        let budget = admin.store.stats().max_bytes;
+        let max_bytes = match budget {
+            0 => snapshot.history_max_bytes,
+            budget => snapshot.history_max_bytes.min(budget / 2),
+        };
+        match admin.store.sweep_history(cutoff, max_bytes).await {
             Ok(0) => {}
             Ok(n) => {
                 admin.metrics.history_swept(n);

@@ -60,18 +60,22 @@ impl HttpClient for Hyper {
         let (parts, body) = request.into_parts();
         let request = Request::from_parts(parts, Full::new(body));
         let exchange = async move {
-            let response = tokio::time::timeout(EXPORT_TIMEOUT, client.request(request))
-                .await
-                .map_err(|_| "OTLP export timed out")??;
+            let response = client.request(request).await?;
             let (parts, body) = response.into_parts();
-            // A collector's answer is small; a huge one is cut, not buffered whole.
+            // A collector's answer is small; a huge one is refused, not buffered whole.
             let body = http_body_util::Limited::new(body, 1 << 20)
                 .collect()
                 .await?
                 .to_bytes();
             Ok::<_, HttpError>(Response::from_parts(parts, body))
         };
-        self.runtime.spawn(exchange).await?
+        // The whole exchange, its body included, within the timeout.
+        let bounded = async move {
+            tokio::time::timeout(EXPORT_TIMEOUT, exchange)
+                .await
+                .map_err(|_| HttpError::from("OTLP export timed out"))?
+        };
+        self.runtime.spawn(bounded).await?
     }
 }
 
@@ -201,7 +205,8 @@ pub(crate) fn callback_span(route: &str, provider: &str) -> Span {
 }
 
 /// The W3C `traceparent` of `span`, to store with the deliveries it enqueues (none when
-/// traces are off or the span is not sampled).
+/// traces are off; a span not sampled gives one with its flags `00`, so its attempts are
+/// not sampled either).
 pub(crate) fn traceparent(span: &Span) -> Option<String> {
     if span.is_none() {
         return None;

@@ -9,6 +9,7 @@
 //! | `meta` | `next_id`, `bytes`, `history`, `depth`/`dead`/`cursor` + lane | counters kept with the data, so an open reads no backlog |
 //! | `hooks` | lane of the `webhook-id`, id | empty: which deliveries carry a `webhook-id` |
 //! | `attempts` | id, time (8 bytes), outcome (1 byte) | [`Attempt`](crate::Attempt): the delivery's history, oldest first |
+//! | `done` | when delivered (8 bytes), id | the record's size: delivered records, the history sweep's order |
 //!
 //! A delivered delivery keeps its record (neither in `due` nor in `dead`: that is how it
 //! is told apart) until the history sweep removes it with its `hooks` and `attempts`
@@ -75,6 +76,7 @@ pub(crate) struct Engine {
     pub(crate) meta: Keyspace,
     pub(crate) hooks: Keyspace,
     pub(crate) attempts: Keyspace,
+    pub(crate) done: Keyspace,
     pub(crate) path: PathBuf,
 }
 
@@ -127,6 +129,7 @@ impl Engine {
         let meta = db.keyspace("meta", index)?;
         let hooks = db.keyspace("hooks", index)?;
         let attempts = db.keyspace("attempts", index)?;
+        let done = db.keyspace("done", index)?;
         Ok(Engine {
             db,
             deliveries,
@@ -135,6 +138,7 @@ impl Engine {
             meta,
             hooks,
             attempts,
+            done,
             path,
         })
     }
@@ -263,6 +267,22 @@ impl Engine {
 /// The key of delivery `id` in `hooks`, under its `webhook-id`.
 pub(crate) fn hook_key(webhook_id: &str, id: u64) -> Vec<u8> {
     dead_key(&lane(webhook_id), id)
+}
+
+/// The key of delivered delivery `id` in `done`: when it was delivered, then the id.
+pub(crate) fn done_key(done_ms: i64, id: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(16);
+    key.extend_from_slice(&due_bytes(done_ms));
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// The time and id of a `done` key.
+pub(crate) fn parse_done(key: &[u8]) -> Option<(i64, u64)> {
+    if key.len() != 16 {
+        return None;
+    }
+    parse_due(key)
 }
 
 /// The key of a history entry of delivery `id`.

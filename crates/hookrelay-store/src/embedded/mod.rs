@@ -565,11 +565,14 @@ impl EmbeddedStore {
         mut record: Record,
         body: bytes::Bytes,
     ) -> Result<History, StoreError> {
-        let attempts: Vec<Attempt> = engine
+        let mut attempts: Vec<Attempt> = engine
             .attempts_of(id)?
             .into_iter()
             .map(|(_, attempt)| attempt)
             .collect();
+        // Trimmed as it grows, but loosely (a replay starts the count again): the newest.
+        let excess = attempts.len().saturating_sub(crate::MAX_ATTEMPTS_KEPT);
+        attempts.drain(..excess);
         let grave = record.grave.take();
         let state = if grave.is_some() {
             DeliveryState::Dead
@@ -647,6 +650,10 @@ impl EmbeddedStore {
                 continue;
             };
             looked += 1;
+            if looked > crate::HISTORY_SCAN_LIMIT {
+                page.next = Some(DeliveryId(id.saturating_add(1)));
+                return Ok(page);
+            }
             let (record, body) = match Record::decode(id, bytes::Bytes::from(value)) {
                 Ok(found) => found,
                 Err(error) => {
@@ -680,23 +687,28 @@ impl EmbeddedStore {
                     }
                 }
             }
-            if looked >= crate::HISTORY_SCAN_LIMIT {
-                page.next = Some(DeliveryId(id));
-                return Ok(page);
-            }
         }
         Ok(page)
     }
 
-    /// [`Store::sweep_history`](crate::Store::sweep_history), in commits of at most 4,096
-    /// records looked at, and at most 262,144 per call.
+    /// [`Store::sweep_history`](crate::Store::sweep_history), by the time each delivery
+    /// was delivered (the writer's clock), in commits of at most 1,024 records each with
+    /// other writes free to go between them.
     pub async fn sweep_history(&self, cutoff_ms: i64, max_bytes: u64) -> Result<u64, StoreError> {
-        self.call(|reply| Op::SweepHistory {
-            cutoff_ms,
-            max_bytes,
-            reply,
-        })
-        .await
+        let mut removed = 0;
+        loop {
+            let (swept, more) = self
+                .call(|reply| Op::SweepHistory {
+                    cutoff_ms,
+                    max_bytes,
+                    reply,
+                })
+                .await?;
+            removed += swept;
+            if !more {
+                return Ok(removed);
+            }
+        }
     }
 
     /// [`Store::release`](crate::Store::release), in memory.

@@ -25,7 +25,8 @@
 use super::dedupe::{KEY_BYTES, KeyWrites, Keys};
 use super::engine::{
     BYTES, CURSOR, DEAD, DEPTH, Engine, Grave, HISTORY, MAX_ENDPOINT, NEXT_ID, Record, attempt_key,
-    dead_key, due_key, hook_key, lane, meta_key, parse_dead, parse_due, read_error,
+    dead_key, done_key, due_key, hook_key, lane, meta_key, parse_dead, parse_done, parse_due,
+    read_error,
 };
 use super::queue::{Changes, Known, Queue};
 use super::relay::{self, Relay};
@@ -55,8 +56,12 @@ const TOKEN_SEED: u64 = 0x0074_6f6b_656e;
 /// Most deliveries an op on a whole endpoint moves per commit.
 pub(crate) const CHUNK: usize = 4096;
 
-/// Most records one history sweep looks at.
-const SWEEP_LIMIT: usize = 256 * 1024;
+/// Most delivered records one history sweep op removes (the caller sends it again for
+/// more, so other ops go between).
+pub(crate) const SWEEP_CHUNK: usize = 1024;
+
+/// Longest `webhook-id` the store takes, in bytes (it is part of a key).
+pub(crate) const MAX_WEBHOOK_ID: usize = 4096;
 
 /// How long an outcome written without a sync waits for one at most, unless the options
 /// say otherwise.
@@ -119,7 +124,7 @@ pub(crate) enum Op {
     SweepHistory {
         cutoff_ms: i64,
         max_bytes: u64,
-        reply: Reply<u64>,
+        reply: Reply<(u64, bool)>,
     },
     DeadLetterEndpoint {
         endpoint: String,
@@ -295,6 +300,7 @@ pub(crate) enum Pending {
     Unit(Reply<()>, Result<(), StoreError>),
     Count(Reply<u64>, Result<u64, StoreError>),
     Found(Reply<bool>, Result<bool, StoreError>),
+    Swept(Reply<(u64, bool)>, Result<(u64, bool), StoreError>),
 }
 
 impl Pending {
@@ -306,6 +312,7 @@ impl Pending {
             Pending::Unit(reply, result) => drop(reply.send(result)),
             Pending::Count(reply, result) => drop(reply.send(result)),
             Pending::Found(reply, result) => drop(reply.send(result)),
+            Pending::Swept(reply, result) => drop(reply.send(result)),
         }
     }
 
@@ -316,6 +323,7 @@ impl Pending {
             Pending::Unit(reply, Ok(())) => Pending::Unit(reply, Err(error())),
             Pending::Count(reply, Ok(_)) => Pending::Count(reply, Err(error())),
             Pending::Found(reply, Ok(_)) => Pending::Found(reply, Err(error())),
+            Pending::Swept(reply, Ok(_)) => Pending::Swept(reply, Err(error())),
             failed => failed,
         }
     }
@@ -339,6 +347,9 @@ struct Tx {
     due: HashMap<Vec<u8>, bool>,
     dead: HashMap<Vec<u8>, bool>,
     hooks: HashMap<Vec<u8>, bool>,
+    /// The `done` index: delivered records by the time they were delivered, with their
+    /// sizes (`None`: removed).
+    done: HashMap<Vec<u8>, Option<u64>>,
     /// History entries written (`Some`) or deleted (`None`).
     attempts: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     keys: KeyWrites,
@@ -366,6 +377,7 @@ impl Tx {
             && self.due.is_empty()
             && self.dead.is_empty()
             && self.hooks.is_empty()
+            && self.done.is_empty()
             && self.attempts.is_empty()
             && self.keys.is_empty()
     }
@@ -483,6 +495,14 @@ impl Tx {
         self.due
             .insert(due_key(&lane(endpoint), not_before_ms, id), false);
     }
+}
+
+/// The wall clock, epoch milliseconds: when a delivery was delivered, for the history's
+/// retention.
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Milliseconds of a duration, saturating.
@@ -828,6 +848,7 @@ impl Writer {
             due,
             dead,
             hooks,
+            done,
             attempts,
             keys,
             changes,
@@ -866,6 +887,12 @@ impl Writer {
                 batch.insert(&engine.hooks, key, []);
             } else {
                 batch.remove(&engine.hooks, key);
+            }
+        }
+        for (key, size) in done {
+            match size {
+                Some(size) => batch.insert(&engine.done, key, size.to_be_bytes()),
+                None => batch.remove(&engine.done, key),
             }
         }
         for (key, value) in attempts {
@@ -983,11 +1010,18 @@ impl Writer {
         Ok(first)
     }
 
-    fn check_endpoint(endpoint: &str) -> Result<(), StoreError> {
+    /// A delivery's endpoint name and `webhook-id` fit in the keys they are part of.
+    fn check_endpoint(endpoint: &str, webhook_id: &str) -> Result<(), StoreError> {
         if endpoint.len() > MAX_ENDPOINT {
             return Err(StoreError::backend(
                 "enqueue",
                 std::io::Error::other(format!("endpoint name longer than {MAX_ENDPOINT} bytes")),
+            ));
+        }
+        if webhook_id.len() > MAX_WEBHOOK_ID {
+            return Err(StoreError::backend(
+                "enqueue",
+                std::io::Error::other(format!("webhook-id longer than {MAX_WEBHOOK_ID} bytes")),
             ));
         }
         Ok(())
@@ -1106,7 +1140,7 @@ impl Writer {
             return Ok(EnqueueOutcome::Duplicate);
         }
         for new in &batch {
-            Self::check_endpoint(&new.endpoint)?;
+            Self::check_endpoint(&new.endpoint, &new.webhook_id)?;
         }
         let incoming: u64 = batch
             .iter()
@@ -1154,7 +1188,7 @@ impl Writer {
         {
             return Ok(EnqueueOutcome::Duplicate);
         }
-        Self::check_endpoint(&new.endpoint)?;
+        Self::check_endpoint(&new.endpoint, &new.webhook_id)?;
         self.check_room(tx, (new.body.len() + reason.len() + 64) as u64)?;
         let id = Self::allocate(tx, 1)?;
         let record = Record {
@@ -1237,71 +1271,62 @@ impl Writer {
                 cutoff_ms,
                 max_bytes,
                 reply,
-            } => Pending::Count(reply, self.sweep_history(engine, cutoff_ms, max_bytes)),
+            } => Pending::Swept(reply, self.sweep_history(engine, cutoff_ms, max_bytes)),
             other => pending_of(other),
         }
     }
 
-    /// Removes delivered records received before `cutoff_ms`, then the oldest while the
-    /// history holds more than `max_bytes` (0: no cap), in commits of at most [`CHUNK`]
-    /// records looked at. Goes through the records in id order (the order they were
-    /// received in) and stops at the first one, queued or not, received at or after the
-    /// cutoff once the history is within its cap; looks at most [`SWEEP_LIMIT`] records per
-    /// call, so a large backlog at the front is not read whole every time.
+    /// Removes up to [`SWEEP_CHUNK`] delivered records, oldest delivered first (the `done`
+    /// index): those delivered before `cutoff_ms`, then any while the history holds more
+    /// than `max_bytes` (0: no cap), each with its `hooks` and `attempts` entries, in one
+    /// commit. Returns how many it removed and whether there may be more: the caller sends
+    /// it again, so other ops go between chunks.
     fn sweep_history(
         &mut self,
         engine: &Engine,
         cutoff_ms: i64,
         max_bytes: u64,
-    ) -> Result<u64, StoreError> {
-        let mut from = 0u64;
+    ) -> Result<(u64, bool), StoreError> {
+        let mut tx = Tx::new(self.next_id);
         let mut removed = 0u64;
-        let mut looked = 0usize;
-        loop {
-            let mut tx = Tx::new(self.next_id);
-            let mut seen = 0usize;
-            let mut done = false;
-            let mut records = Vec::new();
-            for guard in engine.deliveries.range(from.to_be_bytes()..) {
-                let (key, value) = guard.into_inner().map_err(read_error)?;
-                let Some(id) = key.as_ref().try_into().ok().map(u64::from_be_bytes) else {
-                    continue;
-                };
-                from = id.saturating_add(1);
-                seen += 1;
-                let size = value.len() as u64;
-                match Record::decode(id, bytes::Bytes::from(value)) {
-                    Ok((record, _)) => records.push((id, record, size)),
-                    Err(error) => tracing::error!(id, error = %error, "unreadable record skipped"),
-                }
-                if seen >= CHUNK {
-                    break;
-                }
+        let mut more = false;
+        for guard in engine.done.iter() {
+            let (key, value) = guard.into_inner().map_err(read_error)?;
+            let Some((done_ms, id)) = parse_done(&key) else {
+                tx.done.insert(key.to_vec(), None);
+                continue;
+            };
+            let over = max_bytes > 0 && self.history.saturating_add_signed(tx.history) > max_bytes;
+            if done_ms >= cutoff_ms && !over {
+                break;
             }
-            let ended = seen < CHUNK;
-            for (id, record, size) in records {
-                let over =
-                    max_bytes > 0 && self.history.saturating_add_signed(tx.history) > max_bytes;
-                if record.created_at_ms >= cutoff_ms && !over {
-                    done = true;
-                    break;
+            if removed as usize >= SWEEP_CHUNK {
+                more = true;
+                break;
+            }
+            tx.done.insert(key.to_vec(), None);
+            let size = super::engine::decode_u64(&value);
+            match engine.record(id) {
+                // Still delivered (a delivered record never changes state).
+                Ok(Some((record, _))) if record.grave.is_none() => {
+                    tx.forget_history(engine, id, &record)?;
+                    tx.records.insert(id, None);
                 }
-                if record.grave.is_some() || engine.is_queued(id, &record)? {
-                    continue;
+                Ok(_) => {}
+                Err(error @ StoreError::Corrupt { .. }) => {
+                    tracing::error!(id, error = %error, "unreadable delivered record removed");
+                    tx.trim_attempts(engine, id, 0)?;
+                    tx.records.insert(id, None);
                 }
-                tx.forget_history(engine, id, &record)?;
-                tx.records.insert(id, None);
-                tx.history -= size as i64;
-                removed += 1;
+                Err(error) => return Err(error),
             }
-            looked += seen;
-            if !self.write(engine, tx, Vec::new()) {
-                return Err(self.shared.refusal().unwrap_or(StoreError::WriterStopped));
-            }
-            if done || ended || looked >= SWEEP_LIMIT {
-                return Ok(removed);
-            }
+            tx.history -= size as i64;
+            removed += 1;
         }
+        if !self.write(engine, tx, Vec::new()) {
+            return Err(self.shared.refusal().unwrap_or(StoreError::WriterStopped));
+        }
+        Ok((removed, more))
     }
 
     /// Applies `each` to the deliveries of `endpoint` that `scan` selects, committing every
@@ -1517,6 +1542,7 @@ fn complete(
     tx.changes.ended.push(id);
     tx.bytes -= size as i64;
     tx.history += size as i64;
+    tx.done.insert(done_key(wall_ms(), id), Some(size));
     if let Some(attempt) = attempt {
         tx.attempt(id, attempt)?;
     }
@@ -1651,8 +1677,8 @@ fn pending_of(op: Op) -> Pending {
         | Op::ForgetUse { reply, .. } => Pending::Unit(reply, Ok(())),
         Op::DeadLetterEndpoint { reply, .. }
         | Op::ReplayEndpoint { reply, .. }
-        | Op::RetryNow { reply, .. }
-        | Op::SweepHistory { reply, .. } => Pending::Count(reply, Ok(0)),
+        | Op::RetryNow { reply, .. } => Pending::Count(reply, Ok(0)),
+        Op::SweepHistory { reply, .. } => Pending::Swept(reply, Ok((0, false))),
         Op::Replay { reply, .. }
         | Op::DeleteDeadLetter { reply, .. }
         | Op::FirstUse { reply, .. } => Pending::Found(reply, Ok(false)),

@@ -19,7 +19,7 @@
 //! | `P:a:<id>` | list | history entries, oldest first: postcard `Attempt`s, the newest `KEEP` |
 //! | `P:all` | sorted set | every delivery held (queued, delivered or dead), scored by id |
 //! | `P:w:<webhook id>` | sorted set | ids of the deliveries with that `webhook-id`, scored by id |
-//! | `P:done` | sorted set | the delivered ids (`P:h:<id>`), scored by id: the sweep's order |
+//! | `P:done` | sorted set | the delivered ids (`P:h:<id>`), scored by when they were delivered (Redis's clock, ms): the sweep's order |
 //! | `P:hbytes` | string | the history's size: the sum of the delivered deliveries' `sz` |
 //!
 //! `sid` is the delivery's stream entry id while it is in the stream; a rescheduled delivery
@@ -52,6 +52,8 @@ local function lkey(id) return P .. ':dl:' .. id end
 local function deadkey(ep) return P .. ':dead:' .. ep end
 local ALL = P .. ':all'
 local DONE = P .. ':done'
+-- Bytes a delivered delivery costs Redis beyond its fields and history entries.
+local OVERHEAD = 1024
 local HBYTES = P .. ':hbytes'
 local function hkey(id) return P .. ':h:' .. id end
 local function akey(id) return P .. ':a:' .. id end
@@ -242,9 +244,12 @@ for _, name in ipairs(redis.call('HKEYS', h)) do
   size = size + #name + redis.call('HSTRLEN', h, name)
 end
 for _, e in ipairs(redis.call('LRANGE', akey(id), 0, -1)) do size = size + #e end
+-- Redis's own cost of the hash, the list and the index entries, about (see above).
+size = size + OVERHEAD
 redis.call('HSET', h, 'sz', size)
 redis.call('INCRBY', HBYTES, size)
-redis.call('ZADD', DONE, id, id)
+local t = redis.call('TIME')
+redis.call('ZADD', DONE, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), id)
 tidy(ep)
 return 1
 "#;
@@ -424,24 +429,26 @@ return {delayed, unread, pending}
 "#;
 
 /// ARGV: P, cutoff ms, max bytes (0: no cap), batch. Goes through up to `batch` delivered
-/// deliveries, oldest (lowest id) first, and removes each received before the cutoff, or
+/// deliveries, the first delivered first, and removes each delivered before the cutoff, or
 /// any while `P:hbytes` is over the cap, with its history and index entries; stops at the
-/// first one received at or after the cutoff once within the cap. Returns how many it
+/// first one delivered at or after the cutoff once within the cap. Returns how many it
 /// removed and 1 when there may be more to look at (a whole batch went), else 0.
 const SWEEP_HISTORY: &str = r#"
 local cutoff, cap, batch = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local removed = 0
-local ids = redis.call('ZRANGE', DONE, 0, batch - 1)
-for _, id in ipairs(ids) do
+local done = redis.call('ZRANGE', DONE, 0, batch - 1, 'WITHSCORES')
+local ids = {}
+for i = 1, #done, 2 do
+  local id, at = done[i], tonumber(done[i + 1])
+  ids[#ids + 1] = id
   local h = hkey(id)
-  local f = redis.call('HMGET', h, 'ca', 'sz')
+  local f = redis.call('HMGET', h, 'sz')
   local over = cap > 0 and (tonumber(redis.call('GET', HBYTES)) or 0) > cap
-  local ca = tonumber(f[1])
-  if ca and ca >= cutoff and not over then return {removed, 0} end
+  if at >= cutoff and not over then return {removed, 0} end
   redis.call('ZREM', DONE, id)
   if redis.call('EXISTS', h) == 1 then
     forget(h, id)
-    if redis.call('DECRBY', HBYTES, tonumber(f[2]) or 0) <= 0 then
+    if redis.call('DECRBY', HBYTES, tonumber(f[1]) or 0) <= 0 then
       redis.call('DEL', HBYTES)
     end
     removed = removed + 1
