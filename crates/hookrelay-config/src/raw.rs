@@ -458,7 +458,7 @@ pub(crate) struct RawRetry {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawDeadLetters {
     /// Dead letters older than this (since they became dead letters) are deleted, checked
-    /// every minute (default `30d`; at least `1h`). Reloadable.
+    /// every 10 minutes (default `30d`; at least `1h`). Reloadable.
     #[serde(default)]
     pub(crate) retention: Option<Scalar>,
 }

@@ -337,7 +337,8 @@ impl Store {
         both!(self, s => s.history_of(webhook_id, limit).await)
     }
 
-    /// A page of the deliveries the store holds that match `query`, newest first; at most
+    /// A page of the deliveries the store holds that match `query`, newest first, without
+    /// their payloads (each `body` is empty: [`Store::history`] has it); at most
     /// [`HISTORY_SCAN_LIMIT`](crate::HISTORY_SCAN_LIMIT) are looked at per call, so a page
     /// may hold fewer than `limit` with a `next` to go on from.
     pub async fn histories(&self, query: &HistoryQuery) -> Result<HistoryPage, StoreError> {

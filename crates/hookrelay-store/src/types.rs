@@ -284,7 +284,7 @@ pub struct HistoryQuery {
 /// A page of [`Store::histories`](crate::Store::histories).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HistoryPage {
-    /// The deliveries, newest (highest id) first.
+    /// The deliveries, newest (highest id) first, without their payloads.
     pub deliveries: Vec<History>,
     /// Where the next page starts (its [`HistoryQuery::before`]), or `None` when there is
     /// nothing older to look at.

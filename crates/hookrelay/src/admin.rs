@@ -590,8 +590,12 @@ async fn endpoints(State(app): Shared) -> Resp {
     json_reply(StatusCode::OK, &Value::Array(list))
 }
 
-/// Most deliveries one history request returns.
+/// Most deliveries one history list returns.
 const MAX_DELIVERIES: usize = 1000;
+
+/// Most deliveries of one `webhook-id` returned, payloads included (an event has one per
+/// endpoint it went to).
+const MAX_CARRYING: usize = 100;
 
 #[derive(Deserialize)]
 struct DeliveryQuery {
@@ -669,7 +673,7 @@ struct OneQuery {
 /// The deliveries carrying `webhook_id`, of one endpoint if `endpoint` says so: 404 when
 /// there are none.
 async fn carrying(app: &Admin, webhook_id: &str, endpoint: Option<&str>, key: &str) -> Resp {
-    match app.store.history_of(webhook_id, MAX_DELIVERIES).await {
+    match app.store.history_of(webhook_id, MAX_CARRYING).await {
         Ok(found) => {
             let found: Vec<Value> = found
                 .iter()

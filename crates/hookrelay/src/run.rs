@@ -90,22 +90,31 @@ struct Background {
 /// How often dead letters past `dead_letters.retention` are deleted.
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
-/// Deletes dead letters past the configured retention, and delivered deliveries past the
-/// history's retention or size, every [`RETENTION_EVERY`].
+/// Dead letters past their retention are looked for every this many [`RETENTION_EVERY`]
+/// ticks: finding them reads every dead letter, and the retention is counted in hours.
+const DEAD_LETTER_EXPIRY_TICKS: u64 = 10;
+
+/// Deletes delivered deliveries past the history's retention or size every
+/// [`RETENTION_EVERY`], and dead letters past theirs every [`DEAD_LETTER_EXPIRY_TICKS`] of
+/// them (at start first).
 async fn expire_dead_letters(admin: Arc<Admin>) {
     let mut every = tokio::time::interval(RETENTION_EVERY);
-    loop {
+    for tick in 0u64.. {
         every.tick().await;
-        let retention = admin.live.snapshot().dead_letter_retention;
-        let cutoff = crate::clock::now_ms()
-            .saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
-        match Lanes::delete_dead_letters(&admin.store, None, cutoff).await {
-            Ok(0) => {}
-            Ok(n) => {
-                admin.metrics.dead_letters_expired(n);
-                tracing::info!(deleted = n, retention = ?retention, "dead letters past their retention deleted");
+        if tick % DEAD_LETTER_EXPIRY_TICKS == 0 {
+            let retention = admin.live.snapshot().dead_letter_retention;
+            let cutoff = crate::clock::now_ms()
+                .saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+            match Lanes::delete_dead_letters(&admin.store, None, cutoff).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    admin.metrics.dead_letters_expired(n);
+                    tracing::info!(deleted = n, retention = ?retention, "dead letters past their retention deleted");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot delete dead letters past their retention")
+                }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot delete dead letters past their retention"),
         }
         let snapshot = admin.live.snapshot();
         let cutoff = crate::clock::now_ms().saturating_sub(

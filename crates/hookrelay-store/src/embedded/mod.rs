@@ -678,7 +678,8 @@ impl EmbeddedStore {
                 .as_deref()
                 .is_none_or(|name| *record.endpoint == *name);
             if endpoint_matches {
-                let history = self.history_from(&engine, id, record, body)?;
+                drop(body);
+                let history = self.history_from(&engine, id, record, bytes::Bytes::new())?;
                 if query.state.is_none_or(|state| state == history.state) {
                     page.deliveries.push(history);
                     if page.deliveries.len() >= limit {

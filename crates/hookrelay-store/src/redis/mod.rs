@@ -605,8 +605,12 @@ impl RedisStore {
         let (next, raw): (Option<u64>, Vec<RawHistory>) = inner
             .timed("histories", call.invoke_async(&mut inner.conn.clone()))
             .await?;
+        let mut deliveries = decoded(raw);
+        for history in &mut deliveries {
+            history.delivery.body = bytes::Bytes::new();
+        }
         Ok(HistoryPage {
-            deliveries: decoded(raw),
+            deliveries,
             next: next.map(DeliveryId),
         })
     }
