@@ -15,6 +15,9 @@ use super::outcome::{self, Outcome};
 use super::stack;
 use crate::clock::now_ms;
 
+/// Longest wait for the body of a 2xx response (its first bytes are kept in the history).
+const SUCCESS_BODY_WAIT: Duration = Duration::from_secs(1);
+
 /// Bytes of a failed response kept with a dead letter.
 const RESPONSE_KEEP: usize = 4096;
 /// Longest time an outcome is retried against an unavailable store before the delivery
@@ -108,12 +111,17 @@ async fn send(
             let ra = outcome::retry_after(resp.headers(), SystemTime::now());
             // The first bytes of the response, for the history and a dead letter, read
             // within the attempt's timeout (a stalled body never holds the lane).
-            let keep = if status.is_success() {
-                MAX_ATTEMPT_RESPONSE_BYTES
+            // A 2xx is done: its body (kept for the history) gets a second at most, so an
+            // endpoint that holds it open does not hold the lane.
+            let (keep, within) = if status.is_success() {
+                (
+                    MAX_ATTEMPT_RESPONSE_BYTES,
+                    target.timeout.min(SUCCESS_BODY_WAIT),
+                )
             } else {
-                RESPONSE_KEEP
+                (RESPONSE_KEEP, target.timeout)
             };
-            let text = read_prefix(resp.into_body(), keep, target.timeout).await;
+            let text = read_prefix(resp.into_body(), keep, within).await;
             ctx.metrics
                 .attempt(&lane.name, Some(status.as_u16()), Some(latency));
             seen.status = Some(status.as_u16());
