@@ -12,9 +12,10 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::EXIT_USAGE;
 
-/// Arguments of `hookrelay dead-letters`.
+/// Where a command finds a running sidecar's admin API: the options `dead-letters` and
+/// `deliveries` share.
 #[derive(Debug, clap::Args)]
-pub(crate) struct Args {
+pub(crate) struct AdminArgs {
     /// The sidecar's configuration file (its `admin` address is used).
     #[arg(short = 'c', long = "config", global = true)]
     config: Option<PathBuf>,
@@ -26,6 +27,20 @@ pub(crate) struct Args {
     /// `admin.token`).
     #[arg(long, global = true)]
     token: Option<String>,
+}
+
+impl AdminArgs {
+    /// The admin address and token these options give ([`admin_target`]).
+    pub(crate) fn target(&self) -> Result<(SocketAddr, Option<String>), String> {
+        admin_target(self.config.as_ref(), self.admin, self.token.as_deref())
+    }
+}
+
+/// Arguments of `hookrelay dead-letters`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    target: AdminArgs,
     #[command(subcommand)]
     action: Action,
 }
@@ -133,8 +148,7 @@ pub(crate) fn call(
 
 /// Runs the command.
 pub(crate) fn run(args: &Args) -> ExitCode {
-    let (addr, token) = match admin_target(args.config.as_ref(), args.admin, args.token.as_deref())
-    {
+    let (addr, token) = match args.target.target() {
         Ok(a) => a,
         Err(e) => {
             eprintln!("hookrelay dead-letters: {e}");

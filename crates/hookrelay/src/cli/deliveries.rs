@@ -1,27 +1,16 @@
 //! `hookrelay deliveries list|show|event`: the delivery history of a running sidecar,
 //! through its admin API.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::dead_letters::{admin_target, call};
+use super::dead_letters::{AdminArgs, call};
 use crate::EXIT_USAGE;
 
 /// Arguments of `hookrelay deliveries`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The sidecar's configuration file (its `admin` address is used).
-    #[arg(short = 'c', long = "config", global = true)]
-    config: Option<PathBuf>,
-    /// The admin address, instead of reading it from the configuration (default: the
-    /// configuration's, else 127.0.0.1:9090).
-    #[arg(long, global = true)]
-    admin: Option<SocketAddr>,
-    /// The admin token (default: `HOOKRELAY_ADMIN_TOKEN`, else the configuration's
-    /// `admin.token`).
-    #[arg(long, global = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    target: AdminArgs,
     #[command(subcommand)]
     action: Action,
 }
@@ -72,8 +61,7 @@ fn segment(text: &str) -> String {
 
 /// Runs the command.
 pub(crate) fn run(args: &Args) -> ExitCode {
-    let (addr, token) = match admin_target(args.config.as_ref(), args.admin, args.token.as_deref())
-    {
+    let (addr, token) = match args.target.target() {
         Ok(a) => a,
         Err(e) => {
             eprintln!("hookrelay deliveries: {e}");
