@@ -29,24 +29,51 @@ use crate::event::{Raw, idempotency_key};
 use crate::limits::JsonLimits;
 use crate::{CallbackRequest, Event, NormalizeError, Secret, VerifyConfigError, VerifyError};
 
+#[cfg(any(
+    feature = "postmark",
+    feature = "infobip",
+    feature = "sinch",
+    feature = "sparkpost",
+    feature = "mailjet",
+    feature = "brevo"
+))]
+pub(crate) mod basic_auth;
+#[cfg(feature = "brevo")]
+pub mod brevo;
 #[cfg(feature = "generic")]
 pub mod generic;
 #[cfg(feature = "gupshup")]
 pub mod gupshup;
+#[cfg(feature = "infobip")]
+pub mod infobip;
 #[cfg(feature = "mailgun")]
 pub mod mailgun;
+#[cfg(feature = "mailjet")]
+pub mod mailjet;
+#[cfg(feature = "mandrill")]
+pub mod mandrill;
+#[cfg(feature = "messagebird")]
+pub mod messagebird;
 #[cfg(feature = "meta_whatsapp")]
 pub mod meta_whatsapp;
 #[cfg(feature = "plivo")]
 pub mod plivo;
 #[cfg(feature = "postmark")]
 pub mod postmark;
+#[cfg(feature = "resend")]
+pub mod resend;
 #[cfg(feature = "sendgrid")]
 pub mod sendgrid;
 #[cfg(feature = "ses")]
 pub mod ses;
 #[cfg(any(feature = "twilio", feature = "plivo"))]
 mod signed_form;
+#[cfg(feature = "sinch")]
+pub mod sinch;
+#[cfg(feature = "sparkpost")]
+pub mod sparkpost;
+#[cfg(feature = "telnyx")]
+pub mod telnyx;
 #[cfg(feature = "twilio")]
 pub mod twilio;
 #[cfg(feature = "vonage")]
@@ -501,6 +528,33 @@ pub enum Provider {
     /// Gupshup (WhatsApp and email).
     #[cfg(feature = "gupshup")]
     Gupshup,
+    /// Infobip (SMS, WhatsApp and email reports, inbound messages).
+    #[cfg(feature = "infobip")]
+    Infobip,
+    /// Sinch SMS API and Conversation API.
+    #[cfg(feature = "sinch")]
+    Sinch,
+    /// Telnyx messaging webhooks.
+    #[cfg(feature = "telnyx")]
+    Telnyx,
+    /// MessageBird (Bird) SMS status reports, inbound SMS and Conversations API events.
+    #[cfg(feature = "messagebird")]
+    Messagebird,
+    /// SparkPost event webhooks and relay (inbound) webhooks.
+    #[cfg(feature = "sparkpost")]
+    Sparkpost,
+    /// Mandrill (Mailchimp Transactional) webhooks.
+    #[cfg(feature = "mandrill")]
+    Mandrill,
+    /// Mailjet event webhooks and Parse API inbound email.
+    #[cfg(feature = "mailjet")]
+    Mailjet,
+    /// Brevo transactional email and SMS webhooks, inbound parsing.
+    #[cfg(feature = "brevo")]
+    Brevo,
+    /// Resend webhooks (Standard Webhooks signatures).
+    #[cfg(feature = "resend")]
+    Resend,
     /// A provider described by a field mapping.
     #[cfg(feature = "generic")]
     Generic(Arc<generic::Spec>),
@@ -527,6 +581,24 @@ impl Provider {
         "meta_whatsapp",
         #[cfg(feature = "gupshup")]
         "gupshup",
+        #[cfg(feature = "infobip")]
+        "infobip",
+        #[cfg(feature = "sinch")]
+        "sinch",
+        #[cfg(feature = "telnyx")]
+        "telnyx",
+        #[cfg(feature = "messagebird")]
+        "messagebird",
+        #[cfg(feature = "sparkpost")]
+        "sparkpost",
+        #[cfg(feature = "mandrill")]
+        "mandrill",
+        #[cfg(feature = "mailjet")]
+        "mailjet",
+        #[cfg(feature = "brevo")]
+        "brevo",
+        #[cfg(feature = "resend")]
+        "resend",
     ];
 
     /// A built-in provider by id; `None` for an unknown id or a provider whose feature is
@@ -552,6 +624,24 @@ impl Provider {
             "meta_whatsapp" => Some(Provider::MetaWhatsapp),
             #[cfg(feature = "gupshup")]
             "gupshup" => Some(Provider::Gupshup),
+            #[cfg(feature = "infobip")]
+            "infobip" => Some(Provider::Infobip),
+            #[cfg(feature = "sinch")]
+            "sinch" => Some(Provider::Sinch),
+            #[cfg(feature = "telnyx")]
+            "telnyx" => Some(Provider::Telnyx),
+            #[cfg(feature = "messagebird")]
+            "messagebird" => Some(Provider::Messagebird),
+            #[cfg(feature = "sparkpost")]
+            "sparkpost" => Some(Provider::Sparkpost),
+            #[cfg(feature = "mandrill")]
+            "mandrill" => Some(Provider::Mandrill),
+            #[cfg(feature = "mailjet")]
+            "mailjet" => Some(Provider::Mailjet),
+            #[cfg(feature = "brevo")]
+            "brevo" => Some(Provider::Brevo),
+            #[cfg(feature = "resend")]
+            "resend" => Some(Provider::Resend),
             _ => None,
         }
     }
@@ -578,6 +668,24 @@ impl Provider {
             Provider::MetaWhatsapp => "meta_whatsapp",
             #[cfg(feature = "gupshup")]
             Provider::Gupshup => "gupshup",
+            #[cfg(feature = "infobip")]
+            Provider::Infobip => "infobip",
+            #[cfg(feature = "sinch")]
+            Provider::Sinch => "sinch",
+            #[cfg(feature = "telnyx")]
+            Provider::Telnyx => "telnyx",
+            #[cfg(feature = "messagebird")]
+            Provider::Messagebird => "messagebird",
+            #[cfg(feature = "sparkpost")]
+            Provider::Sparkpost => "sparkpost",
+            #[cfg(feature = "mandrill")]
+            Provider::Mandrill => "mandrill",
+            #[cfg(feature = "mailjet")]
+            Provider::Mailjet => "mailjet",
+            #[cfg(feature = "brevo")]
+            Provider::Brevo => "brevo",
+            #[cfg(feature = "resend")]
+            Provider::Resend => "resend",
             #[cfg(feature = "generic")]
             Provider::Generic(ref spec) => &spec.name,
         }
@@ -670,6 +778,15 @@ impl Provider {
             feature = "plivo",
             feature = "meta_whatsapp",
             feature = "gupshup",
+            feature = "infobip",
+            feature = "sinch",
+            feature = "telnyx",
+            feature = "messagebird",
+            feature = "sparkpost",
+            feature = "mandrill",
+            feature = "mailjet",
+            feature = "brevo",
+            feature = "resend",
             feature = "generic"
         )),
         expect(unused_variables, reason = "no provider is compiled in")
@@ -698,6 +815,24 @@ impl Provider {
             Provider::MetaWhatsapp => meta_whatsapp::normalize(req, ctx),
             #[cfg(feature = "gupshup")]
             Provider::Gupshup => gupshup::normalize(req, ctx),
+            #[cfg(feature = "infobip")]
+            Provider::Infobip => infobip::normalize(req, ctx),
+            #[cfg(feature = "sinch")]
+            Provider::Sinch => sinch::normalize(req, ctx),
+            #[cfg(feature = "telnyx")]
+            Provider::Telnyx => telnyx::normalize(req, ctx),
+            #[cfg(feature = "messagebird")]
+            Provider::Messagebird => messagebird::normalize(req, ctx),
+            #[cfg(feature = "sparkpost")]
+            Provider::Sparkpost => sparkpost::normalize(req, ctx),
+            #[cfg(feature = "mandrill")]
+            Provider::Mandrill => mandrill::normalize(req, ctx),
+            #[cfg(feature = "mailjet")]
+            Provider::Mailjet => mailjet::normalize(req, ctx),
+            #[cfg(feature = "brevo")]
+            Provider::Brevo => brevo::normalize(req, ctx),
+            #[cfg(feature = "resend")]
+            Provider::Resend => resend::normalize(req, ctx),
             #[cfg(feature = "generic")]
             Provider::Generic(ref spec) => spec.normalize(req, ctx),
         }
@@ -735,6 +870,33 @@ pub enum Verifier {
     /// Gupshup shared token.
     #[cfg(feature = "gupshup")]
     Gupshup(gupshup::Verifier),
+    /// Infobip.
+    #[cfg(feature = "infobip")]
+    Infobip(infobip::Verifier),
+    /// Sinch.
+    #[cfg(feature = "sinch")]
+    Sinch(sinch::Verifier),
+    /// Telnyx.
+    #[cfg(feature = "telnyx")]
+    Telnyx(telnyx::Verifier),
+    /// Messagebird.
+    #[cfg(feature = "messagebird")]
+    Messagebird(messagebird::Verifier),
+    /// Sparkpost.
+    #[cfg(feature = "sparkpost")]
+    Sparkpost(sparkpost::Verifier),
+    /// Mandrill.
+    #[cfg(feature = "mandrill")]
+    Mandrill(mandrill::Verifier),
+    /// Mailjet.
+    #[cfg(feature = "mailjet")]
+    Mailjet(mailjet::Verifier),
+    /// Brevo.
+    #[cfg(feature = "brevo")]
+    Brevo(brevo::Verifier),
+    /// Resend.
+    #[cfg(feature = "resend")]
+    Resend(resend::Verifier),
     /// Generic HMAC.
     #[cfg(feature = "generic")]
     Generic(generic::Verifier),
@@ -754,6 +916,15 @@ impl Verifier {
             feature = "plivo",
             feature = "meta_whatsapp",
             feature = "gupshup",
+            feature = "infobip",
+            feature = "sinch",
+            feature = "telnyx",
+            feature = "messagebird",
+            feature = "sparkpost",
+            feature = "mandrill",
+            feature = "mailjet",
+            feature = "brevo",
+            feature = "resend",
             feature = "generic"
         )),
         expect(unused_variables, reason = "no provider is compiled in")
@@ -787,6 +958,30 @@ impl Verifier {
             }
             #[cfg(feature = "gupshup")]
             Provider::Gupshup => gupshup::Verifier::from_settings(settings).map(Verifier::Gupshup),
+            #[cfg(feature = "infobip")]
+            Provider::Infobip => infobip::Verifier::from_settings(settings).map(Verifier::Infobip),
+            #[cfg(feature = "sinch")]
+            Provider::Sinch => sinch::Verifier::from_settings(settings).map(Verifier::Sinch),
+            #[cfg(feature = "telnyx")]
+            Provider::Telnyx => telnyx::Verifier::from_settings(settings).map(Verifier::Telnyx),
+            #[cfg(feature = "messagebird")]
+            Provider::Messagebird => {
+                messagebird::Verifier::from_settings(settings).map(Verifier::Messagebird)
+            }
+            #[cfg(feature = "sparkpost")]
+            Provider::Sparkpost => {
+                sparkpost::Verifier::from_settings(settings).map(Verifier::Sparkpost)
+            }
+            #[cfg(feature = "mandrill")]
+            Provider::Mandrill => {
+                mandrill::Verifier::from_settings(settings).map(Verifier::Mandrill)
+            }
+            #[cfg(feature = "mailjet")]
+            Provider::Mailjet => mailjet::Verifier::from_settings(settings).map(Verifier::Mailjet),
+            #[cfg(feature = "brevo")]
+            Provider::Brevo => brevo::Verifier::from_settings(settings).map(Verifier::Brevo),
+            #[cfg(feature = "resend")]
+            Provider::Resend => resend::Verifier::from_settings(settings).map(Verifier::Resend),
             #[cfg(feature = "generic")]
             Provider::Generic(ref spec) => {
                 generic::Verifier::from_settings(spec, settings).map(Verifier::Generic)
@@ -851,6 +1046,15 @@ impl Verifier {
             feature = "plivo",
             feature = "meta_whatsapp",
             feature = "gupshup",
+            feature = "infobip",
+            feature = "sinch",
+            feature = "telnyx",
+            feature = "messagebird",
+            feature = "sparkpost",
+            feature = "mandrill",
+            feature = "mailjet",
+            feature = "brevo",
+            feature = "resend",
             feature = "generic"
         )),
         expect(unused_variables, reason = "no provider is compiled in")
@@ -875,6 +1079,24 @@ impl Verifier {
             Verifier::MetaWhatsapp(ref v) => v.verify(req, opts),
             #[cfg(feature = "gupshup")]
             Verifier::Gupshup(ref v) => v.verify(req, opts),
+            #[cfg(feature = "infobip")]
+            Verifier::Infobip(ref v) => v.verify(req, opts),
+            #[cfg(feature = "sinch")]
+            Verifier::Sinch(ref v) => v.verify(req, opts),
+            #[cfg(feature = "telnyx")]
+            Verifier::Telnyx(ref v) => v.verify(req, opts),
+            #[cfg(feature = "messagebird")]
+            Verifier::Messagebird(ref v) => v.verify(req, opts),
+            #[cfg(feature = "sparkpost")]
+            Verifier::Sparkpost(ref v) => v.verify(req, opts),
+            #[cfg(feature = "mandrill")]
+            Verifier::Mandrill(ref v) => v.verify(req, opts),
+            #[cfg(feature = "mailjet")]
+            Verifier::Mailjet(ref v) => v.verify(req, opts),
+            #[cfg(feature = "brevo")]
+            Verifier::Brevo(ref v) => v.verify(req, opts),
+            #[cfg(feature = "resend")]
+            Verifier::Resend(ref v) => v.verify(req, opts),
             #[cfg(feature = "generic")]
             Verifier::Generic(ref v) => v.verify(req, opts),
         }

@@ -78,20 +78,17 @@
 
 use std::fmt;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use http::HeaderName;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 
 use crate::event::ChannelUser;
 use crate::event::idempotency_key;
 use crate::limits::TopLevel;
+use crate::provider::basic_auth::{BasicAuth, same_secret};
 use crate::provider::json::str_of;
 use crate::provider::{Context, Normalized, VerifyOptions, VerifySettings};
-use crate::secret::ct_eq;
 use crate::{
     CallbackRequest, Channel, ErrorInfo, Event, EventKind, InboundMessage, NormalizeError, Secret,
     Status, StatusUpdate, VerifyConfigError, VerifyError, timestamp,
@@ -107,7 +104,7 @@ const TRACE_HEADER: &str = "x-pm-webhook-trace-id";
 /// Checks Postmark's HTTP Basic credentials and/or a secret header.
 #[derive(Clone)]
 pub struct Verifier {
-    basic_auth: Option<Secret>,
+    basic_auth: Option<BasicAuth>,
     header: Option<(HeaderName, Secret)>,
 }
 
@@ -128,16 +125,7 @@ impl Verifier {
     /// and/or `header` + `header_value`; at least one must be set.
     pub fn from_settings(settings: &VerifySettings) -> Result<Self, VerifyConfigError> {
         settings.only(PROVIDER, KNOWN_KEYS)?;
-        let basic_auth = settings.get("basic_auth").cloned();
-        if let Some(b) = &basic_auth
-            && !b.expose().contains(':')
-        {
-            return Err(VerifyConfigError::Invalid {
-                provider: PROVIDER,
-                key: "basic_auth",
-                reason: "expected `user:password`".into(),
-            });
-        }
+        let basic_auth = BasicAuth::from_settings(PROVIDER, settings)?;
         let header = match (settings.get("header"), settings.get("header_value")) {
             (None, None) => None,
             (Some(_), None) => {
@@ -176,15 +164,8 @@ impl Verifier {
     /// Checks every configured credential. Postmark sends no timestamp, so `opts` has
     /// nothing to check.
     pub fn verify(&self, req: &CallbackRequest, _opts: &VerifyOptions) -> Result<(), VerifyError> {
-        if let Some(expected) = &self.basic_auth {
-            let value = req
-                .headers
-                .get(http::header::AUTHORIZATION)
-                .ok_or(VerifyError::Missing("Authorization"))?;
-            let given = basic_credentials(value.as_bytes())?;
-            if !same_secret(&given, expected.expose().as_bytes()) {
-                return Err(VerifyError::BadCredentials);
-            }
+        if let Some(basic_auth) = &self.basic_auth {
+            basic_auth.check(req)?;
         }
         if let Some((name, expected)) = &self.header {
             let value = req
@@ -197,27 +178,6 @@ impl Verifier {
         }
         Ok(())
     }
-}
-
-/// The decoded `user:password` of an `Authorization: Basic …` header value.
-fn basic_credentials(value: &[u8]) -> Result<Vec<u8>, VerifyError> {
-    let value = value.trim_ascii();
-    let (scheme, rest) = value
-        .iter()
-        .position(|b| *b == b' ')
-        .map(|i| value.split_at(i))
-        .ok_or_else(|| VerifyError::Malformed("Authorization is not Basic".into()))?;
-    if !scheme.eq_ignore_ascii_case(b"basic") {
-        return Err(VerifyError::Malformed("Authorization is not Basic".into()));
-    }
-    STANDARD
-        .decode(rest.trim_ascii())
-        .map_err(|_| VerifyError::Malformed("Basic credentials are not base64".into()))
-}
-
-/// Constant-time equality that also hides the lengths (compares SHA-256 digests).
-fn same_secret(given: &[u8], expected: &[u8]) -> bool {
-    ct_eq(&Sha256::digest(given), &Sha256::digest(expected))
 }
 
 /// Normalizes one Postmark webhook request into one event.
@@ -501,6 +461,8 @@ fn inbound(body: Value, trace_id: Option<&str>, ctx: &Context) -> Result<Event, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
     use http::HeaderValue;
     use serde_json::json;
 
