@@ -41,6 +41,17 @@ fn settings(provider: &str) -> VerifySettings {
         "vonage" => s.with("signature_secret", "secret"),
         "meta_whatsapp" => s.with("app_secret", "secret").with("verify_token", "vt"),
         "gupshup" => s.with("token", "token"),
+        "infobip" | "mailjet" | "sparkpost" | "brevo" => s.with("basic_auth", "user:pass"),
+        "sinch" => s.with("secret", "secret").with("basic_auth", "user:pass"),
+        // RFC 8032's first test key.
+        "telnyx" => s.with("public_key", "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="),
+        "messagebird" => s
+            .with("signing_key", "secret")
+            .with("public_url", "https://example.com/cb"),
+        "mandrill" => s
+            .with("webhook_key", "secret")
+            .with("public_url", "https://example.com/cb"),
+        "resend" => s.with("signing_secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
         "generic" => s.with("secret", "secret"),
         _ => s,
     }

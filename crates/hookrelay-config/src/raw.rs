@@ -218,8 +218,9 @@ pub(crate) struct RawCallback {
     /// Request path providers call (`/callbacks/twilio`); unique.
     pub(crate) path: String,
     /// Provider id (`sendgrid`, `mailgun`, `ses`, `postmark`, `twilio`, `vonage`, `plivo`,
-    /// `meta_whatsapp`, `gupshup`), or the name of a generic provider defined by a
-    /// `generic:` block.
+    /// `meta_whatsapp`, `gupshup`, `infobip`, `sinch`, `telnyx`, `messagebird`,
+    /// `sparkpost`, `mandrill`, `mailjet`, `brevo`, `resend`), or the name of a generic
+    /// provider defined by a `generic:` block.
     pub(crate) provider: String,
     /// `terminate` (default): hookrelay answers; `tap`: also proxy to the upstream.
     #[serde(default)]

@@ -24,7 +24,8 @@ const MAX_BODY: u64 = 64 * 1024 * 1024;
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Provider id: sendgrid, mailgun, ses, postmark, twilio, vonage, plivo,
-    /// meta_whatsapp, gupshup, or generic (with --mapping).
+    /// meta_whatsapp, gupshup, infobip, sinch, telnyx, messagebird, sparkpost, mandrill,
+    /// mailjet, brevo, resend, or generic (with --mapping).
     #[arg(long)]
     provider: String,
     /// Content type of the body, as the provider sent it (default: the provider's own).
