@@ -37,7 +37,12 @@ pub mod payload;
     feature = "vonage",
     feature = "plivo",
     feature = "meta_whatsapp",
-    feature = "gupshup"
+    feature = "gupshup",
+    feature = "infobip",
+    feature = "sinch",
+    feature = "telnyx",
+    feature = "messagebird",
+    feature = "brevo"
 ))]
 mod phone;
 pub mod provider;

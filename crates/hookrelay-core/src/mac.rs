@@ -23,7 +23,12 @@ pub(crate) enum Hash {
     #[cfg(feature = "vonage")]
     Md5,
     /// HMAC-SHA1.
-    #[cfg(any(feature = "twilio", feature = "vonage", feature = "generic"))]
+    #[cfg(any(
+        feature = "twilio",
+        feature = "vonage",
+        feature = "generic",
+        feature = "mandrill"
+    ))]
     Sha1,
     /// HMAC-SHA256.
     Sha256,
@@ -47,7 +52,12 @@ pub(crate) fn hmac(hash: Hash, key: &[u8], parts: &[&[u8]]) -> Tag {
     match hash {
         #[cfg(feature = "vonage")]
         Hash::Md5 => tag::<Hmac<md5::Md5>>(key, parts),
-        #[cfg(any(feature = "twilio", feature = "vonage", feature = "generic"))]
+        #[cfg(any(
+            feature = "twilio",
+            feature = "vonage",
+            feature = "generic",
+            feature = "mandrill"
+        ))]
         Hash::Sha1 => tag::<Hmac<sha1::Sha1>>(key, parts),
         Hash::Sha256 => tag::<Hmac<sha2::Sha256>>(key, parts),
         #[cfg(any(feature = "vonage", feature = "generic"))]
@@ -128,7 +138,12 @@ mod tests {
             hex_of(Hash::Md5, JEFE, &[WANT]),
             "750c783e6ab0b503eaa86e310a5db738"
         );
-        #[cfg(any(feature = "twilio", feature = "vonage", feature = "generic"))]
+        #[cfg(any(
+            feature = "twilio",
+            feature = "vonage",
+            feature = "generic",
+            feature = "mandrill"
+        ))]
         assert_eq!(
             hex_of(Hash::Sha1, JEFE, &[WANT]),
             "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"
@@ -178,7 +193,12 @@ mod tests {
         let cases = [
             #[cfg(feature = "vonage")]
             (Hash::Md5, 16),
-            #[cfg(any(feature = "twilio", feature = "vonage", feature = "generic"))]
+            #[cfg(any(
+                feature = "twilio",
+                feature = "vonage",
+                feature = "generic",
+                feature = "mandrill"
+            ))]
             (Hash::Sha1, 20),
             (Hash::Sha256, 32),
             #[cfg(any(feature = "vonage", feature = "generic"))]

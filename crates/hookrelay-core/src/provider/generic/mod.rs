@@ -135,6 +135,15 @@ const BUILTIN_IDS: &[&str] = &[
     "plivo",
     "meta_whatsapp",
     "gupshup",
+    "infobip",
+    "sinch",
+    "telnyx",
+    "messagebird",
+    "sparkpost",
+    "mandrill",
+    "mailjet",
+    "brevo",
+    "resend",
 ];
 
 /// The `verify:` keys of a generic provider.
