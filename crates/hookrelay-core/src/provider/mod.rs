@@ -66,7 +66,12 @@ pub mod resend;
 pub mod sendgrid;
 #[cfg(feature = "ses")]
 pub mod ses;
-#[cfg(any(feature = "twilio", feature = "plivo"))]
+#[cfg(any(
+    feature = "twilio",
+    feature = "plivo",
+    feature = "messagebird",
+    feature = "mandrill"
+))]
 mod signed_form;
 #[cfg(feature = "sinch")]
 pub mod sinch;
