@@ -42,7 +42,8 @@ pub mod payload;
     feature = "sinch",
     feature = "telnyx",
     feature = "messagebird",
-    feature = "brevo"
+    feature = "brevo",
+    feature = "sparkpost"
 ))]
 mod phone;
 pub mod provider;
