@@ -192,7 +192,12 @@ impl JsonLimits {
     feature = "vonage",
     feature = "gupshup",
     feature = "generic",
-    feature = "ses"
+    feature = "ses",
+    feature = "sinch",
+    feature = "telnyx",
+    feature = "messagebird",
+    feature = "resend",
+    feature = "brevo"
 ))]
 /// The top-level JSON value a text must be, for [`JsonLimits::exceeded_by_json`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,15 +209,22 @@ pub(crate) enum TopLevel {
             feature = "mailgun",
             feature = "vonage",
             feature = "generic",
-            feature = "ses"
+            feature = "ses",
+            feature = "sinch",
+            feature = "telnyx",
+            feature = "messagebird",
+            feature = "resend"
         )),
-        expect(dead_code, reason = "Gupshup's bodies may be arrays")
+        expect(dead_code, reason = "Gupshup's and Brevo's bodies may be arrays")
     )]
     Object,
     /// An object, or an array (a batch).
     #[cfg_attr(
-        not(any(feature = "gupshup", feature = "generic")),
-        expect(dead_code, reason = "only Gupshup and generic batches are arrays")
+        not(any(feature = "gupshup", feature = "generic", feature = "brevo")),
+        expect(
+            dead_code,
+            reason = "only Gupshup, Brevo and generic batches are arrays"
+        )
     )]
     ObjectOrArray,
 }
@@ -223,7 +235,12 @@ pub(crate) enum TopLevel {
     feature = "vonage",
     feature = "gupshup",
     feature = "generic",
-    feature = "ses"
+    feature = "ses",
+    feature = "sinch",
+    feature = "telnyx",
+    feature = "messagebird",
+    feature = "resend",
+    feature = "brevo"
 ))]
 impl JsonLimits {
     /// The limit `text` exceeds, when it is valid JSON whose top level is `top`: for a

@@ -10,7 +10,11 @@ use crate::NormalizeError;
     feature = "mailgun",
     feature = "vonage",
     feature = "gupshup",
-    feature = "generic"
+    feature = "generic",
+    feature = "sinch",
+    feature = "telnyx",
+    feature = "messagebird",
+    feature = "resend"
 ))]
 use crate::{
     limits::{JsonLimits, TopLevel},
@@ -129,7 +133,11 @@ impl CallbackRequest {
         feature = "mailgun",
         feature = "vonage",
         feature = "gupshup",
-        feature = "generic"
+        feature = "generic",
+        feature = "sinch",
+        feature = "telnyx",
+        feature = "messagebird",
+        feature = "resend"
     ))]
     pub(crate) fn beyond_limits(&self, top: TopLevel) -> Option<Unparsed> {
         let limits = JsonLimits::default();

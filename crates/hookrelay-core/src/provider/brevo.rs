@@ -129,7 +129,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 
 use crate::event::{ChannelUser, idempotency_key, idempotency_key_of_value};
-use crate::limits::JsonLimits;
+use crate::limits::{JsonLimits, TopLevel};
 use crate::phone;
 use crate::provider::basic_auth::{BasicAuth, same_secret};
 use crate::provider::{Context, Control, Normalized, Unparsed, VerifyOptions, VerifySettings};
@@ -301,8 +301,7 @@ pub fn normalize(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, Nor
 /// The whole body as one [`Unparsed`] event, when it is a valid JSON object beyond the
 /// limits.
 fn beyond_limits(text: &str) -> Option<Unparsed> {
-    let exceeded = JsonLimits::default().check(text.as_bytes()).err()?;
-    serde_json::from_str::<serde::de::IgnoredAny>(text).ok()?;
+    let exceeded = JsonLimits::default().exceeded_by_json(text, TopLevel::ObjectOrArray)?;
     Some(Unparsed::new(exceeded, text))
 }
 

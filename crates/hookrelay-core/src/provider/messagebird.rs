@@ -128,7 +128,7 @@ use crate::event::{
     Channel, ChannelUser, ErrorInfo, Event, EventKind, InboundMessage, Location, Media, Status,
     StatusUpdate, idempotency_key, idempotency_key_of_value,
 };
-use crate::limits::JsonLimits;
+use crate::limits::TopLevel;
 use crate::mac::{self, Hash};
 use crate::phone::{e164, is_bsuid};
 use crate::provider::signed_form::{FORM, callback_url, parse_public_url};
@@ -373,7 +373,7 @@ pub fn normalize(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, Nor
         };
         return sms(params, correlation, ctx).map(|e| Normalized::events(vec![e]));
     }
-    if let Some(held) = whole_body_beyond_limits(&req.body) {
+    if let Some(held) = req.beyond_limits(TopLevel::Object) {
         return Ok(Normalized::one_unparsed(held));
     }
     let doc = req.json()?;
@@ -392,18 +392,6 @@ fn starts_like_json(body: &[u8]) -> bool {
         body.iter().find(|b| !b.is_ascii_whitespace()),
         Some(b'{' | b'[')
     )
-}
-
-/// The whole body as one [`Unparsed`] event when it is a JSON object beyond the default
-/// [`JsonLimits`] (it is validated, not built, only then).
-fn whole_body_beyond_limits(body: &[u8]) -> Option<Unparsed> {
-    let exceeded = JsonLimits::default().check(body).err()?;
-    let text = std::str::from_utf8(body).ok()?;
-    if !text.trim_start().starts_with('{') {
-        return None;
-    }
-    serde_json::from_str::<serde::de::IgnoredAny>(text).ok()?;
-    Some(Unparsed::new(exceeded, text))
 }
 
 /// The callback URL's query parameters as correlation ids (first value of a repeated

@@ -82,8 +82,8 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use crate::event::{ChannelUser, idempotency_key};
-use crate::limits::JsonLimits;
-use crate::provider::{Context, Control, Normalized, Unparsed, VerifyOptions, VerifySettings};
+use crate::limits::TopLevel;
+use crate::provider::{Context, Control, Normalized, VerifyOptions, VerifySettings};
 use crate::signing::{self, SignatureError, SigningSecret};
 use crate::{
     CallbackRequest, Channel, ErrorInfo, Event, EventKind, InboundMessage, Media, NormalizeError,
@@ -188,7 +188,7 @@ fn delivery_id(req: &CallbackRequest) -> Option<&str> {
 /// (an event about no message).
 pub fn normalize(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, NormalizeError> {
     req.expect_content_type(PROVIDER, &["application/json"], "application/json")?;
-    if let Some(unparsed) = beyond_limits(&req.body) {
+    if let Some(unparsed) = req.beyond_limits(TopLevel::Object) {
         return Ok(Normalized::one_unparsed(unparsed));
     }
     let body = req.json()?;
@@ -230,18 +230,6 @@ pub fn normalize(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, Nor
         return Ok(Normalized::events(vec![event]));
     }
     statuses(&kind, &body, data, email_id, created_ms, delivery, ctx).map(Normalized::events)
-}
-
-/// The whole body as one [`Unparsed`] event, when it is a valid JSON object beyond the
-/// limits.
-fn beyond_limits(body: &[u8]) -> Option<Unparsed> {
-    let exceeded = JsonLimits::default().check(body).err()?;
-    let text = std::str::from_utf8(body).ok()?;
-    if !text.trim_start().starts_with('{') {
-        return None;
-    }
-    serde_json::from_str::<serde::de::IgnoredAny>(text).ok()?;
-    Some(Unparsed::new(exceeded, text))
 }
 
 /// `type (data.id …, svix-id …)` of an event about no message, on one line.

@@ -6,11 +6,16 @@
 //! Each provider keeps its own signature scheme (what is signed, with which hash, which
 //! URL variants are tried); only the inputs of those schemes live here.
 
+#[cfg(any(feature = "twilio", feature = "plivo"))]
 use http::Method;
+#[cfg(any(feature = "twilio", feature = "plivo"))]
 use serde_json::{Map, Value};
 
-use crate::{CallbackRequest, NormalizeError, VerifyConfigError, VerifyError};
+#[cfg(any(feature = "twilio", feature = "plivo"))]
+use crate::NormalizeError;
+use crate::{CallbackRequest, VerifyConfigError, VerifyError};
 
+#[cfg(any(feature = "twilio", feature = "plivo"))]
 /// A callback's parameters and its correlation ids.
 pub(crate) type ReadParams = (Vec<(String, String)>, Map<String, Value>);
 
@@ -99,6 +104,7 @@ pub(crate) fn callback_url(
     }
 }
 
+#[cfg(any(feature = "twilio", feature = "plivo"))]
 /// The parameters of a form-encoded callback (the `POST` body, or the query of a `GET`)
 /// and its correlation ids: the callback URL's query parameters that are not the
 /// provider's own (`own`); on a `GET`, where the provider's parameters share the query,
@@ -138,6 +144,7 @@ pub(crate) fn read_form_params(
     }
 }
 
+#[cfg(any(feature = "twilio", feature = "plivo"))]
 /// True when the body starts (after whitespace) with `{` or `[`.
 fn looks_like_json(body: &[u8]) -> bool {
     matches!(
@@ -146,6 +153,7 @@ fn looks_like_json(body: &[u8]) -> bool {
     )
 }
 
+#[cfg(any(feature = "twilio", feature = "plivo"))]
 /// Query parameters kept as correlation ids (first value of a repeated name).
 fn correlation_of(pairs: &[(String, String)], keep: impl Fn(&str) -> bool) -> Map<String, Value> {
     let mut map = Map::new();
@@ -158,6 +166,7 @@ fn correlation_of(pairs: &[(String, String)], keep: impl Fn(&str) -> bool) -> Ma
     map
 }
 
+#[cfg(any(feature = "twilio", feature = "plivo"))]
 /// The inbound message type of a media content type.
 pub(crate) fn media_kind(content_type: Option<&str>) -> &'static str {
     let ct = content_type.unwrap_or("").trim().to_ascii_lowercase();
@@ -172,7 +181,8 @@ pub(crate) fn media_kind(content_type: Option<&str>) -> &'static str {
     }
 }
 
-#[cfg(test)]
+// The tests read forms as Twilio and Plivo post them.
+#[cfg(all(test, any(feature = "twilio", feature = "plivo")))]
 mod tests {
     use super::*;
     use http::Uri;

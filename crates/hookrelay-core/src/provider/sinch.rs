@@ -154,7 +154,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::event::{ChannelUser, idempotency_key};
-use crate::limits::JsonLimits;
+use crate::limits::TopLevel;
 use crate::mac::{self, Hash};
 use crate::phone::{e164, is_bsuid};
 use crate::provider::basic_auth::BasicAuth;
@@ -323,7 +323,7 @@ pub fn normalize(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, Nor
         });
     }
     req.expect_content_type(PROVIDER, &["application/json"], "application/json")?;
-    if let Some(unparsed) = beyond_limits(&req.body) {
+    if let Some(unparsed) = req.beyond_limits(TopLevel::Object) {
         return Ok(Normalized::one_unparsed(unparsed));
     }
     let body = req.json()?;
@@ -342,21 +342,6 @@ pub fn normalize(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, Nor
         }
         _ => conversation(body, raw, ctx),
     }
-}
-
-/// The whole body as one unparsed event, when it is a JSON object beyond the limits (what
-/// `CallbackRequest::beyond_limits` does for the providers its feature list names).
-fn beyond_limits(body: &[u8]) -> Option<Unparsed> {
-    let exceeded = JsonLimits::default().check(body).err()?;
-    let text = std::str::from_utf8(body).ok()?;
-    if !text
-        .trim_start_matches([' ', '\t', '\n', '\r'])
-        .starts_with('{')
-    {
-        return None;
-    }
-    serde_json::from_str::<serde::de::IgnoredAny>(text).ok()?;
-    Some(Unparsed::new(exceeded, text))
 }
 
 /// The whole body, as received, as one unparsed event (a callback of one event that is

@@ -94,7 +94,7 @@ use http::Method;
 use serde_json::{Map, Value};
 
 use crate::event::{ChannelUser, idempotency_key};
-use crate::limits::JsonLimits;
+use crate::limits::TopLevel;
 use crate::phone::{e164, is_bsuid};
 use crate::provider::{Context, Control, Normalized, Unparsed, VerifyOptions, VerifySettings};
 use crate::{
@@ -210,7 +210,7 @@ pub fn normalize(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, Nor
         });
     }
     req.expect_content_type(PROVIDER, &["application/json"], "application/json")?;
-    if let Some(unparsed) = beyond_limits(&req.body) {
+    if let Some(unparsed) = req.beyond_limits(TopLevel::Object) {
         return Ok(Normalized::one_unparsed(unparsed));
     }
     let body = req.json()?;
@@ -252,21 +252,6 @@ pub fn normalize(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, Nor
             reason: format!("Telnyx {t} event, not a messaging event, not delivered"),
         })),
     }
-}
-
-/// The whole body as one unparsed event, when it is a JSON object beyond the limits (what
-/// `CallbackRequest::beyond_limits` does for the providers its feature list names).
-fn beyond_limits(body: &[u8]) -> Option<Unparsed> {
-    let exceeded = JsonLimits::default().check(body).err()?;
-    let text = std::str::from_utf8(body).ok()?;
-    if !text
-        .trim_start_matches([' ', '\t', '\n', '\r'])
-        .starts_with('{')
-    {
-        return None;
-    }
-    serde_json::from_str::<serde::de::IgnoredAny>(text).ok()?;
-    Some(Unparsed::new(exceeded, text))
 }
 
 /// The whole body, as received, as one unparsed event.
