@@ -123,4 +123,11 @@ fn schema_prints_a_json_schema() {
         assert!(schema["properties"].get(key).is_some(), "no {key}");
     }
     assert_eq!(schema["required"], serde_json::json!(["upstream"]));
+    // A route's `provider` names every built-in provider.
+    let provider = schema["$defs"]["RawCallback"]["properties"]["provider"]["description"]
+        .as_str()
+        .expect("provider described");
+    for id in hookrelay_core::provider::Provider::BUILTIN {
+        assert!(provider.contains(&format!("`{id}`")), "{id} in {provider}");
+    }
 }
