@@ -132,7 +132,10 @@ use crate::event::{ChannelUser, idempotency_key, idempotency_key_of_value};
 use crate::limits::{JsonLimits, TopLevel};
 use crate::phone;
 use crate::provider::basic_auth::{BasicAuth, same_secret};
-use crate::provider::{Context, Control, Normalized, Unparsed, VerifyOptions, VerifySettings};
+use crate::provider::json::str_of;
+use crate::provider::{
+    Context, Control, Normalized, Unparsed, VerifyOptions, VerifySettings, ignored_events,
+};
 use crate::{
     CallbackRequest, Channel, ErrorInfo, Event, EventKind, InboundMessage, Media, NormalizeError,
     ReplyContext, Secret, Status, StatusUpdate, VerifyConfigError, VerifyError, timestamp,
@@ -142,8 +145,6 @@ use crate::{
 const PROVIDER: &str = "brevo";
 /// Keys of the `verify:` block.
 const KNOWN_KEYS: &[&str] = &["basic_auth", "token"];
-/// Events about no message named one by one in the [`Control::Ignored`] reason.
-const NAMED_IGNORED: usize = 5;
 
 /// Checks Brevo's HTTP Basic credentials or its bearer token.
 #[derive(Clone)]
@@ -350,24 +351,8 @@ enum Outcome {
 
 /// The reason of a [`Control::Ignored`] naming the events left out.
 fn ignored_reason(ignored: &[String]) -> String {
-    let listed = ignored
-        .iter()
-        .take(NAMED_IGNORED)
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join("; ");
-    let more = ignored.len().saturating_sub(NAMED_IGNORED);
-    let more = if more > 0 {
-        format!(" and {more} more")
-    } else {
-        String::new()
-    };
-    let what = if ignored.len() == 1 {
-        "1 Brevo event".to_owned()
-    } else {
-        format!("{} Brevo events", ignored.len())
-    };
-    format!("{what} about no message, not delivered: {listed}{more}")
+    let (count, listed) = ignored_events(ignored, "Brevo event");
+    format!("{count} about no message, not delivered: {listed}")
 }
 
 /// `event (email …)` of an event left out, each value on one line and at most 100
@@ -379,27 +364,9 @@ fn describe(name: &str, item: &Value) -> String {
             .take(100)
             .collect()
     };
-    match text_of(item, "email") {
+    match str_of(item, "email") {
         Some(email) => format!("{} (email {})", short(name), short(&email)),
         None => short(name),
-    }
-}
-
-/// A field by key: a non-blank string, or a number as text.
-fn text_of(v: &Value, key: &str) -> Option<String> {
-    match v.get(key)? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// A Unix timestamp (seconds or ms by magnitude) as a number or a string (ASCII only).
-fn unix_ms(v: &Value) -> Option<i64> {
-    match v {
-        Value::Number(n) => n.as_f64().and_then(timestamp::number_to_ms),
-        Value::String(s) if s.is_ascii() => timestamp::parse_str_ms(s),
-        _ => None,
     }
 }
 
@@ -409,7 +376,7 @@ fn event_time(path: &str, item: &Value, ctx: &Context) -> Result<i64, NormalizeE
         match item.get(field) {
             None | Some(Value::Null) => continue,
             Some(v) => {
-                return unix_ms(v).ok_or_else(|| {
+                return timestamp::value_to_ms(v).ok_or_else(|| {
                     NormalizeError::invalid(format!("{path}/{field}"), "not a Unix timestamp")
                 });
             }
@@ -531,7 +498,7 @@ fn email_event(path: &str, item: Value, ctx: &Context) -> Result<Outcome, Normal
             known,
         } => (status, informational, known),
     };
-    let message_id = text_of(&item, "message-id");
+    let message_id = str_of(&item, "message-id");
     let email = match item.get("email") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
         Some(Value::String(_)) | None | Some(Value::Null) if !known => {
@@ -556,7 +523,7 @@ fn email_event(path: &str, item: Value, ctx: &Context) -> Result<Outcome, Normal
         .then(|| {
             ErrorInfo::from_parts(
                 Some(name.clone()),
-                text_of(&item, "reason").map(|r| r.trim().to_owned()),
+                str_of(&item, "reason").map(|r| r.trim().to_owned()),
             )
         })
         .flatten();
@@ -609,10 +576,10 @@ fn sms_event(path: &str, item: Value, ctx: &Context) -> Result<Outcome, Normaliz
         Some(_) => required_str(path, &item, "msg_status")?,
         None => required_str(path, &item, "event")?,
     };
-    let number = text_of(&item, "to")
+    let number = str_of(&item, "to")
         .map(|n| phone::e164(&n))
         .ok_or_else(|| NormalizeError::MissingField(format!("{path}/to")))?;
-    let message_id = text_of(&item, "messageId");
+    let message_id = str_of(&item, "messageId");
     let timestamp_ms = event_time(path, &item, ctx)?;
     let idempotency_key = idempotency_key_of_value(PROVIDER, &item);
     let mut correlation = Map::new();
@@ -633,7 +600,7 @@ fn sms_event(path: &str, item: Value, ctx: &Context) -> Result<Outcome, Normaliz
                 .then(|| {
                     ErrorInfo::from_parts(
                         Some(name.clone()),
-                        text_of(&item, "description").or_else(|| text_of(&item, "reason")),
+                        str_of(&item, "description").or_else(|| str_of(&item, "reason")),
                     )
                 })
                 .flatten(),
@@ -641,9 +608,9 @@ fn sms_event(path: &str, item: Value, ctx: &Context) -> Result<Outcome, Normaliz
         }),
         SmsMapping::Reply => EventKind::Inbound(InboundMessage {
             from: number.clone(),
-            to: text_of(&item, "sender").unwrap_or_default(),
+            to: str_of(&item, "sender").unwrap_or_default(),
             message_type: "text".into(),
-            text: text_of(&item, "reply"),
+            text: str_of(&item, "reply"),
             media: Vec::new(),
             location: None,
             context: message_id.clone().map(|id| ReplyContext { id, from: None }),
@@ -705,13 +672,13 @@ fn inbound_email(path: &str, item: Value, ctx: &Context) -> Result<Event, Normal
                 .join(", ")
         })
         .unwrap_or_default();
-    let text = text_of(&item, "RawTextBody").or_else(|| text_of(&item, "ExtractedMarkdownMessage"));
+    let text = str_of(&item, "RawTextBody").or_else(|| str_of(&item, "ExtractedMarkdownMessage"));
     let uuid = item
         .pointer("/Uuid/0")
         .and_then(Value::as_str)
         .filter(|u| !u.trim().is_empty())
         .map(str::to_owned);
-    let header_id = text_of(&item, "MessageId");
+    let header_id = str_of(&item, "MessageId");
     let source_message_id = uuid
         .clone()
         .or_else(|| header_id.clone())
@@ -723,9 +690,9 @@ fn inbound_email(path: &str, item: Value, ctx: &Context) -> Result<Event, Normal
             list.iter()
                 .filter(|a| a.is_object())
                 .map(|a| Media {
-                    url: text_of(a, "DownloadToken").unwrap_or_default(),
-                    content_type: text_of(a, "ContentType"),
-                    name: text_of(a, "Name"),
+                    url: str_of(a, "DownloadToken").unwrap_or_default(),
+                    content_type: str_of(a, "ContentType"),
+                    name: str_of(a, "Name"),
                     size: a.get("ContentLength").and_then(Value::as_u64),
                 })
                 .collect()
@@ -755,7 +722,7 @@ fn inbound_email(path: &str, item: Value, ctx: &Context) -> Result<Event, Normal
             text,
             media,
             location: None,
-            context: text_of(&item, "InReplyTo").map(|id| ReplyContext { id, from: None }),
+            context: str_of(&item, "InReplyTo").map(|id| ReplyContext { id, from: None }),
             timestamp_ms,
             source_message_id,
             original_message_id: None,

@@ -114,7 +114,9 @@ use crate::event::{
 use crate::limits::JsonLimits;
 use crate::mac::{self, Hash};
 use crate::provider::signed_form::{FORM, callback_url, parse_public_url};
-use crate::provider::{Context, Control, Normalized, Unparsed, VerifyOptions, VerifySettings};
+use crate::provider::{
+    Context, Control, Normalized, Unparsed, VerifyOptions, VerifySettings, ignored_events,
+};
 use crate::{CallbackRequest, NormalizeError, Secret, VerifyConfigError, VerifyError, timestamp};
 
 /// Provider id.
@@ -127,8 +129,6 @@ const SIGNATURE_HEADER: &str = "x-mandrill-signature";
 const EVENTS_FIELD: &str = "mandrill_events";
 /// The generic key of Mandrill's URL check (an empty batch).
 const TEST_KEY: &[u8] = b"test-webhook";
-/// Elements named one by one in a [`Control::Ignored`] reason; the rest counted.
-const NAMED_IGNORED: usize = 5;
 
 /// Checks `X-Mandrill-Signature` (HMAC-SHA1 over the webhook URL and the sorted form).
 #[derive(Debug, Clone)]
@@ -318,24 +318,8 @@ fn alone(text: &str) -> String {
 
 /// The reason of the [`Control::Ignored`] of a batch: one line, naming the first few.
 fn ignored_reason(what: &[String]) -> String {
-    let listed = what
-        .iter()
-        .take(NAMED_IGNORED)
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join("; ");
-    let more = what.len().saturating_sub(NAMED_IGNORED);
-    let more = if more > 0 {
-        format!(" and {more} more")
-    } else {
-        String::new()
-    };
-    let count = if what.len() == 1 {
-        "1 Mandrill event".to_owned()
-    } else {
-        format!("{} Mandrill events", what.len())
-    };
-    format!("{count} about no message, not delivered: {listed}{more}")
+    let (count, listed) = ignored_events(what, "Mandrill event");
+    format!("{count} about no message, not delivered: {listed}")
 }
 
 /// `text` on one line, at most 100 characters (for reasons).

@@ -386,6 +386,42 @@ impl Unparsed {
     }
 }
 
+/// How many events a [`Control::Ignored`] reason names before `and N more`.
+#[cfg(any(
+    feature = "sendgrid",
+    feature = "brevo",
+    feature = "mandrill",
+    feature = "sparkpost"
+))]
+const NAMED_IGNORED: usize = 5;
+
+/// The two parts of a [`Control::Ignored`] reason that names the events a batch left out:
+/// their count (`1 Brevo event`, `3 Brevo events`, from `kind` in the singular) and the
+/// first few of `names` (`a; b; c; d; e and 2 more`).
+#[cfg(any(
+    feature = "sendgrid",
+    feature = "brevo",
+    feature = "mandrill",
+    feature = "sparkpost"
+))]
+pub(crate) fn ignored_events(names: &[String], kind: &str) -> (String, String) {
+    let mut listed = names
+        .iter()
+        .take(NAMED_IGNORED)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join("; ");
+    let more = names.len().saturating_sub(NAMED_IGNORED);
+    if more > 0 {
+        listed.push_str(&format!(" and {more} more"));
+    }
+    let count = match names.len() {
+        1 => format!("1 {kind}"),
+        n => format!("{n} {kind}s"),
+    };
+    (count, listed)
+}
+
 /// `text` on one line (control characters as spaces), at most `max` bytes, cut at a
 /// character boundary with `…` when it was longer.
 fn one_line(text: &str, max: usize) -> String {
@@ -1113,7 +1149,10 @@ impl Verifier {
     feature = "mailgun",
     feature = "postmark",
     feature = "sendgrid",
-    feature = "vonage"
+    feature = "vonage",
+    feature = "brevo",
+    feature = "resend",
+    feature = "sparkpost"
 ))]
 pub(crate) mod json {
     use serde_json::Value;

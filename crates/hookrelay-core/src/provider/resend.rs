@@ -83,6 +83,7 @@ use serde_json::{Map, Value};
 
 use crate::event::{ChannelUser, idempotency_key};
 use crate::limits::TopLevel;
+use crate::provider::json::str_of;
 use crate::provider::{Context, Control, Normalized, VerifyOptions, VerifySettings};
 use crate::signing::{self, SignatureError, SigningSecret};
 use crate::{
@@ -216,7 +217,7 @@ pub fn normalize(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, Nor
         None | Some(Value::Null) => return Err(NormalizeError::MissingField("data".into())),
         Some(_) => return Err(NormalizeError::shape("data", "an object")),
     };
-    let email_id = text_of(data, "email_id")
+    let email_id = str_of(data, "email_id")
         .ok_or_else(|| NormalizeError::MissingField("data.email_id".into()))?;
     let created_ms = match body.get("created_at") {
         None | Some(Value::Null) => None,
@@ -241,7 +242,7 @@ fn describe(kind: &str, body: &Value, delivery: Option<&str>) -> String {
             .collect()
     };
     let mut details = Vec::new();
-    if let Some(id) = body.get("data").and_then(|d| text_of(d, "id")) {
+    if let Some(id) = body.get("data").and_then(|d| str_of(d, "id")) {
         details.push(format!("data.id {}", short(&id)));
     }
     if let Some(id) = delivery {
@@ -253,15 +254,6 @@ fn describe(kind: &str, body: &Value, delivery: Option<&str>) -> String {
         format!("{} ({})", short(kind), details.join(", "))
     };
     format!("1 Resend event about no message, not delivered: {what}")
-}
-
-/// A field by key: a non-blank string, or a number as text.
-fn text_of(v: &Value, key: &str) -> Option<String> {
-    match v.get(key)? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
 }
 
 /// An ISO 8601 time (ASCII only: the text parsers expect it) in epoch ms.
@@ -325,7 +317,7 @@ type Mapped = (Status, bool, Option<ErrorInfo>);
 
 /// Maps an `email.*` status type (with its bounce, failure or suppression details).
 fn map_type(kind: &str, data: &Value) -> Mapped {
-    let part = |obj: &str, key: &str| data.get(obj).and_then(|o| text_of(o, key));
+    let part = |obj: &str, key: &str| data.get(obj).and_then(|o| str_of(o, key));
     match kind {
         "email.scheduled" => (Status::Queued, false, None),
         "email.sent" => (Status::Sent, false, None),
@@ -424,7 +416,7 @@ fn inbound(
     delivery: Option<&str>,
     ctx: &Context,
 ) -> Result<Event, NormalizeError> {
-    let from = text_of(data, "from")
+    let from = str_of(data, "from")
         .map(|f| address(&f))
         .filter(|f| !f.is_empty())
         .ok_or_else(|| NormalizeError::MissingField("data.from".into()))?;
@@ -436,9 +428,9 @@ fn inbound(
             list.iter()
                 .filter(|a| a.is_object())
                 .map(|a| Media {
-                    url: text_of(a, "id").unwrap_or_default(),
-                    content_type: text_of(a, "content_type"),
-                    name: text_of(a, "filename"),
+                    url: str_of(a, "id").unwrap_or_default(),
+                    content_type: str_of(a, "content_type"),
+                    name: str_of(a, "filename"),
                     size: a.get("size").and_then(Value::as_u64),
                 })
                 .collect()
@@ -460,7 +452,7 @@ fn inbound(
             from,
             to,
             message_type: "email".into(),
-            text: text_of(data, "subject"),
+            text: str_of(data, "subject"),
             media,
             location: None,
             context: None,

@@ -102,7 +102,8 @@ use crate::event::{idempotency_key, idempotency_key_of_value};
 use crate::limits::JsonLimits;
 use crate::provider::json::str_of;
 use crate::provider::{
-    Context, Control, Normalized, Unparsed, VerifyOptions, VerifySettings, object_fields,
+    Context, Control, Normalized, Unparsed, VerifyOptions, VerifySettings, ignored_events,
+    object_fields,
 };
 use crate::{
     CallbackRequest, Channel, ErrorInfo, Event, EventKind, NormalizeError, Status, StatusUpdate,
@@ -146,8 +147,6 @@ const RESERVED: &[&str] = &[
 const RESERVED_PREFIXES: &[&str] = &["sg_", "marketing_campaign_", "singlesend_", "mc_"];
 /// SendGrid's account event (a compliance action on the account, no message).
 const ACCOUNT_STATUS_CHANGE: &str = "account_status_change";
-/// Account events named one by one in the [`Control::Ignored`] reason; the rest counted.
-const NAMED_ACCOUNT_EVENTS: usize = 5;
 
 /// Checks the ECDSA signature of the Signed Event Webhook.
 #[derive(Clone)]
@@ -293,24 +292,8 @@ enum Element {
 /// The reason of the [`Control::Ignored`] of a batch's account events: one line, naming
 /// the first few.
 fn account_events_reason(names: &[String]) -> String {
-    let listed = names
-        .iter()
-        .take(NAMED_ACCOUNT_EVENTS)
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join("; ");
-    let more = names.len().saturating_sub(NAMED_ACCOUNT_EVENTS);
-    let more = if more > 0 {
-        format!(" and {more} more")
-    } else {
-        String::new()
-    };
-    let what = if names.len() == 1 {
-        "1 SendGrid account event".to_owned()
-    } else {
-        format!("{} SendGrid account events", names.len())
-    };
-    format!("{what}, about no message, not delivered: {listed}{more}")
+    let (count, listed) = ignored_events(names, "SendGrid account event");
+    format!("{count}, about no message, not delivered: {listed}")
 }
 
 /// `event (type …, sg_event_id …)` of an account event, each value on one line and at

@@ -128,7 +128,10 @@ use crate::event::{ChannelUser, idempotency_key, idempotency_key_of_value};
 use crate::limits::JsonLimits;
 use crate::phone;
 use crate::provider::basic_auth::{BasicAuth, same_secret};
-use crate::provider::{Context, Control, Normalized, Unparsed, VerifyOptions, VerifySettings};
+use crate::provider::json::str_of;
+use crate::provider::{
+    Context, Control, Normalized, Unparsed, VerifyOptions, VerifySettings, ignored_events,
+};
 use crate::{
     CallbackRequest, Channel, ErrorInfo, Event, EventKind, InboundMessage, NormalizeError, Secret,
     Status, StatusUpdate, VerifyConfigError, VerifyError, timestamp,
@@ -140,8 +143,6 @@ const PROVIDER: &str = "sparkpost";
 const KNOWN_KEYS: &[&str] = &["basic_auth", "auth_token"];
 /// The header carrying a webhook's `auth_token`.
 const TOKEN_HEADER: &str = "x-messagesystems-webhook-token";
-/// Events about no message named one by one in the [`Control::Ignored`] reason.
-const NAMED_IGNORED: usize = 5;
 
 /// Checks SparkPost's HTTP Basic credentials and/or its webhook token header.
 #[derive(Clone)]
@@ -266,25 +267,9 @@ fn ignored_reason(batch_len: usize, pings: usize, ignored: &[String]) -> Option<
         parts.push(format!("{what} (SparkPost's webhook test), no events"));
     }
     if !ignored.is_empty() {
-        let listed = ignored
-            .iter()
-            .take(NAMED_IGNORED)
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join("; ");
-        let more = ignored.len().saturating_sub(NAMED_IGNORED);
-        let more = if more > 0 {
-            format!(" and {more} more")
-        } else {
-            String::new()
-        };
-        let what = if ignored.len() == 1 {
-            "1 SparkPost event".to_owned()
-        } else {
-            format!("{} SparkPost events", ignored.len())
-        };
+        let (count, listed) = ignored_events(ignored, "SparkPost event");
         parts.push(format!(
-            "{what} about no message sent, not delivered: {listed}{more}"
+            "{count} about no message sent, not delivered: {listed}"
         ));
     }
     (!parts.is_empty()).then(|| parts.join("; "))
@@ -300,32 +285,14 @@ fn describe(group: &str, event: &Value) -> String {
             .collect()
     };
     let mut text = short(group);
-    if let Some(kind) = text_of(event, "type") {
+    if let Some(kind) = str_of(event, "type") {
         text.push(' ');
         text.push_str(&short(&kind));
     }
-    if let Some(id) = text_of(event, "event_id") {
+    if let Some(id) = str_of(event, "event_id") {
         text.push_str(&format!(" (event_id {})", short(&id)));
     }
     text
-}
-
-/// A field by key: a non-blank string, or a number as text.
-fn text_of(v: &Value, key: &str) -> Option<String> {
-    match v.get(key)? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// Unix seconds as a number or a string (ASCII only: the text parsers expect it), in ms.
-fn unix_ms(v: &Value) -> Option<i64> {
-    match v {
-        Value::Number(n) => n.as_f64().and_then(timestamp::number_to_ms),
-        Value::String(s) if s.is_ascii() => timestamp::parse_str_ms(s),
-        _ => None,
-    }
 }
 
 /// Normalizes batch element `i`.
@@ -407,7 +374,7 @@ fn map_type(kind: &str, event: &Value) -> Mapping {
         "delay" => m((Status::Queued, true)),
         "delivery" => m((Status::Delivered, false)),
         "bounce" | "out_of_band" => {
-            let class = text_of(event, "bounce_class").and_then(|c| c.trim().parse().ok());
+            let class = str_of(event, "bounce_class").and_then(|c| c.trim().parse().ok());
             m(map_bounce_class(class))
         }
         "policy_rejection" | "generation_failure" | "generation_rejection" => {
@@ -415,7 +382,7 @@ fn map_type(kind: &str, event: &Value) -> Mapping {
         }
         "spam_complaint" => m((Status::Complained, false)),
         "sms_status" => m(map_sms_state(
-            &text_of(event, "stat_state").unwrap_or_default(),
+            &str_of(event, "stat_state").unwrap_or_default(),
         )),
         "open" | "initial_open" | "amp_open" | "amp_initial_open" => m((Status::Seen, false)),
         "click" | "amp_click" => m((Status::Clicked, false)),
@@ -435,7 +402,7 @@ fn correlation(event: &Value) -> Map<String, Value> {
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    if let Some(campaign) = text_of(event, "campaign_id") {
+    if let Some(campaign) = str_of(event, "campaign_id") {
         map.entry("campaign_id").or_insert(Value::String(campaign));
     }
     if let Some(tags) = event
@@ -470,8 +437,8 @@ fn status(
     let mapping = map_type(&kind, event);
     let sms = kind == "sms_status";
     let address_field = if sms { "sms_dst" } else { "raw_rcpt_to" };
-    let address = text_of(event, address_field).or_else(|| text_of(event, "rcpt_to"));
-    let message_id = text_of(event, "transmission_id");
+    let address = str_of(event, address_field).or_else(|| str_of(event, "rcpt_to"));
+    let message_id = str_of(event, "transmission_id");
     if !mapping.known && address.is_none() && message_id.is_none() {
         // Names neither a recipient nor a transmission: about no message.
         return Ok(Element::Ignored(describe(group, event)));
@@ -489,19 +456,19 @@ fn status(
     };
     let timestamp_ms = match event.get("timestamp") {
         None | Some(Value::Null) => ctx.received_at_ms,
-        Some(v) => unix_ms(v).ok_or_else(|| {
+        Some(v) => timestamp::value_to_ms(v).ok_or_else(|| {
             NormalizeError::invalid(format!("{path}/timestamp"), "not a Unix timestamp")
         })?,
     };
     let error = matches!(mapping.status, Status::Failed | Status::Bounced)
         .then(|| {
             ErrorInfo::from_parts(
-                text_of(event, "error_code"),
-                text_of(event, "reason").or_else(|| text_of(event, "raw_reason")),
+                str_of(event, "error_code"),
+                str_of(event, "reason").or_else(|| str_of(event, "raw_reason")),
             )
         })
         .flatten();
-    let idempotency_key = match text_of(event, "event_id") {
+    let idempotency_key = match str_of(event, "event_id") {
         Some(id) => idempotency_key(PROVIDER, &[&id, &kind]),
         None => idempotency_key_of_value(PROVIDER, item),
     };
@@ -565,10 +532,10 @@ fn inbound(
     item: &Value,
     ctx: &Context,
 ) -> Result<Event, NormalizeError> {
-    let from = text_of(event, "friendly_from")
-        .or_else(|| text_of(event, "msg_from"))
+    let from = str_of(event, "friendly_from")
+        .or_else(|| str_of(event, "msg_from"))
         .ok_or_else(|| NormalizeError::MissingField(format!("{path}/friendly_from")))?;
-    let to = text_of(event, "rcpt_to").unwrap_or_default();
+    let to = str_of(event, "rcpt_to").unwrap_or_default();
     let content = event.get("content");
     let text = content
         .and_then(|c| c.get("text"))
@@ -586,7 +553,7 @@ fn inbound(
     let idempotency_key = if message_id.is_empty() {
         idempotency_key_of_value(PROVIDER, item)
     } else {
-        let webhook = text_of(event, "webhook_id").unwrap_or_default();
+        let webhook = str_of(event, "webhook_id").unwrap_or_default();
         idempotency_key(PROVIDER, &["relay", &webhook, &message_id, &to])
     };
     Ok(Event {
