@@ -372,6 +372,26 @@ async fn every_new_provider_is_verified_normalized_and_delivered() {
             "{provider}: a refused callback counted in\n{metrics}"
         );
     }
+    // Handshakes answered without an event: Mandrill checks a new webhook's URL with a
+    // `HEAD` (and refuses to add it unless that is answered 200); SparkPost's webhook test
+    // posts a batch with an empty event.
+    let head = Request::head(format!("http://{}/cb/mandrill", sidecar.listen))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let (status, _, _) = send(head).await;
+    assert_eq!(status, StatusCode::OK, "Mandrill's URL check");
+    let ping = Request::post(format!("http://{}/cb/sparkpost", sidecar.listen))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Basic {}", STANDARD.encode(BASIC)))
+        .body(Full::new(Bytes::from_static(br#"[{"msys":{}}]"#)))
+        .expect("request");
+    let (status, _, body) = send(ping).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "SparkPost's test: {}",
+        String::from_utf8_lossy(&body)
+    );
     let all = eventually("the sink to have every payload", || async {
         let r = sink.received();
         (r.len() == expected).then_some(r)
