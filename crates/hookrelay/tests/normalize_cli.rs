@@ -399,7 +399,7 @@ fn basic(provider: &'static str, case: &str, given: &str) -> Signed {
 #[test]
 fn the_nine_newer_providers_verify_vectors_and_refuse_tampered_copies() {
     use base64::Engine as _;
-    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use hmac::{Hmac, KeyInit, Mac};
     use sha2::{Digest, Sha256};
 
