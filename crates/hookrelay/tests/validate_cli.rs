@@ -80,7 +80,7 @@ fn the_example_config_is_valid() {
     let (code, stdout, stderr) = hookrelay(&["validate", "--config", &example], &[]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(
-        stdout.contains("ok (5 callback route(s), 2 endpoint(s)"),
+        stdout.contains("ok (6 callback route(s), 2 endpoint(s)"),
         "{stdout}"
     );
     // … and the environment is what it reads when set.
