@@ -14,8 +14,9 @@ const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// Values for the variables the example files reference.
 fn test_env() -> Arc<EnvLookup> {
     Arc::new(|name: &str| match name {
-        n if n.contains("WHSEC") => Some(WHSEC.to_owned()),
+        n if n.contains("WHSEC") || n.ends_with("SIGNING_SECRET") => Some(WHSEC.to_owned()),
         "REDIS_URL" => Some("redis://127.0.0.1:6379".to_owned()),
+        n if n.ends_with("BASIC_AUTH") => Some("user:test-password".to_owned()),
         n if n.ends_with("_URL") => Some("https://example.com/".to_owned()),
         _ => Some(format!("test-{}", name.to_ascii_lowercase())),
     })
@@ -344,18 +345,25 @@ fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// A Kubernetes manifest is not a hookrelay file, but a ConfigMap may carry one.
-fn configs_in(path: &Path, text: &str) -> Vec<(String, String)> {
+/// A Kubernetes manifest is not a hookrelay file, but a ConfigMap may carry one: the
+/// configurations in `text`, with whether each is a ConfigMap's (read in a pod).
+fn configs_in(path: &Path, text: &str) -> Vec<(String, String, bool)> {
     let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(text).unwrap_or_default();
     if !docs.iter().any(|d| d.get("apiVersion").is_some()) {
-        return vec![(path.display().to_string(), text.to_owned())];
+        return vec![(path.display().to_string(), text.to_owned(), false)];
     }
     docs.iter()
         .filter(|d| d.get("kind").and_then(|k| k.as_str()) == Some("ConfigMap"))
         .filter_map(|d| d.get("data")?.as_object().cloned())
         .flatten()
         .filter(|(k, _)| k.ends_with(".yaml") || k.ends_with(".yml"))
-        .filter_map(|(k, v)| Some((format!("{}#{k}", path.display()), v.as_str()?.to_owned())))
+        .filter_map(|(k, v)| {
+            Some((
+                format!("{}#{k}", path.display()),
+                v.as_str()?.to_owned(),
+                true,
+            ))
+        })
         .collect()
 }
 
@@ -371,17 +379,62 @@ fn every_shipped_yaml_file_is_valid() {
             .any(|f| f.ends_with("config/hookrelay.example.yaml")),
         "the example config is missing: {files:?}"
     );
+    // Compose files describe containers, not hookrelay.
+    files.retain(|f| !f.ends_with("compose.yaml"));
+    // A ConfigMap's hookrelay.yaml reads the Secrets of the examples, as the pod mounts
+    // them: as the environment, and as files in `../secrets/` beside the configuration.
+    let secrets = secrets_in(&files);
+    let mounted = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(mounted.path().join("config")).expect("config dir");
+    std::fs::create_dir(mounted.path().join("secrets")).expect("secrets dir");
+    for (key, value) in &secrets {
+        std::fs::write(mounted.path().join("secrets").join(key), value).expect("secret file");
+    }
+    let pod_env: Arc<EnvLookup> = {
+        let secrets = secrets.clone();
+        Arc::new(move |name: &str| secrets.get(name).cloned())
+    };
+    let mut checked = 0;
     for file in files {
         let text = std::fs::read_to_string(&file).expect("readable");
-        for (name, config) in configs_in(&file, &text) {
-            let source = Source::new(name.clone(), config)
-                .with_env(test_env())
-                .with_base_dir(file.parent().unwrap_or(Path::new(".")));
+        for (name, config, in_pod) in configs_in(&file, &text) {
+            let source = Source::new(name.clone(), config);
+            let source = if in_pod {
+                source
+                    .with_env(Arc::clone(&pod_env))
+                    .with_base_dir(&mounted.path().join("config"))
+            } else {
+                source
+                    .with_env(test_env())
+                    .with_base_dir(file.parent().unwrap_or(Path::new(".")))
+            };
             if let Err(errors) = Snapshot::try_from(&source) {
                 panic!("{name} is invalid:\n{errors}");
             }
+            checked += 1;
         }
     }
+    assert!(checked >= 4, "{checked} configurations");
+}
+
+/// The `stringData` of every Kubernetes Secret in `files`.
+fn secrets_in(files: &[PathBuf]) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).expect("readable");
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap_or_default();
+        for doc in docs
+            .iter()
+            .filter(|d| d.get("kind").and_then(|k| k.as_str()) == Some("Secret"))
+        {
+            for (k, v) in doc["stringData"].as_object().into_iter().flatten() {
+                if let Some(v) = v.as_str() {
+                    out.insert(k.clone(), v.to_owned());
+                }
+            }
+        }
+    }
+    out
 }
 
 #[test]
