@@ -132,6 +132,7 @@ use crate::event::{ChannelUser, idempotency_key, idempotency_key_of_value};
 use crate::limits::{JsonLimits, TopLevel};
 use crate::phone;
 use crate::provider::basic_auth::{BasicAuth, same_secret};
+use crate::provider::batch_element;
 use crate::provider::json::str_of;
 use crate::provider::{
     Context, Control, Normalized, Unparsed, VerifyOptions, VerifySettings, ignored_events,
@@ -315,16 +316,11 @@ fn batch(
     envelope: impl Fn(&str) -> String,
     each: impl Fn(usize, Value, &Context) -> Result<Outcome, NormalizeError>,
 ) -> Normalized {
-    let limits = JsonLimits::default();
     let mut out = Normalized::events(Vec::with_capacity(elements.len()));
     let mut ignored = Vec::new();
     for (i, element) in elements.into_iter().enumerate() {
         let text = element.get();
-        let normalized = limits
-            .check(text.as_bytes())
-            .map_err(|e| e.to_string())
-            .and_then(|()| serde_json::from_str(text).map_err(|e| e.to_string()))
-            .and_then(|item| each(i, item, ctx).map_err(|e| e.to_string()));
+        let normalized = batch_element(text, |item| each(i, item, ctx));
         match normalized {
             Ok(Outcome::Event(event)) => out.events.push(*event),
             Ok(Outcome::Ignored(what)) => ignored.push(what),

@@ -120,6 +120,7 @@ use crate::event::{ChannelUser, idempotency_key};
 use crate::limits::JsonLimits;
 use crate::phone::e164;
 use crate::provider::basic_auth::BasicAuth;
+use crate::provider::batch_element;
 use crate::provider::{Context, Control, Normalized, Unparsed, VerifyOptions, VerifySettings};
 use crate::{
     CallbackRequest, Channel, ErrorInfo, Event, EventKind, InboundMessage, Location, Media,
@@ -225,17 +226,12 @@ fn channel_named(name: &str) -> Option<Channel> {
 
 /// The `results` batch: each element an event, or unparsed with the reason.
 fn results_batch(elements: &[&RawValue], query: Option<Channel>, ctx: &Context) -> Normalized {
-    let limits = JsonLimits::default();
     let mut out = Normalized::events(Vec::with_capacity(elements.len()));
     for (i, element) in elements.iter().enumerate() {
         let text = element.get();
-        let normalized = limits
-            .check(text.as_bytes())
-            .map_err(|e| e.to_string())
-            .and_then(|()| serde_json::from_str::<Value>(text).map_err(|e| e.to_string()))
-            .and_then(|item| {
-                report_of(&format!("/results/{i}"), item, query, ctx).map_err(|e| e.to_string())
-            });
+        let normalized = batch_element(text, |item| {
+            report_of(&format!("/results/{i}"), item, query, ctx)
+        });
         match normalized {
             Ok(event) => out.events.push(event),
             // Alone, the element is an Infobip body of its own: `{"results":[element]}`.

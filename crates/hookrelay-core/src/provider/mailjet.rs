@@ -97,6 +97,7 @@ use time::format_description::well_known::Rfc2822;
 use crate::event::{ChannelUser, idempotency_key, idempotency_key_of_value};
 use crate::limits::JsonLimits;
 use crate::provider::basic_auth::BasicAuth;
+use crate::provider::batch_element;
 use crate::provider::{Context, Normalized, Unparsed, VerifyOptions, VerifySettings};
 use crate::{
     CallbackRequest, Channel, ErrorInfo, Event, EventKind, InboundMessage, Media, NormalizeError,
@@ -177,15 +178,10 @@ pub fn normalize(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, Nor
 
 /// A grouped batch: each element an event, or unparsed with the reason.
 fn batch(elements: &[&RawValue], ctx: &Context) -> Normalized {
-    let limits = JsonLimits::default();
     let mut out = Normalized::events(Vec::with_capacity(elements.len()));
     for (i, element) in elements.iter().enumerate() {
         let text = element.get();
-        let normalized = limits
-            .check(text.as_bytes())
-            .map_err(|e| e.to_string())
-            .and_then(|()| serde_json::from_str::<Value>(text).map_err(|e| e.to_string()))
-            .and_then(|item| event_of(&format!("/{i}"), item, ctx).map_err(|e| e.to_string()));
+        let normalized = batch_element(text, |item| event_of(&format!("/{i}"), item, ctx));
         match normalized {
             Ok(event) => out.events.push(event),
             // Alone, the element is a grouped Mailjet body of its own: `[element]`.

@@ -111,8 +111,8 @@ use crate::event::{
     Channel, ChannelUser, ErrorInfo, Event, EventKind, InboundMessage, Media, Status, StatusUpdate,
     idempotency_key, idempotency_key_of_value,
 };
-use crate::limits::JsonLimits;
 use crate::mac::{self, Hash};
+use crate::provider::batch_element;
 use crate::provider::signed_form::{FORM, callback_url, parse_public_url};
 use crate::provider::{
     Context, Control, Normalized, Unparsed, VerifyOptions, VerifySettings, ignored_events,
@@ -282,16 +282,11 @@ fn batch(text: &str, ctx: &Context) -> Result<Normalized, NormalizeError> {
             reason: "an empty Mandrill batch (Mandrill's URL check), no events".to_owned(),
         }));
     }
-    let limits = JsonLimits::default();
     let mut out = Normalized::events(Vec::with_capacity(elements.len()));
     let mut ignored = Vec::new();
     for (i, element) in elements.into_iter().enumerate() {
         let text = element.get();
-        let normalized = limits
-            .check(text.as_bytes())
-            .map_err(|e| e.to_string())
-            .and_then(|()| serde_json::from_str(text).map_err(|e| e.to_string()))
-            .and_then(|item| element_of(i, item, ctx).map_err(|e| e.to_string()));
+        let normalized = batch_element(text, |item| element_of(i, item, ctx));
         match normalized {
             Ok(Element::Event(event)) => out.events.push(event),
             Ok(Element::Ignored(what)) => ignored.push(what),

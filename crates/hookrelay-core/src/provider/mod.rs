@@ -386,6 +386,28 @@ impl Unparsed {
     }
 }
 
+/// One element of a batch, as its JSON text: checked against the default
+/// [`JsonLimits`], parsed, then normalized by `each`; a failure of any step as its
+/// reason, and the element is then kept as [`Unparsed`] while the rest of the batch goes on.
+#[cfg(any(
+    feature = "sendgrid",
+    feature = "brevo",
+    feature = "infobip",
+    feature = "mailjet",
+    feature = "mandrill",
+    feature = "sparkpost"
+))]
+pub(crate) fn batch_element<D: serde::de::DeserializeOwned, T>(
+    text: &str,
+    each: impl FnOnce(D) -> Result<T, NormalizeError>,
+) -> Result<T, String> {
+    JsonLimits::default()
+        .check(text.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let item = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    each(item).map_err(|e| e.to_string())
+}
+
 /// How many events a [`Control::Ignored`] reason names before `and N more`.
 #[cfg(any(
     feature = "sendgrid",

@@ -99,7 +99,7 @@ use serde_json::value::RawValue;
 
 use crate::event::ChannelUser;
 use crate::event::{idempotency_key, idempotency_key_of_value};
-use crate::limits::JsonLimits;
+use crate::provider::batch_element;
 use crate::provider::json::str_of;
 use crate::provider::{
     Context, Control, Normalized, Unparsed, VerifyOptions, VerifySettings, ignored_events,
@@ -248,16 +248,11 @@ pub fn normalize(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, Nor
         req.json()?;
         return Err(NormalizeError::shape("", "a JSON array of events"));
     };
-    let limits = JsonLimits::default();
     let mut out = Normalized::events(Vec::with_capacity(elements.len()));
     let mut account_events = Vec::new();
     for (i, element) in elements.into_iter().enumerate() {
         let text = element.get();
-        let normalized = limits
-            .check(text.as_bytes())
-            .map_err(|e| e.to_string())
-            .and_then(|()| serde_json::from_str(text).map_err(|e| e.to_string()))
-            .and_then(|item| element_of(i, item, ctx).map_err(|e| e.to_string()));
+        let normalized = batch_element(text, |item| element_of(i, item, ctx));
         match normalized {
             Ok(Element::Event(event)) => out.events.push(event),
             Ok(Element::Account(name)) => account_events.push(name),

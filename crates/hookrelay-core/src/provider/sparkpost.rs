@@ -125,9 +125,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 
 use crate::event::{ChannelUser, idempotency_key, idempotency_key_of_value};
-use crate::limits::JsonLimits;
 use crate::phone;
 use crate::provider::basic_auth::{BasicAuth, same_secret};
+use crate::provider::batch_element;
 use crate::provider::json::str_of;
 use crate::provider::{
     Context, Control, Normalized, Unparsed, VerifyOptions, VerifySettings, ignored_events,
@@ -214,18 +214,13 @@ pub fn normalize(req: &CallbackRequest, ctx: &Context) -> Result<Normalized, Nor
         req.json()?;
         return Err(NormalizeError::shape("", "a JSON array of msys events"));
     };
-    let limits = JsonLimits::default();
     let mut out = Normalized::events(Vec::with_capacity(elements.len()));
     let mut ignored = Vec::new();
     let mut pings = 0usize;
     let batch_len = elements.len();
     for (i, element) in elements.into_iter().enumerate() {
         let text = element.get();
-        let normalized = limits
-            .check(text.as_bytes())
-            .map_err(|e| e.to_string())
-            .and_then(|()| serde_json::from_str(text).map_err(|e| e.to_string()))
-            .and_then(|item| element_of(i, item, ctx).map_err(|e| e.to_string()));
+        let normalized = batch_element(text, |item| element_of(i, item, ctx));
         match normalized {
             Ok(Element::Event(event)) => out.events.push(*event),
             Ok(Element::Ping) => pings += 1,
