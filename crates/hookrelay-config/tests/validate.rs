@@ -402,7 +402,7 @@ fn every_shipped_yaml_file_is_valid() {
             let source = if in_pod {
                 source
                     .with_env(Arc::clone(&pod_env))
-                    .with_base_dir(&mounted.path().join("config"))
+                    .with_base_dir(mounted.path().join("config"))
             } else {
                 source
                     .with_env(test_env())
