@@ -5,7 +5,7 @@
 //!
 //! `POST`, `Content-Type: application/json`, **one event per request**: a JSON object
 //! `{type, created_at, data}` (an array or anything else is a [`NormalizeError::Shape`]; a
-//! valid object beyond the [`limits`](crate::limits) is kept whole as [`Unparsed`]). `type`
+//! valid object beyond the [`limits`](crate::limits) is kept whole as [`Unparsed`](crate::provider::Unparsed)). `type`
 //! is `email.sent`, `email.delivered`, …, `email.received` (see the table), or an event
 //! about something other than a message (`contact.*`, `domain.*`, `suppression.*`).
 //!
