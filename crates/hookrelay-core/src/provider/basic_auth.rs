@@ -44,6 +44,19 @@ impl BasicAuth {
         }
     }
 
+    /// The `basic_auth` setting of a provider that signs nothing and offers no other
+    /// check: required, so a route without it is a configuration error.
+    #[cfg(any(feature = "infobip", feature = "mailjet"))]
+    pub(crate) fn required(
+        provider: &'static str,
+        settings: &VerifySettings,
+    ) -> Result<Self, VerifyConfigError> {
+        Self::from_settings(provider, settings)?.ok_or(VerifyConfigError::Missing {
+            provider,
+            key: "basic_auth",
+        })
+    }
+
     /// Checks the request's `Authorization: Basic …` header against the credentials.
     pub(crate) fn check(&self, req: &CallbackRequest) -> Result<(), VerifyError> {
         let value = req

@@ -133,12 +133,9 @@ impl Verifier {
     /// required, and no other key is known.
     pub fn from_settings(settings: &VerifySettings) -> Result<Self, VerifyConfigError> {
         settings.only(PROVIDER, KNOWN_KEYS)?;
-        let basic_auth =
-            BasicAuth::from_settings(PROVIDER, settings)?.ok_or(VerifyConfigError::Missing {
-                provider: PROVIDER,
-                key: "basic_auth",
-            })?;
-        Ok(Self { basic_auth })
+        Ok(Self {
+            basic_auth: BasicAuth::required(PROVIDER, settings)?,
+        })
     }
 
     /// Checks the `Authorization: Basic …` header. Mailjet sends no timestamp, so `opts`
