@@ -4,6 +4,9 @@
 # `cc`: glibc and libgcc_s, no shell, no package manager.
 #
 #   build_base IMAGE BINARY...
+#
+# `as_root` (scripts/test-container) runs podman as root: the pod test publishes ports and
+# hands the store directory to the image's user, which rootless podman cannot.
 build_base() {
   local image="$1"; shift
   local root lib
@@ -20,6 +23,6 @@ build_base() {
   if [ -e /lib64/ld-linux-x86-64.so.2 ] && [ ! -e "$root/lib64/ld-linux-x86-64.so.2" ]; then
     mkdir -p "$root/lib64"; cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
   fi
-  tar -C "$root" -c . | podman import --quiet - "$image" >/dev/null
+  tar -C "$root" -c . | as_root podman import --quiet - "$image" >/dev/null
   rm -rf "$root"
 }
