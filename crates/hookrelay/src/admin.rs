@@ -13,6 +13,7 @@
 //! | GET | `/deliveries?endpoint=&state=&since=&before=&limit=` | the delivery history, newest first, a page at a time (`next`) |
 //! | GET | `/deliveries/{webhook-id}?endpoint=` | the deliveries with this `webhook-id` (one per endpoint), with payload and attempts; 404 when none |
 //! | GET | `/events/{idempotency_key}` | every delivery of one provider event, across endpoints; 404 when none |
+//! | GET | `/`, `/ui/…` | the status page ([`crate::ui`]) |
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -50,9 +51,24 @@ pub(crate) struct Admin {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) lanes: Arc<Lanes>,
     pub(crate) readiness: Arc<Readiness>,
+    /// The status page's readings of the counters over the last hour.
+    pub(crate) board: Arc<crate::ui::board::Board>,
 }
 
 impl Admin {
+    /// Whether the configuration running is the file on disk now (`None`: the file cannot
+    /// be read).
+    pub(crate) async fn config_current(&self) -> Option<bool> {
+        let path = self.live.path().to_path_buf();
+        let on_disk = tokio::task::spawn_blocking(move || std::fs::read(path))
+            .await
+            .ok()
+            .and_then(Result::ok);
+        on_disk.map(|bytes| {
+            hookrelay_config::Source::new("config", bytes).hash() == self.live.file_hash()
+        })
+    }
+
     /// Prometheus text of every metric, with the figures read now.
     async fn render_metrics(&self) -> String {
         let snapshot = self.live.snapshot();
@@ -78,18 +94,11 @@ impl Admin {
                 paused: self.lanes.state(&ep.name).is_some_and(|(paused, _)| paused),
             });
         }
-        let path = self.live.path().to_path_buf();
-        let on_disk = tokio::task::spawn_blocking(move || std::fs::read(path))
-            .await
-            .ok()
-            .and_then(Result::ok);
         let scrape = Scrape {
             endpoints,
             store_up: self.store.health().await.is_ok(),
             store: self.store.stats(),
-            config_current: on_disk.map(|bytes| {
-                hookrelay_config::Source::new("config", bytes).hash() == self.live.file_hash()
-            }),
+            config_current: self.config_current().await,
             store_kind: self.store.kind(),
             store_disk_bytes: self.store.disk_bytes(),
         };
@@ -98,7 +107,7 @@ impl Admin {
     }
 }
 
-type Resp = Response<Full<Bytes>>;
+pub(crate) type Resp = Response<Full<Bytes>>;
 
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp {
     Response::builder()
@@ -310,7 +319,7 @@ impl Readiness {
 /// Largest request body the admin API reads (its requests carry none of note).
 const MAX_ADMIN_BODY: usize = 64 * 1024;
 
-type Shared = State<Arc<Admin>>;
+pub(crate) type Shared = State<Arc<Admin>>;
 
 fn error_reply(status: StatusCode, error: impl std::fmt::Display) -> Resp {
     json_reply(status, &json!({"error": error.to_string()}))
@@ -339,6 +348,7 @@ pub(crate) fn router(app: Arc<Admin>) -> Router {
         .route("/events/{key}", get(event_deliveries))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
     Router::new()
+        .merge(crate::ui::router(app.clone()))
         .route(
             "/healthz",
             get(|| async { reply(StatusCode::OK, "text/plain", "ok\n") }),
@@ -486,10 +496,16 @@ async fn replay_endpoint(State(app): Shared, Query(q): Query<LetterQuery>) -> Re
     let Some(endpoint) = q.endpoint else {
         return error_reply(StatusCode::BAD_REQUEST, "endpoint query parameter required");
     };
+    replay_endpoint_named(&app, endpoint).await
+}
+
+/// Puts every dead letter of `endpoint` back in its queue (reruns them for `:unparsed`);
+/// refused when the endpoint is no longer configured.
+pub(crate) async fn replay_endpoint_named(app: &Admin, endpoint: String) -> Resp {
     if endpoint == UNPARSED_ENDPOINT {
-        return rerun_all(&app).await;
+        return rerun_all(app).await;
     }
-    if let Some(refused) = not_configured(&app, &endpoint) {
+    if let Some(refused) = not_configured(app, &endpoint) {
         return refused;
     }
     match app.store.replay_endpoint(&endpoint, now_ms()).await {
@@ -511,7 +527,7 @@ fn no_such_letter() -> Resp {
     error_reply(StatusCode::NOT_FOUND, "no such dead letter")
 }
 
-async fn replay_one(State(app): Shared, Path(id): Path<String>) -> Resp {
+pub(crate) async fn replay_one(State(app): Shared, Path(id): Path<String>) -> Resp {
     let Some(id) = parse_id(&id) else {
         return bad_id();
     };
@@ -535,7 +551,7 @@ async fn replay_one(State(app): Shared, Path(id): Path<String>) -> Resp {
     }
 }
 
-async fn delete_dead_letter(State(app): Shared, Path(id): Path<String>) -> Resp {
+pub(crate) async fn delete_dead_letter(State(app): Shared, Path(id): Path<String>) -> Resp {
     let Some(id) = parse_id(&id) else {
         return bad_id();
     };

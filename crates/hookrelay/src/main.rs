@@ -21,6 +21,7 @@ mod net;
 mod reload;
 mod run;
 mod telemetry;
+mod ui;
 
 use cli::{dead_letters, deliveries, normalize, validate};
 

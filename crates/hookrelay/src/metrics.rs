@@ -79,6 +79,13 @@ struct OutcomeOnly {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    /// `received` (every callback on the route) or `rejected` (answered with an error).
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimitLabels {
     limit: &'static str,
 }
@@ -155,8 +162,29 @@ pub(crate) struct Metrics {
     dead_letters_expired: Counter,
     history_swept: Counter,
     dropped: Family<LimitLabels, Counter>,
+    routes: Family<RouteLabels, Counter>,
     state: Arc<State>,
     rendering: Mutex<()>,
+    last_reload: Mutex<Option<LastReload>>,
+}
+
+/// The last reload that applied or refused a configuration, for the status page.
+#[derive(Clone, Debug)]
+pub(crate) struct LastReload {
+    /// When, in Unix ms.
+    pub(crate) at_ms: i64,
+    /// `applied` or `rejected`.
+    pub(crate) outcome: &'static str,
+    /// What changed (applied) or why it was refused (rejected), one line each.
+    pub(crate) lines: Vec<String>,
+}
+
+/// Cumulative counts read for the status page's charts: per route (received, rejected)
+/// and per endpoint (delivered, failed attempts).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Tallies {
+    pub(crate) routes: std::collections::HashMap<String, (u64, u64)>,
+    pub(crate) endpoints: std::collections::HashMap<String, (u64, u64)>,
 }
 
 use std::sync::Arc;
@@ -270,6 +298,12 @@ impl Default for Metrics {
             "Connections of the public listener refused or closed by a limit",
             dropped.clone(),
         );
+        let routes = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "hookrelay_route_callbacks",
+            "Callbacks on each route (its path), by result: received (all), rejected (answered with an error)",
+            routes.clone(),
+        );
         let state = Arc::new(State::default());
         registry.register_collector(Box::new(Scraped(Arc::clone(&state))));
         Metrics {
@@ -289,8 +323,10 @@ impl Default for Metrics {
             dead_letters_expired,
             history_swept,
             dropped,
+            routes,
             state,
             rendering: Mutex::new(()),
+            last_reload: Mutex::new(None),
         }
     }
 }
@@ -312,6 +348,12 @@ impl Metrics {
     /// that they exist (at 0) before their first event.
     pub(crate) fn prepare(&self, snapshot: &Snapshot) {
         for route in snapshot.routes.values() {
+            for result in ["received", "rejected"] {
+                let _ = self.routes.get_or_create(&RouteLabels {
+                    route: route.path.clone(),
+                    result,
+                });
+            }
             let id = route.provider.id();
             let _ = self.received.get_or_create(&provider(id));
             let _ = self.events.get_or_create(&EventLabels {
@@ -341,6 +383,82 @@ impl Metrics {
     /// A callback received on a route (before verification).
     pub(crate) fn received(&self, id: &str) {
         self.received.get_or_create(&provider(id)).inc();
+    }
+
+    /// A callback received on the route of `path`.
+    pub(crate) fn route_received(&self, path: &str) {
+        self.route(path, "received");
+    }
+
+    /// A callback on the route of `path` answered with an error.
+    pub(crate) fn route_rejected(&self, path: &str) {
+        self.route(path, "rejected");
+    }
+
+    fn route(&self, path: &str, result: &'static str) {
+        self.routes
+            .get_or_create(&RouteLabels {
+                route: path.to_owned(),
+                result,
+            })
+            .inc();
+    }
+
+    /// Records the outcome of a reload that applied or refused a configuration.
+    pub(crate) fn record_reload(&self, record: LastReload) {
+        *self
+            .last_reload
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(record);
+    }
+
+    /// The last reload that applied or refused a configuration, if any.
+    pub(crate) fn last_reload(&self) -> Option<LastReload> {
+        self.last_reload
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The cumulative counts of `routes` (paths) and `endpoints` now.
+    pub(crate) fn tallies<'a>(
+        &self,
+        routes: impl Iterator<Item = &'a str>,
+        endpoints: impl Iterator<Item = &'a str>,
+    ) -> Tallies {
+        let route_count = |route: &str, result| {
+            self.routes
+                .get_or_create(&RouteLabels {
+                    route: route.to_owned(),
+                    result,
+                })
+                .get()
+        };
+        let outcome = |name: &str, outcome| {
+            self.outcomes
+                .get_or_create(&OutcomeLabels {
+                    endpoint: name.to_owned(),
+                    outcome,
+                })
+                .get()
+        };
+        Tallies {
+            routes: routes
+                .map(|r| {
+                    (
+                        r.to_owned(),
+                        (route_count(r, "received"), route_count(r, "rejected")),
+                    )
+                })
+                .collect(),
+            endpoints: endpoints
+                .map(|e| {
+                    let failed =
+                        outcome(e, "retried") + outcome(e, "dead_lettered") + outcome(e, "paused");
+                    (e.to_owned(), (outcome(e, "delivered"), failed))
+                })
+                .collect(),
+        }
     }
 
     /// A callback rejected with `reason` (`bad_signature`, `bad_body`, `too_large`, …).

@@ -100,6 +100,11 @@ impl Controller {
                 self.metrics.reload("applied");
                 self.metrics.set_generation(*generation);
                 self.metrics.applied_at(crate::clock::now_ms());
+                self.metrics.record_reload(crate::metrics::LastReload {
+                    at_ms: crate::clock::now_ms(),
+                    outcome: "applied",
+                    lines: changes.clone(),
+                });
                 tracing::info!(generation, hash = %hash, changes = %changes.join("; "), "config applied");
                 let snapshot = self.live.snapshot();
                 self.metrics.prepare(&snapshot);
@@ -115,6 +120,11 @@ impl Controller {
             }
             ReloadOutcome::Rejected { errors } => {
                 self.metrics.reload("rejected");
+                self.metrics.record_reload(crate::metrics::LastReload {
+                    at_ms: crate::clock::now_ms(),
+                    outcome: "rejected",
+                    lines: errors.to_string().lines().map(str::to_owned).collect(),
+                });
                 tracing::error!(errors = %errors, "config rejected; the running config stays");
             }
             ReloadOutcome::Unchanged if !count_unchanged => {}

@@ -141,6 +141,21 @@ async fn expire_dead_letters(admin: Arc<Admin>) {
     }
 }
 
+/// Reads the counters the status page charts once a minute, the first time at the start.
+async fn read_counters(admin: Arc<Admin>) {
+    let mut every = tokio::time::interval(crate::ui::board::EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let snapshot = admin.live.snapshot();
+        admin.board.push(crate::ui::board::read(
+            &admin.metrics,
+            &snapshot,
+            crate::clock::now_ms(),
+        ));
+    }
+}
+
 /// How long the public listener may take to be bound before `run` gives up.
 const BIND_LIMIT: Duration = Duration::from_secs(10);
 
@@ -191,6 +206,7 @@ impl BackgroundService for Background {
         });
         tokio::spawn(await_listener(self.listen, self.admin.readiness.clone()));
         let retention = tokio::spawn(expire_dead_letters(self.admin.clone()));
+        let board = tokio::spawn(read_counters(self.admin.clone()));
         let (admin_stop, admin_rx) = tokio::sync::watch::channel(false);
         let listener = self
             .admin_listener
@@ -211,6 +227,7 @@ impl BackgroundService for Background {
         let _ = admin_stop.send(true);
         summaries.abort();
         retention.abort();
+        board.abort();
         logs::summarize();
     }
 }
@@ -537,6 +554,7 @@ fn start(args: &Args) -> Result<(), Fail> {
             metrics,
             lanes: lanes.clone(),
             readiness: readiness.clone(),
+            board: Arc::default(),
         }),
         admin_listener: Mutex::new(Some(admin_listener)),
         listen: snapshot.listen,

@@ -13,7 +13,7 @@
 //! `max_attempts` or `max_age` makes a dead letter.
 
 mod attempt;
-mod lane;
+pub(crate) mod lane;
 mod outcome;
 mod stack;
 

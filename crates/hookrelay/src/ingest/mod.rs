@@ -92,6 +92,7 @@ impl ProxyHttp for Ingest {
         let provider = route.provider.id();
         let arrived = std::time::Instant::now();
         self.metrics.received(provider);
+        self.metrics.route_received(&route.path);
         if route.mode == Mode::Tap {
             ctx.snapshot = Some(snapshot.clone());
             session.as_downstream_mut().enable_retry_buffering();
@@ -145,6 +146,7 @@ impl ProxyHttp for Ingest {
             }
             Err(refusal) => {
                 self.metrics.rejected(provider, refusal.metric());
+                self.metrics.route_rejected(&route.path);
                 tracing::warn!(provider = %provider, status = refusal.status(), reason = %refusal, "callback refused");
                 respond(
                     session,
