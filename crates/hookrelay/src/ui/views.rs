@@ -696,6 +696,22 @@ fn headers_table(h: &History, ep: Option<&Endpoint>) -> String {
     out
 }
 
+/// The most bytes of a payload the dead-letter list shows each (the delivery's own view
+/// shows all of it): a page of 100 letters stays small whatever `max_body` allows.
+const LIST_PAYLOAD: usize = 16 * 1024;
+
+/// `body` pretty, or its first [`LIST_PAYLOAD`] bytes as sent when it is longer.
+fn pretty_capped(body: &[u8]) -> String {
+    if body.len() <= LIST_PAYLOAD {
+        return pretty(body);
+    }
+    format!(
+        "{}…\n({} bytes: the delivery's page shows all of it)",
+        String::from_utf8_lossy(&body[..LIST_PAYLOAD]),
+        body.len()
+    )
+}
+
 fn pretty(body: &[u8]) -> String {
     serde_json::from_slice::<Value>(body)
         .ok()
@@ -889,7 +905,7 @@ pub(super) async fn dead_letters(
                     qid = q(&d.webhook_id),
                     qep = q(&d.endpoint),
                     wid = esc(&short(&d.webhook_id, 40)),
-                    payload = esc(&pretty(&d.body)),
+                    payload = esc(&pretty_capped(&d.body)),
                     replay = button(
                         &format!("/ui/dead-letters/{id}/replay"),
                         &back,
@@ -939,6 +955,18 @@ mod tests {
         assert_eq!(s.event, "status: delivered");
         let s = summary(b"not json");
         assert_eq!(s.vendor, "");
+    }
+
+    #[test]
+    fn a_long_payload_is_cut_in_lists() {
+        let long = format!("{{\"a\":\"{}\"}}", "é".repeat(LIST_PAYLOAD));
+        let shown = pretty_capped(long.as_bytes());
+        assert!(shown.len() < LIST_PAYLOAD + 100, "{}", shown.len());
+        assert!(shown.ends_with(&format!(
+            "({} bytes: the delivery's page shows all of it)",
+            long.len()
+        )));
+        assert_eq!(pretty_capped(b"{\"a\":1}"), "{\n  \"a\": 1\n}");
     }
 
     #[test]
