@@ -852,3 +852,197 @@ async fn the_admin_listener_holds_a_bounded_number_of_connections() {
         .expect("the refusal counted");
     assert!(!dropped.ends_with(" 0"), "{dropped}");
 }
+
+/// One request to the admin listener with `headers` and a form `body`: status, headers,
+/// body as text.
+async fn page(
+    sidecar: &Sidecar,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, http::HeaderMap, String) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", sidecar.admin));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let (status, headers, body) = send(
+        req.body(Full::new(Bytes::from(body.to_owned())))
+            .expect("request"),
+    )
+    .await;
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn the_status_page_takes_the_token_once_and_refuses_what_is_not_its_own() {
+    let sink = Sink::start().await;
+    let sidecar = Sidecar::start(&config(&sink, true)).await;
+    let bearer = format!("Bearer {TOKEN}");
+
+    // Without the token: 401, the sign-in form and nothing else, on every view.
+    for path in [
+        "/",
+        "/ui/endpoints",
+        "/ui/deliveries",
+        "/ui/dead-letters",
+        "/ui/deliveries/x",
+    ] {
+        let (status, headers, body) = page(&sidecar, "GET", path, &[], "").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+        assert!(
+            body.contains("Admin token") && !body.contains("crm"),
+            "{path}: {body}"
+        );
+        assert!(
+            headers["content-security-policy"]
+                .to_str()
+                .expect("csp")
+                .contains("script-src 'self'")
+        );
+    }
+    // The assets carry nothing secret and need no token.
+    let (status, _, css) = page(&sidecar, "GET", "/ui/assets/style.css", &[], "").await;
+    assert!(status == StatusCode::OK && css.contains("prefers-color-scheme: dark"));
+
+    // A wrong token is refused and counted; the right one sets a cookie that is not the
+    // token and opens every view.
+    let (status, _, body) = page(
+        &sidecar,
+        "POST",
+        "/login",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        "token=wrong-token-0123456789&next=/",
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("Wrong token."));
+    let (status, headers, _) = page(
+        &sidecar,
+        "POST",
+        "/login",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        &format!("token={TOKEN}&next=%2Fui%2Fendpoints"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "/ui/endpoints");
+    let set_cookie = headers["set-cookie"].to_str().expect("cookie").to_owned();
+    assert!(
+        set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"),
+        "{set_cookie}"
+    );
+    assert!(!set_cookie.contains(TOKEN), "the cookie holds the token");
+    let cookie = set_cookie.split(';').next().expect("pair").to_owned();
+    for path in ["/", "/ui/endpoints", "/ui/deliveries", "/ui/dead-letters"] {
+        let (status, _, body) = page(&sidecar, "GET", path, &[("cookie", &cookie)], "").await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(body.contains("crm") && !body.contains(TOKEN), "{path}");
+    }
+    // A login elsewhere cannot send the browser off the page.
+    let (_, headers, _) = page(
+        &sidecar,
+        "POST",
+        "/login",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        &format!("token={TOKEN}&next=%2F%2Fevil.example%2F"),
+    )
+    .await;
+    assert_eq!(headers["location"], "/");
+
+    // The bearer token works too; an action from another site does not, with either.
+    let (status, _, _) = page(&sidecar, "GET", "/", &[("authorization", &bearer)], "").await;
+    assert_eq!(status, StatusCode::OK);
+    for (name, value) in [
+        ("sec-fetch-site", "cross-site"),
+        ("origin", "http://evil.example"),
+    ] {
+        let (status, _, _) = page(
+            &sidecar,
+            "POST",
+            "/ui/endpoints/crm/resume",
+            &[
+                ("cookie", &cookie),
+                (name, value),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            "back=/ui/endpoints",
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{name}: {value}");
+    }
+    // From the page itself: done, and back to the view with a notice.
+    let (status, headers, _) = page(
+        &sidecar,
+        "POST",
+        "/ui/endpoints/crm/resume",
+        &[
+            ("cookie", &cookie),
+            ("sec-fetch-site", "same-origin"),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        "back=/ui/endpoints",
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        headers["location"],
+        "/ui/endpoints?notice=Endpoint+crm+was+not+paused."
+    );
+    // Replaying a dead letter that does not exist says so.
+    let (_, headers, _) = page(
+        &sidecar,
+        "POST",
+        "/ui/dead-letters/999/replay",
+        &[("cookie", &cookie)],
+        "back=/ui/dead-letters",
+    )
+    .await;
+    assert_eq!(
+        headers["location"],
+        "/ui/dead-letters?notice=Not+done%3A+no+such+dead+letter"
+    );
+
+    // Signing out clears the cookie.
+    let (status, headers, _) = page(&sidecar, "POST", "/logout", &[("cookie", &cookie)], "").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(
+        headers["set-cookie"]
+            .to_str()
+            .expect("cookie")
+            .contains("Max-Age=0")
+    );
+
+    let metrics = sidecar.metrics().await;
+    assert!(
+        metrics
+            .contains("hookrelay_route_callbacks_total{route=\"/cb/meta\",result=\"received\"} 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn without_a_token_the_status_page_answers_only_at_an_address() {
+    let sink = Sink::start().await;
+    let yaml = config(&sink, true).replace(
+        &format!("admin: {{ listen: \"{{ADMIN}}\", token: \"{TOKEN}\" }}"),
+        "admin: \"{ADMIN}\"",
+    );
+    assert!(!yaml.contains(TOKEN));
+    let sidecar = Sidecar::start(&yaml).await;
+    let (status, _, body) = page(&sidecar, "GET", "/", &[], "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("crm") && !body.contains("Sign out"));
+    let (status, _, body) = page(
+        &sidecar,
+        "GET",
+        "/",
+        &[("host", "rebind.evil.example:9090")],
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body.contains("admin.token"));
+}
