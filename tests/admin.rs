@@ -987,10 +987,38 @@ async fn the_status_page_takes_the_token_once_and_refuses_what_is_not_its_own() 
     )
     .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    assert_eq!(
-        headers["location"],
-        "/ui/endpoints?notice=Endpoint+crm+was+not+paused."
+    assert_eq!(headers["location"], "/ui/endpoints");
+    // Its outcome travels in a cookie shown once by the next page, not in the URL.
+    let notice = headers["set-cookie"].to_str().expect("notice").to_owned();
+    assert!(
+        notice.starts_with("hookrelay_notice=err%3AEndpoint+crm+was+not+paused."),
+        "{notice}"
     );
+    let flash = notice.split(';').next().expect("pair").to_owned();
+    let both = format!("{cookie}; {flash}");
+    let (status, headers, body) =
+        page(&sidecar, "GET", "/ui/endpoints", &[("cookie", &both)], "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.contains("role=\"alert\">Endpoint crm was not paused."),
+        "{body}"
+    );
+    assert!(
+        headers["set-cookie"]
+            .to_str()
+            .expect("clear")
+            .contains("Max-Age=0")
+    );
+    // A notice in a link is no notice.
+    let (_, _, body) = page(
+        &sidecar,
+        "GET",
+        "/ui/endpoints?notice=Call+this+number",
+        &[("cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert!(!body.contains("Call this number"));
     // Replaying a dead letter that does not exist says so.
     let (_, headers, _) = page(
         &sidecar,
@@ -1000,9 +1028,12 @@ async fn the_status_page_takes_the_token_once_and_refuses_what_is_not_its_own() 
         "back=/ui/dead-letters",
     )
     .await;
-    assert_eq!(
-        headers["location"],
-        "/ui/dead-letters?notice=Not+done%3A+no+such+dead+letter"
+    assert_eq!(headers["location"], "/ui/dead-letters");
+    assert!(
+        headers["set-cookie"]
+            .to_str()
+            .expect("notice")
+            .contains("no+such+dead+letter")
     );
 
     // Signing out clears the cookie.

@@ -334,6 +334,15 @@ def run(driver, sidecar, sink, shots):
     accessible(driver, "deliveries", shots)
     shot(driver, shots, "deliveries")
 
+    # Live updates can be paused (WCAG 2.2.2) and resumed, from a labelled toggle.
+    toggle = driver.find_element(By.CSS_SELECTOR, "#live-control button")
+    assert toggle.get_attribute("aria-pressed") == "false"
+    toggle.click()
+    assert toggle.get_attribute("aria-pressed") == "true"
+    assert "paused" in driver.find_element(By.ID, "live-control").text
+    toggle.click()
+    assert toggle.get_attribute("aria-pressed") == "false"
+
     # One delivery: payload, headers with secrets redacted, attempts.
     driver.find_element(By.CSS_SELECTOR, "#deliveries tbody tr a").click()
     wait(driver, "the delivery view", lambda d: d.find_elements(By.ID, "delivery"))

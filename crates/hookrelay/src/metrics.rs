@@ -163,6 +163,9 @@ pub(crate) struct Metrics {
     history_swept: Counter,
     dropped: Family<LimitLabels, Counter>,
     routes: Family<RouteLabels, Counter>,
+    /// The configured routes' counters by path (received, rejected), so that counting a
+    /// callback takes no allocation or lock: replaced whole by [`Metrics::prepare`].
+    route_counters: arc_swap::ArcSwap<std::collections::HashMap<String, [Counter; 2]>>,
     state: Arc<State>,
     rendering: Mutex<()>,
     last_reload: Mutex<Option<LastReload>>,
@@ -324,6 +327,7 @@ impl Default for Metrics {
             history_swept,
             dropped,
             routes,
+            route_counters: arc_swap::ArcSwap::default(),
             state,
             rendering: Mutex::new(()),
             last_reload: Mutex::new(None),
@@ -347,13 +351,17 @@ impl Metrics {
     /// Creates the series of every route's provider and every endpoint of `snapshot`, so
     /// that they exist (at 0) before their first event.
     pub(crate) fn prepare(&self, snapshot: &Snapshot) {
+        let mut counters = std::collections::HashMap::new();
         for route in snapshot.routes.values() {
-            for result in ["received", "rejected"] {
-                let _ = self.routes.get_or_create(&RouteLabels {
-                    route: route.path.clone(),
-                    result,
-                });
-            }
+            let [received, rejected] = ["received", "rejected"].map(|result| {
+                self.routes
+                    .get_or_create(&RouteLabels {
+                        route: route.path.clone(),
+                        result,
+                    })
+                    .clone()
+            });
+            counters.insert(route.path.clone(), [received, rejected]);
             let id = route.provider.id();
             let _ = self.received.get_or_create(&provider(id));
             let _ = self.events.get_or_create(&EventLabels {
@@ -378,6 +386,7 @@ impl Metrics {
         for outcome in ["applied", "rejected", "unchanged", "failed"] {
             let _ = self.reloads.get_or_create(&OutcomeOnly { outcome });
         }
+        self.route_counters.store(Arc::new(counters));
     }
 
     /// A callback received on a route (before verification).
@@ -387,15 +396,20 @@ impl Metrics {
 
     /// A callback received on the route of `path`.
     pub(crate) fn route_received(&self, path: &str) {
-        self.route(path, "received");
+        self.route(path, 0, "received");
     }
 
     /// A callback on the route of `path` answered with an error.
     pub(crate) fn route_rejected(&self, path: &str) {
-        self.route(path, "rejected");
+        self.route(path, 1, "rejected");
     }
 
-    fn route(&self, path: &str, result: &'static str) {
+    fn route(&self, path: &str, index: usize, result: &'static str) {
+        if let Some(counters) = self.route_counters.load().get(path) {
+            counters[index].inc();
+            return;
+        }
+        // A route of a snapshot not prepared yet.
         self.routes
             .get_or_create(&RouteLabels {
                 route: path.to_owned(),

@@ -71,51 +71,47 @@ pub(crate) fn read(
 
 /// Per-interval counts of one series between consecutive readings, ending with `now`
 /// (the interval in progress): `(delivered, failed)` of an endpoint or `(received,
-/// rejected)` of a route. A series absent from a reading (configured since) counts 0
-/// there; a counter never goes down, so a difference is never negative.
+/// rejected)` of a route. An interval whose first reading lacks the series (an endpoint
+/// configured since) counts 0: its counter may have counted before (removed and added
+/// back), and a difference from nothing would show all of that in one minute.
 pub(crate) fn steps(
     readings: &[Reading],
     now: &Reading,
     pick: impl Fn(&Tallies) -> Option<(u64, u64)>,
 ) -> Vec<(u64, u64)> {
-    let mut series: Vec<(u64, u64)> = readings
+    let series: Vec<Option<(u64, u64)>> = readings
         .iter()
         .chain(std::iter::once(now))
-        .map(|r| pick(&r.tallies).unwrap_or((0, 0)))
+        .map(|r| pick(&r.tallies))
         .collect();
-    // Counts before the first reading were made before this process started counting.
-    if series.is_empty() {
-        return Vec::new();
-    }
-    let first = series.remove(0);
-    let mut last = first;
     series
-        .into_iter()
-        .map(|(a, b)| {
-            let step = (a.saturating_sub(last.0), b.saturating_sub(last.1));
-            last = (a, b);
-            step
+        .windows(2)
+        .map(|pair| match (pair[0], pair[1]) {
+            (Some(a), Some(b)) => (b.0.saturating_sub(a.0), b.1.saturating_sub(a.1)),
+            _ => (0, 0),
         })
         .collect()
 }
 
 /// The counts of one series since `since_ms` (or since the oldest reading, when the
-/// process has not been up so long): the reading at or before `since_ms` subtracted from
-/// `now`'s.
+/// process has not been up so long): the latest reading at or before `since_ms` that has
+/// the series (else the oldest that has it) subtracted from `now`'s.
 pub(crate) fn since(
     readings: &[Reading],
     now: &Reading,
     since_ms: i64,
     pick: impl Fn(&Tallies) -> Option<(u64, u64)>,
 ) -> (u64, u64) {
+    let Some(current) = pick(&now.tallies) else {
+        return (0, 0);
+    };
     let base = readings
         .iter()
         .rev()
-        .find(|r| r.at_ms <= since_ms)
-        .or_else(|| readings.first())
-        .and_then(|r| pick(&r.tallies))
-        .unwrap_or((0, 0));
-    let current = pick(&now.tallies).unwrap_or((0, 0));
+        .filter(|r| r.at_ms <= since_ms)
+        .find_map(|r| pick(&r.tallies))
+        .or_else(|| readings.iter().find_map(|r| pick(&r.tallies)))
+        .unwrap_or(current);
     (
         current.0.saturating_sub(base.0),
         current.1.saturating_sub(base.1),
@@ -161,17 +157,17 @@ mod tests {
         assert_eq!(since(&readings, &now, 90_000, crm), (4, 2));
         // Not up so long: since the first reading.
         assert_eq!(since(&readings, &now, -300_000, crm), (8, 3));
-        // A series that appeared later counts from 0.
+        // A series no reading has yet counts nothing: what its counter held before (an
+        // endpoint removed and added back) is no spike.
         let mut later = reading(150_000, 0, 0);
         later.tallies.endpoints.clear();
         later.tallies.endpoints.insert("new".into(), (2, 0));
-        assert_eq!(
-            since(&readings, &later, 60_000, |t| t
-                .endpoints
-                .get("new")
-                .copied()),
-            (2, 0)
-        );
+        let new = |t: &Tallies| t.endpoints.get("new").copied();
+        assert_eq!(since(&readings, &later, 60_000, new), (0, 0));
+        // Nor is there a step from a reading without the series.
+        let mut back = readings.clone();
+        back[1].tallies.endpoints.clear();
+        assert_eq!(steps(&back, &now, crm), vec![(0, 0), (0, 0), (2, 0)]);
     }
 
     #[test]

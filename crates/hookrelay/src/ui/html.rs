@@ -37,8 +37,8 @@ pub(crate) struct Frame<'a> {
     pub(crate) title: &'a str,
     /// The view of [`VIEWS`] this page belongs to.
     pub(crate) view: &'a str,
-    /// A message from the action just taken, if any.
-    pub(crate) notice: Option<&'a str>,
+    /// A message from the action just taken, if any, and whether it reports a failure.
+    pub(crate) notice: Option<(bool, &'a str)>,
     /// Whether a token is configured (then a sign-out button is shown).
     pub(crate) signed_in: bool,
     /// The generation of the configuration, shown in the header.
@@ -65,7 +65,13 @@ pub(crate) fn page(frame: &Frame<'_>, content: &str) -> String {
     };
     let notice = frame
         .notice
-        .map(|n| format!("<p class=\"notice\">{}</p>", esc(n)))
+        .map(|(failed, n)| {
+            if failed {
+                format!("<p class=\"warn\" role=\"alert\">{}</p>", esc(n))
+            } else {
+                format!("<p class=\"notice\">{}</p>", esc(n))
+            }
+        })
         .unwrap_or_default();
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -78,7 +84,7 @@ pub(crate) fn page(frame: &Frame<'_>, content: &str) -> String {
 <header><p class=\"brand\">hookrelay <span class=\"gen\" id=\"generation\" data-live>config generation {generation}</span></p>\
 <nav aria-label=\"Views\"><ul>{nav}</ul></nav>{sign_out}</header>\
 <main id=\"main\" tabindex=\"-1\"><h1>{title}</h1><div role=\"status\" aria-live=\"polite\" id=\"notice\">{notice}</div>{content}</main>\
-<footer><p id=\"updated\" data-live>Updated {updated}. <span class=\"live-state\">Live: the figures refresh every few seconds.</span></p></footer>\
+<footer><p><span id=\"updated\" data-live>Updated {updated}.</span> <span id=\"live-control\"></span></p></footer>\
 </body></html>\n",
         title = esc(frame.title),
         generation = frame.generation,

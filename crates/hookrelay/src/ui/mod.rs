@@ -50,6 +50,22 @@ type Shared = State<Arc<Admin>>;
 /// The session cookie's name.
 const COOKIE: &str = "hookrelay_session";
 
+/// The cookie that carries an action's outcome to the page it redirects to, once.
+const NOTICE: &str = "hookrelay_notice";
+
+/// What an action did, shown once by the next page.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Notice(pub(crate) Option<(bool, String)>);
+
+impl Notice {
+    /// The text, and whether it reports a failure.
+    pub(crate) fn get(&self) -> Option<(bool, &str)> {
+        self.0
+            .as_ref()
+            .map(|(failed, text)| (*failed, text.as_str()))
+    }
+}
+
 /// How long a sign-in lasts, in seconds.
 const SESSION_SECONDS: u32 = 12 * 3600;
 
@@ -123,17 +139,34 @@ pub(crate) fn html_reply(status: StatusCode, body: String) -> Response<Body> {
     resp
 }
 
-/// The cookie value that proves the token was given: HMAC-SHA256 of a fixed text under
-/// the token, hex.
-fn session_value(token: &str) -> String {
+/// The cookie value that proves the token was given at `issued` (Unix seconds):
+/// `issued.HMAC-SHA256(token, fixed text, issued)` in hex. It holds no part of the token,
+/// is checked for its age on every request, and a new token makes every one invalid.
+fn session_value(token: &str, issued: i64) -> String {
     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(token.as_bytes())
         .unwrap_or_else(|_| unreachable_hmac());
-    mac.update(b"hookrelay status page session, v1");
-    mac.finalize()
+    mac.update(b"hookrelay status page session, v2|");
+    mac.update(issued.to_string().as_bytes());
+    let hex: String = mac
+        .finalize()
         .into_bytes()
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect()
+        .collect();
+    format!("{issued}.{hex}")
+}
+
+/// True when `value` is a session cookie made under `token` and not older than
+/// [`SESSION_SECONDS`] at `now` (Unix seconds).
+fn valid_session(value: &str, token: &str, now: i64) -> bool {
+    let Some(issued) = value
+        .split_once('.')
+        .and_then(|(issued, _)| issued.parse::<i64>().ok())
+    else {
+        return false;
+    };
+    let fresh = issued <= now + 60 && now - issued <= i64::from(SESSION_SECONDS);
+    fresh && ct_eq(value.as_bytes(), session_value(token, issued).as_bytes())
 }
 
 /// HMAC takes a key of any length; this is never reached.
@@ -160,8 +193,8 @@ fn carries(headers: &HeaderMap, token: &str) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|offered| ct_eq(offered.trim().as_bytes(), token.as_bytes()));
-    let session = cookie(headers, COOKIE)
-        .is_some_and(|v| ct_eq(v.as_bytes(), session_value(token).as_bytes()));
+    let now = crate::clock::now_ms() / 1000;
+    let session = cookie(headers, COOKIE).is_some_and(|v| valid_session(v, token, now));
     bearer || session
 }
 
@@ -174,7 +207,7 @@ fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let host = host_of(headers, None);
     let origin_host = origin.to_str().ok().and_then(|o| {
         o.strip_prefix("http://")
             .or_else(|| o.strip_prefix("https://"))
@@ -182,9 +215,21 @@ fn same_origin(headers: &HeaderMap) -> bool {
     matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
+/// The host a request was sent to: its `Host` header, else the authority of its URI (an
+/// HTTP/2 request carries it there).
+fn host_of<'a>(headers: &'a HeaderMap, uri: Option<&'a http::Uri>) -> Option<&'a str> {
+    headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            uri.and_then(http::Uri::authority)
+                .map(http::uri::Authority::as_str)
+        })
+}
+
 /// True when the `Host` a request was sent to is an IP address or `localhost`.
-fn host_is_address(headers: &HeaderMap) -> bool {
-    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+fn host_is_address(headers: &HeaderMap, uri: Option<&http::Uri>) -> bool {
+    let Some(host) = host_of(headers, uri) else {
         return true; // HTTP/1.0 without Host: no browser
     };
     let name = match host.strip_prefix('[') {
@@ -210,7 +255,7 @@ fn local(next: Option<&str>) -> String {
 }
 
 /// Refuses what is not the page's own, and asks for the token when one is configured.
-async fn guard(State(app): Shared, req: Request<Body>, next: Next) -> Response<Body> {
+async fn guard(State(app): Shared, mut req: Request<Body>, next: Next) -> Response<Body> {
     let headers = req.headers();
     if !matches!(*req.method(), Method::GET | Method::HEAD) && !same_origin(headers) {
         return html_reply(
@@ -223,7 +268,7 @@ async fn guard(State(app): Shared, req: Request<Body>, next: Next) -> Response<B
     }
     let snapshot = app.live.snapshot();
     match &snapshot.admin_token {
-        None if !host_is_address(headers) => html_reply(
+        None if !host_is_address(headers, Some(req.uri())) => html_reply(
             StatusCode::FORBIDDEN,
             views::plain(
                 "Refused",
@@ -250,7 +295,28 @@ async fn guard(State(app): Shared, req: Request<Body>, next: Next) -> Response<B
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             resp
         }
-        _ => next.run(req).await,
+        _ => {
+            let notice = cookie(req.headers(), NOTICE).and_then(|v| {
+                let text: String = form_urlencoded::parse(format!("n={v}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())?;
+                let (kind, text) = text.split_once(':')?;
+                Some((kind == "err", text.chars().take(500).collect::<String>()))
+            });
+            let had = notice.is_some();
+            req.extensions_mut().insert(Notice(notice));
+            let mut resp = next.run(req).await;
+            if had {
+                // Shown once: the next page (and the live refresh) no longer has it.
+                resp.headers_mut().append(
+                    header::SET_COOKIE,
+                    HeaderValue::from_static(
+                        "hookrelay_notice=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
+                    ),
+                );
+            }
+            resp
+        }
     }
 }
 
@@ -313,7 +379,7 @@ async fn login(State(app): Shared, headers: HeaderMap, body: Bytes) -> Response<
     let mut resp = see_other(&next);
     let cookie = format!(
         "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS}",
-        session_value(token.expose())
+        session_value(token.expose(), crate::clock::now_ms() / 1000)
     );
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
@@ -332,19 +398,18 @@ async fn logout() -> Response<Body> {
     resp
 }
 
-/// Back to `back` (a local path) with `notice` shown there; a notice already in `back`
-/// is replaced.
-fn back_with(back: Option<&str>, notice: &str) -> Response<Body> {
-    let back = local(back);
-    let (path, query) = back.split_once('?').unwrap_or((&back, ""));
-    let mut kept = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-        if k != "notice" {
-            kept.append_pair(&k, &v);
-        }
+/// Back to `back` (a local path), where `notice` is shown once: it travels in a
+/// short-lived cookie, so no link from elsewhere can put words in the page's mouth.
+fn back_with(back: Option<&str>, failed: bool, notice: &str) -> Response<Body> {
+    let mut resp = see_other(&local(back));
+    let kind = if failed { "err" } else { "ok" };
+    let value: String =
+        form_urlencoded::byte_serialize(format!("{kind}:{notice}").as_bytes()).collect();
+    let cookie = format!("{NOTICE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age=60");
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
     }
-    kept.append_pair("notice", notice);
-    see_other(&format!("{path}?{}", kept.finish()))
+    resp
 }
 
 /// What an admin API answer says, as a sentence: its `error`, or `ok` filled in with
@@ -352,7 +417,7 @@ fn back_with(back: Option<&str>, notice: &str) -> Response<Body> {
 async fn said(
     resp: Response<http_body_util::Full<Bytes>>,
     ok: impl Fn(&serde_json::Value) -> String,
-) -> String {
+) -> (bool, String) {
     let status = resp.status();
     let body = resp
         .into_body()
@@ -362,56 +427,57 @@ async fn said(
         .unwrap_or_default();
     let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     if status.is_success() {
-        ok(&value)
+        (false, ok(&value))
     } else {
-        value["error"].as_str().map_or_else(
+        let why = value["error"].as_str().map_or_else(
             || format!("refused ({status})"),
             |e| format!("Not done: {e}"),
-        )
+        );
+        (true, why)
     }
 }
 
 async fn resume(State(app): Shared, Path(name): Path<String>, body: Bytes) -> Response<Body> {
     let form = fields(&body);
-    let notice = if app.lanes.resume(&name) {
-        format!("Endpoint {name} resumed.")
+    let (failed, notice) = if app.lanes.resume(&name) {
+        (false, format!("Endpoint {name} resumed."))
     } else {
-        format!("Endpoint {name} was not paused.")
+        (true, format!("Endpoint {name} was not paused."))
     };
-    back_with(field(&form, "back"), &notice)
+    back_with(field(&form, "back"), failed, &notice)
 }
 
 async fn replay_one(State(app): Shared, Path(id): Path<String>, body: Bytes) -> Response<Body> {
     let form = fields(&body);
     let resp = crate::admin::replay_one(State(app), Path(id.clone())).await;
-    let notice = said(resp, |_| {
+    let (failed, notice) = said(resp, |_| {
         format!("Dead letter {id} replayed: it is queued again.")
     })
     .await;
-    back_with(field(&form, "back"), &notice)
+    back_with(field(&form, "back"), failed, &notice)
 }
 
 async fn delete_one(State(app): Shared, Path(id): Path<String>, body: Bytes) -> Response<Body> {
     let form = fields(&body);
     let resp = crate::admin::delete_dead_letter(State(app), Path(id.clone())).await;
-    let notice = said(resp, |_| format!("Dead letter {id} deleted.")).await;
-    back_with(field(&form, "back"), &notice)
+    let (failed, notice) = said(resp, |_| format!("Dead letter {id} deleted.")).await;
+    back_with(field(&form, "back"), failed, &notice)
 }
 
 async fn replay_endpoint(State(app): Shared, body: Bytes) -> Response<Body> {
     let form = fields(&body);
     let Some(endpoint) = field(&form, "endpoint").map(str::to_owned) else {
-        return back_with(field(&form, "back"), "Choose an endpoint to replay.");
+        return back_with(field(&form, "back"), true, "Choose an endpoint to replay.");
     };
     let resp = crate::admin::replay_endpoint_named(&app, endpoint.clone()).await;
-    let notice = said(resp, |v| {
+    let (failed, notice) = said(resp, |v| {
         format!(
             "{} dead letters of {endpoint} replayed.",
             v["replayed"].as_u64().unwrap_or(0)
         )
     })
     .await;
-    back_with(field(&form, "back"), &notice)
+    back_with(field(&form, "back"), failed, &notice)
 }
 
 /// `text` shortened to `max` characters, with an ellipsis when cut.
@@ -437,7 +503,8 @@ mod tests {
     #[test]
     fn the_session_cookie_proves_the_token_and_no_other() {
         let token = "s3cret-token";
-        let good = format!("a=1; {COOKIE}={}", session_value(token));
+        let now = crate::clock::now_ms() / 1000;
+        let good = format!("a=1; {COOKIE}={}", session_value(token, now));
         assert!(carries(&headers(&[("cookie", &good)]), token));
         assert!(!carries(&headers(&[("cookie", &good)]), "another-token"));
         assert!(!carries(
@@ -454,7 +521,19 @@ mod tests {
         ));
         assert!(!carries(&HeaderMap::new(), token));
         // The cookie is not the token.
-        assert!(!session_value(token).contains(token));
+        assert!(!session_value(token, now).contains(token));
+        // Too old, from the future, or its time changed: refused.
+        let old = now - i64::from(SESSION_SECONDS) - 1;
+        assert!(!valid_session(&session_value(token, old), token, now));
+        assert!(!valid_session(
+            &session_value(token, now + 3600),
+            token,
+            now
+        ));
+        let forged =
+            session_value(token, now - 10).replacen(&(now - 10).to_string(), &now.to_string(), 1);
+        assert!(!valid_session(&forged, token, now));
+        assert!(valid_session(&session_value(token, now - 10), token, now));
     }
 
     #[test]
@@ -477,11 +556,11 @@ mod tests {
     #[test]
     fn without_a_token_only_addresses_are_served() {
         for ok in ["127.0.0.1:9090", "localhost:9090", "[::1]:9090", "10.0.0.7"] {
-            assert!(host_is_address(&headers(&[("host", ok)])), "{ok}");
+            assert!(host_is_address(&headers(&[("host", ok)]), None), "{ok}");
         }
         for refused in ["rebind.evil.example:9090", "hookrelay.internal"] {
             assert!(
-                !host_is_address(&headers(&[("host", refused)])),
+                !host_is_address(&headers(&[("host", refused)]), None),
                 "{refused}"
             );
         }
@@ -506,12 +585,21 @@ mod tests {
     }
 
     #[test]
-    fn a_notice_replaces_the_last_one() {
-        let resp = back_with(Some("/ui/dead-letters?endpoint=crm&notice=old"), "new one");
+    fn a_notice_travels_in_a_cookie_not_the_url() {
+        let resp = back_with(
+            Some("/ui/dead-letters?endpoint=crm"),
+            true,
+            "Not done: a; b",
+        );
         assert_eq!(resp.status(), StatusCode::SEE_OTHER);
         assert_eq!(
             resp.headers()[header::LOCATION],
-            "/ui/dead-letters?endpoint=crm&notice=new+one"
+            "/ui/dead-letters?endpoint=crm"
+        );
+        let cookie = resp.headers()[header::SET_COOKIE].to_str().expect("cookie");
+        assert!(
+            cookie.starts_with("hookrelay_notice=err%3ANot+done%3A+a%3B+b;"),
+            "{cookie}"
         );
     }
 

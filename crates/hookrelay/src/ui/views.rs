@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use hookrelay_config::{Endpoint, Snapshot};
@@ -15,7 +16,7 @@ use serde_json::Value;
 
 use super::board;
 use super::html::{self, Frame, badge, button, chart, clock, esc, q, time_ago};
-use super::{html_reply, short};
+use super::{Notice, html_reply, short};
 use crate::admin::Admin;
 use crate::clock::now_ms;
 use crate::ingest::accept::UNPARSED_ENDPOINT;
@@ -34,6 +35,9 @@ const PAGE: usize = 50;
 /// provider, so the filter reads pages until it has [`PAGE`] rows or this many.
 const PROVIDER_SCAN: usize = 300;
 
+/// Calls to the store's history one page of the deliveries list makes at most.
+const STORE_CALLS: usize = 6;
+
 /// A minimal page (login, refusals): no navigation.
 pub(super) fn plain(title: &str, message: &str) -> String {
     format!(
@@ -49,9 +53,15 @@ pub(super) fn plain(title: &str, message: &str) -> String {
 
 /// The sign-in page: one field for the admin token.
 pub(super) fn login(next: &str, message: Option<&str>) -> String {
-    let message = message
-        .map(|m| format!("<p class=\"notice\" role=\"alert\">{}</p>", esc(m)))
-        .unwrap_or_default();
+    let (message, described) = message.map_or_else(Default::default, |m| {
+        (
+            format!(
+                "<p class=\"notice\" role=\"alert\" id=\"login-message\">{}</p>",
+                esc(m)
+            ),
+            " aria-describedby=\"login-message\"",
+        )
+    });
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -60,7 +70,7 @@ pub(super) fn login(next: &str, message: Option<&str>) -> String {
 <main id=\"main\" class=\"narrow\"><h1>hookrelay status</h1>{message}\
 <form method=\"post\" action=\"/login\" class=\"login\">{next}\
 <label for=\"token\">Admin token</label>\
-<input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"current-password\" required autofocus>\
+<input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"current-password\" required autofocus{described}>\
 <button type=\"submit\">Sign in</button></form>\
 <p class=\"hint\">The token is <code>admin.token</code> of the configuration. The page keeps a \
 cookie derived from it for 12 hours; a new token signs everyone out.</p></main></body></html>\n",
@@ -68,12 +78,12 @@ cookie derived from it for 12 hours; a new token signs everyone out.</p></main><
     )
 }
 
-fn frame<'a>(app: &Admin, title: &'a str, view: &'a str, notice: Option<&'a str>) -> Frame<'a> {
+fn frame<'a>(app: &Admin, title: &'a str, view: &'a str, notice: &'a Notice) -> Frame<'a> {
     let snapshot = app.live.snapshot();
     Frame {
         title,
         view,
-        notice,
+        notice: notice.get(),
         signed_in: snapshot.admin_token.is_some(),
         generation: snapshot.generation,
         now_ms: now_ms(),
@@ -83,28 +93,23 @@ fn frame<'a>(app: &Admin, title: &'a str, view: &'a str, notice: Option<&'a str>
 /// What the page knows of an endpoint now.
 struct EndpointNow {
     depth: Option<u64>,
-    overdue_ms: Option<i64>,
+    /// When the first delivery of the queue is due (Unix ms).
+    due_ms: Option<i64>,
     paused: bool,
     last: crate::deliver::lane::Last,
     dead: Option<u64>,
 }
 
-async fn endpoint_now(app: &Admin, name: &str, now: i64) -> EndpointNow {
+async fn endpoint_now(app: &Admin, name: &str) -> EndpointNow {
     let depth = app.store.queue_depth(name).await.ok();
-    let overdue_ms = match depth {
-        Some(n) if n > 0 => app
-            .store
-            .next_due(name)
-            .await
-            .ok()
-            .flatten()
-            .map(|due| (now - due).max(0)),
+    let due_ms = match depth {
+        Some(n) if n > 0 => app.store.next_due(name).await.ok().flatten(),
         _ => None,
     };
     let (paused, last) = app.lanes.state(name).unwrap_or_default();
     EndpointNow {
         depth,
-        overdue_ms,
+        due_ms,
         paused,
         last,
         dead: app.store.dead_letter_count(name).await.ok(),
@@ -126,14 +131,12 @@ fn route_pick(path: &str) -> impl Fn(&crate::metrics::Tallies) -> Option<(u64, u
     move |t| t.routes.get(path).copied()
 }
 
-#[derive(Deserialize)]
-pub(super) struct NoticeQuery {
-    notice: Option<String>,
-}
-
 /// `GET /`: the configuration, the last reload, callbacks per route in the last five
 /// minutes and each endpoint's last hour.
-pub(super) async fn overview(State(app): Shared, Query(n): Query<NoticeQuery>) -> Response<Body> {
+pub(super) async fn overview(
+    State(app): Shared,
+    Extension(n): Extension<Notice>,
+) -> Response<Body> {
     let snapshot = app.live.snapshot();
     let now = now_ms();
     let readings = app.board.readings();
@@ -231,7 +234,7 @@ pub(super) async fn overview(State(app): Shared, Query(n): Query<NoticeQuery>) -
 <th scope=\"col\">State</th></tr></thead><tbody>"
     );
     for ep in &snapshot.endpoints {
-        let state = endpoint_now(&app, &ep.name, now).await;
+        let state = endpoint_now(&app, &ep.name).await;
         let steps = board::steps(&readings, &current, endpoint_pick(&ep.name));
         // The hour the chart shows.
         let steps = &steps[steps.len().saturating_sub(60)..];
@@ -252,7 +255,7 @@ pub(super) async fn overview(State(app): Shared, Query(n): Query<NoticeQuery>) -
         );
     }
     out.push_str("</tbody></table></div></section>");
-    let f = frame(&app, "Overview", "/", n.notice.as_deref());
+    let f = frame(&app, "Overview", "/", &n);
     html_reply(StatusCode::OK, html::page(&f, &out))
 }
 
@@ -293,14 +296,17 @@ fn filter_text(ep: &Endpoint) -> String {
 }
 
 /// `GET /ui/endpoints`: every endpoint, with its queue and state.
-pub(super) async fn endpoints(State(app): Shared, Query(n): Query<NoticeQuery>) -> Response<Body> {
+pub(super) async fn endpoints(
+    State(app): Shared,
+    Extension(n): Extension<Notice>,
+) -> Response<Body> {
     let snapshot = app.live.snapshot();
     let now = now_ms();
     let readings = app.board.readings();
     let current = board::read(&app.metrics, &snapshot, now);
     let mut out = String::from("<div id=\"endpoints\" data-live class=\"cards\">");
-    for ep in &snapshot.endpoints {
-        let state = endpoint_now(&app, &ep.name, now).await;
+    for (index, ep) in snapshot.endpoints.iter().enumerate() {
+        let state = endpoint_now(&app, &ep.name).await;
         let (delivered, _) = board::since(
             &readings,
             &current,
@@ -327,7 +333,7 @@ pub(super) async fn endpoints(State(app): Shared, Query(n): Query<NoticeQuery>) 
         } else {
             "not measured yet".to_owned()
         };
-        let id = format!("ep-{}", slug(&ep.name));
+        let id = format!("ep-{index}");
         let _ = write!(
             out,
             "<section class=\"card\" aria-labelledby=\"{id}\"><h2 id=\"{id}\">{name} {paused}</h2>",
@@ -343,7 +349,7 @@ pub(super) async fn endpoints(State(app): Shared, Query(n): Query<NoticeQuery>) 
                 out,
                 "<p class=\"warn\">Paused: the endpoint answered 410 Gone. Deliveries wait in its queue until it is resumed. {}</p>",
                 button(
-                    &format!("/ui/endpoints/{}/resume", q(&ep.name)),
+                    &format!("/ui/endpoints/{}/resume", seg(&ep.name)),
                     "/ui/endpoints",
                     &format!("Resume {}", ep.name),
                     None
@@ -362,7 +368,7 @@ pub(super) async fn endpoints(State(app): Shared, Query(n): Query<NoticeQuery>) 
 <dt>Last success</dt><dd>{success}</dd>\
 <dt>Last error</dt><dd>{error}</dd></dl>\
 <p><a href=\"/ui/deliveries?endpoint={qn}\">Deliveries to {name}</a></p></section>",
-            url = esc(ep.url.as_str()),
+            url = esc(&shown_url(&ep.url)),
             description = ep
                 .description
                 .as_deref()
@@ -374,8 +380,12 @@ pub(super) async fn endpoints(State(app): Shared, Query(n): Query<NoticeQuery>) 
             ),
             depth = figure(state.depth),
             overdue = state
-                .overdue_ms
-                .map(|ms| format!(", the oldest due {} ago", html::ago(now - ms, now)))
+                .due_ms
+                .map(|due| if due <= now {
+                    format!(", the first due {} ago", html::ago(due, now))
+                } else {
+                    format!(", the next attempt in {}", html::ago(now, due))
+                })
                 .unwrap_or_default(),
             qn = q(&ep.name),
             dead = figure(state.dead),
@@ -398,15 +408,40 @@ pub(super) async fn endpoints(State(app): Shared, Query(n): Query<NoticeQuery>) 
         out.push_str("<p>No endpoints configured.</p>");
     }
     out.push_str("</div>");
-    let f = frame(&app, "Endpoints", "/ui/endpoints", n.notice.as_deref());
+    let f = frame(&app, "Endpoints", "/ui/endpoints", &n);
     html_reply(StatusCode::OK, html::page(&f, &out))
 }
 
-/// `name` as the tail of an element id.
-fn slug(name: &str) -> String {
-    name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect()
+/// `text` as one path segment: every byte but ASCII letters, digits, `-`, `_` and `~`
+/// percent-encoded (a `.` too, so `.` and `..` stay names).
+fn seg(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// An endpoint URL as the page shows it: a password and the query's values, which may
+/// be credentials, redacted.
+fn shown_url(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("redacted"));
+    }
+    if shown.query().is_some() {
+        let keys: Vec<String> = shown.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        shown
+            .query_pairs_mut()
+            .clear()
+            .extend_pairs(keys.iter().map(|k| (k.as_str(), "redacted")));
+    }
+    shown.set_fragment(None);
+    shown.to_string()
 }
 
 /// The fields of a payload a list shows: vendor, channel, event and status.
@@ -437,7 +472,6 @@ pub(super) struct ListQuery {
     state: Option<String>,
     provider: Option<String>,
     before: Option<u64>,
-    notice: Option<String>,
 }
 
 fn select(id: &str, label: &str, current: Option<&str>, options: &[String]) -> String {
@@ -468,7 +502,11 @@ fn providers(snapshot: &Snapshot) -> Vec<String> {
 
 /// `GET /ui/deliveries`: the history, newest first, filtered by endpoint, state and
 /// provider.
-pub(super) async fn deliveries(State(app): Shared, Query(lq): Query<ListQuery>) -> Response<Body> {
+pub(super) async fn deliveries(
+    State(app): Shared,
+    Query(lq): Query<ListQuery>,
+    Extension(n): Extension<Notice>,
+) -> Response<Body> {
     let snapshot = app.live.snapshot();
     let now = now_ms();
     let nonempty = |s: &Option<String>| s.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
@@ -503,57 +541,61 @@ pub(super) async fn deliveries(State(app): Shared, Query(lq): Query<ListQuery>) 
         out.push_str("<p class=\"warn\">Unknown state: showing every state.</p>");
     }
 
-    // Pages of the history until a page's worth matches the provider, or the scan limit.
-    // The lists of the history carry no payloads: each row's is read by its id.
+    // Pages of the history until a page's worth matches, for at most [`STORE_CALLS`] calls
+    // to the store and [`PROVIDER_SCAN`] deliveries read (each call looks at a bounded
+    // number of deliveries itself). The lists of the history carry no payloads: each row's
+    // is read by its id. `cursor` is the last delivery looked at: the next page starts
+    // below it.
     let mut rows: Vec<(History, Summary)> = Vec::new();
-    let mut before = lq.before.map(DeliveryId);
-    let mut scanned = 0;
-    let mut next = None;
+    let mut cursor = lq.before.map(DeliveryId);
+    let mut looked = 0;
+    let mut more = false;
     let mut error = None;
-    loop {
-        let want = PAGE - rows.len();
+    for _ in 0..STORE_CALLS {
         let query = HistoryQuery {
             endpoint: endpoint.clone(),
             state,
             since_ms: None,
-            before,
-            limit: if provider.is_some() { PAGE } else { want },
+            before: cursor,
+            limit: if provider.is_some() {
+                PAGE
+            } else {
+                PAGE - rows.len()
+            },
         };
-        match app.store.histories(&query).await {
-            Ok(page) => {
-                scanned += page.deliveries.len();
-                for h in page.deliveries {
-                    if rows.len() == PAGE {
-                        break;
-                    }
-                    next = Some(h.delivery.id);
-                    let body = match app.store.history(h.delivery.id).await {
-                        Ok(Some(full)) => full.delivery.body,
-                        _ => bytes::Bytes::new(),
-                    };
-                    let s = summary(&body);
-                    if provider.as_deref().is_none_or(|p| s.vendor == p) {
-                        rows.push((h, s));
-                    }
-                }
-                match page.next {
-                    Some(n) if rows.len() < PAGE && scanned < PROVIDER_SCAN => before = Some(n),
-                    Some(_) => break,
-                    None => {
-                        // The end of the history: no older page, unless a full page was
-                        // cut short above.
-                        if rows.len() < PAGE {
-                            next = None;
-                        }
-                        break;
-                    }
-                }
-            }
+        let page = match app.store.histories(&query).await {
+            Ok(page) => page,
             Err(e) => {
                 error = Some(with_causes(&e));
-                next = None;
                 break;
             }
+        };
+        let mut cut = false;
+        for h in page.deliveries {
+            if rows.len() == PAGE {
+                cut = true;
+                break;
+            }
+            cursor = Some(h.delivery.id);
+            looked += 1;
+            let body = match app.store.history(h.delivery.id).await {
+                Ok(Some(full)) => full.delivery.body,
+                _ => bytes::Bytes::new(),
+            };
+            let s = summary(&body);
+            if provider.as_deref().is_none_or(|p| s.vendor == p) {
+                rows.push((h, s));
+            }
+        }
+        // The store stops at its own scan limit with a `next` even when it found none.
+        if let Some(next) = page.next
+            && !cut
+        {
+            cursor = Some(next);
+        }
+        more = cut || page.next.is_some();
+        if !more || rows.len() == PAGE || looked >= PROVIDER_SCAN {
+            break;
         }
     }
     let _ = write!(
@@ -574,7 +616,7 @@ pub(super) async fn deliveries(State(app): Shared, Query(lq): Query<ListQuery>) 
             event = esc(&s.event),
             state = badge(h.state.as_str()),
             attempts = h.attempts.len(),
-            qid = q(&h.delivery.webhook_id),
+            qid = seg(&h.delivery.webhook_id),
             qep = q(&h.delivery.endpoint),
             id = esc(&short(&h.delivery.webhook_id, 40)),
         );
@@ -583,21 +625,21 @@ pub(super) async fn deliveries(State(app): Shared, Query(lq): Query<ListQuery>) 
         out.push_str("<tr><td colspan=\"8\">No deliveries match.</td></tr>");
     }
     out.push_str("</tbody></table>");
-    if let Some(e) = error {
+    if let Some(e) = &error {
         let _ = write!(
             out,
             "<p class=\"warn\">The store did not answer: {}</p>",
-            esc(&e)
+            esc(e)
         );
     }
-    if provider.is_some() && scanned >= PROVIDER_SCAN && rows.len() < PAGE {
-        let _ = write!(
-            out,
-            "<p class=\"hint\">{scanned} deliveries read for this provider; older ones are on the next page.</p>"
-        );
-    }
-    out.push_str("</div>");
-    if let Some(next) = next {
+    // The pager is part of what refreshes: its cursor always follows the rows shown.
+    if let (Some(cursor), true, None) = (cursor, more, &error) {
+        if rows.len() < PAGE {
+            let _ = write!(
+                out,
+                "<p class=\"hint\">{looked} deliveries looked at for this page; there are older ones.</p>"
+            );
+        }
         let mut link = form_urlencoded::Serializer::new(String::new());
         for (k, v) in [
             ("endpoint", &endpoint),
@@ -608,22 +650,25 @@ pub(super) async fn deliveries(State(app): Shared, Query(lq): Query<ListQuery>) 
                 link.append_pair(k, v);
             }
         }
-        link.append_pair("before", &next.0.to_string());
+        link.append_pair("before", &cursor.0.to_string());
         let _ = write!(
             out,
             "<p><a href=\"/ui/deliveries?{}\">Older deliveries</a></p>",
             esc(&link.finish())
         );
     }
-    let f = frame(&app, "Deliveries", "/ui/deliveries", lq.notice.as_deref());
+    out.push_str("</div>");
+    let f = frame(&app, "Deliveries", "/ui/deliveries", &n);
     html_reply(StatusCode::OK, html::page(&f, &out))
 }
 
 #[derive(Deserialize)]
 pub(super) struct OneQuery {
     endpoint: Option<String>,
-    notice: Option<String>,
 }
+
+/// Configured header values this long or longer are redacted whatever their name.
+const SHOWN_HEADER: usize = 16;
 
 /// Whether a header's value is a secret whatever the configuration says.
 fn secret_name(name: &str) -> bool {
@@ -662,8 +707,12 @@ fn headers_table(h: &History, ep: Option<&Endpoint>) -> String {
             let mut configured = http::HeaderMap::new();
             ep.headers.apply(&mut configured);
             for (name, value) in &configured {
-                let shown = if value.is_sensitive() || secret_name(name.as_str()) {
-                    "redacted".to_owned()
+                // A value of 16 bytes or more may be a credential under any name.
+                let shown = if value.is_sensitive()
+                    || secret_name(name.as_str())
+                    || value.len() >= SHOWN_HEADER
+                {
+                    format!("redacted ({} bytes)", value.len())
                 } else {
                     String::from_utf8_lossy(value.as_bytes()).into_owned()
                 };
@@ -725,6 +774,7 @@ pub(super) async fn delivery(
     State(app): Shared,
     Path(webhook_id): Path<String>,
     Query(oq): Query<OneQuery>,
+    Extension(n): Extension<Notice>,
     uri: Uri,
 ) -> Response<Body> {
     let snapshot = app.live.snapshot();
@@ -736,7 +786,8 @@ pub(super) async fn delivery(
     let found = match app.store.history_of(&webhook_id, 100).await {
         Ok(found) => found,
         Err(e) => {
-            let f = frame(&app, "Delivery", "/ui/deliveries", None);
+            let none = Notice::default();
+            let f = frame(&app, "Delivery", "/ui/deliveries", &none);
             let body = format!(
                 "<p class=\"warn\">The store did not answer: {}</p>",
                 esc(&with_causes(&e))
@@ -750,7 +801,7 @@ pub(super) async fn delivery(
         .filter(|h| endpoint.is_none_or(|e| h.delivery.endpoint == e))
         .collect();
     let title = format!("Delivery {}", short(&webhook_id, 40));
-    let f = frame(&app, &title, "/ui/deliveries", oq.notice.as_deref());
+    let f = frame(&app, &title, "/ui/deliveries", &n);
     if found.is_empty() {
         let body = format!(
             "<p>No delivery with webhook-id <code>{}</code>: never received, or past <code>history.retention</code>.</p>\
@@ -832,7 +883,6 @@ pub(super) async fn delivery(
 #[derive(Deserialize)]
 pub(super) struct LetterQuery {
     endpoint: Option<String>,
-    notice: Option<String>,
 }
 
 /// Dead letters one page of the view shows.
@@ -843,6 +893,7 @@ const LETTERS: usize = 100;
 pub(super) async fn dead_letters(
     State(app): Shared,
     Query(lq): Query<LetterQuery>,
+    Extension(n): Extension<Notice>,
     uri: Uri,
 ) -> Response<Body> {
     let snapshot = app.live.snapshot();
@@ -902,7 +953,7 @@ pub(super) async fn dead_letters(
                     vendor = esc(&s.vendor),
                     channel = esc(&s.channel),
                     event = esc(&s.event),
-                    qid = q(&d.webhook_id),
+                    qid = seg(&d.webhook_id),
                     qep = q(&d.endpoint),
                     wid = esc(&short(&d.webhook_id, 40)),
                     payload = esc(&pretty_capped(&d.body)),
@@ -930,12 +981,7 @@ pub(super) async fn dead_letters(
         }
     }
     out.push_str("</div>");
-    let f = frame(
-        &app,
-        "Dead letters",
-        "/ui/dead-letters",
-        lq.notice.as_deref(),
-    );
+    let f = frame(&app, "Dead letters", "/ui/dead-letters", &n);
     html_reply(StatusCode::OK, html::page(&f, &out))
 }
 
@@ -967,6 +1013,20 @@ mod tests {
             long.len()
         )));
         assert_eq!(pretty_capped(b"{\"a\":1}"), "{\n  \"a\": 1\n}");
+    }
+
+    #[test]
+    fn urls_and_segments_keep_their_secrets_and_shape() {
+        let url: url::Url = "https://user:pw@crm.example/hook?key=abc&x=1#frag"
+            .parse()
+            .expect("url");
+        let shown = shown_url(&url);
+        assert_eq!(
+            shown,
+            "https://user:redacted@crm.example/hook?key=redacted&x=redacted"
+        );
+        assert_eq!(seg("a b/../é.x"), "a%20b%2F%2E%2E%2F%C3%A9%2Ex");
+        assert_eq!(seg("evt_Ab-9~"), "evt_Ab-9~");
     }
 
     #[test]
