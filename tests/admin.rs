@@ -1076,4 +1076,27 @@ async fn without_a_token_the_status_page_answers_only_at_an_address() {
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(body.contains("admin.token"));
+    // The same for the admin API beside it: a web page in a browser on this machine can
+    // neither read it through a DNS name of its own nor change anything cross-site.
+    let rebind = [("host", "rebind.evil.example:9090")];
+    let (status, _, _) = page(&sidecar, "GET", "/dead-letters", &rebind, "").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = page(&sidecar, "GET", "/dead-letters", &[], "").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = page(
+        &sidecar,
+        "POST",
+        "/-/reload",
+        &[("origin", "http://evil.example")],
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = page(&sidecar, "POST", "/-/reload", &[], "").await;
+    assert_eq!(status, StatusCode::OK);
+    // Probes and scrapes answer whatever the host.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let (status, _, _) = page(&sidecar, "GET", path, &rebind, "").await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+    }
 }

@@ -167,3 +167,31 @@ async fn https_to_a_private_ca_needs_its_ca_file_and_works_with_it() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_cookies_are_not_proxied_to_the_upstream() {
+    // A browser sends the admin page's cookies to every port of the host, the public
+    // listener's too: the upstream gets the request without them, and with its own.
+    let upstream = Sink::start().await;
+    let sink = Sink::start().await;
+    let s = Sidecar::start(&config(&upstream.url(""), &sink.url("/hooks"), "")).await;
+    for (sent, expected) in [
+        (
+            "app=1; hookrelay_session=1765000000000.abcd; hookrelay_notice=ok%3Ax; theme=dark",
+            Some("app=1; theme=dark"),
+        ),
+        ("hookrelay_session=1765000000000.abcd", None),
+        ("app=1", Some("app=1")),
+    ] {
+        let before = upstream.received().len();
+        let (status, _) = s.post("/api/orders", &[("cookie", sent)], "x").await;
+        assert_eq!(status, 200);
+        let got = upstream.wait_for(before + 1).await;
+        let cookie = got[before].header("cookie");
+        assert_eq!(
+            (!cookie.is_empty()).then_some(cookie.as_str()),
+            expected,
+            "sent {sent}"
+        );
+    }
+}

@@ -365,6 +365,10 @@ pub(crate) fn router(app: Arc<Admin>) -> Router {
 async fn require_token(State(app): Shared, req: Request<Body>, next: Next) -> Response<Body> {
     let snapshot = app.live.snapshot();
     let Some(token) = &snapshot.admin_token else {
+        // Open on loopback: still not to a web page in someone's browser there.
+        if let Err(why) = crate::ui::open_admin_allows(&req) {
+            return error_reply(StatusCode::FORBIDDEN, why).map(Body::new);
+        }
         return next.run(req).await;
     };
     let offered = req

@@ -223,6 +223,24 @@ impl ProxyHttp for Ingest {
         }
     }
 
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut pingora::http::RequestHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // A browser sends the status page's cookies to every port of its host: they are
+        // not the upstream's to see.
+        let cookies = upstream_request.headers.get_all(http::header::COOKIE);
+        if let Some(kept) = crate::ui::without_page_cookies(cookies.iter()) {
+            upstream_request.remove_header(&http::header::COOKIE);
+            if !kept.is_empty() {
+                upstream_request.insert_header(http::header::COOKIE, kept)?;
+            }
+        }
+        Ok(())
+    }
+
     async fn upstream_peer(
         &self,
         _session: &mut Session,

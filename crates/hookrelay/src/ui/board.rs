@@ -102,20 +102,40 @@ pub(crate) fn since(
     since_ms: i64,
     pick: impl Fn(&Tallies) -> Option<(u64, u64)>,
 ) -> (u64, u64) {
+    since_from(readings, now, since_ms, pick).0
+}
+
+/// [`since`], and the time of the reading the counts are taken from (`None` when no
+/// reading has the series: nothing is measured yet).
+pub(crate) fn since_from(
+    readings: &[Reading],
+    now: &Reading,
+    since_ms: i64,
+    pick: impl Fn(&Tallies) -> Option<(u64, u64)>,
+) -> ((u64, u64), Option<i64>) {
     let Some(current) = pick(&now.tallies) else {
-        return (0, 0);
+        return ((0, 0), None);
     };
     let base = readings
         .iter()
         .rev()
         .filter(|r| r.at_ms <= since_ms)
-        .find_map(|r| pick(&r.tallies))
-        .or_else(|| readings.iter().find_map(|r| pick(&r.tallies)))
-        .unwrap_or(current);
-    (
-        current.0.saturating_sub(base.0),
-        current.1.saturating_sub(base.1),
-    )
+        .find_map(|r| pick(&r.tallies).map(|t| (t, r.at_ms)))
+        .or_else(|| {
+            readings
+                .iter()
+                .find_map(|r| pick(&r.tallies).map(|t| (t, r.at_ms)))
+        });
+    match base {
+        None => ((0, 0), None),
+        Some((base, at)) => (
+            (
+                current.0.saturating_sub(base.0),
+                current.1.saturating_sub(base.1),
+            ),
+            Some(at),
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -155,6 +175,10 @@ mod tests {
         let now = reading(150_000, 9, 3);
         assert_eq!(since(&readings, &now, 60_000, crm), (4, 2));
         assert_eq!(since(&readings, &now, 90_000, crm), (4, 2));
+        assert_eq!(
+            since_from(&readings, &now, 90_000, crm),
+            ((4, 2), Some(60_000))
+        );
         // Not up so long: since the first reading.
         assert_eq!(since(&readings, &now, -300_000, crm), (8, 3));
         // A series no reading has yet counts nothing: what its counter held before (an

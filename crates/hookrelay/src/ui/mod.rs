@@ -11,13 +11,15 @@
 //! | GET, POST | `/login`, POST `/logout` | the token, kept in a cookie |
 //!
 //! A browser cannot send a bearer token when it follows a link, so the page takes the
-//! token once in a form (`/login`) and keeps a cookie derived from it: an HMAC of a fixed
-//! text under the token, `HttpOnly`, `SameSite=Strict`. A rotated token signs everyone
-//! out. A request with the bearer token is let in too. A request that changes something
+//! token once in a form (`/login`) and keeps a cookie derived from it: its issue time and
+//! an HMAC of it under the token, `HttpOnly`, `SameSite=Strict`, refused past 12 hours,
+//! after a sign-out, or once the token changes. A request with the bearer token is let in
+//! too. A request that changes something
 //! must come from the page itself: one a browser marks as cross-site (`Sec-Fetch-Site`,
 //! `Origin`) is refused. Without a token (loopback only: `validate` refuses anything
-//! else) the page answers only under an IP address or `localhost`, so a web site cannot
-//! reach it through a DNS name of its own pointed at 127.0.0.1.
+//! else) the page and the admin API answer only under an IP address or `localhost`, so a
+//! web site cannot reach them through a DNS name of its own pointed at 127.0.0.1, and
+//! refuse cross-site requests that change something ([`open_admin_allows`]).
 //!
 //! Nothing here runs unless a page is asked for, except [`board`]'s reading of the
 //! counters once a minute.
@@ -68,6 +70,9 @@ impl Notice {
 
 /// How long a sign-in lasts, in seconds.
 const SESSION_SECONDS: u32 = 12 * 3600;
+
+/// Sessions issued at or before this time (Unix ms) are refused: the last sign-out.
+static SIGNED_OUT_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
 /// The stylesheet, embedded.
 const STYLE: &str = include_str!("assets/style.css");
@@ -139,7 +144,7 @@ pub(crate) fn html_reply(status: StatusCode, body: String) -> Response<Body> {
     resp
 }
 
-/// The cookie value that proves the token was given at `issued` (Unix seconds):
+/// The cookie value that proves the token was given at `issued` (Unix ms):
 /// `issued.HMAC-SHA256(token, fixed text, issued)` in hex. It holds no part of the token,
 /// is checked for its age on every request, and a new token makes every one invalid.
 fn session_value(token: &str, issued: i64) -> String {
@@ -157,7 +162,7 @@ fn session_value(token: &str, issued: i64) -> String {
 }
 
 /// True when `value` is a session cookie made under `token` and not older than
-/// [`SESSION_SECONDS`] at `now` (Unix seconds).
+/// [`SESSION_SECONDS`] at `now` (Unix ms), nor issued before the last sign-out.
 fn valid_session(value: &str, token: &str, now: i64) -> bool {
     let Some(issued) = value
         .split_once('.')
@@ -165,7 +170,10 @@ fn valid_session(value: &str, token: &str, now: i64) -> bool {
     else {
         return false;
     };
-    let fresh = issued <= now + 60 && now - issued <= i64::from(SESSION_SECONDS);
+    let fresh = now
+        .checked_sub(issued)
+        .is_some_and(|age| (-60_000..=i64::from(SESSION_SECONDS) * 1000).contains(&age))
+        && issued > SIGNED_OUT_MS.load(std::sync::atomic::Ordering::Acquire);
     fresh && ct_eq(value.as_bytes(), session_value(token, issued).as_bytes())
 }
 
@@ -193,7 +201,7 @@ fn carries(headers: &HeaderMap, token: &str) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|offered| ct_eq(offered.trim().as_bytes(), token.as_bytes()));
-    let now = crate::clock::now_ms() / 1000;
+    let now = crate::clock::now_ms();
     let session = cookie(headers, COOKIE).is_some_and(|v| valid_session(v, token, now));
     bearer || session
 }
@@ -239,6 +247,48 @@ fn host_is_address(headers: &HeaderMap, uri: Option<&http::Uri>) -> bool {
     name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
+/// Whether the admin listener, run without a token, takes `req`: only at an IP address or
+/// `localhost`, and what changes something only from the same origin. A web page cannot
+/// then read or act through the browser of someone on the machine (by a DNS name of its
+/// own pointed at 127.0.0.1, or by a cross-site form).
+pub(crate) fn open_admin_allows(req: &Request<Body>) -> Result<(), &'static str> {
+    if !host_is_address(req.headers(), Some(req.uri())) {
+        return Err(
+            "without admin.token the admin listener answers only at an IP address or localhost; set admin.token to use a host name",
+        );
+    }
+    if !matches!(*req.method(), Method::GET | Method::HEAD) && !same_origin(req.headers()) {
+        return Err("a request from another site cannot change anything here");
+    }
+    Ok(())
+}
+
+/// The `Cookie` header without the status page's cookies, when `values` hold one of them
+/// (`None`: nothing to take out). The public listener proxies requests to the upstream,
+/// and a browser sends the page's cookies to every port of its host.
+pub(crate) fn without_page_cookies<'a>(
+    values: impl Iterator<Item = &'a HeaderValue>,
+) -> Option<String> {
+    let values: Vec<&[u8]> = values.map(HeaderValue::as_bytes).collect();
+    if !values
+        .iter()
+        .any(|v| v.windows(10).any(|w| w == b"hookrelay_"))
+    {
+        return None;
+    }
+    let kept: Vec<&str> = values
+        .iter()
+        .filter_map(|v| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| {
+            let name = pair.split_once('=').map_or(*pair, |(name, _)| name);
+            !pair.is_empty() && name != COOKIE && name != NOTICE
+        })
+        .collect();
+    Some(kept.join("; "))
+}
+
 /// A local path to come back to: `next` when it is one, else `/`.
 fn local(next: Option<&str>) -> String {
     match next {
@@ -277,7 +327,10 @@ async fn guard(State(app): Shared, mut req: Request<Body>, next: Next) -> Respon
             ),
         ),
         Some(token) if !carries(headers, token.expose()) => {
-            app.metrics.admin_unauthorized();
+            // Opening the page signed out is no failed attempt; a credential refused is.
+            if headers.contains_key(header::AUTHORIZATION) || cookie(headers, COOKIE).is_some() {
+                app.metrics.admin_unauthorized();
+            }
             let here = req
                 .uri()
                 .path_and_query()
@@ -296,17 +349,25 @@ async fn guard(State(app): Shared, mut req: Request<Body>, next: Next) -> Respon
             resp
         }
         _ => {
-            let notice = cookie(req.headers(), NOTICE).and_then(|v| {
-                let text: String = form_urlencoded::parse(format!("n={v}").as_bytes())
-                    .next()
-                    .map(|(_, v)| v.into_owned())?;
-                let (kind, text) = text.split_once(':')?;
-                Some((kind == "err", text.chars().take(500).collect::<String>()))
-            });
+            let shown = req.method() == Method::GET;
+            let notice = cookie(req.headers(), NOTICE)
+                .filter(|_| shown)
+                .and_then(|v| {
+                    let text: String = form_urlencoded::parse(format!("n={v}").as_bytes())
+                        .next()
+                        .map(|(_, v)| v.into_owned())?;
+                    let (kind, text) = text.split_once(':')?;
+                    Some((kind == "err", text.chars().take(500).collect::<String>()))
+                });
             let had = notice.is_some();
             req.extensions_mut().insert(Notice(notice));
             let mut resp = next.run(req).await;
-            if had {
+            let sets_one = resp
+                .headers()
+                .get_all(header::SET_COOKIE)
+                .iter()
+                .any(|v| v.as_bytes().starts_with(NOTICE.as_bytes()));
+            if had && !sets_one {
                 // Shown once: the next page (and the live refresh) no longer has it.
                 resp.headers_mut().append(
                     header::SET_COOKIE,
@@ -379,7 +440,7 @@ async fn login(State(app): Shared, headers: HeaderMap, body: Bytes) -> Response<
     let mut resp = see_other(&next);
     let cookie = format!(
         "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS}",
-        session_value(token.expose(), crate::clock::now_ms() / 1000)
+        session_value(token.expose(), crate::clock::now_ms())
     );
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
@@ -387,7 +448,10 @@ async fn login(State(app): Shared, headers: HeaderMap, body: Bytes) -> Response<
     resp
 }
 
+/// Signs out: the browser's cookie is cleared and every session issued until now is
+/// refused (the server keeps no list of sessions, so all of them end).
 async fn logout() -> Response<Body> {
+    SIGNED_OUT_MS.fetch_max(crate::clock::now_ms(), std::sync::atomic::Ordering::AcqRel);
     let mut resp = see_other("/login");
     resp.headers_mut().insert(
         header::SET_COOKIE,
@@ -503,7 +567,7 @@ mod tests {
     #[test]
     fn the_session_cookie_proves_the_token_and_no_other() {
         let token = "s3cret-token";
-        let now = crate::clock::now_ms() / 1000;
+        let now = crate::clock::now_ms();
         let good = format!("a=1; {COOKIE}={}", session_value(token, now));
         assert!(carries(&headers(&[("cookie", &good)]), token));
         assert!(!carries(&headers(&[("cookie", &good)]), "another-token"));
@@ -522,18 +586,46 @@ mod tests {
         assert!(!carries(&HeaderMap::new(), token));
         // The cookie is not the token.
         assert!(!session_value(token, now).contains(token));
-        // Too old, from the future, or its time changed: refused.
-        let old = now - i64::from(SESSION_SECONDS) - 1;
+        // Too old, from the future, its time changed, or absurd: refused, no panic.
+        let old = now - i64::from(SESSION_SECONDS) * 1000 - 1;
         assert!(!valid_session(&session_value(token, old), token, now));
         assert!(!valid_session(
-            &session_value(token, now + 3600),
+            &session_value(token, now + 3_600_000),
             token,
             now
         ));
+        let earlier = now - 10_000;
         let forged =
-            session_value(token, now - 10).replacen(&(now - 10).to_string(), &now.to_string(), 1);
+            session_value(token, earlier).replacen(&earlier.to_string(), &now.to_string(), 1);
         assert!(!valid_session(&forged, token, now));
-        assert!(valid_session(&session_value(token, now - 10), token, now));
+        assert!(!valid_session(&format!("{}.00", i64::MIN), token, now));
+        assert!(!valid_session(&format!("{}.00", i64::MAX), token, now));
+        assert!(valid_session(&session_value(token, earlier), token, now));
+    }
+
+    #[test]
+    fn the_page_cookies_are_not_proxied() {
+        let v = |s: &'static str| HeaderValue::from_static(s);
+        assert_eq!(without_page_cookies([v("a=1; b=2")].iter()), None);
+        assert_eq!(
+            without_page_cookies(
+                [
+                    v("a=1; hookrelay_session=123.ab; b=2"),
+                    v("hookrelay_notice=x")
+                ]
+                .iter()
+            ),
+            Some("a=1; b=2".to_owned())
+        );
+        assert_eq!(
+            without_page_cookies([v("hookrelay_session=1.a")].iter()),
+            Some(String::new())
+        );
+        // Another cookie whose name merely starts the same way stays.
+        assert_eq!(
+            without_page_cookies([v("hookrelay_app=1")].iter()),
+            Some("hookrelay_app=1".to_owned())
+        );
     }
 
     #[test]

@@ -33,10 +33,10 @@ const PAGE: usize = 50;
 
 /// Histories a provider filter reads for one page at most: the history has no index by
 /// provider, so the filter reads pages until it has [`PAGE`] rows or this many.
-const PROVIDER_SCAN: usize = 300;
+const PROVIDER_SCAN: usize = 150;
 
 /// Calls to the store's history one page of the deliveries list makes at most.
-const STORE_CALLS: usize = 6;
+const STORE_CALLS: usize = 3;
 
 /// A minimal page (login, refusals): no navigation.
 pub(super) fn plain(title: &str, message: &str) -> String {
@@ -307,18 +307,13 @@ pub(super) async fn endpoints(
     let mut out = String::from("<div id=\"endpoints\" data-live class=\"cards\">");
     for (index, ep) in snapshot.endpoints.iter().enumerate() {
         let state = endpoint_now(&app, &ep.name).await;
-        let (delivered, _) = board::since(
+        let ((delivered, _), from_ms) = board::since_from(
             &readings,
             &current,
             now - 5 * 60_000,
             endpoint_pick(&ep.name),
         );
-        let span_s = readings
-            .iter()
-            .rev()
-            .find(|r| r.at_ms <= now - 5 * 60_000)
-            .or_else(|| readings.first())
-            .map_or(0, |r| (now - r.at_ms).max(0) / 1000);
+        let span_s = from_ms.map_or(0, |from| (now - from).max(0) / 1000);
         #[allow(clippy::cast_precision_loss)] // counts far below 2^52
         let rate = if span_s > 0 {
             let over = if span_s < 120 {
@@ -430,11 +425,24 @@ fn seg(text: &str) -> String {
 /// be credentials, redacted.
 fn shown_url(url: &url::Url) -> String {
     let mut shown = url.clone();
+    if !shown.username().is_empty() {
+        let _ = shown.set_username("redacted");
+    }
     if shown.password().is_some() {
         let _ = shown.set_password(Some("redacted"));
     }
     if shown.query().is_some() {
-        let keys: Vec<String> = shown.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        // A key without a value may be the secret itself.
+        let keys: Vec<String> = shown
+            .query_pairs()
+            .map(|(k, v)| {
+                if v.is_empty() {
+                    "redacted".to_owned()
+                } else {
+                    k.into_owned()
+                }
+            })
+            .collect();
         shown
             .query_pairs_mut()
             .clear()
@@ -452,7 +460,13 @@ struct Summary {
 }
 
 fn summary(body: &[u8]) -> Summary {
-    let v: Value = serde_json::from_slice(body).unwrap_or_default();
+    let whole: Value = serde_json::from_slice(body).unwrap_or_default();
+    // `format: standard` wraps the fields as `{"type", "timestamp", "data": {…}}`.
+    let v = if whole["type"].is_string() && whole["data"].is_object() {
+        &whole["data"]
+    } else {
+        &whole
+    };
     let text = |v: &Value| v.as_str().unwrap_or("").to_owned();
     let status = text(&v["suprsend_status"]["status"]);
     let event = match text(&v["event_type"]) {
@@ -551,7 +565,9 @@ pub(super) async fn deliveries(
     let mut looked = 0;
     let mut more = false;
     let mut error = None;
+    let mut calls = 0;
     for _ in 0..STORE_CALLS {
+        calls += 1;
         let query = HistoryQuery {
             endpoint: endpoint.clone(),
             state,
@@ -598,9 +614,12 @@ pub(super) async fn deliveries(
             break;
         }
     }
+    // A list that took more than one read of the history is not read again every few
+    // seconds: the refresh would repeat that work while someone looks.
+    let live = if calls == 1 { " data-live" } else { "" };
     let _ = write!(
         out,
-        "<div id=\"deliveries\" data-live><table><caption class=\"sr-only\">Deliveries, newest first</caption><thead><tr>\
+        "<div id=\"deliveries\"{live}><table><caption class=\"sr-only\">Deliveries, newest first</caption><thead><tr>\
 <th scope=\"col\">Received</th><th scope=\"col\">Endpoint</th><th scope=\"col\">Provider</th><th scope=\"col\">Channel</th>\
 <th scope=\"col\">Event</th><th scope=\"col\">State</th><th scope=\"col\" class=\"num\">Attempts</th><th scope=\"col\">Delivery</th></tr></thead><tbody>"
     );
@@ -999,6 +1018,13 @@ mod tests {
             ("postmark", "email")
         );
         assert_eq!(s.event, "status: delivered");
+        let s = summary(
+            br#"{"type":"message.status","timestamp":"2026-01-01T00:00:00Z","data":{"vendor_name":"twilio","channel":"sms","event_type":"status","suprsend_status":{"status":"sent"}}}"#,
+        );
+        assert_eq!(
+            (s.vendor.as_str(), s.event.as_str()),
+            ("twilio", "status: sent")
+        );
         let s = summary(b"not json");
         assert_eq!(s.vendor, "");
     }
@@ -1023,7 +1049,15 @@ mod tests {
         let shown = shown_url(&url);
         assert_eq!(
             shown,
-            "https://user:redacted@crm.example/hook?key=redacted&x=redacted"
+            "https://redacted:redacted@crm.example/hook?key=redacted&x=redacted"
+        );
+        let url: url::Url = "https://tok3n@hooks.example/T1?S3CRET"
+            .parse()
+            .expect("url");
+        let shown = shown_url(&url);
+        assert!(
+            !shown.contains("tok3n") && !shown.contains("S3CRET"),
+            "{shown}"
         );
         assert_eq!(seg("a b/../é.x"), "a%20b%2F%2E%2E%2F%C3%A9%2Ex");
         assert_eq!(seg("evt_Ab-9~"), "evt_Ab-9~");

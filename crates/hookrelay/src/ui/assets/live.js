@@ -9,6 +9,9 @@
   // A page of older deliveries (?before=) stays as it is.
   var still = /[?&]before=/.test(window.location.search);
   var TIME = /<time[^>]*>[^<]*<\/time>/g;
+  // Each part's HTML as the server last sent it: what the page did to it since (an open
+  // <details>) is no change from the server.
+  var served = {};
 
   function refresh() {
     if (busy || paused || still || document.hidden) return;
@@ -31,8 +34,11 @@
   }
 
   function update(part, next) {
-    if (!next || next.innerHTML === part.innerHTML) return;
-    if (next.innerHTML.replace(TIME, "") === part.innerHTML.replace(TIME, "")) {
+    if (!next) return;
+    var before = served[part.id];
+    if (before === undefined) before = served[part.id] = part.innerHTML;
+    if (next.innerHTML === before) return;
+    if (next.innerHTML.replace(TIME, "") === before.replace(TIME, "")) {
       // Only ages changed: set their text, and leave everything else where it is (a
       // screen reader's place, a selection, an open <details>).
       var now = part.querySelectorAll("time");
@@ -40,6 +46,7 @@
       for (var t = 0; t < now.length && t < then.length; t++) {
         if (now[t].textContent !== then[t].textContent) now[t].textContent = then[t].textContent;
       }
+      served[part.id] = next.innerHTML;
       return;
     }
     // Never pull the element someone is using out from under them.
@@ -51,6 +58,7 @@
       if (card) opened[card.getAttribute("aria-labelledby")] = true;
     }
     part.innerHTML = next.innerHTML;
+    served[part.id] = next.innerHTML;
     for (var key in opened) {
       var again = part.querySelector("[aria-labelledby='" + key + "'] details");
       if (again) again.open = true;
@@ -92,6 +100,11 @@
     if (question && !window.confirm(question)) e.preventDefault();
   });
   document.addEventListener("visibilitychange", refresh);
-  document.addEventListener("DOMContentLoaded", function () { control(); announce(); });
+  document.addEventListener("DOMContentLoaded", function () {
+    var parts = document.querySelectorAll("[data-live][id]");
+    for (var i = 0; i < parts.length; i++) served[parts[i].id] = parts[i].innerHTML;
+    control();
+    announce();
+  });
   window.setInterval(refresh, EVERY_MS);
 })();
