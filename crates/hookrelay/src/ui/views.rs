@@ -620,14 +620,14 @@ pub(super) async fn deliveries(
     let _ = write!(
         out,
         "<div id=\"deliveries\"{live}><table><caption class=\"sr-only\">Deliveries, newest first</caption><thead><tr>\
-<th scope=\"col\">Received</th><th scope=\"col\">Endpoint</th><th scope=\"col\">Provider</th><th scope=\"col\">Channel</th>\
-<th scope=\"col\">Event</th><th scope=\"col\">State</th><th scope=\"col\" class=\"num\">Attempts</th><th scope=\"col\">Delivery</th></tr></thead><tbody>"
+<th scope=\"col\">Received</th><th scope=\"col\">Endpoint</th><th scope=\"col\">Provider</th><th scope=\"col\" class=\"wide\">Channel</th>\
+<th scope=\"col\">Event</th><th scope=\"col\">State</th><th scope=\"col\" class=\"num wide\">Attempts</th><th scope=\"col\">Delivery</th></tr></thead><tbody>"
     );
     for (h, s) in &rows {
         let _ = write!(
             out,
-            "<tr><td>{at}</td><td>{ep}</td><td>{vendor}</td><td>{channel}</td><td>{event}</td><td>{state}</td>\
-<td class=\"num\">{attempts}</td><td><a href=\"/ui/deliveries/{qid}?endpoint={qep}\"><code>{id}</code></a></td></tr>",
+            "<tr><td>{at}</td><td>{ep}</td><td>{vendor}</td><td class=\"wide\">{channel}</td><td>{event}</td><td>{state}</td>\
+<td class=\"num wide\">{attempts}</td><td><a href=\"/ui/deliveries/{qid}?endpoint={qep}\"><code>{id}</code></a></td></tr>",
             at = time_ago(h.delivery.created_at_ms, now),
             ep = esc(&h.delivery.endpoint),
             vendor = esc(&s.vendor),
