@@ -99,9 +99,10 @@ impl Controller {
             } => {
                 self.metrics.reload("applied");
                 self.metrics.set_generation(*generation);
-                self.metrics.applied_at(crate::clock::now_ms());
+                let at_ms = crate::clock::now_ms();
+                self.metrics.applied_at(at_ms);
                 self.metrics.record_reload(crate::metrics::LastReload {
-                    at_ms: crate::clock::now_ms(),
+                    at_ms,
                     outcome: "applied",
                     lines: changes.clone(),
                 });

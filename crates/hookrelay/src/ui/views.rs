@@ -38,6 +38,21 @@ const PROVIDER_SCAN: usize = 150;
 /// Calls to the store's history one page of the deliveries list makes at most.
 const STORE_CALLS: usize = 3;
 
+/// The path and query of the page at `uri`, for its buttons to come back to.
+fn here(uri: &Uri, default: &str) -> String {
+    uri.path_and_query()
+        .map_or(default, http::uri::PathAndQuery::as_str)
+        .to_owned()
+}
+
+/// The warning shown in place of what the store could not give.
+fn store_failed(why: &str) -> String {
+    format!(
+        "<p class=\"warn\">The store did not answer: {}</p>",
+        esc(why)
+    )
+}
+
 /// A minimal page (login, refusals): no navigation.
 pub(super) fn plain(title: &str, message: &str) -> String {
     format!(
@@ -645,11 +660,7 @@ pub(super) async fn deliveries(
     }
     out.push_str("</tbody></table>");
     if let Some(e) = &error {
-        let _ = write!(
-            out,
-            "<p class=\"warn\">The store did not answer: {}</p>",
-            esc(e)
-        );
+        out.push_str(&store_failed(e));
     }
     // The pager is part of what refreshes: its cursor always follows the rows shown.
     if let (Some(cursor), true, None) = (cursor, more, &error) {
@@ -798,19 +809,13 @@ pub(super) async fn delivery(
 ) -> Response<Body> {
     let snapshot = app.live.snapshot();
     let now = now_ms();
-    let back = uri
-        .path_and_query()
-        .map_or("/ui/deliveries", |p| p.as_str())
-        .to_owned();
+    let back = here(&uri, "/ui/deliveries");
     let found = match app.store.history_of(&webhook_id, 100).await {
         Ok(found) => found,
         Err(e) => {
             let none = Notice::default();
             let f = frame(&app, "Delivery", "/ui/deliveries", &none);
-            let body = format!(
-                "<p class=\"warn\">The store did not answer: {}</p>",
-                esc(&with_causes(&e))
-            );
+            let body = store_failed(&with_causes(&e));
             return html_reply(StatusCode::SERVICE_UNAVAILABLE, html::page(&f, &body));
         }
     };
@@ -917,10 +922,7 @@ pub(super) async fn dead_letters(
 ) -> Response<Body> {
     let snapshot = app.live.snapshot();
     let now = now_ms();
-    let back = uri
-        .path_and_query()
-        .map_or("/ui/dead-letters", |p| p.as_str())
-        .to_owned();
+    let back = here(&uri, "/ui/dead-letters");
     let endpoint = lq.endpoint.filter(|e| !e.is_empty());
     let mut names: Vec<String> = snapshot.endpoints.iter().map(|e| e.name.clone()).collect();
     names.push(UNPARSED_ENDPOINT.to_owned());
@@ -941,11 +943,7 @@ pub(super) async fn dead_letters(
     out.push_str("<div id=\"letters\" data-live>");
     match app.store.dead_letters(endpoint.as_deref(), LETTERS).await {
         Err(e) => {
-            let _ = write!(
-                out,
-                "<p class=\"warn\">The store did not answer: {}</p>",
-                esc(&with_causes(&e))
-            );
+            out.push_str(&store_failed(&with_causes(&e)));
         }
         Ok(letters) if letters.is_empty() => out.push_str("<p>No dead letters.</p>"),
         Ok(letters) => {
