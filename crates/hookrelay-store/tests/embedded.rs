@@ -811,3 +811,61 @@ async fn a_reopen_reads_counters_not_the_backlog() -> TestResult {
     );
     Ok(())
 }
+
+/// The `webhook-id`s of `leased`, in order.
+fn webhook_ids(leased: &[hookrelay_store::Delivery]) -> Vec<&str> {
+    leased.iter().map(|d| d.webhook_id.as_str()).collect()
+}
+
+/// A lease scans ahead of what it takes, so that the next leases need no scan. What is
+/// queued before the deliveries read ahead, released, or taken out of the queue meanwhile
+/// is still leased in due order: nothing twice, nothing that left the queue, nothing
+/// skipped.
+#[tokio::test]
+async fn leases_that_read_ahead_keep_due_order_and_lose_nothing() -> TestResult {
+    let dir = dir()?;
+    let store = EmbeddedStore::open(dir.path())?;
+    let batch = (0..8).map(|i| new("crm", &format!("w{i}"))).collect();
+    let queued = ids(store.enqueue(None, batch, 1_000).await?);
+    let w0 = store.lease("crm", 2_000, 1).await?;
+    assert_eq!(webhook_ids(&w0), ["w0"]);
+    assert_eq!(webhook_ids(&store.lease("crm", 2_000, 1).await?), ["w1"]);
+
+    // Queued due before what was read ahead: leased first.
+    store.enqueue(None, vec![new("crm", "early")], 500).await?;
+    let early = store.lease("crm", 2_000, 1).await?;
+    assert_eq!(webhook_ids(&early), ["early"]);
+
+    // A released lease is offered again before the rest.
+    store.release(w0[0].id).await?;
+    assert_eq!(webhook_ids(&store.lease("crm", 2_000, 1).await?), ["w0"]);
+
+    // Rescheduled due at once: before the rest again.
+    store.reschedule(w0[0].id, 0, 1, Some("503".into())).await?;
+    assert_eq!(webhook_ids(&store.lease("crm", 2_000, 1).await?), ["w0"]);
+
+    // Taken out of the queue without a lease (w3 completed): never leased.
+    store.complete(queued[3]).await?;
+    let leased = store.lease("crm", 2_000, 2).await?;
+    assert_eq!(webhook_ids(&leased), ["w2", "w4"]);
+
+    // What is leased is done; the rest dead-lettered at once, then replayed: leased
+    // once each.
+    for id in [early[0].id, w0[0].id, queued[1], queued[2], queued[4]] {
+        store.complete(id).await?;
+    }
+    store.dead_letter_endpoint("crm", "removed", 2_000).await?;
+    assert!(store.lease("crm", 2_000, 10).await?.is_empty());
+    store.replay_endpoint("crm", 3_000).await?;
+    let mut all = Vec::new();
+    loop {
+        let leased = store.lease("crm", 3_000, 2).await?;
+        if leased.is_empty() {
+            break;
+        }
+        all.extend(leased.into_iter().map(|d| d.webhook_id));
+    }
+    all.sort();
+    assert_eq!(all, ["w5", "w6", "w7"]);
+    Ok(())
+}

@@ -11,12 +11,24 @@
 //! once committed. Cursors are saved with the writer's next batch, so after an open the
 //! scans start where they left off. Leased deliveries stay in `due` (a restart offers
 //! them again) and are skipped by scans; they are as many as the deliveries in flight.
+//!
+//! A scan costs far more to start (a merge of every table's iterator) than to go on, and
+//! a lane leases as attempts finish, a few at a time. So a scan reads up to [`AHEAD`]
+//! more due deliveries than it leases and keeps their ids, in order, as the lane's
+//! *ahead* list; the next leases take from it without a scan. The list is a prefix of the
+//! lane's unleased queue as long as nothing is queued before its last key (a batch that
+//! does drops the list) and nothing in it leaves the queue other than by a lease (a batch
+//! that unqueues one of its ids, a released lease, an op on a whole endpoint or a reopen
+//! drop every list).
 
 use super::engine::{CURSOR, DEAD, DEPTH, Engine, due_key, lane, parse_due, read_error};
 use crate::StoreError;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use tokio::sync::Notify;
+
+/// Most due deliveries a scan reads ahead of what it leases, per endpoint.
+pub(crate) const AHEAD: usize = 256;
 
 /// One endpoint's counters and cursor.
 #[derive(Debug, Default)]
@@ -30,6 +42,17 @@ pub(crate) struct Lane {
     cursor: Option<Vec<u8>>,
     /// The cursor moved since the writer last saved it.
     moved: bool,
+    /// Due deliveries read ahead by the last scan, not leased, in due order: (due, id).
+    ahead: VecDeque<(i64, u64)>,
+    /// The `due` key of the last entry of `ahead`.
+    ahead_last: Option<Vec<u8>>,
+}
+
+impl Lane {
+    fn drop_ahead(&mut self) {
+        self.ahead.clear();
+        self.ahead_last = None;
+    }
 }
 
 /// What a committed batch changed for one endpoint.
@@ -60,6 +83,8 @@ pub(crate) struct Changes {
     pub(crate) ended: Vec<u64>,
     /// Records an op on a whole endpoint changed: what their leases know is stale.
     pub(crate) stale: Vec<u64>,
+    /// Deliveries taken out of their queue (delivered, rescheduled, dead-lettered).
+    pub(crate) unqueued: Vec<u64>,
 }
 
 impl Changes {
@@ -83,6 +108,8 @@ pub(crate) struct Queue {
     lanes: HashMap<Arc<str>, Lane>,
     /// Leased ids, with their record once read.
     leases: HashMap<u64, Option<Known>>,
+    /// The ids in every lane's `ahead` list.
+    ahead: HashSet<u64>,
     /// Counts the commits that made some lease's knowledge stale: a record read before
     /// one is not remembered after it.
     epoch: u64,
@@ -122,6 +149,18 @@ impl Queue {
     /// leases and wake-up signals.
     pub(crate) fn reload(&mut self, loaded: Queue) {
         self.lanes = loaded.lanes;
+        self.ahead.clear();
+    }
+
+    /// Drops every lane's `ahead` list.
+    fn drop_ahead(&mut self) {
+        if self.ahead.is_empty() {
+            return;
+        }
+        self.ahead.clear();
+        for lane in self.lanes.values_mut() {
+            lane.drop_ahead();
+        }
     }
 
     /// Leases up to `max` deliveries of `endpoint` due at `now_ms` and not leased, in due
@@ -139,15 +178,41 @@ impl Queue {
         if lane.depth == 0 || max == 0 {
             return Ok(Vec::new());
         }
+        let mut ids = Vec::new();
+        if let Some(lane) = self.lanes.get_mut(endpoint) {
+            while ids.len() < max {
+                match lane.ahead.front() {
+                    Some(&(due, id)) if due <= now_ms => {
+                        lane.ahead.pop_front();
+                        self.ahead.remove(&id);
+                        // Not leased since the scan (a lease takes from the front).
+                        if self.leases.insert(id, None).is_none() {
+                            ids.push(id);
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            if lane.ahead.is_empty() {
+                lane.ahead_last = None;
+            }
+            if ids.len() >= max || !lane.ahead.is_empty() {
+                return Ok(ids);
+            }
+        }
+        let Some(lane) = self.lanes.get(endpoint) else {
+            return Ok(ids);
+        };
         let prefix = super::engine::lane(endpoint);
         let start = lane.cursor.clone().unwrap_or_else(|| prefix.clone());
         let end = due_key(&prefix, now_ms, u64::MAX);
         let mut first = None;
-        let mut ids = Vec::new();
+        let mut ahead = VecDeque::new();
+        let mut ahead_last = None;
         if start <= end {
             for guard in engine.due.range(start..=end.clone()) {
                 let key = guard.key().map_err(read_error)?;
-                let Some((_, id)) = parse_due(&key) else {
+                let Some((due, id)) = parse_due(&key) else {
                     continue;
                 };
                 if first.is_none() {
@@ -156,15 +221,26 @@ impl Queue {
                 if self.leases.contains_key(&id) {
                     continue;
                 }
-                self.leases.insert(id, None);
-                ids.push(id);
-                if ids.len() >= max {
+                if ids.len() < max {
+                    self.leases.insert(id, None);
+                    ids.push(id);
+                    continue;
+                }
+                ahead.push_back((due, id));
+                if ahead.len() >= AHEAD {
+                    ahead_last = Some(key.to_vec());
                     break;
                 }
+                ahead_last = Some(key.to_vec());
             }
         }
         // Nothing before `end` is queued if nothing was found up to it.
         self.advance(endpoint, first.unwrap_or(end));
+        if let Some(lane) = self.lanes.get_mut(endpoint) {
+            self.ahead.extend(ahead.iter().map(|&(_, id)| id));
+            lane.ahead = ahead;
+            lane.ahead_last = ahead_last;
+        }
         Ok(ids)
     }
 
@@ -244,7 +320,12 @@ impl Queue {
 
     /// Ends the lease of `id`; false when it had none.
     pub(crate) fn release(&mut self, id: u64) -> bool {
-        self.leases.remove(&id).is_some()
+        let had = self.leases.remove(&id).is_some();
+        if had {
+            // Queued again, before every `ahead` list's ids.
+            self.drop_ahead();
+        }
+        had
     }
 
     /// Queued deliveries of `endpoint`.
@@ -328,6 +409,9 @@ impl Queue {
         for id in changes.ended {
             self.leases.remove(&id);
         }
+        if !changes.stale.is_empty() || changes.unqueued.iter().any(|id| self.ahead.contains(id)) {
+            self.drop_ahead();
+        }
         if !changes.stale.is_empty() {
             self.epoch += 1;
             for id in changes.stale {
@@ -340,6 +424,15 @@ impl Queue {
             let lane = self.lanes.entry(Arc::clone(&name)).or_default();
             lane.depth = lane.depth.saturating_add_signed(change.depth);
             lane.dead = lane.dead.saturating_add_signed(change.dead);
+            if let Some(lowest) = &change.lowest
+                && lane.ahead_last.as_ref().is_some_and(|last| lowest < last)
+            {
+                // Queued before the end of the list: the list is no longer a prefix.
+                for (_, id) in lane.ahead.drain(..) {
+                    self.ahead.remove(&id);
+                }
+                lane.ahead_last = None;
+            }
             if let Some(lowest) = change.lowest
                 && lane.cursor.as_ref().is_some_and(|cursor| lowest < *cursor)
             {

@@ -492,6 +492,7 @@ impl Tx {
     }
 
     fn unqueue(&mut self, endpoint: &str, not_before_ms: i64, id: u64) {
+        self.changes.unqueued.push(id);
         self.due
             .insert(due_key(&lane(endpoint), not_before_ms, id), false);
     }
