@@ -865,7 +865,44 @@ async fn leases_that_read_ahead_keep_due_order_and_lose_nothing() -> TestResult 
         }
         all.extend(leased.into_iter().map(|d| d.webhook_id));
     }
-    all.sort();
     assert_eq!(all, ["w5", "w6", "w7"]);
+    Ok(())
+}
+
+/// More due deliveries than a scan reads ahead, leased a few at a time while more are
+/// queued behind them: each is leased once, in due order, across the scans.
+#[tokio::test]
+async fn a_long_queue_is_leased_once_each_in_due_order_across_read_ahead_scans() -> TestResult {
+    let dir = dir()?;
+    let store = EmbeddedStore::open(dir.path())?;
+    let first = (0..700).map(|i| new("crm", &format!("a{i:04}"))).collect();
+    store.enqueue(None, first, 1_000).await?;
+    let mut expected: Vec<String> = (0..700).map(|i| format!("a{i:04}")).collect();
+    let mut leased = Vec::new();
+    let mut later = 0;
+    for round in 0.. {
+        let got = store.lease("crm", 100_000, 1 + round % 3).await?;
+        if got.is_empty() {
+            break;
+        }
+        for d in got {
+            store.complete(d.id).await?;
+            leased.push(d.webhook_id);
+        }
+        if round % 40 == 0 {
+            // Due after everything queued so far: behind what was read ahead.
+            store
+                .enqueue(
+                    None,
+                    vec![new("crm", &format!("b{later:02}"))],
+                    2_000 + later,
+                )
+                .await?;
+            expected.push(format!("b{later:02}"));
+            later += 1;
+        }
+    }
+    assert_eq!(leased, expected);
+    assert_eq!(store.queue_depth("crm"), 0);
     Ok(())
 }

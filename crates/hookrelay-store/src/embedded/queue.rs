@@ -185,8 +185,10 @@ impl Queue {
                     Some(&(due, id)) if due <= now_ms => {
                         lane.ahead.pop_front();
                         self.ahead.remove(&id);
-                        // Not leased since the scan (a lease takes from the front).
-                        if self.leases.insert(id, None).is_none() {
+                        // Not leased since the scan (a lease takes from the front); a
+                        // lease it had is left as it is.
+                        if !self.leases.contains_key(&id) {
+                            self.leases.insert(id, None);
                             ids.push(id);
                         }
                     }
@@ -404,13 +406,41 @@ impl Queue {
         out
     }
 
-    /// Applies a committed batch's changes, then wakes the endpoints it queued for.
-    pub(crate) fn apply(&mut self, changes: Changes) {
-        for id in changes.ended {
-            self.leases.remove(&id);
+    /// Drops the `ahead` lists that a batch making `changes` leaves out of date: every list
+    /// when it takes an id of one out of the queue or changes records of a whole endpoint,
+    /// and an endpoint's list when it queues a delivery before the list's last key. The
+    /// writer calls it when it stages the batch, under the same lock as leases, so no
+    /// lease takes from a list the commit makes stale; and again when the batch is
+    /// applied, for a scan made between the two.
+    pub(crate) fn forget_ahead(&mut self, changes: &Changes) {
+        if self.ahead.is_empty() {
+            return;
         }
         if !changes.stale.is_empty() || changes.unqueued.iter().any(|id| self.ahead.contains(id)) {
             self.drop_ahead();
+            return;
+        }
+        for (name, change) in &changes.lanes {
+            let Some(lowest) = &change.lowest else {
+                continue;
+            };
+            if let Some(lane) = self.lanes.get_mut(&**name)
+                && lane.ahead_last.as_ref().is_some_and(|last| lowest < last)
+            {
+                // Queued before the end of the list: the list is no longer a prefix.
+                for (_, id) in lane.ahead.drain(..) {
+                    self.ahead.remove(&id);
+                }
+                lane.ahead_last = None;
+            }
+        }
+    }
+
+    /// Applies a committed batch's changes, then wakes the endpoints it queued for.
+    pub(crate) fn apply(&mut self, changes: Changes) {
+        self.forget_ahead(&changes);
+        for id in changes.ended {
+            self.leases.remove(&id);
         }
         if !changes.stale.is_empty() {
             self.epoch += 1;
@@ -424,15 +454,6 @@ impl Queue {
             let lane = self.lanes.entry(Arc::clone(&name)).or_default();
             lane.depth = lane.depth.saturating_add_signed(change.depth);
             lane.dead = lane.dead.saturating_add_signed(change.dead);
-            if let Some(lowest) = &change.lowest
-                && lane.ahead_last.as_ref().is_some_and(|last| lowest < last)
-            {
-                // Queued before the end of the list: the list is no longer a prefix.
-                for (_, id) in lane.ahead.drain(..) {
-                    self.ahead.remove(&id);
-                }
-                lane.ahead_last = None;
-            }
             if let Some(lowest) = change.lowest
                 && lane.cursor.as_ref().is_some_and(|cursor| lowest < *cursor)
             {

@@ -916,6 +916,7 @@ impl Writer {
         }
         {
             let mut core = self.shared.core();
+            core.queue.forget_ahead(&changes);
             for (name, change) in &changes.lanes {
                 let lane_bytes = lane(name);
                 if change.depth != 0 {
