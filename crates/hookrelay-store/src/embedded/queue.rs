@@ -23,6 +23,7 @@
 
 use super::engine::{CURSOR, DEAD, DEPTH, Engine, due_key, lane, parse_due, read_error};
 use crate::StoreError;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -187,8 +188,8 @@ impl Queue {
                         self.ahead.remove(&id);
                         // Not leased since the scan (a lease takes from the front); a
                         // lease it had is left as it is.
-                        if !self.leases.contains_key(&id) {
-                            self.leases.insert(id, None);
+                        if let Entry::Vacant(slot) = self.leases.entry(id) {
+                            slot.insert(None);
                             ids.push(id);
                         }
                     }
