@@ -402,6 +402,19 @@ async fn metrics_pass_promtool_and_count_one_delivery_once() {
         sample(&after, "hookrelay_endpoint_paused{endpoint=\"crm\"}"),
         Some(0.0)
     );
+    // An event no endpoint takes (crm takes delivered and seen) is unrouted, not also
+    // enqueued.
+    let body = meta_status("wamid.METRICS2", "sent", "15550001111");
+    let (status, _) = sidecar
+        .post_meta_signed("/cb/meta", META_SECRET, body)
+        .await;
+    assert_eq!(status, 200);
+    let after = sidecar.metrics().await;
+    let events = |outcome: &str| {
+        format!("hookrelay_events_total{{provider=\"meta_whatsapp\",outcome=\"{outcome}\"}}")
+    };
+    assert_eq!(sample(&after, &events("enqueued")), Some(1.0), "{after}");
+    assert_eq!(sample(&after, &events("unrouted")), Some(1.0), "{after}");
     assert!(sample(&after, "process_resident_memory_bytes").is_some_and(|v| v > 0.0));
     assert!(after.contains("hookrelay_build_info{version=\""), "{after}");
 

@@ -316,9 +316,6 @@ impl Fanout<'_> {
                     trace: trace.map(str::to_owned),
                 })
                 .collect();
-            if batch.is_empty() {
-                self.metrics.events(provider, "unrouted", 1);
-            }
             let key = format!("{}:{}", event.vendor_name, event.idempotency_key);
             let write = self
                 .store
@@ -341,6 +338,10 @@ impl Fanout<'_> {
         let mut failure = None;
         for (event, result) in results {
             match result {
+                // No endpoint takes it: only its dedupe key was written.
+                Ok(EnqueueOutcome::Enqueued(ids)) if ids.is_empty() => {
+                    self.metrics.events(provider, "unrouted", 1);
+                }
                 Ok(EnqueueOutcome::Enqueued(ids)) => {
                     written += ids.len();
                     self.metrics.events(provider, "enqueued", 1);
