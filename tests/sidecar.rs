@@ -722,3 +722,27 @@ async fn tap_answers_the_provider_itself_when_the_upstream_is_down() {
     // Other paths still report the upstream's failure.
     assert_eq!(s.post("/api/x", &[], "x").await.0, 502);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_never_has_more_attempts_in_flight_than_its_concurrency() {
+    let sinks = Sinks::start().await;
+    sinks.wa.hold();
+    let config = sinks.config().replace(
+        &format!("url: {}\n", sinks.wa.url("/wa")),
+        &format!("url: {}\n    concurrency: 2\n", sinks.wa.url("/wa")),
+    );
+    assert!(config.contains("concurrency: 2"), "{config}");
+    let s = Sidecar::start(&config).await;
+    for i in 0..8 {
+        let body = meta_status(&format!("wamid.c{i}"), "delivered", "15551230000");
+        assert_eq!(post_meta(&s, &body).await.0, 200);
+    }
+    // All 8 are queued; the sink answers none of them: exactly 2 may be waiting there.
+    eventually("exactly two attempts held at the sink", || async {
+        (sinks.wa.in_flight() == 2).then_some(())
+    })
+    .await;
+    sinks.wa.release();
+    sinks.wa.wait_for(8).await;
+    assert_eq!(sinks.wa.most_in_flight(), 2);
+}

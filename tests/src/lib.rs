@@ -98,7 +98,30 @@ pub struct Sink {
     received: Arc<Mutex<Vec<Received>>>,
     status: Arc<AtomicU16>,
     delay_ms: Arc<std::sync::atomic::AtomicU64>,
+    requests: Arc<InFlight>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// The requests a sink is answering, and whether it holds them.
+#[derive(Default)]
+struct InFlight {
+    now: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    /// While true, requests wait before they are answered.
+    held: tokio::sync::watch::Sender<bool>,
+}
+
+impl InFlight {
+    /// Counts a request in until its answer, waiting while the sink holds requests.
+    async fn answer<T>(&self, answer: impl std::future::Future<Output = T>) -> T {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        let mut held = self.held.subscribe();
+        let _ = held.wait_for(|held| !held).await;
+        let out = answer.await;
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        out
+    }
 }
 
 impl Sink {
@@ -114,44 +137,54 @@ impl Sink {
         let received = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(AtomicU16::new(200));
         let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (r, s, d) = (received.clone(), status.clone(), delay_ms.clone());
+        let requests = Arc::new(InFlight::default());
+        let (r, s, d, q) = (
+            received.clone(),
+            status.clone(),
+            delay_ms.clone(),
+            requests.clone(),
+        );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (r, s, d) = (r.clone(), s.clone(), d.clone());
+                let (r, s, d, q) = (r.clone(), s.clone(), d.clone(), q.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
-                        let (r, s, d) = (r.clone(), s.clone(), d.clone());
+                        let (r, s, d, q) = (r.clone(), s.clone(), d.clone(), q.clone());
                         async move {
-                            let path = req.uri().to_string();
-                            let headers = req.headers().clone();
-                            let body = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            let delay = d.load(Ordering::SeqCst);
-                            if delay > 0 {
-                                tokio::time::sleep(Duration::from_millis(delay)).await;
-                            }
-                            let status = s.load(Ordering::SeqCst);
-                            if status == 200 {
-                                r.lock().expect("lock").push(Received {
-                                    at: std::time::Instant::now(),
-                                    path,
-                                    headers,
-                                    body,
-                                });
-                            }
-                            Ok::<_, std::convert::Infallible>(
-                                Response::builder()
-                                    .status(status)
-                                    .body(Full::new(Bytes::from_static(b"sink says no")))
-                                    .expect("response"),
-                            )
+                            let q = q.clone();
+                            q.answer(async move {
+                                let path = req.uri().to_string();
+                                let headers = req.headers().clone();
+                                let body = req
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let delay = d.load(Ordering::SeqCst);
+                                if delay > 0 {
+                                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                                }
+                                let status = s.load(Ordering::SeqCst);
+                                if status == 200 {
+                                    r.lock().expect("lock").push(Received {
+                                        at: std::time::Instant::now(),
+                                        path,
+                                        headers,
+                                        body,
+                                    });
+                                }
+                                Ok::<_, std::convert::Infallible>(
+                                    Response::builder()
+                                        .status(status)
+                                        .body(Full::new(Bytes::from_static(b"sink says no")))
+                                        .expect("response"),
+                                )
+                            })
+                            .await
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -165,8 +198,29 @@ impl Sink {
             received,
             status,
             delay_ms,
+            requests,
             task,
         }
+    }
+
+    /// Holds every request (read, not answered) until [`Sink::release`].
+    pub fn hold(&self) {
+        self.requests.held.send_replace(true);
+    }
+
+    /// Answers the held requests, and the next ones at once.
+    pub fn release(&self) {
+        self.requests.held.send_replace(false);
+    }
+
+    /// Requests being answered (or held) now.
+    pub fn in_flight(&self) -> usize {
+        self.requests.now.load(Ordering::SeqCst)
+    }
+
+    /// The most requests that were being answered at once.
+    pub fn most_in_flight(&self) -> usize {
+        self.requests.most.load(Ordering::SeqCst)
     }
 
     pub fn url(&self, path: &str) -> String {
