@@ -112,15 +112,24 @@ struct InFlight {
 }
 
 impl InFlight {
-    /// Counts a request in until its answer, waiting while the sink holds requests.
+    /// Counts a request in until its answer (or until the client goes away), waiting
+    /// while the sink holds requests.
     async fn answer<T>(&self, answer: impl std::future::Future<Output = T>) -> T {
         let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
         self.most.fetch_max(now, Ordering::SeqCst);
+        let _counted = Counted(&self.now);
         let mut held = self.held.subscribe();
         let _ = held.wait_for(|held| !held).await;
-        let out = answer.await;
-        self.now.fetch_sub(1, Ordering::SeqCst);
-        out
+        answer.await
+    }
+}
+
+/// Counts a request out when its answer is done or dropped.
+struct Counted<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -154,7 +163,6 @@ impl Sink {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let (r, s, d, q) = (r.clone(), s.clone(), d.clone(), q.clone());
                         async move {
-                            let q = q.clone();
                             q.answer(async move {
                                 let path = req.uri().to_string();
                                 let headers = req.headers().clone();
