@@ -8,7 +8,7 @@
 //! | `dead` | lane of the endpoint, id | empty: the dead letters, oldest first per endpoint |
 //! | `meta` | `next_id`, `bytes`, `history`, `depth`/`dead`/`cursor` + lane | counters kept with the data, so an open reads no backlog |
 //! | `hooks` | lane of the `webhook-id`, id | empty: which deliveries carry a `webhook-id` |
-//! | `attempts` | id, time (8 bytes), outcome (1 byte) | [`Attempt`](crate::Attempt): the delivery's history, oldest first |
+//! | `attempts` | id, time (8 bytes), order within the millisecond (1 byte) | [`Attempt`](crate::Attempt): the delivery's history, oldest first |
 //! | `done` | when delivered (8 bytes), id | the record's size: delivered records, the history sweep's order |
 //!
 //! A delivered delivery keeps its record (neither in `due` nor in `dead`: that is how it
@@ -301,12 +301,23 @@ pub(crate) fn parse_done(key: &[u8]) -> Option<(i64, u64)> {
     parse_due(key)
 }
 
-/// The key of a history entry of delivery `id`.
+/// The key of a history entry of delivery `id`: the id, the entry's time, then a byte that
+/// orders entries of the same millisecond as they happen: a replay before the attempt it
+/// leads to, a retried attempt before the one after it. (Keys written before this order
+/// end in the outcome's own number, 0 to 3; these end in 4 to 7, so the two never
+/// collide.)
 pub(crate) fn attempt_key(id: u64, attempt: &crate::Attempt) -> Vec<u8> {
+    use crate::AttemptOutcome;
+    let order = match attempt.outcome {
+        AttemptOutcome::Replayed => 4,
+        AttemptOutcome::Retrying => 5,
+        AttemptOutcome::Dead => 6,
+        AttemptOutcome::Delivered => 7,
+    };
     let mut key = Vec::with_capacity(17);
     key.extend_from_slice(&id.to_be_bytes());
     key.extend_from_slice(&due_bytes(attempt.at_ms));
-    key.push(attempt.outcome as u8);
+    key.push(order);
     key
 }
 

@@ -643,6 +643,45 @@ fn received(endpoint: &str, webhook_id: &str, at_ms: i64) -> hookrelay_store::Ne
     delivery
 }
 
+/// A replay and the attempt it leads to in the same millisecond (a fast endpoint, a
+/// coarse clock) keep the order they happened in.
+pub(crate) async fn a_replay_and_its_attempt_in_one_millisecond_stay_in_order(
+    store: &Store,
+) -> TestResult {
+    let now = now_ms();
+    let id = ids(store
+        .enqueue(None, vec![received("ops", "evt-ms", now)], now)
+        .await?)[0];
+    store.lease("ops", now_ms(), 10).await?;
+    store
+        .dead_letter_with(
+            id,
+            "rejected",
+            Some(400),
+            None,
+            now,
+            attempt(now, AttemptOutcome::Dead, 400),
+        )
+        .await?;
+    assert!(store.replay(id, now + 1).await?);
+    let leased = store.lease("ops", now_ms(), 10).await?;
+    assert!(leased.iter().any(|d| d.id == id), "{leased:?}");
+    store
+        .complete_with(id, attempt(now + 1, AttemptOutcome::Delivered, 200))
+        .await?;
+    let history = store.history(id).await?.ok_or("no history")?;
+    let outcomes: Vec<AttemptOutcome> = history.attempts.iter().map(|a| a.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            AttemptOutcome::Dead,
+            AttemptOutcome::Replayed,
+            AttemptOutcome::Delivered
+        ]
+    );
+    Ok(())
+}
+
 /// The state of delivery `id`'s history, `None` when the store has none.
 async fn state(store: &Store, id: DeliveryId) -> Result<Option<DeliveryState>, StoreError> {
     Ok(store.history(id).await?.map(|h| h.state))

@@ -94,6 +94,7 @@ contract![
     retry_now_makes_an_endpoints_waiting_retries_due,
     first_use_of_a_one_time_token,
     history_follows_a_delivery_through_every_state,
+    a_replay_and_its_attempt_in_one_millisecond_stay_in_order,
     the_history_sweep_keeps_the_history_within_its_size,
     a_delivery_keeps_the_trace_context_it_was_enqueued_with,
     dead_letters_are_paged_by_id,
