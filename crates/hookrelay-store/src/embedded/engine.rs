@@ -70,6 +70,26 @@ fn workers() -> usize {
         .clamp(MIN_WORKERS, 4)
 }
 
+/// The queue's keyspace merges its newest tables (L0) into the rest once this many have
+/// been flushed, rather than fjall's 4. The queue is written at each endpoint's head
+/// (tombstones of delivered deliveries) and tail (new ones), so every flushed table spans
+/// every endpoint's queue and each merge rewrites the whole queue: with a backlog of
+/// millions, a merge every four flushes cost more than the deliveries themselves. fjall
+/// slows writes from 20 such tables and stops them at 30, so 12 leaves room for the
+/// flushes made while a large merge runs.
+const QUEUE_L0: u8 = 12;
+
+/// The keyspace of the queue (`due` keys).
+const QUEUE: &str = "queue";
+
+/// The queue's keyspace in stores made before [`QUEUE`], with fjall's default compaction.
+/// An open moves its entries to [`QUEUE`] when it holds at most [`MOVE_AT_OPEN`] (an
+/// open stays quick); a larger one is used as it is until an open finds it small enough.
+const OLD_QUEUE: &str = "due";
+
+/// Most entries an open moves from [`OLD_QUEUE`] to [`QUEUE`].
+const MOVE_AT_OPEN: usize = 200_000;
+
 /// A lease's ids are read with one range scan when they span at most this many ids
 /// apiece (else the scan would read mostly other endpoints' deliveries).
 const SCAN_SPREAD: u64 = 4;
@@ -122,6 +142,51 @@ pub(crate) fn key_options() -> KeyspaceCreateOptions {
     partitioned(KeyspaceCreateOptions::default()).max_memtable_size(KEYS_MEMTABLE)
 }
 
+/// The queue's keyspace: [`QUEUE`], made with [`QUEUE_L0`]; in a store made before it,
+/// [`OLD_QUEUE`] until it is small enough to move at an open. A move is one write batch per
+/// chunk, synced before the old keyspace is deleted; one cut short by a crash is made
+/// again from the start at the next open, since the old keyspace is still there.
+fn open_queue(
+    db: &Database,
+    index: impl Fn() -> KeyspaceCreateOptions,
+    move_at_open: usize,
+) -> Result<Keyspace, fjall::Error> {
+    let options = || {
+        index().compaction_strategy(Arc::new(
+            fjall::compaction::Leveled::default().with_l0_threshold(QUEUE_L0),
+        ))
+    };
+    if !db.keyspace_exists(OLD_QUEUE) {
+        return db.keyspace(QUEUE, options);
+    }
+    let old = db.keyspace(OLD_QUEUE, &index)?;
+    if old.approximate_len() > move_at_open {
+        return Ok(old);
+    }
+    if db.keyspace_exists(QUEUE) {
+        // A move cut short: made again from the start.
+        let partial = db.keyspace(QUEUE, options)?;
+        db.delete_keyspace(partial)?;
+    }
+    let queue = db.keyspace(QUEUE, options)?;
+    let mut batch = db.batch();
+    let mut staged = 0;
+    for guard in old.iter() {
+        let (key, value) = guard.into_inner()?;
+        batch.insert(&queue, key, value);
+        staged += 1;
+        if staged == 10_000 {
+            batch.commit()?;
+            batch = db.batch();
+            staged = 0;
+        }
+    }
+    batch.commit()?;
+    db.persist(fjall::PersistMode::SyncAll)?;
+    db.delete_keyspace(old)?;
+    Ok(queue)
+}
+
 impl Engine {
     /// Opens (or creates) the database under `dir`.
     pub(crate) fn open(dir: &Path) -> Result<Self, fjall::Error> {
@@ -140,7 +205,7 @@ impl Engine {
         })?;
         let index =
             || partitioned(KeyspaceCreateOptions::default()).max_memtable_size(INDEX_MEMTABLE);
-        let due = db.keyspace("due", index)?;
+        let due = open_queue(&db, index, MOVE_AT_OPEN)?;
         let dead = db.keyspace("dead", index)?;
         let meta = db.keyspace("meta", index)?;
         let hooks = db.keyspace("hooks", index)?;
@@ -499,6 +564,63 @@ mod tests {
         assert_eq!(parse_due(&now), Some((1_700_000_000_000, 2)));
         assert_eq!(parse_due(&early), Some((-5, 9)));
         assert!(!due_key(&super::lane("crm2"), 0, 0).starts_with(&lane));
+    }
+
+    /// The keys and values of `keyspace`.
+    fn entries(keyspace: &Keyspace) -> Vec<(Vec<u8>, Vec<u8>)> {
+        keyspace
+            .iter()
+            .filter_map(|guard| guard.into_inner().ok())
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn a_queue_made_before_its_compaction_setting_moves_once_small_enough()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join(DATA_DIR);
+        let index = || KeyspaceCreateOptions::default();
+        let keys: Vec<(Vec<u8>, Vec<u8>)> = (0..50u64)
+            .map(|id| (due_key(&lane("crm"), 1_000, id), Vec::new()))
+            .collect();
+        {
+            let db = Database::builder(&path).open()?;
+            let old = db.keyspace(OLD_QUEUE, index)?;
+            for (key, value) in &keys {
+                old.insert(key, value)?;
+            }
+            // A move cut short by a crash: part of it in the new keyspace.
+            db.keyspace(QUEUE, index)?
+                .insert(due_key(&lane("crm"), 1, 999), b"partial")?;
+            db.persist(fjall::PersistMode::SyncAll)?;
+        }
+        {
+            // Too large to move at this open: used as it is.
+            let db = Database::builder(&path).open()?;
+            let queue = open_queue(&db, index, 10)?;
+            assert_eq!(queue.name().as_ref(), OLD_QUEUE);
+            assert_eq!(entries(&queue), keys);
+        }
+        {
+            let db = Database::builder(&path).open()?;
+            let queue = open_queue(&db, index, 100)?;
+            assert_eq!(queue.name().as_ref(), QUEUE);
+            assert_eq!(
+                entries(&queue),
+                keys,
+                "moved whole, the partial move replaced"
+            );
+            assert!(!db.keyspace_exists(OLD_QUEUE));
+        }
+        let db = Database::builder(&path).open()?;
+        assert!(
+            !db.keyspace_exists(OLD_QUEUE),
+            "the old keyspace stays deleted"
+        );
+        let queue = open_queue(&db, index, 100)?;
+        assert_eq!(entries(&queue), keys);
+        Ok(())
     }
 
     #[test]
