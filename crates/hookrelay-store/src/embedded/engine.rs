@@ -4,7 +4,7 @@
 //! | keyspace | key | value |
 //! |---|---|---|
 //! | `deliveries` | id (8 bytes, big-endian) | [`Record`]: the delivery's fields, its dead letter if it is one, then its body |
-//! | `due` | [lane](lane) of the endpoint, due time, id | empty: the queue, in due order per endpoint |
+//! | `queue` (`due` in stores made before it, see [`QUEUE_L0`]) | [lane](lane) of the endpoint, due time, id | empty: the queue, in due order per endpoint |
 //! | `dead` | lane of the endpoint, id | empty: the dead letters, oldest first per endpoint |
 //! | `meta` | `next_id`, `bytes`, `history`, `depth`/`dead`/`cursor` + lane | counters kept with the data, so an open reads no backlog |
 //! | `hooks` | lane of the `webhook-id`, id | empty: which deliveries carry a `webhook-id` |
