@@ -11,7 +11,7 @@
 //! | `attempts` | id, time (8 bytes), order within the millisecond (1 byte) | [`Attempt`](crate::Attempt): the delivery's history, oldest first |
 //! | `done` | when delivered (8 bytes), id | the record's size: delivered records, the history sweep's order |
 //!
-//! A delivered delivery keeps its record (neither in `due` nor in `dead`: that is how it
+//! A delivered delivery keeps its record (neither in `queue` nor in `dead`: that is how it
 //! is told apart) until the history sweep removes it with its `hooks` and `attempts`
 //! entries.
 //! | `keys_<end>_<width>` | 128-bit hash of a dedupe key or a one-time token | its expiry: one keyspace per window of expiries (`dedupe`) |
@@ -82,7 +82,7 @@ fn workers() -> usize {
 /// flushes made while a large merge runs.
 const QUEUE_L0: u8 = 12;
 
-/// The keyspace of the queue (`due` keys).
+/// The keyspace of the queue (a key per queued delivery: its endpoint's lane, due time, id).
 const QUEUE: &str = "queue";
 
 /// The queue's keyspace in stores made before [`QUEUE`], with fjall's default compaction.
@@ -109,7 +109,7 @@ fn id_of(key: &[u8]) -> Option<u64> {
 pub(crate) struct Engine {
     pub(crate) db: Database,
     pub(crate) deliveries: Keyspace,
-    pub(crate) due: Keyspace,
+    pub(crate) queue: Keyspace,
     pub(crate) dead: Keyspace,
     pub(crate) meta: Keyspace,
     pub(crate) hooks: Keyspace,
@@ -208,7 +208,7 @@ impl Engine {
         })?;
         let index =
             || partitioned(KeyspaceCreateOptions::default()).max_memtable_size(INDEX_MEMTABLE);
-        let due = open_queue(&db, index, MOVE_AT_OPEN)?;
+        let queue = open_queue(&db, index, MOVE_AT_OPEN)?;
         let dead = db.keyspace("dead", index)?;
         let meta = db.keyspace("meta", index)?;
         let hooks = db.keyspace("hooks", index)?;
@@ -217,7 +217,7 @@ impl Engine {
         Ok(Engine {
             db,
             deliveries,
-            due,
+            queue,
             dead,
             meta,
             hooks,
@@ -309,10 +309,10 @@ impl Engine {
 }
 
 impl Engine {
-    /// Whether `record` of `id` is in the queue (its `due` key is there).
+    /// Whether `record` of `id` is in the queue (its key in `queue` is there).
     pub(crate) fn is_queued(&self, id: u64, record: &Record) -> Result<bool, StoreError> {
         let key = due_key(&lane(&record.endpoint), record.not_before_ms, id);
-        self.due.contains_key(key).map_err(read_error)
+        self.queue.contains_key(key).map_err(read_error)
     }
 
     /// The history entries of delivery `id`, oldest first, with their keys.
@@ -408,7 +408,7 @@ pub(crate) fn decode_u64(value: &[u8]) -> u64 {
 }
 
 /// An endpoint's lane: its name's length (2 bytes) and the name. Every key of the
-/// endpoint in `due` and `dead` starts with it, and no lane is the start of another.
+/// endpoint in `queue` and `dead` starts with it, and no lane is the start of another.
 pub(crate) fn lane(endpoint: &str) -> Vec<u8> {
     let name = endpoint.as_bytes();
     let mut key = Vec::with_capacity(2 + name.len() + 16);
@@ -423,7 +423,7 @@ fn due_bytes(due_ms: i64) -> [u8; 8] {
     ((due_ms as u64) ^ (1 << 63)).to_be_bytes()
 }
 
-/// The key of delivery `id` of `lane`, due at `due_ms`, in `due`.
+/// The key of delivery `id` of `lane`, due at `due_ms`, in `queue`.
 pub(crate) fn due_key(lane: &[u8], due_ms: i64, id: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(lane.len() + 16);
     key.extend_from_slice(lane);
@@ -432,7 +432,7 @@ pub(crate) fn due_key(lane: &[u8], due_ms: i64, id: u64) -> Vec<u8> {
     key
 }
 
-/// The due time and id at the end of a `due` key.
+/// The due time and id at the end of a queue key.
 pub(crate) fn parse_due(key: &[u8]) -> Option<(i64, u64)> {
     let tail = key.len().checked_sub(16).map(|at| &key[at..])?;
     let due = u64::from_be_bytes(tail[..8].try_into().ok()?) ^ (1 << 63);

@@ -2,15 +2,16 @@
 //! how many deliveries are queued and dead-lettered and where its queue starts on disk;
 //! which deliveries are leased; and the endpoints' wake-up signals.
 //!
-//! The queue itself is the `due` keyspace, in due order per endpoint. Removing a
-//! delivery from it leaves a tombstone until compaction drops it, so a queue that has
-//! moved millions of deliveries would make every scan from its start step over millions
-//! of tombstones. Each endpoint's *cursor* is a key at or before every delivery still in
-//! its queue: scans start there, and a scan moves it up to the first key it finds. A
-//! delivery queued before the cursor (due earlier than everything left) moves it back,
-//! once committed. Cursors are saved with the writer's next batch, so after an open the
-//! scans start where they left off. Leased deliveries stay in `due` (a restart offers
-//! them again) and are skipped by scans; they are as many as the deliveries in flight.
+//! The queue itself is the `queue` keyspace (`due` in older stores), in due order per
+//! endpoint. Removing a delivery from it leaves a tombstone until compaction drops it, so
+//! a queue that has moved millions of deliveries would make every scan from its start
+//! step over millions of tombstones. Each endpoint's *cursor* is a key at or before every
+//! delivery still in its queue: scans start there, and a scan moves it up to the first key
+//! it finds. A delivery queued before the cursor (due earlier than everything left) moves
+//! it back, once committed. Cursors are saved with the writer's next batch, so after an
+//! open the scans start where they left off. Leased deliveries stay in `queue` (a restart
+//! offers them again) and are skipped by scans; they are as many as the deliveries in
+//! flight.
 //!
 //! A scan costs far more to start (a merge of every table's iterator) than to go on, and
 //! a lane leases as attempts finish, a few at a time. So a scan reads up to [`AHEAD`]
@@ -38,14 +39,14 @@ pub(crate) struct Lane {
     pub(crate) depth: u64,
     /// Dead letters.
     pub(crate) dead: u64,
-    /// No delivery of the endpoint is queued before this `due` key (`None`: scan from the
+    /// No delivery of the endpoint is queued before this queue key (`None`: scan from the
     /// start of the endpoint's keys).
     cursor: Option<Vec<u8>>,
     /// The cursor moved since the writer last saved it.
     moved: bool,
     /// Due deliveries read ahead by the last scan, not leased, in due order: (due, id).
     ahead: VecDeque<(i64, u64)>,
-    /// The `due` key of the last entry of `ahead`.
+    /// The queue key of the last entry of `ahead`.
     ahead_last: Option<Vec<u8>>,
 }
 
@@ -61,7 +62,7 @@ impl Lane {
 pub(crate) struct LaneChange {
     pub(crate) depth: i64,
     pub(crate) dead: i64,
-    /// The earliest `due` key the batch wrote.
+    /// The earliest queue key the batch wrote.
     pub(crate) lowest: Option<Vec<u8>>,
     /// Wake the endpoint's workers.
     pub(crate) wake: bool,
@@ -213,7 +214,7 @@ impl Queue {
         let mut ahead = VecDeque::new();
         let mut ahead_last = None;
         if start <= end {
-            for guard in engine.due.range(start..=end.clone()) {
+            for guard in engine.queue.range(start..=end.clone()) {
                 let key = guard.key().map_err(read_error)?;
                 let Some((due, id)) = parse_due(&key) else {
                     continue;
@@ -263,7 +264,7 @@ impl Queue {
         let start = lane.cursor.clone().unwrap_or_else(|| prefix.clone());
         let mut first = None;
         let mut due = None;
-        for guard in engine.due.range(start..) {
+        for guard in engine.queue.range(start..) {
             let key = guard.key().map_err(read_error)?;
             if !key.starts_with(&prefix) {
                 break;

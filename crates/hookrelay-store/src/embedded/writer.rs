@@ -431,7 +431,7 @@ impl Tx {
 
     /// A queued delivery (neither dead-lettered nor delivered), or `UnknownDelivery`.
     /// `leased`: whether it is leased, which means queued (a delivered record is only told
-    /// apart from a queued one by its `due` key, looked up otherwise).
+    /// apart from a queued one by its queue key, looked up otherwise).
     fn queued(&self, engine: &Engine, id: u64, leased: bool) -> Result<Stored, StoreError> {
         let unknown = || StoreError::UnknownDelivery { id: DeliveryId(id) };
         let stored = match self.get(engine, id)? {
@@ -448,7 +448,7 @@ impl Tx {
         );
         let queued = match self.due.get(&key) {
             Some(&present) => present,
-            None => engine.due.contains_key(&key).map_err(read_error)?,
+            None => engine.queue.contains_key(&key).map_err(read_error)?,
         };
         if queued { Ok(stored) } else { Err(unknown()) }
     }
@@ -871,9 +871,9 @@ impl Writer {
         }
         for (key, present) in due {
             if present {
-                batch.insert(&engine.due, key, []);
+                batch.insert(&engine.queue, key, []);
             } else {
-                batch.remove(&engine.due, key);
+                batch.remove(&engine.queue, key);
             }
         }
         for (key, present) in dead {
@@ -1348,10 +1348,10 @@ impl Writer {
             tx.sync = true;
             let mut seen = 0usize;
             let (space, start) = match scan {
-                Scan::Queued => (&engine.due, prefix.clone()),
+                Scan::Queued => (&engine.queue, prefix.clone()),
                 Scan::Dead => (&engine.dead, prefix.clone()),
                 Scan::WaitingAfter(now_ms) => {
-                    (&engine.due, due_key(&prefix, now_ms.saturating_add(1), 0))
+                    (&engine.queue, due_key(&prefix, now_ms.saturating_add(1), 0))
                 }
             };
             let start = after.clone().map_or(start, |mut a| {
