@@ -1,6 +1,7 @@
 //! The embedded store on a full disk, on a small tmpfs of each test's own
 //! (`support/tmpfs.rs`): writes fail with the right error and the store says so, it
-//! recovers by itself once space is freed, and it closes at once while it is failing. Nothing acknowledged is lost, and nothing
+//! recovers by itself once space is freed (with room to spare, so a nearly full disk does
+//! not make it go down and up again), and it closes at once while it is failing. Nothing acknowledged is lost, and nothing
 //! that failed shows up later.
 
 #[allow(dead_code)]
@@ -174,6 +175,73 @@ async fn a_full_disk_refuses_writes_until_space_is_freed_and_loses_nothing() -> 
         expected.len() as u64
     );
     assert_eq!(leasable(&store).await?, expected, "and after a reopen");
+    Ok(())
+}
+
+/// The store's reason for refusing writes, with its sources, while it refuses them.
+async fn refusal(store: &EmbeddedStore) -> Option<String> {
+    let error = store.health().await.err()?;
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        chain.push_str(": ");
+        chain.push_str(&e.to_string());
+        source = e.source();
+    }
+    Some(chain)
+}
+
+#[tokio::test]
+async fn a_disk_with_a_little_room_stays_refused_until_there_is_headroom() -> TestResult {
+    // 8 MiB: the store waits for a sixteenth of it, 512 KiB, before it opens again.
+    let volume = Tmpfs::mount("8m");
+    let store = EmbeddedStore::open(volume.path().join("store"))?;
+    let (ballast, _) = volume.fill("ballast")?;
+    let (acknowledged, _, error) = enqueue_until_full(&store, "fill", 4096).await?;
+    assert!(is_no_space(&error), "{error:?}");
+
+    // Room for a probe and a few batches, not for the next flush: the store stays down
+    // and says why, rather than going up and down with each batch.
+    tmpfs::shrink(&ballast, 64 << 10)?;
+    assert!(volume.free()? < 512 << 10, "{} bytes free", volume.free()?);
+    let start = Instant::now();
+    let why = loop {
+        match refusal(&store).await {
+            Some(why) if why.contains("writes resume once") => break why,
+            Some(_) if start.elapsed() < RECOVERS_WITHIN => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            other => {
+                return Err(
+                    format!("no wait for room within {RECOVERS_WITHIN:?}: {other:?}").into(),
+                );
+            }
+        }
+    };
+    assert!(
+        why.contains("No space left on device"),
+        "the first cause stays: {why}"
+    );
+    assert!(why.contains("writes resume once 524288 are free"), "{why}");
+    let refused = store.enqueue(None, vec![new("refused", 16)], 0).await;
+    assert!(
+        matches!(refused, Err(StoreError::Recovering { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(store.stats().outages, 1);
+
+    // Room enough: it takes writes again, in the same outage.
+    tmpfs::shrink(&ballast, 1 << 20)?;
+    recovered(&store).await?;
+    store.enqueue(None, vec![new("after", 16)], 0).await?;
+    assert_eq!(store.stats().outages, 1);
+    let found = leasable(&store).await?;
+    assert!(found.contains("after"), "{found:?}");
+    assert!(!found.contains("refused"));
+    assert!(
+        acknowledged.iter().all(|id| found.contains(id)),
+        "nothing acknowledged lost"
+    );
     Ok(())
 }
 

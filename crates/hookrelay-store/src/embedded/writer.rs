@@ -40,7 +40,7 @@ use bytes::Bytes;
 use fjall::PersistMode;
 use std::collections::HashMap;
 use std::error::Error as StdError;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -287,6 +287,11 @@ impl Shared {
             .take()
     }
 
+    /// Replaces the reason given while failing.
+    fn set_failure(&self, error: Arc<dyn StdError + Send + Sync>) {
+        *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+    }
+
     fn stop_failing(&self) {
         self.failing.store(false, Ordering::Release);
         *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = None;
@@ -517,6 +522,55 @@ struct Outage {
     refused_before: u64,
     backoff: Duration,
     next_try: Instant,
+    /// The error that started it.
+    cause: Arc<dyn StdError + Send + Sync>,
+    /// A retry found less free space than [`headroom`] (said once per outage).
+    short: bool,
+}
+
+/// The most free space a retry waits for before it opens the database again.
+const MAX_HEADROOM: u64 = 64 << 20;
+
+/// Free space a retry waits for on a file system of `total` bytes: a sixteenth of it, at
+/// most [`MAX_HEADROOM`] (the journal's length, what a flush of the write buffers may
+/// need). A probe's one small write fits in the last few KB a failed batch left, and the
+/// next batch fails again: without a margin a nearly full disk would go down and up again
+/// with every batch, each time reopening the database.
+fn headroom(total: u64) -> u64 {
+    (total / 16).min(MAX_HEADROOM)
+}
+
+/// Free and total bytes of the file system holding `dir` (`None` when it cannot be read).
+fn disk_space(dir: &Path) -> Option<(u64, u64)> {
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    Some((
+        stat.f_bavail.saturating_mul(stat.f_frsize),
+        stat.f_blocks.saturating_mul(stat.f_frsize),
+    ))
+}
+
+/// Why a retry did not open the database: too little free space after a failure.
+#[derive(Debug)]
+struct ShortOfSpace {
+    free: u64,
+    need: u64,
+    cause: Arc<dyn StdError + Send + Sync>,
+}
+
+impl std::fmt::Display for ShortOfSpace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} bytes free on the store's file system, writes resume once {} are free",
+            self.free, self.need
+        )
+    }
+}
+
+impl StdError for ShortOfSpace {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.cause)
+    }
 }
 
 /// The writer: the database, the dedupe windows, and how it is tuned.
@@ -1411,13 +1465,15 @@ impl Writer {
             error = %error,
             "store write failed: writes are refused until a retry succeeds"
         );
-        self.shared.start_failing(error);
+        self.shared.start_failing(Arc::clone(&error));
         self.unsynced_since = None;
         self.outage = Some(Outage {
             started: Instant::now(),
             refused_before: self.shared.refused.load(Ordering::Relaxed),
             backoff: FIRST_BACKOFF,
             next_try: Instant::now(),
+            cause: error,
+            short: false,
         });
     }
 
@@ -1428,6 +1484,25 @@ impl Writer {
         };
         outage.next_try = Instant::now() + outage.backoff;
         outage.backoff = (outage.backoff * 2).min(MAX_BACKOFF);
+        if let Some((free, total)) = disk_space(&self.dir)
+            && free < headroom(total)
+        {
+            let need = headroom(total);
+            if !outage.short {
+                outage.short = true;
+                tracing::warn!(
+                    free,
+                    need,
+                    "store's file system nearly full: writes resume once more is free"
+                );
+            }
+            self.shared.set_failure(Arc::new(ShortOfSpace {
+                free,
+                need,
+                cause: Arc::clone(&outage.cause),
+            }));
+            return;
+        }
         match self.reopen() {
             Ok(()) => {
                 let outage = self.outage.take();
