@@ -37,10 +37,16 @@ BUDGET_MIB = 64
 SECRET = "attack-app-secret"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n):
+    """n distinct free ports: all held at once while chosen, so none is named twice."""
+    held = [socket.socket() for _ in range(n)]
+    try:
+        for s in held:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in held]
+    finally:
+        for s in held:
+            s.close()
 
 
 def rss_mib(pid):
@@ -144,7 +150,7 @@ async def big_body(port, stop):
 
 
 async def main():
-    port, admin = free_port(), free_port()
+    port, admin = free_ports(2)
     tmp = tempfile.mkdtemp(prefix="hookrelay-attack-")
     config = os.path.join(tmp, "hookrelay.yaml")
     with open(config, "w") as f:
