@@ -540,11 +540,20 @@ fn headroom(total: u64) -> u64 {
     (total / 16).min(MAX_HEADROOM)
 }
 
-/// Free and total bytes of the file system holding `dir` (`None` when it cannot be read).
+/// Bytes this process may still write and total bytes of the file system holding `dir`
+/// (`None` when it cannot be read). Root may write into the blocks ext4 reserves for it (5 %
+/// by default), so for root that is every free block: counting only the blocks free to
+/// others, a store run as root that filled its disk would wait for the reserve to be freed
+/// as well before taking writes again.
 fn disk_space(dir: &Path) -> Option<(u64, u64)> {
     let stat = rustix::fs::statvfs(dir).ok()?;
+    let free = if rustix::process::geteuid().is_root() {
+        stat.f_bfree
+    } else {
+        stat.f_bavail
+    };
     Some((
-        stat.f_bavail.saturating_mul(stat.f_frsize),
+        free.saturating_mul(stat.f_frsize),
         stat.f_blocks.saturating_mul(stat.f_frsize),
     ))
 }
