@@ -34,13 +34,16 @@ const RECOVERS_WITHIN: Duration = Duration::from_secs(10);
 /// Room left next to the ballast: a few hundred callbacks.
 const ROOM: u64 = 512 << 10;
 
+/// The sidecar's config with its store in `data`; `min_free` 0, so that a full disk is an
+/// outage (the tests of `store.min_free` replace it).
 fn config(data: &std::path::Path, sink: &Sink) -> String {
+    let min_free = 0;
     format!(
         r#"
 listen: "{{LISTEN}}"
 admin: "{{ADMIN}}"
 upstream: http://127.0.0.1:9
-store: {{ kind: embedded, path: "{}" }}
+store: {{ kind: embedded, min_free: "{min_free}", path: "{}" }}
 callbacks:
   - path: /wa
     provider: meta_whatsapp
@@ -257,8 +260,8 @@ async fn a_used_up_store_budget_answers_503_until_deliveries_drain() {
     let sink = Sink::start().await;
     sink.set_status(503);
     let yaml = config(&dir.path().join("data"), &sink).replace(
-        "store: { kind: embedded, path: ",
-        "store: { kind: embedded, max_bytes: 1MiB, path: ",
+        "store: { kind: embedded, min_free: \"0\", path: ",
+        "store: { kind: embedded, min_free: \"0\", max_bytes: 1MiB, path: ",
     );
     assert!(yaml.contains("max_bytes: 1MiB"), "{yaml}");
     let mut s = Sidecar::start(&yaml).await;
@@ -295,5 +298,66 @@ async fn a_used_up_store_budget_answers_503_until_deliveries_drain() {
     let (wamid, _) = post_until_taken(&s, DEADLINE, Duration::from_millis(50)).await;
     acknowledged.push(wamid);
     all_delivered(&sink, &acknowledged).await;
+    assert!(s.terminate().success());
+}
+
+/// `store.min_free` reached: callbacks are answered 503 with the reason and counted, the
+/// store stays up (no outage) and deliveries go on; once space is freed callbacks are taken
+/// again, and every one acknowledged is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_min_free_callbacks_get_503_with_no_outage_until_space_is_freed() {
+    let volume = Tmpfs::mount("16m");
+    let sink = Sink::start().await;
+    // `auto` on 16 MiB keeps 1 MiB free; 512 KiB is left next to the ballast.
+    let yaml =
+        config(&volume.path().join("data"), &sink).replace("min_free: \"0\"", "min_free: auto");
+    assert!(yaml.contains("min_free: auto"), "{yaml}");
+    let mut s = Sidecar::start(&yaml).await;
+    let (status, body) = post(&s, "wamid.first").await;
+    assert_eq!(status, 200, "{body}");
+    let mut acknowledged = vec!["wamid.first".to_owned()];
+    let ballast = ballast(&volume, "ballast", ROOM);
+
+    let body = loop {
+        let wamid = format!("wamid.low{}", acknowledged.len());
+        match post(&s, &wamid).await {
+            (200, _) => acknowledged.push(wamid),
+            (503, body) => break body,
+            (status, body) => panic!("{wamid}: {status} {body}"),
+        }
+        assert!(acknowledged.len() < 20_000, "min_free never bit");
+    };
+    assert!(body.contains("nearly full"), "{body}");
+    let m = s.metrics().await;
+    assert!(metric(&m, "hookrelay_store_disk_low_total") >= 1);
+    assert!(metric(&m, "hookrelay_store_disk_free_bytes") < 1 << 20);
+    assert_eq!(metric(&m, "hookrelay_store_outages_total"), 0);
+    assert_eq!(metric(&m, "hookrelay_store_up"), 1, "not an outage");
+    assert!(m.contains("reason=\"store_full\""));
+    assert_eq!(ready(&s).await, 200);
+    // Deliveries went on meanwhile.
+    all_delivered(&sink, &acknowledged).await;
+
+    std::fs::remove_file(&ballast).expect("remove the ballast");
+    let (wamid, _) = post_until_taken(&s, RECOVERS_WITHIN, Duration::from_millis(20)).await;
+    acknowledged.push(wamid);
+    all_delivered(&sink, &acknowledged).await;
+    assert_eq!(
+        metric(&s.metrics().await, "hookrelay_store_outages_total"),
+        0
+    );
+    // One line when it started refusing, one when it stopped (written by the log's
+    // thread, so waited for).
+    let log = eventually("the log line of the end", || async {
+        let log = s.log();
+        log.contains("has room again").then_some(log)
+    })
+    .await;
+    assert_eq!(
+        log.matches("nearly full: callbacks answered 503").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(log.matches("has room again").count(), 1, "{log}");
     assert!(s.terminate().success());
 }

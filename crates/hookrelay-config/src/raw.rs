@@ -162,6 +162,12 @@ pub(crate) enum RawStore {
         /// the store. Reloadable.
         #[serde(default)]
         max_bytes: Option<Scalar>,
+        /// Free space kept on the file system holding the store: below it, callbacks are
+        /// answered 503 (deliveries go on) until half as much again is free, before a
+        /// write can fail for want of space. `auto` (default): a sixteenth of the file
+        /// system, at most 64MiB; a size such as `256MiB`; `0`: none. Reloadable.
+        #[serde(default)]
+        min_free: Option<Scalar>,
     },
     /// Redis (several sidecars sharing one queue and one rate limit per endpoint).
     Redis {

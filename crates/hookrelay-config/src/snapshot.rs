@@ -48,6 +48,10 @@ pub struct Snapshot {
     /// The embedded store's budget in bytes (`store.max_bytes`), `None` for `auto` (half
     /// the file system holding it); read at start and applied again by a reload.
     pub store_max_bytes: Option<u64>,
+    /// Free space the embedded store keeps on its file system in bytes (`store.min_free`),
+    /// `None` for `auto` (a sixteenth of it, at most 64 MiB); read at start and applied
+    /// again by a reload.
+    pub store_min_free: Option<u64>,
     /// Outbound TLS: the certificate authorities deliveries trust (not reloadable).
     pub tls: Tls,
     /// Bounds of the public listener (read per request: a reload applies them).

@@ -783,3 +783,39 @@ fn an_admin_api_beyond_loopback_needs_a_token() {
         assert!(errors.to_string().contains(says), "{admin}: {errors}");
     }
 }
+
+#[test]
+fn store_min_free_is_auto_a_size_or_zero() {
+    let with = |min_free: &str| {
+        format!(
+            "upstream: 127.0.0.1:3000\nstore: {{ kind: embedded, path: ./data{min_free} }}\n\
+             endpoints:\n  - name: crm\n    url: https://crm.example.com/hooks\n"
+        )
+    };
+    assert_eq!(compile(&with("")).expect("default").store_min_free, None);
+    assert_eq!(
+        compile(&with(", min_free: auto"))
+            .expect("auto")
+            .store_min_free,
+        None
+    );
+    assert_eq!(
+        compile(&with(", min_free: 256MiB"))
+            .expect("size")
+            .store_min_free,
+        Some(256 << 20)
+    );
+    assert_eq!(
+        compile(&with(", min_free: 0"))
+            .expect("none")
+            .store_min_free,
+        Some(0)
+    );
+    let errors = compile(&with(", min_free: lots")).expect_err("not a size");
+    assert!(
+        errors
+            .to_string()
+            .contains("store.min_free: \"lots\": expected `auto`, `0` or a size"),
+        "{errors}"
+    );
+}

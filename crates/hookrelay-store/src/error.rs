@@ -88,6 +88,20 @@ pub enum StoreError {
         /// The budget.
         max: u64,
     },
+    /// The embedded store's file system has less free space than the store keeps
+    /// ([`EmbeddedOptions::min_free`](crate::EmbeddedOptions::min_free)): nothing was
+    /// written; a caller answers "try again later" (the sidecar: `503`, so the provider
+    /// retries). Deliveries and their outcomes go on, and enqueues are taken again once
+    /// half as much again is free.
+    #[error(
+        "the store's file system is nearly full: {free} bytes free, under the {min_free} it keeps free"
+    )]
+    DiskLow {
+        /// Bytes free when last looked at.
+        free: u64,
+        /// What the store keeps free.
+        min_free: u64,
+    },
     /// The writer thread is gone; the store must be reopened.
     #[error("the store writer has stopped")]
     WriterStopped,

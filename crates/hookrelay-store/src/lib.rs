@@ -33,6 +33,6 @@ pub use store::{Store, StoreConfig};
 pub use types::{
     Attempt, AttemptOutcome, DeadLetter, DeadLetterInfo, Delivery, DeliveryId, DeliveryState,
     EnqueueOutcome, HISTORY_SCAN_LIMIT, History, HistoryPage, HistoryQuery,
-    MAX_ATTEMPT_RESPONSE_BYTES, MAX_ATTEMPTS_KEPT, MAX_RESPONSE_BYTES, MAX_TRACE_BYTES,
+    MAX_ATTEMPT_RESPONSE_BYTES, MAX_ATTEMPTS_KEPT, MAX_RESPONSE_BYTES, MAX_TRACE_BYTES, MinFree,
     NewDelivery, StoreStats,
 };

@@ -517,4 +517,12 @@ impl Store {
             s.set_max_bytes(bytes);
         }
     }
+
+    /// Sets the free space the embedded store keeps on its file system
+    /// ([`EmbeddedStore::set_min_free`]); nothing on Redis, whose disk is its own.
+    pub fn set_min_free(&self, min_free: crate::MinFree) {
+        if let Store::Embedded(s) = self {
+            s.set_min_free(min_free);
+        }
+    }
 }

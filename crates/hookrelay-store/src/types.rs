@@ -143,6 +143,25 @@ pub struct StoreStats {
     /// counted in `used_bytes`: the history has its own cap
     /// ([`Store::sweep_history`](crate::Store::sweep_history)).
     pub history_bytes: u64,
+    /// Bytes free on the store's file system when an enqueue last looked (embedded, with
+    /// [`EmbeddedOptions::min_free`](crate::EmbeddedOptions::min_free) set and at least one
+    /// enqueue since the open; else 0).
+    pub disk_free_bytes: u64,
+    /// Enqueues refused with [`StoreError::DiskLow`](crate::StoreError::DiskLow)
+    /// (embedded; always 0 on Redis).
+    pub disk_low: u64,
+}
+
+/// How much free space the embedded store keeps on its file system: below it, enqueues are
+/// refused with [`StoreError::DiskLow`](crate::StoreError::DiskLow) before a write can fail
+/// for want of space (see [`EmbeddedOptions::min_free`](crate::EmbeddedOptions::min_free)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MinFree {
+    /// A sixteenth of the file system, at most 64 MiB (the journal's length: what a flush
+    /// of the write buffers may need).
+    Auto,
+    /// This many bytes; `0`: none kept.
+    Bytes(u64),
 }
 
 /// Longest response excerpt kept with an [`Attempt`] in the history, in bytes (cut at a

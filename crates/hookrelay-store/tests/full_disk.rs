@@ -1,7 +1,8 @@
 //! The embedded store on a full disk, on a small tmpfs of each test's own
 //! (`support/tmpfs.rs`): writes fail with the right error and the store says so, it
 //! recovers by itself once space is freed (with room to spare, so a nearly full disk does
-//! not make it go down and up again), and it closes at once while it is failing. Nothing acknowledged is lost, and nothing
+//! not make it go down and up again), and it closes at once while it is failing. With free
+//! space kept (`min_free`), enqueues are refused before the disk is full, with no outage. Nothing acknowledged is lost, and nothing
 //! that failed shows up later.
 
 #[allow(dead_code)]
@@ -13,7 +14,9 @@ mod tmpfs;
 
 use bytes::Bytes;
 use deliveries::ids;
-use hookrelay_store::{EmbeddedStore, EnqueueOutcome, NewDelivery, StoreError};
+use hookrelay_store::{
+    EmbeddedOptions, EmbeddedStore, EnqueueOutcome, MinFree, NewDelivery, StoreError,
+};
 use std::collections::BTreeSet;
 use std::error::Error;
 use std::sync::Arc;
@@ -242,6 +245,105 @@ async fn a_disk_with_a_little_room_stays_refused_until_there_is_headroom() -> Te
         acknowledged.iter().all(|id| found.contains(id)),
         "nothing acknowledged lost"
     );
+    Ok(())
+}
+
+/// Enqueues `prefix<n>` until one is refused (the free space is looked at every 100 ms, so
+/// the first ones after a change may pass), failing after [`RECOVERS_WITHIN`]; the
+/// acknowledged ones and the refusal.
+async fn enqueue_until_refused(
+    store: &EmbeddedStore,
+    prefix: &str,
+) -> Result<(Vec<String>, StoreError), Box<dyn Error>> {
+    let start = Instant::now();
+    let mut acknowledged = Vec::new();
+    for i in 0.. {
+        let id = format!("{prefix}{i}");
+        match store.enqueue(None, vec![new(&id, 64)], 0).await {
+            Ok(_) => acknowledged.push(id),
+            Err(e) => return Ok((acknowledged, e)),
+        }
+        if start.elapsed() > RECOVERS_WITHIN {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Err(format!("no enqueue refused within {RECOVERS_WITHIN:?}").into())
+}
+
+#[tokio::test]
+async fn under_min_free_enqueues_are_refused_and_outcomes_go_on() -> TestResult {
+    // 8 MiB: `Auto` keeps a sixteenth free, 512 KiB, and takes enqueues again from 768 KiB.
+    let volume = Tmpfs::mount("8m");
+    let options = EmbeddedOptions::default().min_free(MinFree::Auto);
+    let store = EmbeddedStore::open_with(volume.path().join("store"), options)?;
+    store.enqueue(None, vec![new("before", 512)], 0).await?;
+    let held = store.lease("crm", 0, 1).await?;
+    assert_eq!(held.len(), 1);
+
+    let (ballast, _) = volume.fill("ballast")?;
+    tmpfs::shrink(&ballast, 256 << 10)?;
+    let (mut acknowledged, refused) = enqueue_until_refused(&store, "low").await?;
+    assert!(
+        matches!(
+            refused,
+            StoreError::DiskLow {
+                min_free: 524_288,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    assert!(refused.to_string().contains("nearly full"), "{refused}");
+    // Not an outage: the store is healthy, and outcomes are written.
+    store.health().await?;
+    store.complete(held[0].id).await?;
+    let stats = store.stats();
+    assert!(stats.disk_low >= 1, "{stats:?}");
+    assert!(stats.disk_free_bytes < 512 << 10, "{stats:?}");
+    assert_eq!(stats.outages, 0);
+
+    // Over 512 KiB but under 768: still refused, once the store has seen the new figure.
+    tmpfs::shrink(&ballast, 384 << 10)?;
+    let start = Instant::now();
+    loop {
+        let result = store.enqueue(None, vec![new("between", 64)], 0).await;
+        let free = store.stats().disk_free_bytes;
+        assert!(
+            matches!(result, Err(StoreError::DiskLow { .. })),
+            "taken with {free} bytes free: {result:?}"
+        );
+        if free >= 512 << 10 {
+            assert!(free < 768 << 10, "{free} bytes free");
+            break;
+        }
+        assert!(
+            start.elapsed() < RECOVERS_WITHIN,
+            "the free space was not looked at again"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // Room enough: taken again, with no outage.
+    tmpfs::shrink(&ballast, 1 << 20)?;
+    let start = Instant::now();
+    loop {
+        match store.enqueue(None, vec![new("after", 64)], 0).await {
+            Ok(_) => break,
+            Err(StoreError::DiskLow { .. }) if start.elapsed() < RECOVERS_WITHIN => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(e) => return Err(format!("not taken again: {e}").into()),
+        }
+    }
+    acknowledged.push("after".to_owned());
+    assert_eq!(store.stats().outages, 0);
+    let found = leasable(&store).await?;
+    assert!(
+        acknowledged.iter().all(|id| found.contains(id)),
+        "{found:?}"
+    );
+    assert!(!found.contains("between"));
     Ok(())
 }
 

@@ -808,6 +808,20 @@ impl Collector for Scraped {
             None,
             store.full,
         )?;
+        counter(
+            e,
+            "hookrelay_store_disk_low",
+            "Callbacks the embedded store refused because its file system had less free space than store.min_free: answered 503 until more is free",
+            None,
+            store.disk_low,
+        )?;
+        gauge(
+            e,
+            "hookrelay_store_disk_free",
+            "Bytes free on the embedded store's file system when a callback was last enqueued (0 with store.min_free at 0)",
+            Some(&Unit::Bytes),
+            store.disk_free_bytes,
+        )?;
         gauge(
             e,
             "hookrelay_store_used",

@@ -21,7 +21,8 @@ pub(crate) struct Controller {
     pub(crate) lanes: Arc<Lanes>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) upstream: Arc<Upstreams>,
-    /// Takes the store's budget (`store.max_bytes`) of each applied snapshot.
+    /// Takes the store's budget (`store.max_bytes`) and kept free space (`store.min_free`)
+    /// of each applied snapshot.
     pub(crate) store: hookrelay_store::Store,
 }
 
@@ -115,6 +116,8 @@ impl Controller {
                 if let hookrelay_config::Store::Embedded { path } = &snapshot.store {
                     self.store
                         .set_max_bytes(crate::run::store_budget(path, snapshot.store_max_bytes));
+                    self.store
+                        .set_min_free(crate::run::min_free(snapshot.store_min_free));
                 }
                 self.upstream.resolve(&snapshot.upstream).await;
                 self.lanes.reconcile(&snapshot).await;

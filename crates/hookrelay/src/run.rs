@@ -378,9 +378,18 @@ pub(crate) fn store_budget(path: &std::path::Path, configured: Option<u64>) -> u
     }
 }
 
+/// `store.min_free` as the store takes it (`None`: `auto`).
+pub(crate) fn min_free(configured: Option<u64>) -> hookrelay_store::MinFree {
+    configured.map_or(
+        hookrelay_store::MinFree::Auto,
+        hookrelay_store::MinFree::Bytes,
+    )
+}
+
 fn open_store(
     config: &hookrelay_config::Store,
     max_bytes: Option<u64>,
+    min_free_bytes: Option<u64>,
     rt: &tokio::runtime::Runtime,
 ) -> Result<Store, Fail> {
     let at = match config {
@@ -393,7 +402,8 @@ fn open_store(
             EmbeddedOptions::default()
                 .writer_niceness(STORE_WRITER_NICENESS)
                 .background_niceness(STORE_BACKGROUND_NICENESS)
-                .max_bytes(store_budget(path, max_bytes)),
+                .max_bytes(store_budget(path, max_bytes))
+                .min_free(min_free(min_free_bytes)),
         ),
         hookrelay_config::Store::Redis {
             url,
@@ -490,7 +500,12 @@ fn start(args: &Args) -> Result<(), Fail> {
     // the life of the process (Pingora's services each run their own runtimes).
     let store_rt = runtime("hookrelay-store-io", 1, None)?;
     let delivery_rt = runtime("hookrelay-deliver", threads, Some(lower_priority))?;
-    let store = open_store(&snapshot.store, snapshot.store_max_bytes, &store_rt)?;
+    let store = open_store(
+        &snapshot.store,
+        snapshot.store_max_bytes,
+        snapshot.store_min_free,
+        &store_rt,
+    )?;
     let redis = rate_connection(&snapshot.store, &delivery_rt)?;
 
     let (roots, count) = net::tls::roots(net::tls::system_certs(), &snapshot.tls.ca_certs)

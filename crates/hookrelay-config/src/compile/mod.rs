@@ -280,6 +280,7 @@ impl Compiler {
         let store = self.store(top.store.as_ref());
         let dedupe_window = self.dedupe_window(top.store.as_ref());
         let store_max_bytes = self.store_max_bytes(top.store.as_ref());
+        let store_min_free = self.store_min_free(top.store.as_ref());
         let tls = self.tls(top.tls.as_ref());
         let limits = self.limits(top.limits.as_ref());
         let dead_letter_retention = self
@@ -315,6 +316,7 @@ impl Compiler {
             store: store?,
             dedupe_window: dedupe_window?,
             store_max_bytes: store_max_bytes?,
+            store_min_free: store_min_free?,
             tls: tls?,
             limits: limits?,
             dead_letter_retention: dead_letter_retention?,

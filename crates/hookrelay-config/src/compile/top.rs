@@ -403,6 +403,30 @@ impl Compiler {
         }
     }
 
+    /// `store.min_free`: `auto` (`None`, the default) or a size (`0`: none).
+    pub(super) fn store_min_free(&mut self, v: Option<&RawStore>) -> Option<Option<u64>> {
+        let Some(RawStore::Embedded {
+            min_free: Some(raw),
+            ..
+        }) = v
+        else {
+            return Some(None);
+        };
+        if raw.0.trim() == "auto" {
+            return Some(None);
+        }
+        match super::routes::parse_size(&raw.0) {
+            Some(n) => Some(Some(n)),
+            None => {
+                self.error(
+                    "store.min_free",
+                    format!("{:?}: expected `auto`, `0` or a size such as 256MiB", raw.0),
+                );
+                None
+            }
+        }
+    }
+
     pub(super) fn store(&mut self, v: Option<&RawStore>) -> Option<Store> {
         match v {
             None => Some(Store::Embedded {

@@ -23,7 +23,8 @@ mod writer;
 
 use crate::{
     Attempt, AttemptOutcome, DeadLetter, DeadLetterInfo, Delivery, DeliveryId, DeliveryState,
-    EnqueueOutcome, History, HistoryPage, HistoryQuery, NewDelivery, StoreError, StoreStats,
+    EnqueueOutcome, History, HistoryPage, HistoryQuery, MinFree, NewDelivery, StoreError,
+    StoreStats,
 };
 use engine::{Engine, Record, lane, parse_dead};
 use std::fs::{File, OpenOptions, TryLockError};
@@ -50,6 +51,7 @@ pub struct EmbeddedOptions {
     writer_niceness: i32,
     background_niceness: i32,
     max_bytes: u64,
+    min_free: MinFree,
 }
 
 impl Default for EmbeddedOptions {
@@ -60,6 +62,7 @@ impl Default for EmbeddedOptions {
             writer_niceness: 0,
             background_niceness: 0,
             max_bytes: 0,
+            min_free: MinFree::Bytes(0),
         }
     }
 }
@@ -114,6 +117,17 @@ impl EmbeddedOptions {
     #[must_use]
     pub fn max_bytes(mut self, bytes: u64) -> Self {
         self.max_bytes = bytes;
+        self
+    }
+
+    /// The free space kept on the store's file system (default `MinFree::Bytes(0)`: none).
+    /// Below it, enqueues fail with [`StoreError::DiskLow`] (looked at most every 100 ms),
+    /// before a write can fail for want of space and stop every write until a retry
+    /// succeeds; deliveries and their outcomes go on. Enqueues are taken again once half as
+    /// much again is free. See [`EmbeddedStore::set_min_free`].
+    #[must_use]
+    pub fn min_free(mut self, min_free: MinFree) -> Self {
+        self.min_free = min_free;
         self
     }
 }
@@ -273,6 +287,7 @@ impl EmbeddedStore {
             queue,
         };
         let shared = Arc::new(Shared::new(core, options.max_bytes));
+        shared.set_min_free(options.min_free);
         let writer = Writer::new(
             dir.to_owned(),
             Arc::clone(&shared),
@@ -315,6 +330,11 @@ impl EmbeddedStore {
     /// Sets the budget ([`EmbeddedOptions::max_bytes`]; 0: none), from the next enqueue on.
     pub fn set_max_bytes(&self, bytes: u64) {
         self.inner.shared.max_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Sets the free space kept ([`EmbeddedOptions::min_free`]), from the next enqueue on.
+    pub fn set_min_free(&self, min_free: MinFree) {
+        self.inner.shared.set_min_free(min_free);
     }
 
     /// Sends `op` to the writer and waits for its answer; refused at once while the store
@@ -927,6 +947,8 @@ impl EmbeddedStore {
             max_bytes: shared.max_bytes.load(Ordering::Relaxed),
             keys: shared.keys.load(Ordering::Relaxed),
             history_bytes: shared.history.load(Ordering::Relaxed),
+            disk_free_bytes: shared.disk_free.load(Ordering::Relaxed),
+            disk_low: shared.disk_low.load(Ordering::Relaxed),
         }
     }
 

@@ -34,7 +34,7 @@ use super::syncer::{Job, Syncer};
 use crate::types::truncate;
 use crate::{
     Attempt, AttemptOutcome, DeliveryId, EnqueueOutcome, MAX_ATTEMPTS_KEPT, MAX_RESPONSE_BYTES,
-    NewDelivery, StoreError,
+    MinFree, NewDelivery, StoreError,
 };
 use bytes::Bytes;
 use fjall::PersistMode;
@@ -215,6 +215,12 @@ pub(crate) struct Shared {
     pub(crate) history: AtomicU64,
     /// The budget: enqueues are refused once `used` reaches it (0: none).
     pub(crate) max_bytes: AtomicU64,
+    /// The free space kept ([`MinFree`]): its bytes, [`MIN_FREE_AUTO`] for `Auto`.
+    min_free: AtomicU64,
+    /// Bytes free on the file system when an enqueue last looked.
+    pub(crate) disk_free: AtomicU64,
+    /// Enqueues refused because the file system had less free space than `min_free`.
+    pub(crate) disk_low: AtomicU64,
     /// True from a failed write or sync until the store has recovered.
     failing: AtomicBool,
     /// The error that started the failure, while failing.
@@ -290,6 +296,14 @@ impl Shared {
     /// Replaces the reason given while failing.
     fn set_failure(&self, error: Arc<dyn StdError + Send + Sync>) {
         *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+    }
+
+    pub(crate) fn set_min_free(&self, min_free: MinFree) {
+        let bytes = match min_free {
+            MinFree::Auto => MIN_FREE_AUTO,
+            MinFree::Bytes(n) => n.min(MIN_FREE_AUTO - 1),
+        };
+        self.min_free.store(bytes, Ordering::Relaxed);
     }
 
     fn stop_failing(&self) {
@@ -531,6 +545,23 @@ struct Outage {
 /// The most free space a retry waits for before it opens the database again.
 const MAX_HEADROOM: u64 = 64 << 20;
 
+/// [`MinFree::Auto`] as `Shared::min_free` holds it.
+const MIN_FREE_AUTO: u64 = u64::MAX;
+
+/// How long an enqueue trusts the free space the last one saw.
+const DISK_CHECK: Duration = Duration::from_millis(100);
+
+/// The file system's free space as enqueues last saw it.
+#[derive(Debug, Clone, Copy)]
+struct Disk {
+    at: Instant,
+    free: u64,
+    total: u64,
+    /// Enqueues are refused: free space fell under `min_free` and has not yet come back
+    /// to half as much again.
+    low: bool,
+}
+
 /// Free space a retry waits for on a file system of `total` bytes: a sixteenth of it, at
 /// most [`MAX_HEADROOM`] (the journal's length, what a flush of the write buffers may
 /// need). A probe's one small write fits in the last few KB a failed batch left, and the
@@ -598,6 +629,8 @@ pub(crate) struct Writer {
     unsynced_since: Option<Instant>,
     lazy_sync: Duration,
     outage: Option<Outage>,
+    /// Free space, for `min_free`.
+    disk: Option<Disk>,
     /// The syncer thread; `None` when every batch is synced by the writer itself
     /// (`max_batch` 1, the baseline).
     syncer: Option<SyncerThread>,
@@ -651,6 +684,7 @@ impl Writer {
             unsynced_since: None,
             lazy_sync: options.outcome_sync,
             outage: None,
+            disk: None,
             syncer,
             epoch: 0,
             written: 0,
@@ -1047,19 +1081,81 @@ impl Writer {
         Ok(())
     }
 
-    /// Whether `incoming` more bytes would pass the budget.
-    fn check_room(&self, tx: &Tx, incoming: u64) -> Result<(), StoreError> {
+    /// Whether `incoming` more bytes would pass the budget, and the file system has the
+    /// free space the store keeps.
+    fn check_room(&mut self, tx: &Tx, incoming: u64) -> Result<(), StoreError> {
         let max = self.shared.max_bytes.load(Ordering::Relaxed);
-        if max == 0 {
+        if max > 0 {
+            let used = self.bytes.saturating_add_signed(tx.bytes).saturating_add(
+                (self.keys.count() as i64 + tx.key_count).max(0) as u64 * KEY_BYTES,
+            );
+            if used.saturating_add(incoming) > max {
+                self.shared.full.fetch_add(1, Ordering::Relaxed);
+                return Err(StoreError::Full { used, max });
+            }
+        }
+        self.check_disk()
+    }
+
+    /// Whether the file system has the free space the store keeps (`min_free`), looked at
+    /// most every [`DISK_CHECK`]. Once under it, enqueues are refused until half as much
+    /// again is free, so that a disk at the line does not take and refuse callbacks by
+    /// turns; one log line when that starts and one when it ends.
+    fn check_disk(&mut self) -> Result<(), StoreError> {
+        let setting = self.shared.min_free.load(Ordering::Relaxed);
+        if setting == 0 {
+            if self.disk.take().is_some_and(|d| d.low) {
+                tracing::info!("store.min_free is 0: enqueues taken again whatever the free space");
+            }
             return Ok(());
         }
-        let used = self
-            .bytes
-            .saturating_add_signed(tx.bytes)
-            .saturating_add((self.keys.count() as i64 + tx.key_count).max(0) as u64 * KEY_BYTES);
-        if used.saturating_add(incoming) > max {
-            self.shared.full.fetch_add(1, Ordering::Relaxed);
-            return Err(StoreError::Full { used, max });
+        let now = Instant::now();
+        let stale = self
+            .disk
+            .is_none_or(|d| now.duration_since(d.at) >= DISK_CHECK);
+        if stale {
+            let Some((free, total)) = disk_space(&self.dir) else {
+                // Cannot be read: no floor rather than no callbacks.
+                return Ok(());
+            };
+            let low = self.disk.is_some_and(|d| d.low);
+            self.disk = Some(Disk {
+                at: now,
+                free,
+                total,
+                low,
+            });
+            self.shared.disk_free.store(free, Ordering::Relaxed);
+        }
+        let Some(disk) = self.disk.as_mut() else {
+            return Ok(());
+        };
+        let min_free = if setting == MIN_FREE_AUTO {
+            headroom(disk.total)
+        } else {
+            setting
+        };
+        if disk.low && disk.free >= min_free.saturating_add(min_free / 2) {
+            disk.low = false;
+            tracing::info!(
+                free = disk.free,
+                min_free,
+                "store's file system has room again: callbacks taken again"
+            );
+        } else if !disk.low && disk.free < min_free {
+            disk.low = true;
+            tracing::warn!(
+                free = disk.free,
+                min_free,
+                "store's file system nearly full: callbacks answered 503 until more is free"
+            );
+        }
+        if disk.low {
+            self.shared.disk_low.fetch_add(1, Ordering::Relaxed);
+            return Err(StoreError::DiskLow {
+                free: disk.free,
+                min_free,
+            });
         }
         Ok(())
     }

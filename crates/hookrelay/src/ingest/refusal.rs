@@ -96,8 +96,8 @@ impl fmt::Display for Refusal {
 
 impl Refusal {
     /// A store write that failed with `e`, logged (once per cause as the log limits
-    /// allow): a full budget as such, a store recovering from a failed write not again (it
-    /// logged its failure once), anything else as an error.
+    /// allow): a full budget as such, a store recovering from a failed write or short of
+    /// free space not again (it logged that once), anything else as an error.
     pub(crate) fn of_store(e: &hookrelay_store::StoreError) -> Self {
         use hookrelay_store::StoreError;
         match e {
@@ -109,6 +109,8 @@ impl Refusal {
                 );
                 Refusal::StoreFull(e.to_string())
             }
+            // The store logged when it started refusing (and logs when it stops).
+            StoreError::DiskLow { .. } => Refusal::StoreFull(e.to_string()),
             StoreError::Recovering { .. } => Refusal::StoreUnavailable(e.to_string()),
             _ => {
                 tracing::error!(error = %e, "store unavailable");
