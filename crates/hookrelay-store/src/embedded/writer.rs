@@ -562,11 +562,12 @@ struct Disk {
     low: bool,
 }
 
-/// Free space a retry waits for on a file system of `total` bytes: a sixteenth of it, at
-/// most [`MAX_HEADROOM`] (the journal's length, what a flush of the write buffers may
-/// need). A probe's one small write fits in the last few KB a failed batch left, and the
-/// next batch fails again: without a margin a nearly full disk would go down and up again
-/// with every batch, each time reopening the database.
+/// Free space a retry waits for on a file system of `total` bytes, and what
+/// [`MinFree::Auto`] keeps: a sixteenth of it, at most [`MAX_HEADROOM`] (the journal's
+/// length, what a flush of the write buffers may need). A probe's one small write fits in
+/// the last few KB a failed batch left, and the next batch fails again: without a margin a
+/// nearly full disk would go down and up again with every batch, each time reopening the
+/// database.
 fn headroom(total: u64) -> u64 {
     (total / 16).min(MAX_HEADROOM)
 }
