@@ -819,3 +819,25 @@ fn store_min_free_is_auto_a_size_or_zero() {
         "{errors}"
     );
 }
+
+#[test]
+fn store_max_bytes_is_auto_or_a_size_of_at_least_a_mebibyte() {
+    let with = |max_bytes: &str| {
+        format!(
+            "upstream: 127.0.0.1:3000\nstore: {{ kind: embedded, path: ./data, max_bytes: {max_bytes} }}\n\
+             endpoints:\n  - name: crm\n    url: https://crm.example.com/hooks\n"
+        )
+    };
+    assert_eq!(compile(&with("auto")).expect("auto").store_max_bytes, None);
+    assert_eq!(
+        compile(&with("2GiB")).expect("size").store_max_bytes,
+        Some(2 << 30)
+    );
+    let small = compile(&with("512KiB")).expect_err("too small").to_string();
+    assert!(small.contains("store.max_bytes: at least 1MiB"), "{small}");
+    let text = compile(&with("lots")).expect_err("not a size").to_string();
+    assert!(
+        text.contains("store.max_bytes: \"lots\": expected `auto` or a size such as 2GiB"),
+        "{text}"
+    );
+}

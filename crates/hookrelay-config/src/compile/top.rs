@@ -377,51 +377,55 @@ impl Compiler {
 
     /// `store.max_bytes`: `auto` (`None`, the default) or a size of at least 1 MiB.
     pub(super) fn store_max_bytes(&mut self, v: Option<&RawStore>) -> Option<Option<u64>> {
-        let Some(RawStore::Embedded {
-            max_bytes: Some(raw),
-            ..
-        }) = v
-        else {
-            return Some(None);
+        let raw = match v {
+            Some(RawStore::Embedded { max_bytes, .. }) => max_bytes.as_ref(),
+            _ => None,
         };
-        if raw.0.trim() == "auto" {
-            return Some(None);
-        }
-        match super::routes::parse_size(&raw.0) {
-            Some(n) if n >= 1 << 20 => Some(Some(n)),
-            Some(_) => {
-                self.error("store.max_bytes", "at least 1MiB");
-                None
-            }
-            None => {
-                self.error(
-                    "store.max_bytes",
-                    format!("{:?}: expected `auto` or a size such as 2GiB", raw.0),
-                );
-                None
-            }
-        }
+        self.auto_or_size(
+            "store.max_bytes",
+            raw,
+            1 << 20,
+            "`auto` or a size such as 2GiB",
+        )
     }
 
     /// `store.min_free`: `auto` (`None`, the default) or a size (`0`: none).
     pub(super) fn store_min_free(&mut self, v: Option<&RawStore>) -> Option<Option<u64>> {
-        let Some(RawStore::Embedded {
-            min_free: Some(raw),
-            ..
-        }) = v
-        else {
+        let raw = match v {
+            Some(RawStore::Embedded { min_free, .. }) => min_free.as_ref(),
+            _ => None,
+        };
+        self.auto_or_size(
+            "store.min_free",
+            raw,
+            0,
+            "`auto`, `0` or a size such as 256MiB",
+        )
+    }
+
+    /// A setting that is `auto` (`None`; also when absent) or a size of at least `min`
+    /// bytes; an error at `path` naming `expected` otherwise.
+    fn auto_or_size(
+        &mut self,
+        path: &str,
+        raw: Option<&Scalar>,
+        min: u64,
+        expected: &str,
+    ) -> Option<Option<u64>> {
+        let Some(raw) = raw else {
             return Some(None);
         };
         if raw.0.trim() == "auto" {
             return Some(None);
         }
         match super::routes::parse_size(&raw.0) {
-            Some(n) => Some(Some(n)),
+            Some(n) if n >= min => Some(Some(n)),
+            Some(_) => {
+                self.error(path, format!("at least {}MiB", min >> 20));
+                None
+            }
             None => {
-                self.error(
-                    "store.min_free",
-                    format!("{:?}: expected `auto`, `0` or a size such as 256MiB", raw.0),
-                );
+                self.error(path, format!("{:?}: expected {expected}", raw.0));
                 None
             }
         }
