@@ -573,13 +573,15 @@ fn headroom(total: u64) -> u64 {
 }
 
 /// Bytes this process may still write and total bytes of the file system holding `dir`
-/// (`None` when it cannot be read). Root may write into the blocks ext4 reserves for it (5 %
-/// by default), so for root that is every free block: counting only the blocks free to
-/// others, a store run as root that filled its disk would wait for the reserve to be freed
-/// as well before taking writes again.
+/// (`None` when it cannot be read). ext4 lets root write into the blocks it reserves (5 %
+/// by default), so for a process that may use them that is every free block: counting only
+/// the blocks free to others, a store run as root that filled its disk would wait for the
+/// reserve to be freed as well before taking writes again. Whether this process may is
+/// [`may_use_reserve`], read once.
 fn disk_space(dir: &Path) -> Option<(u64, u64)> {
+    static RESERVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let stat = rustix::fs::statvfs(dir).ok()?;
-    let free = if rustix::process::geteuid().is_root() {
+    let free = if *RESERVE.get_or_init(this_process_may_use_reserve) {
         stat.f_bfree
     } else {
         stat.f_bavail
@@ -588,6 +590,54 @@ fn disk_space(dir: &Path) -> Option<(u64, u64)> {
         free.saturating_mul(stat.f_frsize),
         stat.f_blocks.saturating_mul(stat.f_frsize),
     ))
+}
+
+/// [`may_use_reserve`] for this process, from its effective user, `/proc/self/uid_map` and
+/// `/proc/self/status`; `false` when they cannot be read.
+fn this_process_may_use_reserve() -> bool {
+    let (Ok(uid_map), Ok(status)) = (
+        std::fs::read_to_string("/proc/self/uid_map"),
+        std::fs::read_to_string("/proc/self/status"),
+    ) else {
+        return false;
+    };
+    may_use_reserve(rustix::process::geteuid().as_raw(), &uid_map, &status)
+}
+
+/// Whether a process may write into ext4's reserved blocks: the kernel lets the reserve's
+/// owner (the host's root, by default) and holders of `CAP_SYS_RESOURCE` in the host's user
+/// namespace use them. Root in a user namespace (a rootless container, a Kubernetes pod with
+/// `hostUsers: false`) is someone else to the file system: counting the reserve there would
+/// see room the kernel refuses, and a store that stopped at a full disk would reopen and
+/// fail again with every batch. `euid` is the effective user id, `uid_map` is
+/// `/proc/self/uid_map` (how the namespace's ids map to its parent's: every id to itself
+/// in the host's), `status` is `/proc/self/status` (its `CapEff` line). A reserve given to
+/// another user (`tune2fs -u`) is not looked for.
+fn may_use_reserve(euid: u32, uid_map: &str, status: &str) -> bool {
+    let ranges: Vec<[u64; 3]> = uid_map
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace().map(|f| f.parse::<u64>().ok());
+            Some([fields.next()??, fields.next()??, fields.next()??])
+        })
+        .collect();
+    let euid = u64::from(euid);
+    let outside = ranges
+        .iter()
+        .find(|[inside, _, len]| (*inside..inside.saturating_add(*len)).contains(&euid))
+        .map(|[inside, outside, _]| outside + (euid - inside));
+    if outside == Some(0) {
+        return true;
+    }
+    /// `CAP_SYS_RESOURCE`'s bit in the capability sets.
+    const CAP_SYS_RESOURCE: u32 = 24;
+    let host_namespace = ranges == [[0, 0, u64::from(u32::MAX)]];
+    host_namespace
+        && status
+            .lines()
+            .find_map(|line| line.strip_prefix("CapEff:"))
+            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+            .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
 }
 
 /// Why a retry did not open the database: too little free space after a failure.
@@ -1913,5 +1963,50 @@ pub(crate) fn renice_current_thread(by: i32) {
         .and_then(|now| rustix::process::setpriority_process(None, (now + by).min(19)));
     if let Err(e) = result {
         tracing::debug!(error = %e, "cannot lower the store writer's priority");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_use_reserve;
+
+    const HOST: &str = "         0          0 4294967295\n";
+    const ROOTLESS: &str = "         0       1000          1\n         1     100000      65536\n";
+    const NO_CAPS: &str = "Name:\thookrelay\nCapEff:\t0000000000000000\n";
+    const ROOT_CAPS: &str = "Name:\thookrelay\nCapEff:\t000001ffffffffff\n";
+    const SYS_RESOURCE: &str = "Name:\thookrelay\nCapEff:\t0000000001000000\n";
+
+    #[test]
+    fn root_of_the_host_may_use_the_reserve() {
+        assert!(may_use_reserve(0, HOST, ROOT_CAPS));
+        // The reserve belongs to root by user id, whatever its capabilities.
+        assert!(may_use_reserve(0, HOST, NO_CAPS));
+        // A namespace whose root is the host's root (`unshare -U -r` run by root).
+        assert!(may_use_reserve(
+            0,
+            "         0          0          1\n",
+            NO_CAPS
+        ));
+    }
+
+    #[test]
+    fn another_user_may_only_with_cap_sys_resource_of_the_host() {
+        assert!(!may_use_reserve(65532, HOST, NO_CAPS));
+        assert!(may_use_reserve(65532, HOST, SYS_RESOURCE));
+        assert!(!may_use_reserve(1, ROOTLESS, SYS_RESOURCE));
+    }
+
+    #[test]
+    fn root_in_a_user_namespace_may_not() {
+        assert!(!may_use_reserve(0, ROOTLESS, ROOT_CAPS));
+        // Root of the namespace is the host's user 100000.
+        assert!(!may_use_reserve(
+            0,
+            "         0     100000      65536\n",
+            ROOT_CAPS
+        ));
+        // A map that cannot be read counts as another namespace.
+        assert!(!may_use_reserve(0, "", ROOT_CAPS));
+        assert!(!may_use_reserve(0, "0 x 1\n", ROOT_CAPS));
     }
 }
