@@ -417,6 +417,15 @@ async fn metrics_pass_promtool_and_count_one_delivery_once() {
     assert_eq!(sample(&after, &events("unrouted")), Some(1.0), "{after}");
     assert!(sample(&after, "process_resident_memory_bytes").is_some_and(|v| v > 0.0));
     assert!(after.contains("hookrelay_build_info{version=\""), "{after}");
+    // The embedded store's own figures are there (a Redis sidecar has none: replicas.rs).
+    for family in [
+        "hookrelay_store_used_bytes",
+        "hookrelay_store_dedupe_keys",
+        "hookrelay_store_disk_free_bytes",
+        "hookrelay_history_bytes",
+    ] {
+        assert!(sample(&after, family).is_some(), "{family}: {after}");
+    }
 
     // Prometheus's own linter takes the whole output.
     let mut promtool = Command::new("promtool")

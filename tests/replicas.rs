@@ -120,6 +120,21 @@ async fn three_replicas_deliver_every_callback_exactly_once() {
         duplicates, n as u64,
         "every second copy was recognised across replicas"
     );
+    // The embedded store's figures are not shown as zeros on Redis.
+    let m = rs[0].metrics().await;
+    assert!(m.contains("hookrelay_store_up 1"), "{m}");
+    for family in [
+        "hookrelay_store_used",
+        "hookrelay_store_max",
+        "hookrelay_store_full",
+        "hookrelay_store_disk",
+        "hookrelay_store_dedupe_keys",
+        "hookrelay_store_refused",
+        "hookrelay_store_outages",
+        "hookrelay_history_bytes",
+    ] {
+        assert!(!m.contains(family), "{family} on Redis: {m}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

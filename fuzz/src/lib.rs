@@ -33,7 +33,9 @@ fn settings(provider: &str) -> VerifySettings {
             "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEEDr2LjtURuePQzplybdC+u4CwrqDqBaWjcMMsTbhdbcwHBcepxo7yAQGhHPTnlvFYPAZFceEu/1FwCM/QmGUhA==",
         ),
         "mailgun" => s.with("signing_key", "key-fuzz"),
-        "ses" => s.with("cert_pem", include_str!("sns_cert.pem")),
+        "ses" => s
+            .with("cert_pem", include_str!("sns_cert.pem"))
+            .with("topic_arn", "arn:aws:sns:us-east-1:123456789012:fuzz"),
         "postmark" => s.with("basic_auth", "user:pass"),
         "twilio" | "plivo" => s
             .with("auth_token", "token")

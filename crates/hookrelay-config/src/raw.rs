@@ -27,8 +27,9 @@ pub(crate) struct RawConfig {
     /// The notification service: non-callback traffic is proxied here, `HOST:PORT` or an
     /// `http(s)://` URL.
     pub(crate) upstream: Scalar,
-    /// Durable queue and dead letters (default `{kind: embedded, path: ./data}`). Not
-    /// reloadable.
+    /// Durable queue and dead letters (default `{kind: embedded, path: ./data}`; written
+    /// out, `kind` is required). Not reloadable but for `dedupe_window`, `max_bytes` and
+    /// `min_free`.
     #[serde(default)]
     pub(crate) store: Option<RawStore>,
     /// Outbound TLS of deliveries. Mozilla's root certificates are always trusted (they
@@ -79,8 +80,9 @@ pub(crate) struct SchemaConfig {
     /// The notification service: non-callback traffic is proxied here, `HOST:PORT` or an
     /// `http(s)://` URL.
     upstream: String,
-    /// Durable queue and dead letters (default `{kind: embedded, path: ./data}`). Not
-    /// reloadable.
+    /// Durable queue and dead letters (default `{kind: embedded, path: ./data}`; written
+    /// out, `kind` is required). Not reloadable but for `dedupe_window`, `max_bytes` and
+    /// `min_free`.
     #[serde(default)]
     store: Option<RawStore>,
     /// Outbound TLS of deliveries. Mozilla's root certificates are always trusted (they
@@ -150,7 +152,8 @@ pub(crate) struct RawTls {
 pub(crate) enum RawStore {
     /// An embedded store in a local directory (one sidecar).
     Embedded {
-        /// Directory of the store.
+        /// Directory of the store (default `./data`, relative to the working directory).
+        #[serde(default = "default_store_path")]
         path: String,
         /// How long a provider event id is remembered to drop the provider's retries of
         /// it (default `24h`; reloadable: new keys take the new window).
@@ -182,6 +185,11 @@ pub(crate) enum RawStore {
         #[serde(default)]
         dedupe_window: Option<Scalar>,
     },
+}
+
+/// The embedded store's directory when `store.path` is left out.
+fn default_store_path() -> String {
+    "./data".to_owned()
 }
 
 /// What hookrelay does with a verified callback.

@@ -472,7 +472,7 @@ fn ses_reads_its_signing_certificate_from_cert_file() {
     let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hookrelay-core/tests/fixtures/ses");
     let yaml = |file: &str| {
         format!(
-            "upstream: 127.0.0.1:3000\ncallbacks:\n  - path: /cb/ses\n    provider: ses\n    verify:\n      cert_file: {file}\n"
+            "upstream: 127.0.0.1:3000\ncallbacks:\n  - path: /cb/ses\n    provider: ses\n    verify:\n      cert_file: {file}\n      topic_arn: arn:aws:sns:eu-west-1:123456789012:ses-events\n"
         )
     };
     let load = |text: String| {
@@ -506,6 +506,19 @@ fn ses_reads_its_signing_certificate_from_cert_file() {
         errors
             .to_string()
             .contains("ses verification needs `cert_file`"),
+        "{errors}"
+    );
+
+    // The topic is required: SNS signs every AWS account's topics alike.
+    let errors = load(
+        "upstream: 127.0.0.1:3000\ncallbacks:\n  - path: /cb/ses\n    provider: ses\n    verify:\n      cert_file: sns_signing_cert.pem\n"
+            .into(),
+    )
+    .expect_err("no topic");
+    assert!(
+        errors
+            .to_string()
+            .contains("ses verification needs `topic_arn`"),
         "{errors}"
     );
 }
@@ -839,5 +852,30 @@ fn store_max_bytes_is_auto_or_a_size_of_at_least_a_mebibyte() {
     assert!(
         text.contains("store.max_bytes: \"lots\": expected `auto` or a size such as 2GiB"),
         "{text}"
+    );
+}
+
+#[test]
+fn an_embedded_store_written_out_defaults_its_path_and_needs_its_kind() {
+    let with = |store: &str| {
+        format!(
+            "upstream: 127.0.0.1:3000\n{store}\
+             endpoints:\n  - name: crm\n    url: https://crm.example.com/hooks\n"
+        )
+    };
+    let data = hookrelay_config::Store::Embedded {
+        path: PathBuf::from("./data"),
+    };
+    assert_eq!(compile(&with("")).expect("left out").store, data);
+    assert_eq!(
+        compile(&with("store: { kind: embedded, max_bytes: 1GiB }\n"))
+            .expect("path left out")
+            .store,
+        data
+    );
+    let errors = compile(&with("store: { max_bytes: 1GiB }\n")).expect_err("no kind");
+    assert!(
+        errors.to_string().contains("kind"),
+        "the error names the missing kind: {errors}"
     );
 }

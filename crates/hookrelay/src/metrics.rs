@@ -787,78 +787,83 @@ impl Collector for Scraped {
             None,
             u32::from(scrape.store_up),
         )?;
-        counter(
-            e,
-            "hookrelay_store_refused",
-            "Writes the embedded store refused at once while it recovered from a failed write (a full disk): callbacks answered 503, outcomes tried again",
-            None,
-            store.refused,
-        )?;
-        counter(
-            e,
-            "hookrelay_store_outages",
-            "Times a write or sync of the embedded store failed and it started refusing writes until it recovered",
-            None,
-            store.outages,
-        )?;
-        counter(
-            e,
-            "hookrelay_store_full",
-            "Callbacks the embedded store refused because its budget (store.max_bytes) was used up: answered 503 until deliveries drain",
-            None,
-            store.full,
-        )?;
-        counter(
-            e,
-            "hookrelay_store_disk_low",
-            "Callbacks the embedded store refused because its file system had less free space than store.min_free: answered 503 until more is free",
-            None,
-            store.disk_low,
-        )?;
-        gauge(
-            e,
-            "hookrelay_store_disk_free",
-            "Bytes free on the embedded store's file system when a callback was last enqueued (0 with store.min_free at 0)",
-            Some(&Unit::Bytes),
-            store.disk_free_bytes,
-        )?;
-        gauge(
-            e,
-            "hookrelay_store_used",
-            "Bytes of queued deliveries, dead letters and dedupe keys the embedded store holds, as its budget counts them",
-            Some(&Unit::Bytes),
-            store.used_bytes,
-        )?;
-        gauge(
-            e,
-            "hookrelay_store_max",
-            "The embedded store's budget (store.max_bytes), 0 for none",
-            Some(&Unit::Bytes),
-            store.max_bytes,
-        )?;
-        if let Some(disk) = scrape.store_disk_bytes {
+        // The embedded store's own figures: Redis has none of them (its memory, disk and
+        // keys are its own, read with its tools), so they are left out rather than shown
+        // as 0.
+        if scrape.store_kind == "embedded" {
+            counter(
+                e,
+                "hookrelay_store_refused",
+                "Writes the embedded store refused at once while it recovered from a failed write (a full disk): callbacks answered 503, outcomes tried again",
+                None,
+                store.refused,
+            )?;
+            counter(
+                e,
+                "hookrelay_store_outages",
+                "Times a write or sync of the embedded store failed and it started refusing writes until it recovered",
+                None,
+                store.outages,
+            )?;
+            counter(
+                e,
+                "hookrelay_store_full",
+                "Callbacks the embedded store refused because its budget (store.max_bytes) was used up: answered 503 until deliveries drain",
+                None,
+                store.full,
+            )?;
+            counter(
+                e,
+                "hookrelay_store_disk_low",
+                "Callbacks the embedded store refused because its file system had less free space than store.min_free: answered 503 until more is free",
+                None,
+                store.disk_low,
+            )?;
             gauge(
                 e,
-                "hookrelay_store_disk",
-                "Bytes the embedded store's files take on disk",
+                "hookrelay_store_disk_free",
+                "Bytes free on the embedded store's file system when a callback was last enqueued (0 with store.min_free at 0)",
                 Some(&Unit::Bytes),
-                disk,
+                store.disk_free_bytes,
+            )?;
+            gauge(
+                e,
+                "hookrelay_store_used",
+                "Bytes of queued deliveries, dead letters and dedupe keys the embedded store holds, as its budget counts them",
+                Some(&Unit::Bytes),
+                store.used_bytes,
+            )?;
+            gauge(
+                e,
+                "hookrelay_store_max",
+                "The embedded store's budget (store.max_bytes), 0 for none",
+                Some(&Unit::Bytes),
+                store.max_bytes,
+            )?;
+            if let Some(disk) = scrape.store_disk_bytes {
+                gauge(
+                    e,
+                    "hookrelay_store_disk",
+                    "Bytes the embedded store's files take on disk",
+                    Some(&Unit::Bytes),
+                    disk,
+                )?;
+            }
+            gauge(
+                e,
+                "hookrelay_history",
+                "Bytes of the delivered deliveries the embedded store keeps as history (bounded by history.max_bytes)",
+                Some(&Unit::Bytes),
+                store.history_bytes,
+            )?;
+            gauge(
+                e,
+                "hookrelay_store_dedupe_keys",
+                "Dedupe keys and one-time tokens the embedded store holds",
+                None,
+                store.keys,
             )?;
         }
-        gauge(
-            e,
-            "hookrelay_history",
-            "Bytes of the delivered deliveries the embedded store keeps as history (bounded by history.max_bytes)",
-            Some(&Unit::Bytes),
-            store.history_bytes,
-        )?;
-        gauge(
-            e,
-            "hookrelay_store_dedupe_keys",
-            "Dedupe keys and one-time tokens the embedded store holds",
-            None,
-            store.keys,
-        )?;
         counter(
             e,
             "hookrelay_log_lines_suppressed",

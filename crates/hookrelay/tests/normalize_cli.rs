@@ -335,9 +335,19 @@ fn verify_passes_on_vectors_and_exits_3_on_tampered_copies() {
     let cert = core_tests().join("fixtures/ses/sns_signing_cert.pem");
     let cert = format!("cert_file={}", cert.display());
     let body = read("fixtures/ses/notification_v2_no_subject.json");
-    let args = ["--provider", "ses", "--verify", &cert];
+    let topic = "topic_arn=arn:aws:sns:us-east-2:295079676684:publish-and-verify-62674b1d-4295-426b-88e7-5fb75652a04e";
+    let args = ["--provider", "ses", "--verify", &cert, "--verify", topic];
     let ok = normalize(&args, &body);
     assert_eq!(ok.code, 0, "{}", ok.stderr);
+    // Another account's topic, signed by SNS all the same, is refused.
+    let other = "topic_arn=arn:aws:sns:us-east-2:111111111111:someone-elses";
+    let theirs = ["--provider", "ses", "--verify", &cert, "--verify", other];
+    assert_eq!(normalize(&theirs, &body).code, 3);
+    // And a check without the topic is a usage error, not a pass.
+    assert_eq!(
+        normalize(&["--provider", "ses", "--verify", &cert], &body).code,
+        64
+    );
     let tampered = String::from_utf8(body)
         .expect("utf-8")
         .replacen("Hello", "Jello", 1);

@@ -294,7 +294,9 @@ mod tests {
     #[cfg(feature = "ses")]
     #[test]
     fn a_certificate_to_fetch_is_refused_as_a_server_error_naming_it() {
-        let settings = VerifySettings::new().with("fetch_cert", "true");
+        let settings = VerifySettings::new()
+            .with("fetch_cert", "true")
+            .with("topic_arn", "arn:aws:sns:us-east-1:1:t");
         let policy = CallbackPolicy::builtin("ses", &settings).expect("ses policy");
         let url = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0000.pem";
         let body = format!(

@@ -57,8 +57,9 @@ enum Action {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
-    /// Put a dead letter (by id), or every dead letter of an endpoint, back in its queue
-    /// (refused for `:unparsed`: no endpoint takes an event that could not be normalized).
+    /// Put a dead letter (by id), or every dead letter of an endpoint, back in its queue.
+    /// One of `:unparsed` is run through its route's current normalizer and delivered, or
+    /// refused with the reason while it still cannot be normalized.
     Replay {
         /// Dead letter id.
         id: Option<u64>,

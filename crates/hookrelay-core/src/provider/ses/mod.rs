@@ -109,7 +109,7 @@
 //! |---|---|---|
 //! | `cert_pem` | one of these two | PEM text of the SNS signing certificate (the binary reads the `cert_file` key into it) |
 //! | `fetch_cert` | one of these two | `true`: the caller fetches the certificate from the checked `SigningCertURL` (AWS rotates it) and calls [`Verifier::verify_with_cert_pem`]; [`Verifier::verify`] alone then fails closed |
-//! | `topic_arn` | no | when set, `TopicArn` must equal it (else [`VerifyError::Mismatch`]) |
+//! | `topic_arn` | yes | the topic's ARN, or several separated by commas: `TopicArn` must be one of them (else [`VerifyError::Mismatch`]). SNS signs the messages of every AWS account's topics with the same certificates, so without it anyone could create a topic, subscribe the route and publish to it |
 //!
 //! [`Control::SnsSubscriptionConfirmation`]: crate::provider::Control::SnsSubscriptionConfirmation
 //! [`Control::SnsUnsubscribeConfirmation`]: crate::provider::Control::SnsUnsubscribeConfirmation
@@ -177,8 +177,22 @@ mod test_support {
         CallbackRequest::post(body.to_owned()).with_content_type("text/plain; charset=UTF-8")
     }
 
+    /// The topics of the fixtures: AWS's SDK test vectors, its documentation's examples
+    /// and the self-signed confirmation.
+    pub(super) const TOPICS: &str = "\
+        arn:aws:sns:us-east-2:295079676684:publish-and-verify-892f85fe-4836-424d-8188-ab85bef0f362,\
+        arn:aws:sns:us-east-2:295079676684:publish-and-verify-6e11fed2-fcdf-4c52-9dc4-36ef43f37f84,\
+        arn:aws:sns:us-east-2:295079676684:publish-and-verify-62674b1d-4295-426b-88e7-5fb75652a04e,\
+        arn:aws:sns:us-west-2:123456789012:MyTopic,\
+        arn:aws:sns:eu-west-1:123456789012:ses-events";
+
     pub(super) fn verifier(pem: &str) -> Verifier {
-        Verifier::from_settings(&VerifySettings::new().with("cert_pem", pem)).expect("verifier")
+        Verifier::from_settings(
+            &VerifySettings::new()
+                .with("cert_pem", pem)
+                .with("topic_arn", TOPICS),
+        )
+        .expect("verifier")
     }
 
     pub(super) fn recorded() -> VerifyOptions {

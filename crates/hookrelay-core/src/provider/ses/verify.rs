@@ -76,18 +76,22 @@ impl SigningCert {
 
 /// SNS message-signature check against a signing certificate supplied offline.
 ///
-/// Holds the parsed certificate (public data, parsed once) and the optional expected
-/// topic; `Debug` prints neither key material nor settings values.
+/// Holds the parsed certificate (public data, parsed once) and the topics it takes;
+/// `Debug` prints neither key material nor settings values.
 #[derive(Debug, Clone)]
 pub struct Verifier {
     /// The certificate supplied offline; `None` when the caller fetches it (`fetch_cert`).
     cert: Option<Arc<SigningCert>>,
-    topic_arn: Option<String>,
+    /// The topics whose messages are taken (`topic_arn`, never empty): SNS signs the
+    /// messages of every AWS account's topics with the same certificates, so the signature
+    /// alone says a message came from SNS, not from whose topic.
+    topic_arns: Vec<String>,
 }
 
 impl Verifier {
-    /// Builds the verifier from the `verify:` settings: `cert_pem` (required, parsed here)
-    /// and `topic_arn` (optional).
+    /// Builds the verifier from the `verify:` settings: `cert_pem` (parsed here) or
+    /// `fetch_cert`, and `topic_arn` (required: one topic ARN, or several separated by
+    /// commas).
     pub fn from_settings(settings: &VerifySettings) -> Result<Self, VerifyConfigError> {
         settings.only(PROVIDER, KNOWN_KEYS)?;
         let fetch = match settings
@@ -121,16 +125,14 @@ impl Verifier {
                 });
             }
         };
-        let topic_arn = settings
-            .get("topic_arn")
-            .map(|s| s.expose().trim().to_owned());
-        Ok(Self { cert, topic_arn })
+        let topic_arns = topic_arns(settings)?;
+        Ok(Self { cert, topic_arns })
     }
 
-    /// Checks the SNS signature of the envelope (and the topic, when configured).
+    /// Checks the SNS signature of the envelope and that its topic is one configured.
     pub fn verify(&self, req: &CallbackRequest, opts: &VerifyOptions) -> Result<(), VerifyError> {
         match &self.cert {
-            Some(cert) => verify_envelope(req, cert, self.topic_arn.as_deref(), opts),
+            Some(cert) => verify_envelope(req, cert, Some(&self.topic_arns), opts),
             None => Err(VerifyError::Certificate(
                 "no certificate supplied (fetch_cert: the caller must fetch SigningCertURL)".into(),
             )),
@@ -153,8 +155,49 @@ impl Verifier {
         opts: &VerifyOptions,
     ) -> Result<(), VerifyError> {
         let cert = SigningCert::from_pem(pem).map_err(VerifyError::Certificate)?;
-        verify_envelope(req, &cert, self.topic_arn.as_deref(), opts)
+        verify_envelope(req, &cert, Some(&self.topic_arns), opts)
     }
+}
+
+/// The `topic_arn` setting: one topic ARN or several separated by commas, each
+/// `arn:<partition>:sns:<region>:<account>:<name>`.
+fn topic_arns(settings: &VerifySettings) -> Result<Vec<String>, VerifyConfigError> {
+    let Some(value) = settings.get("topic_arn") else {
+        return Err(VerifyConfigError::Missing {
+            provider: PROVIDER,
+            key: "topic_arn",
+        });
+    };
+    let arns: Vec<String> = value
+        .expose()
+        .split(',')
+        .map(str::trim)
+        .filter(|arn| !arn.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if arns.is_empty() {
+        return Err(VerifyConfigError::Missing {
+            provider: PROVIDER,
+            key: "topic_arn",
+        });
+    }
+    for arn in &arns {
+        let parts: Vec<&str> = arn.splitn(6, ':').collect();
+        let well_formed = parts.len() == 6
+            && parts[0] == "arn"
+            && parts[2] == "sns"
+            && parts.iter().all(|p| !p.is_empty());
+        if !well_formed {
+            return Err(VerifyConfigError::Invalid {
+                provider: PROVIDER,
+                key: "topic_arn",
+                reason: format!(
+                    "{arn:?} is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)"
+                ),
+            });
+        }
+    }
+    Ok(arns)
 }
 
 /// Checks the SNS signature of `req` with the certificate `pem` (PEM text), for a caller
@@ -207,7 +250,7 @@ fn signed_envelope(req: &CallbackRequest) -> Result<Map<String, Value>, VerifyEr
 fn verify_envelope(
     req: &CallbackRequest,
     cert: &SigningCert,
-    topic_arn: Option<&str>,
+    topic_arns: Option<&[String]>,
     opts: &VerifyOptions,
 ) -> Result<(), VerifyError> {
     let envelope = signed_envelope(req)?;
@@ -244,9 +287,10 @@ fn verify_envelope(
             )));
         }
     }
-    if let Some(expected) = topic_arn {
+    if let Some(expected) = topic_arns {
         // Topic names are not secret; the signature was already checked in full.
-        if env_str(&envelope, &["TopicArn"]) != Some(expected) {
+        let topic = env_str(&envelope, &["TopicArn"]);
+        if !expected.iter().any(|arn| Some(arn.as_str()) == topic) {
             return Err(VerifyError::Mismatch);
         }
     }
@@ -419,8 +463,12 @@ mod tests {
         assert!(
             Verifier::from_settings(&VerifySettings::new().with("fetch_cert", "false")).is_err()
         );
-        let v = Verifier::from_settings(&VerifySettings::new().with("fetch_cert", "true"))
-            .expect("fetch mode");
+        let v = Verifier::from_settings(
+            &VerifySettings::new()
+                .with("fetch_cert", "true")
+                .with("topic_arn", TOPICS),
+        )
+        .expect("fetch mode");
         assert!(v.fetches_cert());
         assert!(!verifier(SNS_CERT).fetches_cert());
         for (body, _) in VECTORS {
@@ -589,7 +637,53 @@ mod tests {
     }
 
     #[test]
-    fn topic_arn_must_match_when_configured() {
+    fn topic_arn_is_required_and_well_formed() {
+        let with = |topic: Option<&str>| {
+            let settings = VerifySettings::new().with("cert_pem", OTHER_CERT);
+            Verifier::from_settings(&match topic {
+                Some(t) => settings.with("topic_arn", t),
+                None => settings,
+            })
+        };
+        for missing in [None, Some(" "), Some(" , ")] {
+            assert!(
+                matches!(
+                    with(missing),
+                    Err(VerifyConfigError::Missing {
+                        key: "topic_arn",
+                        ..
+                    })
+                ),
+                "{missing:?}"
+            );
+        }
+        for bad in [
+            "ses-events",
+            "arn:aws:sqs:eu-west-1:1:q",
+            "arn:aws:sns:eu-west-1:1:",
+        ] {
+            assert!(
+                matches!(
+                    with(Some(bad)),
+                    Err(VerifyConfigError::Invalid {
+                        key: "topic_arn",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
+        // Several topics: a message of any of them is taken.
+        let two = with(Some(
+            "arn:aws:sns:eu-west-1:123456789012:other, arn:aws:sns:eu-west-1:123456789012:ses-events",
+        ))
+        .expect("two topics");
+        two.verify(&sns(SELF_CONFIRMATION), &recorded())
+            .expect("the second topic");
+    }
+
+    #[test]
+    fn a_signed_message_of_another_topic_is_refused() {
         let settings = |topic: &str| {
             VerifySettings::new()
                 .with("cert_pem", OTHER_CERT)
