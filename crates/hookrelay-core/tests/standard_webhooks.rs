@@ -162,6 +162,36 @@ fn official_negative_vectors_fail_and_multi_signature_headers_pass() {
 }
 
 #[test]
+fn a_header_is_read_up_to_32_entries() {
+    let v = load("sign_vector_1.json");
+    let ts = v.ts.to_string();
+    let check = |header: &str| {
+        verify(
+            std::slice::from_ref(&v.secret),
+            &v.id,
+            &ts,
+            header,
+            v.payload.as_bytes(),
+            None,
+        )
+    };
+    let padded = |bogus: usize| {
+        let mut entries = vec!["v1,"; bogus];
+        entries.push(&v.expected);
+        entries.join(" ")
+    };
+    check(&padded(31)).expect("the 32nd entry is looked at");
+    // A header of thousands of entries is not checked entry by entry to its end: the
+    // sender signs with one secret, two while it rotates them.
+    assert_eq!(check(&padded(32)), Err(SignatureError::NoMatch));
+    assert_eq!(check(&padded(16_000)), Err(SignatureError::NoMatch));
+    // Entries that cannot be a SHA-256 tag are passed over.
+    let short = v.expected[..v.expected.len() - 4].to_owned();
+    assert_eq!(check(&short), Err(SignatureError::NoMatch));
+    check(&format!("v1,AAAA v1,{} {}", "A".repeat(400), v.expected)).expect("valid after junk");
+}
+
+#[test]
 fn timestamps_outside_five_minutes_fail() {
     let v = load("sign_vector_1.json");
     let ts = v.ts.to_string();
