@@ -65,8 +65,34 @@ impl Refusal {
     }
 }
 
+/// Longest reason a refusal gives, in bytes: it goes into a log line and the answer, and
+/// may quote what the sender sent (a JSON key, a header, a URL).
+pub(crate) const MAX_REASON: usize = 300;
+
 impl fmt::Display for Refusal {
+    /// The reason on one line, at most [`MAX_REASON`] bytes (cut with `…`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut full = String::new();
+        self.write_reason(&mut full)?;
+        let mut line = String::with_capacity(full.len().min(MAX_REASON));
+        for c in full.chars() {
+            let c = if c.is_control() { ' ' } else { c };
+            if line.len() + c.len_utf8() > MAX_REASON {
+                while line.len() + '…'.len_utf8() > MAX_REASON {
+                    line.pop();
+                }
+                line.push('…');
+                break;
+            }
+            line.push(c);
+        }
+        f.write_str(&line)
+    }
+}
+
+impl Refusal {
+    /// The whole reason, as long as its parts are.
+    fn write_reason(&self, f: &mut impl fmt::Write) -> fmt::Result {
         match self {
             Refusal::TooLarge {
                 declared: Some(n),
@@ -129,7 +155,29 @@ impl Refusal {
 
 #[cfg(test)]
 mod tests {
-    use super::Refusal;
+    use super::{MAX_REASON, Refusal};
+
+    #[test]
+    fn a_reason_quoting_the_sender_is_one_short_line() {
+        let key = "k".repeat(1 << 20);
+        let refusal = Refusal::BadBody(format!("unexpected key {key:?}\nin the body"));
+        let reason = refusal.to_string();
+        assert!(reason.len() <= MAX_REASON, "{}", reason.len());
+        assert!(reason.starts_with("unexpected key \"kkk"), "{reason}");
+        assert!(reason.ends_with('…'), "{reason}");
+        let body = refusal.body("vonage");
+        assert!(
+            body.len() <= "vonage: ".len() + MAX_REASON + 1,
+            "{}",
+            body.len()
+        );
+        assert_eq!(body.matches('\n').count(), 1);
+        // A short reason is whole, its line breaks as spaces.
+        assert_eq!(
+            Refusal::BadBody("not JSON:\nat line 1".into()).to_string(),
+            "not JSON: at line 1"
+        );
+    }
 
     #[test]
     fn each_refusal_has_its_status_and_label() {
