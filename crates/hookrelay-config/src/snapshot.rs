@@ -250,6 +250,23 @@ pub struct Limits {
     pub max_connections: Option<usize>,
 }
 
+impl Limits {
+    /// Bodies of at most this many bytes may hold the whole of `unverified_bytes` while
+    /// their signature is checked; larger ones share [`Limits::LARGE_BODIES_SHARE`] of it.
+    pub const SMALL_BODY: usize = 64 * 1024;
+    /// The part of `unverified_bytes` bodies over [`Limits::SMALL_BODY`] may hold together:
+    /// (numerator, denominator).
+    pub const LARGE_BODIES_SHARE: (usize, usize) = (1, 2);
+
+    /// The largest body a callback can have its signature checked with: over it, the
+    /// listener could never hold the body and would answer 503 to every try.
+    #[must_use]
+    pub fn largest_body(&self) -> usize {
+        let (num, den) = Self::LARGE_BODIES_SHARE;
+        (self.unverified_bytes / den * num).max(Self::SMALL_BODY)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {

@@ -879,3 +879,26 @@ fn an_embedded_store_written_out_defaults_its_path_and_needs_its_kind() {
         "the error names the missing kind: {errors}"
     );
 }
+
+#[test]
+fn a_route_cannot_take_a_body_the_listener_could_never_hold() {
+    let with = |max_body: &str, unverified: &str| {
+        format!(
+            "upstream: 127.0.0.1:3000\n{unverified}callbacks:\n  - path: /cb\n    provider: mailgun\n    verify: {{ signing_key: k }}\n    max_body: {max_body}\n"
+        )
+    };
+    // By default 64MiB are held at most, half of it by bodies over 64KiB.
+    assert_eq!(
+        compile(&with("32MiB", "")).expect("half").routes["/cb"].max_body,
+        32 << 20
+    );
+    let errors = compile(&with("40MiB", "")).expect_err("over half");
+    assert_eq!(errors.errors[0].path, "callbacks[0].max_body", "{errors}");
+    assert!(
+        errors.to_string().contains("limits.unverified_bytes"),
+        "{errors}"
+    );
+    compile(&with("40MiB", "limits: { unverified_bytes: 80MiB }\n")).expect("raised");
+    // Small bodies may hold the whole budget, however small it is.
+    compile(&with("64KiB", "limits: { unverified_bytes: 1KiB }\n")).expect("small");
+}

@@ -283,6 +283,27 @@ impl Compiler {
         let store_min_free = self.store_min_free(top.store.as_ref());
         let tls = self.tls(top.tls.as_ref());
         let limits = self.limits(top.limits.as_ref());
+        if let Some(limits) = &limits {
+            // A body the listener could never hold while checking it would be answered
+            // 503 at every try, and the provider's retries would never end.
+            for (i, cb) in &callbacks {
+                let Some(route) = routes.get(cb.path.trim()) else {
+                    continue;
+                };
+                if route.max_body > limits.largest_body() {
+                    self.error(
+                        &format!("callbacks[{i}].max_body"),
+                        format!(
+                            "{} bytes is more than one body may hold of limits.unverified_bytes \
+                             ({} bytes: half of it); lower max_body or raise \
+                             limits.unverified_bytes to at least twice it",
+                            route.max_body,
+                            limits.largest_body()
+                        ),
+                    );
+                }
+            }
+        }
         let dead_letter_retention = self
             .dead_letter_retention(top.dead_letters.as_ref().and_then(|d| d.retention.as_ref()));
         let history = self.history(top.history.as_ref());

@@ -17,10 +17,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Bodies of at most this many bytes may use the whole budget; larger ones share
 /// [`LARGE_SHARE`] of it.
-pub(crate) const SMALL: usize = 64 * 1024;
+pub(crate) const SMALL: usize = hookrelay_config::Limits::SMALL_BODY;
 
 /// The part of the budget large bodies may hold together: (numerator, denominator).
-pub(crate) const LARGE_SHARE: (usize, usize) = (1, 2);
+pub(crate) const LARGE_SHARE: (usize, usize) = hookrelay_config::Limits::LARGE_BODIES_SHARE;
 
 /// The part of the budget request heads may hold together.
 pub(crate) const HEAD_SHARE: (usize, usize) = (1, 4);
