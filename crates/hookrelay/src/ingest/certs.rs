@@ -5,9 +5,12 @@
 //! here; the fetch still goes through the SSRF guard. A certificate is fetched once and
 //! kept (at most [`CAPACITY`] URLs); a failed fetch is remembered for [`RETRY_AFTER`], so
 //! a burst of callbacks during an outage of the certificate host does not fetch once per
-//! callback.
+//! callback. A fetch comes before the message's signature can be checked, so anyone may
+//! ask for one (of an allowed host): at most [`MAX_FETCHES`] run at once, and a callback
+//! that would need one more is refused at once (503, the provider retries).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -21,12 +24,26 @@ const CAPACITY: usize = 64;
 const MAX_PEM: usize = 64 * 1024;
 /// Longest fetch.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most fetches at once. SNS signs with one certificate per region, renewed now and then:
+/// a few fetches in a long while.
+const MAX_FETCHES: usize = 4;
 
 /// The certificate cache and the client it fetches with.
 pub(crate) struct Certificates {
     clients: Clients,
     cached: Mutex<HashMap<String, Arc<str>>>,
     failures: Mutex<FailureCache>,
+    /// Fetches running.
+    fetching: AtomicUsize,
+}
+
+/// One of the [`MAX_FETCHES`], given back when dropped.
+struct Fetch<'a>(&'a AtomicUsize);
+
+impl Drop for Fetch<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -40,7 +57,18 @@ impl Certificates {
             clients,
             cached: Mutex::new(HashMap::new()),
             failures: Mutex::new(FailureCache::default()),
+            fetching: AtomicUsize::new(0),
         }
+    }
+
+    /// A place among the fetches running, if there is one.
+    fn place(&self) -> Option<Fetch<'_>> {
+        self.fetching
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_FETCHES).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Fetch(&self.fetching))
     }
 
     /// The PEM of the certificate at `url`, fetched once and cached.
@@ -52,6 +80,11 @@ impl Certificates {
         if let Some(reason) = lock(&self.failures).recent(url, now) {
             return Err(format!("{reason} (failed less than {RETRY_AFTER:?} ago)"));
         }
+        let Some(_place) = self.place() else {
+            return Err(format!(
+                "{MAX_FETCHES} certificate fetches are running already; retry later"
+            ));
+        };
         let fetched = self.fetch(url).await;
         match &fetched {
             Ok(pem) => {
@@ -115,8 +148,53 @@ impl FailureCache {
 
 #[cfg(test)]
 mod tests {
-    use super::{FailureCache, RETRY_AFTER};
+    use super::{Certificates, FailureCache, MAX_FETCHES, RETRY_AFTER};
+    use crate::net::{Clients, tls};
     use std::time::{Duration, Instant};
+
+    #[tokio::test]
+    async fn at_most_four_fetches_run_at_once() {
+        // A host that takes connections and never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = silent.local_addr().expect("addr").port();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((conn, _)) = silent.accept().await {
+                open.push(conn);
+            }
+        });
+        let (roots, _) = tls::roots(Vec::new(), &[]).expect("roots");
+        let certs = std::sync::Arc::new(Certificates::new(Clients::new(
+            &tls::client_config(roots).expect("tls"),
+        )));
+        let mut running = Vec::new();
+        for i in 0..MAX_FETCHES {
+            let certs = certs.clone();
+            let url = format!("http://127.0.0.1:{port}/{i}.pem");
+            running.push(tokio::spawn(async move { certs.get(&url).await }));
+        }
+        // Each of them holds its place once it has taken it.
+        while certs.fetching.load(std::sync::atomic::Ordering::Acquire) < MAX_FETCHES {
+            tokio::task::yield_now().await;
+        }
+        let refused = certs
+            .get(&format!("http://127.0.0.1:{port}/one-more.pem"))
+            .await
+            .expect_err("no place left");
+        assert!(refused.contains("fetches are running already"), "{refused}");
+        // The refusal is not remembered as the URL's failure, and a place freed is taken.
+        running.pop().expect("one").abort();
+        while certs.fetching.load(std::sync::atomic::Ordering::Acquire) == MAX_FETCHES {
+            tokio::task::yield_now().await;
+        }
+        assert!(certs.place().is_some());
+        for fetch in running {
+            fetch.abort();
+        }
+        held.abort();
+    }
 
     #[test]
     fn a_failed_fetch_is_remembered_for_a_while() {
