@@ -35,6 +35,10 @@ pub struct CallbackRequest {
     pub body: Bytes,
 }
 
+/// Most form fields [`CallbackRequest::form_pairs`] reads (about 8 MB of them at most):
+/// providers send a few dozen.
+pub const MAX_FORM_FIELDS: usize = 100_000;
+
 impl CallbackRequest {
     /// A `POST` of `body` to `/` with no headers.
     #[must_use]
@@ -101,12 +105,18 @@ impl CallbackRequest {
         self.query().map(parse_form).unwrap_or_default()
     }
 
-    /// Decoded `application/x-www-form-urlencoded` body parameters in order.
+    /// Decoded `application/x-www-form-urlencoded` body parameters in order, the first
+    /// [`MAX_FORM_FIELDS`] of them.
     ///
     /// Percent-decoding is lossy for invalid UTF-8 (replacement characters), never an error.
+    /// Signature checks read the fields before the signature is known to be good, and each
+    /// field costs some 80 bytes of memory however short it is (`a&a&…`, two bytes each),
+    /// 40 times the body: a body of more fields is no provider's, and a signature check
+    /// over the fields kept fails.
     #[must_use]
     pub fn form_pairs(&self) -> Vec<(String, String)> {
         form_urlencoded::parse(&self.body)
+            .take(MAX_FORM_FIELDS)
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect()
     }
@@ -223,6 +233,14 @@ mod tests {
         assert_eq!(param_nonempty(&p, "b"), None);
         assert_eq!(param(&p, "c"), Some("✓"));
         assert_eq!(param(&p, "d"), Some(""));
+    }
+
+    #[test]
+    fn a_form_is_read_up_to_its_hundred_thousandth_field() {
+        let r = CallbackRequest::post("a&".repeat(300_000));
+        assert_eq!(r.form_pairs().len(), MAX_FORM_FIELDS);
+        let r = CallbackRequest::post("a=1&".repeat(MAX_FORM_FIELDS));
+        assert_eq!(r.form_pairs().len(), MAX_FORM_FIELDS);
     }
 
     #[test]
