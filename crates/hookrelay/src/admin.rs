@@ -750,27 +750,74 @@ const ADMIN_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 /// Longest wait for a request's headers on the admin listener.
 const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves the admin API on `listener` until `shutdown`: at most `max_connections` at once
-/// (a connection over it is closed at once and counted), each kept for
-/// [`ADMIN_CONNECTION_LIFETIME`], its request headers within [`ADMIN_HEADER_TIMEOUT`]. At
-/// the end of its lifetime, and at shutdown, a connection answers the request in progress
-/// and then closes.
+/// How long a connection past its lifetime (or at shutdown) may take to finish the request
+/// in progress before it is closed anyway: a client that sends its body slowly, or never
+/// reads the answer, cannot hold its place longer.
+const ADMIN_CLOSE_GRACE: Duration = Duration::from_secs(10);
+
+/// How long the admin listener keeps a connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    /// Kept this long, then closed once its request in progress is answered.
+    pub(crate) lifetime: Duration,
+    /// A request's headers arrive within this.
+    pub(crate) headers: Duration,
+    /// Closed after this much more, whatever it is doing.
+    pub(crate) grace: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            lifetime: ADMIN_CONNECTION_LIFETIME,
+            headers: ADMIN_HEADER_TIMEOUT,
+            grace: ADMIN_CLOSE_GRACE,
+        }
+    }
+}
+
+/// Serves the admin API on `listener` until `shutdown`: HTTP/1.1 only, at most
+/// `max_connections` at once (a connection over it is closed at once and counted), each
+/// kept for [`ADMIN_CONNECTION_LIFETIME`], its request headers within
+/// [`ADMIN_HEADER_TIMEOUT`]. At the end of its lifetime, and at shutdown, a connection
+/// answers the request in progress and then closes, or is closed [`ADMIN_CLOSE_GRACE`]
+/// later. HTTP/2 is not served: each connection could hold 200 requests' bodies at once.
 pub(crate) async fn serve(
     app: Arc<Admin>,
     listener: TcpListener,
     max_connections: usize,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let metrics = app.metrics.clone();
+    serve_with(
+        router(app),
+        &metrics,
+        listener,
+        max_connections,
+        shutdown,
+        Timing::default(),
+    )
+    .await;
+}
+
+/// [`serve`] of `service`, its connections timed by `timing`.
+pub(crate) async fn serve_with(
+    service: Router,
+    metrics: &Arc<Metrics>,
+    listener: TcpListener,
+    max_connections: usize,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
+    timing: Timing,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto;
     use hyper_util::service::TowerToHyperService;
     let permits = Arc::new(tokio::sync::Semaphore::new(max_connections));
-    let service = router(app.clone());
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(ADMIN_HEADER_TIMEOUT);
+        .header_read_timeout(timing.headers);
     let builder = Arc::new(builder);
     loop {
         let accepted = tokio::select! {
@@ -787,7 +834,7 @@ pub(crate) async fn serve(
             }
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            app.metrics.connection_dropped("admin_connections");
+            metrics.connection_dropped("admin_connections");
             drop(stream);
             continue;
         };
@@ -799,19 +846,25 @@ pub(crate) async fn serve(
         tokio::spawn(async move {
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
-            let lifetime = tokio::time::sleep(ADMIN_CONNECTION_LIFETIME);
-            tokio::pin!(lifetime);
+            let deadline = tokio::time::sleep(timing.lifetime);
+            tokio::pin!(deadline);
             let mut closing = false;
             loop {
                 tokio::select! {
                     _ = connection.as_mut() => break,
-                    () = &mut lifetime, if !closing => {
+                    () = &mut deadline => {
+                        if closing {
+                            // The grace is over: dropped, whatever it was doing.
+                            break;
+                        }
                         connection.as_mut().graceful_shutdown();
                         closing = true;
+                        deadline.as_mut().reset(tokio::time::Instant::now() + timing.grace);
                     }
                     _ = stop.wait_for(|stop| *stop), if !closing => {
                         connection.as_mut().graceful_shutdown();
                         closing = true;
+                        deadline.as_mut().reset(tokio::time::Instant::now() + timing.grace);
                     }
                 }
             }
@@ -823,6 +876,79 @@ pub(crate) async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A listener serving one route that reads a body, timed by `timing`.
+    async fn echo(timing: Timing) -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let service = Router::new().route(
+            "/echo",
+            post(|body: Bytes| async move { body.len().to_string() }),
+        );
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let metrics = Arc::new(Metrics::default());
+            serve_with(service, &metrics, listener, 4, stopped, timing).await;
+            drop(stop);
+        });
+        addr
+    }
+
+    /// Everything the server sends on `conn` until it closes it (within 10 s).
+    async fn until_closed(conn: &mut tokio::net::TcpStream) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut got))
+            .await
+            .expect("the connection is closed")
+            .expect("read");
+        got
+    }
+
+    #[tokio::test]
+    async fn a_connection_past_its_lifetime_is_closed_even_mid_request() {
+        use tokio::io::AsyncWriteExt;
+        let addr = echo(Timing {
+            lifetime: Duration::from_millis(100),
+            headers: Duration::from_secs(30),
+            grace: Duration::from_millis(100),
+        })
+        .await;
+        // A body that never comes in full keeps no place beyond the grace.
+        let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        slow.write_all(b"POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\nab")
+            .await
+            .expect("write");
+        until_closed(&mut slow).await;
+        // A request that completes is answered.
+        let mut quick = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        quick
+            .write_all(b"POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nConnection: close\r\n\r\nab")
+            .await
+            .expect("write");
+        let answer = until_closed(&mut quick).await;
+        assert!(
+            answer.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+
+    #[tokio::test]
+    async fn http2_is_not_served() {
+        use tokio::io::AsyncWriteExt;
+        let addr = echo(Timing::default()).await;
+        let mut h2 = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .expect("write");
+        let answer = until_closed(&mut h2).await;
+        // No SETTINGS frame (an HTTP/2 server's first bytes): an HTTP/1 error, or nothing.
+        assert!(
+            answer.is_empty() || answer.starts_with(b"HTTP/1.1 "),
+            "{answer:?}"
+        );
+    }
 
     #[tokio::test]
     async fn a_reload_that_panicked_is_a_failure_not_unchanged() {
