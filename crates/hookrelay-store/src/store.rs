@@ -245,7 +245,7 @@ impl Store {
     /// away). A worker waits until then or until [`Store::subscribe`] wakes it.
     pub async fn next_due(&self, endpoint: &str) -> Result<Option<i64>, StoreError> {
         match self {
-            Store::Embedded(s) => Ok(s.next_due(endpoint)),
+            Store::Embedded(s) => s.next_due(endpoint),
             Store::Redis(s) => s.next_due(endpoint).await,
         }
     }

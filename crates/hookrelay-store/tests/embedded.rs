@@ -29,7 +29,7 @@ async fn a_new_delivery_is_due_from_its_enqueue_time() -> TestResult {
     let dir = dir()?;
     let store = EmbeddedStore::open(dir.path())?;
     store.enqueue(None, vec![new("crm", "a")], 1_000).await?;
-    assert_eq!(store.next_due("crm"), Some(1_000));
+    assert_eq!(store.next_due("crm")?, Some(1_000));
     assert!(store.lease("crm", 999, 10).await?.is_empty());
     assert_eq!(store.lease("crm", 1_000, 10).await?.len(), 1);
     Ok(())
@@ -41,7 +41,7 @@ async fn a_new_delivery_is_due_from_its_enqueue_time() -> TestResult {
 async fn next_due_is_none_when_nothing_waits() -> TestResult {
     let dir = dir()?;
     let store = EmbeddedStore::open(dir.path())?;
-    assert_eq!(store.next_due("crm"), None, "nothing ever queued");
+    assert_eq!(store.next_due("crm")?, None, "nothing ever queued");
     store
         .enqueue(None, vec![new("crm", "a"), new("crm", "b")], 1_000)
         .await?;
@@ -50,13 +50,13 @@ async fn next_due_is_none_when_nothing_waits() -> TestResult {
     store
         .reschedule(leased[0].id, 61_000, 1, Some("503".into()))
         .await?;
-    assert_eq!(store.next_due("crm"), Some(61_000));
+    assert_eq!(store.next_due("crm")?, Some(61_000));
     let a = store.lease("crm", 61_000, 10).await?;
     assert_eq!(a.len(), 1);
-    assert_eq!(store.next_due("crm"), None, "all leased");
+    assert_eq!(store.next_due("crm")?, None, "all leased");
     store.complete(a[0].id).await?;
     store.complete(leased[1].id).await?;
-    assert_eq!(store.next_due("crm"), None, "nothing queued");
+    assert_eq!(store.next_due("crm")?, None, "nothing queued");
     Ok(())
 }
 
@@ -215,7 +215,7 @@ async fn retries_made_due_survive_a_reopen() -> TestResult {
         (leased[0].id, leased[1].id)
     };
     let store = EmbeddedStore::open(dir.path())?;
-    assert_eq!(store.next_due("crm"), Some(5_000), "after reopen");
+    assert_eq!(store.next_due("crm")?, Some(5_000), "after reopen");
     assert!(store.lease("crm", 4_999, 10).await?.is_empty());
     let due = store.lease("crm", 5_000, 10).await?;
     let got: Vec<(DeliveryId, u32, i64, Option<&str>)> = due

@@ -467,15 +467,11 @@ impl EmbeddedStore {
     }
 
     /// [`Store::next_due`](crate::Store::next_due): the earliest time a delivery of
-    /// `endpoint` that is not leased is due, or `None` when it has none (or the store is
-    /// recovering from a failed write, or cannot read its queue: logged).
-    pub fn next_due(&self, endpoint: &str) -> Option<i64> {
-        let engine = self.inner.shared.engine().ok()?;
-        let due = self.inner.shared.core().queue.next_due(&engine, endpoint);
-        due.unwrap_or_else(|error| {
-            tracing::error!(endpoint, error = %error, "cannot read the queue");
-            None
-        })
+    /// `endpoint` that is not leased is due, or `None` when it has none. Fails while the
+    /// store recovers from a failed write, or when it cannot read its queue.
+    pub fn next_due(&self, endpoint: &str) -> Result<Option<i64>, StoreError> {
+        let engine = self.inner.shared.engine()?;
+        self.inner.shared.core().queue.next_due(&engine, endpoint)
     }
 
     /// [`Store::complete`](crate::Store::complete); durable as outcomes are (see the type).

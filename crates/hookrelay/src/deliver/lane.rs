@@ -195,13 +195,21 @@ pub(crate) async fn run(ctx: Arc<DeliverCtx>, lane: Arc<Lane>) {
         };
         if batch.is_empty() {
             drop(first);
-            let wait = match ctx.store.next_due(&lane.name).await.ok().flatten() {
-                Some(at) => Duration::from_millis(
+            let wait = match ctx.store.next_due(&lane.name).await {
+                Ok(Some(at)) => Duration::from_millis(
                     u64::try_from(at.saturating_sub(now_ms()))
                         .unwrap_or(0)
                         .max(1),
                 ),
-                None => Duration::from_secs(3600),
+                // Nothing queued: an enqueue wakes the lane.
+                Ok(None) => Duration::from_secs(3600),
+                // Unknown: ask again soon, as after a failed lease. Waiting as if nothing
+                // were queued would hold its retries, and another replica's deliveries to
+                // take over, until the next enqueue.
+                Err(e) => {
+                    tracing::warn!(endpoint = %lane.name, error = %e, "store unavailable, delivery paused");
+                    Duration::from_secs(1)
+                }
             };
             tokio::select! {
                 _ = lane.wake.notified() => {}
