@@ -262,3 +262,42 @@ async fn a_mailgun_token_used_on_one_replica_is_refused_on_another() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_removed_while_redis_is_down_becomes_dead_letters_once_it_is_back() {
+    let mut redis =
+        RedisServer::start().expect("redis-server (install it: apt-get install redis-server)");
+    let (sink, down) = (Sink::start().await, Sink::start().await);
+    down.set_status(503);
+    let gone = format!(
+        "  - name: gone\n    url: {}\n    events: {{ whatsapp: [status] }}\n    retry: {{ max_attempts: 1000, backoff: [50ms, 100ms] }}\n",
+        down.url("/hook")
+    );
+    let s = Sidecar::start(&config(&redis.url(), &sink, &gone)).await;
+    let n = 5;
+    for i in 0..n {
+        assert_eq!(post(&s, &statuses(i, 1)).await, 200);
+    }
+    sink.wait_for(n).await;
+    redis.kill().expect("kill redis");
+    // `gone` is removed while its queue cannot be dead-lettered.
+    s.rewrite(&config(&redis.url(), &sink, ""));
+    eventually("the failed dead-lettering logged", || async {
+        s.log()
+            .contains("cannot dead-letter a removed endpoint's queue; trying again")
+            .then_some(())
+    })
+    .await;
+    redis.restart().expect("restart redis");
+    // Its deliveries become dead letters without another reload or restart.
+    let letters = eventually("the removed endpoint's queue dead-lettered", || async {
+        let (status, v) = s.admin("GET", "/dead-letters?endpoint=gone").await;
+        let letters = v.as_array().cloned().unwrap_or_default();
+        (status == 200 && letters.len() == n).then_some(letters)
+    })
+    .await;
+    for letter in letters {
+        assert_eq!(letter["reason"], "endpoint removed", "{letter}");
+    }
+    assert!(s.log().contains("endpoint removed"), "{}", s.log());
+}

@@ -61,7 +61,9 @@ pub enum StoreError {
         #[source]
         source: Arc<dyn StdError + Send + Sync>,
     },
-    /// No queued delivery has this id (it was completed, dead-lettered, or never existed).
+    /// No queued delivery has this id (it was completed, dead-lettered, or never existed),
+    /// or, on Redis, another replica took over its lease: the outcome is that replica's to
+    /// record.
     #[error("delivery {id} is not in the queue")]
     UnknownDelivery {
         /// The id asked for.

@@ -254,6 +254,78 @@ async fn a_dead_replicas_delivery_is_claimed_after_the_visibility_timeout() -> T
     Ok(())
 }
 
+/// A replica that stopped renewing its lease (here: one whose renewals come far apart, as
+/// when it lost Redis for a while) has the delivery taken over; the outcome it records
+/// later, of its own attempt, must not overwrite the new holder's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_over_lease_records_no_outcome() -> TestResult {
+    let server = RedisServer::start()?;
+    // `a` renews every 20 s: within this test, never. `b` takes over after 200 ms.
+    let a = open(
+        &server,
+        options().visibility_timeout(Duration::from_secs(60)),
+    )
+    .await?;
+    let b = open(
+        &server,
+        options().visibility_timeout(Duration::from_millis(200)),
+    )
+    .await?;
+    a.enqueue(
+        None,
+        vec![new("crm", "x"), new("crm", "y"), new("crm", "z")],
+        0,
+    )
+    .await?;
+    let leased = a.lease("crm", now_ms(), 3).await?;
+    assert_eq!(leased.len(), 3);
+    let deadline = Instant::now() + WITHIN;
+    let mut taken = Vec::new();
+    while taken.len() < 3 {
+        taken.extend(b.lease("crm", now_ms(), 3).await?);
+        assert!(Instant::now() < deadline, "never taken over: {taken:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let [x, y, z] = [leased[0].id, leased[1].id, leased[2].id];
+
+    // Each of `a`'s late outcomes is refused: the delivery stays `b`'s, as it was.
+    let refused = |r: Result<(), StoreError>| matches!(r, Err(StoreError::UnknownDelivery { .. }));
+    assert!(refused(a.complete(x).await), "a completed x");
+    assert!(refused(
+        a.reschedule(y, now_ms() + 60_000, 4, Some("HTTP 503".into()))
+            .await
+    ));
+    assert!(refused(
+        a.dead_letter(z, "HTTP 400", Some(400), None, now_ms())
+            .await
+    ));
+    assert_eq!(
+        b.dead_letters(None, 10).await?.len(),
+        0,
+        "nothing buried by a"
+    );
+    for id in [x, y, z] {
+        let history = b.history(id).await?.ok_or("kept")?;
+        assert_eq!(history.state, DeliveryState::InFlight, "{id:?}");
+        assert_eq!(history.delivery.attempts, 0, "{id:?}");
+    }
+
+    // `b`, which holds them now, records its outcomes.
+    b.complete(x).await?;
+    b.reschedule(y, now_ms() + 60_000, 1, Some("HTTP 503".into()))
+        .await?;
+    b.dead_letter(z, "HTTP 400", Some(400), None, now_ms())
+        .await?;
+    assert_eq!(
+        b.history(x).await?.ok_or("kept")?.state,
+        DeliveryState::Delivered
+    );
+    assert_eq!(b.history(y).await?.ok_or("kept")?.delivery.attempts, 1);
+    let letters = b.dead_letters(None, 10).await?;
+    assert_eq!((letters.len(), letters[0].delivery.attempts), (1, 1));
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_fails_fast_and_nothing_acknowledged_is_lost() -> TestResult {
     let mut server = RedisServer::start()?;

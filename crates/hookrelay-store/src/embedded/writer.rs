@@ -1810,7 +1810,8 @@ fn reschedule(
     tx.put(id, record, stored.body.clone(), Some(&stored))
 }
 
-/// Dead-letters `id` after an attempt that gave up: that attempt counts in `attempts`.
+/// Dead-letters `id` after an attempt that gave up: that attempt counts in `attempts`
+/// (a delivery never leased, dead-lettered as it was enqueued, had none).
 fn bury_attempted(
     engine: &Engine,
     tx: &mut Tx,
@@ -1824,7 +1825,9 @@ fn bury_attempted(
         tx.attempt(id, attempt)?;
     }
     tx.changes.ended.push(id);
-    stored.record.attempts = stored.record.attempts.saturating_add(1);
+    if leased {
+        stored.record.attempts = stored.record.attempts.saturating_add(1);
+    }
     bury_stored(tx, id, stored, grave).map(drop)
 }
 

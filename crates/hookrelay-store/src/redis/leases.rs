@@ -49,6 +49,11 @@ impl Leases {
         }
     }
 
+    /// The stream entry id of the lease of `id`, if it is held.
+    pub(super) fn sid(&self, id: u64) -> Option<String> {
+        self.by_id.get(&id).map(|l| l.sid.clone())
+    }
+
     /// Gives up the lease of `id`; its endpoint and stream entry id if it was held.
     pub(super) fn remove(&mut self, id: u64) -> Option<(String, String)> {
         self.by_id.remove(&id).map(|l| (l.endpoint, l.sid))

@@ -919,7 +919,17 @@ impl Inner {
         id: DeliveryId,
         call: ::redis::ScriptInvocation<'_>,
     ) -> Result<(), StoreError> {
-        self.leases().set_closing(id.0, true);
+        // The lease it is recorded under: a replica whose lease was taken over records
+        // nothing (the scripts' `may_record`).
+        let sid = {
+            let mut leases = self.leases();
+            leases.set_closing(id.0, true);
+            leases.sid(id.0).unwrap_or_default()
+        };
+        let mut call = call;
+        call.arg(sid)
+            .arg(&self.consumer)
+            .arg(millis(self.options.visibility_timeout));
         let found = self
             .timed(op, call.invoke_async::<i64>(&mut self.conn.clone()))
             .await;

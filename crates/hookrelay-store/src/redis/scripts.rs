@@ -103,6 +103,23 @@ local function unqueue(id, ep)
     redis.call('ZREM', zkey(ep), id)
   end
 end
+-- Whether a caller may record an outcome of queued delivery `id` of endpoint `ep`: with a
+-- lease (`sid`, its stream entry, not ''), only while that entry is still the delivery's
+-- and pending for consumer `c`: a replica whose lease another took over (it stopped
+-- renewing for longer than the visibility timeout) must not overwrite the new holder's
+-- outcome. Without one (''), only while no consumer holds a lease on it renewed within
+-- `vis` ms.
+local function may_record(id, ep, sid, c, vis)
+  local cur = redis.call('HGET', dkey(id), 'sid')
+  if sid == '' then
+    if not cur then return true end
+    local p = redis.call('XPENDING', qkey(ep), G, cur, cur, 1)
+    return #p == 0 or tonumber(p[1][3]) >= tonumber(vis)
+  end
+  if cur ~= sid then return false end
+  local p = redis.call('XPENDING', qkey(ep), G, sid, sid, 1)
+  return #p == 1 and p[1][2] == c
+end
 -- Forgets an endpoint that has nothing queued any more.
 local function tidy(ep)
   if redis.call('XLEN', qkey(ep)) == 0 and redis.call('ZCARD', zkey(ep)) == 0 then
@@ -226,14 +243,16 @@ end
 return out
 "#;
 
-/// ARGV: P, id, has attempt ('1'/'0'), history entry. Moves the delivery out of the queue
-/// into the history (`P:h:<id>`, sized and counted in `P:hbytes`). Returns 1, or 0 when the
-/// delivery is not queued.
+/// ARGV: P, id, has attempt ('1'/'0'), history entry, lease's stream entry id ('' for
+/// none), consumer, visibility timeout ms. Moves the delivery out of the queue into the history (`P:h:<id>`, sized
+/// and counted in `P:hbytes`). Returns 1, or 0 when the delivery is not queued or the
+/// caller may not record its outcome (`may_record`).
 const COMPLETE: &str = r#"
 local id = ARGV[2]
 local d = dkey(id)
 local ep = redis.call('HGET', d, 'ep')
 if not ep then return 0 end
+if not may_record(id, ep, ARGV[5], ARGV[6], ARGV[7]) then return 0 end
 unqueue(id, ep)
 if ARGV[3] == '1' then note(d, id, ARGV[4], false) end
 local h = hkey(id)
@@ -255,12 +274,14 @@ return 1
 "#;
 
 /// ARGV: P, id, not before ms, attempts, has error ('1'/'0'), error, has attempt ('1'/'0'),
-/// history entry. Returns 1 or 0.
+/// history entry, lease's stream entry id ('' for none), consumer, visibility timeout ms.
+/// Returns 1 or 0 (as `COMPLETE`).
 const RESCHEDULE: &str = r#"
 local id = ARGV[2]
 local d = dkey(id)
 local ep = redis.call('HGET', d, 'ep')
 if not ep then return 0 end
+if not may_record(id, ep, ARGV[9], ARGV[10], ARGV[11]) then return 0 end
 unqueue(id, ep)
 if ARGV[7] == '1' then note(d, id, ARGV[8], false) end
 redis.call('HSET', d, 'nb', ARGV[3], 'att', ARGV[4])
@@ -270,17 +291,20 @@ return 1
 "#;
 
 /// ARGV: P, id, reason, status ('' for none), has response ('1'/'0'), response, now ms, has
-/// attempt ('1'/'0'), history entry. Returns 1 or 0.
+/// attempt ('1'/'0'), history entry, lease's stream entry id ('' for none), consumer,
+/// visibility timeout ms. Returns 1 or 0 (as `COMPLETE`).
 const DEAD_LETTER: &str = r#"
 local id = ARGV[2]
 local ep = redis.call('HGET', dkey(id), 'ep')
 if not ep then return 0 end
+if not may_record(id, ep, ARGV[10], ARGV[11], ARGV[12]) then return 0 end
 unqueue(id, ep)
 if ARGV[8] == '1' then note(dkey(id), id, ARGV[9], false) end
 bury(id, ep, ARGV[3], ARGV[7])
 local l = lkey(id)
--- The attempt that gave up counts.
-redis.call('HINCRBY', l, 'att', 1)
+-- The attempt that gave up counts; a delivery never leased (its endpoint removed as it was
+-- enqueued) had none.
+if ARGV[10] ~= '' then redis.call('HINCRBY', l, 'att', 1) end
 if ARGV[4] ~= '' then redis.call('HSET', l, 'status', ARGV[4]) end
 if ARGV[5] == '1' then redis.call('HSET', l, 'resp', ARGV[6]) end
 tidy(ep)

@@ -379,7 +379,12 @@ pub(crate) async fn attempt(ctx: &DeliverCtx, lane: &Lane, d: Delivery) {
                 }
                 break;
             }
-            Err(StoreError::UnknownDelivery { .. }) => break,
+            Err(StoreError::UnknownDelivery { .. }) => {
+                // Finished elsewhere (a replay, a deletion), or, on Redis, taken over by a
+                // replica after this one stopped renewing its lease: that one's to record.
+                tracing::info!(endpoint = %lane.name, id = d.id.0, "delivery outcome not recorded: the delivery is no longer queued here");
+                break;
+            }
             Err(e) if started.elapsed() < RECORD_PATIENCE && !*stopping.borrow() => {
                 if matches!(e, StoreError::Recovering { .. }) {
                     // The store logged its failure once; this is one of its refusals.

@@ -45,7 +45,7 @@ pub(crate) struct DeliverCtx {
 /// The lanes of every configured endpoint.
 pub(crate) struct Lanes {
     ctx: Arc<DeliverCtx>,
-    lanes: Mutex<HashMap<String, Arc<Lane>>>,
+    lanes: Arc<Mutex<HashMap<String, Arc<Lane>>>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -55,11 +55,43 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Dead-letters removed endpoint `name`'s queue once the store takes it, trying again
+/// (after 1 s, doubling up to a minute) until it does or the endpoint is configured again.
+/// Without it, a store unavailable at the reload would leave that queue in the store, never
+/// delivered and never a dead letter: on Redis no replica ever looks at it again.
+async fn bury_later(
+    ctx: Arc<DeliverCtx>,
+    lanes: Arc<Mutex<HashMap<String, Arc<Lane>>>>,
+    name: String,
+) {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        tokio::time::sleep(wait).await;
+        if lock(&lanes).contains_key(&name) {
+            return;
+        }
+        match ctx
+            .store
+            .dead_letter_endpoint(&name, "endpoint removed", now_ms())
+            .await
+        {
+            Ok(n) => {
+                tracing::info!(endpoint = %name, dead_lettered = n, "endpoint removed");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(endpoint = %name, error = %e, "cannot dead-letter a removed endpoint's queue; trying again");
+                wait = (wait * 2).min(Duration::from_secs(60));
+            }
+        }
+    }
+}
+
 impl Lanes {
     pub(crate) fn new(ctx: DeliverCtx) -> Self {
         Self {
             ctx: Arc::new(ctx),
-            lanes: Mutex::new(HashMap::new()),
+            lanes: Arc::new(Mutex::new(HashMap::new())),
             tasks: Mutex::new(Vec::new()),
         }
     }
@@ -115,7 +147,12 @@ impl Lanes {
             {
                 Ok(n) => tracing::info!(endpoint = %name, dead_lettered = n, "endpoint removed"),
                 Err(e) => {
-                    tracing::error!(endpoint = %name, error = %e, "cannot dead-letter a removed endpoint's queue")
+                    tracing::error!(endpoint = %name, error = %e, "cannot dead-letter a removed endpoint's queue; trying again");
+                    self.ctx.runtime.spawn(bury_later(
+                        self.ctx.clone(),
+                        Arc::clone(&self.lanes),
+                        name,
+                    ));
                 }
             }
         }
