@@ -218,6 +218,34 @@ pub(crate) async fn dead_letters_are_listed_and_replayed_with_their_ids(
     Ok(())
 }
 
+/// A delivery dead-lettered without being leased (its endpoint removed as it was enqueued)
+/// had no attempt, and counts none; one leased and given up on counts the attempt.
+pub(crate) async fn a_delivery_never_attempted_is_buried_with_no_attempt(
+    store: &Store,
+) -> TestResult {
+    let enqueued = store
+        .enqueue(None, vec![new("crm", "a"), new("crm", "b")], 1_000)
+        .await?;
+    let [a, b] = ids(enqueued)[..] else {
+        return Err("two deliveries".into());
+    };
+    store
+        .dead_letter(a, "endpoint removed", None, None, 2_000)
+        .await?;
+    let leased = store.lease("crm", 1_000, 1).await?.remove(0);
+    assert_eq!(leased.id, b);
+    store
+        .dead_letter(b, "HTTP 400", Some(400), None, 3_000)
+        .await?;
+    let letters = store.dead_letters(None, 10).await?;
+    let attempts: Vec<_> = letters
+        .iter()
+        .map(|l| (l.delivery.id, l.delivery.attempts))
+        .collect();
+    assert_eq!(attempts, [(a, 0), (b, 1)]);
+    Ok(())
+}
+
 pub(crate) async fn dead_letter_responses_are_cut_to_max_response_bytes(
     store: &Store,
 ) -> TestResult {

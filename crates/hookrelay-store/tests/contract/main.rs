@@ -85,6 +85,7 @@ contract![
     unknown_deliveries_have_no_outcome_and_no_lease,
     reschedule_release_and_next_due,
     dead_letters_are_listed_and_replayed_with_their_ids,
+    a_delivery_never_attempted_is_buried_with_no_attempt,
     dead_letter_responses_are_cut_to_max_response_bytes,
     a_removed_endpoints_deliveries_go_to_the_dead_letters_and_back,
     a_dead_letter_written_as_such_is_deduped_listed_and_found,
