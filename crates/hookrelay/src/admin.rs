@@ -371,12 +371,7 @@ async fn require_token(State(app): Shared, req: Request<Body>, next: Next) -> Re
         }
         return next.run(req).await;
     };
-    let offered = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let offered = bearer(req.headers());
     match offered {
         Some(offered) if ct_eq(offered.as_bytes(), token.expose().as_bytes()) => {
             next.run(req).await
@@ -741,6 +736,14 @@ async fn resume(State(app): Shared, Path(name): Path<String>) -> Resp {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header, the scheme in any case (RFC
+/// 9110: schemes are case-insensitive).
+pub(crate) fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 /// Serves the admin API on `listener` until `shutdown` turns true.
 /// How long a connection to the admin listener is kept: then it is closed once its request
 /// in progress, if any, has been answered. Probes, scrapes and the CLI make one request
@@ -876,6 +879,25 @@ pub(crate) async fn serve_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case() {
+        let with = |value: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                http::header::AUTHORIZATION,
+                value.parse().expect("header value"),
+            );
+            bearer(&headers).map(str::to_owned)
+        };
+        for value in ["Bearer tok", "bearer tok", "BEARER  tok ", " Bearer tok"] {
+            assert_eq!(with(value).as_deref(), Some("tok"), "{value:?}");
+        }
+        for value in ["Basic tok", "Bearertok", "tok"] {
+            assert_eq!(with(value), None, "{value:?}");
+        }
+        assert_eq!(bearer(&http::HeaderMap::new()), None);
+    }
 
     /// A listener serving one route that reads a body, timed by `timing`.
     async fn echo(timing: Timing) -> std::net::SocketAddr {

@@ -196,11 +196,8 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// True when `headers` carry the token: the session cookie or `Authorization: Bearer`.
 fn carries(headers: &HeaderMap, token: &str) -> bool {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|offered| ct_eq(offered.trim().as_bytes(), token.as_bytes()));
+    let bearer = crate::admin::bearer(headers)
+        .is_some_and(|offered| ct_eq(offered.as_bytes(), token.as_bytes()));
     let now = crate::clock::now_ms();
     let session = cookie(headers, COOKIE).is_some_and(|v| valid_session(v, token, now));
     bearer || session
