@@ -510,6 +510,20 @@ impl Store {
         }
     }
 
+    /// On Redis, deletes the consumers of `endpoints`' groups that hold no lease and have
+    /// read nothing for `idle` ([`RedisStore::prune_consumers`]); nothing on the embedded
+    /// store, which has no consumer groups.
+    pub async fn prune_consumers(
+        &self,
+        endpoints: &[String],
+        idle: std::time::Duration,
+    ) -> Result<u64, StoreError> {
+        match self {
+            Store::Embedded(_) => Ok(0),
+            Store::Redis(s) => s.prune_consumers(endpoints, idle).await,
+        }
+    }
+
     /// Sets the embedded store's budget ([`EmbeddedStore::set_max_bytes`]); Redis has its
     /// own (`maxmemory`), so this does nothing there.
     pub fn set_max_bytes(&self, bytes: u64) {

@@ -326,6 +326,69 @@ async fn a_taken_over_lease_records_no_outcome() -> TestResult {
     Ok(())
 }
 
+/// The consumers a group keeps, by name, with their pending entries.
+async fn consumers(
+    server: &RedisServer,
+    endpoint: &str,
+) -> Result<Vec<(String, u64)>, Box<dyn std::error::Error>> {
+    let mut conn = ::redis::Client::open(server.url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let raw: Vec<std::collections::HashMap<String, ::redis::Value>> = ::redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(format!("hookrelay:q:{endpoint}"))
+        .arg("lanes")
+        .query_async(&mut conn)
+        .await?;
+    let mut out = Vec::new();
+    for c in raw {
+        let name: String = ::redis::from_redis_value(c.get("name").ok_or("name")?.clone())?;
+        let pending: u64 = ::redis::from_redis_value(c.get("pending").ok_or("pending")?.clone())?;
+        out.push((name, pending));
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_of_stopped_replicas_holding_nothing_are_pruned() -> TestResult {
+    let server = RedisServer::start()?;
+    let seed = open(&server, options()).await?;
+    seed.enqueue(
+        None,
+        vec![new("crm", "x"), new("crm", "y"), new("crm", "z")],
+        0,
+    )
+    .await?;
+    // A replica that delivered and stopped, and one that stopped holding a lease.
+    let done = open(&server, options()).await?;
+    let x = done.lease("crm", now_ms(), 1).await?.remove(0);
+    done.complete(x.id).await?;
+    let (done_name, holding) = (done.consumer().to_owned(), open(&server, options()).await?);
+    holding.lease("crm", now_ms(), 1).await?;
+    let holding_name = holding.consumer().to_owned();
+    drop((done, holding));
+    // This one, live, holding nothing either.
+    let live = open(&server, options()).await?;
+    let z = live.lease("crm", now_ms(), 1).await?.remove(0);
+    live.complete(z.id).await?;
+    let before = consumers(&server, "crm").await?;
+    assert_eq!(before.len(), 3, "{before:?}");
+
+    // Idle for an hour: none yet.
+    let crm = vec!["crm".to_owned(), "never-queued".to_owned()];
+    assert_eq!(live.prune_consumers(&crm, HOUR).await?, 0);
+    // Idle at all: the stopped one holding nothing goes; the one with a lease, and this
+    // one, stay.
+    assert_eq!(live.prune_consumers(&crm, Duration::ZERO).await?, 1);
+    let after = consumers(&server, "crm").await?;
+    let names: Vec<&str> = after.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(!names.contains(&done_name.as_str()), "{after:?}");
+    assert!(names.contains(&holding_name.as_str()), "{after:?}");
+    assert!(names.contains(&live.consumer()), "{after:?}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_fails_fast_and_nothing_acknowledged_is_lost() -> TestResult {
     let mut server = RedisServer::start()?;

@@ -97,6 +97,11 @@ const DEAD_LETTER_EXPIRY_TICKS: u64 = 10;
 /// Deletes delivered deliveries past the history's retention or size every
 /// [`RETENTION_EVERY`], and dead letters past theirs every [`DEAD_LETTER_EXPIRY_TICKS`] of
 /// them (at start first).
+/// A Redis consumer that holds no lease and has read nothing for this long is deleted from
+/// its group (a replica that stopped; a live one reads far more often, and is made again
+/// by its next read if not).
+const CONSUMER_IDLE: Duration = Duration::from_secs(3600);
+
 async fn expire_dead_letters(admin: Arc<Admin>) {
     let mut every = tokio::time::interval(RETENTION_EVERY);
     for tick in 0u64.. {
@@ -114,6 +119,19 @@ async fn expire_dead_letters(admin: Arc<Admin>) {
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot delete dead letters past their retention")
                 }
+            }
+            // Redis: consumers of restarted replicas, idle and holding nothing.
+            let endpoints: Vec<String> = admin
+                .live
+                .snapshot()
+                .endpoints
+                .iter()
+                .map(|e| e.name.clone())
+                .collect();
+            match admin.store.prune_consumers(&endpoints, CONSUMER_IDLE).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(deleted = n, "idle consumers of stopped replicas deleted"),
+                Err(e) => tracing::warn!(error = %e, "cannot delete idle consumers"),
             }
         }
         let snapshot = admin.live.snapshot();

@@ -641,6 +641,32 @@ impl RedisStore {
         }
     }
 
+    /// Deletes, from the consumer groups of `endpoints`, the consumers (other than this
+    /// instance) that hold no lease and have read nothing for `idle`: each start of a
+    /// replica joins every group under a new name, and Redis keeps every name a group ever
+    /// had. Returns how many were deleted.
+    pub async fn prune_consumers(
+        &self,
+        endpoints: &[String],
+        idle: Duration,
+    ) -> Result<u64, StoreError> {
+        if endpoints.is_empty() {
+            return Ok(0);
+        }
+        let inner = &self.inner;
+        let mut call = inner.scripts.prune_consumers.prepare_invoke();
+        call.arg(&inner.options.prefix)
+            .arg(millis(idle))
+            .arg(&inner.consumer)
+            .arg(endpoints);
+        inner
+            .timed(
+                "prune consumers",
+                call.invoke_async(&mut inner.conn.clone()),
+            )
+            .await
+    }
+
     /// [`Store::release`](crate::Store::release): any replica can lease it again at once.
     /// Ids not leased by this instance are ignored.
     pub async fn release(&self, id: DeliveryId) -> Result<(), StoreError> {

@@ -583,6 +583,31 @@ return {false, out}
 "#;
 
 /// The loaded scripts (each sent by hash, loaded on `NOSCRIPT`).
+/// ARGV: P, idle ms, this instance's consumer, endpoint names. Deletes from each endpoint's
+/// consumer group the consumers that hold nothing (no pending entry) and have read nothing
+/// for `idle` ms, this instance's aside: every start of a replica joins with a new name,
+/// so the groups would grow with every restart. A consumer deleted while alive is made
+/// again by its next read; one with pending entries is kept, as those are its leases.
+/// Returns how many were deleted.
+const PRUNE_CONSUMERS: &str = r#"
+local idle, me, n = tonumber(ARGV[2]), ARGV[3], 0
+for i = 4, #ARGV do
+  local q = qkey(ARGV[i])
+  local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', q, G)
+  if ok then
+    for _, c in ipairs(consumers) do
+      local f = {}
+      for j = 1, #c, 2 do f[c[j]] = c[j + 1] end
+      if f['name'] ~= me and tonumber(f['pending']) == 0 and tonumber(f['idle']) >= idle then
+        redis.call('XGROUP', 'DELCONSUMER', q, G, f['name'])
+        n = n + 1
+      end
+    end
+  end
+end
+return n
+"#;
+
 #[derive(Debug)]
 pub(super) struct Scripts {
     pub(super) enqueue: Script,
@@ -601,6 +626,7 @@ pub(super) struct Scripts {
     pub(super) touch: Script,
     pub(super) next_due: Script,
     pub(super) sweep_history: Script,
+    pub(super) prune_consumers: Script,
     pub(super) history: Script,
     pub(super) history_of: Script,
     pub(super) histories: Script,
@@ -631,6 +657,7 @@ impl Scripts {
             touch: script(TOUCH),
             next_due: script(NEXT_DUE),
             sweep_history: script(SWEEP_HISTORY),
+            prune_consumers: script(PRUNE_CONSUMERS),
             history: reader(HISTORY),
             history_of: reader(HISTORY_OF),
             histories: reader(HISTORIES),
