@@ -445,8 +445,17 @@ pub(crate) fn ignored_events(names: &[String], kind: &str) -> (String, String) {
 }
 
 /// `text` on one line (control characters as spaces), at most `max` bytes, cut at a
-/// character boundary with `…` when it was longer.
-fn one_line(text: &str, max: usize) -> String {
+/// character boundary with `…` when it was longer: for reasons that may quote what a
+/// sender sent, written to logs and answers.
+///
+/// ```
+/// use hookrelay_core::provider::one_line;
+///
+/// assert_eq!(one_line("bad key\n\"kkkkkk\"", 12), "bad key \"…");
+/// assert_eq!(one_line("short", 12), "short");
+/// ```
+#[must_use]
+pub fn one_line(text: &str, max: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max));
     for c in text.chars() {
         let c = if c.is_control() { ' ' } else { c };

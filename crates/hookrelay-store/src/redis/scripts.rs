@@ -244,9 +244,9 @@ return out
 "#;
 
 /// ARGV: P, id, has attempt ('1'/'0'), history entry, lease's stream entry id ('' for
-/// none), consumer, visibility timeout ms. Moves the delivery out of the queue into the history (`P:h:<id>`, sized
-/// and counted in `P:hbytes`). Returns 1, or 0 when the delivery is not queued or the
-/// caller may not record its outcome (`may_record`).
+/// none), consumer, visibility timeout ms. Moves the delivery out of the queue into the
+/// history (`P:h:<id>`, sized and counted in `P:hbytes`). Returns 1, or 0 when the delivery
+/// is not queued or the caller may not record its outcome (`may_record`).
 const COMPLETE: &str = r#"
 local id = ARGV[2]
 local d = dkey(id)

@@ -74,19 +74,7 @@ impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut full = String::new();
         self.write_reason(&mut full)?;
-        let mut line = String::with_capacity(full.len().min(MAX_REASON));
-        for c in full.chars() {
-            let c = if c.is_control() { ' ' } else { c };
-            if line.len() + c.len_utf8() > MAX_REASON {
-                while line.len() + '…'.len_utf8() > MAX_REASON {
-                    line.pop();
-                }
-                line.push('…');
-                break;
-            }
-            line.push(c);
-        }
-        f.write_str(&line)
+        f.write_str(&hookrelay_core::provider::one_line(&full, MAX_REASON))
     }
 }
 
