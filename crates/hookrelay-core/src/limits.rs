@@ -49,6 +49,52 @@ pub const MAX_DEPTH: usize = 64;
 /// Default longest number token in an event, in characters.
 pub const MAX_NUMBER_LEN: usize = 100;
 
+/// Most JSON values a callback body may hold to be parsed whole
+/// ([`CallbackRequest::json`](crate::CallbackRequest::json)): about 5 to 10 MB once parsed.
+/// Providers send a few hundred, a batch a few tens of thousands; a signature check may
+/// parse the body before the signature is known to be good, and a parsed value costs 16 to
+/// 40 times its text (`[0,0,0,…]`).
+pub const MAX_JSON_VALUES: usize = 100_000;
+
+/// Whether the JSON `text` holds at most `max` values, counted without parsing it as its
+/// commas and opening brackets outside strings (one pass; it stops at `max`).
+///
+/// ```
+/// use hookrelay_core::limits::values_at_most;
+///
+/// assert!(values_at_most(br#"{"a":[1,2],"b":"x,y,[z"}"#, 5));
+/// assert!(!values_at_most(format!("[{}0]", "0,".repeat(10)).as_bytes(), 10));
+/// ```
+#[must_use]
+pub fn values_at_most(text: &[u8], max: usize) -> bool {
+    let mut count = 1usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in text {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b',' | b'[' | b'{' => {
+                count += 1;
+                if count > max {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    true
+}
+
 /// The depth and number-length limits of an event's JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JsonLimits {

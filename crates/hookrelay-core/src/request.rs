@@ -121,10 +121,18 @@ impl CallbackRequest {
             .collect()
     }
 
-    /// Parses the body as JSON; an empty body is [`NormalizeError::EmptyBody`].
+    /// Parses the body as JSON; an empty body is [`NormalizeError::EmptyBody`], one of more
+    /// than [`MAX_JSON_VALUES`](crate::limits::MAX_JSON_VALUES) values a
+    /// [`NormalizeError::Shape`] (refused before it is parsed).
     pub fn json(&self) -> Result<Value, NormalizeError> {
         if self.body.iter().all(u8::is_ascii_whitespace) {
             return Err(NormalizeError::EmptyBody);
+        }
+        if !crate::limits::values_at_most(&self.body, crate::limits::MAX_JSON_VALUES) {
+            return Err(NormalizeError::shape(
+                "/",
+                "a callback of at most 100000 JSON values",
+            ));
         }
         serde_json::from_slice(&self.body).map_err(|source| NormalizeError::InvalidJson { source })
     }
@@ -241,6 +249,19 @@ mod tests {
         assert_eq!(r.form_pairs().len(), MAX_FORM_FIELDS);
         let r = CallbackRequest::post("a=1&".repeat(MAX_FORM_FIELDS));
         assert_eq!(r.form_pairs().len(), MAX_FORM_FIELDS);
+    }
+
+    #[test]
+    fn a_body_of_too_many_json_values_is_refused_unparsed() {
+        let many = |n: usize| CallbackRequest::post(format!("[{}0]", "0,".repeat(n - 1)));
+        assert!(many(crate::limits::MAX_JSON_VALUES - 1).json().is_ok());
+        let e = many(crate::limits::MAX_JSON_VALUES + 1)
+            .json()
+            .expect_err("too many");
+        assert_eq!(e.kind(), "shape", "{e}");
+        // Commas and brackets inside strings are text.
+        let text = format!(r#"{{"a":"{}"}}"#, ",[{".repeat(200_000));
+        assert!(CallbackRequest::post(text).json().is_ok());
     }
 
     #[test]

@@ -225,7 +225,16 @@ pub fn string_to_sign(body: &[u8]) -> Result<String, VerifyError> {
     string_to_sign_of(&envelope)
 }
 
+/// Most values an SNS envelope is read with before its signature is checked: it has a dozen
+/// string members (the SES document is one of them, a string).
+const MAX_ENVELOPE_VALUES: usize = 1_000;
+
 fn parse_envelope_for_verify(body: &[u8]) -> Result<Map<String, Value>, VerifyError> {
+    if !crate::limits::values_at_most(body, MAX_ENVELOPE_VALUES) {
+        return Err(VerifyError::Unreadable(format!(
+            "SNS envelope of more than {MAX_ENVELOPE_VALUES} JSON values"
+        )));
+    }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(VerifyError::Unreadable(
@@ -634,6 +643,21 @@ mod tests {
             v.verify(&sns(&t), &recorded()),
             Err(VerifyError::Mismatch)
         ));
+    }
+
+    #[test]
+    fn an_envelope_of_many_values_is_refused_before_it_is_parsed() {
+        let body = format!(r#"{{"Type":"Notification","x":[{}0]}}"#, "0,".repeat(5_000));
+        assert!(matches!(
+            verifier(SNS_CERT).verify(&sns(&body), &recorded()),
+            Err(VerifyError::Unreadable(reason)) if reason.contains("more than 1000")
+        ));
+        // The SES document is a string: its own commas do not count.
+        for (body, _) in VECTORS {
+            verifier(SNS_CERT)
+                .verify(&sns(body), &recorded())
+                .expect("a real notification");
+        }
     }
 
     #[test]
