@@ -265,6 +265,12 @@ struct Envelope {
 }
 
 fn json_signature(req: &CallbackRequest) -> Result<SignatureFields, VerifyError> {
+    // Read before the signature is known to be good: bounded as a body parsed whole is.
+    if !crate::limits::values_at_most(&req.body, crate::limits::MAX_JSON_VALUES) {
+        return Err(VerifyError::Unreadable(
+            "a callback of more than 100000 JSON values".into(),
+        ));
+    }
     let env: Envelope = serde_json::from_slice(&req.body)
         .map_err(|e| VerifyError::Unreadable(format!("body is not a JSON object: {e}")))?;
     let block = match env.signature {
@@ -864,6 +870,16 @@ mod tests {
             .verify(&req, &VerifyOptions::default())
             .expect("valid");
         assert_eq!(token_of(&req).as_deref(), Some(token));
+    }
+
+    #[test]
+    fn a_signature_block_of_many_values_is_refused_before_it_is_parsed() {
+        let body = format!(r#"{{"signature":[{}0]}}"#, "0,".repeat(200_000));
+        let req = CallbackRequest::post(body).with_content_type("application/json");
+        assert!(matches!(
+            verifier("k").verify(&req, &VerifyOptions::default()),
+            Err(VerifyError::Unreadable(reason)) if reason.contains("100000")
+        ));
     }
 
     fn token_of(req: &CallbackRequest) -> Option<String> {
