@@ -49,6 +49,36 @@ pub const MAX_DEPTH: usize = 64;
 /// Default longest number token in an event, in characters.
 pub const MAX_NUMBER_LEN: usize = 100;
 
+/// Where a one-pass scan of JSON text is with regard to strings: inside one (and just after
+/// a backslash there) or not. Brackets, commas and digits inside strings are text.
+#[derive(Debug, Default)]
+struct Strings {
+    inside: bool,
+    escaped: bool,
+}
+
+impl Strings {
+    /// Whether `byte` belongs to a string (its closing quote included), following it.
+    fn inside(&mut self, byte: u8) -> bool {
+        if !self.inside {
+            return false;
+        }
+        if self.escaped {
+            self.escaped = false;
+        } else if byte == b'\\' {
+            self.escaped = true;
+        } else if byte == b'"' {
+            self.inside = false;
+        }
+        true
+    }
+
+    /// An opening quote was read.
+    fn open(&mut self) {
+        self.inside = true;
+    }
+}
+
 /// Most JSON values a callback body may hold to be parsed whole
 /// ([`CallbackRequest::json`](crate::CallbackRequest::json)): about 5 to 10 MB once parsed.
 /// Providers send a few hundred, a batch a few tens of thousands; a signature check may
@@ -68,21 +98,13 @@ pub const MAX_JSON_VALUES: usize = 100_000;
 #[must_use]
 pub fn values_at_most(text: &[u8], max: usize) -> bool {
     let mut count = 1usize;
-    let mut in_string = false;
-    let mut escaped = false;
+    let mut strings = Strings::default();
     for &byte in text {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if byte == b'\\' {
-                escaped = true;
-            } else if byte == b'"' {
-                in_string = false;
-            }
+        if strings.inside(byte) {
             continue;
         }
         match byte {
-            b'"' => in_string = true,
+            b'"' => strings.open(),
             b',' | b'[' | b'{' => {
                 count += 1;
                 if count > max {
@@ -174,18 +196,10 @@ impl JsonLimits {
     /// does not make the depth negative.
     pub fn check(&self, text: &[u8]) -> Result<(), LimitExceeded> {
         let mut depth = 0usize;
-        let mut in_string = false;
-        let mut escaped = false;
+        let mut strings = Strings::default();
         let mut number_start = None;
         for (offset, &byte) in text.iter().enumerate() {
-            if in_string {
-                if escaped {
-                    escaped = false;
-                } else if byte == b'\\' {
-                    escaped = true;
-                } else if byte == b'"' {
-                    in_string = false;
-                }
+            if strings.inside(byte) {
                 continue;
             }
             if matches!(byte, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
@@ -200,7 +214,7 @@ impl JsonLimits {
             }
             number_start = None;
             match byte {
-                b'"' => in_string = true,
+                b'"' => strings.open(),
                 b'[' | b'{' => {
                     depth += 1;
                     if depth > self.max_depth {
