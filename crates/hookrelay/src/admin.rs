@@ -744,7 +744,6 @@ pub(crate) fn bearer(headers: &http::HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// Serves the admin API on `listener` until `shutdown` turns true.
 /// How long a connection to the admin listener is kept: then it is closed once its request
 /// in progress, if any, has been answered. Probes, scrapes and the CLI make one request
 /// each, and a connection held open cannot keep a place for long.
